@@ -1,0 +1,69 @@
+/*
+ * The admin CLI (`postmux`, SPEC §9): main.c parses the global options and
+ * dispatches to one function per verb group, each in its own file
+ * (cli/workspace.c, cli/domain.c, ...). Everything a verb needs from outside —
+ * the config, a Postgres connection, a Redis connection — is opened lazily
+ * through the pmx_cli_t context, so `postmux --help` needs none of them.
+ *
+ * Exit codes (SPEC §1): 0 success, 1 user error (one line on stderr),
+ * 2 usage error.
+ */
+#ifndef PMX_CLI_CLI_H
+#define PMX_CLI_CLI_H
+#include <stdbool.h>
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+
+#include "daemon/config.h"
+
+enum { PMX_EXIT_OK = 0, PMX_EXIT_USER = 1, PMX_EXIT_USAGE = 2 };
+
+typedef struct {
+    const char   *config_path;
+    pmx_config_t  cfg;
+    bool          cfg_loaded;
+    PGconn       *pg;
+    redisContext *redis;
+} pmx_cli_t;
+
+/* Prints "postmux: <message>" as one line on stderr; returns PMX_EXIT_USER. */
+int pmx_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "postmux: <message>" and a hint to --help; returns PMX_EXIT_USAGE. */
+int pmx_cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Loads the config once; on failure prints the reason and returns -1. */
+int pmx_cli_config(pmx_cli_t *c);
+/* Connects to Postgres once (after the config); NULL after printing why. */
+PGconn *pmx_cli_db(pmx_cli_t *c);
+/* Connects to Redis once (sync hiredis, AUTH from password_file); NULL after printing why. */
+redisContext *pmx_cli_redis(pmx_cli_t *c);
+
+/*
+ * Runs one parameterised statement. Returns the result when it succeeded
+ * (PGRES_TUPLES_OK or PGRES_COMMAND_OK; the caller PQclear()s it), or NULL
+ * after printing Postgres's message.
+ */
+PGresult *pmx_cli_query(pmx_cli_t *c, const char *sql, int nparams, const char *const *params);
+/* BEGIN / COMMIT / ROLLBACK; 0 or -1 after printing why. */
+int pmx_cli_begin(pmx_cli_t *c);
+int pmx_cli_commit(pmx_cli_t *c);
+void pmx_cli_rollback(pmx_cli_t *c);
+
+/*
+ * Looks up a workspace by id (ws_...) or exact name; copies its id into
+ * id_out (at least 20 bytes). Returns 0, or prints "unknown workspace: X"
+ * and returns -1.
+ */
+int pmx_cli_workspace_id(pmx_cli_t *c, const char *id_or_name, char *id_out);
+
+/* Verb groups: argv[0] is the verb itself ("workspace", ...). */
+int pmx_cli_migrate(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_workspace(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_tester(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_domain(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_apikey(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_send(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_doctor(pmx_cli_t *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * The configuration of SPEC §3, shared by postmuxd and postmux: one INI parser
+ * (inih), strict about what it accepts. An unknown section or key, a bad value,
+ * or a missing required value fails the whole load with "FILE:LINE: reason";
+ * nothing is half-applied (the caller keeps its old config on failure).
+ */
+#ifndef PMX_DAEMON_CONFIG_H
+#define PMX_DAEMON_CONFIG_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/log.h"
+
+typedef enum { PMX_TLS_NONE = 0, PMX_TLS_STARTTLS, PMX_TLS_IMPLICIT } pmx_tls_mode_t;
+
+typedef struct {
+    /* [daemon] */
+    int             workers;            /* resolved: "auto" = online CPUs */
+    uint64_t        shutdown_timeout_ms;
+    char           *metrics_listen;     /* "" = off; "HOST:PORT" */
+    pmx_log_level_t log_level;
+
+    /* [postgres] */
+    char *pg_conninfo;
+
+    /* [redis] */
+    char *redis_address;                /* "HOST:PORT" or "unix:/path" */
+    char *redis_password_file;          /* "" = none */
+    char *redis_prefix;                 /* default "pmx" */
+
+    /* [relay] */
+    char          *relay_host;
+    int            relay_port;
+    pmx_tls_mode_t relay_tls;
+    bool           relay_tls_verify;
+    char          *relay_ca_file;       /* "" = system store only */
+    char          *relay_auth_user;     /* "" = no AUTH */
+    char          *relay_auth_password_file;
+    int            relay_connections_per_worker;
+    char          *relay_helo_name;     /* resolved: default the host name */
+
+    /* [submission] */
+    char    *submission_listen;         /* "" = off */
+    char    *submission_tls_cert;
+    char    *submission_tls_key;
+    bool     submission_auth_requires_tls;
+    uint64_t submission_max_message_size;   /* bytes */
+
+    /* [delivery] */
+    uint64_t retry_base_ms;
+    uint64_t retry_max_interval_ms;
+    uint64_t max_queue_lifetime_ms;
+
+    /* [keys] */
+    char *master_key_file;
+
+    char *path;                         /* the file this came from */
+} pmx_config_t;
+
+/* The default path: $POSTMUX_CONFIG, else /etc/postmux/postmux.conf. */
+const char *pmx_config_default_path(void);
+
+/*
+ * Loads FILE into *out (which the caller then owns; free with pmx_config_free).
+ * On failure returns -1 and writes "FILE:LINE: reason" (or "FILE: reason")
+ * into err; *out is untouched.
+ */
+int  pmx_config_load(const char *path, pmx_config_t *out, char *err, size_t errlen);
+/* Same, from a string (tests); name is used in error messages. */
+int  pmx_config_load_string(const char *name, const char *text, pmx_config_t *out,
+                            char *err, size_t errlen);
+void pmx_config_free(pmx_config_t *cfg);
+
+/* Value parsers, also used by the CLI. Each returns 0 or -1 (bad input). */
+/* "30s", "5m", "1h", "5d", "250ms", a bare number = seconds. */
+int pmx_config_parse_duration(const char *s, uint64_t *ms);
+/* "25M", "512K", "1G", a bare number = bytes (binary multiples). */
+int pmx_config_parse_size(const char *s, uint64_t *bytes);
+/* yes|no|true|false|on|off|1|0 */
+int pmx_config_parse_bool(const char *s, bool *out);
+
+/*
+ * Reads a secret file (password_file, master key) whole, trimming one trailing
+ * newline. Returns 0 or -1 with a reason in err. The caller wipes and frees *out.
+ */
+int pmx_config_read_secret(const char *path, char **out, size_t *outlen, char *err, size_t errlen);
+
+#endif
