@@ -1,0 +1,52 @@
+/*
+ * A send job (SPEC §5): decoding and validation of the string fields of one
+ * stream entry (or of `postmux send`'s options) into a pmx_job_t. One function
+ * decides what a valid job is, for every room: the CLI checks with it before
+ * XADD, the worker decodes with it before building the message.
+ */
+#ifndef PMX_LIB_JOB_H
+#define PMX_LIB_JOB_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/addr.h"
+
+#define PMX_JOB_MAX_RECIPIENTS 1000
+#define PMX_JOB_MAX_METADATA   4096
+
+typedef struct {
+    const char *name;  size_t name_len;
+    const char *value; size_t value_len;
+} pmx_job_field_t;
+
+typedef struct {
+    char *name;        /* as given after "header:" */
+    char *value;
+} pmx_header_t;
+
+typedef struct {
+    pmx_addr_t      from;
+    pmx_addr_list_t to, cc, bcc;     /* cc/bcc may be empty (n == 0) */
+    pmx_addr_t     *reply_to;        /* NULL when absent */
+    char           *subject;         /* UTF-8; NULL for raw jobs */
+    char           *text;  size_t text_len;   /* NULL when absent */
+    char           *html;  size_t html_len;
+    pmx_header_t   *headers; size_t nheaders; /* header:<Name> fields, in order */
+    char           *raw;   size_t raw_len;    /* NULL unless a raw job */
+    char           *client_id;       /* the "id" field, or NULL */
+    char           *metadata;        /* or NULL */
+} pmx_job_t;
+
+/*
+ * Decodes and validates the fields of one job. max_message_size bounds the
+ * message (raw, or the sum of the parts). On a bad job returns -1 and writes a
+ * reason that starts with the field's name, e.g. "from: missing",
+ * "header:X-Foo: contains CR or LF", "to: more than 1000 recipients".
+ */
+int  pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
+                    pmx_job_t *out, char *err, size_t errlen);
+/* Number of envelope recipients (to + cc + bcc). */
+size_t pmx_job_recipient_count(const pmx_job_t *job);
+void pmx_job_free(pmx_job_t *job);
+
+#endif
