@@ -46,12 +46,17 @@ D_OBJS    := $(BUILD)/obj/daemon/main.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
+# Small programs the integration tests drive (e.g. an SMTP client probe).
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
+
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all bins unit test demo bench install clean fuzz
-all: bins unit
+.PHONY: all bins unit tools test demo bench install clean fuzz
+all: bins unit tools
 bins: $(BUILD)/bin/postmuxd $(BUILD)/bin/postmux
 unit: $(UNIT_BINS)
+tools: $(TOOL_BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -82,6 +87,10 @@ $(BUILD)/bin/postmux: $(CLI_OBJS) $(BUILD)/libpmx.a
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libpmx.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libpmx.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # libFuzzer targets (clang only): make fuzz builds them into build/fuzz.
 fuzz:
