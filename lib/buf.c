@@ -20,6 +20,7 @@ void pmx_buf_reserve(pmx_buf_t *b, size_t extra)
     while (cap < need) cap *= 2;
     b->data = pmx_xrealloc(b->data, cap);
     b->cap = cap;
+    b->data[b->len] = '\0';      /* a fresh allocation is a valid "" too */
 }
 
 void pmx_buf_append(pmx_buf_t *b, const void *p, size_t n)
