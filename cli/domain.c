@@ -965,10 +965,10 @@ static int mark_verified(pmx_cli_t *c, const char *domain, bool skip_dns)
     PQclear(res);
 
     if (skip_dns) {
-        const char *p_ev[1] = { ws };
+        const char *p_ev[2] = { ws, domain };
         res = pmx_cli_query(c,
             "INSERT INTO events (workspace_id, message_id, type, detail)"
-            " VALUES ($1, NULL, 'domain.verified', 'skip_dns')", 1, p_ev);
+            " VALUES ($1, NULL, 'domain.verified', 'skip_dns domain=' || $2)", 2, p_ev);
         if (!res) goto fail;
         PQclear(res);
     }

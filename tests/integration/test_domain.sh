@@ -310,7 +310,7 @@ t_expect_rc 0
 t_expect_eq "$T_OUT" "verified" "output"
 t_expect_eq "$(t_psql "select verified_at is not null from domains where domain = 'ed.example.test'")" t "marked"
 t_expect_eq "$(t_psql "select workspace_id, message_id is null, type, detail from events")" \
-    "$ACME|t|domain.verified|skip_dns" "event"
+    "$ACME|t|domain.verified|skip_dns domain=ed.example.test" "event"
 
 t_case "a key added to a verified domain waits until verify finds it in DNS"
 t_run $PMX domain add Acme example.test --selector pmx3
