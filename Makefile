@@ -20,6 +20,10 @@ else
 BUILD   ?= build/release
 OPT     := -O2 -g
 endif
+# make fuzz: libpmx.a gets libFuzzer's coverage instrumentation too.
+ifeq ($(FUZZ),1)
+OPT     += -fsanitize=fuzzer-no-link
+endif
 
 CC      ?= cc
 PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih
@@ -94,7 +98,7 @@ $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libpmx.a
 
 # libFuzzer targets (clang only): make fuzz builds them into build/fuzz.
 fuzz:
-	$(MAKE) CC=clang BUILD=build/fuzz SAN=1 bins
+	$(MAKE) CC=clang BUILD=build/fuzz SAN=1 FUZZ=1 bins
 	@mkdir -p build/fuzz/fuzzers
 	for f in $(FUZZ_SRCS); do \
 	  n=$$(basename $$f .c); \

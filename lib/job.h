@@ -13,6 +13,8 @@
 
 #define PMX_JOB_MAX_RECIPIENTS 1000
 #define PMX_JOB_MAX_METADATA   4096
+#define PMX_JOB_MAX_HEADERS    100   /* header:<Name> fields per job */
+#define PMX_JOB_MAX_LIST_BYTES (1024 * 1024)  /* one to/cc/bcc value */
 
 typedef struct {
     const char *name;  size_t name_len;
