@@ -1,0 +1,375 @@
+# shellcheck shell=bash
+# tests/integration/lib.sh — the helpers every tests/integration/test_*.sh sources.
+#
+# A test file: `source "$(dirname "$0")/lib.sh"`, `t_setup`, then cases (`t_case NAME`
+# followed by t_run / t_expect_* / t_fail), then `t_done`. Each case prints
+# "ok - NAME" or "not ok - NAME: why" when the next case starts (or at t_done);
+# tests/run.sh counts those lines. t_done exits 1 if any case failed.
+#
+# t_setup gives the file its own database (in the shared cluster tests/run.sh started,
+# or in a Postgres of its own when run alone), Redis, smtp-sink, master key and config
+# ($T_CONF, exported as POSTMUX_CONFIG), migrated with `postmux migrate`. Everything
+# the file starts — services and any background process it forgets — is stopped when
+# it exits, however it exits (scripts/services.sh keeps the traps and a watchdog).
+# Failures are kept in a file, so t_fail works inside $(...) too.
+# Do not replace the EXIT/INT/TERM traps; to add clean-up use `pmx_svc_atexit CMD`.
+
+if [[ -z ${T__LIB_LOADED-} ]]; then
+T__LIB_LOADED=1
+
+PMX_ROOT=${PMX_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+export PMX_ROOT
+# shellcheck source=../../scripts/services.sh
+source "$PMX_ROOT/scripts/services.sh"
+
+T_NAME=$(basename "$0" .sh)
+T_PASS=0
+T_FAIL=0
+T_CASE=""
+T_RC=""
+T_OUT=""
+T_ERR=""
+T__CMD=""
+T__DONE=0
+T__DB_MADE=0
+T_RUN_TIMEOUT=${T_RUN_TIMEOUT:-120}
+
+# The binaries under test: $PMX_BIN_DIR (tests/run.sh sets the ASan build), else the
+# newer of build/asan and build/release.
+if [[ -z ${PMX_BIN_DIR-} ]]; then
+    PMX_BIN_DIR=$PMX_ROOT/build/release/bin
+    if [[ -x $PMX_ROOT/build/asan/bin/postmux &&
+          ( ! -x $PMX_BIN_DIR/postmux || $PMX_ROOT/build/asan/bin/postmux -nt $PMX_BIN_DIR/postmux ) ]]; then
+        PMX_BIN_DIR=$PMX_ROOT/build/asan/bin
+    fi
+fi
+export PMX_BIN_DIR
+PMX=$PMX_BIN_DIR/postmux
+PMXD=$PMX_BIN_DIR/postmuxd
+T_TOOLS=$(dirname "$PMX_BIN_DIR")/tools
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export PMX PMXD T_TOOLS
+
+if ! pmx_svc_init; then
+    echo "not ok - $T_NAME setup: cannot create a temp dir"
+    exit 1
+fi
+T_DIR=$PMX_SVC_DIR
+T__FAILS=$T_DIR/.case-fails
+: >"$T__FAILS"
+export T_DIR
+
+# One line of text, at most 400 characters, for a "not ok" reason.
+t__oneline() {
+    local s=${1//$'\n'/ | }
+    s=${s//$'\r'/}
+    ((${#s} > 400)) && s="${s:0:400}..."
+    printf '%s' "$s"
+}
+
+# Prints "not ok" for setup and stops the file (its exit trap cleans up).
+t__setup_fail() {
+    T__DONE=1
+    echo "not ok - $T_NAME setup: $(t__oneline "$1")"
+    [[ -n ${2-} ]] && printf '%s\n' "$2" | tail -n 30 | sed 's/^/#   /'
+    exit 1
+}
+
+t_fail() {
+    printf '%s\n' "$(t__oneline "${1:-failed}")" >>"$T__FAILS"
+    return 0
+}
+
+# Ends the current case: prints ok / not ok (with the last command's output on
+# "#" lines when it failed).
+t__finish_case() {
+    [[ -n $T_CASE || -s $T__FAILS ]] || return 0
+    local name=${T_CASE:-$T_NAME (outside any case)} why
+    if [[ -s $T__FAILS ]]; then
+        why=$(paste -sd ';' "$T__FAILS")
+        why=${why//;/; }
+        echo "not ok - $name: $why"
+        if [[ -n $T__CMD ]]; then
+            echo "#   last command: $T__CMD (exit ${T_RC:-?})"
+            [[ -n $T_OUT ]] && printf '%s\n' "$T_OUT" | tail -n 20 | sed 's/^/#   out: /'
+            [[ -n $T_ERR ]] && printf '%s\n' "$T_ERR" | tail -n 20 | sed 's/^/#   err: /'
+        fi
+        T_FAIL=$((T_FAIL + 1))
+    else
+        echo "ok - $name"
+        T_PASS=$((T_PASS + 1))
+    fi
+    : >"$T__FAILS"
+    T_CASE=""
+    T__CMD=""
+}
+
+t_case() {
+    t__finish_case
+    T_CASE=${1:?t_case NAME}
+    T__CMD=""
+    T_RC="" T_OUT="" T_ERR=""
+}
+
+# t_run CMD...: runs it (a program gets T_RUN_TIMEOUT seconds); sets T_RC, T_OUT,
+# T_ERR (trailing newlines cut). Always returns 0: check with t_expect_rc.
+t_run() {
+    T__CMD=$(printf '%q ' "$@")
+    T__CMD=${T__CMD% }
+    local o=$T_DIR/.run-out e=$T_DIR/.run-err
+    if [[ $(type -t "$1") == file ]]; then
+        timeout --foreground -k 5 "$T_RUN_TIMEOUT" "$@" >"$o" 2>"$e"
+    else
+        "$@" >"$o" 2>"$e"
+    fi
+    T_RC=$?
+    ((T_RC == 124)) && [[ $(type -t "$1") == file ]] &&
+        printf '(t_run: killed after %ss)\n' "$T_RUN_TIMEOUT" >>"$e"
+    T_OUT=$(<"$o")
+    T_ERR=$(<"$e")
+    return 0
+}
+
+t_expect_rc() {
+    local want=${1:?t_expect_rc N}
+    if [[ $T_RC != "$want" ]]; then
+        local first=${T_ERR%%$'\n'*}
+        t_fail "\`$T__CMD\` exited ${T_RC:-(nothing run)}, expected $want${first:+ (stderr: $first)}"
+        return 1
+    fi
+    return 0
+}
+
+t_expect_eq() {
+    if [[ $1 != "$2" ]]; then
+        t_fail "${3:-value}: got '$1', expected '$2'"
+        return 1
+    fi
+    return 0
+}
+
+# ERE matched line by line, like grep -E: some line of TEXT must match.
+t_expect_match() {
+    local rc
+    grep -qE -- "$2" <<<"$1"
+    rc=$?
+    ((rc == 0)) && return 0
+    if ((rc == 1)); then t_fail "${3:-text}: no line matches /$2/ in '$1'"
+    else t_fail "${3:-text}: bad regex /$2/"; fi
+    return 1
+}
+
+# No line of TEXT may match the ERE.
+t_expect_nomatch() {
+    local rc
+    grep -qE -- "$2" <<<"$1"
+    rc=$?
+    ((rc == 1)) && return 0
+    if ((rc == 0)); then t_fail "${3:-text}: /$2/ matches '$(grep -E -m1 -- "$2" <<<"$1")'"
+    else t_fail "${3:-text}: bad regex /$2/"; fi
+    return 1
+}
+
+# t_wait_for SECONDS 'shell condition': re-evaluates the condition every 0.1 s.
+# On timeout it fails the current case and returns 1.
+t_wait_for() {
+    local secs=${1:?t_wait_for SECONDS COND} cond=${2:?t_wait_for SECONDS COND} now end
+    end=$(awk -v s="$secs" 'BEGIN { printf "%d", s * 1000000 }')
+    now=${EPOCHREALTIME/./}
+    end=$((now + end))
+    while :; do
+        (eval "$cond") >/dev/null 2>&1 && return 0
+        now=${EPOCHREALTIME/./}
+        ((now < end)) || break
+        sleep 0.1
+    done
+    t_fail "timed out after ${secs}s waiting for: $cond"
+    return 1
+}
+
+t_psql() {
+    "$PMX_PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" \
+        -U "$PMX_PG_USER" -d "${T_DB:?t_setup first}" -c "$1" "${@:2}"
+}
+
+t_redis() {
+    /usr/bin/redis-cli -s "${T_REDIS_SOCK:?t_setup first}" "$@"
+}
+
+# t_conf_set SECTION KEY VALUE: sets KEY in [SECTION] of $T_CONF (replaced in place,
+# else added at the end of the section, else a new section at the end).
+t_conf_set() {
+    local sec=${1:?t_conf_set SECTION KEY VALUE} key=${2:?t_conf_set SECTION KEY VALUE}
+    T__V=${3-} awk -v s="$sec" -v k="$key" '
+        function put() { v = ENVIRON["T__V"]; print k " =" (v == "" ? "" : " " v); done = 1 }
+        /^[ \t]*\[[^]]*\][ \t]*$/ {
+            if (insec && !done) put()
+            name = $0; gsub(/^[ \t]*\[[ \t]*|[ \t]*\][ \t]*$/, "", name)
+            insec = (name == s); print; next
+        }
+        insec && !/^[ \t]*[;#]/ && index($0, "=") {
+            key = $0; sub(/[ \t]*=.*$/, "", key); gsub(/^[ \t]+/, "", key)
+            if (key == k) { if (!done) put(); next }
+        }
+        { print }
+        END { if (!done) { if (!insec) print "[" s "]"; put() } }
+    ' "$T_CONF" >"$T_CONF.tmp" && mv "$T_CONF.tmp" "$T_CONF"
+}
+
+# t_sink_start [smtp-sink options]: another smtp-sink dumping into $T_DIR/sinkN/
+# (N = 1, 2, ... in call order); prints its port.
+t_sink_start() {
+    local n=1
+    while ! mkdir "$T_DIR/sink$n" 2>/dev/null; do n=$((n + 1)); done
+    if ! pmx_svc_sink_start "$T_DIR/sink$n" "$@" >/dev/null; then
+        t_fail "could not start smtp-sink $*"
+        return 1
+    fi
+    printf '%s\n' "$PMX_SINK_PORT"
+}
+
+# t_dns_start ZONEFILE: dnsmasq serving ZONEFILE's txt-record=NAME,"TEXT" lines on
+# 127.0.0.1 (UDP and TCP); prints the port.
+t_dns_start() {
+    if ! pmx_svc_dns_start "${1:?t_dns_start ZONEFILE}" >/dev/null; then
+        t_fail "could not start dnsmasq with $1"
+        return 1
+    fi
+    printf '%s\n' "$PMX_DNS_PORT"
+}
+
+# Stops what the file started besides the services (a forgotten `postmuxd &`),
+# drops its database and reports a file that ended without t_done.
+t__cleanup() {
+    local pid ppid
+    local -A kids=() skip=()
+    while read -r pid _ _; do skip[$pid]=1; done <"$T_DIR/pids"
+    [[ -s $T_DIR/watchdog.pid ]] && skip[$(<"$T_DIR/watchdog.pid")]=1
+    skip[$BASHPID]=1
+    while read -r pid ppid; do kids[$ppid]+=" $pid"; done < <(ps -e -o pid= -o ppid=)
+    local todo=("$PMX_SVC_OWNER") strays=() p
+    while ((${#todo[@]})); do
+        p=${todo[0]}
+        todo=("${todo[@]:1}")
+        for pid in ${kids[$p]-}; do
+            [[ -n ${skip[$pid]-} ]] && continue
+            strays+=("$pid")
+            todo+=("$pid")
+        done
+    done
+    # Only those still running (the `ps` above is gone by now).
+    local -A st=()
+    local live=()
+    for p in "${strays[@]}"; do
+        st[$p]=$(pmx_svc__stat "$p" 2>/dev/null) && pmx_svc__alive "$p" "${st[$p]#* }" && live+=("$p")
+    done
+    strays=("${live[@]}")
+    if ((${#strays[@]})); then
+        kill -TERM "${strays[@]}" 2>/dev/null
+        local i left
+        for ((i = 0; i < 50; i++)); do
+            left=()
+            for p in "${strays[@]}"; do
+                pmx_svc__alive "$p" "${st[$p]#* }" && left+=("$p")
+            done
+            ((${#left[@]})) || break
+            sleep 0.1
+        done
+        ((${#left[@]})) && kill -KILL "${left[@]}" 2>/dev/null
+    fi
+    if ((T__DB_MADE)); then
+        "$PMX_PG_BIN/psql" -XAtq -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" -U "$PMX_PG_USER" \
+            -d postgres -c "DROP DATABASE IF EXISTS \"$T_DB\" WITH (FORCE)" >/dev/null 2>&1
+    fi
+    if ((!T__DONE)); then
+        [[ -n $T_CASE ]] && t_fail "the file stopped inside this case"
+        t__finish_case
+        if [[ $PMX_SVC_EXIT_SIG == EXIT ]]; then
+            echo "not ok - $T_NAME: ended before t_done (exit status $PMX_SVC_EXIT_RC)"
+        else
+            echo "not ok - $T_NAME: interrupted by SIG$PMX_SVC_EXIT_SIG"
+        fi
+        ((PMX_SVC_EXIT_RC)) || PMX_SVC_EXIT_RC=1
+    fi
+}
+pmx_svc_atexit t__cleanup
+
+t_setup() {
+    [[ -x $PMX && -x $PMXD ]] ||
+        t__setup_fail "no postmux/postmuxd in $PMX_BIN_DIR: build first (make)"
+    if [[ -z ${PMX_PG_HOST-} ]]; then
+        pmx_svc_pg_start || t__setup_fail "could not start PostgreSQL (see above)"
+    fi
+    : "${PMX_PG_USER:=postmux}"
+    local slug=${T_NAME//[^a-zA-Z0-9]/_}
+    T_DB=$(printf 'pmx_%s_%s' "${slug:0:40}" "$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')")
+    T_DB=${T_DB,,}
+    local err
+    err=$("$PMX_PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" \
+            -U "$PMX_PG_USER" -d postgres -c "CREATE DATABASE \"$T_DB\"" 2>&1) ||
+        t__setup_fail "cannot create database $T_DB" "$err"
+    T__DB_MADE=1
+    T_DB_CONNINFO="host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$T_DB"
+
+    pmx_svc_redis_start >/dev/null || t__setup_fail "could not start redis-server (see above)"
+    T_REDIS_SOCK=$PMX_REDIS_SOCK
+    T_REDIS_PORT=$PMX_REDIS_PORT
+
+    T_SINK_DIR=$T_DIR/sink0
+    pmx_svc_sink_start "$T_SINK_DIR" >/dev/null || t__setup_fail "could not start smtp-sink (see above)"
+    T_SINK_PORT=$PMX_SINK_PORT
+
+    T_MASTER_KEY=$T_DIR/master.key
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$T_MASTER_KEY") ||
+        t__setup_fail "cannot write $T_MASTER_KEY"
+
+    T_CONF=$T_DIR/postmux.conf
+    cat >"$T_CONF" <<EOF
+[daemon]
+workers = 2
+metrics_listen =
+
+[postgres]
+conninfo = $T_DB_CONNINFO
+
+[redis]
+address = unix:$T_REDIS_SOCK
+
+[relay]
+host = 127.0.0.1
+port = $T_SINK_PORT
+tls = none
+
+[submission]
+listen =
+
+[delivery]
+retry_base = 1s
+
+[keys]
+master_key_file = $T_MASTER_KEY
+EOF
+    export POSTMUX_CONFIG=$T_CONF
+    export T_DB T_DB_CONNINFO T_REDIS_SOCK T_REDIS_PORT T_SINK_DIR T_SINK_PORT T_MASTER_KEY T_CONF
+
+    t_run "$PMX" migrate
+    ((T_RC == 0)) || t__setup_fail "postmux migrate failed (exit $T_RC)" "$T_OUT
+$T_ERR"
+    T__CMD=""
+    T_RC="" T_OUT="" T_ERR=""
+}
+
+t_done() {
+    t__finish_case
+    if ((T_PASS + T_FAIL == 0)); then
+        echo "not ok - $T_NAME: no test case ran"
+        T_FAIL=1
+    fi
+    T__DONE=1
+    echo "# $T_NAME: $T_PASS passed, $T_FAIL failed"
+    ((T_FAIL == 0)) && exit 0
+    exit 1
+}
+
+fi
