@@ -1,0 +1,887 @@
+/*
+ * The stream consumer: reading and handing jobs over; see consumer.h for
+ * the contract. Finishing jobs (acks, defers, poison) is in ack.c, periodic
+ * work (reclaim, refresh, retry mover, discovery) in upkeep.c.
+ *
+ * Jobs move through four lists: check (waiting for the `id` duplicate
+ * check) -> ready (read, waiting for room) -> inflight (held by the
+ * pipeline) -> done (finished, ack/defer not yet sent). "Held" is check +
+ * ready + inflight; no read is issued while held >= capacity. XREADGROUP's
+ * COUNT is per stream, so a read over K streams can return up to K x COUNT
+ * entries: COUNT = room / (streams that had data last time), and the ready
+ * list absorbs the rare overshoot when idle streams wake up together.
+ *
+ * One uv timer ("wake") drives everything that is not a Redis reply: it is
+ * armed for the earliest deadline (a pause ending, a retry due, the next
+ * reclaim...) or for "now" when the pipeline finished a job, so callbacks
+ * into the pipeline always come from the loop, never from inside its own
+ * calls. Idle, the consumer costs one XREADGROUP per block_ms plus the
+ * periodic upkeep.
+ */
+#include "queue/consumer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "queue/consumer_int.h"
+#include "queue/script.h"
+
+
+/*
+ * KEYS: idem key. ARGV: entry id, ttl s. Returns 1 when this entry owns the
+ * id (first time, or the same entry delivered again), else the entry id that
+ * owns it.
+ */
+static pmx_queue_script_t idem_script = PMX_QUEUE_SCRIPT("idem_check",
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end\n"
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == ARGV[1] then return 1 end\n"
+    "if not cur then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+    "  return 1\n"
+    "end\n"
+    "return cur\n");
+
+typedef struct {
+    pmx__queue_c_t   *c;
+    pmx__queue_ws_t  *ws;
+} ws_req_t;
+
+
+static void wake_cb(uv_timer_t *t);
+
+/* ---------------------------------------------------------------- basics */
+
+void pmx_queue_consumer_opts_init(pmx_queue_consumer_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->prefix = "pmx";
+    o->group = "postmux";
+    o->capacity = 64;
+    o->block_ms = 1000;
+    o->reclaim_idle_ms = 30000;
+    o->reclaim_interval_ms = 5000;
+    o->reclaim_batch = 100;
+    o->max_deliveries = 5;
+    o->refresh_after_ms = 10000;
+    o->retry_poll_ms = 1000;
+    o->retry_idle_poll_ms = 5000;
+    o->retry_batch = 100;
+    o->discover_interval_ms = 30000;
+    o->idem_ttl_s = 7 * 24 * 3600;
+    o->limits.max_bytes = 64u << 20;
+    o->limits.max_items = 4096;
+}
+
+uint64_t pmx__queue_now(const pmx__queue_c_t *c)
+{
+    return uv_now(c->loop);
+}
+
+uint64_t pmx__queue_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void pmx__queue_cmd_begin(pmx__queue_c_t *c)
+{
+    c->outstanding++;
+}
+
+void pmx__queue_cmd_end(pmx__queue_c_t *c)
+{
+    c->outstanding--;
+    pmx__queue_finalize_maybe(c);
+}
+
+unsigned pmx__queue_held(const pmx__queue_c_t *c)
+{
+    return (unsigned)(c->check.n + c->ready.n + c->inflight.n) + c->claiming;
+}
+
+void pmx__queue_count_error(pmx__queue_c_t *c, const redisReply *r, const char *what,
+                            const char *ws)
+{
+    c->st.redis_errors++;
+    int n = r && r->str ? (int)(r->len > 200 ? 200 : r->len) : 0;
+    pmx_log_warn("redis refused %s ws=%s err=\"%.*s\"", what, ws ? ws : "-", n,
+                 r && r->str ? r->str : "");
+}
+
+void pmx__queue_jl_push(pmx__queue_jlist_t *l, int which, pmx_queue_job_t *j)
+{
+    j->p.prev = l->tail;
+    j->p.next = NULL;
+    if (l->tail) l->tail->p.next = j;
+    else l->head = j;
+    l->tail = j;
+    l->n++;
+    j->p.list = which;
+}
+
+void pmx__queue_jl_remove(pmx__queue_jlist_t *l, pmx_queue_job_t *j)
+{
+    if (j->p.prev) j->p.prev->p.next = j->p.next;
+    else l->head = j->p.next;
+    if (j->p.next) j->p.next->p.prev = j->p.prev;
+    else l->tail = j->p.prev;
+    j->p.prev = j->p.next = NULL;
+    j->p.list = PMX__L_NONE;
+    l->n--;
+}
+
+void pmx__queue_job_drop(pmx_queue_job_t *job)
+{
+    pmx__queue_ws_t *ws = job->p.ws;
+    pmx_queue_job_free(job);
+    if (ws) pmx__queue_ws_unref(ws);
+}
+
+void pmx__queue_wake_at(pmx__queue_c_t *c, uint64_t at)
+{
+    if (c->closing) return;
+    uint64_t now = pmx__queue_now(c);
+    if (at < now) at = now;
+    if (c->wake_armed && c->wake_at <= at) return;
+    c->wake_armed = true;
+    c->wake_at = at;
+    uv_timer_start(&c->wake, wake_cb, at - now, 0);
+}
+
+static void wake_soon(pmx__queue_c_t *c)
+{
+    pmx__queue_wake_at(c, pmx__queue_now(c));
+}
+
+/* ----------------------------------------------------------- workspaces */
+
+bool pmx__queue_ws_id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > PMX__QUEUE_WS_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '{' || ch == '}') return false;
+    }
+    return true;
+}
+
+int pmx__queue_ws_of_key(const pmx__queue_c_t *c, const char *key, size_t len,
+                         char *out, size_t outlen)
+{
+    size_t pl = strlen(c->prefix);
+    static const char tail[] = "}:jobs";
+    size_t tl = sizeof tail - 1;
+    if (len < pl + 2 + tl + 1 || memcmp(key, c->prefix, pl) != 0 ||
+        memcmp(key + pl, ":{", 2) != 0 || memcmp(key + len - tl, tail, tl) != 0)
+        return -1;
+    const char *id = key + pl + 2;
+    size_t n = len - pl - 2 - tl;
+    if (!pmx__queue_ws_id_valid(id, n) || n + 1 > outlen) return -1;
+    memcpy(out, id, n);
+    out[n] = '\0';
+    return 0;
+}
+
+pmx__queue_ws_t *pmx__queue_ws_find(pmx__queue_c_t *c, const char *id)
+{
+    for (size_t i = 0; i < c->nws; i++)
+        if (strcmp(c->wsv[i]->id, id) == 0) return c->wsv[i];
+    return NULL;
+}
+
+static char *key_for(const pmx__queue_c_t *c, const char *id, const char *what)
+{
+    pmx_buf_t b = PMX_BUF_INIT;
+    pmx_buf_appendf(&b, "%s:{%s}:%s", c->prefix, id, what);
+    return pmx_buf_detach(&b);
+}
+
+static pmx__queue_ws_t *ws_new(pmx__queue_c_t *c, const char *id, bool known)
+{
+    pmx__queue_ws_t *ws = pmx_xcalloc(1, sizeof *ws);
+    ws->id = pmx_xstrdup(id);
+    ws->stream = key_for(c, id, "jobs");
+    ws->retry = key_for(c, id, "retry");
+    ws->dead = key_for(c, id, "dead");
+    ws->known = known;
+    ws->retry_at = pmx__queue_now(c);
+    return ws;
+}
+
+static void ws_free(pmx__queue_ws_t *ws)
+{
+    free(ws->id);
+    free(ws->stream);
+    free(ws->retry);
+    free(ws->dead);
+    free(ws);
+}
+
+pmx__queue_ws_t *pmx__queue_ws_add(pmx__queue_c_t *c, const char *id, bool known)
+{
+    pmx__queue_ws_t *ws = ws_new(c, id, known);
+    if (c->nws == c->capws) {
+        c->capws = c->capws ? c->capws * 2 : 16;
+        c->wsv = pmx_xrealloc(c->wsv, c->capws * sizeof *c->wsv);
+    }
+    c->wsv[c->nws++] = ws;
+    ws->listed = true;
+    return ws;
+}
+
+void pmx__queue_ws_unlist(pmx__queue_c_t *c, pmx__queue_ws_t *ws)
+{
+    for (size_t i = 0; i < c->nws; i++) {
+        if (c->wsv[i] != ws) continue;
+        memmove(&c->wsv[i], &c->wsv[i + 1], (c->nws - i - 1) * sizeof *c->wsv);
+        c->nws--;
+        break;
+    }
+    ws->listed = false;
+    if (ws->refs == 0) ws_free(ws);
+}
+
+void pmx__queue_ws_ref(pmx__queue_ws_t *ws)
+{
+    ws->refs++;
+}
+
+void pmx__queue_ws_unref(pmx__queue_ws_t *ws)
+{
+    if (--ws->refs == 0 && !ws->listed) ws_free(ws);
+}
+
+static void group_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    ws_req_t *q = priv;
+    pmx__queue_c_t *c = q->c;
+    pmx__queue_ws_t *ws = q->ws;
+    redisReply *r = reply;
+    ws->group_busy = false;
+    if (r && !c->closing) {
+        bool busy = r->type == REDIS_REPLY_ERROR && r->str && r->len >= 9 &&
+                    memcmp(r->str, "BUSYGROUP", 9) == 0;
+        if (r->type == REDIS_REPLY_STATUS || busy) {
+            ws->group_ready = true;
+            ws->group_warned = false;
+            pmx__queue_pump(c);
+        } else {
+            if (!ws->group_warned)
+                pmx__queue_count_error(c, r, "XGROUP CREATE", ws->id);
+            else
+                c->st.redis_errors++;
+            ws->group_warned = true;
+            ws->group_retry_at = pmx__queue_now(c) + 5000;
+            pmx__queue_wake_at(c, ws->group_retry_at);
+        }
+    }
+    pmx__queue_ws_unref(ws);
+    free(q);
+    pmx__queue_cmd_end(c);
+}
+
+/* Creates the group of every listed workspace that lacks it; lowers *next. */
+static void ensure_groups(pmx__queue_c_t *c, uint64_t now, uint64_t *next)
+{
+    for (size_t i = 0; i < c->nws && c->up; i++) {
+        pmx__queue_ws_t *ws = c->wsv[i];
+        if (ws->group_ready || ws->group_busy) continue;
+        if (ws->group_retry_at > now) {
+            if (ws->group_retry_at < *next) *next = ws->group_retry_at;
+            continue;
+        }
+        ws_req_t *q = pmx_xcalloc(1, sizeof *q);
+        q->c = c;
+        q->ws = ws;
+        const char *argv[] = { "XGROUP", "CREATE", ws->stream, c->group, "0", "MKSTREAM" };
+        if (pmx_redis_conn_command_argv(c->rc, group_cb, q, 6, argv, NULL) < 0) {
+            free(q);
+            return;
+        }
+        pmx__queue_ws_ref(ws);
+        pmx__queue_cmd_begin(c);
+        ws->group_busy = true;
+    }
+}
+
+/* Redis (maybe a new, empty one) is reachable again: start over. */
+static void on_up(pmx__queue_c_t *c)
+{
+    uint64_t now = pmx__queue_now(c);
+    c->up = true;
+    for (size_t i = 0; i < c->nws; i++) {
+        c->wsv[i]->group_ready = false;
+        c->wsv[i]->group_retry_at = 0;
+        c->wsv[i]->retry_at = now;
+    }
+    c->read_retry_at = 0;
+    c->next_reclaim_at = now;
+    c->next_discover_at = now;
+    c->active_est = 0;
+}
+
+int pmx_queue_consumer_set_workspaces(pmx_queue_consumer_t *c, const char *const *ids, size_t n)
+{
+    if (c->closing) return 0;
+    int skipped = 0;
+    bool *keep = pmx_xcalloc(c->nws + n + 1, sizeof *keep);
+    size_t before = c->nws;
+    for (size_t i = 0; i < n; i++) {
+        if (!ids[i] || !pmx__queue_ws_id_valid(ids[i], strlen(ids[i]))) {
+            pmx_log_warn("queue: workspace id skipped (not 1-128 printable ASCII without braces)");
+            skipped++;
+            continue;
+        }
+        pmx__queue_ws_t *ws = pmx__queue_ws_find(c, ids[i]);
+        if (!ws) ws = pmx__queue_ws_add(c, ids[i], true);
+        ws->known = true;
+        ws->unknown_scans = 0;
+        for (size_t k = 0; k < c->nws; k++)
+            if (c->wsv[k] == ws) keep[k] = true;
+    }
+    /* Given before, not now: stop reading (a scan finds it again if it has jobs). */
+    pmx__queue_ws_t **gone = pmx_xcalloc(before + 1, sizeof *gone);
+    size_t ngone = 0;
+    for (size_t k = 0; k < before; k++)
+        if (!keep[k] && c->wsv[k]->known) gone[ngone++] = c->wsv[k];
+    for (size_t k = 0; k < ngone; k++) {
+        gone[k]->known = false;
+        pmx__queue_ws_unlist(c, gone[k]);
+    }
+    free(gone);
+    free(keep);
+    if (!c->ws_given) {
+        c->ws_given = true;
+        c->next_discover_at = pmx__queue_now(c);
+    }
+    wake_soon(c);
+    return skipped;
+}
+
+void pmx_queue_consumer_pause_until(pmx_queue_consumer_t *c, const char *ws, uint64_t until_ms)
+{
+    pmx__queue_ws_t *w = pmx__queue_ws_find(c, ws);
+    if (!w) return;
+    w->paused_until = until_ms;
+    wake_soon(c);
+}
+
+void pmx_queue_consumer_set_capacity(pmx_queue_consumer_t *c, unsigned capacity)
+{
+    c->o.capacity = capacity ? capacity : 1;
+    wake_soon(c);
+}
+
+void pmx_queue_consumer_redis_changed(pmx_queue_consumer_t *c, bool up)
+{
+    if (c->closing || !c->started) return;
+    if (up && !c->up) on_up(c);
+    else if (!up) c->up = false;
+    wake_soon(c);
+}
+
+const char *pmx_queue_consumer_name(const pmx_queue_consumer_t *c)
+{
+    return c->name;
+}
+
+void pmx_queue_consumer_stats(const pmx_queue_consumer_t *c, pmx_queue_stats_t *out)
+{
+    *out = c->st;
+    out->held = pmx__queue_held(c);
+    out->in_flight = (unsigned)c->inflight.n;
+    out->workspaces = (unsigned)c->nws;
+}
+
+/* -------------------------------------------------- admitting and handing over */
+
+pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *ws,
+                                      const char *id, size_t idlen)
+{
+    pmx__queue_jlist_t *lists[] = { &c->check, &c->ready, &c->inflight, &c->done };
+    for (size_t i = 0; i < 4; i++)
+        for (pmx_queue_job_t *j = lists[i]->head; j; j = j->p.next)
+            if (j->p.ws == ws && strlen(j->entry_id) == idlen &&
+                memcmp(j->entry_id, id, idlen) == 0)
+                return j;
+    return NULL;
+}
+
+static void idem_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    pmx_queue_job_t *job = priv;
+    pmx__queue_c_t *c = job->p.c;
+    redisReply *r = reply;
+    pmx__queue_jl_remove(&c->check, job);
+    if (c->closing || !r) {
+        /* Not handed over: still pending in Redis, reclaimed later. */
+        pmx__queue_job_drop(job);
+    } else {
+        if (r->type == REDIS_REPLY_STRING) {
+            job->kind = PMX_QUEUE_JOB_DUPLICATE;
+            snprintf(job->reason, sizeof job->reason,
+                     "duplicate: id already used by entry %.*s within %u s",
+                     (int)(r->len > 40 ? 40 : r->len), r->str, c->o.idem_ttl_s);
+            c->st.duplicates++;
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            /* Fail open: a broken idem key must not stop the stream. */
+            pmx__queue_count_error(c, r, "the duplicate check", job->ws);
+        }
+        pmx__queue_jl_push(&c->ready, PMX__L_READY, job);
+        pmx__queue_pump(c);
+    }
+    pmx__queue_cmd_end(c);
+}
+
+void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job)
+{
+    job->p.c = c;
+    job->p.touched = pmx__queue_now(c);
+    if (!job->p.ws->known && job->kind != PMX_QUEUE_JOB_POISON) {
+        job->kind = PMX_QUEUE_JOB_UNKNOWN_WS;
+        snprintf(job->reason, sizeof job->reason,
+                 "unknown_workspace: no workspace %s", job->ws);
+    }
+    switch (job->kind) {
+    case PMX_QUEUE_JOB_MALFORMED:  c->st.malformed++; break;
+    case PMX_QUEUE_JOB_UNKNOWN_WS: c->st.unknown_ws++; break;
+    case PMX_QUEUE_JOB_POISON:     c->st.poison++; break;
+    default: break;
+    }
+    if (job->kind == PMX_QUEUE_JOB_OK && !(job->flags & PMX_QUEUE_JOB_RETRIED) &&
+        job->client_id) {
+        pmx_buf_t key = PMX_BUF_INIT;
+        pmx_buf_appendf(&key, "%s:{%s}:idem:%s", c->prefix, job->ws, job->client_id);
+        char ttl[16];
+        snprintf(ttl, sizeof ttl, "%u", c->o.idem_ttl_s);
+        const char *args[] = { key.data, job->entry_id, ttl };
+        int rc = pmx_queue_script_run(c->rc, &idem_script, 1, 3, args, NULL, idem_cb, job);
+        pmx_buf_free(&key);
+        if (rc < 0) {
+            pmx__queue_job_drop(job);   /* Redis is gone: it stays pending there */
+            return;
+        }
+        pmx__queue_cmd_begin(c);
+        pmx__queue_jl_push(&c->check, PMX__L_CHECK, job);
+        return;
+    }
+    pmx__queue_jl_push(&c->ready, PMX__L_READY, job);
+}
+
+static void check_drained(pmx__queue_c_t *c)
+{
+    if (!c->draining || c->drain_called || c->closing || c->read_busy || c->check.n ||
+        c->ready.n || c->claiming || c->inflight.n || c->done.n || c->done_busy)
+        return;
+    for (size_t i = 0; i < c->nws; i++)
+        if (c->wsv[i]->reclaim_busy) return;
+    c->drain_called = true;
+    if (c->drain_cb) c->drain_cb(c, c->drain_arg);
+}
+
+static void read_cb(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Issues the one XREADGROUP if there is room and something to read. */
+static void maybe_read(pmx__queue_c_t *c)
+{
+    if (!c->up || !c->started || c->draining || c->read_busy || c->nws == 0 ||
+        !pmx_redis_conn_is_up(c->rd))
+        return;
+    /* Groups being created: wait (one round trip) so the read covers them. */
+    for (size_t i = 0; i < c->nws; i++)
+        if (c->wsv[i]->group_busy) return;
+    unsigned held = pmx__queue_held(c);
+    unsigned cap = c->o.capacity;
+    if (held >= cap) return;
+    unsigned room = cap - held;
+    unsigned low = cap / 8 ? cap / 8 : 1;
+    if (room < low && held > 0) return;
+    uint64_t now = pmx__queue_now(c);
+    if (c->read_retry_at > now) {
+        pmx__queue_wake_at(c, c->read_retry_at);
+        return;
+    }
+
+    size_t k = 0;
+    uint64_t pause_end = UINT64_MAX;
+    const char **argv = pmx_xcalloc(10 + 2 * c->nws, sizeof *argv);
+    size_t start = c->rr % c->nws;
+    for (size_t i = 0; i < c->nws; i++) {
+        pmx__queue_ws_t *ws = c->wsv[(start + i) % c->nws];
+        if (!ws->group_ready) continue;
+        if (ws->paused_until > now) {
+            if (ws->paused_until < pause_end) pause_end = ws->paused_until;
+            continue;
+        }
+        argv[9 + k++] = ws->stream;
+    }
+    if (pause_end != UINT64_MAX) pmx__queue_wake_at(c, pause_end);
+    if (k == 0) {
+        free(argv);
+        return;
+    }
+    size_t m = c->active_est ? c->active_est : k;
+    if (m > k) m = k;
+    unsigned count = room / (unsigned)m;
+    if (count == 0) count = 1;
+    char count_s[16], block_s[16];
+    snprintf(count_s, sizeof count_s, "%u", count);
+    snprintf(block_s, sizeof block_s, "%u", c->o.block_ms);
+    argv[0] = "XREADGROUP";
+    argv[1] = "GROUP";
+    argv[2] = c->group;
+    argv[3] = c->name;
+    argv[4] = "COUNT";
+    argv[5] = count_s;
+    argv[6] = "BLOCK";
+    argv[7] = block_s;
+    argv[8] = "STREAMS";
+    for (size_t i = 0; i < k; i++) argv[9 + k + i] = ">";
+    int argc = (int)(9 + 2 * k);
+    if (pmx_redis_conn_command_argv(c->rd, read_cb, c, argc, argv, NULL) == 0) {
+        pmx__queue_cmd_begin(c);
+        c->read_busy = true;
+        c->read_seq++;
+        c->rr++;
+        pmx_log_debug("queue: read seq=%" PRIu64 " streams=%zu count=%u held=%u", c->read_seq,
+                      k, count, held);
+    }
+    free(argv);
+}
+
+/* Hands ready jobs over while there is room, then reads if there is more. */
+void pmx__queue_pump(pmx__queue_c_t *c)
+{
+    if (c->pumping) {
+        c->pump_again = true;
+        return;
+    }
+    c->pumping = true;
+    do {
+        c->pump_again = false;
+        while (!c->closing && c->ready.head && c->inflight.n < c->o.capacity) {
+            pmx_queue_job_t *job = c->ready.head;
+            pmx__queue_jl_remove(&c->ready, job);
+            pmx__queue_jl_push(&c->inflight, PMX__L_INFLIGHT, job);
+            c->st.delivered++;
+            if (job->flags & PMX_QUEUE_JOB_REDELIVERED) c->st.reclaimed++;
+            c->o.job(c, job, c->o.arg);
+        }
+        if (!c->closing) maybe_read(c);
+    } while (c->pump_again && !c->closing);
+    c->pumping = false;
+    check_drained(c);
+}
+
+static bool is_error(const redisReply *r, const char *code)
+{
+    size_t n = strlen(code);
+    return r->type == REDIS_REPLY_ERROR && r->str && r->len >= n && memcmp(r->str, code, n) == 0;
+}
+
+/* One stream of a read reply: [key, [entry...]]. Returns entries taken. */
+static size_t take_stream(pmx__queue_c_t *c, const redisReply *s, uint64_t now, uint64_t wall)
+{
+    if (!s || s->type != REDIS_REPLY_ARRAY || s->elements != 2 || !s->element[0] ||
+        !s->element[1] || s->element[0]->type != REDIS_REPLY_STRING ||
+        s->element[1]->type != REDIS_REPLY_ARRAY) {
+        pmx_log_warn("queue: XREADGROUP reply has a stream that is not [key, entries]; skipped");
+        return 0;
+    }
+    const redisReply *key = s->element[0], *entries = s->element[1];
+    char id[PMX__QUEUE_WS_MAX + 1];
+    if (pmx__queue_ws_of_key(c, key->str, key->len, id, sizeof id) < 0) {
+        pmx_log_warn("queue: XREADGROUP returned a stream that is not ours; skipped");
+        return 0;
+    }
+    pmx__queue_ws_t *ws = pmx__queue_ws_find(c, id);
+    bool transient = false;
+    if (!ws) {
+        /* Unlisted since the read went out: its jobs are unknown now. */
+        ws = ws_new(c, id, false);
+        transient = true;
+    }
+    pmx__queue_ws_ref(ws);
+    size_t taken = 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+        pmx_queue_job_t *job;
+        char err[160];
+        int rc = pmx_queue_job_from_entry(entries->element[i], ws->id, ws->stream,
+                                          &c->o.limits, wall, &job, err, sizeof err);
+        if (rc < 0) {
+            pmx_log_warn("queue: unusable entry skipped ws=%s err=\"%s\"", ws->id, err);
+            continue;
+        }
+        if (rc == 1) {
+            pmx_queue_job_free(job);
+            continue;
+        }
+        job->batch = c->read_seq;
+        job->p.ws = ws;
+        pmx__queue_ws_ref(ws);
+        pmx__queue_admit(c, job);
+        taken++;
+    }
+    if (taken) ws->last_data_at = now;
+    if (transient && ws->refs == 1) {
+        ws->refs = 0;
+        ws_free(ws);
+    } else {
+        pmx__queue_ws_unref(ws);
+    }
+    return taken;
+}
+
+static void read_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    pmx__queue_c_t *c = priv;
+    redisReply *r = reply;
+    c->read_busy = false;
+    if (c->closing || !r) goto out;   /* closed, or Redis went away: entries stay pending */
+
+    uint64_t now = pmx__queue_now(c);
+    if (r->type == REDIS_REPLY_NIL) {
+        c->st.empty_reads++;
+        c->active_est = 0;
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        c->st.reads++;
+        size_t active = 0;
+        uint64_t wall = pmx__queue_wall_ms();
+        for (size_t i = 0; i < r->elements; i++)
+            if (take_stream(c, r->element[i], now, wall) > 0) active++;
+        c->active_est = active;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        /* NOGROUP or UNBLOCKED (a stream deleted, Redis restarted empty), WRONGTYPE...:
+         * re-create the groups; a key that cannot have one stays out. */
+        bool gone = is_error(r, "NOGROUP") || is_error(r, "UNBLOCKED");
+        if (!gone) pmx__queue_count_error(c, r, "XREADGROUP", NULL);
+        else c->st.redis_errors++;
+        for (size_t i = 0; i < c->nws; i++) c->wsv[i]->group_ready = false;
+        c->read_retry_at = now + (gone ? 100 : 1000);
+    } else {
+        pmx_log_warn("queue: unexpected XREADGROUP reply type=%d", r->type);
+        c->read_retry_at = now + 1000;
+    }
+    if (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_ARRAY)
+        wake_soon(c);   /* groups to re-create */
+    pmx__queue_pump(c);
+out:
+    pmx__queue_cmd_end(c);
+}
+
+/* ------------------------------------------------------- the wake timer */
+
+static void wake_cb(uv_timer_t *t)
+{
+    pmx__queue_c_t *c = t->data;
+    c->wake_armed = false;
+    if (c->closing) return;
+    uint64_t now = pmx__queue_now(c);
+    uint64_t next = UINT64_MAX;
+
+    /* Notice Redis coming and going even if nobody forwards its state. */
+    bool up = pmx_redis_conn_is_up(c->rc);
+    if (up && !c->up) on_up(c);
+    else if (!up && c->up) c->up = false;
+
+    pmx__queue_flush(c);
+    if (c->up) {
+        ensure_groups(c, now, &next);
+        if (!c->draining) {
+            pmx__queue_upkeep_reclaim(c, now, &next);
+            pmx__queue_upkeep_discover(c, now, &next);
+        }
+        pmx__queue_upkeep_refresh(c, now, &next);
+        pmx__queue_upkeep_movers(c, now, &next);
+    }
+    /* Poll the connection at least every second (and so re-check deadlines). */
+    if (now + 1000 < next) next = now + 1000;
+    pmx__queue_pump(c);
+    if (!c->closing) pmx__queue_wake_at(c, next);
+}
+
+/* ------------------------------------------------------ life and death */
+
+static char *escape_glob(const char *s)
+{
+    pmx_buf_t b = PMX_BUF_INIT;
+    for (; *s; s++) {
+        if (strchr("*?[]\\", *s)) pmx_buf_append_char(&b, '\\');
+        pmx_buf_append_char(&b, *s);
+    }
+    return pmx_buf_detach(&b);
+}
+
+static bool name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 200) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) return false;
+    return true;
+}
+
+/* Our read connection came up (read now) or went down (its read got NULL). */
+static void reader_state_cb(pmx_redis_conn_t *rd, bool up, void *arg)
+{
+    (void)rd;
+    pmx__queue_c_t *c = arg;
+    if (up && !c->closing) wake_soon(c);
+}
+
+pmx_queue_consumer_t *pmx_queue_consumer_new(uv_loop_t *loop, pmx_redis_conn_t *rc,
+                                             const pmx_queue_consumer_opts_t *o,
+                                             char *err, size_t errlen)
+{
+    const char *why = NULL;
+    if (!o->job) why = "no job callback";
+    else if (!o->prefix || !name_valid(o->prefix) || strchr(o->prefix, '{') ||
+             strchr(o->prefix, '}'))
+        why = "prefix must be 1-200 printable characters without braces";
+    else if (!o->group || !name_valid(o->group)) why = "group must be 1-200 printable characters";
+    else if (o->name && !name_valid(o->name)) why = "name must be 1-200 printable characters";
+    else if (o->capacity == 0) why = "capacity must be at least 1";
+    else if (o->block_ms == 0) why = "block_ms must be at least 1 (0 blocks forever)";
+    else if (o->reclaim_interval_ms == 0 || o->reclaim_batch == 0 || o->retry_batch == 0 ||
+             o->retry_poll_ms == 0 || o->retry_idle_poll_ms == 0)
+        why = "intervals and batch sizes must be at least 1";
+    else if (o->max_deliveries == 0) why = "max_deliveries must be at least 1";
+    else if (o->refresh_after_ms == 0 || o->refresh_after_ms >= o->reclaim_idle_ms)
+        why = "refresh_after_ms must be between 1 and reclaim_idle_ms - 1";
+    else if (o->idem_ttl_s == 0) why = "idem_ttl_s must be at least 1";
+    else if (o->limits.max_items < 2 || o->limits.max_bytes == 0)
+        why = "entry limits too small";
+    if (why) {
+        snprintf(err, errlen, "queue consumer: %s", why);
+        return NULL;
+    }
+
+    pmx__queue_c_t *c = pmx_xcalloc(1, sizeof *c);
+    c->loop = loop;
+    c->rc = rc;
+    c->o = *o;
+    c->prefix = pmx_xstrdup(o->prefix);
+    c->group = pmx_xstrdup(o->group);
+    if (o->name) {
+        c->name = pmx_xstrdup(o->name);
+    } else {
+        char host[256] = "localhost";
+        if (gethostname(host, sizeof host - 1) < 0) snprintf(host, sizeof host, "localhost");
+        host[sizeof host - 1] = '\0';
+        for (char *p = host; *p; p++)
+            if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) *p = '_';
+        pmx_buf_t b = PMX_BUF_INIT;
+        pmx_buf_appendf(&b, "%s-%ld", host, (long)getpid());
+        c->name = pmx_buf_detach(&b);
+    }
+    c->o.prefix = c->prefix;
+    c->o.group = c->group;
+    c->o.name = c->name;
+    char *esc = escape_glob(c->prefix);
+    pmx_buf_t pat = PMX_BUF_INIT;
+    pmx_buf_appendf(&pat, "%s:{*}:jobs", esc);
+    free(esc);
+    c->scan_pattern = pmx_buf_detach(&pat);
+    c->rd = rc;
+    if (o->read_address) {
+        c->rd = pmx_redis_conn_new(loop, o->read_address, o->read_password, o->read_pwlen,
+                                   err, errlen);
+        if (!c->rd) {
+            free(c->prefix);
+            free(c->group);
+            free(c->name);
+            free(c->scan_pattern);
+            free(c);
+            return NULL;
+        }
+        c->own_rd = true;
+        pmx_redis_conn_set_state_cb(c->rd, reader_state_cb, c);
+    }
+    c->o.read_address = NULL;
+    c->o.read_password = NULL;
+    c->o.read_pwlen = 0;
+    uv_timer_init(loop, &c->wake);
+    c->wake.data = c;
+    c->handles_open = 1;
+    return c;
+}
+
+void pmx_queue_consumer_start(pmx_queue_consumer_t *c)
+{
+    if (c->started || c->closing) return;
+    c->started = true;
+    if (c->own_rd) pmx_redis_conn_start(c->rd);
+    if (pmx_redis_conn_is_up(c->rc)) on_up(c);
+    wake_soon(c);
+}
+
+void pmx_queue_consumer_drain(pmx_queue_consumer_t *c, pmx_queue_drained_fn cb, void *arg)
+{
+    if (c->closing || c->draining) return;
+    c->draining = true;
+    c->drain_cb = cb;
+    c->drain_arg = arg;
+    wake_soon(c);
+}
+
+static void consumer_free(uv_handle_t *h)
+{
+    pmx__queue_c_t *c = h->data;
+    if (--c->handles_open > 0) return;
+    while (c->nws) pmx__queue_ws_unlist(c, c->wsv[c->nws - 1]);
+    free(c->wsv);
+    free(c->prefix);
+    free(c->group);
+    free(c->name);
+    free(c->scan_pattern);
+    free(c);
+}
+
+/* A closed consumer goes once nothing points at it any more. */
+void pmx__queue_finalize_maybe(pmx__queue_c_t *c)
+{
+    if (!c->closing || c->finalizing || c->outstanding || c->inflight.n || c->check.n ||
+        c->done.n)
+        return;
+    c->finalizing = true;
+    uv_close((uv_handle_t *)&c->wake, consumer_free);
+}
+
+void pmx_queue_consumer_close(pmx_queue_consumer_t *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    uv_timer_stop(&c->wake);
+    c->wake_armed = false;
+    /* Acks and defers made before close still go out (no settled callback). */
+    if (c->up) pmx__queue_flush(c);
+    while (c->done.head) {
+        pmx_queue_job_t *j = c->done.head;
+        pmx__queue_jl_remove(&c->done, j);
+        pmx__queue_job_drop(j);
+    }
+    while (c->ready.head) {
+        pmx_queue_job_t *j = c->ready.head;
+        pmx__queue_jl_remove(&c->ready, j);
+        pmx__queue_job_drop(j);
+    }
+    pmx__queue_upkeep_scan_reset(c);
+    /* Our read connection: its outstanding read's callback runs now with NULL. */
+    if (c->own_rd) {
+        c->own_rd = false;
+        pmx_redis_conn_close(c->rd);
+    }
+    c->rd = c->rc;
+    pmx__queue_finalize_maybe(c);
+}

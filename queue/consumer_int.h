@@ -1,0 +1,143 @@
+/*
+ * Internals shared by queue/consumer.c (reading, handing over),
+ * queue/ack.c (finishing) and queue/upkeep.c (reclaim, poison, refresh,
+ * retry mover, discovery).
+ * Nothing outside queue/ includes this.
+ */
+#ifndef PMX_QUEUE_CONSUMER_INT_H
+#define PMX_QUEUE_CONSUMER_INT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/async.h>
+#include <uv.h>
+
+#include "queue/consumer.h"
+
+#define PMX__QUEUE_WS_MAX 128
+
+/* One workspace's streams and their per-consumer state. */
+typedef struct pmx__queue_ws {
+    char    *id;
+    char    *stream, *retry, *dead;
+    bool     listed;          /* in c->wsv (given or discovered) */
+    bool     known;           /* given by the pipeline (else discovered) */
+    bool     group_ready;     /* the group exists (created or BUSYGROUP) */
+    bool     group_busy;      /* XGROUP CREATE outstanding */
+    uint64_t group_retry_at;  /* after a failed create */
+    bool     group_warned;
+    uint64_t paused_until;
+    uint64_t retry_at;        /* next retry-mover run (loop ms) */
+    bool     mover_busy;
+    bool     reclaim_busy;
+    bool     refresh_busy;
+    bool     drop_busy;
+    bool     seen;            /* found by the scan in progress */
+    unsigned unknown_scans;   /* scans in a row that found it, while unknown */
+    uint64_t last_data_at;    /* a read last returned entries of it */
+    unsigned refs;            /* jobs and requests pointing at it */
+} pmx__queue_ws_t;
+
+typedef struct {
+    pmx_queue_job_t *head, *tail;
+    size_t           n;
+} pmx__queue_jlist_t;
+
+enum { PMX__L_NONE = 0, PMX__L_CHECK, PMX__L_READY, PMX__L_INFLIGHT, PMX__L_DONE };
+
+struct pmx_queue_consumer {
+    uv_loop_t        *loop;
+    pmx_redis_conn_t *rc;      /* the worker's: every command but the read */
+    pmx_redis_conn_t *rd;      /* the read's: our own, or rc */
+    bool              own_rd;
+    pmx_queue_consumer_opts_t o;
+    char             *prefix, *group, *name;
+    char             *scan_pattern;
+
+    pmx__queue_ws_t **wsv;     /* listed workspaces, in rotation order */
+    size_t            nws, capws;
+    size_t            rr;      /* rotation start of the next read */
+    bool              ws_given;/* set_workspaces was called at least once */
+
+    pmx__queue_jlist_t check;  /* waiting for the duplicate check */
+    pmx__queue_jlist_t ready;  /* read, to hand over when there is room */
+    pmx__queue_jlist_t inflight;
+    pmx__queue_jlist_t done;   /* finished, ack/defer to send */
+    unsigned          claiming;/* ids asked for by outstanding XCLAIMs */
+    unsigned          done_busy;/* ack/defer commands not answered yet */
+
+    bool              started, up, closing, finalizing;
+    bool              draining, drain_called;
+    pmx_queue_drained_fn drain_cb;
+    void             *drain_arg;
+
+    bool              read_busy;
+    uint64_t          read_seq;
+    size_t            active_est;   /* streams that had data in the last read */
+    uint64_t          read_retry_at;
+
+    bool              pumping, pump_again;
+
+    uv_timer_t        wake;
+    bool              wake_armed;
+    uint64_t          wake_at;
+    int               handles_open;
+
+    uint64_t          next_reclaim_at, next_refresh_at, next_discover_at, next_up_poll_at;
+    bool              scan_busy;
+    char            **scan_ids;     /* ws ids the scan in progress found */
+    size_t            nscan, capscan;
+
+    unsigned          outstanding;  /* Redis commands whose callback is ours */
+    pmx_queue_stats_t st;
+};
+
+typedef pmx_queue_consumer_t pmx__queue_c_t;
+
+/* consumer.c */
+void pmx__queue_cmd_begin(pmx__queue_c_t *c);
+/* Ends a command; may start freeing a closed consumer (deferred to the loop). */
+void pmx__queue_cmd_end(pmx__queue_c_t *c);
+uint64_t pmx__queue_now(const pmx__queue_c_t *c);
+uint64_t pmx__queue_wall_ms(void);
+unsigned pmx__queue_held(const pmx__queue_c_t *c);
+pmx__queue_ws_t *pmx__queue_ws_find(pmx__queue_c_t *c, const char *id);
+pmx__queue_ws_t *pmx__queue_ws_add(pmx__queue_c_t *c, const char *id, bool known);
+void pmx__queue_ws_unlist(pmx__queue_c_t *c, pmx__queue_ws_t *ws);
+void pmx__queue_ws_ref(pmx__queue_ws_t *ws);
+void pmx__queue_ws_unref(pmx__queue_ws_t *ws);
+/* The workspace id of a stream key "<prefix>:{id}:jobs" (into out), or -1. */
+int  pmx__queue_ws_of_key(const pmx__queue_c_t *c, const char *key, size_t len,
+                          char *out, size_t outlen);
+bool pmx__queue_ws_id_valid(const char *s, size_t n);
+/* A job read or claimed: duplicate check if needed, then ready. */
+void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job);
+/* A held (check/ready/inflight/done) job of ws with this entry id, or NULL. */
+pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *ws,
+                                      const char *id, size_t idlen);
+/* Arms the timer for `at` (loop ms) unless it fires earlier already. */
+void pmx__queue_wake_at(pmx__queue_c_t *c, uint64_t at);
+void pmx__queue_pump(pmx__queue_c_t *c);
+void pmx__queue_count_error(pmx__queue_c_t *c, const redisReply *r, const char *what,
+                            const char *ws);
+
+void pmx__queue_jl_push(pmx__queue_jlist_t *l, int which, pmx_queue_job_t *j);
+void pmx__queue_jl_remove(pmx__queue_jlist_t *l, pmx_queue_job_t *j);
+/* Frees a job and drops its workspace reference. */
+void pmx__queue_job_drop(pmx_queue_job_t *job);
+/* Frees a closed consumer once nothing points at it (deferred to the loop). */
+void pmx__queue_finalize_maybe(pmx__queue_c_t *c);
+
+/* ack.c: sends the ack/defer of every job in c->done. */
+void pmx__queue_flush(pmx__queue_c_t *c);
+
+/* upkeep.c: each starts what is due now and lowers *next to its next deadline. */
+void pmx__queue_upkeep_reclaim(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
+void pmx__queue_upkeep_refresh(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
+void pmx__queue_upkeep_movers(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
+void pmx__queue_upkeep_discover(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
+/* Frees the state of a scan in progress (close). */
+void pmx__queue_upkeep_scan_reset(pmx__queue_c_t *c);
+
+#endif
