@@ -1,0 +1,454 @@
+#!/usr/bin/env bash
+# SMTP submission (SPEC §7, issue 6) against the real postmuxd, driven by clients
+# the project did not write: swaks and Python's smtplib (raw sockets where a
+# well-behaved client cannot misbehave: smuggling, STARTTLS injection). Checks what
+# lands in the workspace streams, not delivery (that is the pipeline's test).
+source "$(dirname "$0")/lib.sh"
+t_setup
+
+command -v swaks >/dev/null || { t_case "swaks is installed"; t_fail "no swaks"; t_done; }
+PY=/usr/bin/python3
+
+# ---- certificate, config, fixtures ---------------------------------------------------
+CERT=$T_DIR/cert.pem
+KEY=$T_DIR/key.pem
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$KEY" -out "$CERT" -days 2 \
+    -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' >/dev/null 2>&1 ||
+    { t_case "a test certificate"; t_fail "openssl req failed"; t_done; }
+PORT=$(pmx_svc_free_port)
+t_conf_set daemon workers 2
+t_conf_set submission listen "127.0.0.1:$PORT"
+t_conf_set submission tls_cert "$CERT"
+t_conf_set submission tls_key "$KEY"
+t_conf_set submission auth_requires_tls yes
+t_conf_set submission max_message_size 64K
+
+ACME=$($PMX workspace create Acme)
+BETA=$($PMX workspace create Beta)
+$PMX domain add Acme acme.test --algorithm ed25519 >/dev/null
+$PMX domain add Acme unverified.test --algorithm ed25519 >/dev/null
+$PMX domain add Beta beta.test --algorithm ed25519 >/dev/null
+$PMX domain verify acme.test --skip-dns >/dev/null
+$PMX domain verify beta.test --skip-dns >/dev/null
+K_ACME=$($PMX apikey create --workspace Acme --name smtp 2>/dev/null)
+K_ORG=$($PMX apikey create --org --name org 2>/dev/null)
+K_READ=$($PMX apikey create --workspace Acme --name readonly --scopes read 2>/dev/null)
+K_REV=$($PMX apikey create --workspace Acme --name old 2>"$T_DIR/rev.err")
+REV_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/rev.err" | head -n 1)
+$PMX apikey revoke "$REV_ID" >/dev/null
+
+STREAM_A="pmx:{$ACME}:jobs"
+STREAM_B="pmx:{$BETA}:jobs"
+slen() { t_redis XLEN "$1"; }
+
+# The Python side: smtplib with certificate verification against $CERT, and raw
+# sockets for what a correct client would never send.
+TOOL=$T_DIR/smtp_tool.py
+cat >"$TOOL" <<'EOF'
+import base64, os, smtplib, socket, ssl, sys, time
+port, cert, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+args = sys.argv[4:]
+
+def ctx():
+    return ssl.create_default_context(cafile=cert)
+
+def session(tls=True, key=None):
+    s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    s.ehlo("client.test")
+    if tls:
+        s.starttls(context=ctx())
+        s.ehlo("client.test")
+    if key:
+        s.login("apikey", key)
+    return s
+
+def extra(sock, wait=1.0):
+    """Whatever the server sends without being asked (must be nothing)."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(4096)
+    except (socket.timeout, ssl.SSLError, OSError):
+        return b""
+
+def closed(sock, wait=2.0):
+    """'closed' when the server closed the connection, 'open' when it kept quiet."""
+    sock.settimeout(wait)
+    try:
+        return "closed" if sock.recv(4096) == b"" else "data"
+    except (socket.timeout, TimeoutError):
+        return "open"
+    except OSError:
+        return "closed"
+
+def plain(key):
+    return base64.b64encode(b"\0apikey\0" + key.encode()).decode()
+
+if cmd == "features":                     # features TLS(0|1)
+    s = session(tls=args[0] == "1")
+    for k in sorted(s.esmtp_features):
+        print(k, s.esmtp_features[k].strip())
+    s.quit()
+elif cmd == "auth_clear":                 # AUTH on the clear-text channel
+    s = session(tls=False)
+    code, text = s.docmd("AUTH", "PLAIN " + plain(args[0]))
+    print(code, text.decode())
+elif cmd == "login_method":               # login_method KEY PLAIN|LOGIN
+    s = session()
+    s.user, s.password = "apikey", args[0]
+    meth = s.auth_plain if args[1] == "PLAIN" else s.auth_login
+    code, text = s.auth(args[1], meth)
+    print(code, text.decode())
+    s.quit()
+elif cmd == "smuggle":                    # smuggle KEY SEPARATOR(python bytes literal)
+    sep = eval(args[1])
+    s = session(key=args[0])
+    s.mail("a@acme.test")
+    s.rcpt("r@example.com")
+    code, _ = s.docmd("DATA")
+    print("DATA", code)
+    body = (b"From: a@acme.test\r\nTo: r@example.com\r\nSubject: first\r\n\r\nfirst" + sep +
+            b"MAIL FROM:<evil@acme.test>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
+            b"From: evil@acme.test\r\nTo: victim@example.com\r\nSubject: hidden\r\n\r\nhidden")
+    s.send(body + b"\r\n.\r\n")
+    code, text = s.getreply()
+    print("END", code, text.decode())
+    print("EXTRA", repr(extra(s.sock)))
+    print("NOOP", s.noop()[0])
+    s.quit()
+elif cmd == "inject":                     # STARTTLS\r\nRSET\r\n in one packet
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = sock.makefile("rb")
+    def reply():
+        lines = []
+        while True:
+            l = f.readline()
+            lines.append(l)
+            if len(l) < 4 or l[3:4] != b"-":
+                return b"".join(lines)
+    reply()
+    sock.sendall(b"EHLO client.test\r\n"); reply()
+    sock.sendall(b"STARTTLS\r\nRSET\r\n")
+    print("STARTTLS", reply().decode().strip())
+    tls = ctx().wrap_socket(sock, server_hostname="127.0.0.1")
+    print("AFTER-TLS", repr(extra(tls, 1.5)))
+    tls.settimeout(10)
+    tls.sendall(b"EHLO client.test\r\n")
+    print("EHLO", tls.recv(4096).decode().splitlines()[0])
+elif cmd == "raw":                        # raw LINE(python bytes literal): one exchange, no TLS
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.recv(4096)
+    sock.sendall(eval(args[0]))
+    time.sleep(0.3)
+    print(sock.recv(65536).decode(errors="replace").strip())
+elif cmd == "rcpts":                      # rcpts KEY N: codes of N RCPT
+    s = session(key=args[0])
+    s.mail("a@acme.test")
+    codes = [s.rcpt("r%d@example.com" % i)[0] for i in range(int(args[1]))]
+    print("ok", codes.count(250), "last", codes[-1], s.rcpt("r0@example.com")[0])
+    s.quit()
+elif cmd == "send":                       # send KEY FROM TO MESSAGE-FILE
+    s = session(key=args[0])
+    try:
+        s.sendmail(args[1], [args[2]], open(args[3], "rb").read())
+        print("250")
+    except smtplib.SMTPDataError as e:
+        print(e.smtp_code, e.smtp_error.decode())
+    except smtplib.SMTPRecipientsRefused as e:
+        print(list(e.recipients.values())[0][0])
+    s.quit()
+elif cmd == "badauth":                    # badauth N: N wrong keys in one session
+    s = session()
+    for i in range(int(args[0])):
+        t0 = time.monotonic()
+        try:
+            code, text = s.docmd("AUTH", "PLAIN " + plain("pmx_wrong%d" % i))
+        except smtplib.SMTPServerDisconnected:
+            print(i + 1, "closed")
+            break
+        print(i + 1, code, "%.2f" % (time.monotonic() - t0), text.decode())
+        if code == 421:
+            print("after", closed(s.sock))
+            break
+elif cmd == "greeting":
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    print(sock.recv(4096).decode().strip())
+elif cmd == "hold":                       # hold KEY GO-FILE: MAIL, wait for GO-FILE, finish
+    s = session(key=args[0])
+    print("MAIL", s.mail("a@acme.test")[0], flush=True)
+    while not os.path.exists(args[1]):
+        time.sleep(0.05)
+    print("RCPT", s.rcpt("r@example.com")[0])
+    code, _ = s.data(b"From: a@acme.test\r\nTo: r@example.com\r\nSubject: drain\r\n\r\nbody\r\n")
+    print("DATA", code)
+    try:
+        print("NEXT", s.noop()[0])
+    except smtplib.SMTPServerDisconnected:
+        print("NEXT closed")
+elif cmd == "idle":                       # idle KEY: authenticated, then waits for the server
+    s = session(key=args[0])
+    print("READY", flush=True)
+    s.sock.settimeout(30)
+    print("GOT", s.sock.recv(4096).decode().strip())
+EOF
+tool() { "$PY" "$TOOL" "$PORT" "$CERT" "$@"; }
+
+SWAKS=(swaks --server 127.0.0.1 --port "$PORT" --tls --helo client.test --timeout 30
+       --to r1@example.com)
+msg_file() {   # msg_file FILE FROM [extra header lines...]
+    local f=$1 from=$2
+    shift 2
+    { printf 'From: %s\r\nTo: r1@example.com\r\nSubject: test\r\n' "$from"
+      for h in "$@"; do printf '%s\r\n' "$h"; done
+      printf '\r\nhello\r\n'; } >"$f"
+}
+
+DLOG=$T_DIR/postmuxd.log
+"$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
+D=$!
+t_case "postmuxd serves submission"
+t_wait_for 15 "tool greeting | grep -q '^220 '"
+t_wait_for 15 "[[ \$(grep -c 'submission listening' '$DLOG') -ge 2 ]]"
+t_wait_for 15 "[[ \$(grep -c 'settings loaded' '$DLOG') -ge 2 ]]"
+
+# ---- EHLO and AUTH before TLS ---------------------------------------------------------
+t_case "EHLO before STARTTLS offers STARTTLS and the extensions, not AUTH"
+t_run tool features 0
+t_expect_rc 0
+for k in starttls pipelining size 8bitmime enhancedstatuscodes; do
+    t_expect_match "$T_OUT" "^$k" "EHLO keyword $k"
+done
+t_expect_match "$T_OUT" '^size 65536$' "SIZE = max_message_size"
+t_expect_nomatch "$T_OUT" '^auth' "AUTH before TLS"
+
+t_case "EHLO after STARTTLS offers AUTH PLAIN LOGIN, no longer STARTTLS"
+t_run tool features 1
+t_expect_rc 0
+t_expect_match "$T_OUT" '^auth PLAIN LOGIN$' "AUTH"
+t_expect_nomatch "$T_OUT" '^starttls' "STARTTLS after TLS"
+
+t_case "AUTH before STARTTLS is refused (auth_requires_tls = yes)"
+t_run tool auth_clear "$K_ACME"
+t_expect_match "$T_OUT" '^530 5\.7\.0 ' "reply"
+
+# ---- a good submission ------------------------------------------------------------------
+t_case "swaks: STARTTLS + AUTH PLAIN with a workspace key -> 250 queued, the job in the stream"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" \
+    --from sender@acme.test --to r1@example.com,r2@example.com --header 'Subject: hello from swaks'
+t_expect_rc 0
+t_expect_match "$T_OUT" ' 250 2\.0\.0 Ok: queued as [0-9]+-[0-9]+$' "DATA reply"
+ENTRY=$(grep -oE 'queued as [0-9]+-[0-9]+' <<<"$T_OUT" | awk '{ print $3 }')
+FIELDS=$(t_redis --raw XRANGE "$STREAM_A" "$ENTRY" "$ENTRY")
+t_expect_eq "$(sed -n 2p <<<"$FIELDS")|$(sed -n 3p <<<"$FIELDS")" "from|sender@acme.test" "from field"
+t_expect_eq "$(sed -n 4p <<<"$FIELDS")|$(sed -n 5p <<<"$FIELDS")" "to|r1@example.com, r2@example.com" "to field"
+t_expect_eq "$(sed -n 6p <<<"$FIELDS")" "raw" "raw field"
+t_expect_match "$FIELDS" '^Subject: hello from swaks' "the message in raw"
+t_expect_eq "$(tail -n 2 <<<"$FIELDS" | paste -sd '|')" "_source|smtp" "_source field"
+# id, 5 field names/values, the empty line after raw's final CRLF, _source, smtp: the
+# only lines without a CR.
+t_expect_eq "$(grep -vc $'\r$' <<<"$FIELDS")" 9 "raw lines end with CRLF"
+
+t_case "AUTH LOGIN works too (swaks and smtplib)"
+t_run "${SWAKS[@]}" --auth LOGIN --auth-user apikey --auth-password "$K_ACME" --from sender@acme.test
+t_expect_match "$T_OUT" ' 235 2\.7\.0 ' "AUTH reply"
+t_expect_match "$T_OUT" ' 250 2\.0\.0 Ok: queued as ' "DATA reply"
+t_run tool login_method "$K_ACME" LOGIN
+t_expect_match "$T_OUT" '^235 2\.7\.0 ' "smtplib AUTH LOGIN"
+
+# ---- refusals ---------------------------------------------------------------------------------
+N0=$(slen "$STREAM_A")
+t_case "no AUTH -> 530 5.7.0 at MAIL, nothing queued"
+t_run "${SWAKS[@]}" --from sender@acme.test
+t_expect_match "$T_OUT" ' 530 5\.7\.0 Authentication required' "MAIL reply"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "stream length"
+
+t_case "a wrong key -> 535 5.7.8"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password pmx_not_a_real_key --from sender@acme.test
+t_expect_match "$T_OUT" ' 535 5\.7\.8 Authentication credentials invalid' "AUTH reply"
+
+t_case "a revoked key -> 535 5.7.8"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_REV" --from sender@acme.test
+t_expect_match "$T_OUT" ' 535 5\.7\.8 .*revoked' "AUTH reply"
+
+t_case "a key without the send scope -> 535 5.7.8"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_READ" --from sender@acme.test
+t_expect_match "$T_OUT" ' 535 5\.7\.8 .*send scope' "AUTH reply"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "stream length"
+
+t_case "an organization key without X-Workspace-Id -> 550 5.7.1"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ORG" --from sender@acme.test
+t_expect_match "$T_OUT" ' 550 5\.7\.1 .*X-Workspace-Id' "DATA reply"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "stream length"
+
+t_case "an organization key with X-Workspace-Id -> queued in that workspace, header removed"
+NB=$(slen "$STREAM_B")
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ORG" --from news@beta.test \
+    --header "X-Workspace-Id: $BETA"
+t_expect_match "$T_OUT" ' 250 2\.0\.0 Ok: queued as ' "DATA reply"
+t_expect_eq "$(slen "$STREAM_B")" "$((NB + 1))" "Beta's stream length"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "Acme's stream length"
+ENTRY=$(grep -oE 'queued as [0-9]+-[0-9]+' <<<"$T_OUT" | awk '{ print $3 }')
+RAW=$(t_redis --raw XRANGE "$STREAM_B" "$ENTRY" "$ENTRY")
+t_expect_match "$RAW" '^From: news@beta\.test' "the message"
+t_expect_nomatch "$RAW" '[Xx]-[Ww]orkspace-[Ii]d' "X-Workspace-Id left in the message"
+
+t_case "an organization key naming an unknown workspace -> 550 5.7.1"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ORG" --from news@beta.test \
+    --header "X-Workspace-Id: ws_aaaaaaaaaaaaaaaa"
+t_expect_match "$T_OUT" ' 550 5\.7\.1 Unknown workspace ws_aaaaaaaaaaaaaaaa' "DATA reply"
+
+t_case "a workspace key with another workspace's X-Workspace-Id -> 550 5.7.1"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from sender@acme.test \
+    --header "X-Workspace-Id: $BETA"
+t_expect_match "$T_OUT" ' 550 5\.7\.1 X-Workspace-Id does not name' "DATA reply"
+t_expect_eq "$(slen "$STREAM_B")" "$((NB + 1))" "Beta's stream length"
+
+t_case "Acme's key sending From Beta's domain -> 550 5.7.1, nothing queued"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from boss@beta.test
+t_expect_match "$T_OUT" ' 550 5\.7\.1 From domain beta\.test is not a verified domain of workspace' "DATA reply"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "Acme's stream length"
+t_expect_eq "$(slen "$STREAM_B")" "$((NB + 1))" "Beta's stream length"
+
+t_case "an unverified From domain -> 550 5.7.1"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from x@unverified.test
+t_expect_match "$T_OUT" ' 550 5\.7\.1 From domain unverified\.test is not verified' "DATA reply"
+
+t_case "a subdomain of a verified domain is accepted"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from x@mail.acme.test
+t_expect_match "$T_OUT" ' 250 2\.0\.0 Ok: queued as ' "DATA reply"
+N0=$(slen "$STREAM_A")
+
+t_case "header From verified but MAIL FROM in another domain -> 550 5.7.1"
+msg_file "$T_DIR/m1" a@acme.test
+t_run tool send "$K_ACME" bounce@elsewhere.test r1@example.com "$T_DIR/m1"
+t_expect_match "$T_OUT" '^550 5\.7\.1 MAIL FROM domain elsewhere\.test' "DATA reply"
+
+t_case "a message over max_message_size -> 552 5.3.4, nothing queued"
+awk 'BEGIN { for (i = 0; i < 1200; i++) printf "%070d\n", i }' >"$T_DIR/big.txt"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from a@acme.test \
+    --body @"$T_DIR/big.txt"
+t_expect_match "$T_OUT" ' 552 5\.3\.4 Message size exceeds fixed limit of 65536 bytes' "DATA reply"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "stream length"
+
+t_case "a message line over 998 octets -> 500 5.5.2"
+{ printf 'From: a@acme.test\r\nTo: r1@example.com\r\nSubject: long\r\n\r\n'
+  head -c 1200 /dev/zero | tr '\0' x; printf '\r\n'; } >"$T_DIR/long"
+t_run tool send "$K_ACME" a@acme.test r1@example.com "$T_DIR/long"
+t_expect_match "$T_OUT" '^500 5\.5\.2 Line too long: line 5' "DATA reply"
+
+t_case "a message without From -> 550 5.6.0"
+printf 'To: r1@example.com\r\nSubject: x\r\n\r\nbody\r\n' >"$T_DIR/nofrom"
+t_run tool send "$K_ACME" a@acme.test r1@example.com "$T_DIR/nofrom"
+t_expect_match "$T_OUT" '^550 5\.6\.0 Message refused: no From header' "DATA reply"
+t_expect_eq "$(slen "$STREAM_A")" "$N0" "stream length"
+
+# ---- hardening ---------------------------------------------------------------------------------
+for sep in '\n.\n' '\r\n.\n' '\n.\r\n' '\r.\r' '\r\n.\r' '\r.\r\n' '\n' '\r'; do
+    t_case "smuggling: DATA with b'$sep' and a second transaction -> 550 5.6.0, nothing queued"
+    t_run tool smuggle "$K_ACME" "b'$sep'"
+    t_expect_rc 0
+    t_expect_match "$T_OUT" '^DATA 354$' "DATA"
+    t_expect_match "$T_OUT" '^END 550 5\.6\.0 Message refused: bare CR or LF' "end of data"
+    t_expect_match "$T_OUT" "^EXTRA b''$" "no reply to the hidden commands"
+    t_expect_match "$T_OUT" '^NOOP 250$' "the session goes on"
+    t_expect_eq "$(slen "$STREAM_A")" "$N0" "stream length"
+done
+t_expect_nomatch "$(t_redis --raw XRANGE "$STREAM_A" - +)" 'hidden|victim' "the hidden message"
+
+t_case "STARTTLS injection: RSET sent with STARTTLS is never answered inside TLS"
+t_run tool inject
+t_expect_rc 0
+t_expect_match "$T_OUT" '^STARTTLS 220 2\.0\.0 Ready to start TLS$' "STARTTLS reply"
+t_expect_match "$T_OUT" "^AFTER-TLS b''$" "nothing before the client speaks"
+t_expect_match "$T_OUT" '^EHLO 250-' "EHLO inside TLS"
+
+t_case "a command over 512 octets -> 500 5.5.2"
+t_run tool raw "b'NOOP ' + b'x' * 600 + b'\\r\\n'"
+t_expect_match "$T_OUT" '^500 5\.5\.2 Line too long' "reply"
+
+t_case "a bare LF command -> 500 5.5.2; a NUL -> 500 5.5.2"
+t_run tool raw "b'NOOP\\n'"
+t_expect_match "$T_OUT" '^500 5\.5\.2 ' "bare LF"
+t_run tool raw "b'NO\\x00OP\\r\\n'"
+t_expect_match "$T_OUT" '^500 5\.5\.2 ' "NUL"
+
+t_case "RSET, NOOP, HELP, VRFY, QUIT"
+t_run tool raw "b'EHLO x\\r\\nRSET\\r\\nNOOP\\r\\nHELP\\r\\nVRFY bob\\r\\nEXPN list\\r\\nQUIT\\r\\n'"
+t_expect_match "$T_OUT" '^250 2\.0\.0 Ok' "RSET/NOOP"
+t_expect_match "$T_OUT" '^214 2\.0\.0 ' "HELP"
+t_expect_match "$T_OUT" '^252 2\.0\.0 ' "VRFY"
+t_expect_match "$T_OUT" '^502 5\.5\.1 ' "EXPN"
+t_expect_match "$T_OUT" '^221 2\.0\.0 ' "QUIT"
+
+t_case "1000 recipients per message, the 1001st -> 452 4.5.3"
+t_run tool rcpts "$K_ACME" 1001
+t_expect_match "$T_OUT" '^ok 1000 last 452 250$' "RCPT replies"
+
+# ---- Redis down ---------------------------------------------------------------------------------
+RDIR=$(dirname "$T_REDIS_SOCK")
+t_case "Redis stopped -> 451 4.3.0, never 250; after Redis returns the retry is queued"
+N0=$(slen "$STREAM_A")
+t_redis SHUTDOWN NOSAVE >/dev/null 2>&1
+t_wait_for 10 "! /usr/bin/redis-cli -s '$T_REDIS_SOCK' ping"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from a@acme.test \
+    --header 'Subject: while redis was down'
+t_expect_match "$T_OUT" ' 451 4\.3\.0 ' "DATA reply"
+t_expect_nomatch "$T_OUT" ' 250 2\.0\.0 Ok: queued' "DATA reply"
+pmx_svc__spawn "$RDIR" redis /usr/bin/redis-server --port "$T_REDIS_PORT" --bind 127.0.0.1 \
+    --unixsocket "$T_REDIS_SOCK" --unixsocketperm 777 --save "" --appendonly no \
+    --daemonize no --dir "$RDIR" || t_fail "could not restart redis"
+t_wait_for 10 "/usr/bin/redis-cli -s '$T_REDIS_SOCK' ping | grep -q PONG"
+ok=0
+for i in $(seq 1 40); do
+    out=$("${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" --from a@acme.test \
+          --header 'Subject: while redis was down' 2>&1)
+    grep -q ' 250 2\.0\.0 Ok: queued as ' <<<"$out" && { ok=1; break; }
+    sleep 0.5
+done
+t_expect_eq "$ok" 1 "a retry after Redis came back is queued"
+t_expect_match "$(t_redis --raw XRANGE "$STREAM_A" - +)" '^Subject: while redis was down' "the retried message"
+
+# ---- last_used_at, drain -------------------------------------------------------------------------
+t_case "SIGTERM: an idle session gets 421 4.3.2 at once, one in a transaction finishes it"
+rm -f "$T_DIR/go"
+tool hold "$K_ACME" "$T_DIR/go" >"$T_DIR/hold.out" 2>&1 &
+HOLD=$!
+tool idle "$K_ACME" >"$T_DIR/idle.out" 2>&1 &
+IDLE=$!
+t_wait_for 10 "grep -q '^MAIL 250' '$T_DIR/hold.out' && grep -q READY '$T_DIR/idle.out'"
+kill -TERM "$D"
+t_wait_for 10 "grep -q '^GOT' '$T_DIR/idle.out'"
+touch "$T_DIR/go"
+wait "$HOLD"
+wait "$IDLE"
+t_expect_match "$(cat "$T_DIR/idle.out")" '^GOT 421 4\.3\.2 ' "the idle session"
+t_expect_match "$(cat "$T_DIR/hold.out")" '^RCPT 250$' "RCPT while draining"
+t_expect_match "$(cat "$T_DIR/hold.out")" '^DATA 250$' "DATA while draining"
+t_expect_match "$(cat "$T_DIR/hold.out")" '^NEXT (421|closed)' "after the transaction"
+wait "$D"
+t_expect_eq "$?" 0 "postmuxd exit status"
+
+t_case "last_used_at is written for the keys that authenticated (lazily, not per message)"
+t_expect_eq "$(t_psql "select string_agg(name, ',' order by name) from api_keys where last_used_at is not null")" \
+    org,smtp "keys with last_used_at"
+
+# ---- AUTH throttling (last: it blocks 127.0.0.1) --------------------------------------------------
+"$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
+D=$!
+t_wait_for 15 "tool greeting | grep -q '^220 '"
+t_case "repeated bad AUTH from one address: slowed, then 421 and closed"
+t_run tool badauth 20
+t_expect_rc 0
+t_expect_eq "$(grep -c ' 535 ' <<<"$T_OUT")" 9 "535 answers before 421"
+t_expect_match "$T_OUT" '^10 421 [0-9.]+ 4\.7\.0 Too many failed authentications' "the 10th"
+t_expect_match "$T_OUT" "^after closed$" "connection closed after 421"
+fast=$(awk '$1 <= 3 && $3 < 0.4' <<<"$T_OUT" | wc -l)
+slow=$(awk '$1 >= 4 && $1 <= 9 { s += $3 } END { printf "%d", s }' <<<"$T_OUT")
+t_expect_eq "$fast" 3 "the first 3 failures answered at once"
+((slow >= 9)) || t_fail "failures 4-9 were answered in ${slow}s in total, expected >= 9 s of delay"
+
+t_case "no sanitizer report in postmuxd's log"
+kill -TERM "$D"
+wait "$D"
+t_expect_nomatch "$(cat "$DLOG")" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
+
+t_done

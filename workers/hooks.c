@@ -1,0 +1,106 @@
+/*
+ * The hooks postmuxd gives every worker (workers/worker.h): the parts of the
+ * worker that run on its loop, started, fed and stopped in one place. Today:
+ * the settings cache (workers/settings.h) and SMTP submission
+ * (workers/submission.h); the delivery pipeline joins here.
+ *
+ * Drain: every part that drains is asked at once; the worker's done is called
+ * when the last one has finished.
+ */
+#include "workers/hooks.h"
+
+#include <stdlib.h>
+
+#include "dkim/keycrypt.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "workers/settings.h"
+#include "workers/submission.h"
+
+typedef struct {
+    pmx_worker_t            *w;
+    pmx_settings_t          *settings;
+    pmx_worker_submission_t *submission;
+    pmx_worker_done_fn       done;
+    int                      draining;   /* parts still draining */
+} hooks_state_t;
+
+static hooks_state_t *state_of(pmx_worker_t *w)
+{
+    return pmx_worker_data(w);
+}
+
+static int hooks_start(pmx_worker_t *w)
+{
+    const pmx_config_t *cfg = pmx_worker_config(w);
+    uint8_t master[PMX_DKIM_MASTER_KEY_LEN];
+    char err[512];
+    if (pmx_dkim_master_key_load(cfg->master_key_file, master, err, sizeof err) < 0) {
+        pmx_log_error("%s", err);
+        return -1;
+    }
+    hooks_state_t *st = pmx_xcalloc(1, sizeof *st);
+    st->w = w;
+    st->settings = pmx_settings_new(pmx_worker_loop(w), pmx_worker_db(w), master);
+    pmx_wipe(master, sizeof master);
+    pmx_worker_set_data(w, st);
+    if (pmx_settings_start(st->settings) < 0
+        || pmx_worker_submission_start(w, st->settings, &st->submission) < 0) {
+        /* stop is not called when start fails: undo here. */
+        pmx_settings_free(st->settings);
+        pmx_worker_set_data(w, NULL);
+        free(st);
+        return -1;
+    }
+    return 0;
+}
+
+static void hooks_conn_changed(pmx_worker_t *w, bool redis_up, bool pg_up)
+{
+    (void)redis_up;
+    hooks_state_t *st = state_of(w);
+    if (st) pmx_settings_on_db_state(st->settings, pg_up);
+}
+
+static void hooks_notify(pmx_worker_t *w, const char *channel, const char *payload)
+{
+    hooks_state_t *st = state_of(w);
+    if (st) pmx_settings_on_notify(st->settings, channel, payload);
+}
+
+static void part_drained(void *arg)
+{
+    hooks_state_t *st = arg;
+    if (--st->draining == 0 && st->done) st->done(st->w);
+}
+
+static void hooks_drain(pmx_worker_t *w, pmx_worker_done_fn done)
+{
+    hooks_state_t *st = state_of(w);
+    st->done = done;
+    st->draining = 1;
+    pmx_worker_submission_drain(st->submission, part_drained, st);
+}
+
+static void hooks_stop(pmx_worker_t *w)
+{
+    hooks_state_t *st = state_of(w);
+    if (!st) return;
+    pmx_worker_submission_stop(st->submission);
+    pmx_settings_free(st->settings);
+    pmx_worker_set_data(w, NULL);
+    free(st);
+}
+
+static const pmx_worker_hooks_t hooks = {
+    .start = hooks_start,
+    .conn_changed = hooks_conn_changed,
+    .notify = hooks_notify,
+    .drain = hooks_drain,
+    .stop = hooks_stop,
+};
+
+const pmx_worker_hooks_t *pmx_worker_hooks(void)
+{
+    return &hooks;
+}

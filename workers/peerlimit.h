@@ -1,0 +1,66 @@
+/*
+ * Per-client-address limits of SMTP submission, kept by each worker: how many
+ * sessions an address has open, and how many AUTH attempts from it failed
+ * recently (SPEC §7: "repeated failures from one address are slowed and then
+ * refused"). An address is an IPv4 address, or the /64 prefix of an IPv6
+ * address (one host usually owns a whole /64).
+ *
+ * Failed AUTH within PMX_PEERLIMIT_WINDOW_MS of the previous failure count up
+ * (a quiet window forgets them):
+ *   failures 1..PMX_PEERLIMIT_FREE_FAILURES   answered at once;
+ *   the following ones                        answered after 0.5 s, 1 s, 1.5 s
+ *                                             ... (capped at PMX_PEERLIMIT_DELAY_MAX_MS);
+ *   failure PMX_PEERLIMIT_MAX_FAILURES        "421" and the address is blocked for
+ *                                             PMX_PEERLIMIT_BLOCK_MS: its new sessions and
+ *                                             AUTH attempts get "421" at once.
+ * The counts are per worker process (a client spread over W workers can make
+ * up to W times as many attempts): simple, no shared state, and still turns
+ * a password-guessing run into a crawl. A successful AUTH does not reset
+ * the count.
+ *
+ * The table is bounded (PMX_PEERLIMIT_MAX_ENTRIES); when it is full of
+ * addresses with live sessions or recent failures, new addresses are not
+ * tracked for failures (their sessions are still limited by the per-worker
+ * session cap).
+ */
+#ifndef PMX_WORKERS_PEERLIMIT_H
+#define PMX_WORKERS_PEERLIMIT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sys/socket.h>
+
+#define PMX_PEERLIMIT_MAX_SESSIONS  100       /* per address, per worker */
+#define PMX_PEERLIMIT_FREE_FAILURES 3
+#define PMX_PEERLIMIT_MAX_FAILURES  10
+#define PMX_PEERLIMIT_DELAY_STEP_MS 500
+#define PMX_PEERLIMIT_DELAY_MAX_MS  3000
+#define PMX_PEERLIMIT_WINDOW_MS     (10 * 60 * 1000)
+#define PMX_PEERLIMIT_BLOCK_MS      (10 * 60 * 1000)
+#define PMX_PEERLIMIT_MAX_ENTRIES   16384
+#define PMX_PEERLIMIT_KEY_MAX       64
+
+typedef struct pmx_worker_peerlimit pmx_worker_peerlimit_t;
+
+pmx_worker_peerlimit_t *pmx_worker_peerlimit_new(void);
+void pmx_worker_peerlimit_free(pmx_worker_peerlimit_t *p);
+
+/* The address key of a peer ("192.0.2.1", "2001:db8:1:2::/64", "local"). */
+void pmx_worker_peerlimit_key(const struct sockaddr *sa, char out[PMX_PEERLIMIT_KEY_MAX]);
+
+/* A session from key starts: 0, or -1 when key already has the maximum open
+ * (nothing counted). */
+int  pmx_worker_peerlimit_open(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms);
+/* A session counted by pmx_worker_peerlimit_open ends. */
+void pmx_worker_peerlimit_close(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms);
+/* key is blocked (too many failed AUTH). */
+bool pmx_worker_peerlimit_blocked(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms);
+/*
+ * Counts a failed AUTH from key. Returns the delay in ms before the failure
+ * is answered (0 = at once), or -1 when key is now blocked (answer 421).
+ */
+int64_t pmx_worker_peerlimit_auth_failed(pmx_worker_peerlimit_t *p, const char *key,
+                                         uint64_t now_ms);
+
+#endif

@@ -1,0 +1,714 @@
+/*
+ * SMTP submission glue; see submission.h. One session = a TLS-capable stream
+ * (smtp/tls.h), the protocol state machine (smtp/server.h), an inactivity
+ * timer and a timer for slowed AUTH answers. Everything the state machine asks
+ * for is answered here: TLS, API key checks, message checks and the XADD.
+ *
+ * A session is freed only when its stream and both timers have closed. An
+ * XADD in flight outlives its session: the request holds the session pointer,
+ * which is cleared when the session closes (the reply is then only logged).
+ */
+#include "workers/submission.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "lib/buf.h"
+#include "lib/job.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/mime.h"
+#include "smtp/server.h"
+#include "smtp/tls.h"
+#include "workers/apikeys.h"
+#include "workers/peerlimit.h"
+
+#define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
+#define WS_ID_LEN      19      /* "ws_" + 16 base32 */
+
+typedef struct session session_t;
+typedef struct enqueue enqueue_t;
+
+struct pmx_worker_submission {
+    pmx_worker_t           *w;
+    uv_loop_t              *loop;
+    const pmx_config_t     *cfg;
+    pmx_settings_t         *settings;
+    pmx_smtp_tls_ctx_t     *tls;
+    pmx_worker_apikeys_t   *keys;
+    pmx_worker_peerlimit_t *peers;
+    uv_tcp_t                listener;
+    bool                    listener_open;   /* until its close callback */
+    session_t              *sessions;
+    size_t                  nsessions;       /* until each is freed */
+    uint64_t                next_id;
+    bool                    draining, stopping;
+    void                  (*drain_done)(void *arg);
+    void                   *drain_arg;
+};
+
+struct session {
+    pmx_worker_submission_t  *sub;
+    session_t                *prev, *next;
+    uint64_t                  id;
+    pmx_smtp_stream_t        *stream;
+    pmx_smtp_server_t        *smtp;
+    uv_timer_t                idle;
+    uv_timer_t                delay;
+    int                       handles;       /* stream + 2 timers not yet closed */
+    char                      client[PMX_PEERLIMIT_KEY_MAX];  /* peerlimit key, logs */
+    bool                      counted;       /* pmx_worker_peerlimit_open succeeded */
+    bool                      closing;
+    bool                      close_when_drained;
+    bool                      timed_out;
+    uint64_t                  progress;
+    pmx_worker_apikeys_req_t *auth_req;
+    pmx_apikey_t              key;           /* status OK once authenticated */
+    char                      delayed[160];  /* the 535 text answered by the delay timer */
+    enqueue_t                *enq;
+};
+
+struct enqueue {
+    session_t *ss;            /* NULL once the session is gone */
+    uint64_t   session_id;
+    char       ws[32];
+    char       client[PMX_PEERLIMIT_KEY_MAX];
+    size_t     nrcpts, size;
+};
+
+static void session_close(session_t *ss);
+
+/* ---- drain / free bookkeeping ----------------------------------------------------- */
+
+static void maybe_drained(pmx_worker_submission_t *sub)
+{
+    if (!sub->draining || !sub->drain_done || sub->nsessions > 0) return;
+    void (*fn)(void *) = sub->drain_done;
+    sub->drain_done = NULL;
+    pmx_log_info("submission drained");
+    fn(sub->drain_arg);
+}
+
+static void maybe_free(pmx_worker_submission_t *sub)
+{
+    if (!sub->stopping || sub->nsessions > 0 || sub->listener_open) return;
+    pmx_worker_peerlimit_free(sub->peers);
+    free(sub);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    pmx_worker_submission_t *sub = h->data;
+    sub->listener_open = false;
+    maybe_free(sub);
+}
+
+static void stop_listening(pmx_worker_submission_t *sub)
+{
+    /* Closes this process's copy of the socket only: the supervisor and the
+     * other workers keep theirs, so the kernel keeps accepting for them. */
+    if (sub->listener_open && !uv_is_closing((uv_handle_t *)&sub->listener))
+        uv_close((uv_handle_t *)&sub->listener, listener_closed);
+}
+
+/* ---- session lifetime ---------------------------------------------------------------- */
+
+static void session_handle_closed(session_t *ss)
+{
+    if (--ss->handles > 0) return;
+    pmx_worker_submission_t *sub = ss->sub;
+    if (ss->prev) ss->prev->next = ss->next;
+    else sub->sessions = ss->next;
+    if (ss->next) ss->next->prev = ss->prev;
+    pmx_smtp_server_free(ss->smtp);
+    free(ss);
+    sub->nsessions--;
+    maybe_drained(sub);
+    maybe_free(sub);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    session_handle_closed(h->data);
+}
+
+static void session_close(session_t *ss)
+{
+    if (ss->closing) return;
+    ss->closing = true;
+    pmx_worker_apikeys_cancel(ss->auth_req);
+    ss->auth_req = NULL;
+    if (ss->enq) ss->enq->ss = NULL;
+    ss->enq = NULL;
+    if (ss->counted)
+        pmx_worker_peerlimit_close(ss->sub->peers, ss->client, uv_now(ss->sub->loop));
+    ss->counted = false;
+    uv_close((uv_handle_t *)&ss->idle, timer_closed);
+    uv_close((uv_handle_t *)&ss->delay, timer_closed);
+    pmx_smtp_stream_close(ss->stream);
+    pmx_log_debug("submission session closed session=%llu client=%s",
+                  (unsigned long long)ss->id, ss->client);
+}
+
+/* Restarts the inactivity timer when the client completed a line. */
+static void idle_cb(uv_timer_t *t);
+static void bump_idle(session_t *ss)
+{
+    uint64_t p = pmx_smtp_server_progress(ss->smtp);
+    if (p == ss->progress || ss->closing || ss->timed_out) return;
+    ss->progress = p;
+    uv_timer_start(&ss->idle, idle_cb, PMX_SUBMISSION_IDLE_MS, 0);
+}
+
+static void idle_cb(uv_timer_t *t)
+{
+    session_t *ss = t->data;
+    if (ss->closing) return;
+    if (ss->timed_out) {            /* the client does not even read the 421 */
+        session_close(ss);
+        return;
+    }
+    ss->timed_out = true;
+    pmx_log_info("submission timeout session=%llu client=%s", (unsigned long long)ss->id, ss->client);
+    uv_timer_start(&ss->idle, idle_cb, CLOSE_GRACE_MS, 0);
+    pmx_smtp_server_timeout(ss->smtp);
+}
+
+/* ---- stream callbacks ---------------------------------------------------------------- */
+
+static void stream_data(void *arg, const char *data, size_t n)
+{
+    session_t *ss = arg;
+    if (ss->closing) return;
+    pmx_smtp_server_input(ss->smtp, data, n);
+    bump_idle(ss);
+}
+
+static void stream_event(void *arg, pmx_smtp_stream_event_t ev, int status, const char *reason)
+{
+    session_t *ss = arg;
+    switch (ev) {
+    case PMX_SMTP_STREAM_CONNECTED:
+        break;
+    case PMX_SMTP_STREAM_HANDSHAKE:
+        if (status == 0) {
+            pmx_log_debug("submission tls session=%llu client=%s tls=\"%s\"",
+                          (unsigned long long)ss->id, ss->client,
+                          pmx_smtp_stream_tls_desc(ss->stream));
+        } else {
+            pmx_log_info("submission TLS handshake failed session=%llu client=%s reason=\"%s\"",
+                         (unsigned long long)ss->id, ss->client, reason ? reason : "");
+        }
+        pmx_smtp_server_tls_done(ss->smtp, status == 0);
+        break;
+    case PMX_SMTP_STREAM_DRAINED:
+        if (ss->close_when_drained) session_close(ss);
+        break;
+    case PMX_SMTP_STREAM_EOF:
+        pmx_log_debug("submission client closed session=%llu client=%s", (unsigned long long)ss->id,
+                      ss->client);
+        session_close(ss);
+        break;
+    case PMX_SMTP_STREAM_ERROR:
+        pmx_log_debug("submission connection error session=%llu client=%s reason=\"%s\"",
+                      (unsigned long long)ss->id, ss->client, reason ? reason : "");
+        session_close(ss);
+        break;
+    case PMX_SMTP_STREAM_CLOSED:
+        session_handle_closed(ss);
+        break;
+    }
+}
+
+/* ---- server callbacks: write, STARTTLS, close ------------------------------------------- */
+
+static void srv_write(void *arg, const char *data, size_t n)
+{
+    session_t *ss = arg;
+    if (ss->closing) return;
+    if (pmx_smtp_stream_write(ss->stream, data, n) < 0) session_close(ss);
+}
+
+static int srv_starttls(void *arg)
+{
+    session_t *ss = arg;
+    if (!ss->sub->tls || ss->closing) return -1;
+    if (pmx_smtp_stream_start_tls(ss->stream, ss->sub->tls, NULL) < 0) {
+        pmx_log_info("submission STARTTLS failed session=%llu client=%s reason=\"%s\"",
+                     (unsigned long long)ss->id, ss->client, pmx_smtp_stream_reason(ss->stream));
+        return -1;
+    }
+    return 0;
+}
+
+static void srv_close(void *arg)
+{
+    session_t *ss = arg;
+    if (ss->closing) return;
+    if (pmx_smtp_stream_pending(ss->stream) == 0) session_close(ss);
+    else ss->close_when_drained = true;
+}
+
+/* ---- AUTH ---------------------------------------------------------------------------------- */
+
+static void delay_cb(uv_timer_t *t)
+{
+    session_t *ss = t->data;
+    if (ss->closing) return;
+    pmx_smtp_server_auth_done(ss->smtp, 535, "5.7.8", ss->delayed);
+}
+
+static const char *auth_failure_text(pmx_apikey_status_t st)
+{
+    switch (st) {
+    case PMX_APIKEY_REVOKED:  return "Authentication credentials invalid: the API key is revoked";
+    case PMX_APIKEY_NO_SCOPE:
+        return "Authentication credentials invalid: the API key lacks the send scope";
+    default:                  return "Authentication credentials invalid";
+    }
+}
+
+static const char *auth_failure_reason(pmx_apikey_status_t st)
+{
+    switch (st) {
+    case PMX_APIKEY_REVOKED:  return "revoked";
+    case PMX_APIKEY_NO_SCOPE: return "no_send_scope";
+    default:                  return "unknown_key";
+    }
+}
+
+static void auth_result(void *arg, const pmx_apikey_t *key)
+{
+    session_t *ss = arg;
+    pmx_worker_submission_t *sub = ss->sub;
+    ss->auth_req = NULL;
+    if (ss->closing) return;
+    switch (key->status) {
+    case PMX_APIKEY_OK:
+        ss->key = *key;
+        pmx_worker_apikeys_touch(sub->keys, key->id);
+        pmx_log_info("submission auth ok session=%llu client=%s key=%s ws=%s",
+                     (unsigned long long)ss->id, ss->client, key->id, key->ws[0] ? key->ws : "(org)");
+        pmx_smtp_server_auth_done(ss->smtp, 235, "2.7.0", "Authentication successful");
+        return;
+    case PMX_APIKEY_TEMPFAIL:
+        pmx_log_warn("submission auth tempfail session=%llu client=%s (postgres unavailable)",
+                     (unsigned long long)ss->id, ss->client);
+        pmx_smtp_server_auth_done(ss->smtp, 454, "4.7.0",
+                                  "Temporary authentication failure; try again later");
+        return;
+    case PMX_APIKEY_UNKNOWN:
+    case PMX_APIKEY_REVOKED:
+    case PMX_APIKEY_NO_SCOPE:
+        break;
+    }
+    int64_t delay = pmx_worker_peerlimit_auth_failed(sub->peers, ss->client, uv_now(sub->loop));
+    pmx_log_info("submission auth failed session=%llu client=%s reason=%s%s%s",
+                 (unsigned long long)ss->id, ss->client, auth_failure_reason(key->status),
+                 key->id[0] ? " key=" : "", key->id);
+    if (delay < 0) {
+        pmx_log_warn("submission client blocked client=%s failures=%d for_s=%d", ss->client,
+                     PMX_PEERLIMIT_MAX_FAILURES, PMX_PEERLIMIT_BLOCK_MS / 1000);
+        pmx_smtp_server_auth_done(ss->smtp, 421, "4.7.0",
+                                  "Too many failed authentications from your address; try again later");
+    } else if (delay == 0) {
+        pmx_smtp_server_auth_done(ss->smtp, 535, "5.7.8", auth_failure_text(key->status));
+    } else {
+        snprintf(ss->delayed, sizeof ss->delayed, "%s", auth_failure_text(key->status));
+        uv_timer_start(&ss->delay, delay_cb, (uint64_t)delay, 0);
+    }
+}
+
+static void srv_auth(void *arg, const char *password, size_t n)
+{
+    session_t *ss = arg;
+    pmx_worker_submission_t *sub = ss->sub;
+    if (ss->closing) return;           /* a failed write closed it: nobody to answer */
+    if (pmx_worker_peerlimit_blocked(sub->peers, ss->client, uv_now(sub->loop))) {
+        pmx_smtp_server_auth_done(ss->smtp, 421, "4.7.0",
+                                  "Too many failed authentications from your address; try again later");
+        return;
+    }
+    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check(sub->keys, password, n, "send",
+                                                           auth_result, ss);
+    if (r) ss->auth_req = r;
+}
+
+/* ---- a message ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int       code;
+    const char *enh;
+    pmx_buf_t text;
+} refusal_t;
+
+static int refuse(refusal_t *r, int code, const char *enh, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int refuse(refusal_t *r, int code, const char *enh, const char *fmt, ...)
+{
+    r->code = code;
+    r->enh = enh;
+    va_list ap;
+    va_start(ap, fmt);
+    pmx_buf_vappendf(&r->text, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool ws_id_valid(const char *s, size_t n)
+{
+    if (n != WS_ID_LEN || strncmp(s, "ws_", 3) != 0) return false;
+    for (size_t i = 3; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '2' && s[i] <= '7'))) return false;
+    return true;
+}
+
+/* The reason without lib/job's and lib/mime's "raw: " prefix (SMTP has no fields). */
+static const char *strip_raw(const char *why)
+{
+    return strncmp(why, "raw: ", 5) == 0 ? why + 5 : why;
+}
+
+/* SPEC §5: the domain must be a verified domain of ws, or a subdomain of one. */
+static int check_domain(const pmx_settings_ws_t *ws, const char *what, const char *domain,
+                        refusal_t *r)
+{
+    switch (pmx_settings_domain_for(ws, domain, NULL)) {
+    case PMX_SETTINGS_DOMAIN_OK:
+        return 0;
+    case PMX_SETTINGS_DOMAIN_NO_KEY:
+        return refuse(r, 451, "4.3.0", "%s domain %s has no usable DKIM key; try again later",
+                      what, domain);
+    case PMX_SETTINGS_DOMAIN_UNVERIFIED:
+        return refuse(r, 550, "5.7.1", "%s domain %s is not verified yet for workspace %s",
+                      what, domain, ws->id);
+    case PMX_SETTINGS_DOMAIN_NONE:
+        break;
+    }
+    return refuse(r, 550, "5.7.1", "%s domain %s is not a verified domain of workspace %s",
+                  what, domain, ws->id);
+}
+
+/*
+ * The workspace a message goes to: the key's, or X-Workspace-Id's for an
+ * organization key. ws gets the id.
+ */
+static int pick_workspace(const session_t *ss, const pmx_smtp_envelope_t *env, char ws[32],
+                          refusal_t *r)
+{
+    pmx_buf_t v = PMX_BUF_INIT;
+    char why[200];
+    int n = pmx_mime_header_get(env->msg, env->len, "X-Workspace-Id", &v, why, sizeof why);
+    int rc = 0;
+    if (n < 0) {
+        rc = refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    } else if (ss->key.ws[0] == '\0') {
+        if (n == 0)
+            rc = refuse(r, 550, "5.7.1", "An organization API key must name the workspace in an "
+                        "X-Workspace-Id header");
+        else if (n > 1)
+            rc = refuse(r, 550, "5.7.1", "More than one X-Workspace-Id header");
+        else if (!ws_id_valid(pmx_buf_cstr(&v), v.len))
+            rc = refuse(r, 550, "5.7.1", "X-Workspace-Id is not a workspace id (ws_ and 16 "
+                        "characters a-z, 2-7)");
+        else
+            snprintf(ws, 32, "%s", v.data);
+    } else {
+        if (n > 1 || (n == 1 && strcmp(pmx_buf_cstr(&v), ss->key.ws) != 0))
+            rc = refuse(r, 550, "5.7.1", "X-Workspace-Id does not name the API key's workspace (%s)",
+                        ss->key.ws);
+        else
+            snprintf(ws, 32, "%s", ss->key.ws);
+    }
+    pmx_buf_free(&v);
+    return rc;
+}
+
+/* Checks one message as the pipeline will; raw and to get the job's values. */
+static int check_message(session_t *ss, const pmx_smtp_envelope_t *env, char ws[32],
+                         pmx_buf_t *raw, pmx_buf_t *to, refusal_t *r)
+{
+    pmx_worker_submission_t *sub = ss->sub;
+    if (pick_workspace(ss, env, ws, r) < 0) return -1;
+    if (!pmx_settings_ready(sub->settings))
+        return refuse(r, 451, "4.3.0", "Workspace settings are not loaded yet; try again later");
+    const pmx_settings_ws_t *wsp = pmx_settings_lookup(sub->settings, ws);
+    if (!wsp && ss->key.ws[0])
+        return refuse(r, 451, "4.3.0", "Workspace %s is not loaded yet; try again later", ws);
+    if (!wsp) return refuse(r, 550, "5.7.1", "Unknown workspace %s", ws);
+    if (wsp->suspended) return refuse(r, 550, "5.7.1", "Workspace %s is suspended", ws);
+
+    char why[256];
+    pmx_addr_t from;
+    if (pmx_mime_header_from(env->msg, env->len, &from, why, sizeof why) < 0)
+        return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    int rc = check_domain(wsp, "From", pmx_addr_domain(&from), r);
+    pmx_addr_free(&from);
+    if (rc < 0) return -1;
+    const char *at = strrchr(env->mail_from, '@');
+    if (check_domain(wsp, "MAIL FROM", at ? at + 1 : "", r) < 0) return -1;
+
+    if (pmx_mime_header_remove(env->msg, env->len, "X-Workspace-Id", raw, why, sizeof why) < 0)
+        return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        if (i) pmx_buf_append_str(to, ", ");
+        pmx_buf_append_str(to, env->rcpts[i]);
+    }
+
+    /* Exactly what the pipeline will run, so a 250 is never followed by a
+     * rejection for the message's form. */
+    pmx_job_field_t f[3] = {
+        { "from", 4, env->mail_from, strlen(env->mail_from) },
+        { "to", 2, pmx_buf_cstr(to), to->len },
+        { "raw", 3, pmx_buf_cstr(raw), raw->len },
+    };
+    pmx_job_t job;
+    if (pmx_job_decode(f, 3, (size_t)sub->cfg->submission_max_message_size, &job, why,
+                       sizeof why) < 0)
+        return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
+    pmx_job_free(&job);
+    pmx_buf_t tmp = PMX_BUF_INIT;
+    pmx_mime_opts_t mo = { .msgid = "check", .date = time(NULL) };
+    rc = pmx_mime_prepare_raw(pmx_buf_cstr(raw), raw->len, &mo, &tmp, why, sizeof why);
+    pmx_buf_free(&tmp);
+    if (rc < 0) return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
+    return 0;
+}
+
+static void xadd_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    enqueue_t *q = privdata;
+    redisReply *rep = reply;
+    session_t *ss = q->ss;
+    char text[128];
+    int code = 451;
+    if (!rep) {
+        pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis connection lost\"",
+                     (unsigned long long)q->session_id, q->ws);
+    } else if (rep->type != REDIS_REPLY_STRING) {
+        pmx_log_error("submission enqueue failed session=%llu ws=%s reason=\"%s\"",
+                      (unsigned long long)q->session_id, q->ws,
+                      rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply type");
+    } else {
+        code = 250;
+        snprintf(text, sizeof text, "Ok: queued as %s", rep->str);
+        pmx_log_info("submission queued session=%llu client=%s ws=%s entry=%s rcpts=%zu size=%zu%s",
+                     (unsigned long long)q->session_id, q->client, q->ws, rep->str, q->nrcpts, q->size,
+                     ss ? "" : " (client gone before the reply)");
+    }
+    free(q);
+    if (!ss) return;
+    ss->enq = NULL;
+    if (code == 250) pmx_smtp_server_message_done(ss->smtp, 250, "2.0.0", text);
+    else pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
+}
+
+static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
+{
+    session_t *ss = arg;
+    pmx_worker_submission_t *sub = ss->sub;
+    refusal_t r = { 0, NULL, PMX_BUF_INIT };
+    pmx_buf_t raw = PMX_BUF_INIT, to = PMX_BUF_INIT, key = PMX_BUF_INIT;
+    char ws[32] = "";
+
+    if (ss->closing) return;
+    if (check_message(ss, env, ws, &raw, &to, &r) < 0) {
+        pmx_log_info("submission refused session=%llu client=%s ws=%s code=%d reason=\"%s\"",
+                     (unsigned long long)ss->id, ss->client, ws[0] ? ws : "-", r.code, r.text.data);
+        pmx_smtp_server_message_done(ss->smtp, r.code, r.enh, r.text.data);
+        goto out;
+    }
+    pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
+    pmx_buf_appendf(&key, "%s:{%s}:jobs", sub->cfg->redis_prefix, ws);
+    const char *argv[11] = { "XADD", key.data, "*", "from", env->mail_from, "to", to.data,
+                             "raw", pmx_buf_cstr(&raw), PMX_SUBMISSION_SOURCE_FIELD,
+                             PMX_SUBMISSION_SOURCE_VALUE };
+    size_t lens[11] = { 4, key.len, 1, 4, strlen(env->mail_from), 2, to.len, 3, raw.len,
+                        strlen(PMX_SUBMISSION_SOURCE_FIELD), strlen(PMX_SUBMISSION_SOURCE_VALUE) };
+    enqueue_t *q = pmx_xcalloc(1, sizeof *q);
+    q->ss = ss;
+    q->session_id = ss->id;
+    snprintf(q->ws, sizeof q->ws, "%s", ws);
+    snprintf(q->client, sizeof q->client, "%s", ss->client);
+    q->nrcpts = env->nrcpts;
+    q->size = raw.len;
+    if (!rc || pmx_redis_conn_command_argv(rc, xadd_done, q, 11, argv, lens) < 0) {
+        free(q);
+        pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis is down\"",
+                     (unsigned long long)ss->id, ws);
+        pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
+        goto out;
+    }
+    ss->enq = q;
+out:
+    pmx_buf_free(&r.text);
+    pmx_buf_free(&raw);
+    pmx_buf_free(&to);
+    pmx_buf_free(&key);
+}
+
+/* ---- accepting ---------------------------------------------------------------------------- */
+
+static const pmx_smtp_stream_cbs_t stream_cbs = { stream_data, stream_event };
+static const pmx_smtp_server_cbs_t server_cbs = { srv_write, srv_starttls, srv_auth, srv_message,
+                                                  srv_close };
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    pmx_worker_submission_t *sub = listener->data;
+    if (status < 0) {
+        pmx_log_warn("submission accept failed: %s", uv_strerror(status));
+        return;
+    }
+    if (sub->draining || sub->stopping) return;
+
+    session_t *ss = pmx_xcalloc(1, sizeof *ss);
+    ss->sub = sub;
+    ss->id = ++sub->next_id;
+    ss->handles = 3;
+    ss->next = sub->sessions;
+    if (ss->next) ss->next->prev = ss;
+    sub->sessions = ss;
+    sub->nsessions++;
+    uv_timer_init(sub->loop, &ss->idle);
+    uv_timer_init(sub->loop, &ss->delay);
+    ss->idle.data = ss->delay.data = ss;
+    const pmx_config_t *cfg = sub->cfg;
+    pmx_smtp_server_opts_t so = {
+        .hostname = cfg->relay_helo_name,
+        .starttls = sub->tls != NULL,
+        .auth_requires_tls = cfg->submission_auth_requires_tls,
+        .max_message_size = cfg->submission_max_message_size,
+        .max_recipients = PMX_SMTP_SERVER_MAX_RCPT,
+    };
+    ss->smtp = pmx_smtp_server_new(&so, &server_cbs, ss);
+    ss->stream = pmx_smtp_stream_new(sub->loop, &stream_cbs, ss);
+    snprintf(ss->client, sizeof ss->client, "-");
+
+    int rc = pmx_smtp_stream_accept(ss->stream, listener);
+    if (rc < 0) {
+        /* Another worker took it (EAGAIN), or the client left already. */
+        if (rc != UV_EAGAIN) pmx_log_debug("submission accept: %s", uv_strerror(rc));
+        ss->closing = true;
+        uv_close((uv_handle_t *)&ss->idle, timer_closed);
+        uv_close((uv_handle_t *)&ss->delay, timer_closed);
+        pmx_smtp_stream_close(ss->stream);
+        return;
+    }
+    struct sockaddr_storage peer;
+    if (pmx_smtp_stream_peer(ss->stream, &peer) == 0)
+        pmx_worker_peerlimit_key((const struct sockaddr *)&peer, ss->client);
+    uint64_t now = uv_now(sub->loop);
+    uv_timer_start(&ss->idle, idle_cb, PMX_SUBMISSION_IDLE_MS, 0);
+    pmx_log_debug("submission session session=%llu client=%s", (unsigned long long)ss->id, ss->client);
+
+    if (sub->nsessions > PMX_SUBMISSION_MAX_SESSIONS) {
+        pmx_log_warn("submission refused a connection client=%s reason=\"%d sessions open\"",
+                     ss->client, PMX_SUBMISSION_MAX_SESSIONS);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
+    } else if (pmx_worker_peerlimit_blocked(sub->peers, ss->client, now)) {
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                               "Too many failed authentications from your address; try again later");
+    } else if (pmx_worker_peerlimit_open(sub->peers, ss->client, now) < 0) {
+        pmx_log_warn("submission refused a connection client=%s "
+                     "reason=\"%d sessions from this address\"", ss->client, PMX_PEERLIMIT_MAX_SESSIONS);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                               "Too many connections from your address; try again later");
+    } else {
+        ss->counted = true;
+        pmx_smtp_server_start(ss->smtp);
+    }
+}
+
+/* ---- public ------------------------------------------------------------------------------------ */
+
+int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
+                                pmx_worker_submission_t **out)
+{
+    *out = NULL;
+    int fd = pmx_worker_submission_fd(w);
+    if (fd < 0) return 0;
+    const pmx_config_t *cfg = pmx_worker_config(w);
+    pmx_worker_submission_t *sub = pmx_xcalloc(1, sizeof *sub);
+    sub->w = w;
+    sub->loop = pmx_worker_loop(w);
+    sub->cfg = cfg;
+    sub->settings = settings;
+
+    if (cfg->submission_tls_cert[0]) {
+        char err[512];
+        if (pmx_smtp_tls_ctx_new_server(&sub->tls, cfg->submission_tls_cert, cfg->submission_tls_key,
+                                        err, sizeof err) < 0) {
+            pmx_log_error("[submission] %s", err);
+            free(sub);
+            return -1;
+        }
+    } else if (cfg->submission_auth_requires_tls) {
+        pmx_log_warn("[submission] no tls_cert and auth_requires_tls = yes: AUTH is never offered, "
+                     "so no client can submit mail");
+    }
+    uv_tcp_init(sub->loop, &sub->listener);
+    sub->listener.data = sub;
+    sub->listener_open = true;
+    int r = uv_tcp_open(&sub->listener, fd);
+    if (r == 0) r = uv_listen((uv_stream_t *)&sub->listener, 511, on_connection);
+    if (r != 0) {
+        pmx_log_error("cannot serve the submission listener: %s", uv_strerror(r));
+        pmx_smtp_tls_ctx_free(sub->tls);
+        sub->tls = NULL;
+        sub->stopping = true;
+        sub->peers = NULL;
+        stop_listening(sub);       /* frees sub once the handle has closed */
+        return -1;
+    }
+    sub->keys = pmx_worker_apikeys_new(sub->loop, pmx_worker_db(w));
+    sub->peers = pmx_worker_peerlimit_new();
+    pmx_log_info("submission listening address=%s tls=%s auth_requires_tls=%s",
+                 cfg->submission_listen, sub->tls ? "starttls" : "none",
+                 cfg->submission_auth_requires_tls ? "yes" : "no");
+    *out = sub;
+    return 0;
+}
+
+void pmx_worker_submission_drain(pmx_worker_submission_t *sub, void (*done)(void *arg), void *arg)
+{
+    if (!sub) {
+        done(arg);
+        return;
+    }
+    sub->draining = true;
+    sub->drain_done = done;
+    sub->drain_arg = arg;
+    stop_listening(sub);
+    /* While Postgres is still there: the last last_used_at update. */
+    pmx_worker_apikeys_flush(sub->keys);
+    for (session_t *ss = sub->sessions; ss; ss = ss->next)
+        if (!ss->closing) pmx_smtp_server_drain(ss->smtp);
+    pmx_log_info("submission draining sessions=%zu", sub->nsessions);
+    maybe_drained(sub);
+}
+
+void pmx_worker_submission_stop(pmx_worker_submission_t *sub)
+{
+    if (!sub) return;
+    sub->stopping = true;
+    sub->drain_done = NULL;
+    stop_listening(sub);
+    for (session_t *ss = sub->sessions; ss; ss = ss->next) session_close(ss);
+    pmx_worker_apikeys_free(sub->keys);
+    sub->keys = NULL;
+    pmx_smtp_tls_ctx_free(sub->tls);
+    sub->tls = NULL;
+    maybe_free(sub);
+}
+
+size_t pmx_worker_submission_sessions(const pmx_worker_submission_t *sub)
+{
+    return sub ? sub->nsessions : 0;
+}

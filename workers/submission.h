@@ -1,0 +1,60 @@
+/*
+ * SMTP submission in a worker (SPEC §7): accepts connections on the listening
+ * socket the supervisor opened (every worker accepts on the same socket),
+ * runs one smtp/server.h session per connection over smtp/tls.h, and does
+ * what the sessions ask:
+ * - AUTH: the password is an API key, checked through workers/apikeys.h
+ *   (scope `send`); failures are throttled per client address
+ *   (workers/peerlimit.h);
+ * - a message: the workspace (the key's, or X-Workspace-Id for an
+ *   organization key — the header is removed), the workspace's state and the
+ *   From and MAIL FROM domains (workers/settings.h), the job as the pipeline
+ *   will decode it (lib/job.h, lib/mime.h); then XADD on the workspace's
+ *   stream as a `raw` job, and only then "250 2.0.0 Ok: queued as <entry id>".
+ *
+ * The stream entry: from = MAIL FROM, to = the RCPT addresses joined with
+ * ", ", raw = the message as received (CRLF, dots unstuffed) without
+ * X-Workspace-Id, and the internal field _source = smtp (the message's
+ * `source` column; internal fields start with "_").
+ *
+ * Limits: PMX_SUBMISSION_MAX_SESSIONS sessions per worker and
+ * PMX_PEERLIMIT_MAX_SESSIONS per client address per worker (more are
+ * answered "421 4.7.0" and closed), PMX_SUBMISSION_IDLE_MS without a complete
+ * command or message line ends a session ("421 4.4.2").
+ */
+#ifndef PMX_WORKERS_SUBMISSION_H
+#define PMX_WORKERS_SUBMISSION_H
+#include <stddef.h>
+
+#include "workers/settings.h"
+#include "workers/worker.h"
+
+#define PMX_SUBMISSION_MAX_SESSIONS 1000
+#define PMX_SUBMISSION_IDLE_MS      (5 * 60 * 1000)   /* RFC 5321 §4.5.3.2.7 */
+#define PMX_SUBMISSION_SOURCE_FIELD "_source"
+#define PMX_SUBMISSION_SOURCE_VALUE "smtp"
+
+typedef struct pmx_worker_submission pmx_worker_submission_t;
+
+/*
+ * Starts accepting when the worker has a submission socket; *out is NULL
+ * (and 0 returned) when submission is off. settings is the worker's settings
+ * cache (shared with the pipeline; not owned). Returns -1 (logged) when the
+ * TLS certificate or key cannot be loaded or the socket cannot be served.
+ */
+int  pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
+                                 pmx_worker_submission_t **out);
+/*
+ * Graceful stop: stops accepting (other workers and the supervisor keep the
+ * socket), lets every session finish the transaction it is in (new commands
+ * get "421 4.3.2"), then calls done(arg) once, from a loop callback. NULL sub
+ * calls done at once.
+ */
+void pmx_worker_submission_drain(pmx_worker_submission_t *sub, void (*done)(void *arg), void *arg);
+/* Closes whatever is left and frees sub once its handles have closed (the
+ * loop must run). Call before the worker closes its Redis and Postgres. */
+void pmx_worker_submission_stop(pmx_worker_submission_t *sub);
+/* Sessions open now (for postmux_smtp_sessions{direction="in"}). */
+size_t pmx_worker_submission_sessions(const pmx_worker_submission_t *sub);
+
+#endif
