@@ -230,7 +230,7 @@ int pmx_queue_job_defer(pmx_queue_job_t *job, uint64_t delay_ms, const char *msg
     if (job->kind != PMX_QUEUE_JOB_OK || job->p.list != PMX__L_INFLIGHT) return -1;
     pmx_buf_reset(&job->p.member);
     if (pmx_queue_jobcodec_encode(job->fields, job->nfields, msg_id, job->attempt + 1,
-                                  job->first_ms, &job->p.member) < 0)
+                                  job->first_ms, job->source, &job->p.member) < 0)
         return -1;
     job->p.delay_ms = delay_ms;
     finish(job, PMX_QUEUE_DONE_DEFER);

@@ -82,12 +82,13 @@ int pmx_queue_jobcodec_split(const pmx_job_field_t *in, size_t n, pmx_job_field_
                              size_t *nuser, pmx_queue_jobmeta_t *meta, char *err, size_t errlen)
 {
     memset(meta, 0, sizeof *meta);
-    const pmx_job_field_t *msg = NULL, *attempt = NULL, *first = NULL;
+    const pmx_job_field_t *msg = NULL, *attempt = NULL, *first = NULL, *source = NULL;
     for (size_t i = 0; i < n; i++) {
         const pmx_job_field_t *f = &in[i];
         const pmx_job_field_t **slot = name_is(f, "_msg") ? &msg
                                      : name_is(f, "_attempt") ? &attempt
-                                     : name_is(f, "_first") ? &first : NULL;
+                                     : name_is(f, "_first") ? &first
+                                     : name_is(f, "_source") ? &source : NULL;
         if (!slot) continue;
         if (*slot) {
             snprintf(err, errlen, "%.*s: given more than once", (int)f->name_len, f->name);
@@ -95,10 +96,22 @@ int pmx_queue_jobcodec_split(const pmx_job_field_t *in, size_t n, pmx_job_field_
         }
         *slot = f;
     }
+    if (source) {
+        bool smtp = source->value_len == 4 && memcmp(source->value, "smtp", 4) == 0;
+        bool redis = source->value_len == 5 && memcmp(source->value, "redis", 5) == 0;
+        if (!smtp && !redis) {
+            snprintf(err, errlen, "_source: not redis or smtp");
+            return -1;
+        }
+        meta->smtp = smtp;
+    }
     if (!msg) {
-        /* A first try: every field is the user's (a copy when user != in). */
-        if (user != in) memmove(user, in, n * sizeof *in);
-        *nuser = n;
+        /* A first try: every field but _source is the user's (a copy when
+         * user != in; writing never overtakes reading). */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (&in[i] != source) user[k++] = in[i];
+        *nuser = k;
         return 0;
     }
     if (!pmx_queue_msg_id_valid(msg->value, msg->value_len)) {
@@ -282,6 +295,7 @@ int pmx_queue_job_from_entry(const redisReply *e, const char *ws, const char *st
         job->attempt = meta.attempt;
         job->first_ms = meta.first_ms;
     }
+    job->source = meta.smtp ? "smtp" : "redis";
     job->fields = fv;
     job->nfields = nuser;
     job->client_id = find_client_id(fv, nuser);
@@ -305,7 +319,8 @@ static void put_netstring(pmx_buf_t *out, const char *s, size_t n)
 }
 
 int pmx_queue_jobcodec_encode(const pmx_job_field_t *fields, size_t n, const char *msg_id,
-                              uint32_t attempt, uint64_t first_ms, pmx_buf_t *out)
+                              uint32_t attempt, uint64_t first_ms, const char *source,
+                              pmx_buf_t *out)
 {
     if (!msg_id || !pmx_queue_msg_id_valid(msg_id, strlen(msg_id)) || attempt == 0 ||
         attempt > PMX_QUEUE_MAX_ATTEMPT)
@@ -325,6 +340,10 @@ int pmx_queue_jobcodec_encode(const pmx_job_field_t *fields, size_t n, const cha
     k = snprintf(num, sizeof num, "%llu", (unsigned long long)first_ms);
     put_netstring(out, "_first", 6);
     put_netstring(out, num, (size_t)k);
+    if (source && strcmp(source, "smtp") == 0) {
+        put_netstring(out, "_source", 7);
+        put_netstring(out, "smtp", 4);
+    }
     return 0;
 }
 

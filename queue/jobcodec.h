@@ -20,7 +20,10 @@
  * `_msg` (entries the retry mover wrote), validated (a bad one makes the job
  * MALFORMED, naming the field) and stripped from job->fields; unknown `_x`
  * fields of such entries are dropped. In any other entry a "_x" field stays
- * a user field, which the job decoder (lib/job.h) rejects as unknown.
+ * a user field, which the job decoder (lib/job.h) rejects as unknown — except
+ * `_source` ("redis" or "smtp"), which SMTP submission writes on its first
+ * XADD: it is accepted on every entry, stripped, and kept through retries.
+ * It only labels messages.source, so a client that forges it gains nothing.
  * Note: whoever can XADD to a stream can write `_msg`; the pipeline must
  * check that a message id it is given belongs to the job's workspace.
  */
@@ -64,6 +67,7 @@ typedef struct {
     char     msg_id[PMX_QUEUE_MSG_ID_LEN + 1];
     uint32_t attempt;                          /* _attempt, >= 2 */
     uint64_t first_ms;                         /* _first */
+    bool     smtp;                             /* _source = smtp (any entry) */
 } pmx_queue_jobmeta_t;
 
 /* Bounds on one stream entry (outside input). */
@@ -89,6 +93,7 @@ struct pmx_queue_job {
     char        msg_id[PMX_QUEUE_MSG_ID_LEN + 1];  /* retried: _msg; else "" */
     uint32_t    attempt;                /* 1 on the first try; _attempt when retried */
     uint64_t    first_ms;               /* first seen, ms since the epoch */
+    const char *source;                 /* "smtp" (SMTP submission's _source) or "redis" */
     uint32_t    deliveries;             /* deliveries of this entry (1 = first read) */
     uint64_t    batch;                  /* the read that returned it (0 = reclaimed) */
     size_t      bytes;                  /* field bytes in the entry */
@@ -145,11 +150,12 @@ int  pmx_queue_jobcodec_split(const pmx_job_field_t *in, size_t n, pmx_job_field
 
 /*
  * Appends the retry member of a job: its user fields (any "_" field skipped)
- * and _msg, _attempt, _first. Returns 0, or -1 (out untouched) when msg_id is
+ * and _msg, _attempt, _first, and _source when source is "smtp". Returns 0, or -1 (out untouched) when msg_id is
  * not a valid message id, attempt is 0 or over PMX_QUEUE_MAX_ATTEMPT.
  */
 int  pmx_queue_jobcodec_encode(const pmx_job_field_t *fields, size_t n, const char *msg_id,
-                               uint32_t attempt, uint64_t first_ms, pmx_buf_t *out);
+                               uint32_t attempt, uint64_t first_ms, const char *source,
+                               pmx_buf_t *out);
 
 /*
  * Parses a retry member back into fields (internal ones included; split

@@ -78,10 +78,17 @@ enum { P_I, P_INS, P_ID, P_WS, P_JOB, P_CLIENT, P_FROM, P_HFROM, P_SUBJ, P_META,
        P_R_I, P_R_ADDR, P_R_STATUS, P_R_ATT, P_R_RESP, P_R_NEXT,
        P_E_I, P_E_TYPE, P_E_RCPT, P_E_DETAIL, NPARAMS };
 
+/* Each request names its message by (ws, job id) or by (ws, message id); the
+ * two index lookups of the LATERAL are exclusive (one of job/msg is NULL).
+ * The workspace is part of both: a message id of another workspace is not
+ * found, so a forged _msg cannot reach another workspace's rows. */
 static const char LOOKUP_SQL[] =
     "SELECT q.i, m.id, r.address, r.status, r.attempts"
-    "  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(ws, job, i)"
-    "  JOIN messages m ON m.workspace_id = q.ws AND m.job_id = q.job"
+    "  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(ws, job, msg, i)"
+    "  JOIN LATERAL ("
+    "    SELECT id FROM messages WHERE workspace_id = q.ws AND job_id = q.job"
+    "    UNION ALL"
+    "    SELECT id FROM messages WHERE id = q.msg AND workspace_id = q.ws) m ON true"
     "  LEFT JOIN recipients r ON r.message_id = m.id"
     " ORDER BY q.i, r.address";
 
@@ -380,22 +387,36 @@ pmx_outcomes_req_t *pmx_outcomes_submit(pmx_outcomes_t *o, const pmx_outcome_t *
     return r;
 }
 
-pmx_outcomes_req_t *pmx_outcomes_lookup(pmx_outcomes_t *o, const char *ws, const char *job_id,
-                                        pmx_outcome_lookup_fn cb, void *arg)
+static pmx_outcomes_req_t *lookup(pmx_outcomes_t *o, const char *ws, const char *job_id,
+                                  const char *msg_id, pmx_outcome_lookup_fn cb, void *arg)
 {
-    if (!ws || !job_id || o->closing) return NULL;
+    if (!ws || !(job_id || msg_id) || o->closing) return NULL;
     pmx_outcomes_req_t *r = pmx_xcalloc(1, sizeof *r);
     r->is_lookup = true;
     r->t_submit = uv_now(o->loop);
     r->lcb = cb;
     r->arg = arg;
     r->ws = copy_text(ws);
-    r->job = copy_text(job_id);
+    r->job = job_id ? copy_text(job_id) : NULL;
+    r->id = msg_id ? copy_text(msg_id) : NULL;
     fifo_push(&o->lq, r);
     o->depth++;
     pump(o, false, false);
     leave(o);
     return r;
+}
+
+pmx_outcomes_req_t *pmx_outcomes_lookup(pmx_outcomes_t *o, const char *ws, const char *job_id,
+                                        pmx_outcome_lookup_fn cb, void *arg)
+{
+    return job_id ? lookup(o, ws, job_id, NULL, cb, arg) : NULL;
+}
+
+pmx_outcomes_req_t *pmx_outcomes_lookup_message(pmx_outcomes_t *o, const char *ws,
+                                                const char *message_id,
+                                                pmx_outcome_lookup_fn cb, void *arg)
+{
+    return message_id ? lookup(o, ws, NULL, message_id, cb, arg) : NULL;
 }
 
 void pmx_outcomes_cancel(pmx_outcomes_req_t *req)
@@ -559,19 +580,23 @@ static void lookups_done(pmx_db_async_t *db, const PGresult *res, void *arg);
 static void send_lookups(pmx_outcomes_t *o)
 {
     reqvec_t v = fifo_take(&o->lq, o->max_batch);
-    pmx_buf_t ws = PMX_BUF_INIT, job = PMX_BUF_INIT;
+    pmx_buf_t ws = PMX_BUF_INIT, job = PMX_BUF_INIT, msg = PMX_BUF_INIT;
     pmx_buf_append_char(&ws, '{');
     pmx_buf_append_char(&job, '{');
+    pmx_buf_append_char(&msg, '{');
     for (size_t i = 0; i < v.n; i++) {
         pmx__outcomes_array_text(&ws, v.v[i]->ws);
         pmx__outcomes_array_text(&job, v.v[i]->job);
+        pmx__outcomes_array_text(&msg, v.v[i]->id);
     }
     pmx_buf_append_char(&ws, '}');
     pmx_buf_append_char(&job, '}');
-    const char *vals[2] = { pmx_buf_cstr(&ws), pmx_buf_cstr(&job) };
-    o->l_req = pmx_db_async_query_params(o->db, LOOKUP_SQL, 2, vals, lookups_done, o);
+    pmx_buf_append_char(&msg, '}');
+    const char *vals[3] = { pmx_buf_cstr(&ws), pmx_buf_cstr(&job), pmx_buf_cstr(&msg) };
+    o->l_req = pmx_db_async_query_params(o->db, LOOKUP_SQL, 3, vals, lookups_done, o);
     pmx_buf_free(&ws);
     pmx_buf_free(&job);
+    pmx_buf_free(&msg);
     if (!o->l_req) {
         /* Went down just now: put them back in front, in order. */
         for (size_t i = v.n; i-- > 0;) {

@@ -151,6 +151,11 @@ pmx_outcomes_req_t *pmx_outcomes_submit(pmx_outcomes_t *o, const pmx_outcome_t *
  */
 pmx_outcomes_req_t *pmx_outcomes_lookup(pmx_outcomes_t *o, const char *ws, const char *job_id,
                                         pmx_outcome_lookup_fn cb, void *arg);
+/* As pmx_outcomes_lookup, by message id (a retried job's _msg): found only
+ * when that message belongs to ws. */
+pmx_outcomes_req_t *pmx_outcomes_lookup_message(pmx_outcomes_t *o, const char *ws,
+                                                const char *message_id,
+                                                pmx_outcome_lookup_fn cb, void *arg);
 /* The callback will not be called (the owner of arg went away). Never after
  * the callback ran. */
 void pmx_outcomes_cancel(pmx_outcomes_req_t *req);

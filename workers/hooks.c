@@ -2,7 +2,7 @@
  * The hooks postmuxd gives every worker (workers/worker.h): the parts of the
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
- * (workers/submission.h); the delivery pipeline joins here.
+ * (workers/submission.h) and the delivery pipeline (workers/pipeline.h).
  *
  * Drain: every part that drains is asked at once; the worker's done is called
  * when the last one has finished.
@@ -14,6 +14,7 @@
 #include "dkim/keycrypt.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "workers/pipeline.h"
 #include "workers/settings.h"
 #include "workers/submission.h"
 
@@ -21,6 +22,7 @@ typedef struct {
     pmx_worker_t            *w;
     pmx_settings_t          *settings;
     pmx_worker_submission_t *submission;
+    pmx_pipeline_t          *pipeline;
     pmx_worker_done_fn       done;
     int                      draining;   /* parts still draining */
 } hooks_state_t;
@@ -45,8 +47,10 @@ static int hooks_start(pmx_worker_t *w)
     pmx_wipe(master, sizeof master);
     pmx_worker_set_data(w, st);
     if (pmx_settings_start(st->settings) < 0
+        || !(st->pipeline = pmx_pipeline_start(w, st->settings))
         || pmx_worker_submission_start(w, st->settings, &st->submission) < 0) {
         /* stop is not called when start fails: undo here. */
+        pmx_pipeline_free(st->pipeline);
         pmx_settings_free(st->settings);
         pmx_worker_set_data(w, NULL);
         free(st);
@@ -57,9 +61,10 @@ static int hooks_start(pmx_worker_t *w)
 
 static void hooks_conn_changed(pmx_worker_t *w, bool redis_up, bool pg_up)
 {
-    (void)redis_up;
     hooks_state_t *st = state_of(w);
-    if (st) pmx_settings_on_db_state(st->settings, pg_up);
+    if (!st) return;
+    pmx_settings_on_db_state(st->settings, pg_up);
+    pmx_pipeline_redis_changed(st->pipeline, redis_up);
 }
 
 static void hooks_notify(pmx_worker_t *w, const char *channel, const char *payload)
@@ -78,8 +83,9 @@ static void hooks_drain(pmx_worker_t *w, pmx_worker_done_fn done)
 {
     hooks_state_t *st = state_of(w);
     st->done = done;
-    st->draining = 1;
+    st->draining = 2;
     pmx_worker_submission_drain(st->submission, part_drained, st);
+    pmx_pipeline_drain(st->pipeline, part_drained, st);
 }
 
 static void hooks_stop(pmx_worker_t *w)
@@ -87,6 +93,7 @@ static void hooks_stop(pmx_worker_t *w)
     hooks_state_t *st = state_of(w);
     if (!st) return;
     pmx_worker_submission_stop(st->submission);
+    pmx_pipeline_free(st->pipeline);
     pmx_settings_free(st->settings);
     pmx_worker_set_data(w, NULL);
     free(st);

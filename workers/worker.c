@@ -43,6 +43,12 @@ int pmx_worker_submission_fd(const pmx_worker_t *w) { return w->opts.submission_
 const pmx_shm_t *pmx_worker_shm(const pmx_worker_t *w) { return w->opts.shm; }
 bool pmx_worker_is_draining(const pmx_worker_t *w) { return w->draining; }
 void *pmx_worker_data(const pmx_worker_t *w) { return w->data; }
+
+const char *pmx_worker_redis_password(const pmx_worker_t *w, size_t *len)
+{
+    *len = w->opts.redis_pwlen;
+    return w->opts.redis_password;
+}
 void pmx_worker_set_data(pmx_worker_t *w, void *data) { w->data = data; }
 
 bool pmx_worker_is_connected(const pmx_worker_t *w)

@@ -90,6 +90,8 @@ bool                pmx_worker_is_draining(const pmx_worker_t *w);
 bool                pmx_worker_is_connected(const pmx_worker_t *w);
 /* Counts n recipients relayed with 250 (summed into STATUS and /metrics). */
 void                pmx_worker_count_sent(pmx_worker_t *w, uint64_t n);
+/* [redis] password_file's secret (NULL = none), for a second connection. */
+const char         *pmx_worker_redis_password(const pmx_worker_t *w, size_t *len);
 /* One pointer for the pipeline's own state. */
 void               *pmx_worker_data(const pmx_worker_t *w);
 void                pmx_worker_set_data(pmx_worker_t *w, void *data);

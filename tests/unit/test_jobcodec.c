@@ -123,7 +123,7 @@ static void test_round_trip_any_bytes(void **state)
     };
     pmx_buf_t m = PMX_BUF_INIT;
     assert_int_equal(pmx_queue_jobcodec_encode(in, 7, "msg_abcdefghijklmnop", 3,
-                                               UINT64_C(1700000000123), &m), 0);
+                                               UINT64_C(1700000000123), NULL, &m), 0);
     assert_memory_equal(m.data, "PMXJ1\n4:from,", 13);
 
     pmx_job_field_t out[16], user[16];
@@ -152,13 +152,13 @@ static void test_encode_refuses_bad_state(void **state)
     (void)state;
     pmx_job_field_t in[] = { F("from", "a@example.com") };
     pmx_buf_t m = PMX_BUF_INIT;
-    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, NULL, 2, 1, &m), -1);
-    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_short", 2, 1, &m), -1);
-    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_ABCDEFGHIJKLMNOP", 2, 1, &m), -1);
-    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_abcdefghijklmno1", 2, 1, &m), -1);
-    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_abcdefghijklmnop", 0, 1, &m), -1);
+    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, NULL, 2, 1, NULL, &m), -1);
+    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_short", 2, 1, NULL, &m), -1);
+    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_ABCDEFGHIJKLMNOP", 2, 1, NULL, &m), -1);
+    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_abcdefghijklmno1", 2, 1, NULL, &m), -1);
+    assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_abcdefghijklmnop", 0, 1, NULL, &m), -1);
     assert_int_equal(pmx_queue_jobcodec_encode(in, 1, "msg_abcdefghijklmnop",
-                                               PMX_QUEUE_MAX_ATTEMPT + 1, 1, &m), -1);
+                                               PMX_QUEUE_MAX_ATTEMPT + 1, 1, NULL, &m), -1);
     assert_int_equal(m.len, 0);
     pmx_buf_free(&m);
 }
@@ -214,7 +214,7 @@ static void test_decode_mutations(void **state)
     (void)state;
     pmx_job_field_t in[] = { F("from", "a@example.com"), F("text", "x,y:1\n"), F("id", "42") };
     pmx_buf_t m = PMX_BUF_INIT;
-    assert_int_equal(pmx_queue_jobcodec_encode(in, 3, "msg_abcdefghijklmnop", 2, 5, &m), 0);
+    assert_int_equal(pmx_queue_jobcodec_encode(in, 3, "msg_abcdefghijklmnop", 2, 5, NULL, &m), 0);
     pmx_job_field_t out[16];
     size_t n;
     char err[200];
@@ -454,7 +454,7 @@ static void test_entry_retried(void **state)
     /* Re-encoding it (a second defer) carries the same state forward. */
     pmx_buf_t m = PMX_BUF_INIT;
     assert_int_equal(pmx_queue_jobcodec_encode(job->fields, job->nfields, job->msg_id,
-                                               job->attempt + 1, job->first_ms, &m), 0);
+                                               job->attempt + 1, job->first_ms, NULL, &m), 0);
     static const char want[] = "PMXJ1\n4:from,13:a@example.com,2:id,2:k1,4:_msg,"
                                "20:msg_abcdefghijklmnop,8:_attempt,1:5,6:_first,13:1600000000000,";
     assert_int_equal(m.len, sizeof want - 1);

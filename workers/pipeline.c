@@ -1,0 +1,855 @@
+/*
+ * The delivery pipeline: one job from the stream to its recorded outcome;
+ * see pipeline.h. One job_t per job in flight walks these steps, each a
+ * callback on the worker's loop:
+ *
+ *   on_job        decode; a job the queue already marked bad is rejected
+ *   lookup        retried (_msg) / redelivered jobs: what Postgres holds
+ *   policy        workspace known and active, From domain verified
+ *   relay         plan (workers/plan), build, sign, hand to the pool
+ *   on_sent       per-recipient results of each delivery
+ *   record        outcome rows (one batched statement for many jobs)
+ *   on_recorded   ack, or defer to the retry schedule
+ *
+ * Postgres or Redis going away never loses a job: a job whose lookup or
+ * outcome could not be written is held (the consumer keeps its idle time
+ * fresh, so nobody reclaims it) and tried again every second; only a job
+ * Postgres refuses outright is released to be redelivered, and after
+ * max_deliveries it comes back as poison and is rejected.
+ */
+#include "workers/pipeline.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dkim/signer.h"
+#include "lib/encode.h"
+#include "lib/job.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/mime.h"
+#include "queue/consumer.h"
+#include "smtp/pool.h"
+#include "sql/outcomes.h"
+#include "workers/plan.h"
+
+#define RESUBMIT_MS      1000
+#define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker */
+#define DETAIL_MAX       512
+
+typedef struct job job_t;
+
+struct pmx_pipeline {
+    pmx_worker_t         *w;
+    uv_loop_t            *loop;
+    const pmx_config_t   *cfg;
+    pmx_settings_t       *settings;
+    pmx_queue_consumer_t *consumer;
+    pmx_outcomes_t       *outcomes;
+    pmx_smtp_pool_t      *pool;
+    pmx_dkim_signer_t    *signer;
+    uv_timer_t            resubmit;    /* retries lookups/outcomes Postgres did not take */
+    job_t                *head;        /* jobs in flight */
+    bool                  draining, freeing, pool_closed, pool_closing;
+    int                   refs;        /* the timer and the pool: freed when both closed */
+    void                (*done)(void *arg);
+    void                 *done_arg;
+    pmx_pipeline_stats_t  stats;
+};
+
+/* One delivery of a job: the message as built for it, and what the relay said. */
+typedef struct {
+    bool               used;
+    pmx_buf_t          data;        /* DKIM-Signature fields + message */
+    pmx_smtp_status_t *status;      /* per envelope recipient */
+    char             **response;
+    struct job        *job;
+} delivery_t;
+
+/* What will be recorded for one original recipient. */
+typedef struct {
+    const char *status;
+    char       *response;
+    char       *detail;
+    int64_t     next_ms;
+    int         attempts;
+} result_t;
+
+typedef enum { ST_LOOKUP, ST_RELAY, ST_RECORD } stage_t;
+
+struct job {
+    pmx_pipeline_t          *p;
+    pmx_queue_job_t         *qj;
+    job_t                   *prev, *next;
+    stage_t                  stage;
+    bool                     waiting;       /* for the resubmit timer */
+    pmx_outcomes_req_t      *req;
+
+    pmx_job_t                dj;
+    bool                     decoded;
+    const pmx_settings_ws_t *ws;            /* referenced while held */
+    char                     msg_id[PMX_QUEUE_MSG_ID_LEN + 1];
+    bool                     known;         /* Postgres holds the message row */
+    char                    *header_from;
+    char                    *subject;
+    char                    *reject;        /* the rejection reason, when rejected */
+
+    pmx_plan_t               plan;
+    bool                     planned;
+    delivery_t               d[2];
+    int                      sends;         /* deliveries still at the relay */
+    result_t                *res;           /* per plan recipient */
+    uint64_t                 defer_ms;      /* > 0: some recipient is deferred */
+};
+
+static const char *const suppressed_detail = "test mode: not a tester and no catch-all";
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A field's value as a C string, or NULL (for rows of jobs that did not decode). */
+static const char *field(const pmx_queue_job_t *qj, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < qj->nfields; i++)
+        if (qj->fields[i].name_len == n && memcmp(qj->fields[i].name, name, n) == 0)
+            return qj->fields[i].value;
+    return NULL;
+}
+
+/* SMTP replies are multi-line: one line for the log. */
+static const char *one_line(const char *s, char *buf, size_t cap)
+{
+    size_t k = 0;
+    for (; s && *s && k + 4 < cap; s++) {
+        if (*s == '\n') { buf[k++] = ' '; buf[k++] = '|'; buf[k++] = ' '; }
+        else if (*s == '"') buf[k++] = '\'';
+        else if ((unsigned char)*s < 0x20) buf[k++] = ' ';
+        else buf[k++] = *s;
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
+/* retry_base × 2^(attempt-1), capped at retry_max_interval. */
+static uint64_t retry_delay(const pmx_config_t *cfg, uint32_t attempt)
+{
+    uint64_t d = cfg->retry_base_ms;
+    for (uint32_t i = 1; i < attempt && d < cfg->retry_max_interval_ms; i++) d *= 2;
+    return d < cfg->retry_max_interval_ms ? d : cfg->retry_max_interval_ms;
+}
+
+/* ---- job lifetime ------------------------------------------------------------------------- */
+
+static void job_free(job_t *j)
+{
+    pmx_pipeline_t *p = j->p;
+    if (j->prev) j->prev->next = j->next;
+    else p->head = j->next;
+    if (j->next) j->next->prev = j->prev;
+    p->stats.in_flight--;
+    if (j->decoded) pmx_job_free(&j->dj);
+    if (j->ws) pmx_settings_ws_unref(j->ws);
+    for (int i = 0; i < 2; i++) {
+        delivery_t *d = &j->d[i];
+        pmx_buf_free(&d->data);
+        if (d->response)
+            for (size_t k = 0; k < j->plan.d[i].n; k++) free(d->response[k]);
+        free(d->response);
+        free(d->status);
+    }
+    if (j->res) {
+        for (size_t i = 0; i < j->plan.nr; i++) {
+            free(j->res[i].response);
+            free(j->res[i].detail);
+        }
+        free(j->res);
+    }
+    if (j->planned) pmx_plan_free(&j->plan);
+    free(j->header_from);
+    free(j->subject);
+    free(j->reject);
+    free(j);
+}
+
+/* Gives the job back to Redis without an outcome (redelivered later). */
+static void job_release(job_t *j)
+{
+    pmx_queue_job_release(j->qj);
+    job_free(j);
+}
+
+static void record(job_t *j);
+static void lookup(job_t *j);
+
+/* Postgres did not answer: hold the job and try again on the next tick. */
+static void job_wait(job_t *j)
+{
+    j->waiting = true;
+}
+
+static void resubmit_cb(uv_timer_t *t)
+{
+    pmx_pipeline_t *p = t->data;
+    for (job_t *j = p->head, *next; j; j = next) {
+        next = j->next;
+        if (!j->waiting) continue;
+        j->waiting = false;
+        if (j->stage == ST_LOOKUP) lookup(j);
+        else if (j->stage == ST_RECORD) record(j);
+    }
+}
+
+/* ---- rejection ---------------------------------------------------------------------------- */
+
+/* Every envelope recipient is rejected with reason (SPEC §4: never attempted). */
+static void reject(job_t *j, const char *reason)
+{
+    pmx_pipeline_t *p = j->p;
+    j->reject = pmx_xstrdup(reason);
+    pmx_log_info("job rejected ws=%s entry=%s reason=\"%s\"", j->qj->ws, j->qj->entry_id, reason);
+    if (j->decoded && !j->planned) {
+        pmx_plan_policy_t none = { 0 };
+        pmx_plan_make(&j->dj, &none, NULL, &j->plan);
+        j->planned = true;
+    }
+    size_t n = j->planned ? j->plan.nr : 0;
+    j->res = pmx_xcalloc(n ? n : 1, sizeof *j->res);
+    for (size_t i = 0; i < n; i++) {
+        j->res[i].status = "rejected";
+        j->res[i].detail = pmx_xstrdup(reason);
+        j->res[i].attempts = j->plan.r[i].attempts;
+    }
+    p->stats.rejected += n ? n : 1;
+    record(j);
+}
+
+/* ---- recording ---------------------------------------------------------------------------- */
+
+static void on_recorded(const pmx_outcome_result_t *r, void *arg)
+{
+    job_t *j = arg;
+    pmx_pipeline_t *p = j->p;
+    j->req = NULL;
+    if (r->status == -ECANCELED || p->freeing) {
+        job_release(j);
+        return;
+    }
+    if (r->status == -EINVAL) {
+        /* Postgres refuses this outcome: redelivered, and in the end rejected as poison. */
+        pmx_log_error("outcome refused ws=%s entry=%s err=\"%s\"", j->qj->ws, j->qj->entry_id,
+                      r->error ? r->error : "");
+        job_release(j);
+        return;
+    }
+    if (r->status < 0) {
+        job_wait(j);
+        return;
+    }
+    if (j->defer_ms && j->qj->kind == PMX_QUEUE_JOB_OK &&
+        pmx_queue_job_defer(j->qj, j->defer_ms, r->message_id) == 0) {
+        job_free(j);
+        return;
+    }
+    pmx_queue_job_ack(j->qj);
+    job_free(j);
+}
+
+/* Writes the job's outcome: the message row (unless Postgres holds it),
+ * one recipients row and one event per recipient that has a result. */
+static void record(job_t *j)
+{
+    pmx_pipeline_t *p = j->p;
+    pmx_queue_job_t *qj = j->qj;
+    j->stage = ST_RECORD;
+    size_t n = j->planned ? j->plan.nr : 0, nr = 0, ne = 0;
+    pmx_outcome_rcpt_t *rc = pmx_xcalloc(n ? n : 1, sizeof *rc);
+    pmx_outcome_event_t *ev = pmx_xcalloc(n ? n : 1, sizeof *ev);
+    char type[n ? n : 1][24];
+    for (size_t i = 0; i < n; i++) {
+        result_t *r = &j->res[i];
+        if (!r->status) continue;          /* SKIP: already final */
+        rc[nr++] = (pmx_outcome_rcpt_t){ .address = j->plan.r[i].addr, .status = r->status,
+                                         .attempts = r->attempts, .last_response = r->response,
+                                         .next_attempt_ms = r->next_ms };
+        snprintf(type[ne], sizeof type[ne], "message.%s", r->status);
+        ev[ne] = (pmx_outcome_event_t){ .type = type[ne], .recipient = j->plan.r[i].addr,
+                                        .detail = r->detail ? r->detail : r->response };
+        ne++;
+    }
+    if (n == 0 && j->reject) {
+        /* A job that did not decode: one event about the whole message. */
+        ev[ne++] = (pmx_outcome_event_t){ .type = "message.rejected", .detail = j->reject };
+    }
+    if (nr == 0 && ne == 0) {
+        /* Nothing new (every recipient was already final): just acknowledge. */
+        free(rc);
+        free(ev);
+        pmx_queue_job_ack(qj);
+        job_free(j);
+        return;
+    }
+    if (!j->msg_id[0]) pmx_random_id("msg_", j->msg_id, sizeof j->msg_id);
+    const char *from = j->decoded ? j->dj.from.addr : field(qj, "from");
+    pmx_outcome_t item = {
+        .update_only = j->known && (qj->flags & PMX_QUEUE_JOB_RETRIED),
+        .message_id = j->msg_id,
+        .workspace_id = qj->ws,
+        .job_id = qj->entry_id,
+        .client_id = j->decoded ? j->dj.client_id : qj->client_id,
+        .mail_from = from ? from : "",
+        .header_from = j->header_from ? j->header_from : (j->decoded ? j->dj.from.addr : NULL),
+        .subject = j->subject ? j->subject : (j->decoded ? j->dj.subject : NULL),
+        .metadata = j->decoded ? j->dj.metadata : NULL,
+        .source = qj->source ? qj->source : "redis",
+        .rcpts = rc, .nrcpts = nr, .events = ev, .nevents = ne,
+    };
+    j->req = pmx_outcomes_submit(p->outcomes, &item, on_recorded, j);
+    free(rc);
+    free(ev);
+    if (!j->req) {
+        /* The writer is closing (or the item is unusable): leave it to redelivery. */
+        job_release(j);
+    }
+}
+
+/* ---- relay results ------------------------------------------------------------------------ */
+
+static void log_attempt(const job_t *j, const char *rcpt, const result_t *r)
+{
+    char line[600];
+    pmx_log_info("delivery ws=%s msg=%s rcpt=%s status=%s attempt=%d reply=\"%s\"", j->qj->ws,
+                 j->msg_id, rcpt, r->status, r->attempts,
+                 one_line(r->response ? r->response : r->detail, line, sizeof line));
+}
+
+/* Every delivery has answered: turn the relay's results into recipient results. */
+static void results_ready(job_t *j)
+{
+    pmx_pipeline_t *p = j->p;
+    const pmx_config_t *cfg = p->cfg;
+    int64_t now = wall_ms();
+    int64_t deadline = (int64_t)j->qj->first_ms + (int64_t)cfg->max_queue_lifetime_ms;
+    uint64_t delay = retry_delay(cfg, j->qj->attempt);
+    if (now + (int64_t)delay > deadline && deadline > now) delay = (uint64_t)(deadline - now);
+    if (delay < 1000) delay = 1000;
+    uint64_t sent = 0;
+
+    for (size_t i = 0; i < j->plan.nr; i++) {
+        const pmx_plan_rcpt_t *pr = &j->plan.r[i];
+        result_t *r = &j->res[i];
+        if (pr->action == PMX_PLAN_SKIP) continue;
+        if (pr->action == PMX_PLAN_SUPPRESS) {
+            r->status = "suppressed";
+            r->detail = pmx_xstrdup(suppressed_detail);
+            p->stats.suppressed++;
+            log_attempt(j, pr->addr, r);
+            continue;
+        }
+        const delivery_t *d = &j->d[pr->delivery];
+        pmx_smtp_status_t st = d->status[pr->slot];
+        r->response = pmx_xstrdup(d->response[pr->slot] ? d->response[pr->slot] : "");
+        r->attempts = pr->attempts + 1;
+        if (st == PMX_SMTP_SENT) {
+            r->status = "sent";
+            sent++;
+            p->stats.sent++;
+        } else if (st == PMX_SMTP_PERMFAIL) {
+            r->status = "bounced";
+            p->stats.bounced++;
+        } else if (now >= deadline) {
+            r->status = "bounced";
+            r->detail = pmx_xstrdup("expired");
+            p->stats.bounced++;
+        } else {
+            r->status = "deferred";
+            r->next_ms = now + (int64_t)delay;
+            j->defer_ms = delay;
+            p->stats.deferred++;
+        }
+        if (pr->action == PMX_PLAN_REDIRECT) {
+            char buf[DETAIL_MAX];
+            snprintf(buf, sizeof buf, "redirected to %s%s%s", j->plan.d[1].rcpts[0],
+                     r->detail ? ": " : "", r->detail ? r->detail : "");
+            free(r->detail);
+            r->detail = pmx_xstrdup(buf);
+        }
+        log_attempt(j, pr->addr, r);
+    }
+    if (sent) pmx_worker_count_sent(p->w, sent);
+    record(j);
+}
+
+static void on_sent(void *arg, const pmx_smtp_result_t *res)
+{
+    delivery_t *d = arg;
+    job_t *j = d->job;
+    int di = (int)(d - j->d);
+    for (size_t k = 0; k < j->plan.d[di].n; k++) {
+        const pmx_smtp_outcome_t *o = k < res->nrcpts ? &res->rcpts[k] : &res->message;
+        d->status[k] = o->status;
+        d->response[k] = pmx_xstrdup(o->response ? o->response : "");
+    }
+    if (--j->sends > 0) return;
+    if (j->p->freeing) {
+        job_release(j);
+        return;
+    }
+    results_ready(j);
+}
+
+/* Every recipient of delivery di gets status st with response (no relay involved). */
+static void delivery_fail(job_t *j, int di, pmx_smtp_status_t st, const char *response)
+{
+    delivery_t *d = &j->d[di];
+    for (size_t k = 0; k < j->plan.d[di].n; k++) {
+        d->status[k] = st;
+        d->response[k] = pmx_xstrdup(response);
+    }
+}
+
+/* ---- build, sign, relay ------------------------------------------------------------------- */
+
+/* Whether the header of msg carries raw 8-bit bytes (RFC 6532: needs SMTPUTF8). */
+static bool header_8bit(const char *msg, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)msg[i] >= 0x80) return true;
+        if (msg[i] == '\n' && i + 2 < n && msg[i + 1] == '\r' && msg[i + 2] == '\n') return false;
+    }
+    return false;
+}
+
+/*
+ * Builds the message of delivery di into m. Returns 0; or -1 with a reason
+ * in err (the job is then rejected: the same job would fail the same way
+ * every time).
+ */
+static int build(job_t *j, int di, pmx_buf_t *m, char *err, size_t errlen)
+{
+    pmx_mime_field_t *fields = NULL;
+    size_t nfields = 0;
+    if (di == 1) {
+        fields = pmx_xcalloc(j->plan.noriginal_to, sizeof *fields);
+        for (size_t i = 0; i < j->plan.noriginal_to; i++)
+            fields[nfields++] = (pmx_mime_field_t){ "X-Original-To", j->plan.original_to[i] };
+    }
+    /* Raw messages: Bcc would reveal the blind recipients to everyone (Postfix's
+     * cleanup drops it too); X-Workspace-Id only named the workspace for SMTP
+     * submission. */
+    static const char *const drop[] = { "Bcc", "X-Workspace-Id" };
+    pmx_mime_opts_t opts = { .msgid = j->msg_id, .date = time(NULL), .fields = fields,
+                             .nfields = nfields, .drop = drop, .ndrop = 2 };
+    int rc = j->dj.raw ? pmx_mime_prepare_raw(j->dj.raw, j->dj.raw_len, &opts, m, err, errlen)
+                       : pmx_mime_build(&j->dj, &opts, m, err, errlen);
+    free(fields);
+    return rc;
+}
+
+/* The domain whose keys sign the message, checked against the workspace. */
+static int signing_domain(job_t *j, const char *msg, size_t n,
+                          const pmx_settings_domain_t **dom, char *err, size_t errlen)
+{
+    const char *domain = pmx_addr_domain(&j->dj.from);
+    if (j->dj.raw) {
+        pmx_addr_t hf;
+        char why[256];
+        if (pmx_mime_header_from(msg, n, &hf, why, sizeof why) < 0) {
+            snprintf(err, errlen, "raw: %s", why);
+            return -1;
+        }
+        free(j->header_from);
+        j->header_from = pmx_xstrdup(hf.addr);
+        pmx_addr_free(&hf);
+        domain = strrchr(j->header_from, '@') + 1;
+        pmx_buf_t subj = PMX_BUF_INIT;
+        if (!j->subject && pmx_mime_header_get(msg, n, "Subject", &subj, why, sizeof why) > 0)
+            j->subject = pmx_buf_detach(&subj);
+        pmx_buf_free(&subj);
+    }
+    pmx_settings_match_t m = pmx_settings_domain_for(j->ws, domain, dom);
+    if (m != PMX_SETTINGS_DOMAIN_OK && m != PMX_SETTINGS_DOMAIN_NO_KEY) {
+        snprintf(err, errlen, "domain_not_verified: %s", domain);
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds, signs and hands one delivery to the relay. Returns 0; or -1 with
+ * the reason the message cannot be built (the job is to be rejected). */
+static int send_delivery(job_t *j, int di, char *err, size_t errlen)
+{
+    pmx_pipeline_t *p = j->p;
+    delivery_t *d = &j->d[di];
+    size_t n = j->plan.d[di].n;
+    d->used = true;
+    d->job = j;
+    d->status = pmx_xcalloc(n, sizeof *d->status);
+    d->response = pmx_xcalloc(n, sizeof *d->response);
+
+    pmx_buf_t m = PMX_BUF_INIT;
+    const pmx_settings_domain_t *dom = NULL;
+    if (build(j, di, &m, err, errlen) < 0 || signing_domain(j, m.data, m.len, &dom, err, errlen) < 0) {
+        pmx_buf_free(&m);
+        return -1;
+    }
+    char why[512], resp[600];
+    if (dom->nkeys == 0) {
+        /* Verified, but no key can sign right now: never send unsigned; retry. */
+        snprintf(resp, sizeof resp, "451 4.7.0 no usable DKIM key for %s", dom->name);
+        delivery_fail(j, di, PMX_SMTP_TEMPFAIL, resp);
+        pmx_buf_free(&m);
+        return 0;
+    }
+    if (pmx_dkim_sign(p->signer, dom->keys, dom->nkeys, m.data, m.len, &d->data, why,
+                      sizeof why) < 0) {
+        pmx_log_error("dkim signing failed ws=%s msg=%s err=\"%s\"", j->qj->ws, j->msg_id, why);
+        snprintf(resp, sizeof resp, "451 4.7.0 DKIM signing failed: %s", why);
+        delivery_fail(j, di, PMX_SMTP_TEMPFAIL, resp);
+        pmx_buf_free(&m);
+        return 0;
+    }
+    pmx_buf_append(&d->data, m.data, m.len);
+    pmx_buf_free(&m);
+
+    pmx_smtp_envelope_t env = { .mail_from = j->dj.from.addr, .rcpts = j->plan.d[di].rcpts,
+                                .nrcpts = n,
+                                .flags = header_8bit(d->data.data, d->data.len)
+                                             ? PMX_SMTP_ENV_SMTPUTF8 : 0 };
+    int rc = pmx_smtp_pool_send(p->pool, &env, d->data.data, d->data.len, on_sent, d);
+    if (rc == 0) {
+        j->sends++;
+        return 0;
+    }
+    delivery_fail(j, di, rc == UV_EINVAL ? PMX_SMTP_PERMFAIL : PMX_SMTP_TEMPFAIL,
+                  rc == UV_EINVAL ? "550 5.1.3 envelope refused by postmux (bad address)"
+                                  : "451 4.3.0 relay client shutting down");
+    return 0;
+}
+
+static void relay(job_t *j, const pmx_outcome_lookup_t *known)
+{
+    j->stage = ST_RELAY;
+    const pmx_settings_ws_t *ws = j->ws;
+    pmx_plan_policy_t pol = { .test_mode = ws->test_mode, .catch_all = ws->catch_all,
+                              .testers = ws->testers, .ntesters = ws->ntesters };
+    if (j->planned) pmx_plan_free(&j->plan);
+    pmx_plan_make(&j->dj, &pol, known, &j->plan);
+    j->planned = true;
+    j->res = pmx_xcalloc(j->plan.nr ? j->plan.nr : 1, sizeof *j->res);
+    if (!j->msg_id[0]) pmx_random_id("msg_", j->msg_id, sizeof j->msg_id);
+
+    char err[512];
+    for (int di = 0; di < 2; di++) {
+        if (j->plan.d[di].n == 0) continue;
+        if (send_delivery(j, di, err, sizeof err) == 0) continue;
+        if (j->sends) {
+            /* Delivery 0 is at the relay but the catch-all copy cannot be built
+             * (it differs only by X-Original-To): defer that copy. */
+            delivery_fail(j, di, PMX_SMTP_TEMPFAIL, "451 4.3.0 message could not be built");
+            continue;
+        }
+        /* Nothing went out: the job is rejected, naming the field. */
+        free(j->res);
+        j->res = NULL;
+        reject(j, err);
+        return;
+    }
+    if (j->sends == 0) results_ready(j);
+}
+
+/* ---- policy ------------------------------------------------------------------------------- */
+
+static void policy(job_t *j, const pmx_outcome_lookup_t *known)
+{
+    pmx_pipeline_t *p = j->p;
+    const pmx_settings_ws_t *ws = pmx_settings_lookup(p->settings, j->qj->ws);
+    if (!ws) {
+        reject(j, "unknown_workspace");
+        return;
+    }
+    if (ws->suspended) {
+        reject(j, "workspace_suspended");
+        return;
+    }
+    pmx_settings_ws_ref(ws);
+    j->ws = ws;
+    char err[300];
+    const char *domain = pmx_addr_domain(&j->dj.from);
+    pmx_settings_match_t m = pmx_settings_domain_for(ws, domain, NULL);
+    if (m != PMX_SETTINGS_DOMAIN_OK && m != PMX_SETTINGS_DOMAIN_NO_KEY) {
+        snprintf(err, sizeof err, "domain_not_verified: %s", domain);
+        reject(j, err);
+        return;
+    }
+    relay(j, known);
+}
+
+/* ---- lookups (retried and redelivered jobs) ----------------------------------------------- */
+
+static void on_lookup(const pmx_outcome_lookup_t *r, void *arg)
+{
+    job_t *j = arg;
+    j->req = NULL;
+    if (r->status == -ECANCELED || j->p->freeing) {
+        job_release(j);
+        return;
+    }
+    if (r->status == -EINVAL) {
+        pmx_log_error("outcome lookup refused ws=%s entry=%s err=\"%s\"", j->qj->ws,
+                      j->qj->entry_id, r->error ? r->error : "");
+        job_release(j);
+        return;
+    }
+    if (r->status < 0) {
+        job_wait(j);
+        return;
+    }
+    if (!r->message_id) {
+        if (j->qj->flags & PMX_QUEUE_JOB_RETRIED) {
+            /* A _msg that is not a message of this workspace: forged or foreign. */
+            j->msg_id[0] = '\0';
+            reject(j, "_msg: not a message of this workspace");
+            return;
+        }
+        policy(j, NULL);     /* a redelivery that never got an outcome */
+        return;
+    }
+    snprintf(j->msg_id, sizeof j->msg_id, "%s", r->message_id);
+    j->known = true;
+    policy(j, r);
+}
+
+static void lookup(job_t *j)
+{
+    pmx_pipeline_t *p = j->p;
+    j->stage = ST_LOOKUP;
+    j->req = (j->qj->flags & PMX_QUEUE_JOB_RETRIED)
+                 ? pmx_outcomes_lookup_message(p->outcomes, j->qj->ws, j->qj->msg_id, on_lookup, j)
+                 : pmx_outcomes_lookup(p->outcomes, j->qj->ws, j->qj->entry_id, on_lookup, j);
+    if (!j->req) job_release(j);
+}
+
+/* ---- intake ------------------------------------------------------------------------------- */
+
+static const char *kind_reason(const pmx_queue_job_t *qj)
+{
+    switch (qj->kind) {
+    case PMX_QUEUE_JOB_DUPLICATE:  return "duplicate";
+    case PMX_QUEUE_JOB_POISON:     return "poison";
+    case PMX_QUEUE_JOB_UNKNOWN_WS: return "unknown_workspace";
+    default:                       return qj->reason[0] ? qj->reason : "malformed";
+    }
+}
+
+static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *qj, void *arg)
+{
+    (void)c;
+    pmx_pipeline_t *p = arg;
+    job_t *j = pmx_xcalloc(1, sizeof *j);
+    j->p = p;
+    j->qj = qj;
+    j->next = p->head;
+    if (p->head) p->head->prev = j;
+    p->head = j;
+    p->stats.in_flight++;
+    p->stats.jobs++;
+
+    char err[512];
+    size_t max = p->cfg->submission_max_message_size;
+    bool ok = pmx_job_decode(qj->fields, qj->nfields, max, &j->dj, err, sizeof err) == 0;
+    j->decoded = ok;
+    if (qj->flags & PMX_QUEUE_JOB_RETRIED) snprintf(j->msg_id, sizeof j->msg_id, "%s", qj->msg_id);
+    if (qj->kind != PMX_QUEUE_JOB_OK) {
+        if (qj->kind != PMX_QUEUE_JOB_MALFORMED || !(qj->flags & PMX_QUEUE_JOB_RETRIED))
+            j->msg_id[0] = '\0';
+        reject(j, kind_reason(qj));
+        return;
+    }
+    if (!ok) {
+        j->msg_id[0] = '\0';
+        reject(j, err);
+        return;
+    }
+    if (qj->flags & (PMX_QUEUE_JOB_RETRIED | PMX_QUEUE_JOB_REDELIVERED) || qj->deliveries > 1)
+        lookup(j);
+    else
+        policy(j, NULL);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
+{
+    /* Suspended workspaces are read too: their jobs are rejected (SPEC §5). */
+    size_t n = pmx_settings_ids(p->settings, true, NULL, 0);
+    const char **ids = pmx_xcalloc(n ? n : 1, sizeof *ids);
+    pmx_settings_ids(p->settings, true, ids, n);
+    pmx_queue_consumer_set_workspaces(p->consumer, ids, n);
+    free(ids);
+}
+
+static void settings_changed_cb(pmx_settings_t *s, void *arg)
+{
+    (void)s;
+    pmx_pipeline_settings_changed(arg);
+}
+
+pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
+{
+    const pmx_config_t *cfg = pmx_worker_config(w);
+    pmx_pipeline_t *p = pmx_xcalloc(1, sizeof *p);
+    p->w = w;
+    p->loop = pmx_worker_loop(w);
+    p->cfg = cfg;
+    p->settings = settings;
+    char err[512];
+
+    p->signer = pmx_dkim_signer_new();
+    if (!p->signer) goto fail;
+
+    pmx_smtp_relay_t relay_cfg;
+    char *password = NULL;
+    if (pmx_smtp_relay_from_config(cfg, &relay_cfg, &password, err, sizeof err) < 0) {
+        pmx_log_error("relay: %s", err);
+        goto fail;
+    }
+    int rc = pmx_smtp_pool_new(p->loop, &relay_cfg, &p->pool, err, sizeof err);
+    if (password) {
+        pmx_wipe(password, strlen(password));
+        free(password);
+    }
+    if (rc < 0) {
+        pmx_log_error("relay: %s", err);
+        goto fail;
+    }
+
+    p->outcomes = pmx_outcomes_new(p->loop, pmx_worker_db(w), NULL);
+
+    pmx_queue_consumer_opts_t o;
+    pmx_queue_consumer_opts_init(&o);
+    o.prefix = cfg->redis_prefix;
+    o.read_address = cfg->redis_address;
+    o.read_password = pmx_worker_redis_password(w, &o.read_pwlen);
+    unsigned sessions = cfg->relay_connections_per_worker > 0
+                            ? (unsigned)cfg->relay_connections_per_worker : 16;
+    o.capacity = sessions * JOBS_PER_SESSION;
+    o.job = on_job;
+    o.arg = p;
+    p->consumer = pmx_queue_consumer_new(p->loop, pmx_worker_redis(w), &o, err, sizeof err);
+    if (!p->consumer) {
+        pmx_log_error("queue consumer: %s", err);
+        goto fail;
+    }
+    uv_timer_init(p->loop, &p->resubmit);
+    p->resubmit.data = p;
+    uv_timer_start(&p->resubmit, resubmit_cb, RESUBMIT_MS, RESUBMIT_MS);
+    uv_unref((uv_handle_t *)&p->resubmit);
+
+    pmx_settings_set_changed_cb(settings, settings_changed_cb, p);
+    pmx_queue_consumer_start(p->consumer);
+    if (pmx_settings_ready(settings)) pmx_pipeline_settings_changed(p);
+    pmx_log_info("pipeline started consumer=%s capacity=%u", pmx_queue_consumer_name(p->consumer),
+                 o.capacity);
+    return p;
+
+fail:
+    if (p->outcomes) pmx_outcomes_free(p->outcomes);
+    if (p->pool) {
+        pmx_smtp_pool_close(p->pool, NULL, NULL);
+        pmx_smtp_pool_abort(p->pool);
+    }
+    if (p->signer) pmx_dkim_signer_free(p->signer);
+    free(p);
+    return NULL;
+}
+
+void pmx_pipeline_redis_changed(pmx_pipeline_t *p, bool up)
+{
+    pmx_queue_consumer_redis_changed(p->consumer, up);
+}
+
+static void unref(pmx_pipeline_t *p)
+{
+    if (--p->refs == 0) free(p);
+}
+
+static void pool_closed(void *arg)
+{
+    pmx_pipeline_t *p = arg;
+    p->pool_closed = true;
+    p->pool = NULL;   /* freed by the pool after this returns */
+    if (p->freeing) {
+        unref(p);
+        return;
+    }
+    if (p->done) {
+        void (*done)(void *) = p->done;
+        p->done = NULL;
+        done(p->done_arg);
+    }
+}
+
+static void consumer_drained(pmx_queue_consumer_t *c, void *arg)
+{
+    (void)c;
+    pmx_pipeline_t *p = arg;
+    pmx_outcomes_flush(p->outcomes);
+    p->pool_closing = true;
+    pmx_smtp_pool_close(p->pool, pool_closed, p);
+}
+
+void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
+{
+    p->draining = true;
+    p->done = done;
+    p->done_arg = arg;
+    pmx_queue_consumer_drain(p->consumer, consumer_drained, p);
+}
+
+static void resubmit_closed(uv_handle_t *h)
+{
+    unref(h->data);
+}
+
+void pmx_pipeline_free(pmx_pipeline_t *p)
+{
+    if (!p) return;
+    p->freeing = true;
+    p->done = NULL;
+    p->refs = 1 + (p->pool ? 1 : 0);
+    pmx_settings_set_changed_cb(p->settings, NULL, NULL);
+    if (p->pool) {
+        /* The drain may have closed it already (its closed callback not run yet). */
+        if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
+        pmx_smtp_pool_abort(p->pool);
+    }
+    /* Jobs waiting for Postgres, or whose lookup/outcome is cancelled below,
+     * go back to Redis untouched. */
+    for (job_t *j = p->head, *next; j; j = next) {
+        next = j->next;
+        if (j->waiting) job_release(j);
+    }
+    pmx_outcomes_free(p->outcomes);    /* cancelled callbacks release their jobs */
+    for (job_t *j = p->head, *next; j; j = next) {
+        next = j->next;
+        job_release(j);
+    }
+    pmx_queue_consumer_close(p->consumer);
+    pmx_dkim_signer_free(p->signer);
+    uv_close((uv_handle_t *)&p->resubmit, resubmit_closed);
+}
+
+void pmx_pipeline_stats(const pmx_pipeline_t *p, pmx_pipeline_stats_t *out)
+{
+    *out = p->stats;
+}

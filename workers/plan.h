@@ -1,0 +1,76 @@
+/*
+ * Who gets what, for one job: the recipient plan (SPEC §5 and §6 "Test mode").
+ *
+ * From the job's envelope recipients (to, cc, bcc, in that order, each
+ * address once), the workspace's test mode and what Postgres already holds
+ * for the job (a retried or redelivered job), the plan decides per original
+ * recipient:
+ *   SKIP      already final in Postgres (sent, bounced, rejected, suppressed):
+ *             never relayed again (SPEC §5: at-least-once, but a recipient
+ *             already sent is not relayed twice);
+ *   RELAY     goes out in delivery 0 (the message as built) to itself;
+ *   REDIRECT  test mode, not a tester, a catch-all is set: goes out in
+ *             delivery 1, the copy with one X-Original-To per redirected
+ *             recipient, sent once to the catch-all;
+ *   SUPPRESS  test mode, not a tester, no catch-all: nothing is sent.
+ * A pure function of its inputs, so the rules are unit-tested without
+ * Redis, Postgres or a relay.
+ */
+#ifndef PMX_WORKERS_PLAN_H
+#define PMX_WORKERS_PLAN_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/job.h"
+#include "sql/outcomes.h"
+
+typedef enum {
+    PMX_PLAN_SKIP = 0,
+    PMX_PLAN_RELAY,
+    PMX_PLAN_REDIRECT,
+    PMX_PLAN_SUPPRESS,
+} pmx_plan_action_t;
+
+typedef struct {
+    const char       *addr;       /* borrowed from the job */
+    pmx_plan_action_t action;
+    int               attempts;   /* attempts Postgres recorded before this one */
+    int               delivery;   /* RELAY: 0, REDIRECT: 1, else -1 */
+    size_t            slot;       /* index of its envelope recipient in that delivery */
+} pmx_plan_rcpt_t;
+
+typedef struct {
+    const char **rcpts;           /* envelope recipients (borrowed strings) */
+    size_t       n;
+} pmx_plan_delivery_t;
+
+typedef struct {
+    pmx_plan_rcpt_t     *r;       /* every original recipient, deduplicated */
+    size_t               nr;
+    pmx_plan_delivery_t  d[2];    /* 0: as built; 1: the catch-all copy */
+    const char         **original_to;  /* delivery 1's X-Original-To values */
+    size_t               noriginal_to;
+} pmx_plan_t;
+
+/* The workspace settings the plan needs (copied out of the settings cache). */
+typedef struct {
+    bool               test_mode;
+    const char        *catch_all;  /* NULL = none */
+    const char *const *testers;    /* lowercase, sorted (strcmp) */
+    size_t             ntesters;
+} pmx_plan_policy_t;
+
+/*
+ * Makes the plan. known (may be NULL) is what a lookup found for the job;
+ * its recipients are sorted by address. Every string in out points into job
+ * or policy, never into known, so known may go away afterwards. Free with
+ * pmx_plan_free.
+ */
+void pmx_plan_make(const pmx_job_t *job, const pmx_plan_policy_t *policy,
+                   const pmx_outcome_lookup_t *known, pmx_plan_t *out);
+void pmx_plan_free(pmx_plan_t *plan);
+
+/* Whether a recipient status is final: such a recipient is never relayed again. */
+bool pmx_plan_status_final(const char *status);
+
+#endif
