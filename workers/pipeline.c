@@ -90,6 +90,7 @@ struct job {
 
     pmx_job_t                dj;
     bool                     decoded;
+    bool                     partial;       /* dj holds only the recipient lists */
     const pmx_settings_ws_t *ws;            /* referenced while held */
     char                     msg_id[PMX_QUEUE_MSG_ID_LEN + 1];
     bool                     known;         /* Postgres holds the message row */
@@ -157,7 +158,7 @@ static void job_free(job_t *j)
     else p->head = j->next;
     if (j->next) j->next->prev = j->prev;
     p->stats.in_flight--;
-    if (j->decoded) pmx_job_free(&j->dj);
+    if (j->decoded || j->partial) pmx_job_free(&j->dj);
     if (j->ws) pmx_settings_ws_unref(j->ws);
     for (int i = 0; i < 2; i++) {
         delivery_t *d = &j->d[i];
@@ -211,13 +212,37 @@ static void resubmit_cb(uv_timer_t *t)
 
 /* ---- rejection ---------------------------------------------------------------------------- */
 
+/* A job that did not decode still gets its recipients rows when its to, cc
+ * and bcc fields parse: whoever looks a recipient up sees why it was not sent. */
+static void parse_recipients(job_t *j)
+{
+    static const char *const names[3] = { "to", "cc", "bcc" };
+    pmx_addr_list_t *lists[3] = { &j->dj.to, &j->dj.cc, &j->dj.bcc };
+    char err[256];
+    memset(&j->dj, 0, sizeof j->dj);
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        const char *v = field(j->qj, names[i]);
+        if (!v) continue;
+        if (pmx_addr_list_parse(v, strlen(v), lists[i], err, sizeof err) < 0) goto none;
+        total += lists[i]->n;
+    }
+    if (total == 0 || total > PMX_JOB_MAX_RECIPIENTS) goto none;
+    j->partial = true;
+    return;
+none:
+    for (int i = 0; i < 3; i++) pmx_addr_list_free(lists[i]);
+    memset(&j->dj, 0, sizeof j->dj);
+}
+
 /* Every envelope recipient is rejected with reason (SPEC §4: never attempted). */
 static void reject(job_t *j, const char *reason)
 {
     pmx_pipeline_t *p = j->p;
     j->reject = pmx_xstrdup(reason);
     pmx_log_info("job rejected ws=%s entry=%s reason=\"%s\"", j->qj->ws, j->qj->entry_id, reason);
-    if (j->decoded && !j->planned) {
+    if (!j->decoded && !j->planned) parse_recipients(j);
+    if ((j->decoded || j->partial) && !j->planned) {
         pmx_plan_policy_t none = { 0 };
         pmx_plan_make(&j->dj, &none, NULL, &j->plan);
         j->planned = true;
@@ -668,6 +693,7 @@ static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *qj, void *arg)
     size_t max = p->cfg->submission_max_message_size;
     bool ok = pmx_job_decode(qj->fields, qj->nfields, max, &j->dj, err, sizeof err) == 0;
     j->decoded = ok;
+    if (!ok) memset(&j->dj, 0, sizeof j->dj);
     if (qj->flags & PMX_QUEUE_JOB_RETRIED) snprintf(j->msg_id, sizeof j->msg_id, "%s", qj->msg_id);
     if (qj->kind != PMX_QUEUE_JOB_OK) {
         if (qj->kind != PMX_QUEUE_JOB_MALFORMED || !(qj->flags & PMX_QUEUE_JOB_RETRIED))
@@ -743,6 +769,11 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     unsigned sessions = cfg->relay_connections_per_worker > 0
                             ? (unsigned)cfg->relay_connections_per_worker : 16;
     o.capacity = sessions * JOBS_PER_SESSION;
+    /* Taking over a dead worker's jobs: after reclaim_idle, looked for a few
+     * times per period; held jobs are refreshed well before anyone may take them. */
+    o.reclaim_idle_ms = (unsigned)cfg->reclaim_idle_ms;
+    o.reclaim_interval_ms = o.reclaim_idle_ms / 6 > 500 ? o.reclaim_idle_ms / 6 : 500;
+    o.refresh_after_ms = o.reclaim_idle_ms / 3;
     o.job = on_job;
     o.arg = p;
     p->consumer = pmx_queue_consumer_new(p->loop, pmx_worker_redis(w), &o, err, sizeof err);

@@ -9,6 +9,7 @@ PY=/usr/bin/python3
 
 t_conf_set daemon workers 2
 t_conf_set delivery retry_base 1s
+t_conf_set submission max_message_size 64K
 
 RSA=$($PMX workspace create RsaCo)
 ED=$($PMX workspace create EdCo)
@@ -82,6 +83,74 @@ f=$(grep -l 'X-Rcpt-Args: <e@example.net>' "$T_SINK_DIR"/*)
 t_expect_eq "$(grep -c '^DKIM-Signature:' "$f")" 2 "two signatures (rsa + ed25519)"
 t_expect_match "$(cat "$f")" 'multipart|text/html' "content type"
 t_expect_eq "$(t_redis XPENDING "pmx:{$RSA}:jobs" postmux | head -n 1)" 0 "no pending entries"
+
+
+t_case "a From: prepended to a delivered message breaks its signature (From is oversigned)"
+f=$(grep -l 'X-Rcpt-Args: <d@example.net>' "$T_SINK_DIR"/*)
+mkdir -p "$T_DIR/forged"
+{ printf 'From: evil@attacker.example\r\n'; sed -n '/^DKIM-Signature:/,$p' "$f"; } >"$T_DIR/forged/m"
+t_expect_match "$(verify_dir "$T_DIR/forged")" 'signature 0 fails' "verification"
+
+t_case "raw jobs: dots, bare LF and bare CR arrive as written, signed; Bcc is dropped"
+RAW=$(printf 'From: Rsa Co <news@rsa.test>\nTo: x@example.net\nBcc: secret@example.net\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\n\n.leading dot\n.\n..two\rbare cr line\nlast\n')
+xadd "$RSA" from news@rsa.test to x@example.net raw "$RAW" id r1 >/dev/null
+t_wait_for 20 "[[ \$(rcpt_status r1) == sent ]]"
+t_wait_for 10 "grep -l 'X-Rcpt-Args: <x@example.net>' $T_SINK_DIR/* >/dev/null"
+f=$(grep -l 'X-Rcpt-Args: <x@example.net>' "$T_SINK_DIR"/*)
+mkdir -p "$T_DIR/raw" && cp "$f" "$T_DIR/raw/"
+t_expect_eq "$(verify_dir "$T_DIR/raw")" "ok 1" "DKIM verification"
+t_expect_match "$(cat "$f")" $'^\\.leading dot\r?$' "leading dot line"
+t_expect_match "$(cat "$f")" $'^\\.\r?$' "a line of one dot"
+t_expect_match "$(cat "$f")" $'^bare cr line\r?$' "bare CR became a line end"
+t_expect_nomatch "$(cat "$f")" '^Bcc:' "Bcc header"
+t_expect_match "$(cat "$f")" '^Message-ID: <msg_[a-z2-7]{16}@rsa\.test>' "Message-ID added"
+t_expect_eq "$(t_psql "select source from messages where client_id = 'r1'")" redis "source"
+
+# ---- bad jobs: rejected with the field named, the stream goes on -------------------------
+t_case "every kind of bad job is rejected with its reason; good jobs around them go out"
+t_redis XGROUP CREATE "pmx:{ws_aaaaaaaaaaaaaaaa}:jobs" postmux 0 MKSTREAM >/dev/null
+xadd ws_aaaaaaaaaaaaaaaa from a@rsa.test to y@example.net subject s text t id b-unknown >/dev/null
+MANY=$(seq -f 'r%g@example.net' 1 1001 | paste -sd, -)
+BIG=$(head -c 70000 /dev/zero | tr '\0' x)
+xadd "$RSA" from news@rsa.test to g1@example.net subject ok text ok id good1 >/dev/null
+xadd "$RSA" to y@example.net subject s text t id b-nofrom >/dev/null
+xadd "$RSA" from news@rsa.test to y@example.net subject s text t header:X-Foo "$(printf 'a\r\nBcc: z@example.net')" id b-crlf >/dev/null
+xadd "$RSA" from news@rsa.test to y@example.net subject s raw "$RAW" id b-rawsubj >/dev/null
+xadd "$RSA" from news@rsa.test to "$MANY" subject s text t id b-many >/dev/null
+xadd "$RSA" from news@rsa.test to y@example.net subject s text "$BIG" id b-big >/dev/null
+xadd "$BOTH" from news@unverified.test to y@example.net subject s text t id b-unverified >/dev/null
+xadd "$ED" from news@rsa.test to y@example.net subject s text t id b-foreign >/dev/null
+xadd "$RSA" from news@rsa.test to y@example.net subject s text t id good1 >/dev/null
+xadd "$RSA" from news@rsa.test to g2@example.net subject ok text ok id good2 >/dev/null
+detail() { t_psql "select string_agg(distinct e.detail, ' ') from events e join messages m on m.id = e.message_id
+                   where m.client_id = '$1' and e.type = 'message.rejected'"; }
+t_wait_for 20 "[[ \$(rcpt_status good2) == sent && -n \$(detail b-foreign) ]]"
+t_expect_eq "$(rcpt_status good1)" sent,rejected "good1 sent, its duplicate rejected"
+t_expect_match "$(detail b-nofrom)" '^from: ' "missing from"
+t_expect_match "$(detail b-crlf)" '^header:X-Foo: ' "CR/LF in a header"
+t_expect_match "$(detail b-rawsubj)" 'subject' "raw with subject"
+t_expect_match "$(detail b-many)" '^to: .*1000' "1,001 recipients"
+t_expect_match "$(detail b-big)" 'max_message_size|too large|larger' "too large"
+t_expect_eq "$(detail b-unverified)" "domain_not_verified: unverified.test" "unverified domain"
+t_expect_eq "$(detail b-foreign)" "domain_not_verified: rsa.test" "another workspace's domain"
+t_expect_eq "$(detail good1)" "duplicate" "duplicate id"
+t_expect_eq "$(t_psql "select count(*) from recipients r join messages m on m.id = r.message_id
+                       where m.client_id = 'b-crlf' and r.status = 'rejected'")" 1 "rejected recipient row"
+t_expect_eq "$(t_redis XLEN "pmx:{$RSA}:jobs")" 0 "the stream is empty"
+t_expect_eq "$(grep -l 'z@example.net' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 0 "nothing injected"
+
+t_case "a suspended workspace's jobs are rejected workspace_suspended"
+$PMX workspace set EdCo --suspend >/dev/null
+sleep 2
+xadd "$ED" from news@ed.test to y@example.net subject s text t id b-susp >/dev/null
+t_wait_for 15 "[[ -n \$(detail b-susp) ]]"
+t_expect_eq "$(detail b-susp)" "workspace_suspended" "reason"
+$PMX workspace set EdCo --resume >/dev/null
+
+t_case "the stream of an unknown workspace: rejected unknown_workspace within 60 s"
+t_wait_for 60 "[[ -n \$(detail b-unknown) ]]"
+t_expect_eq "$(detail b-unknown)" "unknown_workspace" "reason"
+t_expect_eq "$(t_psql "select workspace_id from messages where client_id = 'b-unknown'")" ws_aaaaaaaaaaaaaaaa "workspace"
 
 stop_daemon
 t_done
