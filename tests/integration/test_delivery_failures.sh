@@ -69,6 +69,39 @@ stop_daemon
 t_conf_set delivery max_queue_lifetime 5d
 relay_port "$T_SINK_PORT"
 
+t_case "relay through STARTTLS + AUTH to aiosmtpd: verified certificate sent, unknown CA deferred"
+source "$(dirname "$0")/relay_lib.sh"
+make_certs || t_fail "openssl could not make the test CA"
+printf 's3cret pw\n' >"$T_DIR/pw"
+start_relay tls localhost --user alice --password 's3cret pw'
+t_conf_set relay host localhost
+relay_port "$RELAY_PORT"
+t_conf_set relay tls starttls
+t_conf_set relay auth_user alice
+t_conf_set relay auth_password_file "$T_DIR/pw"
+t_conf_set relay ca_file "$CERTS/ca.crt"
+start_daemon
+xadd to tls@example.net id tls1 >/dev/null
+t_wait_for 15 "[[ \$(rcpt tls1) == sent:1 ]]"
+t_expect_eq "$(relay_events '^AUTH PLAIN user=alice ok tls=yes$')" 1 "AUTH under TLS"
+t_expect_eq "$(relay_events '^MAIL .* tls=no')" 0 "nothing in clear"
+stop_daemon
+t_conf_set relay ca_file ""
+: >"$RELAY_LOG"
+start_daemon
+xadd to tls2@example.net id tls2 >/dev/null
+t_wait_for 15 "[[ \$(rcpt tls2) == deferred:* ]]"
+t_expect_match "$(t_psql "select r.last_response from recipients r join messages m on m.id = r.message_id
+                          where m.client_id = 'tls2'")" 'certificate|verify' "reason"
+t_expect_eq "$(relay_events '^(MAIL|RCPT|DATA)')" 0 "nothing sent"
+stop_daemon
+stop_relay
+t_conf_set relay host 127.0.0.1
+t_conf_set relay tls none
+t_conf_set relay auth_user ""
+t_conf_set relay auth_password_file ""
+relay_port "$T_SINK_PORT"
+
 t_case "a job delivered 5 times without an outcome moves to the dead stream, rejected poison"
 t_redis XGROUP CREATE "$STREAM" postmux 0 MKSTREAM >/dev/null 2>&1
 PID_ID=$(xadd to p@example.net id poison1)
