@@ -20,37 +20,14 @@ $PMX domain add BothCo both.test --algorithm both >/dev/null
 $PMX domain add BothCo unverified.test --algorithm ed25519 >/dev/null
 for d in rsa.test ed.test both.test; do $PMX domain verify $d --skip-dns >/dev/null; done
 
-# The "DNS" python3-dkim looks keys up in: every key postmux holds.
+source "$(dirname "$0")/dkim_lib.sh"
 KEYS=$T_DIR/keys.json
-t_psql "select json_object_agg(k.selector || '._domainkey.' || d.domain,
-          'v=DKIM1; k=' || split_part(k.algorithm, '-', 1) || '; p=' || k.public_key)
-        from dkim_keys k join domains d on d.id = k.domain_id" >"$KEYS"
+dkim_keys_json "$KEYS"
+verify_dir() { dkim_verify_dir "$KEYS" "$1"; }
 
 xadd() { local ws=$1; shift; t_redis XADD "pmx:{$ws}:jobs" '*' "$@"; }
 rcpt_status() { t_psql "select string_agg(r.status, ',' order by r.address) from recipients r
                         join messages m on m.id = r.message_id where m.client_id = '$1'"; }
-
-# Verifies every DKIM-Signature of every dumped message in DIR (smtp-sink's envelope
-# X- lines are unsigned fields, so they do not matter); prints "ok N" or the failures.
-verify_dir() {
-    "$PY" - "$KEYS" "$1" <<'PYEOF'
-import dkim, json, os, sys
-keys = {k.lower(): v.encode() for k, v in json.load(open(sys.argv[1])).items()}
-def dns(name, timeout=5):
-    return keys.get(name.decode().lower().rstrip("."), b"")
-bad, n = [], 0
-for f in sorted(os.listdir(sys.argv[2])):
-    data = open(os.path.join(sys.argv[2], f), "rb").read()
-    if b"\r" not in data: data = data.replace(b"\n", b"\r\n")
-    nsig = data.count(b"\r\nDKIM-Signature:") + data.startswith(b"DKIM-Signature:")
-    if nsig == 0: bad.append(f + ": unsigned"); continue
-    d = dkim.DKIM(data)
-    for i in range(nsig):
-        if not d.verify(idx=i, dnsfunc=dns): bad.append("%s: signature %d fails" % (f, i))
-    n += 1
-print("ok %d" % n if not bad else "\n".join(bad[:10]))
-PYEOF
-}
 
 start_daemon() {
     "$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd.log" 2>&1 &
