@@ -27,6 +27,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "daemon/listen.h"
+#include "daemon/metrics_shm.h"
 #include "daemon/shm.h"
 #include "daemon/throttle.h"
 #include "lib/log.h"
@@ -57,6 +58,7 @@ typedef struct {
     const pmx_worker_hooks_t *hooks;
     pid_t                     pid;
     pmx_shm_t                *shm;
+    pmx_metrics_shm_t        *metrics;   /* counters summed by GET /metrics */
     int                       submission_fd;
     char                     *submission_addr;
     int                       metrics_fd;
@@ -273,6 +275,7 @@ static void worker_child(pmx_daemon_t *d, int idx)
     snprintf(tag, sizeof tag, "worker[%d]", (int)getpid());
     pmx_log_set_tag(tag);
     pmx_shm_slot_set_pid(&d->shm->slots[idx], (int32_t)getpid());
+    pmx_metrics_shm_attach(d->metrics, idx);
 
     pmx_worker_opts_t opts = {
         .cfg = &d->conf.cfg,
@@ -299,6 +302,7 @@ static int spawn_worker(pmx_daemon_t *d, uint64_t now)
     pmx_slot_t *slot = &d->shm->slots[idx];
     /* Claimed before fork, so the child's own writes cannot be overwritten. */
     pmx_shm_slot_claim(slot, 0, now);
+    pmx_metrics_shm_slot_reset(d->metrics, idx);
     pid_t pid = fork();
     if (pid < 0) {
         pmx_log_warn("fork failed: %s", strerror(errno));
@@ -374,6 +378,7 @@ static void reap(pmx_daemon_t *d)
             }
         }
         pmx_shm_slot_release(d->shm, slot);
+        pmx_metrics_shm_slot_reset(d->metrics, idx);   /* its sessions are gone */
         memset(w, 0, sizeof *w);
         if (give_up) {
             pmx_log_error("workers died more than %d times in %u s: giving up, exiting with "
@@ -539,6 +544,7 @@ static void cleanup(pmx_daemon_t *d)
     free(d->metrics_addr);
     conf_free(&d->conf);
     pmx_shm_destroy(d->shm);
+    pmx_metrics_shm_destroy(d->metrics);
     free(d->path);
     free(d);
 }
@@ -578,6 +584,13 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
         cleanup(d);
         return 1;
     }
+    d->metrics = pmx_metrics_shm_create();
+    if (!d->metrics) {
+        pmx_log_error("cannot map the metrics region: %s", strerror(errno));
+        cleanup(d);
+        return 1;
+    }
+    pmx_metrics_shm_attach(d->metrics, -1);
 
     uint64_t wd_usec = 0;
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) d->watchdog_half_ms = wd_usec / 2000;

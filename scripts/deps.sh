@@ -13,6 +13,7 @@ PKGS=(
     libsystemd-dev libcmocka-dev libjansson-dev libcurl4-openssl-dev libinih-dev
     postgresql redis-server postfix
     python3 python3-dkim python3-aiosmtpd swaks dnsmasq-base valgrind
+    prometheus
     systemd openssl ca-certificates procps iproute2 util-linux
 )
 

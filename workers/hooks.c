@@ -14,6 +14,7 @@
 #include "dkim/keycrypt.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "workers/metrics.h"
 #include "workers/pipeline.h"
 #include "workers/settings.h"
 #include "workers/submission.h"
@@ -105,6 +106,7 @@ static const pmx_worker_hooks_t hooks = {
     .notify = hooks_notify,
     .drain = hooks_drain,
     .stop = hooks_stop,
+    .metrics = pmx_metrics_render,
 };
 
 const pmx_worker_hooks_t *pmx_worker_hooks(void)

@@ -26,6 +26,7 @@
 #include "smtp/server.h"
 #include "smtp/tls.h"
 #include "workers/apikeys.h"
+#include "workers/metrics.h"
 #include "workers/peerlimit.h"
 
 #define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
@@ -128,6 +129,7 @@ static void session_handle_closed(session_t *ss)
     pmx_smtp_server_free(ss->smtp);
     free(ss);
     sub->nsessions--;
+    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, -1);
     maybe_drained(sub);
     maybe_free(sub);
 }
@@ -576,6 +578,7 @@ static void on_connection(uv_stream_t *listener, int status)
     if (ss->next) ss->next->prev = ss;
     sub->sessions = ss;
     sub->nsessions++;
+    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, 1);
     uv_timer_init(sub->loop, &ss->idle);
     uv_timer_init(sub->loop, &ss->delay);
     ss->idle.data = ss->delay.data = ss;

@@ -128,6 +128,7 @@ kill -9 "$WPID"
 t_wait_for 90 "[[ \$(t_psql \"select count(*) from recipients where status = 'sent' and address like 'k%'\") == $N ]]"
 t_expect_eq "$(t_psql "select count(*) from recipients where address like 'k%'")" $N "one row per recipient"
 t_expect_eq "$(t_psql "select count(*) from messages where client_id like 'k%'")" $N "one message per job"
+t_wait_for 30 "[[ \$(t_redis XPENDING '$STREAM' postmux | head -n 1) == 0 ]]"
 t_expect_eq "$(t_redis XPENDING "$STREAM" postmux | head -n 1)" 0 "no pending entries"
 DELIVERED=$(cat "$T_SINK_DIR"/* | grep -c '^X-Rcpt-Args: <k')
 t_expect_eq "$((DELIVERED >= N))" 1 "every job reached the relay ($DELIVERED deliveries)"
@@ -156,6 +157,7 @@ t_psql "select pg_terminate_backend(pid) from pg_stat_activity
         where datname = current_database() and pid <> pg_backend_pid()" >/dev/null
 t_wait_for 90 "[[ \$(t_psql \"select count(*) from recipients where status = 'sent' and address like 'm%'\") == $N2 ]]"
 t_expect_eq "$(t_psql "select count(*) from messages where client_id like 'm%'")" $N2 "one message per job"
+t_wait_for 30 "[[ \$(t_redis XPENDING '$STREAM' postmux | head -n 1) == 0 ]]"
 t_expect_eq "$(t_redis XPENDING "$STREAM" postmux | head -n 1)" 0 "no pending entries"
 
 stop_daemon

@@ -157,8 +157,8 @@ sleep 4
 w1=$(nlines '^WATCHDOG=1$' "$NOTIFY_OUT")
 ((w1 - w0 >= 3 && w1 - w0 <= 6)) || t_fail "expected 3-6 pings in 4 s, got $((w1 - w0))"
 
-t_case "GET /metrics is 404 for now, other paths 404, bad requests 400"
-t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT/metrics")" 404 "/metrics"
+t_case "GET /metrics is 200 (tests/integration/test_metrics.sh checks it), other paths 404, bad requests 400"
+t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT/metrics")" 200 "/metrics"
 t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT/nope")" 404 "/nope"
 t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$METRICS_PORT/healthz")" 405 "POST"
 resp=$(/usr/bin/python3 - "$METRICS_PORT" <<'EOF'
