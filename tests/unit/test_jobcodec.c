@@ -481,6 +481,40 @@ static void test_kind_names(void **state)
     assert_string_equal(pmx_queue_job_kind_name(PMX_QUEUE_JOB_UNKNOWN_WS), "unknown_workspace");
 }
 
+/* _source (SMTP submission) is accepted on any entry, stripped, and survives a retry. */
+static void test_source_field(void **state)
+{
+    (void)state;
+    pmx_job_field_t user[16];
+    size_t nuser;
+    pmx_queue_jobmeta_t meta;
+    char err[200];
+    pmx_job_field_t first[] = { F("from", "a@example.com"), F("_source", "smtp"), F("to", "b@example.com") };
+    assert_int_equal(pmx_queue_jobcodec_split(first, 3, user, &nuser, &meta, err, sizeof err), 0);
+    assert_true(meta.smtp);
+    assert_false(meta.present);
+    assert_int_equal(nuser, 2);
+    assert_string_equal(user[0].name, "from");
+    assert_string_equal(user[1].name, "to");
+
+    pmx_job_field_t bad[] = { F("from", "a@example.com"), F("_source", "carrier-pigeon") };
+    expect_split_fails(bad, 2, "_source: not redis or smtp");
+
+    pmx_buf_t m = PMX_BUF_INIT;
+    assert_int_equal(pmx_queue_jobcodec_encode(user, nuser, "msg_abcdefghijklmnop", 2, 5, "smtp", &m), 0);
+    pmx_job_field_t out[16];
+    size_t n;
+    assert_int_equal(pmx_queue_jobcodec_decode(m.data, m.len, out, 16, &n, err, sizeof err), 0);
+    assert_int_equal(pmx_queue_jobcodec_split(out, n, user, &nuser, &meta, err, sizeof err), 0);
+    assert_true(meta.present);
+    assert_true(meta.smtp);
+    assert_int_equal(nuser, 2);
+    pmx_buf_reset(&m);
+    assert_int_equal(pmx_queue_jobcodec_encode(user, nuser, "msg_abcdefghijklmnop", 2, 5, "redis", &m), 0);
+    assert_null(memmem(m.data, m.len, "_source", 7));
+    pmx_buf_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -495,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_entry_good),
         cmocka_unit_test(test_entry_retried),
         cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_source_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
