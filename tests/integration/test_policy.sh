@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Workspace policy in the pipeline (SPEC §6; issue 5): test mode (testers, catch-all
+# redirection with X-Original-To, suppression), live settings reaching running
+# workers, suspension, and fairness between a big backlog and a small workspace.
+source "$(dirname "$0")/lib.sh"
+t_setup
+source "$(dirname "$0")/dkim_lib.sh"
+
+t_conf_set daemon workers 2
+WS=$($PMX workspace create Acme)
+SMALL=$($PMX workspace create Small)
+$PMX domain add Acme acme.test --algorithm both >/dev/null
+$PMX domain add Small small.test --algorithm ed25519 >/dev/null
+$PMX domain verify acme.test --skip-dns >/dev/null
+$PMX domain verify small.test --skip-dns >/dev/null
+KEYS=$T_DIR/keys.json
+dkim_keys_json "$KEYS"
+
+xadd() { local ws=$1; shift; t_redis XADD "pmx:{$ws}:jobs" '*' "$@"; }
+statuses() { t_psql "select string_agg(r.address || '=' || r.status, ',' order by r.address)
+                     from recipients r join messages m on m.id = r.message_id where m.client_id = '$1'"; }
+sink_with() { grep -l -- "$1" "$T_SINK_DIR"/* 2>/dev/null; }
+
+"$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd.log" 2>&1 &
+DPID=$!
+
+t_case "test mode with a catch-all: testers get the real message, the rest one redirected copy"
+$PMX tester add Acme qa@team.test >/dev/null
+$PMX workspace set Acme --test-mode on --catch-all catch@team.test >/dev/null
+sleep 1
+xadd "$WS" from news@acme.test to 'QA@team.test, a@cust.test, b@cust.test' cc c@cust.test \
+    subject 'test mode' text body id t1 >/dev/null
+t_wait_for 15 "[[ \$(statuses t1) != *queued* && \$(statuses t1 | tr ',' '\n' | grep -c =sent) == 4 ]]"
+t_expect_eq "$(statuses t1)" "QA@team.test=sent,a@cust.test=sent,b@cust.test=sent,c@cust.test=sent" "recipients"
+t_wait_for 10 "[[ -n \$(sink_with 'X-Rcpt-Args: <catch@team.test>') ]]"
+t_expect_eq "$(sink_with 'X-Rcpt-Args: <catch@team.test>' | wc -l)" 1 "one catch-all delivery"
+f=$(sink_with 'X-Rcpt-Args: <catch@team.test>')
+t_expect_eq "$(grep -c '^X-Original-To:' "$f")" 3 "X-Original-To headers"
+t_expect_match "$(cat "$f")" '^X-Original-To: a@cust\.test' "a"
+t_expect_match "$(cat "$f")" '^X-Original-To: c@cust\.test' "c"
+t_expect_nomatch "$(grep '^X-Rcpt-Args' "$f")" 'cust\.test' "customers in the envelope"
+q=$(sink_with 'X-Rcpt-Args: <QA@team.test>')
+t_expect_eq "$(grep -c '^X-Original-To:' "$q" 2>/dev/null)" 0 "the tester's copy has no X-Original-To"
+mkdir -p "$T_DIR/v1" && cp "$f" "$q" "$T_DIR/v1/" 2>/dev/null
+t_expect_eq "$(dkim_verify_dir "$KEYS" "$T_DIR/v1")" "ok 2" "DKIM verification of both copies"
+t_expect_eq "$(t_psql "select count(*) from events e join messages m on m.id = e.message_id
+                       where m.client_id = 't1' and e.detail like 'redirected to catch@team.test%'")" 3 "redirect events"
+
+t_case "test mode without a catch-all: non-testers are suppressed, nothing sent for them"
+$PMX workspace set Acme --catch-all none >/dev/null
+sleep 1
+xadd "$WS" from news@acme.test to 'qa@team.test, d@cust.test' subject s text t id t2 >/dev/null
+t_wait_for 15 "[[ \$(statuses t2) == *d@cust.test=suppressed* ]]"
+t_expect_eq "$(statuses t2)" "d@cust.test=suppressed,qa@team.test=sent" "recipients"
+t_expect_eq "$(t_psql "select count(*) from events e join messages m on m.id = e.message_id
+                       where m.client_id = 't2' and e.type = 'message.suppressed'")" 1 "suppressed event"
+sleep 1
+t_expect_eq "$(sink_with 'X-Rcpt-Args: <d@cust.test>' | wc -l)" 0 "nothing sent to d"
+
+t_case "turning test mode off reaches the running workers within 5 s"
+$PMX workspace set Acme --test-mode off >/dev/null
+sleep 5
+xadd "$WS" from news@acme.test to e@cust.test subject s text t id t3 >/dev/null
+t_wait_for 10 "[[ \$(statuses t3) == e@cust.test=sent ]]"
+t_expect_eq "$(sink_with 'X-Rcpt-Args: <e@cust.test>' | wc -l)" 1 "delivered to the real recipient"
+
+# Fairness is checked by order, not by the clock (timing goals live in make bench): the
+# small workspace's jobs must all be sent while most of the big backlog still waits.
+t_case "fairness: 10 jobs of a small workspace go out ahead of a backlog of 20,000"
+for ((i = 0; i < 20000; i++)); do
+    printf 'XADD pmx:{%s}:jobs * from news@acme.test to big%d@cust.test subject s text t\n' "$WS" "$i"
+done | t_redis >/dev/null
+sleep 1
+T0=$(date +%s%N)
+for ((i = 0; i < 10; i++)); do xadd "$SMALL" from hi@small.test to s$i@cust.test subject s text t id s$i >/dev/null; done
+t_wait_for 10 "[[ \$(t_psql \"select count(*) from recipients where address like 's_@cust.test' and status = 'sent'\") == 10 ]]"
+LEFT=$(t_redis XLEN "pmx:{$WS}:jobs")
+T1=$(date +%s%N)
+echo "# fairness: the small workspace's 10 jobs took $(( (T1 - T0) / 1000000 )) ms; $LEFT of 20,000 still queued" >&2
+t_expect_eq "$((LEFT > 10000))" 1 "most of the backlog still queued ($LEFT)"
+
+t_case "suspend mid-run: nothing more goes out within 5 s (queued jobs are rejected, SPEC §5)"
+$PMX workspace set Acme --suspend >/dev/null
+sleep 5
+N1=$(t_psql "select count(*) from recipients where status = 'sent'")
+sleep 2
+N2=$(t_psql "select count(*) from recipients where status = 'sent'")
+t_expect_eq "$N2" "$N1" "sent count while suspended"
+t_wait_for 60 "[[ \$(t_redis XLEN 'pmx:{$WS}:jobs') == 0 ]]"
+t_expect_match "$(t_psql "select count(*) from events where detail = 'workspace_suspended'")" '^[1-9]' "rejected workspace_suspended"
+$PMX workspace set Acme --resume >/dev/null
+sleep 5
+xadd "$WS" from news@acme.test to after@cust.test subject s text t id t4 >/dev/null
+t_wait_for 10 "[[ \$(statuses t4) == after@cust.test=sent ]]"
+t_expect_eq "$(statuses t4)" after@cust.test=sent "sent after --resume"
+
+t_case "postmuxd drains and exits 0"
+kill -TERM "$DPID"
+wait "$DPID"
+t_expect_eq "$?" 0 "exit status"
+t_done
