@@ -35,6 +35,7 @@
 #include "smtp/pool.h"
 #include "sql/outcomes.h"
 #include "workers/plan.h"
+#include "workers/throttle.h"
 
 #define RESUBMIT_MS      1000
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker */
@@ -51,6 +52,9 @@ struct pmx_pipeline {
     pmx_outcomes_t       *outcomes;
     pmx_smtp_pool_t      *pool;
     pmx_dkim_signer_t    *signer;
+    pmx_ratelimit_t      *rl;
+    pmx_throttle_t       *throttle;     /* jobs waiting for their workspace's rate limit */
+    unsigned              capacity;     /* jobs in flight at most, besides those waiting */
     uv_timer_t            resubmit;    /* retries lookups/outcomes Postgres did not take */
     job_t                *head;        /* jobs in flight */
     bool                  draining, freeing, pool_closed, pool_closing;
@@ -78,7 +82,7 @@ typedef struct {
     int         attempts;
 } result_t;
 
-typedef enum { ST_LOOKUP, ST_RELAY, ST_RECORD } stage_t;
+typedef enum { ST_LOOKUP, ST_THROTTLE, ST_RELAY, ST_RECORD } stage_t;
 
 struct job {
     pmx_pipeline_t          *p;
@@ -248,6 +252,13 @@ static void reject(job_t *j, const char *reason)
         j->planned = true;
     }
     size_t n = j->planned ? j->plan.nr : 0;
+    if (j->res) {
+        for (size_t i = 0; i < n; i++) {
+            free(j->res[i].response);
+            free(j->res[i].detail);
+        }
+        free(j->res);
+    }
     j->res = pmx_xcalloc(n ? n : 1, sizeof *j->res);
     for (size_t i = 0; i < n; i++) {
         j->res[i].status = "rejected";
@@ -561,18 +572,10 @@ static int send_delivery(job_t *j, int di, char *err, size_t errlen)
     return 0;
 }
 
-static void relay(job_t *j, const pmx_outcome_lookup_t *known)
+/* Builds, signs and relays every delivery of the plan. */
+static void relay(job_t *j)
 {
     j->stage = ST_RELAY;
-    const pmx_settings_ws_t *ws = j->ws;
-    pmx_plan_policy_t pol = { .test_mode = ws->test_mode, .catch_all = ws->catch_all,
-                              .testers = ws->testers, .ntesters = ws->ntesters };
-    if (j->planned) pmx_plan_free(&j->plan);
-    pmx_plan_make(&j->dj, &pol, known, &j->plan);
-    j->planned = true;
-    j->res = pmx_xcalloc(j->plan.nr ? j->plan.nr : 1, sizeof *j->res);
-    if (!j->msg_id[0]) pmx_random_id("msg_", j->msg_id, sizeof j->msg_id);
-
     char err[512];
     for (int di = 0; di < 2; di++) {
         if (j->plan.d[di].n == 0) continue;
@@ -584,12 +587,80 @@ static void relay(job_t *j, const pmx_outcome_lookup_t *known)
             continue;
         }
         /* Nothing went out: the job is rejected, naming the field. */
-        free(j->res);
-        j->res = NULL;
         reject(j, err);
         return;
     }
     if (j->sends == 0) results_ready(j);
+}
+
+/* ---- rate limits (workers/throttle.h) ----------------------------------------------------- */
+
+static void update_capacity(pmx_pipeline_t *p)
+{
+    /* Jobs waiting at a gate do not take the room of other workspaces' jobs;
+     * a paused workspace is not read, so at most one read's worth waits. */
+    size_t waiting = p->throttle ? pmx_throttle_waiting(p->throttle) : 0;
+    pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
+}
+
+static bool throttle_limits(const char *ws_id, pmx_throttle_limits_t *out, void *arg)
+{
+    pmx_pipeline_t *p = arg;
+    const pmx_settings_ws_t *ws = pmx_settings_lookup(p->settings, ws_id);
+    if (!ws) return false;
+    *out = (pmx_throttle_limits_t){ ws->rate_per_second, ws->burst, ws->daily_quota };
+    return true;
+}
+
+static void throttle_verdict(void *item, pmx_throttle_verdict_t v, void *arg)
+{
+    job_t *j = item;
+    pmx_pipeline_t *p = arg;
+    if (v == PMX_THROTTLE_DROP || p->freeing) {
+        job_release(j);     /* draining: back to the stream, redelivered later */
+    } else if (v == PMX_THROTTLE_NEVER) {
+        char why[200];
+        snprintf(why, sizeof why, "daily_quota: %zu recipients is more than the daily quota",
+                 j->plan.d[0].n + j->plan.d[1].n);
+        reject(j, why);
+    } else {
+        relay(j);
+    }
+    update_capacity(p);
+}
+
+static void throttle_pause(const char *ws, bool paused, void *arg)
+{
+    pmx_pipeline_t *p = arg;
+    pmx_queue_consumer_pause_until(p->consumer, ws, paused ? uv_now(p->loop) + 86400000u : 0);
+}
+
+/* Plans who gets what, then waits for the workspace's rate limit if it has one. */
+static void plan(job_t *j, const pmx_outcome_lookup_t *known)
+{
+    pmx_pipeline_t *p = j->p;
+    const pmx_settings_ws_t *ws = j->ws;
+    pmx_plan_policy_t pol = { .test_mode = ws->test_mode, .catch_all = ws->catch_all,
+                              .testers = ws->testers, .ntesters = ws->ntesters };
+    if (j->planned) pmx_plan_free(&j->plan);
+    pmx_plan_make(&j->dj, &pol, known, &j->plan);
+    j->planned = true;
+    j->res = pmx_xcalloc(j->plan.nr ? j->plan.nr : 1, sizeof *j->res);
+    if (!j->msg_id[0]) pmx_random_id("msg_", j->msg_id, sizeof j->msg_id);
+
+    /* Counted in envelope recipients actually relayed (a redirected copy is one). */
+    size_t n = j->plan.d[0].n + j->plan.d[1].n;
+    if (n == 0 || (ws->rate_per_second <= 0 && ws->daily_quota <= 0)) {
+        relay(j);
+        return;
+    }
+    if (p->draining) {
+        job_release(j);
+        return;
+    }
+    j->stage = ST_THROTTLE;
+    pmx_throttle_submit(p->throttle, ws->id, (unsigned)n, j);
+    update_capacity(p);
 }
 
 /* ---- policy ------------------------------------------------------------------------------- */
@@ -616,7 +687,7 @@ static void policy(job_t *j, const pmx_outcome_lookup_t *known)
         reject(j, err);
         return;
     }
-    relay(j, known);
+    plan(j, known);
 }
 
 /* ---- lookups (retried and redelivered jobs) ----------------------------------------------- */
@@ -722,6 +793,7 @@ void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
     pmx_settings_ids(p->settings, true, ids, n);
     pmx_queue_consumer_set_workspaces(p->consumer, ids, n);
     free(ids);
+    if (p->throttle) pmx_throttle_wake(p->throttle);   /* limits may have changed */
 }
 
 static void settings_changed_cb(pmx_settings_t *s, void *arg)
@@ -776,11 +848,19 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     o.refresh_after_ms = o.reclaim_idle_ms / 3;
     o.job = on_job;
     o.arg = p;
+    p->capacity = o.capacity;
     p->consumer = pmx_queue_consumer_new(p->loop, pmx_worker_redis(w), &o, err, sizeof err);
     if (!p->consumer) {
         pmx_log_error("queue consumer: %s", err);
         goto fail;
     }
+    p->rl = pmx_ratelimit_new(p->loop, pmx_worker_redis(w), cfg->redis_prefix, err, sizeof err);
+    if (!p->rl) {
+        pmx_log_error("rate limiter: %s", err);
+        goto fail;
+    }
+    pmx_throttle_cbs_t tcbs = { throttle_limits, throttle_verdict, throttle_pause, p };
+    p->throttle = pmx_throttle_new(p->loop, p->rl, &tcbs);
     uv_timer_init(p->loop, &p->resubmit);
     p->resubmit.data = p;
     uv_timer_start(&p->resubmit, resubmit_cb, RESUBMIT_MS, RESUBMIT_MS);
@@ -794,6 +874,7 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     return p;
 
 fail:
+    if (p->consumer) pmx_queue_consumer_close(p->consumer);
     if (p->outcomes) pmx_outcomes_free(p->outcomes);
     if (p->pool) {
         pmx_smtp_pool_close(p->pool, NULL, NULL);
@@ -844,6 +925,9 @@ void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
     p->draining = true;
     p->done = done;
     p->done_arg = arg;
+    /* Jobs waiting for a rate limit could wait for hours: they go back to the
+     * stream (pending; another worker takes them over after reclaim_idle). */
+    pmx_throttle_flush(p->throttle);
     pmx_queue_consumer_drain(p->consumer, consumer_drained, p);
 }
 
@@ -864,6 +948,8 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
         if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
         pmx_smtp_pool_abort(p->pool);
     }
+    pmx_throttle_free(p->throttle);    /* its jobs are released below */
+    pmx_ratelimit_free(p->rl);
     /* Jobs waiting for Postgres, or whose lookup/outcome is cancelled below,
      * go back to Redis untouched. */
     for (job_t *j = p->head, *next; j; j = next) {

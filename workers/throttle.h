@@ -1,0 +1,63 @@
+/*
+ * Rate-limit gates (SPEC §6 "Rate limits"): where a worker's jobs wait for
+ * their workspace's rate limit or daily quota (queue/ratelimit.h decides, on
+ * Redis, across every worker and host).
+ *
+ * One gate per workspace with waiting jobs, FIFO. Only the job at the head
+ * asks the limiter; the others wait behind it, so a throttled workspace costs
+ * one Redis script per allowed job or per wait, never a poll per job. While
+ * a gate holds jobs its workspace is paused in the consumer (the pause
+ * callback), so no more of its jobs are read: it waits in its own stream,
+ * and every other workspace goes on. When the gate empties, reading resumes.
+ *
+ * Items are the caller's (the pipeline's jobs); the verdict callback gets
+ * each one back exactly once: GO (its recipients are counted: send), NEVER
+ * (more recipients than the daily quota: can never be sent under it), or
+ * DROP (pmx_throttle_flush, e.g. draining: give it back to the queue).
+ * Everything runs on the loop; verdicts never come from inside a call into
+ * this module.
+ */
+#ifndef PMX_WORKERS_THROTTLE_H
+#define PMX_WORKERS_THROTTLE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "queue/ratelimit.h"
+
+typedef struct pmx_throttle pmx_throttle_t;
+
+typedef enum { PMX_THROTTLE_GO = 0, PMX_THROTTLE_NEVER, PMX_THROTTLE_DROP } pmx_throttle_verdict_t;
+
+typedef struct {
+    double  rate_per_second;  /* 0 = unlimited */
+    int     burst;
+    int64_t daily_quota;      /* 0 = none */
+} pmx_throttle_limits_t;
+
+typedef struct {
+    /* The workspace's current limits; false when it has none any more (its
+     * waiting jobs then go at once). Asked before every request. */
+    bool (*limits)(const char *ws, pmx_throttle_limits_t *out, void *arg);
+    void (*verdict)(void *item, pmx_throttle_verdict_t v, void *arg);
+    /* Stop (true) / resume (false) reading the workspace's stream. */
+    void (*pause)(const char *ws, bool paused, void *arg);
+    void *arg;
+} pmx_throttle_cbs_t;
+
+pmx_throttle_t *pmx_throttle_new(uv_loop_t *loop, pmx_ratelimit_t *rl, const pmx_throttle_cbs_t *cbs);
+/* Queues item (n recipients, n >= 1) behind ws's gate. */
+void pmx_throttle_submit(pmx_throttle_t *t, const char *ws, unsigned n, void *item);
+/* Limits may have changed (settings reload): every gate asks again now. */
+void pmx_throttle_wake(pmx_throttle_t *t);
+/* Every waiting item gets DROP (from the loop, soon). */
+void pmx_throttle_flush(pmx_throttle_t *t);
+/* Items waiting in every gate. */
+size_t pmx_throttle_waiting(const pmx_throttle_t *t);
+/* Frees the gates without verdicts (the caller reclaims its items itself)
+ * and t once its timer has closed. */
+void pmx_throttle_free(pmx_throttle_t *t);
+
+#endif
