@@ -53,7 +53,9 @@
 const char pmx__ratelimit_lua_ymd[] = LUA_YMD;
 
 /*
- * KEYS: rate hash, quota key prefix (the UTC date is appended: same hash tag).
+ * KEYS: rate hash, quota key prefix. The quota key is that prefix + the UTC
+ * date of Redis's clock, so it is named inside the script; it carries the
+ * same {ws} hash tag, so on a Redis Cluster it lives in the same slot.
  * ARGV: n, interval us (0 = no rate), burst, quota (0 = none), quota ttl days.
  * Reply: {allowed 0|1, wait ms, reason (0 ok, 1 rate, 2 quota, 3 quota never),
  *         quota used (-1 = no quota), now us}.

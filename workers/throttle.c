@@ -107,15 +107,25 @@ static void ask(gate_t *g)
         for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GO);
         return;
     }
+    /* Postgres rows are outside input: bring them into the limiter's ranges
+     * (a rate below its minimum is the minimum, never "no limit"). */
     unsigned n = g->head->n ? g->head->n : 1;
     if (n > PMX_RATELIMIT_N_MAX) n = PMX_RATELIMIT_N_MAX;
-    int burst = lim.burst >= 1 ? lim.burst : 1;
+    int burst = lim.burst < 1 ? 1 : lim.burst > PMX_RATELIMIT_BURST_MAX ? PMX_RATELIMIT_BURST_MAX : lim.burst;
+    double rate = lim.rate_per_second;
+    if (rate > 0 && rate < PMX_RATELIMIT_RATE_MIN) rate = PMX_RATELIMIT_RATE_MIN;
+    if (rate > PMX_RATELIMIT_RATE_MAX) rate = 0;                 /* effectively unlimited */
+    int64_t quota = lim.daily_quota > PMX_RATELIMIT_QUOTA_MAX ? 0 : lim.daily_quota;
+    if (rate <= 0 && quota <= 0) {
+        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GO);
+        return;
+    }
     g->asking = true;
-    if (pmx_ratelimit_take(t->rl, g->ws, lim.rate_per_second, burst, lim.daily_quota, n,
-                           on_limit, g) < 0) {
-        /* Limits the limiter refuses (logged): do not hold mail hostage to them. */
+    if (pmx_ratelimit_take(t->rl, g->ws, rate, burst, quota, n, on_limit, g) < 0) {
+        /* Cannot happen after the clamping above; hold rather than send unlimited. */
         g->asking = false;
-        pop(g, PMX_THROTTLE_GO);
+        g->retry_at = uv_now(t->loop) + 60000;
+        pmx_log_error("rate limiter refused the limits of ws=%s; holding its jobs", g->ws);
     }
 }
 
