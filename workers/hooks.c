@@ -57,6 +57,7 @@ static int hooks_start(pmx_worker_t *w)
         free(st);
         return -1;
     }
+    pmx_metrics_set_settings(w, st->settings);   /* the queue-depth gauge's workspace list */
     return 0;
 }
 
@@ -95,6 +96,7 @@ static void hooks_stop(pmx_worker_t *w)
     if (!st) return;
     pmx_worker_submission_stop(st->submission);
     pmx_pipeline_free(st->pipeline);
+    pmx_metrics_set_settings(w, NULL);
     pmx_settings_free(st->settings);
     pmx_worker_set_data(w, NULL);
     free(st);

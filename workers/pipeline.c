@@ -34,6 +34,7 @@
 #include "queue/consumer.h"
 #include "smtp/pool.h"
 #include "sql/outcomes.h"
+#include "workers/metrics.h"
 #include "workers/plan.h"
 #include "workers/throttle.h"
 
@@ -205,6 +206,11 @@ static void job_wait(job_t *j)
 static void resubmit_cb(uv_timer_t *t)
 {
     pmx_pipeline_t *p = t->data;
+    if (p->pool) {
+        pmx_smtp_pool_stats_t ps;
+        pmx_smtp_pool_stats(p->pool, &ps);
+        pmx_metrics_sessions_set(PMX_METRICS_OUTBOUND, ps.sessions);
+    }
     for (job_t *j = p->head, *next; j; j = next) {
         next = j->next;
         if (!j->waiting) continue;
@@ -271,6 +277,14 @@ static void reject(job_t *j, const char *reason)
 
 /* ---- recording ---------------------------------------------------------------------------- */
 
+/* The metrics follow the recipients rows: counted once committed. */
+static void count_recorded(const job_t *j)
+{
+    size_t n = j->planned ? j->plan.nr : 0;
+    for (size_t i = 0; i < n; i++)
+        if (j->res[i].status) pmx_metrics_count_recipients(j->qj->ws, j->res[i].status, 1);
+}
+
 static void on_recorded(const pmx_outcome_result_t *r, void *arg)
 {
     job_t *j = arg;
@@ -291,6 +305,7 @@ static void on_recorded(const pmx_outcome_result_t *r, void *arg)
         job_wait(j);
         return;
     }
+    count_recorded(j);
     if (j->defer_ms && j->qj->kind == PMX_QUEUE_JOB_OK &&
         pmx_queue_job_defer(j->qj, j->defer_ms, r->message_id) == 0) {
         job_free(j);
@@ -546,8 +561,11 @@ static int send_delivery(job_t *j, int di, char *err, size_t errlen)
         pmx_buf_free(&m);
         return 0;
     }
-    if (pmx_dkim_sign(p->signer, dom->keys, dom->nkeys, m.data, m.len, &d->data, why,
-                      sizeof why) < 0) {
+    uint64_t t0 = uv_hrtime();
+    int signed_ok = pmx_dkim_sign(p->signer, dom->keys, dom->nkeys, m.data, m.len, &d->data, why,
+                                  sizeof why);
+    pmx_metrics_observe_dkim((double)(uv_hrtime() - t0) / 1e9);
+    if (signed_ok < 0) {
         pmx_log_error("dkim signing failed ws=%s msg=%s err=\"%s\"", j->qj->ws, j->msg_id, why);
         snprintf(resp, sizeof resp, "451 4.7.0 DKIM signing failed: %s", why);
         delivery_fail(j, di, PMX_SMTP_TEMPFAIL, resp);
