@@ -65,5 +65,8 @@ int pmx_cli_domain(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_apikey(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_send(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_doctor(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_webhook(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_queue(pmx_cli_t *c, int argc, char **argv);
 
 #endif

@@ -38,6 +38,13 @@ static const verb_t verbs[] = {
       "send --workspace WS --from A --to B [--cc C] [--bcc D] [--subject S] [--text T]\n"
       "       [--html H] [--raw FILE] [--reply-to A] [--header 'Name: value'] [--id ID]\n"
       "       [--metadata M]" },
+    { "webhook",   pmx_cli_webhook,
+      "webhook add [--workspace WS] --url URL [--events message.sent,...]\n"
+      "  webhook list [WS] [--json] | remove ID" },
+    { "queue",     pmx_cli_queue,
+      "queue [--workspace WS] [--json]" },
+    { "stats",     pmx_cli_stats,
+      "stats [--workspace WS] [--since 24h|7d|all] [--json]" },
     { "doctor",    pmx_cli_doctor,
       "doctor" },
 };

@@ -15,6 +15,9 @@
 #                                  127.0.0.1 UDP+TCP; exports PMX_DNS_PORT, prints the port
 #   pmx_svc_dns_txt PORT NAME      prints NAME's TXT records (strings joined), one a line
 #   pmx_svc_free_port              prints a loopback port free for both TCP and UDP
+#   pmx_svc_run KIND CMD...        runs CMD (e.g. postmuxd) in the background like a
+#                                  service: own session, stopped with the others (also
+#                                  by the watchdog); exports PMX_RUN_PID, PMX_RUN_LOG
 #   pmx_svc_atexit CMD             runs CMD (eval) before the services stop
 #   pmx_svc_stop_all               stops everything; also runs on EXIT, INT, TERM, HUP
 #
@@ -211,6 +214,16 @@ pmx_svc__spawn() {
     done
     pmx_svc__err "$kind did not start (no pid after 5 s)"
     return 1
+}
+
+pmx_svc_run() {
+    pmx_svc_init || return 1
+    local kind=${1:?pmx_svc_run KIND CMD...} d
+    shift
+    d=$(mktemp -d "$PMX_SVC_DIR/$kind.XXXXXX") || return 1
+    chmod 755 "$d"
+    pmx_svc__spawn "$d" "$kind" "$@" || return 1
+    export PMX_RUN_PID=$PMX_SVC__PID PMX_RUN_LOG=$d/$kind.log
 }
 
 # True when PID listens on 127.0.0.1:PORT (PROTO t or u), as `ss` sees it.

@@ -2,7 +2,8 @@
  * The hooks postmuxd gives every worker (workers/worker.h): the parts of the
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
- * (workers/submission.h) and the delivery pipeline (workers/pipeline.h).
+ * (workers/submission.h) and the delivery pipeline (workers/pipeline.h),
+ * and the webhook sender (workers/webhooks.h) with its own Postgres connection.
  *
  * Drain: every part that drains is asked at once; the worker's done is called
  * when the last one has finished.
@@ -18,12 +19,14 @@
 #include "workers/pipeline.h"
 #include "workers/settings.h"
 #include "workers/submission.h"
+#include "workers/webhooks.h"
 
 typedef struct {
     pmx_worker_t            *w;
     pmx_settings_t          *settings;
     pmx_worker_submission_t *submission;
     pmx_pipeline_t          *pipeline;
+    pmx_webhooks_t          *webhooks;
     pmx_worker_done_fn       done;
     int                      draining;   /* parts still draining */
 } hooks_state_t;
@@ -45,13 +48,15 @@ static int hooks_start(pmx_worker_t *w)
     hooks_state_t *st = pmx_xcalloc(1, sizeof *st);
     st->w = w;
     st->settings = pmx_settings_new(pmx_worker_loop(w), pmx_worker_db(w), master);
+    st->webhooks = pmx_webhooks_start(pmx_worker_loop(w), cfg, master);
     pmx_wipe(master, sizeof master);
     pmx_worker_set_data(w, st);
-    if (pmx_settings_start(st->settings) < 0
+    if (!st->webhooks || pmx_settings_start(st->settings) < 0
         || !(st->pipeline = pmx_pipeline_start(w, st->settings))
         || pmx_worker_submission_start(w, st->settings, &st->submission) < 0) {
         /* stop is not called when start fails: undo here. */
         pmx_pipeline_free(st->pipeline);
+        pmx_webhooks_free(st->webhooks);
         pmx_settings_free(st->settings);
         pmx_worker_set_data(w, NULL);
         free(st);
@@ -85,9 +90,10 @@ static void hooks_drain(pmx_worker_t *w, pmx_worker_done_fn done)
 {
     hooks_state_t *st = state_of(w);
     st->done = done;
-    st->draining = 2;
+    st->draining = 3;
     pmx_worker_submission_drain(st->submission, part_drained, st);
     pmx_pipeline_drain(st->pipeline, part_drained, st);
+    pmx_webhooks_drain(st->webhooks, part_drained, st);
 }
 
 static void hooks_stop(pmx_worker_t *w)
@@ -96,6 +102,7 @@ static void hooks_stop(pmx_worker_t *w)
     if (!st) return;
     pmx_worker_submission_stop(st->submission);
     pmx_pipeline_free(st->pipeline);
+    pmx_webhooks_free(st->webhooks);
     pmx_metrics_set_settings(w, NULL);
     pmx_settings_free(st->settings);
     pmx_worker_set_data(w, NULL);

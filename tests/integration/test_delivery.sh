@@ -45,7 +45,7 @@ xadd "$RSA" from 'Rsa Co <news@rsa.test>' to 'a@example.net, B <b@example.net>' 
 xadd "$ED" from news@ed.test to d@example.net subject 'Grüße aus Köln' text 'Grüße' \
     html '<p>Grüße</p>' id c2 >/dev/null
 xadd "$BOTH" from news@mail.both.test to e@example.net subject 'sub-domain' html '<b>x</b>' id c3 >/dev/null
-t_wait_for 20 "[[ \$(t_psql \"select count(*) from recipients where status = 'sent'\") == 6 ]]"
+t_wait_for 40 "[[ \$(t_psql \"select count(*) from recipients where status = 'sent'\") == 6 ]]"
 t_expect_eq "$(rcpt_status c1)" "sent,sent,sent,sent" "c1 recipients"
 t_expect_eq "$(rcpt_status c2)" "sent" "c2 recipients"
 t_expect_eq "$(rcpt_status c3)" "sent" "c3 recipients"
@@ -71,7 +71,7 @@ t_expect_match "$(verify_dir "$T_DIR/forged")" 'signature 0 fails' "verification
 t_case "raw jobs: dots, bare LF and bare CR arrive as written, signed; Bcc is dropped"
 RAW=$(printf 'From: Rsa Co <news@rsa.test>\nTo: x@example.net\nBcc: secret@example.net\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\n\n.leading dot\n.\n..two\rbare cr line\nlast\n')
 xadd "$RSA" from news@rsa.test to x@example.net raw "$RAW" id r1 >/dev/null
-t_wait_for 20 "[[ \$(rcpt_status r1) == sent ]]"
+t_wait_for 40 "[[ \$(rcpt_status r1) == sent ]]"
 t_wait_for 10 "grep -l 'X-Rcpt-Args: <x@example.net>' $T_SINK_DIR/* >/dev/null"
 f=$(grep -l 'X-Rcpt-Args: <x@example.net>' "$T_SINK_DIR"/*)
 mkdir -p "$T_DIR/raw" && cp "$f" "$T_DIR/raw/"
@@ -101,7 +101,7 @@ xadd "$RSA" from news@rsa.test to y@example.net subject s text t id good1 >/dev/
 xadd "$RSA" from news@rsa.test to g2@example.net subject ok text ok id good2 >/dev/null
 detail() { t_psql "select string_agg(distinct e.detail, ' ') from events e join messages m on m.id = e.message_id
                    where m.client_id = '$1' and e.type = 'message.rejected'"; }
-t_wait_for 20 "[[ \$(rcpt_status good2) == sent && -n \$(detail b-foreign) ]]"
+t_wait_for 40 "[[ \$(rcpt_status good2) == sent && -n \$(detail b-foreign) ]]"
 t_expect_eq "$(rcpt_status good1)" sent,rejected "good1 sent, its duplicate rejected"
 t_expect_match "$(detail b-nofrom)" '^from: ' "missing from"
 t_expect_match "$(detail b-crlf)" '^header:X-Foo: ' "CR/LF in a header"
@@ -120,7 +120,7 @@ t_case "a suspended workspace's jobs are rejected workspace_suspended"
 $PMX workspace set EdCo --suspend >/dev/null
 sleep 2
 xadd "$ED" from news@ed.test to y@example.net subject s text t id b-susp >/dev/null
-t_wait_for 15 "[[ -n \$(detail b-susp) ]]"
+t_wait_for 40 "[[ -n \$(detail b-susp) ]]"
 t_expect_eq "$(detail b-susp)" "workspace_suspended" "reason"
 $PMX workspace set EdCo --resume >/dev/null
 

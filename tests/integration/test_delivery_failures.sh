@@ -27,7 +27,7 @@ SINK_4XX=$(t_sink_start -r RCPT)
 relay_port "$SINK_4XX"
 start_daemon
 xadd to a@example.net id d1 >/dev/null
-t_wait_for 15 "[[ \$(rcpt d1) == deferred:* ]]"
+t_wait_for 40 "[[ \$(rcpt d1) == deferred:* ]]"
 t_expect_match "$(t_psql "select last_response from recipients")" '^4[0-9][0-9]' "last_response"
 t_expect_match "$(t_psql "select next_attempt_at > now() - interval '1 minute' from recipients")" t "next_attempt_at"
 t_expect_match "$(t_psql "select count(*) from events where type = 'message.deferred'")" '^[1-9]' "deferred events"
@@ -35,7 +35,7 @@ stop_daemon
 t_expect_eq "$(t_redis ZCARD "pmx:{$WS}:retry")" 1 "the retry schedule holds the job"
 relay_port "$T_SINK_PORT"
 start_daemon
-t_wait_for 20 "[[ \$(rcpt d1) == sent:* ]]"
+t_wait_for 40 "[[ \$(rcpt d1) == sent:* ]]"
 t_expect_match "$(rcpt d1)" '^sent:([2-9]|[1-9][0-9]+)$' "sent after more than one attempt"
 t_expect_eq "$(t_psql "select count(*) from messages where client_id = 'd1'")" 1 "one message row"
 t_expect_eq "$(grep -l 'X-Rcpt-Args: <a@example.net>' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 1 "delivered once"
@@ -46,7 +46,7 @@ SINK_5XX=$(t_sink_start -f RCPT)
 relay_port "$SINK_5XX"
 start_daemon
 xadd to b@example.net id b1 >/dev/null
-t_wait_for 15 "[[ \$(rcpt b1) == bounced:1 ]]"
+t_wait_for 40 "[[ \$(rcpt b1) == bounced:1 ]]"
 sleep 2
 t_expect_eq "$(rcpt b1)" bounced:1 "still one attempt"
 t_expect_eq "$(t_redis ZCARD "pmx:{$WS}:retry")" 0 "no retry scheduled"
@@ -60,8 +60,8 @@ relay_port "$DEAD"
 t_conf_set delivery max_queue_lifetime 3s
 start_daemon
 xadd to c@example.net id e1 >/dev/null
-t_wait_for 10 "[[ \$(rcpt e1) == deferred:* ]]"
-t_wait_for 20 "[[ \$(rcpt e1) == bounced:* ]]"
+t_wait_for 30 "[[ \$(rcpt e1) == deferred:* ]]"
+t_wait_for 40 "[[ \$(rcpt e1) == bounced:* ]]"
 t_expect_eq "$(t_psql "select e.detail from events e join messages m on m.id = e.message_id
                        where m.client_id = 'e1' and e.type = 'message.bounced'")" expired "event detail"
 t_expect_eq "$(t_redis ZCARD "pmx:{$WS}:retry")" 0 "nothing left scheduled"
@@ -82,7 +82,7 @@ t_conf_set relay auth_password_file "$T_DIR/pw"
 t_conf_set relay ca_file "$CERTS/ca.crt"
 start_daemon
 xadd to tls@example.net id tls1 >/dev/null
-t_wait_for 15 "[[ \$(rcpt tls1) == sent:1 ]]"
+t_wait_for 40 "[[ \$(rcpt tls1) == sent:1 ]]"
 t_expect_eq "$(relay_events '^AUTH PLAIN user=alice ok tls=yes$')" 1 "AUTH under TLS"
 t_expect_eq "$(relay_events '^MAIL .* tls=no')" 0 "nothing in clear"
 stop_daemon
@@ -90,7 +90,7 @@ t_conf_set relay ca_file ""
 : >"$RELAY_LOG"
 start_daemon
 xadd to tls2@example.net id tls2 >/dev/null
-t_wait_for 15 "[[ \$(rcpt tls2) == deferred:* ]]"
+t_wait_for 40 "[[ \$(rcpt tls2) == deferred:* ]]"
 t_expect_match "$(t_psql "select r.last_response from recipients r join messages m on m.id = r.message_id
                           where m.client_id = 'tls2'")" 'certificate|verify' "reason"
 t_expect_eq "$(relay_events '^(MAIL|RCPT|DATA)')" 0 "nothing sent"
@@ -109,12 +109,12 @@ t_redis XREADGROUP GROUP postmux ghost COUNT 1 STREAMS "$STREAM" '>' >/dev/null
 for i in 1 2 3 4; do t_redis XCLAIM "$STREAM" postmux ghost 0 "$PID_ID" >/dev/null; done
 xadd to ok@example.net id after-poison >/dev/null
 start_daemon
-t_wait_for 20 "[[ \$(rcpt poison1) == rejected:* ]]"
+t_wait_for 40 "[[ \$(rcpt poison1) == rejected:* ]]"
 t_expect_eq "$(t_psql "select e.detail from events e join messages m on m.id = e.message_id
                        where m.client_id = 'poison1'")" poison "reason"
 t_expect_eq "$(t_redis XLEN "pmx:{$WS}:dead")" 1 "dead stream"
 t_expect_match "$(t_redis XRANGE "pmx:{$WS}:dead" - +)" 'poison1' "the job is kept there"
-t_wait_for 10 "[[ \$(rcpt after-poison) == sent:1 ]]"
+t_wait_for 30 "[[ \$(rcpt after-poison) == sent:1 ]]"
 t_expect_eq "$(grep -l 'X-Rcpt-Args: <p@example.net>' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 0 "never relayed"
 
 t_case "kill -9 of a worker while 2,000 jobs flow: every job delivered and recorded"

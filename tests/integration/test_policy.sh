@@ -30,7 +30,7 @@ $PMX workspace set Acme --test-mode on --catch-all catch@team.test >/dev/null
 sleep 1
 xadd "$WS" from news@acme.test to 'QA@team.test, a@cust.test, b@cust.test' cc c@cust.test \
     subject 'test mode' text body id t1 >/dev/null
-t_wait_for 15 "[[ \$(statuses t1) != *queued* && \$(statuses t1 | tr ',' '\n' | grep -c =sent) == 4 ]]"
+t_wait_for 40 "[[ \$(statuses t1) != *queued* && \$(statuses t1 | tr ',' '\n' | grep -c =sent) == 4 ]]"
 t_expect_eq "$(statuses t1)" "QA@team.test=sent,a@cust.test=sent,b@cust.test=sent,c@cust.test=sent" "recipients"
 t_wait_for 10 "[[ -n \$(sink_with 'X-Rcpt-Args: <catch@team.test>') ]]"
 t_expect_eq "$(sink_with 'X-Rcpt-Args: <catch@team.test>' | wc -l)" 1 "one catch-all delivery"
@@ -50,7 +50,7 @@ t_case "test mode without a catch-all: non-testers are suppressed, nothing sent 
 $PMX workspace set Acme --catch-all none >/dev/null
 sleep 1
 xadd "$WS" from news@acme.test to 'qa@team.test, d@cust.test' subject s text t id t2 >/dev/null
-t_wait_for 15 "[[ \$(statuses t2) == *d@cust.test=suppressed* ]]"
+t_wait_for 40 "[[ \$(statuses t2) == *d@cust.test=suppressed* ]]"
 t_expect_eq "$(statuses t2)" "d@cust.test=suppressed,qa@team.test=sent" "recipients"
 t_expect_eq "$(t_psql "select count(*) from events e join messages m on m.id = e.message_id
                        where m.client_id = 't2' and e.type = 'message.suppressed'")" 1 "suppressed event"
