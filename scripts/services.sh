@@ -8,7 +8,8 @@
 #                                  it: call it (or a *_start) before any $(...) start.
 #   pmx_svc_pg_start               exports PMX_PG_HOST (socket dir) PMX_PG_PORT PMX_PG_USER
 #   pmx_svc_redis_start            exports PMX_REDIS_SOCK PMX_REDIS_PORT, prints "SOCK PORT"
-#   pmx_svc_sink_start DIR [OPT..] smtp-sink dumping one file per transaction into DIR;
+#   pmx_svc_sink_start DIR [OPT..] smtp-sink dumping one file per transaction into DIR
+#                                  (DIR "-": no dumps);
 #                                  OPTs go to smtp-sink (-r RCPT, -f DATA, ...);
 #                                  exports PMX_SINK_PORT, prints the port
 #   pmx_svc_dns_start CONF         dnsmasq serving CONF (txt-record=NAME,"TEXT" lines) on
@@ -350,19 +351,20 @@ pmx_svc__redis_ping() { [[ $(/usr/bin/redis-cli -s "$1" ping 2>/dev/null) == PON
 
 pmx_svc_sink_start() {
     pmx_svc_init || return 1
-    local dump=${1:?pmx_svc_sink_start DUMPDIR [smtp-sink options]} d as=()
+    local dump=${1:?pmx_svc_sink_start DUMPDIR [smtp-sink options]} d as=() dopt=()
     shift
-    mkdir -p "$dump" || return 1
+    # DUMPDIR "-": no dumps at all (benchmarks).
+    [[ $dump == - ]] || { mkdir -p "$dump" || return 1; dopt=(-d "$dump/m."); }
     d=$(mktemp -d "$PMX_SVC_DIR/sink.XXXXXX") || return 1
     chmod 755 "$d"
     if ((EUID == 0)); then
         # smtp-sink must drop root (-u) after binding; the dumps are written as nobody.
-        chown "nobody:$(id -gn nobody)" "$dump"
+        [[ $dump == - ]] || chown "nobody:$(id -gn nobody)" "$dump"
         as=(-u nobody)
     fi
     pmx_svc__start smtp-sink "$d" t \
         pmx_svc__tcp_open @PORT@ -- \
-        /usr/sbin/smtp-sink "${as[@]}" -d "$dump/m." "$@" 127.0.0.1:@PORT@ 256 || return 1
+        /usr/sbin/smtp-sink "${as[@]}" "${dopt[@]}" "$@" 127.0.0.1:@PORT@ 256 || return 1
     export PMX_SINK_PORT=$PMX_SVC__PORT
     printf '%s\n' "$PMX_SINK_PORT"
 }

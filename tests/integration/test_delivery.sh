@@ -130,4 +130,6 @@ t_expect_eq "$(detail b-unknown)" "unknown_workspace" "reason"
 t_expect_eq "$(t_psql "select workspace_id from messages where client_id = 'b-unknown'")" ws_aaaaaaaaaaaaaaaa "workspace"
 
 stop_daemon
+t_case "no sanitizer report in postmuxd's log"
+t_expect_nomatch "$(cat "$T_DIR"/postmuxd*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
 t_done

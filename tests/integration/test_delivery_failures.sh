@@ -163,4 +163,6 @@ t_expect_eq "$(t_redis XPENDING "$STREAM" postmux | head -n 1)" 0 "no pending en
 stop_daemon
 t_redis SHUTDOWN NOSAVE >/dev/null 2>&1
 wait "$R2" 2>/dev/null
+t_case "no sanitizer report in postmuxd's log"
+t_expect_nomatch "$(cat "$T_DIR"/postmuxd*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
 t_done

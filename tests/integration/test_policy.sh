@@ -98,4 +98,6 @@ t_case "postmuxd drains and exits 0"
 kill -TERM "$DPID"
 wait "$DPID"
 t_expect_eq "$?" 0 "exit status"
+t_case "no sanitizer report in postmuxd's log"
+t_expect_nomatch "$(cat "$T_DIR"/postmuxd*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
 t_done

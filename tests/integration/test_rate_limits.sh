@@ -88,4 +88,6 @@ kill -TERM $P1 $P2
 wait $P1; R1=$?
 wait $P2; R2=$?
 t_expect_eq "$R1/$R2" 0/0 "exit statuses"
+t_case "no sanitizer report in either postmuxd's log"
+t_expect_nomatch "$(cat "$T_DIR"/postmuxd-*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd logs"
 t_done
