@@ -1,0 +1,321 @@
+/*
+ * `postmux stats [--workspace WS] [--since 24h] [--json]` (SPEC §8): per
+ * workspace, recipients by current status and events by type, one row per
+ * workspace and a total.
+ *
+ * It reads the hourly rollup stats_counts (sql/002_stats.sql), never the
+ * events table, so it answers in milliseconds whatever the number of events
+ * (tests/bench/stats_bench.sh measures it). The window therefore starts on a
+ * whole UTC hour: --since 24h at 10:37 counts from 10:00 the day before up to
+ * now; the start used is printed. --since takes the config's durations (30m,
+ * 24h, 7d, ...), default 24h, or "all".
+ * - recipients: the recipients of the messages created in the window, by
+ *   their status now (queued, sent, deferred, bounced, rejected, suppressed);
+ * - events: the message.* events created in the window, by type.
+ * Workspaces listed: every workspace (zero rows too), plus any workspace id
+ * that has counts but no workspaces row (jobs rejected as unknown_workspace),
+ * named "(unknown)".
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+#include "lib/mem.h"
+
+#define SINCE_DEFAULT "24h"
+#define SINCE_MAX_MS  (36500ULL * 24 * 3600 * 1000)   /* 100 years */
+
+static const char usage_text[] =
+    "usage: postmux stats [--workspace WS] [--since 24h|7d|all] [--json]\n"
+    "Recipients by status (messages created in the window) and events by type,\n"
+    "per workspace and in total. The window starts on a whole UTC hour.\n";
+
+static const char *const statuses[] = {
+    "queued", "sent", "deferred", "bounced", "rejected", "suppressed",
+};
+#define N_COUNTS (sizeof statuses / sizeof statuses[0])
+
+typedef struct {
+    char    *id;
+    char    *name;                  /* NULL: no workspaces row */
+    int64_t  status[N_COUNTS];      /* recipients by status */
+    int64_t  event[N_COUNTS];       /* events message.<status> */
+} ws_row_t;
+
+typedef struct {
+    ws_row_t *rows;
+    size_t    n;
+    ws_row_t  total;
+    char      since[32];            /* "" = all time */
+    char      until[32];
+} stats_t;
+
+static int count_index(const char *kind, const char *name, bool *is_event)
+{
+    *is_event = strcmp(kind, "event") == 0;
+    if (*is_event) {
+        if (strncmp(name, "message.", 8) != 0) return -1;
+        name += 8;
+    }
+    for (size_t k = 0; k < N_COUNTS; k++)
+        if (strcmp(statuses[k], name) == 0) return (int)k;
+    return -1;
+}
+
+/* Reads the window and the counts; prints why not and returns -1. */
+static int load(pmx_cli_t *c, const char *ws_id, const char *since_ms, stats_t *st)
+{
+    const char *p1[1] = { since_ms };
+    PGresult *res = pmx_cli_query(c,
+        "SELECT to_char(s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "       COALESCE(s, '-infinity')"
+        "  FROM (SELECT date_trunc('hour', now() - $1::bigint * interval '1 millisecond', 'UTC')"
+        "        AS s) w", 1, p1);
+    if (!res) return -1;
+    snprintf(st->since, sizeof st->since, "%s", PQgetvalue(res, 0, 0));
+    snprintf(st->until, sizeof st->until, "%s", PQgetvalue(res, 0, 1));
+    char from[64];
+    snprintf(from, sizeof from, "%s", PQgetvalue(res, 0, 2));
+    PQclear(res);
+
+    const char *p2[2] = { ws_id, from };
+    res = pmx_cli_query(c,
+        "WITH c AS ("
+        "  SELECT workspace_id, kind, name, sum(n) AS n FROM ("
+        "    SELECT workspace_id, kind, name, n FROM stats_counts"
+        "     WHERE folded AND hour >= $2::timestamptz"
+        "       AND ($1::text IS NULL OR workspace_id = $1)"
+        "    UNION ALL"
+        "    SELECT workspace_id, kind, name, n FROM stats_counts"
+        "     WHERE NOT folded AND hour >= $2::timestamptz"
+        "       AND ($1::text IS NULL OR workspace_id = $1)) s"
+        "   GROUP BY 1, 2, 3"
+        "), w AS ("
+        "  SELECT id, name FROM workspaces WHERE $1::text IS NULL OR id = $1"
+        "  UNION ALL"
+        "  SELECT DISTINCT c.workspace_id, NULL FROM c"
+        "   WHERE NOT EXISTS (SELECT 1 FROM workspaces x WHERE x.id = c.workspace_id)"
+        ")"
+        "SELECT w.id, w.name, c.kind, c.name, c.n FROM w"
+        "  LEFT JOIN c ON c.workspace_id = w.id"
+        " ORDER BY w.name IS NULL, w.name, w.id", 2, p2);
+    if (!res) return -1;
+
+    int nr = PQntuples(res);
+    st->rows = pmx_xcalloc((size_t)nr + 1, sizeof *st->rows);
+    for (int r = 0; r < nr; r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        if (st->n == 0 || strcmp(st->rows[st->n - 1].id, id) != 0) {
+            ws_row_t *w = &st->rows[st->n++];
+            w->id = pmx_xstrdup(id);
+            w->name = PQgetisnull(res, r, 1) ? NULL : pmx_xstrdup(PQgetvalue(res, r, 1));
+        }
+        if (PQgetisnull(res, r, 2)) continue;
+        bool is_event;
+        int k = count_index(PQgetvalue(res, r, 2), PQgetvalue(res, r, 3), &is_event);
+        if (k < 0) continue;     /* domain.verified and the like */
+        int64_t v = strtoll(PQgetvalue(res, r, 4), NULL, 10);
+        ws_row_t *w = &st->rows[st->n - 1];
+        if (is_event) {
+            w->event[k] += v;
+            st->total.event[k] += v;
+        } else {
+            w->status[k] += v;
+            st->total.status[k] += v;
+        }
+    }
+    PQclear(res);
+    return 0;
+}
+
+static void stats_free(stats_t *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        free(st->rows[i].id);
+        free(st->rows[i].name);
+    }
+    free(st->rows);
+}
+
+static int64_t sum(const int64_t *v)
+{
+    int64_t s = 0;
+    for (size_t k = 0; k < N_COUNTS; k++) s += v[k];
+    return s;
+}
+
+/* ---- output ---- */
+
+static json_t *counts_json(const int64_t *v, const char *prefix)
+{
+    json_t *o = json_object();
+    char key[40];
+    for (size_t k = 0; k < N_COUNTS; k++) {
+        snprintf(key, sizeof key, "%s%s", prefix, statuses[k]);
+        json_object_set_new(o, key, json_integer(v[k]));
+    }
+    json_object_set_new(o, "total", json_integer(sum(v)));
+    return o;
+}
+
+static int print_json(const stats_t *st)
+{
+    json_t *root = json_object();
+    json_object_set_new(root, "since", st->since[0] ? json_string(st->since) : json_null());
+    json_object_set_new(root, "until", json_string(st->until));
+    json_t *a = json_array();
+    for (size_t i = 0; i < st->n; i++) {
+        const ws_row_t *w = &st->rows[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "workspace_id", json_string(w->id));
+        json_object_set_new(o, "name", w->name ? json_string(w->name) : json_null());
+        json_object_set_new(o, "recipients", counts_json(w->status, ""));
+        json_object_set_new(o, "events", counts_json(w->event, "message."));
+        json_array_append_new(a, o);
+    }
+    json_object_set_new(root, "workspaces", a);
+    json_t *t = json_object();
+    json_object_set_new(t, "recipients", counts_json(st->total.status, ""));
+    json_object_set_new(t, "events", counts_json(st->total.event, "message."));
+    json_object_set_new(root, "total", t);
+    int rc = PMX_EXIT_OK;
+    if (json_dumpf(root, stdout, JSON_INDENT(2)) < 0) rc = pmx_cli_error("cannot write JSON");
+    else putchar('\n');
+    json_decref(root);
+    return rc;
+}
+
+/* Display width of UTF-8 text, in characters. */
+static int chars(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += ((*s & 0xc0) != 0x80);
+    return n;
+}
+
+static void print_cell(const char *s, int width, bool right)
+{
+    int pad = width - chars(s);
+    if (pad < 0) pad = 0;
+    if (right) printf("%*s%s", pad, "", s);
+    else printf("%s%*s", s, pad, "");
+}
+
+/* One table: WORKSPACE NAME <6 counts> TOTAL, a row per workspace, then total. */
+static void print_table(const stats_t *st, bool events, bool with_total)
+{
+    static const char *const head[N_COUNTS] = { "QUEUED", "SENT", "DEFERRED", "BOUNCED",
+                                                "REJECTED", "SUPPRESSED" };
+    int wid = (int)strlen("WORKSPACE"), wname = (int)strlen("NAME"), wnum[N_COUNTS + 1];
+    for (size_t i = 0; i < st->n; i++) {
+        if (chars(st->rows[i].id) > wid) wid = chars(st->rows[i].id);
+        int nl = chars(st->rows[i].name ? st->rows[i].name : "(unknown)");
+        if (nl > wname) wname = nl;
+    }
+    for (size_t k = 0; k <= N_COUNTS; k++) {
+        wnum[k] = (int)strlen(k < N_COUNTS ? head[k] : "TOTAL");
+        const int64_t *tv = events ? st->total.event : st->total.status;
+        char b[32];
+        int len = snprintf(b, sizeof b, "%" PRId64, k < N_COUNTS ? tv[k] : sum(tv));
+        if (len > wnum[k]) wnum[k] = len;
+        for (size_t i = 0; i < st->n; i++) {
+            const int64_t *v = events ? st->rows[i].event : st->rows[i].status;
+            len = snprintf(b, sizeof b, "%" PRId64, k < N_COUNTS ? v[k] : sum(v));
+            if (len > wnum[k]) wnum[k] = len;
+        }
+    }
+    print_cell("WORKSPACE", wid, false);
+    fputs("  ", stdout);
+    print_cell("NAME", wname, false);
+    for (size_t k = 0; k <= N_COUNTS; k++) {
+        fputs("  ", stdout);
+        print_cell(k < N_COUNTS ? head[k] : "TOTAL", wnum[k], true);
+    }
+    putchar('\n');
+    for (size_t i = 0; i <= st->n; i++) {
+        if (i == st->n && !with_total) break;
+        const ws_row_t *w = i < st->n ? &st->rows[i] : &st->total;
+        print_cell(i < st->n ? w->id : "total", wid, false);
+        fputs("  ", stdout);
+        print_cell(i < st->n ? (w->name ? w->name : "(unknown)") : "", wname, false);
+        const int64_t *v = events ? w->event : w->status;
+        for (size_t k = 0; k <= N_COUNTS; k++) {
+            char b[32];
+            snprintf(b, sizeof b, "%" PRId64, k < N_COUNTS ? v[k] : sum(v));
+            fputs("  ", stdout);
+            print_cell(b, wnum[k], true);
+        }
+        putchar('\n');
+    }
+}
+
+static void print_text(const stats_t *st, bool with_total)
+{
+    if (st->since[0]) printf("since %s (whole UTC hour) until %s\n\n", st->since, st->until);
+    else printf("all time until %s\n\n", st->until);
+    printf("Recipients by status (messages created in the window):\n");
+    print_table(st, false, with_total);
+    printf("\nEvents by type (message.*):\n");
+    print_table(st, true, with_total);
+}
+
+int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "workspace", required_argument, NULL, 'w' },
+        { "since",     required_argument, NULL, 's' },
+        { "json",      no_argument,       NULL, 'j' },
+        { "help",      no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *ws = NULL, *since = SINCE_DEFAULT;
+    bool json = false;
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "w:s:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'w': ws = optarg; break;
+        case 's': since = optarg; break;
+        case 'j': json = true; break;
+        case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
+        default: return pmx_cli_usage("stats: unknown option or missing value: %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return pmx_cli_usage("stats: unexpected argument '%s'", argv[optind]);
+
+    char since_ms[32] = "";
+    if (strcmp(since, "all") != 0) {
+        uint64_t ms;
+        if (pmx_config_parse_duration(since, &ms) < 0)
+            return pmx_cli_error("--since: expected a duration such as 30m, 24h or 7d, or all; "
+                                 "got '%.40s'", since);
+        if (ms == 0) return pmx_cli_error("--since must be longer than 0 (or all)");
+        if (ms > SINCE_MAX_MS) return pmx_cli_error("--since is longer than 100 years; use --since all");
+        snprintf(since_ms, sizeof since_ms, "%" PRIu64, ms);
+    }
+
+    char ws_id[20];
+    if (ws && pmx_cli_workspace_id(c, ws, ws_id) < 0) return PMX_EXIT_USER;
+
+    stats_t st;
+    memset(&st, 0, sizeof st);
+    int rc = PMX_EXIT_USER;
+    if (load(c, ws ? ws_id : NULL, since_ms[0] ? since_ms : NULL, &st) == 0) {
+        if (json) {
+            rc = print_json(&st);
+        } else {
+            print_text(&st, !ws);
+            rc = PMX_EXIT_OK;
+        }
+    }
+    stats_free(&st);
+    return rc;
+}

@@ -1,0 +1,458 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh — `make bench` (issue 4): the delivery pipeline's throughput on
+# this machine, with the machine's own signing speed next to it for scale.
+#
+# Release build, throwaway PostgreSQL / Redis / smtp-sink (scripts/services.sh; the
+# sink on loopback with a high connection limit and no dumps), BENCH_WORKSPACES
+# workspaces each with a verified RSA-2048 domain, postmuxd with `workers = auto`.
+# Scenarios, one function each, run in the order of BENCH_SCENARIOS:
+#
+#   delivery    BENCH_MESSAGES composed jobs of about 2 KB, round-robin over the
+#               workspaces, enqueued at once with `redis-cli --pipe` (generated RESP).
+#               Measures messages/s end to end (first XADD — the smallest stream entry
+#               id, Redis's clock — to the last outcome committed, max(updated_at) of
+#               the `sent` recipients), latency per message (entry id → updated_at;
+#               p50/p99 with percentile_cont, queueing behind the burst included), CPU
+#               µs per message of postmuxd (supervisor + workers, utime+stime from
+#               /proc/PID/stat) and of Redis, PostgreSQL and smtp-sink, peak RSS
+#               (VmHWM) of every worker, Redis commands and Postgres commits per message.
+#   latency     BENCH_LATENCY_MESSAGES jobs paced at BENCH_LATENCY_RATE/s (no backlog):
+#               p50/p99/max latency of a lightly loaded system.
+#   openssl     `openssl speed -seconds 3 -multi $(nproc) rsa2048 ed25519` (after the
+#               delivery run, never alongside it): sign/s, and messages/s ÷ RSA sign/s.
+#   profile     (only with BENCH_PROFILE=1) a second delivery run of
+#               BENCH_PROFILE_MESSAGES under `perf record -a -g`: where the CPU goes,
+#               by process and by function.
+#   ratelimit   tests/bench/ratelimit.sh, when it exists (the rate limiter's own bench).
+#   submission  tests/bench/submission.sh, when it exists.
+#
+#   make bench                         (50,000 messages, 10 workspaces)
+#   BENCH_MESSAGES=5000 make bench     a quick run
+#   BENCH_SCENARIOS="delivery openssl" BENCH_PROFILE=1 bash tests/bench/run.sh
+#
+# Prints a summary block at the end. Exits 1 if a scenario failed (a message not
+# `sent`, a timeout, a service that did not start).
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+N=${BENCH_MESSAGES:-50000}
+NWS=${BENCH_WORKSPACES:-10}
+LAT_N=${BENCH_LATENCY_MESSAGES:-1000}
+LAT_RATE=${BENCH_LATENCY_RATE:-200}
+PROF_N=${BENCH_PROFILE_MESSAGES:-20000}
+TIMEOUT=${BENCH_TIMEOUT:-900}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency openssl profile ratelimit submission}
+PY=/usr/bin/python3
+build=$root/build/release
+
+# shellcheck source=../../scripts/services.sh
+source "$root/scripts/services.sh"
+
+declare -A R=()        # results for the summary
+declare -a ORDER=()    # summary lines in order: "label|key|unit"
+failed=0
+
+say() { printf '# %s\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+put() { R[$2]=$3; ORDER+=("$1|$2|${4-}"); }
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+q() { "$PMX_PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" \
+        -U "$PMX_PG_USER" -d postmux -c "$1"; }
+rcli() { /usr/bin/redis-cli -s "$PMX_REDIS_SOCK" "$@"; }
+
+# ---- processes ------------------------------------------------------------------
+# utime+stime (clock ticks) of PID.
+ticks() {
+    local s f
+    { s=$(<"/proc/$1/stat"); } 2>/dev/null || { echo 0; return; }
+    read -ra f <<<"${s##*) }"
+    echo $((f[11] + f[12]))
+}
+# PID and all its descendants.
+tree() {
+    local todo=("$1") p c
+    while ((${#todo[@]})); do
+        p=${todo[0]}
+        todo=("${todo[@]:1}")
+        echo "$p"
+        for c in $(cat "/proc/$p/task/"*/children 2>/dev/null); do todo+=("$c"); done
+    done
+}
+tree_ticks() {
+    local p t=0
+    for p in $(tree "$1"); do t=$((t + $(ticks "$p"))); done
+    echo "$t"
+}
+# PID of the registered service KIND (pg, redis, smtp-sink, postmuxd).
+svc_pid() { awk -v k="$1" '$3 == k { p = $1 } END { print p }' "$PMX_SVC_DIR/pids"; }
+workers() { cat "/proc/$DPID/task/"*/children 2>/dev/null; }
+# "postmuxd redis postgres sink machine" CPU ticks (machine: every CPU's busy time,
+# from /proc/stat, to show what else ran during a measurement).
+cpu_snapshot() {
+    echo "$(tree_ticks "$DPID") $(ticks "$(svc_pid redis)") $(tree_ticks "$(svc_pid pg)")" \
+        "$(tree_ticks "$(svc_pid smtp-sink)") $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
+}
+
+# ---- setup ----------------------------------------------------------------------
+setup() {
+    say "packages (scripts/deps.sh) and the build (make -j2 bins, release)"
+    bash "$root/scripts/deps.sh" || die "scripts/deps.sh failed"
+    make -s -C "$root" -j2 bins || die "the build failed"
+    PMX=$build/bin/postmux
+    PMXD=$build/bin/postmuxd
+    pmx_svc_init || die "cannot create a temp dir"
+    dir=$PMX_SVC_DIR
+    pmx_svc_pg_start || die "PostgreSQL did not start"
+    pmx_svc_redis_start >/dev/null || die "redis-server did not start"
+    pmx_svc_sink_start - -m 2048 >/dev/null || die "smtp-sink did not start"
+    "$PMX_PG_BIN/psql" -XAtq -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" -U "$PMX_PG_USER" -d postgres \
+        -c 'CREATE DATABASE postmux' || die "cannot create the database"
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$dir/master.key") || die "master key"
+    export POSTMUX_CONFIG=$dir/postmux.conf
+    MPORT=$(pmx_svc_free_port) || die "no free port"
+    cat >"$POSTMUX_CONFIG" <<EOF
+[daemon]
+workers = auto
+metrics_listen = 127.0.0.1:$MPORT
+log_level = warn
+
+[postgres]
+conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=postmux
+
+[redis]
+address = unix:$PMX_REDIS_SOCK
+
+[relay]
+host = 127.0.0.1
+port = $PMX_SINK_PORT
+tls = none
+
+[submission]
+listen =
+
+[keys]
+master_key_file = $dir/master.key
+EOF
+    "$PMX" migrate >/dev/null || die "postmux migrate failed"
+    WS=()
+    local i ws
+    say "setup: $NWS workspaces, each with a verified RSA-2048 domain"
+    for ((i = 0; i < NWS; i++)); do
+        ws=$("$PMX" workspace create "Bench $i") || die "workspace create failed"
+        "$PMX" domain add "$ws" "b$i.bench.example" --algorithm rsa --bits 2048 >/dev/null ||
+            die "domain add failed"
+        "$PMX" domain verify "b$i.bench.example" --skip-dns >/dev/null || die "domain verify failed"
+        WS+=("$ws")
+    done
+    pmx_svc_run postmuxd "$PMXD" -c "$POSTMUX_CONFIG" || die "postmuxd did not start"
+    DPID=$PMX_RUN_PID
+    DLOG=$PMX_RUN_LOG
+    NWORKERS=$(getconf _NPROCESSORS_ONLN)
+    # Ready when every worker waits in XREADGROUP (it reads all known streams in one
+    # call, once its settings are loaded) and every stream has its group.
+    local deadline=$((SECONDS + 30)) ok c
+    while :; do
+        ok=1
+        c=$(rcli CLIENT LIST | grep -c 'cmd=xreadgroup')
+        ((c >= NWORKERS)) || ok=0
+        for ws in "${WS[@]}"; do
+            ((ok)) || break
+            rcli XINFO GROUPS "pmx:{$ws}:jobs" 2>/dev/null | grep -qx postmux || ok=0
+        done
+        ((ok)) && break
+        kill -0 "$DPID" 2>/dev/null || { tail -n 20 "$DLOG" >&2; die "postmuxd exited"; }
+        ((SECONDS < deadline)) || { tail -n 20 "$DLOG" >&2; die "workers not reading the streams after 30 s"; }
+        sleep 0.2
+    done
+    say "postmuxd pid $DPID, workers: $(workers | paste -sd' ')"
+}
+
+# ---- enqueue --------------------------------------------------------------------
+# gen_resp COUNT FILE: COUNT XADD commands of ~2 KB composed jobs, round-robin over
+# the workspaces, as RESP for `redis-cli --pipe`.
+gen_resp() {
+    "$PY" - "$1" "$2" "${WS[@]}" <<'EOF'
+import sys
+n, out, wss = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+words = ("delivery engine workspace message signature relay queue outcome postgres "
+         "redis stream worker domain selector recipient envelope header body").split()
+lines, i = [], 0
+while sum(len(l) + 1 for l in lines) < 1800:
+    l = []
+    while sum(len(w) + 1 for w in l) < 66:
+        l.append(words[i % len(words)]); i += 7
+    lines.append(" ".join(l))
+body = "\n".join(lines) + "\n"
+def cmd(*a):
+    b = [x.encode() for x in a]
+    return b"*%d\r\n" % len(b) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in b)
+with open(out, "wb") as f:
+    for k in range(n):
+        w = k % len(wss)
+        f.write(cmd("XADD", "pmx:{%s}:jobs" % wss[w], "*",
+                    "from", "Bench %d <news@b%d.bench.example>" % (w, w),
+                    "to", "user%d@example.net" % k,
+                    "subject", "Bench message %d of %d" % (k + 1, n),
+                    "text", "Hello user%d,\n\n%s\n-- \nbench\n" % (k, body)))
+EOF
+}
+
+# "count sum_seconds" of postmux_dkim_sign_seconds (every signature, all workers).
+dkim_metrics() {
+    curl -s --max-time 5 "http://127.0.0.1:$MPORT/metrics" |
+        awk '/^postmux_dkim_sign_seconds_count/ { c = $2 } /^postmux_dkim_sign_seconds_sum/ { s = $2 }
+             END { printf "%d %.6f\n", c, s }'
+}
+
+reset_tables() { q "TRUNCATE events, recipients, messages" >/dev/null; }
+
+# wait_sent COUNT: until COUNT recipients are sent; fails on any other outcome.
+wait_sent() {
+    local want=$1 deadline=$((SECONDS + TIMEOUT)) row sent other last=-1 still=0
+    while :; do
+        row=$(q "select count(*) filter (where status = 'sent'),
+                        count(*) filter (where status not in ('sent', 'queued')) from recipients")
+        sent=${row%%|*} other=${row##*|}
+        ((other > 0)) && { echo "bench: $other recipients not sent:" >&2
+            q "select status, left(coalesce(last_response, ''), 80), count(*) from recipients
+               where status <> 'sent' group by 1, 2" >&2; return 1; }
+        ((sent >= want)) && return 0
+        ((SECONDS < deadline)) || { echo "bench: only $sent of $want sent after ${TIMEOUT}s" >&2; return 1; }
+        # No progress for 60 s: stuck.
+        if ((sent == last)); then ((still++ > 300)) && { echo "bench: stuck at $sent of $want" >&2; return 1; }
+        else still=0; last=$sent; fi
+        sleep 0.2
+    done
+}
+
+# Per-message numbers over the sent recipients, on the database's rows:
+# "count first_xadd_ms last_outcome_ms p50_ms p99_ms max_ms".
+latency_row() {
+    q "with t as (
+         select split_part(m.job_id, '-', 1)::bigint as xadd_ms,
+                extract(epoch from r.updated_at) * 1000 as done_ms
+           from recipients r join messages m on m.id = r.message_id
+          where r.status = 'sent')
+       select count(*), min(xadd_ms), round(max(done_ms)),
+              round(percentile_cont(0.5) within group (order by done_ms - xadd_ms)::numeric, 1),
+              round(percentile_cont(0.99) within group (order by done_ms - xadd_ms)::numeric, 1),
+              round(max(done_ms - xadd_ms)::numeric, 1)
+         from t" | tr '|' ' '
+}
+
+# ---- scenarios ------------------------------------------------------------------
+# run_burst COUNT: enqueue COUNT jobs at once, wait for all, print nothing; sets
+# BURST_* (enqueue seconds, CPU ticks before/after, redis/pg counters).
+run_burst() {
+    local n=$1 resp=$dir/jobs.resp
+    reset_tables
+    say "generating $n jobs (~2 KB each) as RESP"
+    gen_resp "$n" "$resp" || return 1
+    BURST_BYTES=$(stat -c %s "$resp")
+    rcli CONFIG RESETSTAT >/dev/null
+    local xact0
+    xact0=$(q "select xact_commit from pg_stat_database where datname = 'postmux'")
+    BURST_DKIM0=$(dkim_metrics)
+    BURST_CPU0=$(cpu_snapshot)
+    local t0 t1
+    say "enqueueing with redis-cli --pipe, postmuxd running"
+    t0=$(now_ms)
+    rcli --pipe <"$resp" >"$dir/pipe.out" 2>&1 && grep -q "errors: 0, replies: $n" "$dir/pipe.out" ||
+        { echo "bench: redis-cli --pipe:" >&2; cat "$dir/pipe.out" >&2; return 1; }
+    t1=$(now_ms)
+    BURST_ENQ_MS=$((t1 - t0))
+    wait_sent "$n" || return 1
+    BURST_CPU1=$(cpu_snapshot)
+    BURST_MS=$(($(now_ms) - t0))
+    BURST_DKIM1=$(dkim_metrics)
+    BURST_XACT=$(($(q "select xact_commit from pg_stat_database where datname = 'postmux'") - xact0))
+    BURST_CMDS=$(rcli INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s=%s ", $1, $3 }')
+    rm -f "$resp"
+}
+
+bench_delivery() {
+    say "scenario delivery: $N messages over $NWS workspaces, workers = auto ($NWORKERS)"
+    run_burst "$N" || return 1
+    local cnt first last p50 p99 max
+    read -r cnt first last p50 p99 max <<<"$(latency_row)"
+    local span=$((last - first))
+    ((span > 0)) || span=1
+    local hz
+    hz=$(getconf CLK_TCK)
+    local c0 c1 names=(postmuxd redis postgres smtp-sink) i us
+    read -ra c0 <<<"$BURST_CPU0"
+    read -ra c1 <<<"$BURST_CPU1"
+    put "messages" d_n "$cnt" ""
+    put "enqueue (redis-cli --pipe)" d_enq "$(awk -v n="$N" -v ms="$BURST_ENQ_MS" -v b="$BURST_BYTES" \
+        'BEGIN { printf "%.2f s, %.0f jobs/s, %.1f MB of RESP", ms / 1000, n * 1000 / (ms ? ms : 1), b / 1e6 }')"
+    put "end to end (first XADD -> last outcome)" d_span "$(awk -v s="$span" 'BEGIN { printf "%.2f s", s / 1000 }')"
+    put "throughput" d_rate "$(awk -v n="$cnt" -v s="$span" 'BEGIN { printf "%.0f", n * 1000 / s }')" "messages/s"
+    put "latency p50 / p99 / max (burst, queueing included)" d_lat "$p50 / $p99 / $max ms"
+    for i in 0 1 2 3; do
+        us=$(awk -v a="${c0[i]}" -v b="${c1[i]}" -v hz="$hz" -v n="$cnt" \
+            'BEGIN { printf "%.0f", (b - a) * 1e6 / hz / n }')
+        put "CPU per message: ${names[i]}" "d_cpu_${names[i]}" "$us" "µs"
+    done
+    local total
+    total=$(awk -v hz="$hz" -v n="$cnt" -v a="$BURST_CPU0" -v b="$BURST_CPU1" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
+        printf "%.0f", s * 1e6 / hz / n }')
+    put "CPU per message: all four" d_cpu_all "$total" "µs"
+    # The whole machine's busy time over the burst, against the four above: what else
+    # ran (the bench's own polling, other work on the machine) skews the numbers.
+    put "machine CPU busy during the burst" d_busy "$(awk -v hz="$hz" -v a="$BURST_CPU0" -v b="$BURST_CPU1" \
+        -v ms="$BURST_MS" -v np="$(getconf _NPROCESSORS_ONLN)" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
+        all = (y[5] - x[5]) / hz; ours = s / hz; wall = ms / 1000
+        printf "%.0f%% of %d CPUs (postmux stack %.0f%%, anything else %.0f%%)",
+            100 * all / wall / np, np, 100 * ours / wall / np, 100 * (all - ours) / wall / np }')"
+    put "DKIM signing (postmux_dkim_sign_seconds)" d_dkim "$(awk -v a="$BURST_DKIM0" -v b="$BURST_DKIM1" \
+        -v n="$cnt" -v ms="$BURST_MS" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        c = y[1] - x[1]; s = y[2] - x[2]
+        if (c <= 0) { print "no samples"; exit }
+        printf "%d signatures, %.0f µs each (mean)", c, s * 1e6 / c }')"
+    for w in $(workers); do
+        hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$w/status" 2>/dev/null)
+        rss+=("$w:$((hwm / 1024)) MB")
+    done
+    put "peak RSS per worker (VmHWM)" d_rss "${rss[*]}"
+    put "Postgres commits per 1000 messages" d_xact "$(awk -v x="$BURST_XACT" -v n="$cnt" 'BEGIN { printf "%.1f", x * 1000 / n }')"
+    put "Redis commands (calls)" d_cmds "$BURST_CMDS"
+    local pend=0 ws p
+    for ws in "${WS[@]}"; do
+        p=$(rcli XPENDING "pmx:{$ws}:jobs" postmux | head -n 1)
+        pend=$((pend + ${p:-0}))
+    done
+    put "pending entries left" d_pending "$pend"
+    local errs
+    errs=$(grep -cE ' (warn|error):' "$DLOG")
+    put "postmuxd warnings/errors logged" d_log "$errs"
+    ((pend == 0)) || return 1
+}
+
+bench_latency() {
+    say "scenario latency: $LAT_N jobs paced at $LAT_RATE/s"
+    reset_tables
+    "$PY" - "$PMX_REDIS_SOCK" "$LAT_N" "$LAT_RATE" "${WS[@]}" <<'EOF' || return 1
+import socket, sys, time
+sock, n, rate, wss = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+s = socket.socket(socket.AF_UNIX); s.connect(sock); f = s.makefile("rb")
+def cmd(*a):
+    b = [x.encode() for x in a]
+    return b"*%d\r\n" % len(b) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in b)
+body = ("latency probe line of text\n" * 70)
+start = time.monotonic()
+for k in range(n):
+    w = k % len(wss)
+    s.sendall(cmd("XADD", "pmx:{%s}:jobs" % wss[w], "*", "from", "news@b%d.bench.example" % w,
+                  "to", "lat%d@example.net" % k, "subject", "Latency %d" % k, "text", body))
+    head = f.readline()
+    if not head.startswith(b"$"):
+        sys.exit("XADD failed: %r" % head)
+    f.readline()
+    delay = start + (k + 1) / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+EOF
+    wait_sent "$LAT_N" || return 1
+    local cnt first last p50 p99 max
+    read -r cnt first last p50 p99 max <<<"$(latency_row)"
+    put "latency p50 / p99 / max at $LAT_RATE msg/s (no backlog)" l_lat "$p50 / $p99 / $max ms"
+}
+
+bench_openssl() {
+    local np out rsa ed
+    np=$(getconf _NPROCESSORS_ONLN)
+    say "scenario openssl: openssl speed -seconds 3 -multi $np rsa2048 ed25519"
+    out=$(openssl speed -seconds 3 -multi "$np" rsa2048 ed25519 2>/dev/null) || return 1
+    rsa=$(awk '/^rsa 2048 bits/ { print $(NF - 1) }' <<<"$out")
+    ed=$(awk '/EdDSA \(Ed25519\)/ { print $(NF - 1) }' <<<"$out")
+    [[ -n $rsa && -n $ed ]] || { echo "bench: cannot parse openssl speed output" >&2; return 1; }
+    put "openssl RSA-2048 sign/s ($np processes)" o_rsa "$rsa"
+    put "openssl Ed25519 sign/s ($np processes)" o_ed "$ed"
+    if [[ -n ${R[d_rate]-} ]]; then
+        put "ratio: messages/s over RSA-2048 sign/s" o_ratio "$(awk -v m="${R[d_rate]}" -v r="$rsa" 'BEGIN { printf "%.2f", m / r }')"
+    fi
+}
+
+bench_profile() {
+    [[ ${BENCH_PROFILE:-0} == 1 ]] || return 0
+    command -v perf >/dev/null || { say "profile: no perf, skipped"; return 0; }
+    say "scenario profile: $PROF_N messages under perf record -g (the postmux stack's processes)"
+    local data=$dir/perf.data pids
+    # Only our processes (the machine may run other work): postmuxd and its workers,
+    # redis-server, the postmaster and its backends, smtp-sink.
+    pids=$( { tree "$DPID"; svc_pid redis; tree "$(svc_pid pg)"; tree "$(svc_pid smtp-sink)"; } | paste -sd, -)
+    perf record -q -F 1999 -g -p "$pids" -o "$data" >"$dir/perf.log" 2>&1 &
+    local ppid=$!
+    sleep 1
+    run_burst "$PROF_N" || { kill -INT "$ppid"; wait "$ppid"; return 1; }
+    kill -INT "$ppid"
+    wait "$ppid"
+    local rep=(perf report -i "$data" --no-children -g none --stdio)
+    PROFILE_OUT=$dir/profile.txt
+    {
+        echo "## CPU samples by process"
+        "${rep[@]}" --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
+        "${rep[@]}" --comm postmuxd --percentage relative --sort dso,sym 2>/dev/null |
+            grep -E '^ +[0-9]' >"$dir/prof-pmxd.txt"
+        echo "## postmuxd by shared object (% of postmuxd)"
+        awk '{ sub("%", "", $1); t[$2] += $1 } END { for (d in t) printf "%8.2f%%  %s\n", t[d], d }' \
+            "$dir/prof-pmxd.txt" | sort -rn | head -n 12
+        echo "## postmuxd by function, top 30 (% of postmuxd; libcrypto has no symbols here:"
+        echo "##   its addresses 0x1297xx-0x1299xx lie among the BN_* code, i.e. RSA's bignum arithmetic)"
+        awk '{ sub("%", "", $1); k = $2 " " $4; if ($4 ~ /^0x/) k = $2 " (unsymbolised)"; t[k] += $1 }
+             END { for (k in t) printf "%8.2f%%  %s\n", t[k], k }' "$dir/prof-pmxd.txt" | sort -rn | head -n 30
+        echo "## postgres by function, top 15 (% of postgres)"
+        "${rep[@]}" --comm postgres --percentage relative --sort dso,sym 2>/dev/null |
+            grep -E '^ +[0-9]' | head -n 15
+    } >"$PROFILE_OUT"
+    cat "$PROFILE_OUT"
+    [[ -n ${BENCH_PROFILE_KEEP-} ]] && cp "$data" "$BENCH_PROFILE_KEEP"
+    put "profile" p_file "printed above (perf record -F 1999 -g, $PROF_N messages)"
+}
+
+# The other benches start services of their own: not this run's (they would use
+# them when these variables are set).
+other_bench() {
+    [[ -f $root/tests/bench/$1 ]] || return 0
+    say "scenario ${1%.sh}: tests/bench/$1"
+    env -u PMX_PG_HOST -u PMX_PG_PORT -u PMX_PG_USER -u PMX_REDIS_SOCK -u PMX_REDIS_PORT \
+        -u PMX_SINK_PORT -u PMX_DNS_PORT -u POSTMUX_CONFIG bash "$root/tests/bench/$1"
+}
+bench_ratelimit() { other_bench ratelimit.sh; }
+bench_submission() { other_bench submission.sh; }
+
+summary() {
+    local l label key unit
+    echo
+    echo "==================== postmux bench summary ===================="
+    printf '%-52s %s\n' "machine" "$(getconf _NPROCESSORS_ONLN) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)"
+    printf '%-52s %s\n' "workspaces / workers" "$NWS / $NWORKERS (workers = auto), relay smtp-sink on loopback, no dumps"
+    for l in "${ORDER[@]}"; do
+        IFS='|' read -r label key unit <<<"$l"
+        printf '%-52s %s%s\n' "$label" "${R[$key]}" "${unit:+ $unit}"
+    done
+    echo "================================================================"
+}
+
+# ---- main -----------------------------------------------------------------------
+setup
+for s in $SCENARIOS; do
+    case $s in
+        ratelimit|submission) continue ;;   # after the summary: they print their own
+    esac
+    if ! "bench_$s"; then
+        echo "bench: scenario $s failed" >&2
+        failed=1
+    fi
+done
+summary
+pmx_svc_stop_all
+for s in $SCENARIOS; do
+    case $s in
+        ratelimit|submission) "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; } ;;
+    esac
+done
+exit "$failed"
