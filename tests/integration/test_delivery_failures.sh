@@ -32,7 +32,10 @@ t_expect_match "$(t_psql "select last_response from recipients")" '^4[0-9][0-9]'
 t_expect_match "$(t_psql "select next_attempt_at > now() - interval '1 minute' from recipients")" t "next_attempt_at"
 t_expect_match "$(t_psql "select count(*) from events where type = 'message.deferred'")" '^[1-9]' "deferred events"
 stop_daemon
-t_expect_eq "$(t_redis ZCARD "pmx:{$WS}:retry")" 1 "the retry schedule holds the job"
+# With retry_base 1s the job may already be due and moved back to the stream when the
+# daemon stops: it must be held exactly once, in the schedule or in the stream.
+held=$(( $(t_redis ZCARD "pmx:{$WS}:retry") + $(t_redis XLEN "$STREAM") ))
+t_expect_eq "$held" 1 "the job is held once (retry schedule or stream)"
 relay_port "$T_SINK_PORT"
 start_daemon
 t_wait_for 40 "[[ \$(rcpt d1) == sent:* ]]"
