@@ -175,16 +175,11 @@ enum { K_ID, K_WS, K_NAME, K_PREFIX, K_SCOPES, K_CREATED, K_REVOKED, K_USED, K_N
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
-static json_t *text_or_null(const PGresult *res, int r, int col)
-{
-    return PQgetisnull(res, r, col) ? json_null() : json_string(PQgetvalue(res, r, col));
-}
-
 static json_t *key_json(const PGresult *res, int r)
 {
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(PQgetvalue(res, r, K_ID)));
-    json_object_set_new(o, "workspace_id", text_or_null(res, r, K_WS));
+    json_object_set_new(o, "workspace_id", pmx_cli_json_text_or_null(res, r, K_WS));
     json_object_set_new(o, "name", json_string(PQgetvalue(res, r, K_NAME)));
     json_object_set_new(o, "prefix", json_string(PQgetvalue(res, r, K_PREFIX)));
     json_t *scopes = json_array();
@@ -196,17 +191,9 @@ static json_t *key_json(const PGresult *res, int r)
     }
     json_object_set_new(o, "scopes", scopes);
     json_object_set_new(o, "created_at", json_string(PQgetvalue(res, r, K_CREATED)));
-    json_object_set_new(o, "revoked_at", text_or_null(res, r, K_REVOKED));
-    json_object_set_new(o, "last_used_at", text_or_null(res, r, K_USED));
+    json_object_set_new(o, "revoked_at", pmx_cli_json_text_or_null(res, r, K_REVOKED));
+    json_object_set_new(o, "last_used_at", pmx_cli_json_text_or_null(res, r, K_USED));
     return o;
-}
-
-/* Display width of UTF-8 text, in characters. */
-static int chars(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += ((*s & 0xc0) != 0x80);
-    return n;
 }
 
 static void print_table(const PGresult *res)
@@ -228,7 +215,7 @@ static void print_table(const PGresult *res)
                     snprintf(buf, sizeof buf, "pmx_%s...", cell);
                     cell = buf;
                 }
-                int cw = chars(cell);
+                int cw = pmx_cli_text_width(cell);
                 if (pass == 0) {
                     if (cw > w[k]) w[k] = cw;
                 } else {
@@ -242,30 +229,11 @@ static void print_table(const PGresult *res)
 
 static int key_list(pmx_cli_t *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    bool json = false;
-    int ch;
-    optind = 1;
-    opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'j': json = true; break;
-        case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
-        default: return pmx_cli_usage("apikey list: unknown option %s", argv[optind - 1]);
-        }
-    }
-    if (argc - optind > 1) return pmx_cli_usage("usage: apikey list [WS] [--json]");
-
+    bool json;
     char ws_id[20];
-    const char *params[1] = { NULL };
-    if (argc - optind == 1) {
-        if (pmx_cli_workspace_id(c, argv[optind], ws_id) < 0) return PMX_EXIT_USER;
-        params[0] = ws_id;
-    }
+    int early = pmx_cli_list_args(c, argc, argv, "apikey", usage_text, &json, ws_id);
+    if (early >= 0) return early;
+    const char *params[1] = { ws_id[0] ? ws_id : NULL };
     PGresult *res = pmx_cli_query(c,
         "SELECT id, workspace_id, name, prefix, array_to_string(scopes, ','), "
         ISO_UTC("created_at") ", " ISO_UTC("revoked_at") ", " ISO_UTC("last_used_at")
@@ -277,9 +245,7 @@ static int key_list(pmx_cli_t *c, int argc, char **argv)
     if (json) {
         json_t *a = json_array();
         for (int r = 0; r < PQntuples(res); r++) json_array_append_new(a, key_json(res, r));
-        if (json_dumpf(a, stdout, JSON_INDENT(2)) < 0) rc = pmx_cli_error("cannot write JSON");
-        else putchar('\n');
-        json_decref(a);
+        rc = pmx_cli_print_json(a);
     } else {
         print_table(res);
     }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "daemon/config.h"
@@ -56,6 +57,24 @@ void pmx_cli_rollback(pmx_cli_t *c);
  * and returns -1.
  */
 int pmx_cli_workspace_id(pmx_cli_t *c, const char *id_or_name, char *id_out);
+
+/* ---- output (cli/output.c) ---- */
+
+/* Prints J indented with a final newline and releases it; PMX_EXIT_OK or a user error. */
+int pmx_cli_print_json(json_t *j);
+/* Column C of row R as a JSON string, or null when SQL NULL. */
+json_t *pmx_cli_json_text_or_null(const PGresult *res, int r, int c);
+/* Display width of UTF-8 text, in characters. */
+int pmx_cli_text_width(const char *s);
+/* Prints S padded to WIDTH characters, right-aligned if RIGHT. */
+void pmx_cli_print_cell(const char *s, int width, bool right);
+/*
+ * Parses "VERB list [WS] [--json] [--help]" (argv[0] is "list"). Sets *json and
+ * ws_id (at least 20 bytes; "" when no WS was given). Returns -1 to go on, or the
+ * exit code to return at once (help printed, usage error, unknown workspace).
+ */
+int pmx_cli_list_args(pmx_cli_t *c, int argc, char **argv, const char *verb,
+                      const char *help, bool *json, char *ws_id);
 
 /* Verb groups: argv[0] is the verb itself ("workspace", ...). */
 int pmx_cli_migrate(pmx_cli_t *c, int argc, char **argv);

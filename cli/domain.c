@@ -217,23 +217,9 @@ static void key_record(pmx_buf_t *name, pmx_buf_t *value, const char *domain,
     pmx_dkim_dns_value(value, alg, pub);
 }
 
-static int print_json(json_t *j)
-{
-    int rc = json_dumpf(j, stdout, JSON_INDENT(2));
-    json_decref(j);
-    if (rc < 0) return pmx_cli_error("cannot write JSON output");
-    fputc('\n', stdout);
-    return PMX_EXIT_OK;
-}
-
 static const char *col(const PGresult *res, int r, int c) { return PQgetvalue(res, r, c); }
 static bool col_null(const PGresult *res, int r, int c) { return PQgetisnull(res, r, c); }
 static bool col_bool(const PGresult *res, int r, int c) { return col(res, r, c)[0] == 't'; }
-
-static json_t *json_text_or_null(const PGresult *res, int r, int c)
-{
-    return col_null(res, r, c) ? json_null() : json_string(col(res, r, c));
-}
 
 /* ---- option parsing ---- */
 
@@ -592,7 +578,7 @@ static json_t *domain_json(const PGresult *d, int r, const PGresult *keys)
     json_object_set_new(o, "workspace_id", json_string(col(d, r, D_WS)));
     json_object_set_new(o, "workspace_name", json_string(col(d, r, D_WS_NAME)));
     json_object_set_new(o, "verified", json_boolean(!col_null(d, r, D_VERIFIED_AT)));
-    json_object_set_new(o, "verified_at", json_text_or_null(d, r, D_VERIFIED_AT));
+    json_object_set_new(o, "verified_at", pmx_cli_json_text_or_null(d, r, D_VERIFIED_AT));
     json_object_set_new(o, "verify_token", json_string(col(d, r, D_TOKEN)));
     json_object_set_new(o, "created_at", json_string(col(d, r, D_CREATED)));
     json_t *a = json_array();
@@ -656,7 +642,7 @@ static int domain_list(pmx_cli_t *c, int argc, char **argv)
         for (int r = 0; r < n; r++) json_array_append_new(a, domain_json(d, r, keys));
         PQclear(d);
         PQclear(keys);
-        return print_json(a);
+        return pmx_cli_print_json(a);
     }
 
     /* A table; widths from the widest cell of each column. */
@@ -800,7 +786,7 @@ static int domain_show(pmx_cli_t *c, int argc, char **argv)
     if (load_domain(c, domain, &d, &keys) < 0) return PMX_EXIT_USER;
 
     if (check) rc = check_keys(c, domain, keys);
-    else if (json) rc = print_json(domain_json(d, 0, keys));
+    else if (json) rc = pmx_cli_print_json(domain_json(d, 0, keys));
     else {
         show_text(d, keys);
         rc = PMX_EXIT_OK;

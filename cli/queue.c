@@ -102,22 +102,6 @@ static json_t *counts_json(const int64_t *v)
     return o;
 }
 
-/* Display width of UTF-8 text, in characters. */
-static int chars(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += ((*s & 0xc0) != 0x80);
-    return n;
-}
-
-static void print_cell(const char *s, int width, bool right)
-{
-    int pad = width - chars(s);
-    if (pad < 0) pad = 0;
-    if (right) printf("%*s%s", pad, "", s);
-    else printf("%s%*s", s, pad, "");
-}
-
 static void print_text(const PGresult *ws, int64_t (*counts)[Q_N], const int64_t *total,
                        bool with_total)
 {
@@ -126,8 +110,8 @@ static void print_text(const PGresult *ws, int64_t (*counts)[Q_N], const int64_t
     int n = PQntuples(ws);
     int wid = (int)strlen("WORKSPACE"), wname = (int)strlen("NAME"), wnum[Q_N];
     for (int i = 0; i < n; i++) {
-        if (chars(PQgetvalue(ws, i, 0)) > wid) wid = chars(PQgetvalue(ws, i, 0));
-        if (chars(PQgetvalue(ws, i, 1)) > wname) wname = chars(PQgetvalue(ws, i, 1));
+        if (pmx_cli_text_width(PQgetvalue(ws, i, 0)) > wid) wid = pmx_cli_text_width(PQgetvalue(ws, i, 0));
+        if (pmx_cli_text_width(PQgetvalue(ws, i, 1)) > wname) wname = pmx_cli_text_width(PQgetvalue(ws, i, 1));
     }
     char b[32];
     for (int k = 0; k < Q_N; k++) {
@@ -135,24 +119,24 @@ static void print_text(const PGresult *ws, int64_t (*counts)[Q_N], const int64_t
         int len = snprintf(b, sizeof b, "%" PRId64, total[order[k]]);
         if (len > wnum[k]) wnum[k] = len;
     }
-    print_cell("WORKSPACE", wid, false);
+    pmx_cli_print_cell("WORKSPACE", wid, false);
     fputs("  ", stdout);
-    print_cell("NAME", wname, false);
+    pmx_cli_print_cell("NAME", wname, false);
     for (int k = 0; k < Q_N; k++) {
         fputs("  ", stdout);
-        print_cell(head[k], wnum[k], true);
+        pmx_cli_print_cell(head[k], wnum[k], true);
     }
     putchar('\n');
     for (int i = 0; i <= n; i++) {
         if (i == n && !with_total) break;
         const int64_t *v = i < n ? counts[i] : total;
-        print_cell(i < n ? PQgetvalue(ws, i, 0) : "total", wid, false);
+        pmx_cli_print_cell(i < n ? PQgetvalue(ws, i, 0) : "total", wid, false);
         fputs("  ", stdout);
-        print_cell(i < n ? PQgetvalue(ws, i, 1) : "", wname, false);
+        pmx_cli_print_cell(i < n ? PQgetvalue(ws, i, 1) : "", wname, false);
         for (int k = 0; k < Q_N; k++) {
             snprintf(b, sizeof b, "%" PRId64, v[order[k]]);
             fputs("  ", stdout);
-            print_cell(b, wnum[k], true);
+            pmx_cli_print_cell(b, wnum[k], true);
         }
         putchar('\n');
     }
@@ -207,13 +191,7 @@ int pmx_cli_queue(pmx_cli_t *c, int argc, char **argv)
         }
         json_object_set_new(root, "workspaces", a);
         json_object_set_new(root, "total", counts_json(total));
-        if (json_dumpf(root, stdout, JSON_INDENT(2)) < 0) {
-            pmx_cli_error("cannot write JSON");
-        } else {
-            putchar('\n');
-            rc = PMX_EXIT_OK;
-        }
-        json_decref(root);
+        rc = pmx_cli_print_json(root);
     } else {
         print_text(res, counts, total, !ws);
         rc = PMX_EXIT_OK;

@@ -185,27 +185,7 @@ static int print_json(const stats_t *st)
     json_object_set_new(t, "recipients", counts_json(st->total.status, ""));
     json_object_set_new(t, "events", counts_json(st->total.event, "message."));
     json_object_set_new(root, "total", t);
-    int rc = PMX_EXIT_OK;
-    if (json_dumpf(root, stdout, JSON_INDENT(2)) < 0) rc = pmx_cli_error("cannot write JSON");
-    else putchar('\n');
-    json_decref(root);
-    return rc;
-}
-
-/* Display width of UTF-8 text, in characters. */
-static int chars(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += ((*s & 0xc0) != 0x80);
-    return n;
-}
-
-static void print_cell(const char *s, int width, bool right)
-{
-    int pad = width - chars(s);
-    if (pad < 0) pad = 0;
-    if (right) printf("%*s%s", pad, "", s);
-    else printf("%s%*s", s, pad, "");
+    return pmx_cli_print_json(root);
 }
 
 /* One table: WORKSPACE NAME <6 counts> TOTAL, a row per workspace, then total. */
@@ -215,8 +195,8 @@ static void print_table(const stats_t *st, bool events, bool with_total)
                                                 "REJECTED", "SUPPRESSED" };
     int wid = (int)strlen("WORKSPACE"), wname = (int)strlen("NAME"), wnum[N_COUNTS + 1];
     for (size_t i = 0; i < st->n; i++) {
-        if (chars(st->rows[i].id) > wid) wid = chars(st->rows[i].id);
-        int nl = chars(st->rows[i].name ? st->rows[i].name : "(unknown)");
+        if (pmx_cli_text_width(st->rows[i].id) > wid) wid = pmx_cli_text_width(st->rows[i].id);
+        int nl = pmx_cli_text_width(st->rows[i].name ? st->rows[i].name : "(unknown)");
         if (nl > wname) wname = nl;
     }
     for (size_t k = 0; k <= N_COUNTS; k++) {
@@ -231,26 +211,26 @@ static void print_table(const stats_t *st, bool events, bool with_total)
             if (len > wnum[k]) wnum[k] = len;
         }
     }
-    print_cell("WORKSPACE", wid, false);
+    pmx_cli_print_cell("WORKSPACE", wid, false);
     fputs("  ", stdout);
-    print_cell("NAME", wname, false);
+    pmx_cli_print_cell("NAME", wname, false);
     for (size_t k = 0; k <= N_COUNTS; k++) {
         fputs("  ", stdout);
-        print_cell(k < N_COUNTS ? head[k] : "TOTAL", wnum[k], true);
+        pmx_cli_print_cell(k < N_COUNTS ? head[k] : "TOTAL", wnum[k], true);
     }
     putchar('\n');
     for (size_t i = 0; i <= st->n; i++) {
         if (i == st->n && !with_total) break;
         const ws_row_t *w = i < st->n ? &st->rows[i] : &st->total;
-        print_cell(i < st->n ? w->id : "total", wid, false);
+        pmx_cli_print_cell(i < st->n ? w->id : "total", wid, false);
         fputs("  ", stdout);
-        print_cell(i < st->n ? (w->name ? w->name : "(unknown)") : "", wname, false);
+        pmx_cli_print_cell(i < st->n ? (w->name ? w->name : "(unknown)") : "", wname, false);
         const int64_t *v = events ? w->event : w->status;
         for (size_t k = 0; k <= N_COUNTS; k++) {
             char b[32];
             snprintf(b, sizeof b, "%" PRId64, k < N_COUNTS ? v[k] : sum(v));
             fputs("  ", stdout);
-            print_cell(b, wnum[k], true);
+            pmx_cli_print_cell(b, wnum[k], true);
         }
         putchar('\n');
     }

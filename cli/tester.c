@@ -143,11 +143,7 @@ static int tester_list(pmx_cli_t *c, int argc, char **argv)
             json_array_append_new(a, o);
         }
         PQclear(res);
-        rc = json_dumpf(a, stdout, JSON_INDENT(2));
-        json_decref(a);
-        if (rc < 0) return pmx_cli_error("cannot write JSON output");
-        fputc('\n', stdout);
-        return PMX_EXIT_OK;
+        return pmx_cli_print_json(a);
     }
 
     int w = (int)strlen("ADDRESS");

@@ -326,30 +326,11 @@ static void print_table(const PGresult *res)
 
 static int hook_list(pmx_cli_t *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    bool json = false;
-    int ch;
-    optind = 1;
-    opterr = 0;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'j': json = true; break;
-        case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
-        default: return pmx_cli_usage("webhook list: unknown option %s", argv[optind - 1]);
-        }
-    }
-    if (argc - optind > 1) return pmx_cli_usage("usage: webhook list [WS] [--json]");
-
+    bool json;
     char ws_id[20];
-    const char *params[1] = { NULL };
-    if (argc - optind == 1) {
-        if (pmx_cli_workspace_id(c, argv[optind], ws_id) < 0) return PMX_EXIT_USER;
-        params[0] = ws_id;
-    }
+    int early = pmx_cli_list_args(c, argc, argv, "webhook", usage_text, &json, ws_id);
+    if (early >= 0) return early;
+    const char *params[1] = { ws_id[0] ? ws_id : NULL };
     PGresult *res = pmx_cli_query(c,
         "SELECT id, workspace_id, url, array_to_string(events, ','),"
         " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -361,9 +342,7 @@ static int hook_list(pmx_cli_t *c, int argc, char **argv)
     if (json) {
         json_t *a = json_array();
         for (int r = 0; r < PQntuples(res); r++) json_array_append_new(a, hook_json(res, r));
-        if (json_dumpf(a, stdout, JSON_INDENT(2)) < 0) rc = pmx_cli_error("cannot write JSON");
-        else putchar('\n');
-        json_decref(a);
+        rc = pmx_cli_print_json(a);
     } else {
         print_table(res);
     }

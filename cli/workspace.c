@@ -200,15 +200,6 @@ static json_t *ws_json(const PGresult *res, int r, bool counts)
     return o;
 }
 
-static int print_json(json_t *j)
-{
-    int rc = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
-    json_decref(j);
-    if (rc < 0) return pmx_cli_error("cannot write JSON output");
-    fputc('\n', stdout);
-    return PMX_EXIT_OK;
-}
-
 /* The `show` form of one workspace, also printed after `set`. */
 static void ws_print(const PGresult *res, int r)
 {
@@ -245,7 +236,7 @@ static int ws_show_id(pmx_cli_t *c, const char *id, bool json)
     }
     int rc = PMX_EXIT_OK;
     if (json)
-        rc = print_json(ws_json(res, 0, true));
+        rc = pmx_cli_print_json(ws_json(res, 0, true));
     else
         ws_print(res, 0);
     PQclear(res);
@@ -347,7 +338,7 @@ static int ws_list(pmx_cli_t *c, int argc, char **argv)
         json_t *a = json_array();
         for (int r = 0; r < n; r++) json_array_append_new(a, ws_json(res, r, false));
         PQclear(res);
-        return print_json(a);
+        return pmx_cli_print_json(a);
     }
 
     /* A table: widths from the widest cell of each column. */
