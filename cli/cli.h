@@ -76,6 +76,18 @@ void pmx_cli_print_cell(const char *s, int width, bool right);
 int pmx_cli_list_args(pmx_cli_t *c, int argc, char **argv, const char *verb,
                       const char *help, bool *json, char *ws_id);
 
+/* ---- options (cli/output.c) ---- */
+
+struct option;
+/* Resets getopt for a new subcommand (argv[0] is the subcommand), errors ours. */
+void pmx_cli_opts_start(void);
+/*
+ * getopt_long over argv with "-h". Returns the option, or -1 at the end; on an
+ * unknown option or a missing value prints "VERB SUB: ..." into *rc and returns '?'.
+ */
+int pmx_cli_next_opt(const char *verb, int argc, char **argv, const struct option *longopts,
+                     int *rc);
+
 /* Verb groups: argv[0] is the verb itself ("workspace", ...). */
 int pmx_cli_migrate(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_workspace(pmx_cli_t *c, int argc, char **argv);

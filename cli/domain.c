@@ -221,27 +221,6 @@ static const char *col(const PGresult *res, int r, int c) { return PQgetvalue(re
 static bool col_null(const PGresult *res, int r, int c) { return PQgetisnull(res, r, c); }
 static bool col_bool(const PGresult *res, int r, int c) { return col(res, r, c)[0] == 't'; }
 
-/* ---- option parsing ---- */
-
-/* getopt_long over argv (argv[0] is the subcommand); '?' after printing a usage error. */
-static int next_opt(int argc, char **argv, const struct option *longopts, int *rc)
-{
-    int ch = getopt_long(argc, argv, ":h", longopts, NULL);
-    if (ch == '?') {
-        *rc = pmx_cli_usage("domain %s: unknown option %s", argv[0], argv[optind - 1]);
-    } else if (ch == ':') {
-        *rc = pmx_cli_usage("domain %s: %s needs a value", argv[0], argv[optind - 1]);
-        ch = '?';
-    }
-    return ch;
-}
-
-static void start_opts(void)
-{
-    optind = 1;
-    opterr = 0;
-}
-
 /* ---- domain add ---- */
 
 typedef struct {
@@ -384,8 +363,8 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
     const char *selector_opt = DEFAULT_SELECTOR, *algorithm = NULL, *bits_opt = NULL;
     const char *key_file = NULL;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("domain", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 's': selector_opt = optarg; break;
         case 'a': algorithm = optarg; break;
@@ -610,8 +589,8 @@ static int domain_list(pmx_cli_t *c, int argc, char **argv)
     };
     bool json = false;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("domain", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'j': json = true; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
@@ -768,8 +747,8 @@ static int domain_show(pmx_cli_t *c, int argc, char **argv)
     };
     bool json = false, check = false;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("domain", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'j': json = true; break;
         case 'c': check = true; break;
@@ -805,8 +784,8 @@ static int domain_remove(pmx_cli_t *c, int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("domain", argc, argv, longopts, &rc)) != -1) {
         if (ch == 'h') {
             fputs(usage_text, stdout);
             return PMX_EXIT_OK;
@@ -976,8 +955,8 @@ static int domain_verify(pmx_cli_t *c, int argc, char **argv)
     const char *ns_opt = NULL;
     bool skip = false;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("domain", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'n': ns_opt = optarg; break;
         case 's': skip = true; break;

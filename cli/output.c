@@ -62,3 +62,22 @@ int pmx_cli_list_args(pmx_cli_t *c, int argc, char **argv, const char *verb,
         return PMX_EXIT_USER;
     return -1;
 }
+
+void pmx_cli_opts_start(void)
+{
+    optind = 1;
+    opterr = 0;
+}
+
+int pmx_cli_next_opt(const char *verb, int argc, char **argv, const struct option *longopts,
+                     int *rc)
+{
+    int ch = getopt_long(argc, argv, ":h", longopts, NULL);
+    if (ch == '?') {
+        *rc = pmx_cli_usage("%s %s: unknown option %s", verb, argv[0], argv[optind - 1]);
+    } else if (ch == ':') {
+        *rc = pmx_cli_usage("%s %s: %s needs a value", verb, argv[0], argv[optind - 1]);
+        ch = '?';
+    }
+    return ch;
+}

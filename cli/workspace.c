@@ -243,30 +243,6 @@ static int ws_show_id(pmx_cli_t *c, const char *id, bool json)
     return rc;
 }
 
-/* ---- option parsing shared by the subcommands ---- */
-
-/*
- * getopt_long over argv (argv[0] is the subcommand). Returns the option, or
- * -1 at the end; on a bad option prints a usage error into *rc and returns '?'.
- */
-static int next_opt(int argc, char **argv, const struct option *longopts, int *rc)
-{
-    int ch = getopt_long(argc, argv, ":h", longopts, NULL);
-    if (ch == '?') {
-        *rc = pmx_cli_usage("workspace %s: unknown option %s", argv[0], argv[optind - 1]);
-    } else if (ch == ':') {
-        *rc = pmx_cli_usage("workspace %s: %s needs a value", argv[0], argv[optind - 1]);
-        ch = '?';
-    }
-    return ch;
-}
-
-static void start_opts(void)
-{
-    optind = 1;
-    opterr = 0;
-}
-
 /* ---- subcommands ---- */
 
 static int ws_create(pmx_cli_t *c, int argc, char **argv)
@@ -279,8 +255,8 @@ static int ws_create(pmx_cli_t *c, int argc, char **argv)
     };
     const char *industry = NULL, *website = NULL;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'i': industry = optarg; break;
         case 'w': website = optarg; break;
@@ -320,8 +296,8 @@ static int ws_list(pmx_cli_t *c, int argc, char **argv)
     };
     bool json = false;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'j': json = true; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
@@ -391,8 +367,8 @@ static int ws_show(pmx_cli_t *c, int argc, char **argv)
     };
     bool json = false;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'j': json = true; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
@@ -507,8 +483,8 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     const char *rate = NULL, *burst = NULL, *quota = NULL, *test_mode = NULL, *catch_all = NULL;
     bool suspend = false, resume = false;
     int ch, rc = PMX_EXIT_USAGE;
-    start_opts();
-    while ((ch = next_opt(argc, argv, longopts, &rc)) != -1) {
+    pmx_cli_opts_start();
+    while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
         case 'n': chg.name = optarg; break;
         case 'r': rate = optarg; break;
