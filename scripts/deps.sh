@@ -12,7 +12,7 @@ PKGS=(
     libuv1-dev libpq-dev libssl-dev libopendkim-dev opendkim-tools libhiredis-dev
     libsystemd-dev libcmocka-dev libjansson-dev libcurl4-openssl-dev libinih-dev
     postgresql redis-server postfix
-    python3 python3-dkim python3-aiosmtpd swaks dnsmasq-base valgrind
+    python3 python3-dkim python3-aiosmtpd swaks libnet-ssleay-perl dnsmasq-base valgrind
     prometheus
     systemd openssl ca-certificates procps iproute2 util-linux
 )
@@ -106,6 +106,9 @@ done
 # PATH (pyenv, venv) may not see them. The tests call /usr/bin/python3.
 /usr/bin/python3 -c 'import dkim, aiosmtpd' 2>/dev/null ||
     die "/usr/bin/python3 cannot import dkim and aiosmtpd (python3-dkim, python3-aiosmtpd)"
+# swaks only recommends Net::SSLeay (we install with --no-install-recommends); without
+# it `swaks --tls` exits "TLS not available".
+perl -MNet::SSLeay -e 1 2>/dev/null || die "perl cannot load Net::SSLeay (libnet-ssleay-perl), swaks --tls needs it"
 
 if ((${#missing[@]})); then
     say "installed ${#missing[@]} package(s)"
