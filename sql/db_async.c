@@ -31,11 +31,15 @@
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_UP } db_phase_t;
 typedef enum { TM_NONE, TM_RETRY, TM_CONNECT_TIMEOUT, TM_FAIL_SOON } timer_mode_t;
+/* SENT: its PREPARE is queued ahead; FAILED: sent as plain queries instead. */
+typedef enum { PREP_SENT, PREP_READY, PREP_FAILED } prep_state_t;
 
 struct pmx_db_async_req {
     pmx_db_async_req_t    *next;
     char                  *sql;
     bool                   extended;    /* PQsendQueryParams */
+    char                  *stmt;        /* prepared statement name, or NULL */
+    bool                   is_prepare;  /* PQsendPrepare of stmt (internal) */
     int                    nparams;
     char                 **values;
     pmx_db_async_result_fn cb;          /* NULL = cancelled (zombie) */
@@ -62,6 +66,10 @@ struct pmx_db_async {
 
     char              **channels;
     int                 nchannels;
+
+    /* Statements prepared on this connection (reset with it). */
+    struct { char *name; prep_state_t state; } prep[PMX_DB_PREPARED_MAX];
+    int                 nprep;
 
     pmx_db_async_state_fn  state_fn;
     void                  *state_arg;
@@ -226,6 +234,7 @@ static void req_free(pmx_db_async_req_t *r)
     for (int i = 0; i < r->nparams; i++) free(r->values[i]);
     free(r->values);
     free(r->sql);
+    free(r->stmt);
     free(r);
 }
 
@@ -285,6 +294,8 @@ static void fail_soon(pmx_db_async_t *db, const char *why)
     timer_arm(db, TM_FAIL_SOON, 0);
 }
 
+static bool prep_ready(const pmx_db_async_t *db, const char *name);
+
 static void flush_out(pmx_db_async_t *db)
 {
     int r = PQflush(db->conn);
@@ -304,10 +315,16 @@ static void send_next(pmx_db_async_t *db)
             req_free(pop_head(db));
             continue;
         }
-        int ok = r->extended
-            ? PQsendQueryParams(db->conn, r->sql, r->nparams, NULL,
-                                (const char *const *)r->values, NULL, NULL, 0)
-            : PQsendQuery(db->conn, r->sql);
+        const char *const *values = (const char *const *)r->values;
+        int ok;
+        if (r->is_prepare)
+            ok = PQsendPrepare(db->conn, r->stmt, r->sql, r->nparams, NULL);
+        else if (r->stmt && prep_ready(db, r->stmt))
+            ok = PQsendQueryPrepared(db->conn, r->stmt, r->nparams, values, NULL, NULL, 0);
+        else if (r->extended)
+            ok = PQsendQueryParams(db->conn, r->sql, r->nparams, NULL, values, NULL, NULL, 0);
+        else
+            ok = PQsendQuery(db->conn, r->sql);
         if (!ok) {
             fail_soon(db, PQerrorMessage(db->conn));
             return;
@@ -332,6 +349,64 @@ pmx_db_async_req_t *pmx_db_async_query_params(pmx_db_async_t *db, const char *sq
 {
     if (!pmx_db_async_is_up(db) || nparams < 0) return NULL;
     pmx_db_async_req_t *r = enqueue(db, sql, true, nparams, values, cb, arg);
+    send_next(db);
+    return r;
+}
+
+/* ---- prepared statements --------------------------------------------- */
+
+static int prep_find(const pmx_db_async_t *db, const char *name)
+{
+    for (int i = 0; i < db->nprep; i++)
+        if (strcmp(db->prep[i].name, name) == 0) return i;
+    return -1;
+}
+
+static bool prep_ready(const pmx_db_async_t *db, const char *name)
+{
+    int i = prep_find(db, name);
+    return i >= 0 && db->prep[i].state == PREP_READY;
+}
+
+static void prep_reset(pmx_db_async_t *db)
+{
+    for (int i = 0; i < db->nprep; i++) free(db->prep[i].name);
+    db->nprep = 0;
+}
+
+/* arg: the statement's index in db->prep. A NULL result means the connection
+ * went away, and prep_reset() already forgot the statement. */
+static void prepare_done(pmx_db_async_t *db, const PGresult *res, void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    if (!res || i >= db->nprep) return;
+    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+        db->prep[i].state = PREP_READY;
+        return;
+    }
+    db->prep[i].state = PREP_FAILED;
+    char why[256];
+    first_line(why, sizeof why, PQresultErrorMessage(res));
+    pmx_log_warn("postgres PREPARE failed %s statement=%s err=\"%s\" (sent unprepared instead)",
+                 db->label, db->prep[i].name, why);
+}
+
+pmx_db_async_req_t *pmx_db_async_query_prepared(pmx_db_async_t *db, const char *name,
+                                                const char *sql, int nparams,
+                                                const char *const *values,
+                                                pmx_db_async_result_fn cb, void *arg)
+{
+    if (!pmx_db_async_is_up(db) || nparams < 0 || !name || !name[0]) return NULL;
+    if (prep_find(db, name) < 0 && db->nprep < PMX_DB_PREPARED_MAX) {
+        int i = db->nprep++;
+        db->prep[i].name = pmx_xstrdup(name);
+        db->prep[i].state = PREP_SENT;
+        pmx_db_async_req_t *p = enqueue(db, sql, true, 0, NULL, prepare_done, (void *)(intptr_t)i);
+        p->is_prepare = true;   /* parameter types come from the casts in sql */
+        p->stmt = pmx_xstrdup(name);
+    }
+    pmx_db_async_req_t *r = enqueue(db, sql, true, nparams, values, cb, arg);
+    r->stmt = pmx_xstrdup(name);
     send_next(db);
     return r;
 }
@@ -403,6 +478,7 @@ static void drop_conn(pmx_db_async_t *db)
     if (db->result) PQclear(db->result);
     db->result = NULL;
     db->inflight = false;
+    prep_reset(db);
 }
 
 static void lost(pmx_db_async_t *db, const char *msg)

@@ -1,7 +1,7 @@
 /*
  * One worker's PostgreSQL connection, non-blocking on the worker's libuv
  * loop: PQconnectStart/PQconnectPoll driven by a uv_poll_t, queries sent with
- * PQsendQuery/PQsendQueryParams one at a time from a FIFO queue, LISTEN
+ * PQsendQuery/PQsendQueryParams/PQsendQueryPrepared one at a time from a FIFO queue, LISTEN
  * channels re-issued after every reconnect and NOTIFY delivered to a
  * callback, and reconnection with a growing, jittered delay (250 ms doubling
  * to 10 s) after any failure. Each change between up and down is logged
@@ -65,6 +65,20 @@ pmx_db_async_req_t *pmx_db_async_query(pmx_db_async_t *db, const char *sql,
 pmx_db_async_req_t *pmx_db_async_query_params(pmx_db_async_t *db, const char *sql,
                                               int nparams, const char *const *values,
                                               pmx_db_async_result_fn cb, void *arg);
+/*
+ * Like pmx_db_async_query_params, for a statement run again and again: the
+ * first call on a connection queues a PREPARE of sql under name ahead of it,
+ * later ones send only the name and the values (no parse, and a cached plan).
+ * After a reconnect it is prepared again. If the PREPARE fails (logged once
+ * per connection) the statement is sent unprepared, so the caller sees the
+ * same results either way. sql must be the same text on every call with a
+ * name; at most PMX_DB_PREPARED_MAX names per connection (more run unprepared).
+ */
+#define PMX_DB_PREPARED_MAX 8
+pmx_db_async_req_t *pmx_db_async_query_prepared(pmx_db_async_t *db, const char *name,
+                                                const char *sql, int nparams,
+                                                const char *const *values,
+                                                pmx_db_async_result_fn cb, void *arg);
 void pmx_db_async_cancel(pmx_db_async_req_t *req);
 
 /* Fails pending requests (callbacks get NULL), disconnects, frees db later. */

@@ -9,7 +9,8 @@
  * message id, upserts the recipients and appends the events, and answers
  * (ordinal, message id) per item. Sub-statements of one statement commit or
  * fail together, and the foreign key from recipients to messages is checked
- * at its end, when the new message rows exist.
+ * at its end, when the new message rows exist. Both statements are prepared
+ * once per connection (pmx_db_async_query_prepared): no parse or plan per batch.
  *
  * Queues: waiting items (FIFO), "chunks" (items of a refused batch, split in
  * halves and retried before anything else until the bad item stands alone),
@@ -492,7 +493,8 @@ static void send_writes(pmx_outcomes_t *o)
     for (int k = 0; k < NPARAMS; k++) pmx_buf_init(&p[k]);
     build_params(&v, p);
     for (int k = 0; k < NPARAMS; k++) vals[k] = pmx_buf_cstr(&p[k]);
-    o->w_req = pmx_db_async_query_params(o->db, WRITE_SQL, NPARAMS, vals, writes_done, o);
+    o->w_req = pmx_db_async_query_prepared(o->db, "pmx_outcomes_write", WRITE_SQL, NPARAMS, vals,
+                                           writes_done, o);
     for (int k = 0; k < NPARAMS; k++) pmx_buf_free(&p[k]);
     if (!o->w_req) {
         /* Went down just now: keep the items first in line. */
@@ -593,7 +595,8 @@ static void send_lookups(pmx_outcomes_t *o)
     pmx_buf_append_char(&job, '}');
     pmx_buf_append_char(&msg, '}');
     const char *vals[3] = { pmx_buf_cstr(&ws), pmx_buf_cstr(&job), pmx_buf_cstr(&msg) };
-    o->l_req = pmx_db_async_query_params(o->db, LOOKUP_SQL, 3, vals, lookups_done, o);
+    o->l_req = pmx_db_async_query_prepared(o->db, "pmx_outcomes_lookup", LOOKUP_SQL, 3, vals,
+                                           lookups_done, o);
     pmx_buf_free(&ws);
     pmx_buf_free(&job);
     pmx_buf_free(&msg);

@@ -104,7 +104,7 @@ t_run "$T_TOOLS/db_async_probe" "$T_DB_CONNINFO"
 t_expect_rc 0
 # (the order of "q9" and "down" depends on how the server's goodbye arrives)
 t_expect_eq "$(grep -vE '^(q9 |down$)' <<<"$T_OUT" | paste -sd ' ')" \
-    "up 1 q1 2 q2 42 q3 t q4 error 42703 q5 2 q5b error 42703 notify pmx_probe hello q6 3 q7 ordered 20 refused-while-down yes up 2 notify pmx_probe again q10 null null closed clean" \
+    "up 1 q1 2 q2 42 q3 t q4 error 42703 q5 2 q5b error 42703 notify pmx_probe hello q6 3 q7 ordered 20 p1 42 84 prepared 1 p2 error 42703 / error 42703 refused-while-down yes up 2 notify pmx_probe again p3 10 prepared 1 q10 null null closed clean" \
     "probe script"
 t_expect_eq "$(grep -c '^down$' <<<"$T_OUT")" 1 "down reported once"
 t_expect_match "$T_OUT" '^q9 (null|error 57P01)$' "query in flight when the backend was killed"

@@ -118,6 +118,15 @@ static bool ask(probe_t *p, const char *sql, res_t *r)
     return run_until(p, &r->calls, 1, 10000);
 }
 
+/* Runs a prepared statement with one parameter and waits for its answer. */
+static bool ask_prepared(probe_t *p, const char *name, const char *sql, const char *v1, res_t *r)
+{
+    const char *v[] = { v1 };
+    memset(r, 0, sizeof *r);
+    if (!pmx_db_async_query_prepared(p->db, name, sql, 1, v, result_cb, r)) return false;
+    return run_until(p, &r->calls, 1, 10000);
+}
+
 static int script(probe_t *p, const char *conninfo)
 {
     res_t r, r2;
@@ -174,6 +183,18 @@ static int script(probe_t *p, const char *conninfo)
         if (many[i].calls == 1 && strcmp(many[i].text, num[i]) == 0) ordered++;
     printf("q7 ordered %d\n", ordered);
 
+    /* Prepared: the second run uses the server-side statement, a bad one falls back. */
+    res_t pa, pb, pc;
+    if (!ask_prepared(p, "probe_double", "select $1::int * 2", "21", &pa) ||
+        !ask_prepared(p, "probe_double", "select $1::int * 2", "42", &pb) ||
+        !ask(p, "select count(*) from pg_prepared_statements where name = 'probe_double'", &pc))
+        FAIL("p1");
+    printf("p1 %s %s prepared %s\n", pa.text, pb.text, pc.text);
+    if (!ask_prepared(p, "probe_bad", "select nope_col + $1::int", "1", &pa) ||
+        !ask_prepared(p, "probe_bad", "select nope_col + $1::int", "1", &pb))
+        FAIL("p2");
+    printf("p2 %s / %s\n", pa.text, pb.text);
+
     /* Kill our backend from a second connection while a query is in flight. */
     if (!ask(p, "select pg_backend_pid()", &r)) FAIL("pid");
     char killer_sql[256];
@@ -196,6 +217,11 @@ static int script(probe_t *p, const char *conninfo)
     if (!run_until(p, &p->ups, 2, 15000)) FAIL("reconnect");
     if (!ask(p, "NOTIFY pmx_probe, 'again'", &r)) FAIL("notify-send-2");
     if (!run_until(p, &p->notifies, 2, 5000)) FAIL("notify-2");
+    /* A new connection: prepared again before its first use. */
+    if (!ask_prepared(p, "probe_double", "select $1::int * 2", "5", &pa) ||
+        !ask(p, "select count(*) from pg_prepared_statements where name = 'probe_double'", &pc))
+        FAIL("p3");
+    printf("p3 %s prepared %s\n", pa.text, pc.text);
 
     res_t a = { 0 }, b = { 0 };
     if (!pmx_db_async_query(p->db, "select pg_sleep(5)", result_cb, &a) ||
