@@ -55,9 +55,13 @@ TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+# The same targets linked with a plain driver (tests/fuzz/replay.c), so `make test`
+# replays their corpora with gcc under the sanitizers; no libFuzzer needed.
+REPLAY_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
 
-.PHONY: all bins unit tools test demo bench install clean fuzz
-all: bins unit tools
+.PHONY: all bins unit tools replay test demo bench install clean fuzz
+all: bins unit tools replay
+replay: $(REPLAY_BINS)
 bins: $(BUILD)/bin/postmuxd $(BUILD)/bin/postmux
 unit: $(UNIT_BINS)
 tools: $(TOOL_BINS)
@@ -93,6 +97,10 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libpmx.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libpmx.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/fuzz-replay/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay.o $(BUILD)/libpmx.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -2,7 +2,8 @@
 # tests/run.sh — what `make test` (and so CI) runs:
 #   1. scripts/deps.sh             install missing Debian packages
 #   2. make -j2, make SAN=1 -j2    release and ASan+UBSan builds
-#   3. build/{release,asan}/tests/test_*   cmocka unit tests, under the sanitizers
+#   3. build/{release,asan}/tests/test_*   cmocka unit tests, under the sanitizers;
+#      then each fuzz target replays its seed corpus (build/*/fuzz-replay/)
 #   4. one throwaway Postgres, then every tests/integration/test_*.sh against the
 #      ASan binaries (each file starts its own Redis, smtp-sink, dnsmasq)
 # Prints ok / not ok lines, every failure again at the end, and last the line
@@ -177,6 +178,36 @@ for b in release asan; do
             show "$log" 60
         else
             echo "ok - unit $b $name: $p passed"
+        fi
+    done
+done
+
+# --- 3b. fuzz corpora -----------------------------------------------------------
+# Every tests/fuzz/fuzz_*.c target, linked with tests/fuzz/replay.c, runs once over
+# its seed corpus (tests/fuzz/corpus/NAME): the targets' own checks plus the
+# sanitizers, on every build. (Fuzzing itself is `make fuzz`, with clang.)
+for b in release asan; do
+    [[ -n ${built[$b]-} ]] || continue
+    for t in "$root/build/$b/fuzz-replay"/fuzz_*; do
+        [[ -x $t && -f $t ]] || continue
+        name=$(basename "$t")
+        [[ -f $root/tests/fuzz/$name.c ]] || continue
+        wanted "$name" || continue
+        corpus=$root/tests/fuzz/corpus/${name#fuzz_}
+        log=$logs/fuzz-$b-$name.log
+        if [[ ! -d $corpus ]]; then
+            fail "fuzz $b $name: no corpus $corpus"
+            echo "not ok - fuzz $b $name: no corpus"
+            continue
+        fi
+        job "$log" 300 "$t" "$corpus"
+        if ((rc == 0)) && grep -q '^replayed [1-9][0-9]* inputs$' "$log"; then
+            passed=$((passed + 1))
+            echo "ok - fuzz $b $name: corpus $(sed -n 's/^replayed //p' "$log")"
+        else
+            fail "fuzz $b $name: corpus replay exited $rc (build/test-logs/fuzz-$b-$name.log)"
+            echo "not ok - fuzz $b $name: exited $rc"
+            show "$log" 40
         fi
     done
 done
