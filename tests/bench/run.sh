@@ -20,6 +20,8 @@
 #               p50/p99/max latency of a lightly loaded system.
 #   openssl     `openssl speed -seconds 3 -multi $(nproc) rsa2048 ed25519` (after the
 #               delivery run, never alongside it): sign/s, and messages/s ÷ RSA sign/s.
+#   fairness    BENCH_FAIR_BACKLOG (100,000) jobs queued for one workspace, then 10 for
+#               another: how long those 10 take, and how much backlog is still queued
 #   profile     (only with BENCH_PROFILE=1) a second delivery run of
 #               BENCH_PROFILE_MESSAGES under `perf record -a -g`: where the CPU goes,
 #               by process and by function.
@@ -40,8 +42,9 @@ NWS=${BENCH_WORKSPACES:-10}
 LAT_N=${BENCH_LATENCY_MESSAGES:-1000}
 LAT_RATE=${BENCH_LATENCY_RATE:-200}
 PROF_N=${BENCH_PROFILE_MESSAGES:-20000}
+FAIR_N=${BENCH_FAIR_BACKLOG:-100000}
 TIMEOUT=${BENCH_TIMEOUT:-900}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency openssl profile ratelimit submission}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile ratelimit submission}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -362,6 +365,50 @@ EOF
     local cnt first last p50 p99 max
     read -r cnt first last p50 p99 max <<<"$(latency_row)"
     put "latency p50 / p99 / max at $LAT_RATE msg/s (no backlog)" l_lat "$p50 / $p99 / $max ms"
+}
+
+# Issue 5's fairness goal, measured: workspace A has BENCH_FAIR_BACKLOG (100,000) jobs
+# queued and being sent; one second later workspace B XADDs 10. Prints how long B's
+# jobs took from XADD to their committed outcome, and how much of A's backlog was
+# still queued when B's last one was recorded. Then waits for A's backlog to drain.
+bench_fairness() {
+    local a=${WS[0]} b=${WS[1]} resp=$dir/fair.resp n=$FAIR_N
+    say "scenario fairness: $n jobs queued for one workspace, then 10 for another"
+    reset_tables
+    local WS=("$a")   # gen_resp round-robins over WS: here only A
+    gen_resp "$n" "$resp" || return 1
+    rcli --pipe <"$resp" >"$dir/pipe.out" 2>&1 && grep -q "errors: 0, replies: $n" "$dir/pipe.out" ||
+        { echo "bench: redis-cli --pipe:" >&2; cat "$dir/pipe.out" >&2; return 1; }
+    rm -f "$resp"
+    sleep 1
+    local k
+    for ((k = 0; k < 10; k++)); do
+        rcli XADD "pmx:{$b}:jobs" '*' from "news@b1.bench.example" to "fair$k@example.net" \
+            subject "Fairness $k" text "small workspace, message $k" >/dev/null || return 1
+    done
+    local deadline=$((SECONDS + 60)) got=0 backlog
+    while ((SECONDS < deadline)); do
+        got=$(q "select count(*) from recipients where address like 'fair%' and status = 'sent'")
+        ((got >= 10)) && break
+        sleep 0.2
+    done
+    backlog=$(rcli XLEN "pmx:{$a}:jobs")
+    ((got >= 10)) || { echo "bench: fairness: only $got of 10 sent after 60 s" >&2; return 1; }
+    local row
+    row=$(q "select round(max(extract(epoch from r.updated_at) * 1000
+                             - split_part(m.job_id, '-', 1)::bigint)::numeric, 1),
+                    round(percentile_cont(0.5) within group (order by
+                             extract(epoch from r.updated_at) * 1000
+                             - split_part(m.job_id, '-', 1)::bigint)::numeric, 1)
+               from recipients r join messages m on m.id = r.message_id
+              where r.address like 'fair%'" | tr '|' ' ')
+    local worst med
+    read -r worst med <<<"$row"
+    put "fairness: B's 10 jobs behind A's $n, XADD -> sent" f_lat \
+        "p50 $med / max $worst ms (goal: all within 2000 ms)"
+    put "fairness: A's jobs still in its stream by then" f_left "$backlog of $n"
+    say "fairness: waiting for the backlog to drain"
+    wait_sent $((n + 10)) || return 1
 }
 
 bench_openssl() {
