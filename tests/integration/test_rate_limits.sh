@@ -28,16 +28,18 @@ sent() { t_psql "select count(*) from recipients where status = 'sent' and addre
 
 t_case "rate 20/s, burst 5, two instances: never more than 20 t + 5, at least 95 % of the rate"
 enqueue "$WS" limited.test 2000 lim
+T0=$EPOCHREALTIME
 "$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd-1.log" 2>&1 &
 P1=$!
 "$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd-2.log" 2>&1 &
 P2=$!
 sleep 30
-# Acceptance times at the sink (file modification times of its dumps), relative to
-# the first: at every accepted message k (0-based), k + 1 <= 20 * t + 5 (+1 for the
-# one in flight when the clock was read).
-T_STATS=$(find "$T_SINK_DIR" -type f -printf '%T@\n' | sort -n | awk '
-    NR == 1 { t0 = $1 }
+# Acceptance times at the sink (file modification times of its dumps), t counted from
+# the start of the two instances, as the issue states it: at every accepted message k
+# (0-based), k + 1 <= 20 * t + 5 (+1 for the one in flight when the clock was read).
+# (Counting t from the first acceptance instead would shift the whole curve by any
+# delay before that first message, e.g. on a loaded machine, and call it a breach.)
+T_STATS=$(find "$T_SINK_DIR" -type f -printf '%T@\n' | sort -n | awk -v t0="$T0" '
     { t = $1 - t0; if (NR > 20 * t + 5 + 1) bad++; last = t; n = NR }
     END { printf "%d %d %.2f", n, bad + 0, last }')
 read -r N BAD SPAN <<<"$T_STATS"

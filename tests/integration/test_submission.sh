@@ -403,6 +403,33 @@ t_case "1000 recipients per message, the 1001st -> 452 4.5.3"
 t_run tool rcpts "$K_ACME" 1001
 t_expect_match "$T_OUT" '^ok 1000 last 452 250$' "RCPT replies"
 
+# ---- smtplib, live revocation, secrets --------------------------------------------------------
+t_case "smtplib: sendmail over STARTTLS + AUTH -> delivered DKIM-signed"
+msg_file "$T_DIR/smtplib.eml" sender@acme.test 'X-Test: smtplib'
+sed -i 's/^Subject: test/Subject: from smtplib/' "$T_DIR/smtplib.eml"
+t_run tool send "$K_ACME" sender@acme.test r1@example.com "$T_DIR/smtplib.eml"
+t_expect_eq "$T_OUT" 250 "sendmail"
+f=$(sink_file 'from smtplib')
+mkdir -p "$T_DIR/v3" && cp "$f" "$T_DIR/v3/" 2>/dev/null
+t_expect_eq "$(dkim_verify_dir "$KEYS" "$T_DIR/v3")" "ok 1" "DKIM verification"
+
+t_case "a key revoked while postmuxd runs is refused within 5 s"
+K_LIVE=$($PMX apikey create --workspace Acme --name live 2>"$T_DIR/live.err")
+LIVE_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/live.err" | head -n 1)
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_LIVE" --from sender@acme.test \
+    --header 'Subject: before revoke'
+t_expect_match "$T_OUT" ' 250 2\.0\.0 Ok: queued as ' "accepted before the revoke"
+$PMX apikey revoke "$LIVE_ID" >/dev/null
+sleep 5
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_LIVE" --from sender@acme.test
+t_expect_match "$T_OUT" ' 535 5\.7\.8 .*revoked' "AUTH reply 5 s after the revoke"
+
+t_case "API keys never reach postmuxd's log"
+for k in "$K_ACME" "$K_ORG" "$K_LIVE" "$K_REV"; do
+    [[ -n $k ]] && grep -qF -- "${k#pmx_}" "$DLOG" && t_fail "a key's secret is in the log"
+done
+t_expect_match "$(cat "$DLOG")" 'auth' "the log does talk about AUTH"
+
 # ---- Redis down ---------------------------------------------------------------------------------
 RDIR=$(dirname "$T_REDIS_SOCK")
 t_case "Redis stopped -> 451 4.3.0, never 250; after Redis returns the retry is queued"
@@ -449,12 +476,18 @@ t_expect_eq "$?" 0 "postmuxd exit status"
 
 t_case "last_used_at is written for the keys that authenticated (lazily, not per message)"
 t_expect_eq "$(t_psql "select string_agg(name, ',' order by name) from api_keys where last_used_at is not null")" \
-    org,smtp "keys with last_used_at"
+    live,org,smtp "keys with last_used_at"
 
 # ---- AUTH throttling (last: it blocks 127.0.0.1) --------------------------------------------------
+# One worker from here on: AUTH failures are counted per worker (README), so with one
+# every new connection meets the same count.
+t_conf_set daemon workers 1
+L0=$(wc -l <"$DLOG")
 "$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
 D=$!
 t_wait_for 15 "tool greeting | grep -q '^220 '"
+t_wait_for 15 "tail -n +$((L0 + 1)) '$DLOG' | grep -q 'settings loaded'"
+
 t_case "repeated bad AUTH from one address: slowed, then 421 and closed"
 t_run tool badauth 20
 t_expect_rc 0
@@ -465,6 +498,10 @@ fast=$(awk '$1 <= 3 && $3 < 0.4' <<<"$T_OUT" | wc -l)
 slow=$(awk '$1 >= 4 && $1 <= 9 { s += $3 } END { printf "%d", s }' <<<"$T_OUT")
 t_expect_eq "$fast" 3 "the first 3 failures answered at once"
 ((slow >= 9)) || t_fail "failures 4-9 were answered in ${slow}s in total, expected >= 9 s of delay"
+
+t_case "after the 421 the address stays blocked: a new connection gets 421 too"
+t_run tool greeting
+t_expect_match "$T_OUT" '^421 4\.7\.0 ' "greeting of a new connection"
 
 t_case "no sanitizer report in postmuxd's log"
 kill -TERM "$D"
