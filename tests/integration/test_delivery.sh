@@ -62,6 +62,17 @@ t_expect_match "$(cat "$f")" 'multipart|text/html' "content type"
 t_expect_eq "$(t_redis XPENDING "pmx:{$RSA}:jobs" postmux | head -n 1)" 0 "no pending entries"
 
 
+t_case "one log line per delivery attempt (workspace, message id, recipient, status, reply); no secret"
+MSG_C2=$(t_psql "select id from messages where client_id = 'c2'")
+t_expect_match "$(cat "$T_DIR/postmuxd.log")" \
+    "info: delivery ws=$ED msg=$MSG_C2 rcpt=d@example.net status=sent attempt=1 reply=\"250 " "c2's attempt"
+t_expect_eq "$(grep -c "info: delivery ws=$RSA msg=" "$T_DIR/postmuxd.log")" 4 "c1: one line per recipient"
+t_expect_eq "$(grep -cF -- "$(tr -d '\n' <"$T_MASTER_KEY")" "$T_DIR/postmuxd.log")" 0 "the master key"
+for k in $(t_psql "select encode(private_key_enc, 'hex') from dkim_keys"); do
+    grep -qiF -- "${k:0:32}" "$T_DIR/postmuxd.log" && t_fail "a sealed DKIM key is in the log"
+done
+t_expect_nomatch "$(cat "$T_DIR/postmuxd.log")" 'BEGIN .*PRIVATE KEY' "a PEM private key"
+
 t_case "a From: prepended to a delivered message breaks its signature (From is oversigned)"
 f=$(grep -l 'X-Rcpt-Args: <d@example.net>' "$T_SINK_DIR"/*)
 mkdir -p "$T_DIR/forged"
@@ -130,6 +141,17 @@ t_expect_eq "$(detail b-unknown)" "unknown_workspace" "reason"
 t_expect_eq "$(t_psql "select workspace_id from messages where client_id = 'b-unknown'")" ws_aaaaaaaaaaaaaaaa "workspace"
 
 stop_daemon
+
+t_case "log_level = warn: no info lines, deliveries still happen"
+t_conf_set daemon log_level warn
+"$PMXD" -c "$T_CONF" >"$T_DIR/postmuxd-warn.log" 2>&1 &
+DPID=$!
+xadd "$RSA" from news@rsa.test to quiet@example.net subject s text t id quiet >/dev/null
+t_wait_for 40 "[[ \$(rcpt_status quiet) == sent ]]"
+stop_daemon
+t_expect_nomatch "$(cat "$T_DIR/postmuxd-warn.log")" ' (info|debug): ' "info or debug lines"
+t_conf_set daemon log_level info
+
 t_case "no sanitizer report in postmuxd's log"
 t_expect_nomatch "$(cat "$T_DIR"/postmuxd*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
 t_done
