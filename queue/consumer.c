@@ -425,6 +425,9 @@ static void idem_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_jl_remove(&c->check, job);
     if (c->closing || !r) {
         /* Not handed over: still pending in Redis, reclaimed later. */
+        if (!c->closing)
+            pmx_log_warn("queue: job left pending, no answer to its duplicate check "
+                         "ws=%s entry=%s (reclaimed after reclaim_idle)", job->ws, job->entry_id);
         pmx__queue_job_drop(job);
     } else {
         if (r->type == REDIS_REPLY_STRING) {
@@ -468,7 +471,10 @@ void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job)
         int rc = pmx_queue_script_run(c->rc, &idem_script, 1, 3, args, NULL, idem_cb, job);
         pmx_buf_free(&key);
         if (rc < 0) {
-            pmx__queue_job_drop(job);   /* Redis is gone: it stays pending there */
+            /* Redis is gone: it stays pending there */
+            pmx_log_warn("queue: job left pending, duplicate check not sent ws=%s entry=%s "
+                         "(reclaimed after reclaim_idle)", job->ws, job->entry_id);
+            pmx__queue_job_drop(job);
             return;
         }
         pmx__queue_cmd_begin(c);
@@ -648,7 +654,13 @@ static void read_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = priv;
     redisReply *r = reply;
     c->read_busy = false;
-    if (c->closing || !r) goto out;   /* closed, or Redis went away: entries stay pending */
+    if (c->closing || !r) {
+        /* Closed, or Redis went away: whatever the read returned stays pending. */
+        if (!c->closing)
+            pmx_log_warn("queue: XREADGROUP got no answer (connection lost); entries it "
+                         "returned stay pending until reclaimed after reclaim_idle");
+        goto out;
+    }
 
     uint64_t now = pmx__queue_now(c);
     if (r->type == REDIS_REPLY_NIL) {
