@@ -68,15 +68,8 @@ json_t *pmx_cli_json_text_or_null(const PGresult *res, int r, int c);
 int pmx_cli_text_width(const char *s);
 /* Prints S padded to WIDTH characters, right-aligned if RIGHT. */
 void pmx_cli_print_cell(const char *s, int width, bool right);
-/*
- * Parses "VERB list [WS] [--json] [--help]" (argv[0] is "list"). Sets *json and
- * ws_id (at least 20 bytes; "" when no WS was given). Returns -1 to go on, or the
- * exit code to return at once (help printed, usage error, unknown workspace).
- */
-int pmx_cli_list_args(pmx_cli_t *c, int argc, char **argv, const char *verb,
-                      const char *help, bool *json, char *ws_id);
 
-/* ---- options (cli/output.c) ---- */
+/* ---- options (cli/options.c) ---- */
 
 struct option;
 /* Resets getopt for a new subcommand (argv[0] is the subcommand), errors ours. */
@@ -87,6 +80,13 @@ void pmx_cli_opts_start(void);
  */
 int pmx_cli_next_opt(const char *verb, int argc, char **argv, const struct option *longopts,
                      int *rc);
+/*
+ * Parses "VERB list [WS] [--json] [--help]" (argv[0] is "list"). Sets *json and
+ * ws_id (at least 20 bytes; "" when no WS was given). Returns -1 to go on, or the
+ * exit code to return at once (help printed, usage error, unknown workspace).
+ */
+int pmx_cli_list_args(pmx_cli_t *c, int argc, char **argv, const char *verb,
+                      const char *help, bool *json, char *ws_id);
 
 /* Verb groups: argv[0] is the verb itself ("workspace", ...). */
 int pmx_cli_migrate(pmx_cli_t *c, int argc, char **argv);

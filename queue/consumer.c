@@ -416,6 +416,16 @@ pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *
     return NULL;
 }
 
+/* A job not handed over after all: it stays pending in Redis and is reclaimed
+ * after reclaim_idle. Said in the log, except when we are closing anyway. */
+static void leave_pending(pmx__queue_c_t *c, pmx_queue_job_t *job, const char *why)
+{
+    if (!c->closing)
+        pmx_log_warn("queue: job left pending, %s ws=%s entry=%s (reclaimed after reclaim_idle)",
+                     why, job->ws, job->entry_id);
+    pmx__queue_job_drop(job);
+}
+
 static void idem_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
@@ -424,11 +434,7 @@ static void idem_cb(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *r = reply;
     pmx__queue_jl_remove(&c->check, job);
     if (c->closing || !r) {
-        /* Not handed over: still pending in Redis, reclaimed later. */
-        if (!c->closing)
-            pmx_log_warn("queue: job left pending, no answer to its duplicate check "
-                         "ws=%s entry=%s (reclaimed after reclaim_idle)", job->ws, job->entry_id);
-        pmx__queue_job_drop(job);
+        leave_pending(c, job, "no answer to its duplicate check");
     } else {
         if (r->type == REDIS_REPLY_STRING) {
             job->kind = PMX_QUEUE_JOB_DUPLICATE;
@@ -471,10 +477,7 @@ void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job)
         int rc = pmx_queue_script_run(c->rc, &idem_script, 1, 3, args, NULL, idem_cb, job);
         pmx_buf_free(&key);
         if (rc < 0) {
-            /* Redis is gone: it stays pending there */
-            pmx_log_warn("queue: job left pending, duplicate check not sent ws=%s entry=%s "
-                         "(reclaimed after reclaim_idle)", job->ws, job->entry_id);
-            pmx__queue_job_drop(job);
+            leave_pending(c, job, "duplicate check not sent (Redis is gone)");
             return;
         }
         pmx__queue_cmd_begin(c);

@@ -1,9 +1,9 @@
 /*
  * One worker's PostgreSQL connection, non-blocking on the worker's libuv
  * loop: PQconnectStart/PQconnectPoll driven by a uv_poll_t, queries sent with
- * PQsendQuery/PQsendQueryParams/PQsendQueryPrepared one at a time from a FIFO queue, LISTEN
- * channels re-issued after every reconnect and NOTIFY delivered to a
- * callback, and reconnection with a growing, jittered delay (250 ms doubling
+ * PQsendQuery/PQsendQueryParams/PQsendQueryPrepared one at a time from a FIFO
+ * queue, LISTEN channels re-issued after every reconnect and NOTIFY delivered
+ * to a callback, and reconnection with a growing, jittered delay (250 ms doubling
  * to 10 s) after any failure. Each change between up and down is logged
  * once; repeated failed attempts only at debug level. The conninfo is never
  * logged (it may hold a password).

@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/utf8.h"
+#include "sql/pgarray.h"
 
 #define DOWN_POLL_MS 50
 
@@ -166,33 +167,6 @@ struct pmx_outcomes {
 static void pump(pmx_outcomes_t *o, bool force, bool in_loop);
 
 /* ---- small helpers ------------------------------------------------------ */
-
-void pmx__outcomes_array_text(pmx_buf_t *arr, const char *s)
-{
-    if (arr->len > 1) pmx_buf_append_char(arr, ',');
-    if (!s) {
-        pmx_buf_append_str(arr, "NULL");
-        return;
-    }
-    pmx_buf_append_char(arr, '"');
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\') pmx_buf_append_char(arr, '\\');
-        pmx_buf_append_char(arr, *p);
-    }
-    pmx_buf_append_char(arr, '"');
-}
-
-static void arr_int(pmx_buf_t *arr, int64_t v)
-{
-    if (arr->len > 1) pmx_buf_append_char(arr, ',');
-    pmx_buf_appendf(arr, "%" PRId64, v);
-}
-
-static void arr_bool(pmx_buf_t *arr, bool v)
-{
-    if (arr->len > 1) pmx_buf_append_char(arr, ',');
-    pmx_buf_append_char(arr, v ? 't' : 'f');
-}
 
 /* A copy that is valid UTF-8: bytes that do not form a sequence become '?'. */
 static char *copy_text(const char *s)
@@ -442,33 +416,33 @@ static void build_params(const reqvec_t *v, pmx_buf_t p[NPARAMS])
     for (size_t i = 0; i < v->n; i++) {
         const pmx_outcomes_req_t *r = v->v[i];
         int64_t ord = (int64_t)i + 1;
-        arr_int(&p[P_I], ord);
-        arr_bool(&p[P_INS], !r->update_only);
-        pmx__outcomes_array_text(&p[P_ID], r->id);
-        pmx__outcomes_array_text(&p[P_WS], r->ws);
-        pmx__outcomes_array_text(&p[P_JOB], r->job);
-        pmx__outcomes_array_text(&p[P_CLIENT], r->client);
-        pmx__outcomes_array_text(&p[P_FROM], r->mail_from);
-        pmx__outcomes_array_text(&p[P_HFROM], r->header_from);
-        pmx__outcomes_array_text(&p[P_SUBJ], r->subject);
-        pmx__outcomes_array_text(&p[P_META], r->metadata);
-        pmx__outcomes_array_text(&p[P_SRC], r->source);
+        pmx_pgarray_int(&p[P_I], ord);
+        pmx_pgarray_bool(&p[P_INS], !r->update_only);
+        pmx_pgarray_text(&p[P_ID], r->id);
+        pmx_pgarray_text(&p[P_WS], r->ws);
+        pmx_pgarray_text(&p[P_JOB], r->job);
+        pmx_pgarray_text(&p[P_CLIENT], r->client);
+        pmx_pgarray_text(&p[P_FROM], r->mail_from);
+        pmx_pgarray_text(&p[P_HFROM], r->header_from);
+        pmx_pgarray_text(&p[P_SUBJ], r->subject);
+        pmx_pgarray_text(&p[P_META], r->metadata);
+        pmx_pgarray_text(&p[P_SRC], r->source);
         for (size_t k = 0; k < r->nrcpts; k++) {
             const rcpt_t *x = &r->rcpts[k];
-            arr_int(&p[P_R_I], ord);
-            pmx__outcomes_array_text(&p[P_R_ADDR], x->address);
-            pmx__outcomes_array_text(&p[P_R_STATUS], x->status);
-            arr_int(&p[P_R_ATT], x->attempts);
-            pmx__outcomes_array_text(&p[P_R_RESP], x->resp);
-            if (x->next_ms > 0) arr_int(&p[P_R_NEXT], x->next_ms);
-            else pmx__outcomes_array_text(&p[P_R_NEXT], NULL);
+            pmx_pgarray_int(&p[P_R_I], ord);
+            pmx_pgarray_text(&p[P_R_ADDR], x->address);
+            pmx_pgarray_text(&p[P_R_STATUS], x->status);
+            pmx_pgarray_int(&p[P_R_ATT], x->attempts);
+            pmx_pgarray_text(&p[P_R_RESP], x->resp);
+            if (x->next_ms > 0) pmx_pgarray_int(&p[P_R_NEXT], x->next_ms);
+            else pmx_pgarray_text(&p[P_R_NEXT], NULL);
         }
         for (size_t k = 0; k < r->nevents; k++) {
             const event_t *e = &r->events[k];
-            arr_int(&p[P_E_I], ord);
-            pmx__outcomes_array_text(&p[P_E_TYPE], e->type);
-            pmx__outcomes_array_text(&p[P_E_RCPT], e->recipient);
-            pmx__outcomes_array_text(&p[P_E_DETAIL], e->detail);
+            pmx_pgarray_int(&p[P_E_I], ord);
+            pmx_pgarray_text(&p[P_E_TYPE], e->type);
+            pmx_pgarray_text(&p[P_E_RCPT], e->recipient);
+            pmx_pgarray_text(&p[P_E_DETAIL], e->detail);
         }
     }
     for (int k = 0; k < NPARAMS; k++) pmx_buf_append_char(&p[k], '}');
@@ -587,9 +561,9 @@ static void send_lookups(pmx_outcomes_t *o)
     pmx_buf_append_char(&job, '{');
     pmx_buf_append_char(&msg, '{');
     for (size_t i = 0; i < v.n; i++) {
-        pmx__outcomes_array_text(&ws, v.v[i]->ws);
-        pmx__outcomes_array_text(&job, v.v[i]->job);
-        pmx__outcomes_array_text(&msg, v.v[i]->id);
+        pmx_pgarray_text(&ws, v.v[i]->ws);
+        pmx_pgarray_text(&job, v.v[i]->job);
+        pmx_pgarray_text(&msg, v.v[i]->id);
     }
     pmx_buf_append_char(&ws, '}');
     pmx_buf_append_char(&job, '}');

@@ -168,8 +168,4 @@ void pmx_outcomes_stats(const pmx_outcomes_t *o, pmx_outcomes_stats_t *out);
  * commit); memory is released once the timer has closed (run the loop). */
 void pmx_outcomes_free(pmx_outcomes_t *o);
 
-/* Internal, for unit tests: appends s (NULL = SQL NULL) as one element of a
- * Postgres text-array literal. */
-void pmx__outcomes_array_text(pmx_buf_t *arr, const char *s);
-
 #endif

@@ -22,6 +22,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "sql/db_async.h"
+#include "sql/pgarray.h"
 #include "workers/webhooks_http.h"
 #include "workers/webhooks_payload.h"
 
@@ -202,22 +203,6 @@ static void drop_results(pmx_webhooks_t *wh)
     wh->nresults = 0;
 }
 
-/* Postgres array literal element: "..." with \ and " escaped; NULL unquoted. */
-static void array_text(pmx_buf_t *a, const char *s)
-{
-    if (a->len > 1) pmx_buf_append_char(a, ',');
-    if (!s) {
-        pmx_buf_append_str(a, "NULL");
-        return;
-    }
-    pmx_buf_append_char(a, '"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') pmx_buf_append_char(a, '\\');
-        pmx_buf_append_char(a, *s);
-    }
-    pmx_buf_append_char(a, '"');
-}
-
 static void result_done(pmx_db_async_t *db, const PGresult *res, void *arg)
 {
     (void)db;
@@ -259,10 +244,10 @@ static void flush_results(pmx_webhooks_t *wh)
     pmx_buf_append_char(&gone, '{');
     for (size_t i = 0; i < wh->nresults; i++) {
         const result_t *r = &wh->results[i];
-        pmx_buf_appendf(&ids, "%s%" PRId64, i ? "," : "", r->id);
-        pmx_buf_appendf(&oks, "%s%s", i ? "," : "", r->ok ? "t" : "f");
-        pmx_buf_appendf(&gone, "%s%s", i ? "," : "", r->gone ? "t" : "f");
-        array_text(&errs, r->err);
+        pmx_pgarray_int(&ids, r->id);
+        pmx_pgarray_bool(&oks, r->ok);
+        pmx_pgarray_bool(&gone, r->gone);
+        pmx_pgarray_text(&errs, r->err);
     }
     pmx_buf_append_char(&ids, '}');
     pmx_buf_append_char(&oks, '}');

@@ -17,12 +17,13 @@
 
 #include "lib/buf.h"
 #include "sql/outcomes.h"
+#include "sql/pgarray.h"
 
 static char *literal(const char *const *v, size_t n)
 {
     pmx_buf_t b = PMX_BUF_INIT;
     pmx_buf_append_char(&b, '{');
-    for (size_t i = 0; i < n; i++) pmx__outcomes_array_text(&b, v[i]);
+    for (size_t i = 0; i < n; i++) pmx_pgarray_text(&b, v[i]);
     pmx_buf_append_char(&b, '}');
     return pmx_buf_detach(&b);
 }
