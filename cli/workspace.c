@@ -135,7 +135,7 @@ static int parse_count(const char *opt, const char *s, uint64_t max, uint64_t *o
 enum {
     COL_ID, COL_NAME, COL_INDUSTRY, COL_WEBSITE, COL_TEST_MODE, COL_CATCH_ALL, COL_RATE,
     COL_BURST, COL_QUOTA, COL_SUSPENDED, COL_CREATED, COL_UPDATED,
-    COL_TESTERS, COL_DOMAINS, COL_VERIFIED
+    COL_TESTERS, COL_DOMAINS, COL_VERIFIED, COL_SUSPENDED_AT
 };
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -146,7 +146,8 @@ enum {
     " (SELECT count(*) FROM workspace_testers t WHERE t.workspace_id = w.id),"             \
     " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id),"                       \
     " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id"                         \
-    "   AND d.verified_at IS NOT NULL)"                                                    \
+    "   AND d.verified_at IS NOT NULL), "                                                  \
+    ISO_UTC("w.suspended_at")                                                              \
     " FROM workspaces w"
 
 static bool col_null(const PGresult *res, int r, int col) { return PQgetisnull(res, r, col); }
@@ -187,6 +188,7 @@ static json_t *ws_json(const PGresult *res, int r, bool counts)
                             ? json_null()
                             : json_integer(strtoll(col(res, r, COL_QUOTA), NULL, 10)));
     json_object_set_new(o, "suspended", json_boolean(col_bool(res, r, COL_SUSPENDED)));
+    json_object_set_new(o, "suspended_at", json_text_or_null(res, r, COL_SUSPENDED_AT));
     json_object_set_new(o, "created_at", json_string(col(res, r, COL_CREATED)));
     json_object_set_new(o, "updated_at", json_string(col(res, r, COL_UPDATED)));
     if (counts) {
@@ -217,6 +219,8 @@ static void ws_print(const PGresult *res, int r)
     printf("burst:       %s\n", col(res, r, COL_BURST));
     printf("daily_quota: %s\n", col_null(res, r, COL_QUOTA) ? "none" : col(res, r, COL_QUOTA));
     printf("suspended:   %s\n", col_bool(res, r, COL_SUSPENDED) ? "yes" : "no");
+    printf("suspended_at: %s\n",
+           col_null(res, r, COL_SUSPENDED_AT) ? dash : col(res, r, COL_SUSPENDED_AT));
     printf("testers:     %s\n", col(res, r, COL_TESTERS));
     printf("domains:     %s (%s verified)\n", col(res, r, COL_DOMAINS),
            col(res, r, COL_VERIFIED));

@@ -498,6 +498,7 @@ static const struct cfg_key cfg_keys[] = {
     { "delivery", "retry_max_interval", set_duration, F(retry_max_interval_ms), 100, 30 * MS_DAY },
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
     { "delivery", "reclaim_idle", set_duration, F(reclaim_idle_ms), 1000, MS_DAY },
+    { "delivery", "suspend_hold", set_duration, F(suspend_hold_ms), 0, MS_DAY },
     { "keys", "master_key_file", set_required_str, F(master_key_file), 0, 0 },
 };
 #undef F
@@ -536,6 +537,7 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->retry_max_interval_ms = MS_HOUR;
     c->max_queue_lifetime_ms = 5 * MS_DAY;
     c->reclaim_idle_ms = 30 * MS_SECOND;
+    c->suspend_hold_ms = 45 * MS_SECOND;
     c->master_key_file = pmx_xstrdup("/etc/postmux/master.key");
 }
 

@@ -52,6 +52,7 @@ typedef struct {
     uint64_t retry_max_interval_ms;
     uint64_t max_queue_lifetime_ms;
     uint64_t reclaim_idle_ms;           /* a job pending this long on a dead worker is taken over */
+    uint64_t suspend_hold_ms;           /* a suspended workspace's jobs wait this long, then are rejected */
 
     /* [keys] */
     char *master_key_file;

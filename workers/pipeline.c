@@ -5,7 +5,8 @@
  *
  *   on_job        decode; a job the queue already marked bad is rejected
  *   lookup        retried (_msg) / redelivered jobs: what Postgres holds
- *   policy        workspace known and active, From domain verified
+ *   policy        workspace known and not suspended past its hold, From domain verified;
+ *                 a rate limit or a suspension waits at the gate (workers/throttle)
  *   relay         plan (workers/plan), build, sign, hand to the pool
  *   on_sent       per-recipient results of each delivery
  *   record        outcome rows (one batched statement for many jobs)
@@ -621,12 +622,28 @@ static void update_capacity(pmx_pipeline_t *p)
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 
+/*
+ * How much longer a suspended workspace's jobs are held (SPEC §6 "Suspension",
+ * README): [delivery] suspend_hold from the moment Postgres recorded the
+ * suspension. 0 = not held any more (or the moment is unknown): reject.
+ */
+static uint64_t suspension_hold_ms(const pmx_pipeline_t *p, const pmx_settings_ws_t *ws)
+{
+    if (!ws->suspended || ws->suspended_at_ms <= 0) return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t end = ws->suspended_at_ms + (int64_t)p->cfg->suspend_hold_ms;
+    return end > now ? (uint64_t)(end - now) : 0;
+}
+
 static bool throttle_limits(const char *ws_id, pmx_throttle_limits_t *out, void *arg)
 {
     pmx_pipeline_t *p = arg;
     const pmx_settings_ws_t *ws = pmx_settings_lookup(p->settings, ws_id);
     if (!ws) return false;
-    *out = (pmx_throttle_limits_t){ ws->rate_per_second, ws->burst, ws->daily_quota };
+    *out = (pmx_throttle_limits_t){ ws->rate_per_second, ws->burst, ws->daily_quota,
+                                    ws->suspended, suspension_hold_ms(p, ws) };
     return true;
 }
 
@@ -636,6 +653,8 @@ static void throttle_verdict(void *item, pmx_throttle_verdict_t v, void *arg)
     pmx_pipeline_t *p = arg;
     if (v == PMX_THROTTLE_DROP || p->freeing) {
         job_release(j);     /* draining: back to the stream, redelivered later */
+    } else if (v == PMX_THROTTLE_SUSPENDED) {
+        reject(j, "workspace_suspended");
     } else if (v == PMX_THROTTLE_NEVER) {
         char why[200];
         snprintf(why, sizeof why, "daily_quota: %zu recipients is more than the daily quota",
@@ -653,7 +672,8 @@ static void throttle_pause(const char *ws, bool paused, void *arg)
     pmx_queue_consumer_pause_until(p->consumer, ws, paused ? uv_now(p->loop) + 86400000u : 0);
 }
 
-/* Plans who gets what, then waits for the workspace's rate limit if it has one. */
+/* Plans who gets what, then waits for the workspace's rate limit if it has one,
+ * or for the end of its suspension. */
 static void plan(job_t *j, const pmx_outcome_lookup_t *known)
 {
     pmx_pipeline_t *p = j->p;
@@ -668,7 +688,7 @@ static void plan(job_t *j, const pmx_outcome_lookup_t *known)
 
     /* Counted in envelope recipients actually relayed (a redirected copy is one). */
     size_t n = j->plan.d[0].n + j->plan.d[1].n;
-    if (n == 0 || (ws->rate_per_second <= 0 && ws->daily_quota <= 0)) {
+    if (!ws->suspended && (n == 0 || (ws->rate_per_second <= 0 && ws->daily_quota <= 0))) {
         relay(j);
         return;
     }
@@ -691,7 +711,7 @@ static void policy(job_t *j, const pmx_outcome_lookup_t *known)
         reject(j, "unknown_workspace");
         return;
     }
-    if (ws->suspended) {
+    if (ws->suspended && suspension_hold_ms(p, ws) == 0) {
         reject(j, "workspace_suspended");
         return;
     }
@@ -805,7 +825,8 @@ static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *qj, void *arg)
 
 void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
 {
-    /* Suspended workspaces are read too: their jobs are rejected (SPEC §5). */
+    /* Suspended workspaces are read too: their jobs wait at the gate while the
+     * suspension's hold lasts, and are rejected after it (SPEC §5). */
     size_t n = pmx_settings_ids(p->settings, true, NULL, 0);
     const char **ids = pmx_xcalloc(n ? n : 1, sizeof *ids);
     pmx_settings_ids(p->settings, true, ids, n);

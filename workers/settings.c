@@ -31,25 +31,26 @@
 
 /* ---- the query ---------------------------------------------------------- */
 
-/* Columns: kind, c1 .. c8 (all text). */
-enum { C_KIND, C1, C2, C3, C4, C5, C6, C7, C8, NCOLS };
+/* Columns: kind, c1 .. c9 (all text). */
+enum { C_KIND, C1, C2, C3, C4, C5, C6, C7, C8, C9, NCOLS };
 
 static const char LOAD_SQL[] =
     "SELECT 'w', w.id, w.name, w.suspended::text, w.test_mode::text, w.catch_all,"
-    "       w.rate_per_second::float8::text, w.burst::text, w.daily_quota::text"
+    "       w.rate_per_second::float8::text, w.burst::text, w.daily_quota::text,"
+    "       (extract(epoch FROM w.suspended_at) * 1000)::bigint::text"
     "  FROM workspaces w"
     " UNION ALL "
-    "SELECT 't', t.workspace_id, t.address, NULL, NULL, NULL, NULL, NULL, NULL"
+    "SELECT 't', t.workspace_id, t.address, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
     "  FROM workspace_testers t"
     " UNION ALL "
     "SELECT 'd', d.workspace_id, d.domain, (d.verified_at IS NOT NULL)::text, d.id::text,"
-    "       NULL, NULL, NULL, NULL"
+    "       NULL, NULL, NULL, NULL, NULL"
     "  FROM domains d"
     " UNION ALL "
     "SELECT 'k', d.workspace_id, d.id::text, k.selector, k.algorithm, k.id::text, c.us::text,"
     "       CASE WHEN (k.id, c.us) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
     "            THEN NULL ELSE encode(k.private_key_enc, 'hex') END,"
-    "       NULL"
+    "       NULL, NULL"
     "  FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
     "  CROSS JOIN LATERAL (SELECT (extract(epoch FROM k.created_at) * 1000000)::bigint AS us) c"
     " WHERE k.active";
@@ -377,11 +378,13 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         if (strcmp(PQgetvalue(res, r, C_KIND), "w") != 0) continue;
         const char *id = cell(res, r, C1), *name = cell(res, r, C2);
         bool susp, tm;
-        int64_t burst = 0, quota = 0;
+        int64_t burst = 0, quota = 0, susp_at = 0;
         const char *rate = cell(res, r, C6), *quota_s = cell(res, r, C8);
+        const char *susp_at_s = cell(res, r, C9);
         if (!id || !name || parse_bool(cell(res, r, C3), &susp) < 0 ||
             parse_bool(cell(res, r, C4), &tm) < 0 || parse_i64(cell(res, r, C7), &burst) < 0 ||
-            (quota_s && parse_i64(quota_s, &quota) < 0)) {
+            (quota_s && parse_i64(quota_s, &quota) < 0) ||
+            (susp_at_s && parse_i64(susp_at_s, &susp_at) < 0)) {
             snprintf(why, whylen, "workspace row %d is malformed", r);
             goto fail;
         }
@@ -390,6 +393,7 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         w->id = pmx_xstrdup(id);
         w->name = pmx_xstrdup(name);
         w->suspended = susp;
+        w->suspended_at_ms = susp && susp_at > 0 ? susp_at : 0;
         w->test_mode = tm;
         w->catch_all = cell(res, r, C5) ? pmx_xstrdup(cell(res, r, C5)) : NULL;
         w->rate_per_second = rate ? strtod(rate, NULL) : 0.0;

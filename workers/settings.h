@@ -64,6 +64,7 @@ typedef struct {
     const char                  *id;               /* ws_... */
     const char                  *name;
     bool                         suspended;
+    int64_t                      suspended_at_ms;  /* wall clock (Postgres's); 0 = unknown */
     bool                         test_mode;
     const char                  *catch_all;        /* NULL = none */
     double                       rate_per_second;  /* 0 = unlimited */

@@ -101,15 +101,30 @@ static void ask(gate_t *g)
 {
     pmx_throttle_t *t = g->t;
     pmx_throttle_limits_t lim;
-    if (!t->cbs.limits(g->ws, &lim, t->cbs.arg) ||
-        (lim.rate_per_second <= 0 && lim.daily_quota <= 0)) {
+    bool known = t->cbs.limits(g->ws, &lim, t->cbs.arg);
+    if (known && lim.suspended) {
+        if (lim.hold_ms > 0) {
+            /* Shut: wait out the hold; a resume comes sooner by pmx_throttle_wake. */
+            g->retry_at = uv_now(t->loop) + lim.hold_ms;
+            return;
+        }
+        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_SUSPENDED);
+        return;
+    }
+    if (!known || (lim.rate_per_second <= 0 && lim.daily_quota <= 0)) {
         /* No limit any more: everything waiting goes (the last pop frees g). */
         for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GO);
         return;
     }
+    /* Items with nothing to count (held only while the gate was shut) go. */
+    while (g->head && g->head->n == 0) {
+        bool last = g->count == 1;
+        pop(g, PMX_THROTTLE_GO);
+        if (last) return;   /* g is gone */
+    }
     /* Postgres rows are outside input: bring them into the limiter's ranges
      * (a rate below its minimum is the minimum, never "no limit"). */
-    unsigned n = g->head->n ? g->head->n : 1;
+    unsigned n = g->head->n;
     if (n > PMX_RATELIMIT_N_MAX) n = PMX_RATELIMIT_N_MAX;
     int burst = lim.burst < 1 ? 1 : lim.burst > PMX_RATELIMIT_BURST_MAX ? PMX_RATELIMIT_BURST_MAX : lim.burst;
     double rate = lim.rate_per_second;

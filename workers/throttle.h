@@ -10,9 +10,14 @@
  * callback), so no more of its jobs are read: it waits in its own stream,
  * and every other workspace goes on. When the gate empties, reading resumes.
  *
+ * A suspended workspace's gate is shut: its jobs wait (without asking the
+ * limiter) until the workspace is resumed, and then go on through the rate
+ * limit as usual, or until its hold is over, and then come back SUSPENDED.
+ *
  * Items are the caller's (the pipeline's jobs); the verdict callback gets
  * each one back exactly once: GO (its recipients are counted: send), NEVER
- * (more recipients than the daily quota: can never be sent under it), or
+ * (more recipients than the daily quota: can never be sent under it),
+ * SUSPENDED (the workspace stayed suspended past its hold: reject it), or
  * DROP (pmx_throttle_flush, e.g. draining: give it back to the queue).
  * Everything runs on the loop; verdicts never come from inside a call into
  * this module.
@@ -29,12 +34,19 @@
 
 typedef struct pmx_throttle pmx_throttle_t;
 
-typedef enum { PMX_THROTTLE_GO = 0, PMX_THROTTLE_NEVER, PMX_THROTTLE_DROP } pmx_throttle_verdict_t;
+typedef enum {
+    PMX_THROTTLE_GO = 0,
+    PMX_THROTTLE_NEVER,
+    PMX_THROTTLE_SUSPENDED,
+    PMX_THROTTLE_DROP,
+} pmx_throttle_verdict_t;
 
 typedef struct {
-    double  rate_per_second;  /* 0 = unlimited */
-    int     burst;
-    int64_t daily_quota;      /* 0 = none */
+    double   rate_per_second;  /* 0 = unlimited */
+    int      burst;
+    int64_t  daily_quota;      /* 0 = none */
+    bool     suspended;        /* shut: nothing goes */
+    uint64_t hold_ms;          /* suspended: how much longer its jobs wait (0 = reject now) */
 } pmx_throttle_limits_t;
 
 typedef struct {
@@ -48,7 +60,8 @@ typedef struct {
 } pmx_throttle_cbs_t;
 
 pmx_throttle_t *pmx_throttle_new(uv_loop_t *loop, pmx_ratelimit_t *rl, const pmx_throttle_cbs_t *cbs);
-/* Queues item (n recipients, n >= 1) behind ws's gate. */
+/* Queues item behind ws's gate. n recipients are counted when it goes; an
+ * item with n = 0 (nothing to relay) waits only while the gate is shut. */
 void pmx_throttle_submit(pmx_throttle_t *t, const char *ws, unsigned n, void *item);
 /* Limits may have changed (settings reload): every gate asks again now. */
 void pmx_throttle_wake(pmx_throttle_t *t);

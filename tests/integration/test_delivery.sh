@@ -10,6 +10,7 @@ PY=/usr/bin/python3
 t_conf_set daemon workers 2
 t_conf_set delivery retry_base 1s
 t_conf_set submission max_message_size 64K
+t_conf_set delivery suspend_hold 0s     # suspended: rejected at once (test_policy.sh holds)
 
 RSA=$($PMX workspace create RsaCo)
 ED=$($PMX workspace create EdCo)
@@ -127,7 +128,7 @@ t_expect_eq "$(t_psql "select count(*) from recipients r join messages m on m.id
 t_expect_eq "$(t_redis XLEN "pmx:{$RSA}:jobs")" 0 "the stream is empty"
 t_expect_eq "$(grep -l 'z@example.net' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 0 "nothing injected"
 
-t_case "a suspended workspace's jobs are rejected workspace_suspended"
+t_case "suspend_hold = 0: a suspended workspace's jobs are rejected workspace_suspended at once"
 $PMX workspace set EdCo --suspend >/dev/null
 sleep 2
 xadd "$ED" from news@ed.test to y@example.net subject s text t id b-susp >/dev/null

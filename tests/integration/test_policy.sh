@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Workspace policy in the pipeline (SPEC §6; issue 5): test mode (testers, catch-all
 # redirection with X-Original-To, suppression), live settings reaching running
-# workers, suspension, and fairness between a big backlog and a small workspace.
+# workers, fairness between a big backlog and a small workspace, and suspension
+# (held for suspend_hold, then rejected).
 source "$(dirname "$0")/lib.sh"
 t_setup
 source "$(dirname "$0")/dkim_lib.sh"
@@ -79,15 +80,39 @@ T1=$(date +%s%N)
 echo "# fairness: the small workspace's 10 jobs took $(( (T1 - T0) / 1000000 )) ms; $LEFT of 20,000 still queued" >&2
 t_expect_eq "$((LEFT > 10000))" 1 "most of the backlog still queued ($LEFT)"
 
-t_case "suspend mid-run: nothing more goes out within 5 s (queued jobs are rejected, SPEC §5)"
+sent_count() { t_psql "select count(*) from recipients where status = 'sent'"; }
+suspended_count() { t_psql "select count(*) from events where type = 'message.rejected' and detail = 'workspace_suspended'"; }
+
+t_case "suspend mid-run: nothing more goes out within 5 s; resumed within suspend_hold, the rest go out"
 $PMX workspace set Acme --suspend >/dev/null
 sleep 5
-N1=$(t_psql "select count(*) from recipients where status = 'sent'")
+N1=$(sent_count)
 sleep 2
-N2=$(t_psql "select count(*) from recipients where status = 'sent'")
+N2=$(sent_count)
 t_expect_eq "$N2" "$N1" "sent count while suspended"
-t_wait_for 60 "[[ \$(t_redis XLEN 'pmx:{$WS}:jobs') == 0 ]]"
-t_expect_match "$(t_psql "select count(*) from events where detail = 'workspace_suspended'")" '^[1-9]' "rejected workspace_suspended"
+HELD=$(t_redis XLEN "pmx:{$WS}:jobs")
+echo "# suspension: $HELD of Acme's jobs held in the queue" >&2
+t_expect_eq "$((HELD > 0))" 1 "jobs still queued while suspended ($HELD)"
+t_expect_eq "$(suspended_count)" 0 "none rejected during the hold"
+$PMX workspace set Acme --resume >/dev/null
+t_wait_for 300 "[[ \$(t_redis XLEN 'pmx:{$WS}:jobs') == 0 ]]"
+t_wait_for 30 "[[ \$(t_psql \"select count(*) from recipients where address like 'big%@cust.test' and status = 'sent'\") == 20000 ]]"
+t_expect_eq "$(t_psql "select count(*) from recipients where address like 'big%@cust.test' and status = 'sent'")" 20000 "every job of the backlog sent"
+t_expect_eq "$(suspended_count)" 0 "none rejected"
+
+t_case "a suspension longer than suspend_hold (45 s): queued jobs are rejected workspace_suspended within 60 s (SPEC §5)"
+$PMX workspace set Acme --suspend >/dev/null
+sleep 1
+T0=$EPOCHREALTIME
+for ((i = 0; i < 20; i++)); do xadd "$WS" from news@acme.test to h$i@cust.test subject s text t id h$i >/dev/null; done
+sleep 5
+t_expect_eq "$(suspended_count)" 0 "held, not rejected, while the hold lasts"
+t_wait_for 60 "[[ \$(suspended_count) == 20 ]]"
+T1=$EPOCHREALTIME
+echo "# suspension: the 20 jobs were rejected $(( (${T1/./} - ${T0/./}) / 1000000 )) s after they were queued" >&2
+t_expect_eq "$(suspended_count)" 20 "rejected workspace_suspended"
+t_expect_eq "$(t_redis XLEN "pmx:{$WS}:jobs")" 0 "the stream is empty"
+t_expect_eq "$(sink_with 'X-Rcpt-Args: <h1@cust.test>' | wc -l)" 0 "nothing sent"
 $PMX workspace set Acme --resume >/dev/null
 sleep 5
 xadd "$WS" from news@acme.test to after@cust.test subject s text t id t4 >/dev/null

@@ -119,6 +119,22 @@ t_expect_eq "$(show_field "$T_OUT" burst)" 500 "printed burst"
 t_expect_eq "$(show_field "$T_OUT" test_mode)" on "printed test_mode"
 t_expect_eq "$(show_field "$T_OUT" catch_all)" "QA@acme.example" "printed catch_all"
 t_expect_eq "$(show_field "$T_OUT" suspended)" yes "printed suspended"
+SUSP_AT=$(show_field "$T_OUT" suspended_at)
+t_expect_match "$SUSP_AT" '^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$' "printed suspended_at"
+
+t_case "suspended_at is kept while the workspace stays suspended, also by a plain UPDATE"
+sleep 1.1
+t_run $PMX workspace set Acme --suspend --burst 499
+t_expect_rc 0
+t_expect_eq "$(show_field "$T_OUT" suspended_at)" "$SUSP_AT" "a second --suspend keeps it"
+t_psql "update workspaces set suspended = true, suspended_at = null where id = '$ACME'" >/dev/null
+t_expect_eq "$(t_psql "select suspended_at is not null from workspaces where id = '$ACME'")" t "never null while suspended"
+t_psql "update workspaces set suspended = true where id = '$BETA'" >/dev/null
+t_expect_eq "$(t_psql "select suspended_at is not null from workspaces where id = '$BETA'")" t "set by a plain UPDATE"
+t_psql "update workspaces set suspended = false where id = '$BETA'" >/dev/null
+t_expect_eq "$(t_psql "select suspended_at is null from workspaces where id = '$BETA'")" t "cleared on resume"
+t_run $PMX workspace show Acme --json
+t_expect_match "$(json_get "$T_OUT" "j['suspended_at']")" '^20[0-9]{2}-' "--json suspended_at"
 
 t_case "workspace set: rates are stored exactly per second"
 for pair in "3000/m:50" "50/s:50" "0.5/s:0.5" "1/h:0.00027777777777777778" "7.5/m:0.125"; do
@@ -178,6 +194,7 @@ t_expect_rc 0
 t_expect_eq "$(t_psql "select name || '|' || coalesce(daily_quota::text, 'null') || '|' || coalesce(catch_all, 'null') || '|' || suspended from workspaces where id = '$ACME'")" \
     "Acme Corp|null|null|false" "stored"
 t_expect_eq "$(show_field "$T_OUT" daily_quota)" none "printed quota"
+t_expect_eq "$(show_field "$T_OUT" suspended_at)" - "suspended_at cleared by --resume"
 t_run $PMX workspace show Acme
 t_expect_rc 1
 

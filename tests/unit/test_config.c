@@ -102,6 +102,7 @@ static void test_defaults(void **state)
     assert_true(c.retry_base_ms == 60000);
     assert_true(c.retry_max_interval_ms == 3600000);
     assert_true(c.max_queue_lifetime_ms == 5ull * 86400000);
+    assert_true(c.suspend_hold_ms == 45000);
     assert_string_equal(c.master_key_file, "/etc/postmux/master.key");
     assert_string_equal(c.path, "test.conf");
     pmx_config_free(&c);
@@ -153,6 +154,7 @@ static void test_every_key(void **state)
         "retry_base = 250ms\n"
         "retry_max_interval = 2h\n"
         "max_queue_lifetime = 3d\n"
+        "suspend_hold = 0s\n"
         "[keys]\n"
         "master_key_file = /var/lib/postmux/key\n";
     pmx_config_t c;
@@ -182,6 +184,7 @@ static void test_every_key(void **state)
     assert_true(c.retry_base_ms == 250);
     assert_true(c.retry_max_interval_ms == 7200000);
     assert_true(c.max_queue_lifetime_ms == 3ull * 86400000);
+    assert_true(c.suspend_hold_ms == 0);
     assert_string_equal(c.master_key_file, "/var/lib/postmux/key");
     pmx_config_free(&c);
 }
@@ -431,6 +434,8 @@ static void test_value_errors(void **state)
         { "[delivery]\nmax_queue_lifetime = 99999999999999999999d\n",
           "test.conf:2: [delivery] max_queue_lifetime: expected a duration such as 250ms, 30s, 5m, "
           "1h or 5d, got '99999999999999999999d'" },
+        { "[delivery]\nsuspend_hold = 2d\n",
+          "test.conf:2: [delivery] suspend_hold: must be from 0s to 1d, got '2d'" },
         { "[keys]\nmaster_key_file =\n", "test.conf:2: [keys] master_key_file: must not be empty" },
         /* Rules between keys: no line, just the file. */
         { "[relay]\nauth_user = me\n",
@@ -538,6 +543,7 @@ static void test_load_file(void **state)
     assert_string_equal(ex.submission_listen, def.submission_listen);
     assert_true(ex.submission_max_message_size == def.submission_max_message_size);
     assert_true(ex.max_queue_lifetime_ms == def.max_queue_lifetime_ms);
+    assert_true(ex.suspend_hold_ms == def.suspend_hold_ms);
     assert_string_equal(ex.master_key_file, def.master_key_file);
     pmx_config_free(&ex);
     pmx_config_free(&def);

@@ -25,7 +25,7 @@
 #include "lib/encode.h"
 #include "workers/settings.h"
 
-#define NCOLS 9
+#define NCOLS 10
 
 typedef struct {
     const char *v[NCOLS];   /* NULL = SQL NULL */
@@ -127,7 +127,7 @@ static PGresult *standard(fx_t *f, bool blobs, const char *burst_a)
 {
     row_t rows[] = {
         { { "w", WS_A, "Acme", "false", "true", "Catch@a.test", "12.5", burst_a, "1000" } },
-        { { "w", WS_B, "Beta", "true", "false", NULL, NULL, "10", NULL } },
+        { { "w", WS_B, "Beta", "true", "false", NULL, NULL, "10", NULL, "1700000000123" } },
         { { "t", WS_A, "boss@a.test" } },
         { { "t", WS_A, "alice@a.test" } },
         { { "d", WS_A, "a.test", "true", "1" } },
@@ -165,6 +165,8 @@ static void test_load_and_lookups(void **state)
     assert_string_equal(a->testers[0], "alice@a.test");   /* sorted */
     const pmx_settings_ws_t *b = pmx_settings_lookup(f->s, WS_B);
     assert_true(b->suspended);
+    assert_int_equal(b->suspended_at_ms, 1700000000123);
+    assert_int_equal(a->suspended_at_ms, 0);
     assert_null(b->catch_all);
     assert_true(b->rate_per_second == 0.0);
     assert_int_equal(b->daily_quota, 0);
@@ -340,6 +342,11 @@ static void test_bad_results_keep_state(void **state)
     assert_int_equal(pmx__settings_apply(f->s, r), -1);
     PQclear(r);
 
+    row_t badtime[] = { { { "w", WS_A, "Acme", "true", "false", NULL, NULL, "10", NULL, "soon" } } };
+    r = make_result(badtime, 1);
+    assert_int_equal(pmx__settings_apply(f->s, r), -1);
+    PQclear(r);
+
     row_t dup[] = {
         { { "w", WS_A, "Acme", "false", "false", NULL, NULL, "10", NULL } },
         { { "w", WS_A, "Acme", "false", "false", NULL, NULL, "10", NULL } },
@@ -353,7 +360,7 @@ static void test_bad_results_keep_state(void **state)
     pmx_settings_stats_t st;
     pmx_settings_stats(f->s, &st);
     assert_int_equal(st.swaps, 1);
-    assert_int_equal(st.load_failures, 4);
+    assert_int_equal(st.load_failures, 5);
     assert_int_equal(f->changed, 1);
 }
 
