@@ -324,6 +324,7 @@ static void on_up(pmx__queue_c_t *c)
         c->wsv[i]->retry_at = now;
     }
     c->read_retry_at = 0;
+    pmx__queue_sweep_mark(c, NULL);   /* replies lost with the old connection */
     c->next_reclaim_at = now;
     c->next_discover_at = now;
     c->active_est = 0;
@@ -420,9 +421,11 @@ pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *
  * after reclaim_idle. Said in the log, except when we are closing anyway. */
 static void leave_pending(pmx__queue_c_t *c, pmx_queue_job_t *job, const char *why)
 {
-    if (!c->closing)
-        pmx_log_warn("queue: job left pending, %s ws=%s entry=%s (reclaimed after reclaim_idle)",
+    if (!c->closing) {
+        pmx_log_warn("queue: job left pending, %s ws=%s entry=%s (taken back by the next sweep)",
                      why, job->ws, job->entry_id);
+        pmx__queue_sweep_mark(c, job->p.ws);
+    }
     pmx__queue_job_drop(job);
 }
 
@@ -490,10 +493,18 @@ void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job)
 static void check_drained(pmx__queue_c_t *c)
 {
     if (!c->draining || c->drain_called || c->closing || c->read_busy || c->check.n ||
-        c->ready.n || c->claiming || c->inflight.n || c->done.n || c->done_busy)
+        c->ready.n || c->claiming || c->inflight.n || c->done.n || c->done_busy ||
+        c->sweeping)
         return;
     for (size_t i = 0; i < c->nws; i++)
         if (c->wsv[i]->reclaim_busy) return;
+    if (!c->drain_swept) {
+        /* Whatever is still pending on us (released, or lost with a reply) goes
+         * back to the group, so the next consumer need not wait reclaim_idle. */
+        c->drain_swept = true;
+        pmx__queue_sweep_mark(c, NULL);
+        if (pmx__queue_upkeep_sweep(c)) return;   /* its end pumps: here again */
+    }
     c->drain_called = true;
     if (c->drain_cb) c->drain_cb(c, c->drain_arg);
 }
@@ -586,7 +597,8 @@ void pmx__queue_pump(pmx__queue_c_t *c)
             if (job->flags & PMX_QUEUE_JOB_REDELIVERED) c->st.reclaimed++;
             c->o.job(c, job, c->o.arg);
         }
-        if (!c->closing) maybe_read(c);
+        /* A sweep of our own pending entries goes before (and blocks) the next read. */
+        if (!c->closing && !pmx__queue_upkeep_sweep(c)) maybe_read(c);
     } while (c->pump_again && !c->closing);
     c->pumping = false;
     check_drained(c);
@@ -659,9 +671,11 @@ static void read_cb(redisAsyncContext *ac, void *reply, void *priv)
     c->read_busy = false;
     if (c->closing || !r) {
         /* Closed, or Redis went away: whatever the read returned stays pending. */
-        if (!c->closing)
+        if (!c->closing) {
             pmx_log_warn("queue: XREADGROUP got no answer (connection lost); entries it "
-                         "returned stay pending until reclaimed after reclaim_idle");
+                         "returned stay pending until the next sweep takes them back");
+            pmx__queue_sweep_mark(c, NULL);
+        }
         goto out;
     }
 
@@ -752,7 +766,10 @@ static void reader_state_cb(pmx_redis_conn_t *rd, bool up, void *arg)
 {
     (void)rd;
     pmx__queue_c_t *c = arg;
-    if (up && !c->closing) wake_soon(c);
+    if (up && !c->closing) {
+        pmx__queue_sweep_mark(c, NULL);   /* a read answer may have been lost with it */
+        wake_soon(c);
+    }
 }
 
 pmx_queue_consumer_t *pmx_queue_consumer_new(uv_loop_t *loop, pmx_redis_conn_t *rc,

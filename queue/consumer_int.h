@@ -33,6 +33,8 @@ typedef struct pmx__queue_ws {
     bool     reclaim_busy;
     bool     refresh_busy;
     bool     drop_busy;
+    bool     sweep_due;       /* look for entries pending on us that we do not hold */
+    bool     sweep_busy;      /* ... XPENDING / XCLAIM outstanding */
     bool     seen;            /* found by the scan in progress */
     unsigned unknown_scans;   /* scans in a row that found it, while unknown */
     uint64_t last_data_at;    /* a read last returned entries of it */
@@ -65,6 +67,8 @@ struct pmx_queue_consumer {
     pmx__queue_jlist_t inflight;
     pmx__queue_jlist_t done;   /* finished, ack/defer to send */
     unsigned          claiming;/* ids asked for by outstanding XCLAIMs */
+    unsigned          sweeping;/* workspaces with a sweep outstanding: no read goes out */
+    bool              drain_swept; /* the sweep at the end of a drain was started */
     unsigned          done_busy;/* ack/defer commands not answered yet */
 
     bool              started, up, closing, finalizing;
@@ -137,6 +141,14 @@ void pmx__queue_upkeep_reclaim(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
 void pmx__queue_upkeep_refresh(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
 void pmx__queue_upkeep_movers(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
 void pmx__queue_upkeep_discover(pmx__queue_c_t *c, uint64_t now, uint64_t *next);
+/*
+ * The sweep of this consumer's own pending entries (upkeep.c): marks ws (NULL:
+ * every listed one) as due; pmx__queue_upkeep_sweep starts every due sweep it
+ * can (never while a read is out) and says whether one is outstanding, in
+ * which case no read may go out.
+ */
+void pmx__queue_sweep_mark(pmx__queue_c_t *c, pmx__queue_ws_t *ws);
+bool pmx__queue_upkeep_sweep(pmx__queue_c_t *c);
 /* Frees the state of a scan in progress (close). */
 void pmx__queue_upkeep_scan_reset(pmx__queue_c_t *c);
 

@@ -13,6 +13,16 @@
  *   retry_poll while its schedule has members (sooner when the earliest is
  *   due sooner), every retry_idle_poll when it looked empty (other workers
  *   defer too, and may die).
+ * - sweep: entries pending on this consumer that it does not hold — a read
+ *   or a duplicate check whose answer was lost with a connection, a job the
+ *   pipeline released. Run after Redis or the read connection came back,
+ *   after an entry was left pending, and once at the end of a drain; never
+ *   while a read is out (its entries would look unheld), and no read goes
+ *   out while one runs (queue/consumer.c). XPENDING - + COUNT <ours>, then,
+ *   normally, XCLAIM them back (delivery count + 1) and hand them over as
+ *   REDELIVERED at once, instead of after reclaim_idle; while draining,
+ *   give them back to the group (XCLAIM ... IDLE 1 day JUSTID), so whoever
+ *   reclaims next takes them at once.
  * - discovery: SCAN MATCH <prefix>:{*}:jobs TYPE stream every
  *   discover_interval; streams of workspaces not given are read as unknown.
  *   An unknown stream that stayed empty for a whole interval is deleted (an
@@ -30,6 +40,8 @@
 
 #define REFRESH_MAX_IDS 500
 #define SCAN_COUNT      "1000"
+#define SWEEP_COUNT     10000          /* more than a consumer ever holds */
+#define GIVE_BACK_IDLE  "86400000"     /* 1 day: past any consumer's reclaim_idle */
 
 static void lower(uint64_t *next, uint64_t t)
 {
@@ -59,6 +71,7 @@ static pmx_queue_script_t drop_script = PMX_QUEUE_SCRIPT("drop_empty_stream",
 typedef struct {
     pmx__queue_c_t  *c;
     pmx__queue_ws_t *ws;
+    bool             sweep;    /* a sweep of our own entries (else a reclaim) */
     size_t           n;        /* ids asked for */
     char           (*ids)[PMX_QUEUE_ENTRY_ID_MAX];
     uint32_t        *counts;   /* delivery counts from XPENDING */
@@ -93,8 +106,17 @@ static void xclaim_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
     c->claiming -= (unsigned)q->n;
-    ws->reclaim_busy = false;
-    if (c->closing || !r) goto out;
+    if (q->sweep) {
+        ws->sweep_busy = false;
+        c->sweeping--;
+    } else {
+        ws->reclaim_busy = false;
+    }
+    if (c->closing) goto out;
+    if (!r) {
+        if (q->sweep) ws->sweep_due = true;   /* claimed or not: look again when back */
+        goto out;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
         pmx__queue_count_error(c, r, "XCLAIM", ws->id);
         goto out;
@@ -129,8 +151,11 @@ static void xclaim_cb(redisAsyncContext *ac, void *reply, void *priv)
         pmx__queue_ws_ref(ws);
         pmx__queue_admit(c, job);
     }
-    pmx__queue_pump(c);
+    if (q->sweep)
+        pmx_log_info("queue: took back %zu entries pending on this consumer that it did not "
+                     "hold ws=%s", r->elements, ws->id);
 out:
+    if (!c->closing) pmx__queue_pump(c);   /* reads wait for a sweep; a drain may be done */
     claim_req_free(q);
     ws_req_end(c, ws);
 }
@@ -217,7 +242,7 @@ void pmx__queue_upkeep_reclaim(pmx__queue_c_t *c, uint64_t now, uint64_t *next)
     snprintf(batch, sizeof batch, "%u", c->o.reclaim_batch);
     for (size_t i = 0; i < c->nws; i++) {
         pmx__queue_ws_t *ws = c->wsv[i];
-        if (!ws->group_ready || ws->reclaim_busy) continue;
+        if (!ws->group_ready || ws->reclaim_busy || ws->sweep_busy) continue;
         claim_req_t *q = pmx_xcalloc(1, sizeof *q);
         q->c = c;
         q->ws = ws;
@@ -230,6 +255,135 @@ void pmx__queue_upkeep_reclaim(pmx__queue_c_t *c, uint64_t now, uint64_t *next)
         pmx__queue_ws_ref(ws);
         pmx__queue_cmd_begin(c);
     }
+}
+
+/* --------------------------------------------------------------- sweep */
+
+static void sweep_end(claim_req_t *q)
+{
+    pmx__queue_c_t *c = q->c;
+    pmx__queue_ws_t *ws = q->ws;
+    ws->sweep_busy = false;
+    c->sweeping--;
+    claim_req_free(q);
+    if (!c->closing) pmx__queue_pump(c);
+    ws_req_end(c, ws);
+}
+
+static void give_back_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    claim_req_t *q = priv;
+    redisReply *r = reply;
+    if (!q->c->closing && r && r->type == REDIS_REPLY_ERROR)
+        pmx__queue_count_error(q->c, r, "XCLAIM (give back)", q->ws->id);
+    else if (!q->c->closing && r && r->type == REDIS_REPLY_ARRAY && r->elements)
+        pmx_log_info("queue: gave %zu pending entries back to the group on stopping ws=%s "
+                     "(whoever reclaims next takes them at once)", r->elements, q->ws->id);
+    sweep_end(q);
+}
+
+static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    claim_req_t *q = priv;
+    pmx__queue_c_t *c = q->c;
+    pmx__queue_ws_t *ws = q->ws;
+    redisReply *r = reply;
+    if (c->closing) goto done;
+    if (!r) {
+        ws->sweep_due = true;
+        goto done;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (r->len >= 7 && memcmp(r->str, "NOGROUP", 7) == 0) {
+            ws->group_ready = false;   /* the read path re-creates it; sweep then */
+            ws->sweep_due = true;
+        } else {
+            pmx__queue_count_error(c, r, "XPENDING (sweep)", ws->id);
+        }
+        goto done;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) goto done;
+    if (r->elements >= SWEEP_COUNT) ws->sweep_due = true;   /* more than one page */
+    q->ids = pmx_xcalloc(r->elements, sizeof *q->ids);
+    q->counts = pmx_xcalloc(r->elements, sizeof *q->counts);
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (!pending_row_ok(e)) continue;
+        const redisReply *id = e->element[0];
+        if (pmx__queue_held_find(c, ws, id->str, id->len)) continue;   /* in hand */
+        memcpy(q->ids[q->n], id->str, id->len);
+        q->ids[q->n][id->len] = '\0';
+        long long cnt = e->element[3]->integer;
+        q->counts[q->n] = cnt > (long long)UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)cnt;
+        q->n++;
+    }
+    if (q->n == 0) goto done;
+
+    bool give_back = c->draining;
+    const char **argv = pmx_xcalloc(q->n + 8, sizeof *argv);   /* 5 + ids + 3 */
+    int argc = 0;
+    argv[argc++] = "XCLAIM";
+    argv[argc++] = ws->stream;
+    argv[argc++] = c->group;
+    argv[argc++] = c->name;
+    argv[argc++] = "0";
+    for (size_t i = 0; i < q->n; i++) argv[argc++] = q->ids[i];
+    if (give_back) {
+        argv[argc++] = "IDLE";
+        argv[argc++] = GIVE_BACK_IDLE;
+        argv[argc++] = "JUSTID";
+    }
+    int rc = pmx_redis_conn_command_argv(c->rc, give_back ? give_back_cb : xclaim_cb, q, argc,
+                                         argv, NULL);
+    free(argv);
+    if (rc == 0) {
+        /* The request (and our ws reference) moves on to the XCLAIM. */
+        if (!give_back) c->claiming += (unsigned)q->n;
+        pmx__queue_cmd_begin(c);
+        pmx__queue_cmd_end(c);
+        return;
+    }
+    ws->sweep_due = true;
+done:
+    sweep_end(q);
+}
+
+void pmx__queue_sweep_mark(pmx__queue_c_t *c, pmx__queue_ws_t *ws)
+{
+    if (ws) {
+        ws->sweep_due = true;
+        return;
+    }
+    for (size_t i = 0; i < c->nws; i++) c->wsv[i]->sweep_due = true;
+}
+
+bool pmx__queue_upkeep_sweep(pmx__queue_c_t *c)
+{
+    if (c->read_busy || !c->up || c->closing) return c->sweeping > 0;
+    char count[16];
+    snprintf(count, sizeof count, "%u", SWEEP_COUNT);
+    for (size_t i = 0; i < c->nws; i++) {
+        pmx__queue_ws_t *ws = c->wsv[i];
+        /* After a reclaim in flight: its XCLAIM could hand over what we list. */
+        if (!ws->sweep_due || !ws->group_ready || ws->sweep_busy || ws->reclaim_busy) continue;
+        claim_req_t *q = pmx_xcalloc(1, sizeof *q);
+        q->c = c;
+        q->ws = ws;
+        q->sweep = true;
+        const char *argv[] = { "XPENDING", ws->stream, c->group, "-", "+", count, c->name };
+        if (pmx_redis_conn_command_argv(c->rc, sweep_pending_cb, q, 7, argv, NULL) < 0) {
+            free(q);
+            break;
+        }
+        ws->sweep_due = false;
+        ws->sweep_busy = true;
+        c->sweeping++;
+        pmx__queue_ws_ref(ws);
+        pmx__queue_cmd_begin(c);
+    }
+    return c->sweeping > 0;
 }
 
 /* ------------------------------------------------------------- refresh */

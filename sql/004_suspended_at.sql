@@ -2,14 +2,14 @@
 --
 -- Workers hold a suspended workspace's jobs for [delivery] suspend_hold after
 -- this moment, so a short suspension loses nothing; once the hold is over the
--- jobs are rejected (workspace_suspended, SPEC §5). The time is Postgres's, so
--- every worker on every host counts the hold from the same instant, also
--- after a restart. A trigger keeps it, whoever flips `suspended` (the CLI or
+-- jobs are rejected (workspace_suspended, SPEC §5). Workers load how long ago
+-- that was by Postgres's clock, so every worker on every host counts the hold
+-- from the same instant, also after a restart, whatever their own clocks say. A trigger keeps it, whoever flips `suspended` (the CLI or
 -- a plain UPDATE): set when a workspace becomes suspended, kept while it stays
 -- suspended, cleared when it is resumed.
 
 ALTER TABLE workspaces ADD COLUMN suspended_at timestamptz;
-UPDATE workspaces SET suspended_at = now() WHERE suspended;
+UPDATE workspaces SET suspended_at = updated_at WHERE suspended;   -- the best guess there is
 
 CREATE FUNCTION pmx_workspace_suspended_at() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -594,6 +594,15 @@ static int send_delivery(job_t *j, int di, char *err, size_t errlen)
 /* Builds, signs and relays every delivery of the plan. */
 static void relay(job_t *j)
 {
+    if (j->qj->flags & PMX_QUEUE_JOB_LOST) {
+        /* Another consumer took it over while it waited here (a stall longer
+         * than reclaim_idle): it is theirs now, and sending it too would send
+         * it twice. */
+        pmx_log_warn("job taken over by another consumer before it was sent, left to it "
+                     "ws=%s entry=%s", j->qj->ws, j->qj->entry_id);
+        job_release(j);
+        return;
+    }
     j->stage = ST_RELAY;
     char err[512];
     for (int di = 0; di < 2; di++) {
@@ -623,18 +632,18 @@ static void update_capacity(pmx_pipeline_t *p)
 }
 
 /*
- * How much longer a suspended workspace's jobs are held (SPEC §6 "Suspension",
- * README): [delivery] suspend_hold from the moment Postgres recorded the
- * suspension. 0 = not held any more (or the moment is unknown): reject.
+ * How much longer a suspended workspace's jobs are held (README "Suspension"):
+ * [delivery] suspend_hold from suspended_at. How long it had been suspended
+ * comes from Postgres's clock at the last load; the time since is the loop's,
+ * so no host's wall clock (or its steps) matters. 0 = not held any more (or
+ * suspended_at unknown): reject.
  */
 static uint64_t suspension_hold_ms(const pmx_pipeline_t *p, const pmx_settings_ws_t *ws)
 {
-    if (!ws->suspended || ws->suspended_at_ms <= 0) return 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    int64_t end = ws->suspended_at_ms + (int64_t)p->cfg->suspend_hold_ms;
-    return end > now ? (uint64_t)(end - now) : 0;
+    if (!ws->suspended || !ws->suspended_known) return 0;
+    uint64_t now = uv_now(p->loop);
+    uint64_t elapsed = (uint64_t)ws->suspended_for_ms + (now > ws->loaded_ms ? now - ws->loaded_ms : 0);
+    return p->cfg->suspend_hold_ms > elapsed ? p->cfg->suspend_hold_ms - elapsed : 0;
 }
 
 static bool throttle_limits(const char *ws_id, pmx_throttle_limits_t *out, void *arg)
@@ -655,6 +664,8 @@ static void throttle_verdict(void *item, pmx_throttle_verdict_t v, void *arg)
         job_release(j);     /* draining: back to the stream, redelivered later */
     } else if (v == PMX_THROTTLE_SUSPENDED) {
         reject(j, "workspace_suspended");
+    } else if (v == PMX_THROTTLE_GONE) {
+        reject(j, "unknown_workspace");
     } else if (v == PMX_THROTTLE_NEVER) {
         char why[200];
         snprintf(why, sizeof why, "daily_quota: %zu recipients is more than the daily quota",
@@ -669,7 +680,8 @@ static void throttle_verdict(void *item, pmx_throttle_verdict_t v, void *arg)
 static void throttle_pause(const char *ws, bool paused, void *arg)
 {
     pmx_pipeline_t *p = arg;
-    pmx_queue_consumer_pause_until(p->consumer, ws, paused ? uv_now(p->loop) + 86400000u : 0);
+    /* Until the gate empties, however long that is (a hold, a quota day). */
+    pmx_queue_consumer_pause_until(p->consumer, ws, paused ? UINT64_MAX : 0);
 }
 
 /* Plans who gets what, then waits for the workspace's rate limit if it has one,

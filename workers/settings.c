@@ -37,7 +37,7 @@ enum { C_KIND, C1, C2, C3, C4, C5, C6, C7, C8, C9, NCOLS };
 static const char LOAD_SQL[] =
     "SELECT 'w', w.id, w.name, w.suspended::text, w.test_mode::text, w.catch_all,"
     "       w.rate_per_second::float8::text, w.burst::text, w.daily_quota::text,"
-    "       (extract(epoch FROM w.suspended_at) * 1000)::bigint::text"
+    "       (extract(epoch FROM now() - w.suspended_at) * 1000)::bigint::text"
     "  FROM workspaces w"
     " UNION ALL "
     "SELECT 't', t.workspace_id, t.address, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
@@ -249,9 +249,17 @@ static uint64_t rows_digest(const PGresult *res)
     int n = PQntuples(res);
     for (int r = 0; r < n; r++) {
         bool key = strcmp(PQgetvalue(res, r, C_KIND), "k") == 0;
+        bool ws = strcmp(PQgetvalue(res, r, C_KIND), "w") == 0;
         uint64_t h = 0xcbf29ce484222325ULL;
         for (int c = 0; c < NCOLS; c++) {
             if (key && c == C7) continue;   /* the blob: identified by id + created_at */
+            /* How long it has been suspended grows with every load; whether it
+             * is suspended (C3) is what changes the state. */
+            if (ws && c == C9) {
+                char tag = PQgetisnull(res, r, c) ? 'N' : 'V';
+                h = fnv1a(h, &tag, 1);
+                continue;
+            }
             char tag = PQgetisnull(res, r, c) ? 'N' : 'V';
             h = fnv1a(h, &tag, 1);
             h = fnv1a(h, PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c));
@@ -378,13 +386,13 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         if (strcmp(PQgetvalue(res, r, C_KIND), "w") != 0) continue;
         const char *id = cell(res, r, C1), *name = cell(res, r, C2);
         bool susp, tm;
-        int64_t burst = 0, quota = 0, susp_at = 0;
+        int64_t burst = 0, quota = 0, susp_for = 0;
         const char *rate = cell(res, r, C6), *quota_s = cell(res, r, C8);
-        const char *susp_at_s = cell(res, r, C9);
+        const char *susp_for_s = cell(res, r, C9);
         if (!id || !name || parse_bool(cell(res, r, C3), &susp) < 0 ||
             parse_bool(cell(res, r, C4), &tm) < 0 || parse_i64(cell(res, r, C7), &burst) < 0 ||
             (quota_s && parse_i64(quota_s, &quota) < 0) ||
-            (susp_at_s && parse_i64(susp_at_s, &susp_at) < 0)) {
+            (susp_for_s && parse_i64(susp_for_s, &susp_for) < 0)) {
             snprintf(why, whylen, "workspace row %d is malformed", r);
             goto fail;
         }
@@ -393,7 +401,9 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         w->id = pmx_xstrdup(id);
         w->name = pmx_xstrdup(name);
         w->suspended = susp;
-        w->suspended_at_ms = susp && susp_at > 0 ? susp_at : 0;
+        w->suspended_known = susp && susp_for_s;
+        w->suspended_for_ms = w->suspended_known && susp_for > 0 ? susp_for : 0;
+        w->loaded_ms = s->loop ? uv_now(s->loop) : 0;
         w->test_mode = tm;
         w->catch_all = cell(res, r, C5) ? pmx_xstrdup(cell(res, r, C5)) : NULL;
         w->rate_per_second = rate ? strtod(rate, NULL) : 0.0;

@@ -64,7 +64,9 @@ typedef struct {
     const char                  *id;               /* ws_... */
     const char                  *name;
     bool                         suspended;
-    int64_t                      suspended_at_ms;  /* wall clock (Postgres's); 0 = unknown */
+    bool                         suspended_known;  /* suspended, and suspended_at was set */
+    int64_t                      suspended_for_ms; /* since suspended_at, by Postgres's clock */
+    uint64_t                     loaded_ms;        /* ... as of this loop time (uv_now) */
     bool                         test_mode;
     const char                  *catch_all;        /* NULL = none */
     double                       rate_per_second;  /* 0 = unlimited */

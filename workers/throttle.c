@@ -81,8 +81,13 @@ static void on_limit(const pmx_ratelimit_result_t *r, void *arg)
     gate_t *g = arg;
     pmx_throttle_t *t = g->t;
     g->asking = false;
+    pmx_throttle_limits_t lim;
     if (r->status < 0) {
         g->retry_at = uv_now(t->loop) + RETRY_ERROR_MS;
+    } else if (r->allowed && t->cbs.limits(g->ws, &lim, t->cbs.arg) && lim.suspended) {
+        /* Suspended while we asked: counted now, so it waits only for the gate. */
+        g->head->n = 0;
+        g->retry_at = 0;
     } else if (r->allowed) {
         pop(g, PMX_THROTTLE_GO);   /* may free g */
         g = NULL;
@@ -101,8 +106,12 @@ static void ask(gate_t *g)
 {
     pmx_throttle_t *t = g->t;
     pmx_throttle_limits_t lim;
-    bool known = t->cbs.limits(g->ws, &lim, t->cbs.arg);
-    if (known && lim.suspended) {
+    if (!t->cbs.limits(g->ws, &lim, t->cbs.arg)) {
+        /* The workspace was deleted: nothing of it may go (the last pop frees g). */
+        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GONE);
+        return;
+    }
+    if (lim.suspended) {
         if (lim.hold_ms > 0) {
             /* Shut: wait out the hold; a resume comes sooner by pmx_throttle_wake. */
             g->retry_at = uv_now(t->loop) + lim.hold_ms;
@@ -111,7 +120,7 @@ static void ask(gate_t *g)
         for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_SUSPENDED);
         return;
     }
-    if (!known || (lim.rate_per_second <= 0 && lim.daily_quota <= 0)) {
+    if (lim.rate_per_second <= 0 && lim.daily_quota <= 0) {
         /* No limit any more: everything waiting goes (the last pop frees g). */
         for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GO);
         return;

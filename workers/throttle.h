@@ -17,7 +17,8 @@
  * Items are the caller's (the pipeline's jobs); the verdict callback gets
  * each one back exactly once: GO (its recipients are counted: send), NEVER
  * (more recipients than the daily quota: can never be sent under it),
- * SUSPENDED (the workspace stayed suspended past its hold: reject it), or
+ * SUSPENDED (the workspace stayed suspended past its hold: reject it), GONE
+ * (the workspace does not exist any more: reject it), or
  * DROP (pmx_throttle_flush, e.g. draining: give it back to the queue).
  * Everything runs on the loop; verdicts never come from inside a call into
  * this module.
@@ -38,6 +39,7 @@ typedef enum {
     PMX_THROTTLE_GO = 0,
     PMX_THROTTLE_NEVER,
     PMX_THROTTLE_SUSPENDED,
+    PMX_THROTTLE_GONE,
     PMX_THROTTLE_DROP,
 } pmx_throttle_verdict_t;
 
@@ -50,8 +52,9 @@ typedef struct {
 } pmx_throttle_limits_t;
 
 typedef struct {
-    /* The workspace's current limits; false when it has none any more (its
-     * waiting jobs then go at once). Asked before every request. */
+    /* The workspace's current limits; false when it does not exist any more
+     * (its waiting jobs then come back GONE). Asked before every request and
+     * after every grant. */
     bool (*limits)(const char *ws, pmx_throttle_limits_t *out, void *arg);
     void (*verdict)(void *item, pmx_throttle_verdict_t v, void *arg);
     /* Stop (true) / resume (false) reading the workspace's stream. */

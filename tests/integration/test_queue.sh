@@ -277,6 +277,44 @@ t_expect_eq "$(grep -c '^job .* kind=ok .*&n=1$' <<<"$T_OUT")" 2 "the good jobs 
 t_expect_eq "$(pending ws_bad)" 0 "pending entries"
 t_expect_eq "$(xlen ws_bad)" 0 "entries left"
 
+t_case "entries pending on a consumer but not held are taken back at once when its connections come back"
+# Released jobs stand in for replies lost with a connection: pending on the probe, not
+# held by it. reclaim_idle is 60 s, so only the sweep can bring them back in time.
+t_redis FLUSHALL >/dev/null
+add_jobs ws_sweep 10
+"$PROBE" --redis "$RA" --ws ws_sweep --name sweeper --mode release:1 --until 10 \
+    --reclaim-idle 60000 --reclaim-interval 100 --refresh 200 >"$T_DIR/sw.out" 2>"$T_DIR/sw.err" &
+swpid=$!
+t_wait_for 10 "(( \$(grep -c '^job .* deliveries=1 ' '$T_DIR/sw.out') == 10 ))"
+sleep 0.3
+t_expect_eq "$(t_redis XPENDING 'pmx:{ws_sweep}:jobs' postmux - + 100 sweeper | grep -c -- '-')" 10 \
+    "released: still pending on the probe"
+t_redis CLIENT KILL TYPE normal >/dev/null    # the probe's connections (not redis-cli's own)
+t_wait_for 15 "! kill -0 $swpid 2>/dev/null"
+wait "$swpid"
+t_expect_eq "$?" 0 "probe exit status"
+out=$(cat "$T_DIR/sw.out")
+t_expect_nomatch "$(cat "$T_DIR/sw.err")" 'Sanitizer|runtime error' "sanitizer output"
+t_expect_eq "$(grep -c '^job .* kind=ok deliveries=2 .*flags=redelivered,' <<<"$out")" 10 "taken back, redelivered"
+t_expect_match "$out" '^summary acked_distinct=10 ' "all acked"
+t_expect_eq "$(pending ws_sweep)" 0 "pending entries"
+
+t_case "a graceful stop gives pending entries back to the group: the next consumer takes them at once"
+t_redis FLUSHALL >/dev/null
+add_jobs ws_give 10
+t_run "$PROBE" --redis "$RA" --ws ws_give --name giver --mode release --run 1500 \
+    --reclaim-idle 60000 --reclaim-interval 100 --refresh 200
+t_expect_rc 0
+no_sanitizer
+t_expect_eq "$(grep -c '^job ' <<<"$T_OUT")" 10 "jobs seen, each released"
+t_expect_eq "$(t_redis XPENDING 'pmx:{ws_give}:jobs' postmux IDLE 3600000 - + 100 | grep -c -- '-')" 10 \
+    "given back: idle past any reclaim_idle"
+t_run "$PROBE" --redis "$RA" --ws ws_give --name taker --until 10 --run 15000 \
+    --reclaim-idle 60000 --reclaim-interval 100 --refresh 200
+t_expect_rc 0
+t_expect_match "$T_OUT" '^summary acked_distinct=10 ' "taken over and acked well before reclaim_idle (60 s)"
+t_expect_eq "$(pending ws_give)" 0 "pending entries"
+
 t_case "Redis restarted in the middle of a run: the probe reconnects and finishes, no job lost"
 # A Redis of our own with an append-only file, so a restart keeps the data.
 rdir=$T_DIR/redis-aof

@@ -12,7 +12,8 @@
  *   crash[:N]        exit(42) at once, without ack, while deliveries <= N
  *                    (no N: always)
  *   hang             never finish (released at exit: stays pending)
- *   release          give it back without an outcome
+ *   release[:N]      give it back without an outcome, while deliveries <= N
+ *                    (no N: always), then ack
  * Jobs of another kind than ok (poison, duplicate, malformed,
  * unknown_workspace) are always acked, as the pipeline does after recording
  * the rejection.
@@ -245,8 +246,9 @@ static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *job, void *arg)
     unsigned long a = 0, b = 0;
     if (strcmp(mode, "ack") == 0) {
         schedule(p, job, A_ACK, 0);
-    } else if (strcmp(mode, "release") == 0) {
-        schedule(p, job, A_RELEASE, 0);
+    } else if (strncmp(mode, "release", 7) == 0) {
+        if (mode[7] == ':') a = strtoul(mode + 8, NULL, 10);
+        schedule(p, job, a == 0 || job->deliveries <= a ? A_RELEASE : A_ACK, 0);
     } else if (strcmp(mode, "hang") == 0) {
         if (p->nhung == p->caphung) {
             p->caphung = p->caphung ? 2 * p->caphung : 16;

@@ -127,7 +127,7 @@ static PGresult *standard(fx_t *f, bool blobs, const char *burst_a)
 {
     row_t rows[] = {
         { { "w", WS_A, "Acme", "false", "true", "Catch@a.test", "12.5", burst_a, "1000" } },
-        { { "w", WS_B, "Beta", "true", "false", NULL, NULL, "10", NULL, "1700000000123" } },
+        { { "w", WS_B, "Beta", "true", "false", NULL, NULL, "10", NULL, "1234" } },
         { { "t", WS_A, "boss@a.test" } },
         { { "t", WS_A, "alice@a.test" } },
         { { "d", WS_A, "a.test", "true", "1" } },
@@ -165,8 +165,9 @@ static void test_load_and_lookups(void **state)
     assert_string_equal(a->testers[0], "alice@a.test");   /* sorted */
     const pmx_settings_ws_t *b = pmx_settings_lookup(f->s, WS_B);
     assert_true(b->suspended);
-    assert_int_equal(b->suspended_at_ms, 1700000000123);
-    assert_int_equal(a->suspended_at_ms, 0);
+    assert_true(b->suspended_known);
+    assert_int_equal(b->suspended_for_ms, 1234);
+    assert_false(a->suspended_known);
     assert_null(b->catch_all);
     assert_true(b->rate_per_second == 0.0);
     assert_int_equal(b->daily_quota, 0);
