@@ -411,7 +411,10 @@ pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *
     pmx__queue_jlist_t *lists[] = { &c->check, &c->ready, &c->inflight, &c->done };
     for (size_t i = 0; i < 4; i++)
         for (pmx_queue_job_t *j = lists[i]->head; j; j = j->p.next)
-            if (j->p.ws == ws && strlen(j->entry_id) == idlen &&
+            /* By id, not pointer: a workspace unlisted and listed again is a new
+             * struct while its old jobs are still in flight. */
+            if ((j->p.ws == ws || strcmp(j->p.ws->id, ws->id) == 0) &&
+                strlen(j->entry_id) == idlen &&
                 memcmp(j->entry_id, id, idlen) == 0)
                 return j;
     return NULL;
@@ -424,7 +427,9 @@ static void leave_pending(pmx__queue_c_t *c, pmx_queue_job_t *job, const char *w
     if (!c->closing) {
         pmx_log_warn("queue: job left pending, %s ws=%s entry=%s (taken back by the next sweep)",
                      why, job->ws, job->entry_id);
-        pmx__queue_sweep_mark(c, job->p.ws);
+        /* The listed workspace (job->p.ws may be an unlisted or transient one). */
+        pmx__queue_ws_t *ws = pmx__queue_ws_find(c, job->ws);
+        if (ws) pmx__queue_sweep_mark(c, ws);
     }
     pmx__queue_job_drop(job);
 }

@@ -43,10 +43,11 @@
  *   jobs the pipeline holds stay valid and stay pending in Redis (nothing is
  *   lost); their ack/defer report status < 0. Jobs already read are still
  *   handed over; a job whose duplicate check got no answer is dropped
- *   locally (still pending in Redis, reclaimed after reclaim_idle_ms). When
- *   Redis is back (pmx_queue_consumer_redis_changed, or noticed by polling
- *   pmx_redis_conn_is_up every second) groups are re-created and reading
- *   restarts.
+ *   locally (still pending in Redis). When Redis is back
+ *   (pmx_queue_consumer_redis_changed, or noticed by polling
+ *   pmx_redis_conn_is_up every second) groups are re-created, a sweep of
+ *   this consumer's own pending list takes back what it does not hold (such
+ *   jobs, a read whose answer was lost), and reading restarts.
  * - pmx_queue_consumer_close(): no callback is called any more. Acks and
  *   defers already made are still sent (confirmed only if the connection
  *   stays open until Redis answers them; drain first to be sure); jobs still
@@ -66,7 +67,9 @@
  *   reads or reclaims; what the read in progress returns is still handed
  *   over), finish every job as usual; the drain callback comes once nothing
  *   more will be handed over, every job is finished and every ack/defer was
- *   answered (or failed); then close the consumer, then the connection.
+ *   answered (or failed), and whatever is still pending on this consumer
+ *   (released jobs) was given back to the group for others to take at once;
+ *   then close the consumer, then the connection.
  *
  * Defaults are SPEC §5's (30 s reclaim idle, 5 s reclaim interval, 5
  * deliveries, 10 s refresh, 1 s retry mover, 30 s discovery, 7-day

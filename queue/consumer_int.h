@@ -34,7 +34,8 @@ typedef struct pmx__queue_ws {
     bool     refresh_busy;
     bool     drop_busy;
     bool     sweep_due;       /* look for entries pending on us that we do not hold */
-    bool     sweep_busy;      /* ... XPENDING / XCLAIM outstanding */
+    bool     sweep_busy;      /* ... XPENDING / the sweep script outstanding */
+    char     sweep_from[PMX_QUEUE_ENTRY_ID_MAX + 2]; /* "(<id>": next page; "" = from the start */
     bool     seen;            /* found by the scan in progress */
     unsigned unknown_scans;   /* scans in a row that found it, while unknown */
     uint64_t last_data_at;    /* a read last returned entries of it */

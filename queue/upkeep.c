@@ -14,15 +14,19 @@
  *   due sooner), every retry_idle_poll when it looked empty (other workers
  *   defer too, and may die).
  * - sweep: entries pending on this consumer that it does not hold — a read
- *   or a duplicate check whose answer was lost with a connection, a job the
- *   pipeline released. Run after Redis or the read connection came back,
- *   after an entry was left pending, and once at the end of a drain; never
- *   while a read is out (its entries would look unheld), and no read goes
- *   out while one runs (queue/consumer.c). XPENDING - + COUNT <ours>, then,
- *   normally, XCLAIM them back (delivery count + 1) and hand them over as
- *   REDELIVERED at once, instead of after reclaim_idle; while draining,
- *   give them back to the group (XCLAIM ... IDLE 1 day JUSTID), so whoever
- *   reclaims next takes them at once.
+ *   or a duplicate check whose answer was lost with a connection (and, at
+ *   the end of a drain, jobs the pipeline released). Run after Redis or the
+ *   read connection came back, after an entry was left pending, and once at
+ *   the end of a drain; never while a read is out (its entries would look
+ *   unheld), and no read goes out while one runs (queue/consumer.c).
+ *   XPENDING <from> + COUNT <ours> page by page, then one script that, for
+ *   each id still pending on us (another consumer may have reclaimed it
+ *   since), normally XCLAIMs it back (delivery count + 1) to be handed over
+ *   as REDELIVERED at once instead of after reclaim_idle, and while
+ *   draining gives it back to the group (XCLAIM ... IDLE 1 day JUSTID), so
+ *   whoever reclaims next takes it at once. Jobs the pipeline releases
+ *   while running are left to reclaim (a Postgres that refuses should not
+ *   spin them into poison within a second).
  * - discovery: SCAN MATCH <prefix>:{*}:jobs TYPE stream every
  *   discover_interval; streams of workspaces not given are read as unknown.
  *   An unknown stream that stayed empty for a whole interval is deleted (an
@@ -40,8 +44,7 @@
 
 #define REFRESH_MAX_IDS 500
 #define SCAN_COUNT      "1000"
-#define SWEEP_COUNT     10000          /* more than a consumer ever holds */
-#define GIVE_BACK_IDLE  "86400000"     /* 1 day: past any consumer's reclaim_idle */
+#define SWEEP_COUNT     1000           /* XPENDING page */
 
 static void lower(uint64_t *next, uint64_t t)
 {
@@ -60,6 +63,30 @@ static pmx_queue_script_t refresh_script = PMX_QUEUE_SCRIPT("refresh_idle",
     "  end\n"
     "end\n"
     "return lost\n");
+
+/*
+ * KEYS: stream. ARGV: group, consumer, "take" | "give", ids... Only ids still
+ * pending on the consumer are touched. take: XCLAIM them (min idle 0, count +
+ * 1) and return the entries as XCLAIM does (an entry deleted meanwhile is
+ * acked and left out). give: set their idle time to 1 day (past any
+ * reclaim_idle) without a count bump, and return their ids.
+ */
+static pmx_queue_script_t sweep_script = PMX_QUEUE_SCRIPT("sweep_own",
+    "local out = {}\n"
+    "for i = 4, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])\n"
+    "  if p[1] then\n"
+    "    if ARGV[3] == 'give' then\n"
+    "      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 86400000, 'JUSTID')\n"
+    "      out[#out + 1] = ARGV[i]\n"
+    "    else\n"
+    "      local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i])\n"
+    "      if e[1] then out[#out + 1] = e[1]\n"
+    "      else redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n");
 
 /* KEYS: stream. Deletes it when it has no entries; 1 if deleted. */
 static pmx_queue_script_t drop_script = PMX_QUEUE_SCRIPT("drop_empty_stream",
@@ -276,7 +303,7 @@ static void give_back_cb(redisAsyncContext *ac, void *reply, void *priv)
     claim_req_t *q = priv;
     redisReply *r = reply;
     if (!q->c->closing && r && r->type == REDIS_REPLY_ERROR)
-        pmx__queue_count_error(q->c, r, "XCLAIM (give back)", q->ws->id);
+        pmx__queue_count_error(q->c, r, "the sweep (give back)", q->ws->id);
     else if (!q->c->closing && r && r->type == REDIS_REPLY_ARRAY && r->elements)
         pmx_log_info("queue: gave %zu pending entries back to the group on stopping ws=%s "
                      "(whoever reclaims next takes them at once)", r->elements, q->ws->id);
@@ -302,10 +329,23 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
         } else {
             pmx__queue_count_error(c, r, "XPENDING (sweep)", ws->id);
         }
+        ws->sweep_from[0] = '\0';
         goto done;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) goto done;
-    if (r->elements >= SWEEP_COUNT) ws->sweep_due = true;   /* more than one page */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        ws->sweep_from[0] = '\0';
+        goto done;
+    }
+    /* A full page: the next sweep goes on after its last id. */
+    ws->sweep_from[0] = '\0';
+    if (r->elements >= SWEEP_COUNT) {
+        const redisReply *last = r->element[r->elements - 1];
+        if (pending_row_ok(last)) {
+            snprintf(ws->sweep_from, sizeof ws->sweep_from, "(%.*s", (int)last->element[0]->len,
+                     last->element[0]->str);
+            ws->sweep_due = true;
+        }
+    }
     q->ids = pmx_xcalloc(r->elements, sizeof *q->ids);
     q->counts = pmx_xcalloc(r->elements, sizeof *q->counts);
     for (size_t i = 0; i < r->elements; i++) {
@@ -322,24 +362,17 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
     if (q->n == 0) goto done;
 
     bool give_back = c->draining;
-    const char **argv = pmx_xcalloc(q->n + 8, sizeof *argv);   /* 5 + ids + 3 */
-    int argc = 0;
-    argv[argc++] = "XCLAIM";
-    argv[argc++] = ws->stream;
-    argv[argc++] = c->group;
-    argv[argc++] = c->name;
-    argv[argc++] = "0";
-    for (size_t i = 0; i < q->n; i++) argv[argc++] = q->ids[i];
-    if (give_back) {
-        argv[argc++] = "IDLE";
-        argv[argc++] = GIVE_BACK_IDLE;
-        argv[argc++] = "JUSTID";
-    }
-    int rc = pmx_redis_conn_command_argv(c->rc, give_back ? give_back_cb : xclaim_cb, q, argc,
-                                         argv, NULL);
-    free(argv);
+    const char **args = pmx_xcalloc(q->n + 4, sizeof *args);
+    args[0] = ws->stream;
+    args[1] = c->group;
+    args[2] = c->name;
+    args[3] = give_back ? "give" : "take";
+    for (size_t i = 0; i < q->n; i++) args[4 + i] = q->ids[i];
+    int rc = pmx_queue_script_run(c->rc, &sweep_script, 1, (int)q->n + 4, args, NULL,
+                                  give_back ? give_back_cb : xclaim_cb, q);
+    free(args);
     if (rc == 0) {
-        /* The request (and our ws reference) moves on to the XCLAIM. */
+        /* The request (and our ws reference) moves on to the script. */
         if (!give_back) c->claiming += (unsigned)q->n;
         pmx__queue_cmd_begin(c);
         pmx__queue_cmd_end(c);
@@ -372,7 +405,8 @@ bool pmx__queue_upkeep_sweep(pmx__queue_c_t *c)
         q->c = c;
         q->ws = ws;
         q->sweep = true;
-        const char *argv[] = { "XPENDING", ws->stream, c->group, "-", "+", count, c->name };
+        const char *from = ws->sweep_from[0] ? ws->sweep_from : "-";
+        const char *argv[] = { "XPENDING", ws->stream, c->group, from, "+", count, c->name };
         if (pmx_redis_conn_command_argv(c->rc, sweep_pending_cb, q, 7, argv, NULL) < 0) {
             free(q);
             break;
