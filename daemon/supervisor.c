@@ -28,6 +28,7 @@
 
 #include "daemon/listen.h"
 #include "daemon/metrics_shm.h"
+#include "daemon/peers_shm.h"
 #include "daemon/shm.h"
 #include "daemon/throttle.h"
 #include "lib/log.h"
@@ -59,6 +60,7 @@ typedef struct {
     pid_t                     pid;
     pmx_shm_t                *shm;
     pmx_metrics_shm_t        *metrics;   /* counters summed by GET /metrics */
+    pmx_peers_shm_t          *peers;     /* failed AUTH per client address, all workers */
     int                       submission_fd;
     char                     *submission_addr;
     int                       metrics_fd;
@@ -545,6 +547,7 @@ static void cleanup(pmx_daemon_t *d)
     conf_free(&d->conf);
     pmx_shm_destroy(d->shm);
     pmx_metrics_shm_destroy(d->metrics);
+    pmx_peers_shm_destroy(d->peers);
     free(d->path);
     free(d);
 }
@@ -591,6 +594,13 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
         return 1;
     }
     pmx_metrics_shm_attach(d->metrics, -1);
+    d->peers = pmx_peers_shm_create();
+    if (!d->peers) {
+        pmx_log_error("cannot map the failed-AUTH table: %s", strerror(errno));
+        cleanup(d);
+        return 1;
+    }
+    pmx_peers_shm_attach(d->peers);   /* inherited by every worker */
 
     uint64_t wd_usec = 0;
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) d->watchdog_half_ms = wd_usec / 2000;

@@ -61,30 +61,9 @@ echo "  postgres  $PMX_PG_HOST (port $PMX_PG_PORT), database postmux"
 echo "  redis     $PMX_REDIS_SOCK"
 echo "  relay     smtp-sink on 127.0.0.1:$PMX_SINK_PORT, dumping into $sink"
 
-(umask 077 && head -c 32 /dev/urandom | base64 >"$dir/master.key") || die "cannot write the master key"
 export POSTMUX_CONFIG=$dir/postmux.conf
-cat >"$POSTMUX_CONFIG" <<EOF
-[daemon]
-workers = $WORKERS
-metrics_listen =
-
-[postgres]
-conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=postmux
-
-[redis]
-address = unix:$PMX_REDIS_SOCK
-
-[relay]
-host = 127.0.0.1
-port = $PMX_SINK_PORT
-tls = none
-
-[submission]
-listen =
-
-[keys]
-master_key_file = $dir/master.key
-EOF
+pmx_svc_postmux_conf "$POSTMUX_CONFIG" postmux || die "cannot write the config"
+pmx_svc_conf_set "$POSTMUX_CONFIG" daemon workers "$WORKERS"
 step "config ($POSTMUX_CONFIG)"
 sed 's/^/    /' "$POSTMUX_CONFIG"
 

@@ -19,6 +19,11 @@
 #   pmx_svc_run KIND CMD...        runs CMD (e.g. postmuxd) in the background like a
 #                                  service: own session, stopped with the others (also
 #                                  by the watchdog); exports PMX_RUN_PID, PMX_RUN_LOG
+#   pmx_svc_postmux_conf FILE DB   writes a postmux.conf for these services (database
+#                                  DB, this Redis, the last sink as relay without TLS,
+#                                  no metrics, no submission) and a new master key in
+#                                  FILE's directory (master.key)
+#   pmx_svc_conf_set FILE SEC KEY VALUE  sets KEY in [SEC] of an INI file
 #   pmx_svc_atexit CMD             runs CMD (eval) before the services stop
 #   pmx_svc_stop_all               stops everything; also runs on EXIT, INT, TERM, HUP
 #
@@ -451,4 +456,58 @@ for _ in range(an):
 if flags & 15:
     print("dns: rcode=%d" % (flags & 15), file=sys.stderr)
 EOF
+}
+
+pmx_svc_postmux_conf() {
+    local file=${1:?pmx_svc_postmux_conf FILE DB} db=${2:?pmx_svc_postmux_conf FILE DB}
+    local key
+    key=$(dirname "$file")/master.key
+    [[ -n ${PMX_PG_HOST-} && -n ${PMX_REDIS_SOCK-} && -n ${PMX_SINK_PORT-} ]] || {
+        pmx_svc__err "pmx_svc_postmux_conf: start Postgres, Redis and a sink first"
+        return 1
+    }
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$key") || return 1
+    cat >"$file" <<EOF
+[daemon]
+metrics_listen =
+
+[postgres]
+conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$db
+
+[redis]
+address = unix:$PMX_REDIS_SOCK
+
+[relay]
+host = 127.0.0.1
+port = $PMX_SINK_PORT
+tls = none
+
+[submission]
+listen =
+
+[delivery]
+
+[keys]
+master_key_file = $key
+EOF
+}
+
+# Replaced in place, else added at the end of the section, else a new section at the end.
+pmx_svc_conf_set() {
+    local file=${1:?pmx_svc_conf_set FILE SECTION KEY VALUE}
+    local sec=${2:?pmx_svc_conf_set FILE SECTION KEY VALUE} key=${3:?pmx_svc_conf_set FILE SECTION KEY VALUE}
+    PMX__V=${4-} awk -v s="$sec" -v k="$key" '
+        function put() { v = ENVIRON["PMX__V"]; print k " =" (v == "" ? "" : " " v); done = 1 }
+        /^[ \t]*\[[^]]*\][ \t]*$/ {
+            if (insec && !done) put()
+            name = $0; gsub(/^[ \t]*\[[ \t]*|[ \t]*\][ \t]*$/, "", name)
+            insec = (name == s); print; next
+        }
+        insec && !/^[ \t]*[;#]/ && index($0, "=") {
+            key = $0; sub(/[ \t]*=.*$/, "", key); gsub(/^[ \t]+/, "", key)
+            if (key == k) { if (!done) put(); next }
+        }
+        { print }
+        END { if (!done) { if (!insec) print "[" s "]"; put() } }
+    ' "$file" >"$file.tmp" && mv "$file.tmp" "$file"
 }

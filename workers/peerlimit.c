@@ -2,7 +2,9 @@
  * Per-address session counts and failed-AUTH throttling; see peerlimit.h.
  * A chained hash table of address keys. An entry lives while it has open
  * sessions, recent failures or a block; idle ones are dropped by a sweep
- * whenever the table is full.
+ * whenever the table is full. In postmuxd the failures live in the table
+ * shared by every worker (daemon/peers_shm.h) and the entries here only
+ * count sessions; without it (tests) they are counted here too.
  */
 #include "workers/peerlimit.h"
 
@@ -12,19 +14,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/peers_shm.h"
 #include "lib/mem.h"
 
 #define NBUCKETS 1024u
 
 typedef struct entry entry_t;
 struct entry {
-    entry_t *next;
-    char     key[PMX_PEERLIMIT_KEY_MAX];
-    int      sessions;
-    int      failures;
-    uint64_t last_failure;   /* ms */
-    uint64_t blocked_until;  /* ms; 0 = not blocked */
+    entry_t            *next;
+    char                key[PMX_PEERLIMIT_KEY_MAX];
+    int                 sessions;
+    pmx_peer_failures_t f;   /* unused when the shared table counts them */
 };
+
+_Static_assert(PMX_PEERLIMIT_KEY_MAX <= PMX_PEERS_KEY_MAX, "every key fits the shared table");
 
 struct pmx_worker_peerlimit {
     entry_t *buckets[NBUCKETS];
@@ -85,19 +88,48 @@ void pmx_worker_peerlimit_free(pmx_worker_peerlimit_t *p)
 }
 
 /* Forgets failures past the window and blocks that ended. */
-static void expire(entry_t *e, uint64_t now)
+static void expire(pmx_peer_failures_t *f, uint64_t now)
 {
-    if (e->blocked_until && e->blocked_until <= now) {
-        e->blocked_until = 0;
-        e->failures = 0;
+    if (f->blocked_until_ms && f->blocked_until_ms <= now) {
+        f->blocked_until_ms = 0;
+        f->failures = 0;
     }
-    if (e->failures && !e->blocked_until && now - e->last_failure >= PMX_PEERLIMIT_WINDOW_MS)
-        e->failures = 0;
+    if (f->failures && !f->blocked_until_ms && now - f->last_failure_ms >= PMX_PEERLIMIT_WINDOW_MS)
+        f->failures = 0;
 }
 
-static bool idle(const entry_t *e)
+static bool idle(entry_t *e, uint64_t now)
 {
-    return e->sessions == 0 && e->failures == 0 && e->blocked_until == 0;
+    expire(&e->f, now);
+    return e->sessions == 0 && e->f.failures == 0 && e->f.blocked_until_ms == 0;
+}
+
+/* One more failed AUTH: the delay before answering it, or -1 when now blocked. */
+static int64_t count_failure(pmx_peer_failures_t *f, uint64_t now, void *arg)
+{
+    (void)arg;
+    if (!f) return 0;   /* not tracked (table full) */
+    expire(f, now);
+    if (f->blocked_until_ms) return -1;
+    f->failures++;
+    f->last_failure_ms = now;
+    f->expires_ms = now + PMX_PEERLIMIT_WINDOW_MS;
+    if (f->failures >= PMX_PEERLIMIT_MAX_FAILURES) {
+        f->blocked_until_ms = now + PMX_PEERLIMIT_BLOCK_MS;
+        if (f->blocked_until_ms > f->expires_ms) f->expires_ms = f->blocked_until_ms;
+        return -1;
+    }
+    if (f->failures <= PMX_PEERLIMIT_FREE_FAILURES) return 0;
+    int64_t d = (int64_t)(f->failures - PMX_PEERLIMIT_FREE_FAILURES) * PMX_PEERLIMIT_DELAY_STEP_MS;
+    return d > PMX_PEERLIMIT_DELAY_MAX_MS ? PMX_PEERLIMIT_DELAY_MAX_MS : d;
+}
+
+static int64_t is_blocked(pmx_peer_failures_t *f, uint64_t now, void *arg)
+{
+    (void)arg;
+    if (!f) return 0;
+    expire(f, now);
+    return f->blocked_until_ms != 0;
 }
 
 static void sweep(pmx_worker_peerlimit_t *p, uint64_t now)
@@ -106,8 +138,7 @@ static void sweep(pmx_worker_peerlimit_t *p, uint64_t now)
         entry_t **pp = &p->buckets[b];
         while (*pp) {
             entry_t *e = *pp;
-            expire(e, now);
-            if (idle(e)) {
+            if (idle(e, now)) {
                 *pp = e->next;
                 p->count--;
                 free(e);
@@ -129,10 +160,7 @@ static entry_t *find(pmx_worker_peerlimit_t *p, const char *key)
 static entry_t *get(pmx_worker_peerlimit_t *p, const char *key, uint64_t now)
 {
     entry_t *e = find(p, key);
-    if (e) {
-        expire(e, now);
-        return e;
-    }
+    if (e) return e;
     if (p->count >= PMX_PEERLIMIT_MAX_ENTRIES) sweep(p, now);
     if (p->count >= PMX_PEERLIMIT_MAX_ENTRIES) return NULL;
     e = pmx_xcalloc(1, sizeof *e);
@@ -156,32 +184,24 @@ int pmx_worker_peerlimit_open(pmx_worker_peerlimit_t *p, const char *key, uint64
 void pmx_worker_peerlimit_close(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms)
 {
     entry_t *e = find(p, key);
+    (void)now_ms;
     if (!e || e->sessions == 0) return;
     e->sessions--;
-    expire(e, now_ms);
 }
 
 bool pmx_worker_peerlimit_blocked(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms)
 {
+    pmx_peers_shm_t *shared = pmx_peers_shm_get();
+    if (shared) return pmx_peers_shm_with(shared, key, false, now_ms, is_blocked, NULL) != 0;
     entry_t *e = find(p, key);
-    if (!e) return false;
-    expire(e, now_ms);
-    return e->blocked_until != 0;
+    return e && is_blocked(&e->f, now_ms, NULL) != 0;
 }
 
 int64_t pmx_worker_peerlimit_auth_failed(pmx_worker_peerlimit_t *p, const char *key,
                                          uint64_t now_ms)
 {
+    pmx_peers_shm_t *shared = pmx_peers_shm_get();
+    if (shared) return pmx_peers_shm_with(shared, key, true, now_ms, count_failure, NULL);
     entry_t *e = get(p, key, now_ms);
-    if (!e) return 0;
-    if (e->blocked_until) return -1;
-    e->failures++;
-    e->last_failure = now_ms;
-    if (e->failures >= PMX_PEERLIMIT_MAX_FAILURES) {
-        e->blocked_until = now_ms + PMX_PEERLIMIT_BLOCK_MS;
-        return -1;
-    }
-    if (e->failures <= PMX_PEERLIMIT_FREE_FAILURES) return 0;
-    int64_t d = (int64_t)(e->failures - PMX_PEERLIMIT_FREE_FAILURES) * PMX_PEERLIMIT_DELAY_STEP_MS;
-    return d > PMX_PEERLIMIT_DELAY_MAX_MS ? PMX_PEERLIMIT_DELAY_MAX_MS : d;
+    return count_failure(e ? &e->f : NULL, now_ms, NULL);
 }

@@ -13,10 +13,11 @@
  *   failure PMX_PEERLIMIT_MAX_FAILURES        "421" and the address is blocked for
  *                                             PMX_PEERLIMIT_BLOCK_MS: its new sessions and
  *                                             AUTH attempts get "421" at once.
- * The counts are per worker process (a client spread over W workers can make
- * up to W times as many attempts): simple, no shared state, and still turns
- * a password-guessing run into a crawl. A successful AUTH does not reset
- * the count.
+ * In postmuxd the failures and blocks are counted in one table shared by
+ * every worker (daemon/peers_shm.h), so a client whose connections land on
+ * several workers gets no more attempts than one that stays on one; without
+ * that table (unit tests) each process counts its own. Sessions are counted
+ * per worker. A successful AUTH does not reset the count.
  *
  * The table is bounded (PMX_PEERLIMIT_MAX_ENTRIES); when it is full of
  * addresses with live sessions or recent failures, new addresses are not

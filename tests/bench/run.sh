@@ -110,32 +110,12 @@ setup() {
     pmx_svc_sink_start - -m 2048 >/dev/null || die "smtp-sink did not start"
     "$PMX_PG_BIN/psql" -XAtq -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" -U "$PMX_PG_USER" -d postgres \
         -c 'CREATE DATABASE postmux' || die "cannot create the database"
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$dir/master.key") || die "master key"
     export POSTMUX_CONFIG=$dir/postmux.conf
     MPORT=$(pmx_svc_free_port) || die "no free port"
-    cat >"$POSTMUX_CONFIG" <<EOF
-[daemon]
-workers = auto
-metrics_listen = 127.0.0.1:$MPORT
-log_level = warn
-
-[postgres]
-conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=postmux
-
-[redis]
-address = unix:$PMX_REDIS_SOCK
-
-[relay]
-host = 127.0.0.1
-port = $PMX_SINK_PORT
-tls = none
-
-[submission]
-listen =
-
-[keys]
-master_key_file = $dir/master.key
-EOF
+    pmx_svc_postmux_conf "$POSTMUX_CONFIG" postmux || die "cannot write the config"
+    pmx_svc_conf_set "$POSTMUX_CONFIG" daemon workers auto
+    pmx_svc_conf_set "$POSTMUX_CONFIG" daemon metrics_listen "127.0.0.1:$MPORT"
+    pmx_svc_conf_set "$POSTMUX_CONFIG" daemon log_level warn
     "$PMX" migrate >/dev/null || die "postmux migrate failed"
     WS=()
     local i ws

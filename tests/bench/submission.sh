@@ -106,37 +106,15 @@ cert=$dir/cert.pem
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/key.pem" -out "$cert" -days 2 \
     -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' >"$dir/openssl.log" 2>&1 ||
     die "openssl req failed: $(tail -n 3 "$dir/openssl.log")"
-(umask 077 && head -c 32 /dev/urandom | base64 >"$dir/master.key") || die "cannot write the master key"
 port=$(pmx_svc_free_port) || die "no free port"
 conf=$dir/postmux.conf
-cat >"$conf" <<EOF
-[daemon]
-workers = $workers
-metrics_listen =
-
-[postgres]
-conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$db
-
-[redis]
-address = unix:$PMX_REDIS_SOCK
-
-[relay]
-host = 127.0.0.1
-port = $PMX_SINK_PORT
-tls = none
-
-[submission]
-listen = 127.0.0.1:$port
-tls_cert = $cert
-tls_key = $dir/key.pem
-auth_requires_tls = yes
-
-[delivery]
-retry_base = 1s
-
-[keys]
-master_key_file = $dir/master.key
-EOF
+pmx_svc_postmux_conf "$conf" "$db" || die "cannot write the config"
+pmx_svc_conf_set "$conf" daemon workers "$workers"
+pmx_svc_conf_set "$conf" submission listen "127.0.0.1:$port"
+pmx_svc_conf_set "$conf" submission tls_cert "$cert"
+pmx_svc_conf_set "$conf" submission tls_key "$dir/key.pem"
+pmx_svc_conf_set "$conf" submission auth_requires_tls yes
+pmx_svc_conf_set "$conf" delivery retry_base 1s
 export POSTMUX_CONFIG=$conf
 
 fixture() {   # fixture WHAT CMD...: runs a postmux verb, stops the bench if it fails

@@ -200,21 +200,7 @@ t_redis() {
 # t_conf_set SECTION KEY VALUE: sets KEY in [SECTION] of $T_CONF (replaced in place,
 # else added at the end of the section, else a new section at the end).
 t_conf_set() {
-    local sec=${1:?t_conf_set SECTION KEY VALUE} key=${2:?t_conf_set SECTION KEY VALUE}
-    T__V=${3-} awk -v s="$sec" -v k="$key" '
-        function put() { v = ENVIRON["T__V"]; print k " =" (v == "" ? "" : " " v); done = 1 }
-        /^[ \t]*\[[^]]*\][ \t]*$/ {
-            if (insec && !done) put()
-            name = $0; gsub(/^[ \t]*\[[ \t]*|[ \t]*\][ \t]*$/, "", name)
-            insec = (name == s); print; next
-        }
-        insec && !/^[ \t]*[;#]/ && index($0, "=") {
-            key = $0; sub(/[ \t]*=.*$/, "", key); gsub(/^[ \t]+/, "", key)
-            if (key == k) { if (!done) put(); next }
-        }
-        { print }
-        END { if (!done) { if (!insec) print "[" s "]"; put() } }
-    ' "$T_CONF" >"$T_CONF.tmp" && mv "$T_CONF.tmp" "$T_CONF"
+    pmx_svc_conf_set "$T_CONF" "$@"
 }
 
 # t_sink_start [smtp-sink options]: another smtp-sink dumping into $T_DIR/sinkN/
@@ -320,36 +306,11 @@ t_setup() {
     pmx_svc_sink_start "$T_SINK_DIR" >/dev/null || t__setup_fail "could not start smtp-sink (see above)"
     T_SINK_PORT=$PMX_SINK_PORT
 
-    T_MASTER_KEY=$T_DIR/master.key
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$T_MASTER_KEY") ||
-        t__setup_fail "cannot write $T_MASTER_KEY"
-
     T_CONF=$T_DIR/postmux.conf
-    cat >"$T_CONF" <<EOF
-[daemon]
-workers = 2
-metrics_listen =
-
-[postgres]
-conninfo = $T_DB_CONNINFO
-
-[redis]
-address = unix:$T_REDIS_SOCK
-
-[relay]
-host = 127.0.0.1
-port = $T_SINK_PORT
-tls = none
-
-[submission]
-listen =
-
-[delivery]
-retry_base = 1s
-
-[keys]
-master_key_file = $T_MASTER_KEY
-EOF
+    T_MASTER_KEY=$T_DIR/master.key
+    pmx_svc_postmux_conf "$T_CONF" "$T_DB" || t__setup_fail "cannot write $T_CONF"
+    t_conf_set daemon workers 2
+    t_conf_set delivery retry_base 1s
     export POSTMUX_CONFIG=$T_CONF
     export T_DB T_DB_CONNINFO T_REDIS_SOCK T_REDIS_PORT T_SINK_DIR T_SINK_PORT T_MASTER_KEY T_CONF
 

@@ -187,6 +187,23 @@ elif cmd == "badauth":                    # badauth N: N wrong keys in one sessi
         if code == 421:
             print("after", closed(s.sock))
             break
+elif cmd == "badauth_spread":             # badauth_spread SRC N: N sessions from SRC, one wrong key each
+    ss = []
+    for i in range(int(args[1])):
+        s = smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(args[0], 0))
+        s.ehlo("client.test")
+        s.starttls(context=ctx())
+        s.ehlo("client.test")
+        ss.append(s)
+        time.sleep(0.05)
+    for i, s in enumerate(ss):
+        try:
+            code, text = s.docmd("AUTH", "PLAIN " + plain("pmx_wrong%d" % i))
+        except smtplib.SMTPServerDisconnected:
+            code, text = "closed", b""
+        print(i + 1, code, text.decode())
+        if code == 421:
+            break
 elif cmd == "greeting":
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     print(sock.recv(4096).decode().strip())
@@ -479,9 +496,7 @@ t_expect_eq "$(t_psql "select string_agg(name, ',' order by name) from api_keys 
     live,org,smtp "keys with last_used_at"
 
 # ---- AUTH throttling (last: it blocks 127.0.0.1) --------------------------------------------------
-# One worker from here on: AUTH failures are counted per worker (README), so with one
-# every new connection meets the same count.
-t_conf_set daemon workers 1
+# Two workers: failures are counted in a table both share (daemon/peers_shm.h).
 L0=$(wc -l <"$DLOG")
 "$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
 D=$!
@@ -502,6 +517,16 @@ t_expect_eq "$fast" 3 "the first 3 failures answered at once"
 t_case "after the 421 the address stays blocked: a new connection gets 421 too"
 t_run tool greeting
 t_expect_match "$T_OUT" '^421 4\.7\.0 ' "greeting of a new connection"
+
+t_case "failures on connections spread over both workers are counted together: the 10th gets 421"
+t_run tool badauth_spread 127.0.0.2 14
+t_expect_rc 0
+t_expect_eq "$(grep -c ' 535 ' <<<"$T_OUT")" 9 "535 answers before 421"
+t_expect_match "$T_OUT" '^10 421 4\.7\.0 Too many failed authentications' "the 10th, whichever worker took it"
+workers_seen=$(tail -n +$((L0 + 1)) "$DLOG" | grep 'submission auth failed .*client=127\.0\.0\.2 ' |
+               grep -oE 'worker\[[0-9]+\]' | sort -u | wc -l)
+echo "# AUTH failures from 127.0.0.2 were answered by $workers_seen worker(s)" >&2
+t_expect_eq "$workers_seen" 2 "workers that counted a failure"
 
 t_case "no sanitizer report in postmuxd's log"
 kill -TERM "$D"

@@ -1,0 +1,63 @@
+/*
+ * The failed-AUTH table shared by every worker of one postmuxd (SPEC §7:
+ * "repeated failures from one address are slowed and then refused"), so a
+ * client whose connections land on W workers gets no more attempts than one
+ * that always lands on the same worker: what Postfix's anvil does for a host.
+ * A third anonymous shared mapping, made by the supervisor before it forks,
+ * beside the scoreboard (daemon/shm.h) and the metrics region.
+ *
+ * What is counted, and what it leads to, is workers/peerlimit.c's business;
+ * this only keeps one pmx_peer_failures_t per address key:
+ * - open addressing over PMX_PEERS_SLOTS cells; a key lives in one of the
+ *   PMX_PEERS_PROBE cells after its hash. A cell whose expires_ms has passed
+ *   is free again (the caller sets expires_ms whenever it counts). When every
+ *   cell of the window is live, the key is not tracked and the callback gets
+ *   NULL, as the per-worker table does when it is full.
+ * - one process-shared robust mutex guards the table: every operation is a
+ *   few dozen compares. A worker killed while holding it leaves it to the
+ *   next one that locks (EOWNERDEAD, then pthread_mutex_consistent); the cell
+ *   it was writing is at worst half-updated, which only changes a count.
+ * - times are CLOCK_MONOTONIC milliseconds (uv_now() of any worker's loop):
+ *   the same clock in every process of the host.
+ *
+ * The process remembers its table once (pmx_peers_shm_attach: the supervisor
+ * after mapping it, inherited by every fork). Until then pmx_peers_shm_get()
+ * is NULL and workers/peerlimit.c counts per process (the CLI, unit tests).
+ */
+#ifndef PMX_DAEMON_PEERS_SHM_H
+#define PMX_DAEMON_PEERS_SHM_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PMX_PEERS_SLOTS   8192
+#define PMX_PEERS_PROBE   32
+#define PMX_PEERS_KEY_MAX 64
+
+typedef struct {
+    int32_t  failures;
+    uint64_t last_failure_ms;
+    uint64_t blocked_until_ms;   /* 0 = not blocked */
+    uint64_t expires_ms;         /* the cell may be reused from then on */
+} pmx_peer_failures_t;
+
+typedef struct pmx_peers_shm pmx_peers_shm_t;
+
+/* Called with key's failures under the lock (NULL: not tracked). */
+typedef int64_t (*pmx_peers_fn)(pmx_peer_failures_t *f, uint64_t now_ms, void *arg);
+
+/* Maps a zeroed table with its mutex; NULL with errno on failure. */
+pmx_peers_shm_t *pmx_peers_shm_create(void);
+void pmx_peers_shm_destroy(pmx_peers_shm_t *t);
+
+void pmx_peers_shm_attach(pmx_peers_shm_t *t);
+pmx_peers_shm_t *pmx_peers_shm_get(void);
+
+/*
+ * Runs fn on key's cell under the lock and returns what fn returns. With
+ * create, a key not in the table gets a zeroed cell; without, fn gets NULL
+ * for it. A key longer than PMX_PEERS_KEY_MAX - 1 bytes is never tracked.
+ */
+int64_t pmx_peers_shm_with(pmx_peers_shm_t *t, const char *key, bool create, uint64_t now_ms,
+                           pmx_peers_fn fn, void *arg);
+
+#endif
