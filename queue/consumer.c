@@ -161,6 +161,33 @@ static void wake_soon(pmx__queue_c_t *c)
     pmx__queue_wake_at(c, pmx__queue_now(c));
 }
 
+/*
+ * A read is outstanding: if a stream became readable since it went out (a
+ * pause ended or was lifted, a group was just made), end that read now
+ * (CLIENT UNBLOCK: it returns empty, as on its timeout) so the next one
+ * includes the stream. Otherwise a workspace whose rate-limit gate empties
+ * waits up to block_ms behind a read over streams that are all idle or
+ * paused, and a limited workspace gets one read's worth of jobs per
+ * block_ms. Only with a read connection of our own.
+ */
+static void unblock_stale_read(pmx__queue_c_t *c, uint64_t now)
+{
+    if (c->unblock_sent || !c->own_rd || c->rd_id <= 0 || c->closing) return;
+    bool stale = false;
+    for (size_t i = 0; i < c->nws && !stale; i++) {
+        const pmx__queue_ws_t *ws = c->wsv[i];
+        stale = !ws->in_read && ws->group_ready && ws->paused_until <= now;
+    }
+    if (!stale) return;
+    char id[32];
+    snprintf(id, sizeof id, "%lld", c->rd_id);
+    const char *argv[] = { "CLIENT", "UNBLOCK", id };
+    if (pmx_redis_conn_command_argv(c->rc, NULL, NULL, 3, argv, NULL) == 0) {
+        c->unblock_sent = true;
+        c->st.unblocks++;
+    }
+}
+
 /* ----------------------------------------------------------- workspaces */
 
 bool pmx__queue_ws_id_valid(const char *s, size_t n)
@@ -273,7 +300,7 @@ static void group_cb(redisAsyncContext *ac, void *reply, void *priv)
         if (r->type == REDIS_REPLY_STATUS || busy) {
             ws->group_ready = true;
             ws->group_warned = false;
-            pmx__queue_pump(c);
+            pmx__queue_pump(c);   /* a read blocking without it is ended */
         } else {
             if (!ws->group_warned)
                 pmx__queue_count_error(c, r, "XGROUP CREATE", ws->id);
@@ -373,7 +400,7 @@ void pmx_queue_consumer_pause_until(pmx_queue_consumer_t *c, const char *ws, uin
     pmx__queue_ws_t *w = pmx__queue_ws_find(c, ws);
     if (!w) return;
     w->paused_until = until_ms;
-    wake_soon(c);
+    wake_soon(c);   /* lifted: a read blocking without it is ended */
 }
 
 void pmx_queue_consumer_set_capacity(pmx_queue_consumer_t *c, unsigned capacity)
@@ -519,9 +546,12 @@ static void read_cb(redisAsyncContext *ac, void *reply, void *priv);
 /* Issues the one XREADGROUP if there is room and something to read. */
 static void maybe_read(pmx__queue_c_t *c)
 {
-    if (!c->up || !c->started || c->draining || c->read_busy || c->nws == 0 ||
-        !pmx_redis_conn_is_up(c->rd))
+    if (!c->up || !c->started || c->draining || c->nws == 0 || !pmx_redis_conn_is_up(c->rd))
         return;
+    if (c->read_busy) {
+        unblock_stale_read(c, pmx__queue_now(c));
+        return;
+    }
     /* Groups being created: wait (one round trip) so the read covers them. */
     for (size_t i = 0; i < c->nws; i++)
         if (c->wsv[i]->group_busy) return;
@@ -543,11 +573,13 @@ static void maybe_read(pmx__queue_c_t *c)
     size_t start = c->rr % c->nws;
     for (size_t i = 0; i < c->nws; i++) {
         pmx__queue_ws_t *ws = c->wsv[(start + i) % c->nws];
+        ws->in_read = false;
         if (!ws->group_ready) continue;
         if (ws->paused_until > now) {
             if (ws->paused_until < pause_end) pause_end = ws->paused_until;
             continue;
         }
+        ws->in_read = true;
         argv[9 + k++] = ws->stream;
     }
     if (pause_end != UINT64_MAX) pmx__queue_wake_at(c, pause_end);
@@ -576,6 +608,7 @@ static void maybe_read(pmx__queue_c_t *c)
     if (pmx_redis_conn_command_argv(c->rd, read_cb, c, argc, argv, NULL) == 0) {
         pmx__queue_cmd_begin(c);
         c->read_busy = true;
+        c->unblock_sent = false;
         c->read_seq++;
         c->rr++;
         pmx_log_debug("queue: read seq=%" PRIu64 " streams=%zu count=%u held=%u", c->read_seq,
@@ -766,12 +799,25 @@ static bool name_valid(const char *s)
     return true;
 }
 
+static void rd_id_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    pmx__queue_c_t *c = priv;
+    redisReply *r = reply;
+    if (!c->closing && r && r->type == REDIS_REPLY_INTEGER) c->rd_id = r->integer;
+    pmx__queue_cmd_end(c);
+}
+
 /* Our read connection came up (read now) or went down (its read got NULL). */
 static void reader_state_cb(pmx_redis_conn_t *rd, bool up, void *arg)
 {
-    (void)rd;
     pmx__queue_c_t *c = arg;
+    c->rd_id = 0;
     if (up && !c->closing) {
+        /* Its id, for CLIENT UNBLOCK; asked before any read goes over it. */
+        const char *argv[] = { "CLIENT", "ID" };
+        if (pmx_redis_conn_command_argv(rd, rd_id_cb, c, 2, argv, NULL) == 0)
+            pmx__queue_cmd_begin(c);
         pmx__queue_sweep_mark(c, NULL);   /* a read answer may have been lost with it */
         wake_soon(c);
     }

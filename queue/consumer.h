@@ -141,6 +141,7 @@ typedef struct {
     uint64_t not_confirmed;  /* acks/defers Redis did not confirm */
     uint64_t retries_moved;  /* retry members moved back by this consumer */
     uint64_t lost;           /* held jobs another consumer claimed */
+    uint64_t unblocks;       /* blocking reads ended early for a stream that became readable */
     uint64_t redis_errors;   /* error replies */
     unsigned held;           /* jobs held now (in flight + about to be handed over) */
     unsigned in_flight;      /* held by the pipeline */

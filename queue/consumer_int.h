@@ -28,6 +28,7 @@ typedef struct pmx__queue_ws {
     uint64_t group_retry_at;  /* after a failed create */
     bool     group_warned;
     uint64_t paused_until;
+    bool     in_read;         /* its stream is in the read outstanding (or the last one) */
     uint64_t retry_at;        /* next retry-mover run (loop ms) */
     bool     mover_busy;
     bool     reclaim_busy;
@@ -78,6 +79,8 @@ struct pmx_queue_consumer {
     void             *drain_arg;
 
     bool              read_busy;
+    long long         rd_id;        /* CLIENT ID of the read connection (0 = unknown) */
+    bool              unblock_sent; /* CLIENT UNBLOCK sent for the read outstanding */
     uint64_t          read_seq;
     size_t            active_est;   /* streams that had data in the last read */
     uint64_t          read_retry_at;

@@ -25,6 +25,14 @@
 #   profile     (only with BENCH_PROFILE=1) a second delivery run of
 #               BENCH_PROFILE_MESSAGES under `perf record -a -g`: where the CPU goes,
 #               by process and by function.
+#   limits      BENCH_LIMIT_WORKSPACES (100) more workspaces, each rate-limited (2 … 20
+#               recipients/s, 1,100/s in all), each with a backlog of 1.5 × what its
+#               limit lets through in BENCH_LIMIT_SECONDS (20): postmuxd sends for that
+#               long; prints every workspace's achieved rate against its limit (from
+#               the `sent` rows: (count − burst) ÷ (last − first outcome)), the largest
+#               error, the total, and CPU per message next to the unlimited run's, to
+#               show what the limiter costs end to end. Runs after the others (its
+#               leftover backlog is trimmed, but jobs at the gates still trickle out).
 #   ratelimit   tests/bench/ratelimit.sh, when it exists (the rate limiter's own bench).
 #   submission  tests/bench/submission.sh, when it exists.
 #
@@ -44,7 +52,9 @@ LAT_RATE=${BENCH_LATENCY_RATE:-200}
 PROF_N=${BENCH_PROFILE_MESSAGES:-20000}
 FAIR_N=${BENCH_FAIR_BACKLOG:-100000}
 TIMEOUT=${BENCH_TIMEOUT:-900}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile ratelimit submission}
+LIM_NWS=${BENCH_LIMIT_WORKSPACES:-100}
+LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits ratelimit submission}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -441,6 +451,109 @@ bench_profile() {
     cat "$PROFILE_OUT"
     [[ -n ${BENCH_PROFILE_KEEP-} ]] && cp "$data" "$BENCH_PROFILE_KEEP"
     put "profile" p_file "printed above (perf record -F 1999 -g, $PROF_N messages)"
+}
+
+# Workspace i of the limits scenario: "rate burst" (recipients/s).
+limit_of() { local r=$((2 + ($1 % 10) * 2)); echo "$r $((r / 5 > 1 ? r / 5 : 1))"; }
+
+bench_limits() {
+    say "scenario limits: $LIM_NWS rate-limited workspaces, each with a backlog, ${LIM_SECS} s of sending"
+    local i ws r b lws=() lim=$dir/limits.txt
+    : >"$lim"
+    for ((i = 0; i < LIM_NWS; i++)); do
+        read -r r b <<<"$(limit_of "$i")"
+        ws=$("$PMX" workspace create "Limited $i") || return 1
+        "$PMX" domain add "$ws" "l$i.bench.example" --algorithm rsa --bits 2048 >/dev/null || return 1
+        "$PMX" domain verify "l$i.bench.example" --skip-dns >/dev/null || return 1
+        "$PMX" workspace set "$ws" --rate "$r/s" --burst "$b" >/dev/null || return 1
+        lws+=("$ws")
+        echo "$ws $r $b" >>"$lim"
+    done
+    # Settings reach the workers by NOTIFY; wait until every stream has its group.
+    local deadline=$((SECONDS + 60)) ok
+    while :; do
+        ok=1
+        for ws in "${lws[@]}"; do
+            rcli XINFO GROUPS "pmx:{$ws}:jobs" 2>/dev/null | grep -qx postmux || { ok=0; break; }
+        done
+        ((ok)) && break
+        ((SECONDS < deadline)) || { echo "bench: limited workspaces not read after 60 s" >&2; return 1; }
+        sleep 0.5
+    done
+    reset_tables
+    local resp=$dir/limits.resp
+    "$PY" - "$lim" "$LIM_SECS" "$resp" <<'EOF' || return 1
+import sys
+lim, secs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = [l.split() for l in open(lim)]
+want = [int(int(r) * secs * 1.5) + int(b) for _, r, b in rows]
+def cmd(*a):
+    b = [x.encode() for x in a]
+    return b"*%d\r\n" % len(b) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in b)
+with open(out, "wb") as f:
+    for k in range(max(want)):            # interleaved: every backlog is there from the start
+        for i, (ws, r, b) in enumerate(rows):
+            if k < want[i]:
+                f.write(cmd("XADD", "pmx:{%s}:jobs" % ws, "*", "from", "news@l%d.bench.example" % i,
+                            "to", "u%d@example.net" % k, "subject", "limited %d" % k,
+                            "text", "Hello,\nthis is limited message %d.\n" % k))
+EOF
+    local cpu0 cpu1 t0 t1 hz
+    hz=$(getconf CLK_TCK)
+    rcli CONFIG RESETSTAT >/dev/null
+    cpu0=$(cpu_snapshot)
+    t0=$(now_ms)
+    rcli --pipe <"$resp" >"$dir/pipe.out" 2>&1 || { cat "$dir/pipe.out" >&2; return 1; }
+    sleep "$LIM_SECS"
+    cpu1=$(cpu_snapshot)
+    t1=$(now_ms)
+    local cmds
+    cmds=$(rcli INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s=%s ", $1, $3 }')
+    rm -f "$resp"
+    for ws in "${lws[@]}"; do rcli XTRIM "pmx:{$ws}:jobs" MAXLEN 0 >/dev/null; done
+    q "select m.workspace_id, count(*), extract(epoch from min(r.updated_at)),
+              extract(epoch from max(r.updated_at))
+         from recipients r join messages m on m.id = r.message_id
+        where r.status = 'sent' group by 1" | tr '|' ' ' >"$dir/limits.sent"
+    local out
+    out=$("$PY" - "$lim" "$dir/limits.sent" <<'EOF'
+import sys
+lim = {l.split()[0]: (int(l.split()[1]), int(l.split()[2])) for l in open(sys.argv[1])}
+sent = {l.split()[0]: (int(l.split()[1]), float(l.split()[2]), float(l.split()[3]))
+        for l in open(sys.argv[2]) if l.strip()}
+errs, tot_rate, tot_lim, lines = [], 0.0, 0, []
+for i, (ws, (r, b)) in enumerate(lim.items()):
+    n, a, z = sent.get(ws, (0, 0.0, 0.0))
+    got = (n - b) / (z - a) if n > b and z > a else 0.0
+    err = (got - r) / r * 100
+    errs.append((abs(err), ws, r, got))
+    tot_rate += got
+    tot_lim += r
+    lines.append("%3d %s limit %3d/s burst %2d: %7.2f/s (%+.1f %%) %d sent" % (i, ws, r, b, got, err, n))
+print("\n".join(lines))
+worst = max(errs)
+print("SUMMARY %.2f %s %d %.2f %.2f %d %.1f" % (worst[0], worst[1], worst[2], worst[3],
+      sum(e[0] for e in errs) / len(errs), tot_lim, tot_rate))
+EOF
+) || return 1
+    grep -v '^SUMMARY' <<<"$out" | sed 's/^/#   /'
+    local maxerr wws wlim wgot meanerr totlim totrate
+    read -r _ maxerr wws wlim wgot meanerr totlim totrate <<<"$(grep '^SUMMARY' <<<"$out")"
+    put "limits: workspaces / seconds" l_n "$LIM_NWS / $LIM_SECS (backlog 1.5 × each limit)"
+    put "limits: largest error against the limit" l_max "$maxerr % ($wws: $wgot/s for $wlim/s); mean $meanerr %"
+    put "limits: total achieved / total of the limits" l_tot "$totrate / $totlim recipients/s"
+    local n us
+    n=$(awk '{ s += $2 } END { print s + 0 }' "$dir/limits.sent")
+    us=$(awk -v hz="$hz" -v n="$n" -v a="$cpu0" -v b="$cpu1" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
+        printf "%.0f", n ? s * 1e6 / hz / n : 0 }')
+    put "limits: CPU per message, all four (unlimited run: ${R[d_cpu_all]:-n/a} µs)" l_cpu "$us" "µs"
+    put "limits: Redis commands while limited (calls)" l_cmds "$cmds"
+    put "limits: machine CPU busy while limited" l_busy "$(awk -v hz="$hz" -v a="$cpu0" -v b="$cpu1" \
+        -v ms="$((t1 - t0))" -v np="$(getconf _NPROCESSORS_ONLN)" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); printf "%.0f%% of %d CPUs", 100 * (y[5] - x[5]) / hz / (ms / 1000) / np, np }')"
+    awk -v m="$maxerr" 'BEGIN { exit !(m <= 5) }' || { echo "bench: a workspace is more than 5 % off its limit" >&2; return 1; }
 }
 
 # The other benches start services of their own: not this run's (they would use

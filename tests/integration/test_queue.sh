@@ -173,7 +173,7 @@ t_expect_eq "$(grep -c '^job ' <<<"$T_OUT")" 0 "jobs another consumer took while
 wait "$hpid"
 t_expect_eq "$?" 0 "holder exit status"
 t_expect_nomatch "$(cat "$T_DIR/holder.err")" 'Sanitizer|runtime error' "holder sanitizer output"
-t_expect_match "$(cat "$T_DIR/holder.out")" '^summary .* lost=0 held=1 ' "held at the close, never lost"
+t_expect_match "$(cat "$T_DIR/holder.out")" '^summary .* lost=0 unblocks=[0-9]+ held=1 ' "held at the close, never lost"
 t_expect_eq "$(t_redis XPENDING 'pmx:{ws_slow}:jobs' postmux - + 10 holder | grep -c -- '-')" 1 \
     "still pending for the holder"
 t_run "$PROBE" --redis "$RA" --ws ws_slow --name heir --until 1 "${FAST[@]}"
@@ -185,13 +185,16 @@ t_case "a paused workspace is left out of reads until its time; the others flow"
 t_redis FLUSHALL >/dev/null
 add_jobs ws_p1 3
 add_jobs ws_p2 3
-t_run "$PROBE" --redis "$RA" --ws ws_p1,ws_p2 --pause ws_p2:800 --until 6
+# BLOCK 5 s: when the pause ends, the read blocking on ws_p1 (empty by then) is ended
+# (CLIENT UNBLOCK) so the next one includes ws_p2, instead of ws_p2 waiting up to 5 s.
+t_run "$PROBE" --redis "$RA" --ws ws_p1,ws_p2 --pause ws_p2:800 --until 6 --block 5000
 t_expect_rc 0
 no_sanitizer
 late=$(grep '^job .* ws=ws_p1 ' <<<"$T_OUT" | grep -oE ' t=[0-9]+' | cut -d= -f2 | sort -n | tail -n1)
 early=$(grep '^job .* ws=ws_p2 ' <<<"$T_OUT" | grep -oE ' t=[0-9]+' | cut -d= -f2 | sort -n | head -n1)
 ((late < 500)) || t_fail "ws_p1's last job at ${late} ms, expected at once"
-((early >= 800 && early < 2000)) || t_fail "ws_p2's first job at ${early} ms, expected from 800 ms"
+((early >= 800 && early < 3000)) || t_fail "ws_p2's first job at ${early} ms, expected from 800 ms, well before the 5 s block ends"
+t_expect_match "$T_OUT" '^summary .* unblocks=[1-9]' "the blocking read was ended early"
 
 t_case "the set of workspaces changes while running: a new one is read (group created on the fly)"
 t_redis FLUSHALL >/dev/null

@@ -301,10 +301,10 @@ static void probe_close(probe_t *p)
            " empty_reads=%" PRIu64 " delivered=%" PRIu64 " reclaimed=%" PRIu64
            " poison=%" PRIu64 " duplicates=%" PRIu64 " malformed=%" PRIu64
            " unknown_ws=%" PRIu64 " not_confirmed=%" PRIu64 " retries_moved=%" PRIu64
-           " lost=%" PRIu64 " held=%u workspaces=%u name=%s\n",
+           " lost=%" PRIu64 " unblocks=%" PRIu64 " held=%u workspaces=%u name=%s\n",
            p->acked_distinct, p->acked_total, p->deferred, p->jobs, st.reads, st.empty_reads,
            st.delivered, st.reclaimed, st.poison, st.duplicates, st.malformed, st.unknown_ws,
-           st.not_confirmed, st.retries_moved, st.lost, st.held, st.workspaces,
+           st.not_confirmed, st.retries_moved, st.lost, st.unblocks, st.held, st.workspaces,
            pmx_queue_consumer_name(p->c));
     fflush(stdout);
     pmx_queue_consumer_close(p->c);
