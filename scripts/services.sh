@@ -7,6 +7,8 @@
 #                                  The services live as long as the shell that ran
 #                                  it: call it (or a *_start) before any $(...) start.
 #   pmx_svc_pg_start               exports PMX_PG_HOST (socket dir) PMX_PG_PORT PMX_PG_USER
+#   pmx_svc_pg_restart [DOWN_S]    stops that Postgres (fast shutdown), waits DOWN_S
+#                                  seconds, starts it again on the same port
 #   pmx_svc_redis_start            exports PMX_REDIS_SOCK PMX_REDIS_PORT, prints "SOCK PORT"
 #   pmx_svc_sink_start DIR [OPT..] smtp-sink dumping one file per transaction into DIR
 #                                  (DIR "-": no dumps);
@@ -54,6 +56,8 @@ PMX_SVC_OWNER=""
 PMX_SVC_ATEXIT=()
 PMX_SVC_EXIT_RC=0
 PMX_SVC_EXIT_SIG=""
+PMX_SVC__PG_CMD=()
+PMX_SVC__PG_PID=""
 export -n PMX_SVC_DIR PMX_SVC_OWNER
 
 pmx_svc__err() { printf 'services: %s\n' "$*" >&2; }
@@ -322,15 +326,44 @@ pmx_svc_pg_start() {
         tail -n 25 "$d/initdb.log" | sed 's/^/    /' >&2
         return 1
     fi
+    PMX_SVC__PG_CMD=("${as[@]}" "$PMX_PG_BIN/postgres" -D "$d/data" -p @PORT@ -k "$d"
+        -c listen_addresses=127.0.0.1 -c unix_socket_permissions=0777
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+        -c max_connections=300 -c shared_buffers=64MB -c max_wal_size=1GB
+        -c checkpoint_timeout=1h -c logging_collector=off -c log_min_messages=warning
+        -c 'log_line_prefix=%m [%p] %d ')
     pmx_svc__start pg "$d" t \
         "$PMX_PG_BIN/pg_isready" -q -h "$d" -p @PORT@ -U postmux -d postgres -t 1 -- \
-        "${as[@]}" "$PMX_PG_BIN/postgres" -D "$d/data" -p @PORT@ -k "$d" \
-        -c listen_addresses=127.0.0.1 -c unix_socket_permissions=0777 \
-        -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-        -c max_connections=300 -c shared_buffers=64MB -c max_wal_size=1GB \
-        -c checkpoint_timeout=1h -c logging_collector=off -c log_min_messages=warning \
-        -c 'log_line_prefix=%m [%p] %d ' || return 1
+        "${PMX_SVC__PG_CMD[@]}" || return 1
+    PMX_SVC__PG_PID=$PMX_SVC__PID PMX_SVC__PG_ST=$PMX_SVC__ST
     export PMX_PG_HOST=$d PMX_PG_PORT=$PMX_SVC__PORT PMX_PG_USER=postmux
+}
+
+# pmx_svc_pg_restart [DOWN_SECONDS]: stops the Postgres this shell started (fast
+# shutdown: every connection is cut), waits DOWN_SECONDS (default 0) with nothing
+# listening, and starts it again on the same port and socket dir.
+pmx_svc_pg_restart() {
+    local down=${1:-0} d=${PMX_PG_HOST:?pmx_svc_pg_restart: no Postgres started here} i a cmd=()
+    [[ -n ${PMX_SVC__PG_PID-} && ${#PMX_SVC__PG_CMD[@]} -gt 0 ]] || {
+        pmx_svc__err "pmx_svc_pg_restart: this shell did not start Postgres"
+        return 1
+    }
+    kill -INT "$PMX_SVC__PG_PID" 2>/dev/null
+    for ((i = 0; i < 300; i++)); do
+        pmx_svc__alive "$PMX_SVC__PG_PID" "$PMX_SVC__PG_ST" || break
+        sleep 0.1
+    done
+    pmx_svc__alive "$PMX_SVC__PG_PID" "$PMX_SVC__PG_ST" && {
+        pmx_svc__err "Postgres did not stop within 30 s"
+        return 1
+    }
+    sleep "$down"
+    for a in "${PMX_SVC__PG_CMD[@]}"; do cmd+=("${a//@PORT@/$PMX_PG_PORT}"); done
+    pmx_svc__spawn "$d" pg "${cmd[@]}" || return 1
+    pmx_svc__wait pg "$d" "$PMX_PG_PORT" t \
+        "$PMX_PG_BIN/pg_isready" -q -h "$d" -p "$PMX_PG_PORT" -U postmux -d postgres -t 1 ||
+        { pmx_svc__fail pg "$d" "did not come back on port $PMX_PG_PORT"; return 1; }
+    PMX_SVC__PG_PID=$PMX_SVC__PID PMX_SVC__PG_ST=$PMX_SVC__ST
 }
 
 pmx_svc_redis_start() {

@@ -549,6 +549,9 @@ EOF
         split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
         printf "%.0f", n ? s * 1e6 / hz / n : 0 }')
     put "limits: CPU per message, all four (unlimited run: ${R[d_cpu_all]:-n/a} µs)" l_cpu "$us" "µs"
+    put "limits: ... postmuxd / redis / postgres / smtp-sink" l_cpu4 "$(awk -v hz="$hz" -v n="$n" \
+        -v a="$cpu0" -v b="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        for (i = 1; i <= 4; i++) printf "%s%.0f", (i > 1 ? " / " : ""), n ? (y[i] - x[i]) * 1e6 / hz / n : 0 }')" "µs"
     put "limits: Redis commands while limited (calls)" l_cmds "$cmds"
     put "limits: machine CPU busy while limited" l_busy "$(awk -v hz="$hz" -v a="$cpu0" -v b="$cpu1" \
         -v ms="$((t1 - t0))" -v np="$(getconf _NPROCESSORS_ONLN)" 'BEGIN {
