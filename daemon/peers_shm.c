@@ -6,6 +6,9 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "daemon/shm.h"
+#include "lib/encode.h"
+
 typedef struct {
     char                key[PMX_PEERS_KEY_MAX];   /* "" = never used */
     pmx_peer_failures_t f;
@@ -13,6 +16,7 @@ typedef struct {
 
 struct pmx_peers_shm {
     pthread_mutex_t lock;
+    uint64_t        seed;   /* random: where a key probes cannot be worked out offline */
     cell_t          cells[PMX_PEERS_SLOTS];
 };
 
@@ -24,6 +28,11 @@ pmx_peers_shm_t *pmx_peers_shm_create(void)
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     pmx_peers_shm_t *t = p;   /* zero-filled: every cell free */
+    if (pmx_random_bytes((uint8_t *)&t->seed, sizeof t->seed) < 0) {
+        munmap(p, sizeof *t);
+        errno = EIO;
+        return NULL;
+    }
     pthread_mutexattr_t a;
     int rc = pthread_mutexattr_init(&a);
     if (rc == 0) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
@@ -56,12 +65,19 @@ pmx_peers_shm_t *pmx_peers_shm_get(void)
     return attached;
 }
 
-/* FNV-1a: keys come from the network, but only where they probe depends on them. */
-static uint32_t hash(const char *key)
+/* FNV-1a from a random seed, then a 64-bit finalizer (murmur3's fmix64): keys
+ * come from the network, and without the seed nobody can pick keys that crowd
+ * one probe window. */
+static uint32_t hash(const pmx_peers_shm_t *t, const char *key)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 16777619u;
-    return h;
+    uint64_t h = 0xcbf29ce484222325ULL ^ t->seed;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 0x100000001b3ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return (uint32_t)h;
 }
 
 static bool lock(pmx_peers_shm_t *t)
@@ -71,11 +87,24 @@ static bool lock(pmx_peers_shm_t *t)
     return rc == 0;
 }
 
-/* key's cell, or (create) a free one made its own; NULL when neither is there. */
+/* Which live cell a new key may take when its window is full: not a blocked
+ * one, and of the others the one with the fewest failures (the oldest among
+ * equals), so an address that keeps failing is never pushed out by many that
+ * fail once. */
+static bool better_victim(const cell_t *c, const cell_t *than, uint64_t now)
+{
+    if (c->f.blocked_until_ms > now) return false;
+    if (!than) return true;
+    if (c->f.failures != than->f.failures) return c->f.failures < than->f.failures;
+    return c->f.last_failure_ms < than->f.last_failure_ms;
+}
+
+/* key's cell, or (create) a free or evicted one made its own; NULL when the
+ * key is not there and (create) every cell of its window is blocked. */
 static cell_t *find(pmx_peers_shm_t *t, const char *key, bool create, uint64_t now)
 {
-    uint32_t h = hash(key);
-    cell_t *free_cell = NULL;
+    uint32_t h = hash(t, key);
+    cell_t *free_cell = NULL, *victim = NULL;
     for (unsigned i = 0; i < PMX_PEERS_PROBE; i++) {
         cell_t *c = &t->cells[(h + i) % PMX_PEERS_SLOTS];
         bool expired = !c->key[0] || c->f.expires_ms <= now;
@@ -84,20 +113,26 @@ static cell_t *find(pmx_peers_shm_t *t, const char *key, bool create, uint64_t n
             return c;
         }
         if (expired && !free_cell) free_cell = c;
+        if (!expired && better_victim(c, victim, now)) victim = c;
     }
-    if (!create || !free_cell) return NULL;
-    memset(free_cell, 0, sizeof *free_cell);
-    memcpy(free_cell->key, key, strlen(key) + 1);
-    return free_cell;
+    if (!create) return NULL;
+    cell_t *c = free_cell ? free_cell : victim;
+    if (!c) return NULL;
+    memset(c, 0, sizeof *c);
+    memcpy(c->key, key, strlen(key) + 1);
+    return c;
 }
 
-int64_t pmx_peers_shm_with(pmx_peers_shm_t *t, const char *key, bool create, uint64_t now_ms,
-                           pmx_peers_fn fn, void *arg)
+int64_t pmx_peers_shm_with(pmx_peers_shm_t *t, const char *key, bool create, pmx_peers_fn fn,
+                           void *arg)
 {
-    if (strlen(key) >= PMX_PEERS_KEY_MAX || !key[0]) return fn(NULL, now_ms, arg);
-    if (!lock(t)) return fn(NULL, now_ms, arg);
-    cell_t *c = find(t, key, create, now_ms);
-    int64_t r = fn(c ? &c->f : NULL, now_ms, arg);
+    if (strlen(key) >= PMX_PEERS_KEY_MAX || !key[0]) return fn(NULL, pmx_shm_now_ms(), arg);
+    if (!lock(t)) return fn(NULL, pmx_shm_now_ms(), arg);
+    /* Read under the lock: every writer's "now" is then at least the last one
+     * stored, whichever process it runs in. */
+    uint64_t now = pmx_shm_now_ms();
+    cell_t *c = find(t, key, create, now);
+    int64_t r = fn(c ? &c->f : NULL, now, arg);
     pthread_mutex_unlock(&t->lock);
     return r;
 }

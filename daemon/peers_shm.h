@@ -9,16 +9,20 @@
  * What is counted, and what it leads to, is workers/peerlimit.c's business;
  * this only keeps one pmx_peer_failures_t per address key:
  * - open addressing over PMX_PEERS_SLOTS cells; a key lives in one of the
- *   PMX_PEERS_PROBE cells after its hash. A cell whose expires_ms has passed
- *   is free again (the caller sets expires_ms whenever it counts). When every
- *   cell of the window is live, the key is not tracked and the callback gets
- *   NULL, as the per-worker table does when it is full.
+ *   PMX_PEERS_PROBE cells after its hash (seeded at random when the table is
+ *   made, so nobody can pick keys that crowd one window). A cell whose
+ *   expires_ms has passed is free again (the caller sets expires_ms whenever
+ *   it counts). When every cell of the window is live, a new key takes the one
+ *   with the fewest failures (never a blocked one): an address that keeps
+ *   failing is not pushed out by many that fail once. Only when all of them
+ *   are blocked is the key not tracked (the callback gets NULL).
  * - one process-shared robust mutex guards the table: every operation is a
  *   few dozen compares. A worker killed while holding it leaves it to the
  *   next one that locks (EOWNERDEAD, then pthread_mutex_consistent); the cell
  *   it was writing is at worst half-updated, which only changes a count.
- * - times are CLOCK_MONOTONIC milliseconds (uv_now() of any worker's loop):
- *   the same clock in every process of the host.
+ * - times are CLOCK_MONOTONIC milliseconds (pmx_shm_now_ms), read while the
+ *   lock is held: the same clock in every process of the host, and never
+ *   behind a time another process stored (a loop's cached uv_now() can be).
  *
  * The process remembers its table once (pmx_peers_shm_attach: the supervisor
  * after mapping it, inherited by every fork). Until then pmx_peers_shm_get()
@@ -42,7 +46,7 @@ typedef struct {
 
 typedef struct pmx_peers_shm pmx_peers_shm_t;
 
-/* Called with key's failures under the lock (NULL: not tracked). */
+/* Called with key's failures under the lock (NULL: not tracked) and the time. */
 typedef int64_t (*pmx_peers_fn)(pmx_peer_failures_t *f, uint64_t now_ms, void *arg);
 
 /* Maps a zeroed table with its mutex; NULL with errno on failure. */
@@ -53,11 +57,12 @@ void pmx_peers_shm_attach(pmx_peers_shm_t *t);
 pmx_peers_shm_t *pmx_peers_shm_get(void);
 
 /*
- * Runs fn on key's cell under the lock and returns what fn returns. With
- * create, a key not in the table gets a zeroed cell; without, fn gets NULL
- * for it. A key longer than PMX_PEERS_KEY_MAX - 1 bytes is never tracked.
+ * Runs fn on key's cell under the lock, with the time read under it, and
+ * returns what fn returns. With create, a key not in the table gets a zeroed
+ * cell; without, fn gets NULL for it. A key longer than PMX_PEERS_KEY_MAX - 1
+ * bytes is never tracked.
  */
-int64_t pmx_peers_shm_with(pmx_peers_shm_t *t, const char *key, bool create, uint64_t now_ms,
-                           pmx_peers_fn fn, void *arg);
+int64_t pmx_peers_shm_with(pmx_peers_shm_t *t, const char *key, bool create, pmx_peers_fn fn,
+                           void *arg);
 
 #endif

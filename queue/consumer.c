@@ -170,9 +170,16 @@ static void wake_soon(pmx__queue_c_t *c)
  * paused, and a limited workspace gets one read's worth of jobs per
  * block_ms. Only with a read connection of our own.
  */
+typedef struct {
+    pmx__queue_c_t *c;
+    uint64_t        seq;   /* the read it was meant to end */
+} unblock_req_t;
+
+static void unblock_cb(redisAsyncContext *ac, void *reply, void *priv);
+
 static void unblock_stale_read(pmx__queue_c_t *c, uint64_t now)
 {
-    if (c->unblock_sent || !c->own_rd || c->rd_id <= 0 || c->closing) return;
+    if (c->unblock_sent || c->no_unblock || !c->own_rd || c->rd_id <= 0 || c->closing) return;
     bool stale = false;
     for (size_t i = 0; i < c->nws && !stale; i++) {
         const pmx__queue_ws_t *ws = c->wsv[i];
@@ -182,10 +189,43 @@ static void unblock_stale_read(pmx__queue_c_t *c, uint64_t now)
     char id[32];
     snprintf(id, sizeof id, "%lld", c->rd_id);
     const char *argv[] = { "CLIENT", "UNBLOCK", id };
-    if (pmx_redis_conn_command_argv(c->rc, NULL, NULL, 3, argv, NULL) == 0) {
+    unblock_req_t *q = pmx_xcalloc(1, sizeof *q);
+    q->c = c;
+    q->seq = c->read_seq;
+    if (pmx_redis_conn_command_argv(c->rc, unblock_cb, q, 3, argv, NULL) == 0) {
         c->unblock_sent = true;
-        c->st.unblocks++;
+        pmx__queue_cmd_begin(c);
+    } else {
+        free(q);
     }
+}
+
+/* 1: the read ended early. 0: it was not blocking yet (the UNBLOCK overtook it on
+ * the other connection), or had just returned: try again shortly if it is still
+ * the same read. An error (an ACL without CLIENT UNBLOCK): said once, not tried
+ * again; reads then wait out block_ms as before. */
+static void unblock_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    unblock_req_t *q = priv;
+    pmx__queue_c_t *c = q->c;
+    redisReply *r = reply;
+    if (!c->closing && r) {
+        if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+            c->st.unblocks++;
+        } else if (r->type == REDIS_REPLY_INTEGER) {
+            if (c->read_busy && c->read_seq == q->seq) {
+                c->unblock_sent = false;
+                pmx__queue_wake_at(c, pmx__queue_now(c) + 5);
+            }
+        } else {
+            c->no_unblock = true;
+            pmx__queue_count_error(c, r, "CLIENT UNBLOCK (a stream that became readable now "
+                                   "waits for the read in progress to time out)", NULL);
+        }
+    }
+    free(q);
+    pmx__queue_cmd_end(c);
 }
 
 /* ----------------------------------------------------------- workspaces */
@@ -352,6 +392,10 @@ static void on_up(pmx__queue_c_t *c)
     }
     c->read_retry_at = 0;
     pmx__queue_sweep_mark(c, NULL);   /* replies lost with the old connection */
+    /* The command connection came back, maybe to another server (a failover)
+     * while the read connection still hangs on to the old one: never UNBLOCK an
+     * id that server gave before; ask again over the read connection. */
+    pmx__queue_ask_rd_id(c);
     c->next_reclaim_at = now;
     c->next_discover_at = now;
     c->active_est = 0;
@@ -805,19 +849,31 @@ static void rd_id_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = priv;
     redisReply *r = reply;
     if (!c->closing && r && r->type == REDIS_REPLY_INTEGER) c->rd_id = r->integer;
+    else if (!c->closing && r && r->type == REDIS_REPLY_ERROR && !c->no_unblock)
+        pmx__queue_count_error(c, r, "CLIENT ID of the read connection", NULL);
     pmx__queue_cmd_end(c);
+}
+
+/* The read connection's CLIENT ID, for CLIENT UNBLOCK. Asked on that connection
+ * itself, so the answer comes from the server it really talks to, before any
+ * read that follows. */
+void pmx__queue_ask_rd_id(pmx__queue_c_t *c)
+{
+    c->rd_id = 0;
+    if (!c->own_rd || c->closing || !pmx_redis_conn_is_up(c->rd)) return;
+    const char *argv[] = { "CLIENT", "ID" };
+    if (pmx_redis_conn_command_argv(c->rd, rd_id_cb, c, 2, argv, NULL) == 0)
+        pmx__queue_cmd_begin(c);
 }
 
 /* Our read connection came up (read now) or went down (its read got NULL). */
 static void reader_state_cb(pmx_redis_conn_t *rd, bool up, void *arg)
 {
+    (void)rd;
     pmx__queue_c_t *c = arg;
     c->rd_id = 0;
     if (up && !c->closing) {
-        /* Its id, for CLIENT UNBLOCK; asked before any read goes over it. */
-        const char *argv[] = { "CLIENT", "ID" };
-        if (pmx_redis_conn_command_argv(rd, rd_id_cb, c, 2, argv, NULL) == 0)
-            pmx__queue_cmd_begin(c);
+        pmx__queue_ask_rd_id(c);
         pmx__queue_sweep_mark(c, NULL);   /* a read answer may have been lost with it */
         wake_soon(c);
     }

@@ -81,6 +81,7 @@ struct pmx_queue_consumer {
     bool              read_busy;
     long long         rd_id;        /* CLIENT ID of the read connection (0 = unknown) */
     bool              unblock_sent; /* CLIENT UNBLOCK sent for the read outstanding */
+    bool              no_unblock;   /* Redis refused CLIENT UNBLOCK: do not try again */
     uint64_t          read_seq;
     size_t            active_est;   /* streams that had data in the last read */
     uint64_t          read_retry_at;
@@ -104,6 +105,7 @@ struct pmx_queue_consumer {
 typedef pmx_queue_consumer_t pmx__queue_c_t;
 
 /* consumer.c */
+void pmx__queue_ask_rd_id(pmx__queue_c_t *c);
 void pmx__queue_cmd_begin(pmx__queue_c_t *c);
 /* Ends a command; may start freeing a closed consumer (deferred to the loop). */
 void pmx__queue_cmd_end(pmx__queue_c_t *c);

@@ -196,6 +196,25 @@ static bool pending_row_ok(const redisReply *e)
            pmx_queue_entry_id_valid(e->element[0]->str, e->element[0]->len);
 }
 
+/* q->ids / q->counts: the ids (at most max) of the XPENDING rows in r that this
+ * consumer does not hold, with their delivery counts. */
+static void collect_unheld(claim_req_t *q, const redisReply *r, size_t max)
+{
+    q->ids = pmx_xcalloc(r->elements, sizeof *q->ids);
+    q->counts = pmx_xcalloc(r->elements, sizeof *q->counts);
+    for (size_t i = 0; i < r->elements && q->n < max; i++) {
+        const redisReply *e = r->element[i];
+        if (!pending_row_ok(e)) continue;
+        const redisReply *id = e->element[0];
+        if (pmx__queue_held_find(q->c, q->ws, id->str, id->len)) continue;   /* in hand */
+        memcpy(q->ids[q->n], id->str, id->len);
+        q->ids[q->n][id->len] = '\0';
+        long long cnt = e->element[3]->integer;
+        q->counts[q->n] = cnt > (long long)UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)cnt;
+        q->n++;
+    }
+}
+
 static void xpending_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
@@ -215,19 +234,7 @@ static void xpending_cb(redisAsyncContext *ac, void *reply, void *priv)
     unsigned held = pmx__queue_held(c);
     size_t room = held < c->o.capacity ? c->o.capacity - held : 0;
     if (room == 0) goto done;
-    q->ids = pmx_xcalloc(r->elements, sizeof *q->ids);
-    q->counts = pmx_xcalloc(r->elements, sizeof *q->counts);
-    for (size_t i = 0; i < r->elements && q->n < room; i++) {
-        const redisReply *e = r->element[i];
-        if (!pending_row_ok(e)) continue;
-        const redisReply *id = e->element[0];
-        if (pmx__queue_held_find(c, ws, id->str, id->len)) continue;   /* ours, in hand */
-        memcpy(q->ids[q->n], id->str, id->len);
-        q->ids[q->n][id->len] = '\0';
-        long long cnt = e->element[3]->integer;
-        q->counts[q->n] = cnt > (long long)UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)cnt;
-        q->n++;
-    }
+    collect_unheld(q, r, room);
     if (q->n == 0) goto done;
 
     char idle[16];
@@ -346,19 +353,7 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
             ws->sweep_due = true;
         }
     }
-    q->ids = pmx_xcalloc(r->elements, sizeof *q->ids);
-    q->counts = pmx_xcalloc(r->elements, sizeof *q->counts);
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (!pending_row_ok(e)) continue;
-        const redisReply *id = e->element[0];
-        if (pmx__queue_held_find(c, ws, id->str, id->len)) continue;   /* in hand */
-        memcpy(q->ids[q->n], id->str, id->len);
-        q->ids[q->n][id->len] = '\0';
-        long long cnt = e->element[3]->integer;
-        q->counts[q->n] = cnt > (long long)UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)cnt;
-        q->n++;
-    }
+    collect_unheld(q, r, r->elements);
     if (q->n == 0) goto done;
 
     bool give_back = c->draining;

@@ -94,7 +94,8 @@ static void expire(pmx_peer_failures_t *f, uint64_t now)
         f->blocked_until_ms = 0;
         f->failures = 0;
     }
-    if (f->failures && !f->blocked_until_ms && now - f->last_failure_ms >= PMX_PEERLIMIT_WINDOW_MS)
+    if (f->failures && !f->blocked_until_ms && now > f->last_failure_ms &&
+        now - f->last_failure_ms >= PMX_PEERLIMIT_WINDOW_MS)
         f->failures = 0;
 }
 
@@ -112,7 +113,7 @@ static int64_t count_failure(pmx_peer_failures_t *f, uint64_t now, void *arg)
     expire(f, now);
     if (f->blocked_until_ms) return -1;
     f->failures++;
-    f->last_failure_ms = now;
+    if (now > f->last_failure_ms) f->last_failure_ms = now;
     f->expires_ms = now + PMX_PEERLIMIT_WINDOW_MS;
     if (f->failures >= PMX_PEERLIMIT_MAX_FAILURES) {
         f->blocked_until_ms = now + PMX_PEERLIMIT_BLOCK_MS;
@@ -192,7 +193,7 @@ void pmx_worker_peerlimit_close(pmx_worker_peerlimit_t *p, const char *key, uint
 bool pmx_worker_peerlimit_blocked(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms)
 {
     pmx_peers_shm_t *shared = pmx_peers_shm_get();
-    if (shared) return pmx_peers_shm_with(shared, key, false, now_ms, is_blocked, NULL) != 0;
+    if (shared) return pmx_peers_shm_with(shared, key, false, is_blocked, NULL) != 0;
     entry_t *e = find(p, key);
     return e && is_blocked(&e->f, now_ms, NULL) != 0;
 }
@@ -201,7 +202,7 @@ int64_t pmx_worker_peerlimit_auth_failed(pmx_worker_peerlimit_t *p, const char *
                                          uint64_t now_ms)
 {
     pmx_peers_shm_t *shared = pmx_peers_shm_get();
-    if (shared) return pmx_peers_shm_with(shared, key, true, now_ms, count_failure, NULL);
+    if (shared) return pmx_peers_shm_with(shared, key, true, count_failure, NULL);
     entry_t *e = get(p, key, now_ms);
     return count_failure(e ? &e->f : NULL, now_ms, NULL);
 }

@@ -16,8 +16,9 @@
  * In postmuxd the failures and blocks are counted in one table shared by
  * every worker (daemon/peers_shm.h), so a client whose connections land on
  * several workers gets no more attempts than one that stays on one; without
- * that table (unit tests) each process counts its own. Sessions are counted
- * per worker. A successful AUTH does not reset the count.
+ * that table (unit tests) each process counts its own. With the shared table
+ * the time is read under its lock (now_ms is ignored for failures). Sessions
+ * are counted per worker. A successful AUTH does not reset the count.
  *
  * The table is bounded (PMX_PEERLIMIT_MAX_ENTRIES); when it is full of
  * addresses with live sessions or recent failures, new addresses are not

@@ -457,6 +457,7 @@ bench_profile() {
 limit_of() { local r=$((2 + ($1 % 10) * 2)); echo "$r $((r / 5 > 1 ? r / 5 : 1))"; }
 
 bench_limits() {
+    ((LIM_NWS > 0 && LIM_SECS > 0)) || { echo "bench: BENCH_LIMIT_WORKSPACES and BENCH_LIMIT_SECONDS must be > 0" >&2; return 1; }
     say "scenario limits: $LIM_NWS rate-limited workspaces, each with a backlog, ${LIM_SECS} s of sending"
     local i ws r b lws=() lim=$dir/limits.txt
     : >"$lim"
@@ -510,12 +511,13 @@ EOF
     local cmds
     cmds=$(rcli INFO commandstats | tr -d '\r' |
         awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s=%s ", $1, $3 }')
-    rm -f "$resp"
-    for ws in "${lws[@]}"; do rcli XTRIM "pmx:{$ws}:jobs" MAXLEN 0 >/dev/null; done
+    # Counted now, before the backlog is trimmed: the rows of the measured window.
     q "select m.workspace_id, count(*), extract(epoch from min(r.updated_at)),
               extract(epoch from max(r.updated_at))
          from recipients r join messages m on m.id = r.message_id
         where r.status = 'sent' group by 1" | tr '|' ' ' >"$dir/limits.sent"
+    rm -f "$resp"
+    for ws in "${lws[@]}"; do rcli XTRIM "pmx:{$ws}:jobs" MAXLEN 0 >/dev/null; done
     local out
     out=$("$PY" - "$lim" "$dir/limits.sent" <<'EOF'
 import sys

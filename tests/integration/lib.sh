@@ -203,6 +203,19 @@ t_conf_set() {
     pmx_svc_conf_set "$T_CONF" "$@"
 }
 
+# t_stop_postmuxd PID: the last two cases of a file that ran postmuxd in the
+# background with its log in $T_DIR/postmuxd*.log: SIGTERM drains it and it exits 0,
+# and no sanitizer report is in its log.
+t_stop_postmuxd() {
+    local pid=${1:?t_stop_postmuxd PID}
+    t_case "postmuxd drains and exits 0"
+    kill -TERM "$pid"
+    wait "$pid"
+    t_expect_eq "$?" 0 "exit status"
+    t_case "no sanitizer report in postmuxd's log"
+    t_expect_nomatch "$(cat "$T_DIR"/postmuxd*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
+}
+
 # t_sink_start [smtp-sink options]: another smtp-sink dumping into $T_DIR/sinkN/
 # (N = 1, 2, ... in call order); prints its port.
 t_sink_start() {

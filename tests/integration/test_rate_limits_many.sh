@@ -58,10 +58,5 @@ fast=$(awk -F'|' -v r="$RATE" '$3 > 1.1 * r' <<<"$RATES" | wc -l)
 t_expect_eq "$slow" 0 "workspaces below 90 % of $RATE/s"
 t_expect_eq "$fast" 0 "workspaces above 110 % of $RATE/s"
 
-t_case "postmuxd drains and exits 0"
-kill -TERM "$D"
-wait "$D"
-t_expect_eq "$?" 0 "exit status"
-t_case "no sanitizer report in postmuxd's log"
-t_expect_nomatch "$(cat "$T_DIR"/postmuxd*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd log"
+t_stop_postmuxd "$D"
 t_done

@@ -65,7 +65,8 @@ static void test_counted_across_processes(void **state)
     assert_non_null(t);
     pmx_peers_shm_attach(t);
     pmx_worker_peerlimit_t *p = pmx_worker_peerlimit_new();
-    uint64_t now = 5000000;
+    /* With the shared table the time is read under its lock: now_ms is ignored. */
+    uint64_t now = 1;
     /* Two "workers" take 4 failures each; the parent's first two are already slowed. */
     assert_int_equal(run_child_failures("198.51.100.7", 4, now), 0);
     assert_int_equal(run_child_failures("198.51.100.7", 4, now), 0);
@@ -77,21 +78,14 @@ static void test_counted_across_processes(void **state)
     pid_t pid = fork();
     if (pid == 0) {
         pmx_worker_peerlimit_t *q = pmx_worker_peerlimit_new();
-        bool b = pmx_worker_peerlimit_blocked(q, "198.51.100.7", now + 1);
+        bool b = pmx_worker_peerlimit_blocked(q, "198.51.100.7", now);
         pmx_worker_peerlimit_free(q);
         _exit(b ? 7 : 0);
     }
     int st = 0;
     waitpid(pid, &st, 0);
     assert_int_equal(WEXITSTATUS(st), 7);
-    assert_false(pmx_worker_peerlimit_blocked(p, "198.51.100.7", now + PMX_PEERLIMIT_BLOCK_MS));
-    /* A quiet window forgets failures. */
-    assert_int_equal(pmx_worker_peerlimit_auth_failed(p, "203.0.113.5", now), 0);
-    for (int i = 0; i < PMX_PEERLIMIT_FREE_FAILURES; i++)
-        pmx_worker_peerlimit_auth_failed(p, "203.0.113.5", now);
-    assert_true(pmx_worker_peerlimit_auth_failed(p, "203.0.113.5", now) > 0);
-    assert_int_equal(
-        pmx_worker_peerlimit_auth_failed(p, "203.0.113.5", now + PMX_PEERLIMIT_WINDOW_MS + 5), 0);
+    assert_false(pmx_worker_peerlimit_blocked(p, "198.51.100.8", now));
     pmx_worker_peerlimit_free(p);
     pmx_peers_shm_destroy(t);
     assert_null(pmx_peers_shm_get());
@@ -102,34 +96,52 @@ static int64_t count_cb(pmx_peer_failures_t *f, uint64_t now, void *arg)
     (void)arg;
     if (!f) return -1;
     f->failures++;
-    f->expires_ms = now + 1000;
+    f->last_failure_ms = now;
+    f->expires_ms = now + 600000;
     return f->failures;
 }
 
-static void test_full_window_and_long_keys(void **state)
+static int64_t block_cb(pmx_peer_failures_t *f, uint64_t now, void *arg)
+{
+    (void)arg;
+    if (!f) return -1;
+    f->failures = 10;
+    f->blocked_until_ms = f->expires_ms = now + 600000;
+    return 0;
+}
+
+static int64_t read_cb(pmx_peer_failures_t *f, uint64_t now, void *arg)
+{
+    (void)now;
+    (void)arg;
+    return f ? f->failures : -1;
+}
+
+static void test_full_windows_evict_the_least_failed(void **state)
 {
     (void)state;
     pmx_peers_shm_t *t = pmx_peers_shm_create();
     assert_non_null(t);
-    uint64_t now = 100;
-    /* Far more keys than one probe window: some are not tracked, none crash. */
-    int tracked = 0, untracked = 0;
+    for (int i = 0; i < 5; i++) pmx_peers_shm_with(t, "10.9.9.9", true, count_cb, NULL);
+    assert_int_equal(pmx_peers_shm_with(t, "10.8.8.8", true, block_cb, NULL), 0);
+    /* A flood of addresses failing once, far more than the table holds: each is
+     * tracked (a free cell, or the least-failed live one of its window). */
     char key[32];
-    for (int i = 0; i < PMX_PEERS_SLOTS + 1000; i++) {
+    int tracked = 0;
+    for (int i = 0; i < 3 * PMX_PEERS_SLOTS; i++) {
         snprintf(key, sizeof key, "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-        if (pmx_peers_shm_with(t, key, true, now, count_cb, NULL) == 1) tracked++;
-        else untracked++;
+        if (pmx_peers_shm_with(t, key, true, count_cb, NULL) == 1) tracked++;
     }
-    assert_true(tracked > PMX_PEERS_SLOTS / 2);
-    assert_true(untracked >= 1000);
-    /* Once they expire, their cells are free again. */
-    assert_int_equal(pmx_peers_shm_with(t, "fresh", true, now + 1000, count_cb, NULL), 1);
+    assert_int_equal(tracked, 3 * PMX_PEERS_SLOTS);
+    /* The address that kept failing and the blocked one were never pushed out. */
+    assert_int_equal(pmx_peers_shm_with(t, "10.9.9.9", false, read_cb, NULL), 5);
+    assert_int_equal(pmx_peers_shm_with(t, "10.8.8.8", false, read_cb, NULL), 10);
     /* Without create, an unknown key is not made. */
-    assert_int_equal(pmx_peers_shm_with(t, "unknown", false, now, count_cb, NULL), -1);
+    assert_int_equal(pmx_peers_shm_with(t, "unknown", false, count_cb, NULL), -1);
     char longkey[PMX_PEERS_KEY_MAX + 8];
     memset(longkey, 'a', sizeof longkey - 1);
     longkey[sizeof longkey - 1] = '\0';
-    assert_int_equal(pmx_peers_shm_with(t, longkey, true, now, count_cb, NULL), -1);
+    assert_int_equal(pmx_peers_shm_with(t, longkey, true, count_cb, NULL), -1);
     pmx_peers_shm_destroy(t);
 }
 
@@ -147,13 +159,13 @@ static void test_lock_survives_a_dead_holder(void **state)
     pmx_peers_shm_t *t = pmx_peers_shm_create();
     assert_non_null(t);
     pid_t pid = fork();
-    if (pid == 0) pmx_peers_shm_with(t, "192.0.2.50", true, 10, die_cb, NULL);
+    if (pid == 0) pmx_peers_shm_with(t, "192.0.2.50", true, die_cb, NULL);
     int st = 0;
     waitpid(pid, &st, 0);
     assert_int_equal(WEXITSTATUS(st), 3);
     /* The next locker recovers the mutex and the table works on. */
-    assert_int_equal(pmx_peers_shm_with(t, "192.0.2.50", true, 10, count_cb, NULL), 1);
-    assert_int_equal(pmx_peers_shm_with(t, "192.0.2.50", true, 10, count_cb, NULL), 2);
+    assert_int_equal(pmx_peers_shm_with(t, "192.0.2.50", true, count_cb, NULL), 1);
+    assert_int_equal(pmx_peers_shm_with(t, "192.0.2.50", true, count_cb, NULL), 2);
     pmx_peers_shm_destroy(t);
 }
 
@@ -162,7 +174,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_per_process_without_the_table),
         cmocka_unit_test(test_counted_across_processes),
-        cmocka_unit_test(test_full_window_and_long_keys),
+        cmocka_unit_test(test_full_windows_evict_the_least_failed),
         cmocka_unit_test(test_lock_survives_a_dead_holder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
