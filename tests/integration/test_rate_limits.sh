@@ -90,6 +90,15 @@ kill -TERM $P1 $P2
 wait $P1; R1=$?
 wait $P2; R2=$?
 t_expect_eq "$R1/$R2" 0/0 "exit statuses"
+
+t_case "jobs waiting at the gates when they stopped were given back to the group"
+# Released at the drain, they would wait reclaim_idle for the next daemon; given back
+# (idle time of a day), whoever reclaims next takes them at once.
+PEND=$(t_redis XPENDING "pmx:{$WS}:jobs" postmux | head -n 1)
+GIVEN=$(($(t_redis XPENDING "pmx:{$WS}:jobs" postmux IDLE 3600000 - + 10000 | wc -l) / 4))
+echo "# rate limit: $PEND entries pending after the stop, $GIVEN given back" >&2
+t_expect_eq "$((PEND > 0))" 1 "jobs were waiting at a gate ($PEND)"
+t_expect_eq "$GIVEN" "$PEND" "all of them given back"
 t_case "no sanitizer report in either postmuxd's log"
 t_expect_nomatch "$(cat "$T_DIR"/postmuxd-*.log 2>/dev/null)" 'Sanitizer|runtime error:|LeakSanitizer' "postmuxd logs"
 t_done
