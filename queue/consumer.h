@@ -33,8 +33,10 @@
  *   outcome, then ack. Ack only after the outcome is committed.
  * - opts.settled (optional) reports whether an ack/defer reached Redis:
  *   status 0 = done there (or already done by another consumer), < 0 = not
- *   confirmed (Redis went away or refused): the entry stays pending and is
- *   redelivered after reclaim_idle_ms. The job is valid during the call only.
+ *   confirmed (Redis went away or refused): the entry stays pending; when
+ *   the connection was lost, the sweep after the reconnect takes it back
+ *   at once, else it is redelivered after reclaim_idle_ms. The job is valid
+ *   during the call only.
  * - Callbacks (job, settled, drain) are only called from the loop (Redis
  *   replies, timers), never from inside a call into the consumer, so the
  *   pipeline may call anything here from its own callbacks without
@@ -207,7 +209,8 @@ void pmx_queue_job_ack(pmx_queue_job_t *job);
  */
 int  pmx_queue_job_defer(pmx_queue_job_t *job, uint64_t delay_ms, const char *msg_id);
 /* Gives the job up without an outcome: it stays pending in Redis and is
- * redelivered (to any consumer) after reclaim_idle_ms. */
+ * redelivered (to any consumer) after reclaim_idle_ms, or at once when the
+ * drain's give-back or a sweep after a reconnect finds it first. */
 void pmx_queue_job_release(pmx_queue_job_t *job);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * Per-client-address limits of SMTP submission, kept by each worker: how many
- * sessions an address has open, and how many AUTH attempts from it failed
+ * Per-client-address limits of SMTP submission: how many sessions an address
+ * has open (per worker), and how many AUTH attempts from it failed
  * recently (SPEC §7: "repeated failures from one address are slowed and then
  * refused"). An address is an IPv4 address, or the /64 prefix of an IPv6
  * address (one host usually owns a whole /64).
@@ -20,10 +20,11 @@
  * the time is read under its lock (now_ms is ignored for failures). Sessions
  * are counted per worker. A successful AUTH does not reset the count.
  *
- * The table is bounded (PMX_PEERLIMIT_MAX_ENTRIES); when it is full of
- * addresses with live sessions or recent failures, new addresses are not
- * tracked for failures (their sessions are still limited by the per-worker
- * session cap).
+ * The per-worker table is bounded (PMX_PEERLIMIT_MAX_ENTRIES); when it is
+ * full of addresses with live sessions (or, without the shared table, recent
+ * failures), new addresses are not tracked (their sessions are still limited
+ * by the per-worker session cap). The shared table has its own bound and
+ * reuses the least-failed cell (daemon/peers_shm.h).
  */
 #ifndef PMX_WORKERS_PEERLIMIT_H
 #define PMX_WORKERS_PEERLIMIT_H

@@ -977,7 +977,8 @@ void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
     p->done = done;
     p->done_arg = arg;
     /* Jobs waiting for a rate limit could wait for hours: they go back to the
-     * stream (pending; another worker takes them over after reclaim_idle). */
+     * stream (pending; given back to the group when the drain ends, so the
+     * next reclaim takes them at once). */
     pmx_throttle_flush(p->throttle);
     pmx_queue_consumer_drain(p->consumer, consumer_drained, p);
 }
