@@ -8,6 +8,9 @@
  *   redis appendonly / appendfsync
  *                  WARN unless yes / always: a 250 from submission is only as
  *                  durable as the queue's Redis (SPEC §7)
+ *   redis client unblock
+ *                  WARN when the ACL refuses CLIENT UNBLOCK (postmuxd ends a
+ *                  blocking read early with it when a stream becomes readable)
  *   master key     loads as 32 bytes (dkim/keycrypt); WARN if others can read it
  *   relay          accepts TCP and greets with 220; with tls = starttls it must
  *                  offer STARTTLS and complete the handshake, with tls = tls the
@@ -200,6 +203,19 @@ static void check_redis(doctor_t *d, pmx_cli_t *c)
              "%s: the last writes can be lost on a crash; set appendfsync always", v);
     else
         line(d, "OK", "redis appendfsync", "always");
+
+    /* postmuxd ends a blocking read early with CLIENT UNBLOCK when a stream becomes
+     * readable (README "When a gate empties"). Id 0 is never a client: 0 = allowed. */
+    const char *ub[3] = { "CLIENT", "UNBLOCK", "0" };
+    redisReply *u = redisCommandArgv(r, 3, ub, NULL);
+    if (u && u->type == REDIS_REPLY_INTEGER)
+        line(d, "OK", "redis client unblock", "allowed");
+    else
+        line(d, "WARN", "redis client unblock",
+             "refused (%s): reads cannot be ended early, so a rate-limited workspace gets at "
+             "most one read's worth of jobs a second; allow +client|unblock",
+             !u ? r->errstr : u->type == REDIS_REPLY_ERROR ? u->str : "unexpected reply");
+    if (u) freeReplyObject(u);
     redisFree(r);
 }
 

@@ -24,7 +24,8 @@ t_expect_eq "$(status 'master key')" OK "master key"
 t_expect_eq "$(status relay)" OK "relay"
 t_expect_match "$T_OUT" "^OK +relay: 127\\.0\\.0\\.1:$T_SINK_PORT answered 220 " "relay greeting"
 t_expect_eq "$(printf '%s\n' "$T_OUT" | grep -cvE '^(OK|WARN|FAIL) +[a-z ]+: ')" 0 "every line is STATUS check: detail"
-t_expect_eq "$(printf '%s\n' "$T_OUT" | wc -l)" 8 "eight checks"
+t_expect_eq "$(status 'redis client unblock')" OK "client unblock"
+t_expect_eq "$(printf '%s\n' "$T_OUT" | wc -l)" 9 "nine checks"
 
 t_case "doctor: Redis with appendonly yes / appendfsync always -> OK"
 t_redis config set appendonly yes >/dev/null
@@ -35,6 +36,13 @@ t_expect_match "$T_OUT" '^OK +redis appendonly: yes$' "appendonly"
 t_expect_match "$T_OUT" '^OK +redis appendfsync: always$' "appendfsync"
 t_expect_nomatch "$T_OUT" '^(WARN|FAIL)' "no WARN or FAIL"
 t_redis config set appendonly no >/dev/null
+
+t_case "doctor: an ACL without CLIENT UNBLOCK -> WARN, exit 0"
+t_redis ACL SETUSER default -client\|unblock >/dev/null
+t_run $PMX doctor
+t_expect_rc 0
+t_expect_match "$T_OUT" '^WARN +redis client unblock: refused \(NOPERM' "client unblock line"
+t_redis ACL SETUSER default +client\|unblock >/dev/null
 
 t_case "doctor: relay not listening -> FAIL, exit 1"
 conf_copy norelay
