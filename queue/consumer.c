@@ -576,7 +576,15 @@ static void check_drained(pmx__queue_c_t *c)
         if (c->wsv[i]->reclaim_busy) return;
     if (!c->drain_swept) {
         /* Whatever is still pending on us (released, or lost with a reply) goes
-         * back to the group, so the next consumer need not wait reclaim_idle. */
+         * back to the group, so the next consumer need not wait reclaim_idle.
+         * Redis away (a reply lost with the connection is what leaves entries
+         * pending): wait a little for it to come back (wake_cb notices). */
+        uint64_t now = pmx__queue_now(c);
+        if (!c->up && now < c->drain_redis_wait_until) {
+            pmx__queue_wake_at(c, now + 100 < c->drain_redis_wait_until ? now + 100
+                                                                        : c->drain_redis_wait_until);
+            return;
+        }
         c->drain_swept = true;
         pmx__queue_sweep_mark(c, NULL);
         if (pmx__queue_upkeep_sweep(c)) return;   /* its end pumps: here again */
@@ -971,6 +979,7 @@ void pmx_queue_consumer_drain(pmx_queue_consumer_t *c, pmx_queue_drained_fn cb, 
     c->draining = true;
     c->drain_cb = cb;
     c->drain_arg = arg;
+    c->drain_redis_wait_until = pmx__queue_now(c) + PMX__QUEUE_DRAIN_REDIS_WAIT_MS;
     wake_soon(c);
 }
 

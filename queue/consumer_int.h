@@ -16,6 +16,9 @@
 #include "queue/consumer.h"
 
 #define PMX__QUEUE_WS_MAX 128
+/* At the end of a drain, how long to wait for a lost Redis connection to come
+ * back so that entries left pending can be given back to the group. */
+#define PMX__QUEUE_DRAIN_REDIS_WAIT_MS 5000
 
 /* One workspace's streams and their per-consumer state. */
 typedef struct pmx__queue_ws {
@@ -71,6 +74,7 @@ struct pmx_queue_consumer {
     unsigned          claiming;/* ids asked for by outstanding XCLAIMs */
     unsigned          sweeping;/* workspaces with a sweep outstanding: no read goes out */
     bool              drain_swept; /* the sweep at the end of a drain was started */
+    uint64_t          drain_redis_wait_until; /* ... waits for Redis until then (loop ms) */
     unsigned          done_busy;/* ack/defer commands not answered yet */
 
     bool              started, up, closing, finalizing;

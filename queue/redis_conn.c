@@ -39,6 +39,7 @@ struct pmx_redis_conn {
     uv_timer_t         timer;        /* retry delay, or connect timeout */
     uv_timer_t         ping_timer;
     bool               ping_outstanding;
+    bool               ping_overdue;  /* seen past the timeout by one tick already */
     uint64_t           ping_sent_ms;
 
     uint64_t           backoff_ms;
@@ -120,7 +121,7 @@ static void set_up(pmx_redis_conn_t *rc, bool up)
 static void forget_context(pmx_redis_conn_t *rc)
 {
     rc->ac = NULL;
-    rc->ping_outstanding = false;
+    rc->ping_outstanding = rc->ping_overdue = false;
     uv_timer_stop(&rc->ping_timer);
 }
 
@@ -212,7 +213,7 @@ static void health_ping_cb(redisAsyncContext *ac, void *reply, void *priv)
     (void)reply;
     (void)priv;
     pmx_redis_conn_t *rc = ac->data;
-    if (rc->ac == ac) rc->ping_outstanding = false;
+    if (rc->ac == ac) rc->ping_outstanding = rc->ping_overdue = false;
 }
 
 static void ping_timer_cb(uv_timer_t *t)
@@ -220,8 +221,13 @@ static void ping_timer_cb(uv_timer_t *t)
     pmx_redis_conn_t *rc = t->data;
     if (rc->phase != RC_UP) return;
     if (rc->ping_outstanding) {
-        if (uv_now(rc->loop) - rc->ping_sent_ms >= PMX_REDIS_PING_TIMEOUT_MS)
-            drop_context(rc, "no answer to PING");
+        /* Timers run before the loop reads its sockets: after a stall of the loop
+         * itself the answer may be waiting unread. Drop only when a second tick,
+         * with a round of I/O in between, still finds it missing. */
+        if (uv_now(rc->loop) - rc->ping_sent_ms >= PMX_REDIS_PING_TIMEOUT_MS) {
+            if (rc->ping_overdue) drop_context(rc, "no answer to PING");
+            else rc->ping_overdue = true;
+        }
         return;
     }
     if (redisAsyncCommand(rc->ac, health_ping_cb, NULL, "PING") == REDIS_OK) {

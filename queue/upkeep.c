@@ -332,7 +332,7 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
     if (r->type == REDIS_REPLY_ERROR) {
         if (r->len >= 7 && memcmp(r->str, "NOGROUP", 7) == 0) {
             ws->group_ready = false;   /* the read path re-creates it; sweep then */
-            ws->sweep_due = true;
+            ws->sweep_due = !c->draining;   /* draining: no group, nothing pending */
         } else {
             pmx__queue_count_error(c, r, "XPENDING (sweep)", ws->id);
         }
@@ -394,8 +394,12 @@ bool pmx__queue_upkeep_sweep(pmx__queue_c_t *c)
     snprintf(count, sizeof count, "%u", SWEEP_COUNT);
     for (size_t i = 0; i < c->nws; i++) {
         pmx__queue_ws_t *ws = c->wsv[i];
-        /* After a reclaim in flight: its XCLAIM could hand over what we list. */
-        if (!ws->sweep_due || !ws->group_ready || ws->sweep_busy || ws->reclaim_busy) continue;
+        /* After a reclaim in flight: its XCLAIM could hand over what we list.
+         * Draining, a group not yet made again after a reconnect is no reason to
+         * wait: XPENDING answers NOGROUP if it is really gone. */
+        if (!ws->sweep_due || (!ws->group_ready && !c->draining) || ws->sweep_busy ||
+            ws->reclaim_busy)
+            continue;
         claim_req_t *q = pmx_xcalloc(1, sizeof *q);
         q->c = c;
         q->ws = ws;

@@ -187,6 +187,7 @@ done | t_redis >/dev/null
 dsent() { t_psql "select count(*) from recipients where status = 'sent' and address like 'drain%'"; }
 t_wait_for 60 "[[ \$(dsent) -ge 100 ]]"
 T1=$EPOCHREALTIME
+LOG0=$(cat "$T_DIR"/postmuxd*.log | wc -l)
 kill -TERM "$DPID"
 wait "$DPID"
 RC=$?
@@ -202,7 +203,13 @@ echo "# SIGTERM mid-run: $DONE of $N3 sent, $LEFT left in the stream, $PEND pend
 # of a day, so the next daemon takes it at once (README "The sweep"). Usually none is
 # left. What must hold below: nothing lost, nothing delivered twice.
 GIVEN=$(($(t_redis XPENDING "$STREAM" postmux IDLE 3600000 - + 10000 | wc -l) / 4))
-t_expect_eq "$GIVEN" "$PEND" "entries left pending were given back to the group"
+# Only a Redis that stayed away through the drain's wait for it (5 s) may keep them
+# from being given back; they are then reclaimed after reclaim_idle instead.
+if [[ $GIVEN != "$PEND" ]] && cat "$T_DIR"/postmuxd*.log | tail -n +$((LOG0 + 1)) | grep -q 'redis connection lost'; then
+    echo "# $((PEND - GIVEN)) pending entries not given back: Redis was away during the drain" >&2
+else
+    t_expect_eq "$GIVEN" "$PEND" "entries left pending were given back to the group"
+fi
 if [[ $PEND != 0 ]]; then
     echo "# pending by consumer: $(t_redis XPENDING "$STREAM" postmux | tail -n +4 | paste -sd' ')" >&2
     grep -E 'drain|stopp|claim|lost|releas|warn|error' "$T_DIR"/postmuxd*.log | grep -v 'delivery ws=' | tail -n 25 >&2
