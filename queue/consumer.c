@@ -491,8 +491,9 @@ pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *
     return NULL;
 }
 
-/* A job not handed over after all: it stays pending in Redis and is reclaimed
- * after reclaim_idle. Said in the log, except when we are closing anyway. */
+/* A job not handed over after all: it stays pending in Redis until a sweep
+ * takes it back (marked due here). Said in the log, except when we are
+ * closing anyway. */
 static void leave_pending(pmx__queue_c_t *c, pmx_queue_job_t *job, const char *why)
 {
     if (!c->closing) {

@@ -125,6 +125,9 @@ static void xack_deleted(pmx__queue_c_t *c, pmx__queue_ws_t *ws, const char *id)
     pmx_redis_conn_command_argv(c->rc, NULL, NULL, 4, argv, NULL);
 }
 
+static void sweep_end(claim_req_t *q);
+
+/* The XCLAIM of a reclaim, or the "take" of a sweep: hands the entries over. */
 static void xclaim_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
@@ -133,12 +136,6 @@ static void xclaim_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
     c->claiming -= (unsigned)q->n;
-    if (q->sweep) {
-        ws->sweep_busy = false;
-        c->sweeping--;
-    } else {
-        ws->reclaim_busy = false;
-    }
     if (c->closing) goto out;
     if (!r) {
         if (q->sweep) ws->sweep_due = true;   /* claimed or not: look again when back */
@@ -182,7 +179,12 @@ static void xclaim_cb(redisAsyncContext *ac, void *reply, void *priv)
         pmx_log_info("queue: took back %zu entries pending on this consumer that it did not "
                      "hold ws=%s", r->elements, ws->id);
 out:
-    if (!c->closing) pmx__queue_pump(c);   /* reads wait for a sweep; a drain may be done */
+    if (q->sweep) {
+        sweep_end(q);
+        return;
+    }
+    ws->reclaim_busy = false;
+    if (!c->closing) pmx__queue_pump(c);   /* a drain may be done */
     claim_req_free(q);
     ws_req_end(c, ws);
 }
@@ -293,6 +295,7 @@ void pmx__queue_upkeep_reclaim(pmx__queue_c_t *c, uint64_t now, uint64_t *next)
 
 /* --------------------------------------------------------------- sweep */
 
+/* A sweep of q->ws is over: reads may go out again (pumped), a drain may end. */
 static void sweep_end(claim_req_t *q)
 {
     pmx__queue_c_t *c = q->c;
@@ -329,6 +332,7 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
         ws->sweep_due = true;
         goto done;
     }
+    ws->sweep_from[0] = '\0';   /* from the start next time, unless this page is full */
     if (r->type == REDIS_REPLY_ERROR) {
         if (r->len >= 7 && memcmp(r->str, "NOGROUP", 7) == 0) {
             ws->group_ready = false;   /* the read path re-creates it; sweep then */
@@ -336,15 +340,10 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
         } else {
             pmx__queue_count_error(c, r, "XPENDING (sweep)", ws->id);
         }
-        ws->sweep_from[0] = '\0';
         goto done;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-        ws->sweep_from[0] = '\0';
-        goto done;
-    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) goto done;
     /* A full page: the next sweep goes on after its last id. */
-    ws->sweep_from[0] = '\0';
     if (r->elements >= SWEEP_COUNT) {
         const redisReply *last = r->element[r->elements - 1];
         if (pending_row_ok(last)) {

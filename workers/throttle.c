@@ -76,6 +76,12 @@ static void pop(gate_t *g, pmx_throttle_verdict_t v)
 
 static void ask(gate_t *g);
 
+/* Every item of g gets v (the last pop frees g). */
+static void pop_all(gate_t *g, pmx_throttle_verdict_t v)
+{
+    for (size_t k = g->count; k > 0; k--) pop(g, v);
+}
+
 static void on_limit(const pmx_ratelimit_result_t *r, void *arg)
 {
     gate_t *g = arg;
@@ -107,8 +113,7 @@ static void ask(gate_t *g)
     pmx_throttle_t *t = g->t;
     pmx_throttle_limits_t lim;
     if (!t->cbs.limits(g->ws, &lim, t->cbs.arg)) {
-        /* The workspace was deleted: nothing of it may go (the last pop frees g). */
-        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GONE);
+        pop_all(g, PMX_THROTTLE_GONE);   /* the workspace was deleted: nothing of it may go */
         return;
     }
     if (lim.suspended) {
@@ -117,12 +122,11 @@ static void ask(gate_t *g)
             g->retry_at = uv_now(t->loop) + lim.hold_ms;
             return;
         }
-        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_SUSPENDED);
+        pop_all(g, PMX_THROTTLE_SUSPENDED);
         return;
     }
     if (lim.rate_per_second <= 0 && lim.daily_quota <= 0) {
-        /* No limit any more: everything waiting goes (the last pop frees g). */
-        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GO);
+        pop_all(g, PMX_THROTTLE_GO);   /* no limit any more: everything waiting goes */
         return;
     }
     /* Items with nothing to count (held only while the gate was shut) go. */
@@ -141,7 +145,7 @@ static void ask(gate_t *g)
     if (rate > PMX_RATELIMIT_RATE_MAX) rate = 0;                 /* effectively unlimited */
     int64_t quota = lim.daily_quota > PMX_RATELIMIT_QUOTA_MAX ? 0 : lim.daily_quota;
     if (rate <= 0 && quota <= 0) {
-        for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_GO);
+        pop_all(g, PMX_THROTTLE_GO);
         return;
     }
     g->asking = true;
@@ -162,7 +166,7 @@ static void timer_cb(uv_timer_t *h)
         while ((g = t->gates)) {
             if (g->asking) pmx_ratelimit_cancel(t->rl, g);
             g->asking = false;
-            for (size_t k = g->count; k > 0; k--) pop(g, PMX_THROTTLE_DROP);   /* frees g */
+            pop_all(g, PMX_THROTTLE_DROP);
         }
         return;
     }

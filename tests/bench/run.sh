@@ -106,6 +106,20 @@ cpu_snapshot() {
         "$(tree_ticks "$(svc_pid smtp-sink)") $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
 }
 
+# cpu_us SNAP0 SNAP1 N [I]: µs of CPU per message between two cpu_snapshot lines, of
+# process I (1 postmuxd, 2 redis, 3 postgres, 4 smtp-sink) or of all four.
+cpu_us() {
+    awk -v hz="$(getconf CLK_TCK)" -v a="$1" -v b="$2" -v n="$3" -v i="${4-}" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); s = 0
+        for (k = 1; k <= 4; k++) if (i == "" || k == i) s += y[k] - x[k]
+        printf "%.0f", n ? s * 1e6 / hz / n : 0 }'
+}
+# Redis's calls per command since the last CONFIG RESETSTAT: "xadd=N xack=N ...".
+redis_calls() {
+    rcli INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s=%s ", $1, $3 }'
+}
+
 # ---- setup ----------------------------------------------------------------------
 setup() {
     say "packages (scripts/deps.sh) and the build (make -j2 bins, release)"
@@ -262,8 +276,7 @@ run_burst() {
     BURST_MS=$(($(now_ms) - t0))
     BURST_DKIM1=$(dkim_metrics)
     BURST_XACT=$(($(q "select xact_commit from pg_stat_database where datname = 'postmux'") - xact0))
-    BURST_CMDS=$(rcli INFO commandstats | tr -d '\r' |
-        awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s=%s ", $1, $3 }')
+    BURST_CMDS=$(redis_calls)
     rm -f "$resp"
 }
 
@@ -276,9 +289,7 @@ bench_delivery() {
     ((span > 0)) || span=1
     local hz
     hz=$(getconf CLK_TCK)
-    local c0 c1 names=(postmuxd redis postgres smtp-sink) i us
-    read -ra c0 <<<"$BURST_CPU0"
-    read -ra c1 <<<"$BURST_CPU1"
+    local names=(postmuxd redis postgres smtp-sink) i
     put "messages" d_n "$cnt" ""
     put "enqueue (redis-cli --pipe)" d_enq "$(awk -v n="$N" -v ms="$BURST_ENQ_MS" -v b="$BURST_BYTES" \
         'BEGIN { printf "%.2f s, %.0f jobs/s, %.1f MB of RESP", ms / 1000, n * 1000 / (ms ? ms : 1), b / 1e6 }')"
@@ -286,15 +297,10 @@ bench_delivery() {
     put "throughput" d_rate "$(awk -v n="$cnt" -v s="$span" 'BEGIN { printf "%.0f", n * 1000 / s }')" "messages/s"
     put "latency p50 / p99 / max (burst, queueing included)" d_lat "$p50 / $p99 / $max ms"
     for i in 0 1 2 3; do
-        us=$(awk -v a="${c0[i]}" -v b="${c1[i]}" -v hz="$hz" -v n="$cnt" \
-            'BEGIN { printf "%.0f", (b - a) * 1e6 / hz / n }')
-        put "CPU per message: ${names[i]}" "d_cpu_${names[i]}" "$us" "µs"
+        put "CPU per message: ${names[i]}" "d_cpu_${names[i]}" \
+            "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt" $((i + 1)))" "µs"
     done
-    local total
-    total=$(awk -v hz="$hz" -v n="$cnt" -v a="$BURST_CPU0" -v b="$BURST_CPU1" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
-        printf "%.0f", s * 1e6 / hz / n }')
-    put "CPU per message: all four" d_cpu_all "$total" "µs"
+    put "CPU per message: all four" d_cpu_all "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt")" "µs"
     # The whole machine's busy time over the burst, against the four above: what else
     # ran (the bench's own polling, other work on the machine) skews the numbers.
     put "machine CPU busy during the burst" d_busy "$(awk -v hz="$hz" -v a="$BURST_CPU0" -v b="$BURST_CPU1" \
@@ -509,8 +515,7 @@ EOF
     cpu1=$(cpu_snapshot)
     t1=$(now_ms)
     local cmds
-    cmds=$(rcli INFO commandstats | tr -d '\r' |
-        awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s=%s ", $1, $3 }')
+    cmds=$(redis_calls)
     # Counted now, before the backlog is trimmed: the rows of the measured window.
     q "select m.workspace_id, count(*), extract(epoch from min(r.updated_at)),
               extract(epoch from max(r.updated_at))
@@ -545,15 +550,12 @@ EOF
     put "limits: workspaces / seconds" l_n "$LIM_NWS / $LIM_SECS (backlog 1.5 × each limit)"
     put "limits: largest error against the limit" l_max "$maxerr % ($wws: $wgot/s for $wlim/s); mean $meanerr %"
     put "limits: total achieved / total of the limits" l_tot "$totrate / $totlim recipients/s"
-    local n us
+    local n
     n=$(awk '{ s += $2 } END { print s + 0 }' "$dir/limits.sent")
-    us=$(awk -v hz="$hz" -v n="$n" -v a="$cpu0" -v b="$cpu1" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
-        printf "%.0f", n ? s * 1e6 / hz / n : 0 }')
-    put "limits: CPU per message, all four (unlimited run: ${R[d_cpu_all]:-n/a} µs)" l_cpu "$us" "µs"
-    put "limits: ... postmuxd / redis / postgres / smtp-sink" l_cpu4 "$(awk -v hz="$hz" -v n="$n" \
-        -v a="$cpu0" -v b="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        for (i = 1; i <= 4; i++) printf "%s%.0f", (i > 1 ? " / " : ""), n ? (y[i] - x[i]) * 1e6 / hz / n : 0 }')" "µs"
+    put "limits: CPU per message, all four (unlimited run: ${R[d_cpu_all]:-n/a} µs)" l_cpu \
+        "$(cpu_us "$cpu0" "$cpu1" "$n")" "µs"
+    put "limits: ... postmuxd / redis / postgres / smtp-sink" l_cpu4 \
+        "$(cpu_us "$cpu0" "$cpu1" "$n" 1) / $(cpu_us "$cpu0" "$cpu1" "$n" 2) / $(cpu_us "$cpu0" "$cpu1" "$n" 3) / $(cpu_us "$cpu0" "$cpu1" "$n" 4)" "µs"
     put "limits: Redis commands while limited (calls)" l_cmds "$cmds"
     put "limits: machine CPU busy while limited" l_busy "$(awk -v hz="$hz" -v a="$cpu0" -v b="$cpu1" \
         -v ms="$((t1 - t0))" -v np="$(getconf _NPROCESSORS_ONLN)" 'BEGIN {
