@@ -1,6 +1,6 @@
 /*
- * `postmux apikey create|list|revoke` (SPEC §9): the keys upstream apps use as
- * the SMTP AUTH password (SPEC §7).
+ * `postmux apikey create|list|revoke` (postmux(1)): the keys upstream apps use as
+ * the SMTP AUTH password (docs/submission.md).
  *
  * A key is "pmx_" + base64url of 32 random bytes (256 bits; 47 characters).
  * Only SHA-256 of the whole key text (including "pmx_") is stored, in

@@ -1,11 +1,11 @@
 /*
- * The admin CLI (`postmux`, SPEC §9): main.c parses the global options and
+ * The admin CLI (`postmux`, postmux(1)): main.c parses the global options and
  * dispatches to one function per verb group, each in its own file
  * (cli/workspace.c, cli/domain.c, ...). Everything a verb needs from outside —
  * the config, a Postgres connection, a Redis connection — is opened lazily
  * through the pmx_cli_t context, so `postmux --help` needs none of them.
  *
- * Exit codes (SPEC §1): 0 success, 1 user error (one line on stderr),
+ * Exit codes (postmux(1) and postmuxd(8)): 0 success, 1 user error (one line on stderr),
  * 2 usage error.
  */
 #ifndef PMX_CLI_CLI_H
@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 
 enum { PMX_EXIT_OK = 0, PMX_EXIT_USER = 1, PMX_EXIT_USAGE = 2 };
 

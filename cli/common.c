@@ -9,7 +9,7 @@
 
 #include "cli/cli.h"
 #include "lib/mem.h"
-#include "queue/address.h"
+#include "queue/endpoint.h"
 
 static void vprint(const char *fmt, va_list ap)
 {
@@ -74,8 +74,8 @@ redisContext *pmx_cli_redis(pmx_cli_t *c)
     if (pmx_cli_config(c) < 0) return NULL;
 
     char err[300];
-    pmx_queue_addr_t a;
-    if (pmx_queue_parse_address(c->cfg.redis_address, &a, err, sizeof err) < 0) {
+    pmx_queue_endpoint_t a;
+    if (pmx_queue_parse_endpoint(c->cfg.redis_address, &a, err, sizeof err) < 0) {
         pmx_cli_error("[redis] address %s", err);
         return NULL;
     }

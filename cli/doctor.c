@@ -1,5 +1,5 @@
 /*
- * `postmux doctor` (SPEC §9): checks what postmuxd needs before it can carry
+ * `postmux doctor` (postmux(1)): checks what postmuxd needs before it can carry
  * mail, one line each, "OK", "WARN" or "FAIL" followed by what was checked:
  *
  *   config         the file loads (nothing else runs without it)
@@ -7,7 +7,7 @@
  *   redis          answers PING
  *   redis appendonly / appendfsync
  *                  WARN unless yes / always: a 250 from submission is only as
- *                  durable as the queue's Redis (SPEC §7)
+ *                  durable as the queue's Redis (docs/submission.md)
  *   redis client unblock
  *                  WARN when the ACL refuses CLIENT UNBLOCK (postmuxd ends a
  *                  blocking read early with it when a stream becomes readable)
@@ -44,7 +44,7 @@
 #include "dkim/keycrypt.h"
 #include "lib/buf.h"
 #include "lib/mem.h"
-#include "queue/address.h"
+#include "queue/endpoint.h"
 #include "sql/migrations.h"
 
 #define TIMEOUT_S 5
@@ -139,8 +139,8 @@ static int config_get(redisContext *r, const char *name, char *out, size_t outle
 static void check_redis(doctor_t *d, pmx_cli_t *c)
 {
     char err[300];
-    pmx_queue_addr_t a;
-    if (pmx_queue_parse_address(c->cfg.redis_address, &a, err, sizeof err) < 0) {
+    pmx_queue_endpoint_t a;
+    if (pmx_queue_parse_endpoint(c->cfg.redis_address, &a, err, sizeof err) < 0) {
         line(d, "FAIL", "redis", "[redis] address %s", err);
         return;
     }

@@ -1,5 +1,5 @@
 /*
- * `postmux domain add|list|show|verify|remove` (SPEC §9): a workspace's
+ * `postmux domain add|list|show|verify|remove` (postmux(1)): a workspace's
  * sending domains and their DKIM keys.
  *
  * add     generates (or imports) the keys, seals each private key under the

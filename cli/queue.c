@@ -1,5 +1,5 @@
 /*
- * `postmux queue [--workspace WS] [--json]` (SPEC §9): what waits in Redis,
+ * `postmux queue [--workspace WS] [--json]` (postmux(1)): what waits in Redis,
  * per workspace, read with synchronous hiredis (one pipelined round trip for
  * all workspaces):
  *   stream    XLEN {prefix}:{ws}:jobs

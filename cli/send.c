@@ -1,5 +1,5 @@
 /*
- * `postmux send` (SPEC §9): enqueues one job on a workspace's stream exactly
+ * `postmux send` (postmux(1)): enqueues one job on a workspace's stream exactly
  * as any Redis client would — XADD {prefix}:{ws_id}:jobs * field value ... —
  * after checking it with pmx_job_decode, the code the worker runs on it. A job
  * the worker would refuse is refused here with the same reason, and nothing

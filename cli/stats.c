@@ -1,5 +1,5 @@
 /*
- * `postmux stats [--workspace WS] [--since 24h] [--json]` (SPEC §8): per
+ * `postmux stats [--workspace WS] [--since 24h] [--json]` (docs/webhooks.md): per
  * workspace, recipients by current status and events by type, one row per
  * workspace and a total.
  *

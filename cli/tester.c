@@ -1,5 +1,5 @@
 /*
- * `postmux tester add|remove|list` (SPEC §9): a workspace's testers, the
+ * `postmux tester add|remove|list` (postmux(1)): a workspace's testers, the
  * recipients that test mode still delivers to (everyone else goes to the
  * catch-all or is suppressed). Addresses are parsed by the one address parser
  * (lib/addr.h) and stored lowercased, as test mode compares them.

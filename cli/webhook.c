@@ -1,11 +1,11 @@
 /*
- * `postmux webhook add|list|remove` (SPEC §8, §9): the HTTP endpoints that are
+ * `postmux webhook add|list|remove` (docs/webhooks.md, postmux(1)): the HTTP endpoints that are
  * told about every event of a workspace (or, with no --workspace, of every
  * workspace: an organization-wide webhook).
  *
  * add checks the URL (http or https, a host, an optional port, no spaces,
  * control or non-ASCII characters, no user:password@) and the event names
- * (SPEC §4's message.* types; none given = every event), makes a secret
+ * (docs/data.md's message.* types; none given = every event), makes a secret
  * "whsec_" + base64url of 32 random bytes, and prints it alone on stdout, once
  * (the id goes to stderr), like `apikey create`.
  *

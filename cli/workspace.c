@@ -1,5 +1,5 @@
 /*
- * `postmux workspace create|list|show|set` (SPEC §9): the client workspaces and
+ * `postmux workspace create|list|show|set` (postmux(1)): the client workspaces and
  * their sending policy (rate, burst, daily quota, test mode, suspension).
  *
  * Every value is checked before anything is written, and `set` writes all its

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 #include "daemon/supervisor.h"
 #include "workers/hooks.h"
 

@@ -2,7 +2,7 @@
  * The metrics region: a second anonymous shared mapping that postmuxd makes
  * beside the scoreboard (daemon/shm.h) before it forks, so every worker
  * writes the same counters and whichever worker answers GET /metrics can sum
- * them without asking the others (SPEC §8 "summed over all workers").
+ * them without asking the others (docs/webhooks.md "summed over all workers").
  *
  * What it holds, every value a lock-free C11 atomic:
  * - recipients: an open-addressing table of PMX_METRICS_RCPT_SLOTS cells,
@@ -63,7 +63,7 @@ typedef enum {
 
 typedef enum {
     PMX_METRICS_OUTBOUND = 0,   /* relay sessions (smtp/pool) */
-    PMX_METRICS_INBOUND,        /* submission sessions (workers/submission) */
+    PMX_METRICS_INBOUND,        /* submission sessions (submission/session) */
     PMX_METRICS_NDIR
 } pmx_metrics_dir_t;
 

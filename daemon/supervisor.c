@@ -28,9 +28,9 @@
 
 #include "daemon/listen.h"
 #include "daemon/metrics_shm.h"
-#include "daemon/peers_shm.h"
+#include "submission/peers_shm.h"
 #include "daemon/shm.h"
-#include "daemon/throttle.h"
+#include "daemon/backoff.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -67,7 +67,7 @@ typedef struct {
     char                     *metrics_addr;
     daemon_worker_t           workers[PMX_SHM_SLOTS];
     unsigned                  gen;
-    pmx_daemon_throttle_t     throttle;
+    pmx_daemon_backoff_t     throttle;
     uint64_t                  next_spawn_ms;
     bool                      ready_sent;
     bool                      reloading;
@@ -371,8 +371,8 @@ static void reap(pmx_daemon_t *d)
             pmx_log_warn("worker died pid=%d %s%s", (int)pid, how,
                          w->hung ? " (killed: hung)" : was_ready ? "" : " (before it was ready)");
             pmx_shm_count_restart(d->shm);
-            give_up = pmx_daemon_throttle_death(&d->throttle, now, !was_ready);
-            uint64_t delay = pmx_daemon_throttle_delay_ms(&d->throttle);
+            give_up = pmx_daemon_backoff_death(&d->throttle, now, !was_ready);
+            uint64_t delay = pmx_daemon_backoff_delay_ms(&d->throttle);
             if (!give_up && delay) {
                 d->next_spawn_ms = now + delay;
                 pmx_log_warn("workers keep dying before they are ready: next start in %llu ms",
@@ -423,7 +423,7 @@ static void reconcile(pmx_daemon_t *d, uint64_t now)
         if (!w->pid || w->stopping) continue;
         if (!w->ready && pmx_shm_slot_state(&d->shm->slots[i]) == PMX_SLOT_READY) {
             w->ready = true;
-            pmx_daemon_throttle_ready(&d->throttle);
+            pmx_daemon_backoff_ready(&d->throttle);
         }
         if (w->gen == d->gen) {
             live_new++;
@@ -507,7 +507,7 @@ static void reload(pmx_daemon_t *d)
     d->gen++;
     d->reloading = true;
     d->next_spawn_ms = 0;
-    pmx_daemon_throttle_ready(&d->throttle);
+    pmx_daemon_backoff_ready(&d->throttle);
     pmx_log_info("config reloaded gen=%u workers=%d: replacing workers one at a time", d->gen,
                  d->conf.cfg.workers);
 }
@@ -560,7 +560,7 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
     d->path = pmx_xstrdup(path);
     d->hooks = hooks;
     d->submission_fd = d->metrics_fd = -1;
-    pmx_daemon_throttle_init(&d->throttle);
+    pmx_daemon_backoff_init(&d->throttle);
     snprintf(tag, sizeof tag, "postmuxd[%d]", (int)d->pid);
     pmx_log_set_tag(tag);
 

@@ -1,5 +1,5 @@
 /*
- * The postmuxd supervisor (SPEC §2), shaped after nginx's master process and
+ * The postmuxd supervisor (postmuxd(8)), shaped after nginx's master process and
  * Postfix's master: it loads the config, opens the listening sockets, maps
  * the scoreboard and forks the workers; then it sleeps in sigsuspend() and
  * acts on flags its signal handlers set:

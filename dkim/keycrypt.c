@@ -10,7 +10,7 @@
 
 #include <openssl/evp.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 #include "dkim/keycrypt.h"
 #include "lib/encode.h"
 #include "lib/mem.h"

@@ -18,7 +18,7 @@
 
 typedef enum { PMX_DKIM_ALG_RSA = 1, PMX_DKIM_ALG_ED25519 = 2 } pmx_dkim_alg_t;
 
-#define PMX_DKIM_RSA_MIN_BITS      2048   /* generation range (SPEC §9) */
+#define PMX_DKIM_RSA_MIN_BITS      2048   /* generation range (postmux(1)) */
 #define PMX_DKIM_RSA_MAX_BITS      4096
 #define PMX_DKIM_RSA_IMPORT_MIN    1024   /* imports below this are refused */
 

@@ -4,7 +4,7 @@
  * its options once per worker and one signing handle per key and message.
  *
  * Library options (set once on the DKIM_LIB):
- *   DKIM_OPTS_SIGNHDRS      the fields of SPEC §6 (only those present are signed);
+ *   DKIM_OPTS_SIGNHDRS      the fields of docs/delivery.md (only those present are signed);
  *   DKIM_OPTS_OVERSIGNHDRS  "From": h= names From once more than it occurs;
  *   no DKIM_LIBFLAGS_FIXCRLF: messages are CRLF-normalised before signing
  *   (lib/mime), so the octets signed are the octets sent; a message with a

@@ -1,5 +1,5 @@
 /*
- * DKIM signing with libopendkim (SPEC §6 "DKIM"): every message is signed
+ * DKIM signing with libopendkim (docs/delivery.md "DKIM"): every message is signed
  * once per active key of its From domain, rsa-sha256 and/or ed25519-sha256,
  * c=relaxed/relaxed, no l=, and h= listing those of From, Subject, To, Cc,
  * Date, Message-ID, Reply-To, MIME-Version, Content-Type and

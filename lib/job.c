@@ -1,5 +1,5 @@
 /*
- * Job decoding (SPEC §5, see job.h): the string fields of one stream entry
+ * Job decoding (docs/queue.md, see job.h): the string fields of one stream entry
  * become a pmx_job_t, or the job is refused with one reason that starts with
  * the offending field's name. The same function serves `postmux send` (before
  * XADD) and the worker (before building the message), so both agree on what
@@ -218,7 +218,7 @@ static int index_fields(const pmx_job_field_t *fields, size_t nfields,
     return 0;
 }
 
-/* Presence rules of SPEC §5: required fields, and raw against composed fields. */
+/* Presence rules of docs/queue.md: required fields, and raw against composed fields. */
 static int check_presence(const pmx_job_field_t **known, size_t nheaders,
                           const pmx_job_field_t *fields, size_t nfields,
                           char *err, size_t errlen)

@@ -1,5 +1,5 @@
 /*
- * A send job (SPEC §5): decoding and validation of the string fields of one
+ * A send job (docs/queue.md): decoding and validation of the string fields of one
  * stream entry (or of `postmux send`'s options) into a pmx_job_t. One function
  * decides what a valid job is, for every room: the CLI checks with it before
  * XADD, the worker decodes with it before building the message.

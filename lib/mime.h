@@ -1,5 +1,5 @@
 /*
- * The message builder (SPEC §6 "Message build"): turns a decoded job into the
+ * The message builder (docs/delivery.md "Message build"): turns a decoded job into the
  * RFC 5322 / MIME message that is signed and relayed, and prepares `raw`
  * messages for the same path. The pipeline calls, per message:
  *

@@ -1,5 +1,5 @@
 /*
- * The rate syntax of `postmux workspace set --rate` (SPEC §9): "N/s", "N/m",
+ * The rate syntax of `postmux workspace set --rate` (postmux(1)): "N/s", "N/m",
  * "N/h" or "unlimited", N a positive decimal ("50", "0.5", "2.25"). One parser,
  * used by the CLI and by anything else that reads a rate from a person; and its
  * inverse, which prints a stored per-second rate in the unit it was most likely

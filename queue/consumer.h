@@ -1,6 +1,6 @@
 /*
  * The stream consumer of one worker: everything between Redis and the
- * pipeline (SPEC §5, DESIGN "Delivery guarantees").
+ * pipeline (docs/queue.md, DESIGN "Delivery guarantees").
  *
  * It reads the streams pmx:{ws}:jobs of the workspaces it is given with one
  * outstanding `XREADGROUP GROUP postmux <name> COUNT n BLOCK 1000 STREAMS
@@ -73,7 +73,7 @@
  *   (released jobs) was given back to the group for others to take at once;
  *   then close the consumer, then the connection.
  *
- * Defaults are SPEC §5's (30 s reclaim idle, 5 s reclaim interval, 5
+ * Defaults are docs/queue.md's (30 s reclaim idle, 5 s reclaim interval, 5
  * deliveries, 10 s refresh, 1 s retry mover, 30 s discovery, 7-day
  * duplicate window); tests shorten them through the options.
  */

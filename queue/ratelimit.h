@@ -1,5 +1,5 @@
 /*
- * Per-workspace rate limit and daily quota (SPEC §6 "Rate limits"), shared by
+ * Per-workspace rate limit and daily quota (docs/delivery.md "Rate limits"), shared by
  * every worker and every host on the same Redis: one Lua script decides, on
  * Redis's own clock (TIME), so workers with skewed clocks agree and two
  * workers never both take the last token.

@@ -23,13 +23,13 @@
 
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "queue/address.h"
+#include "queue/endpoint.h"
 
 typedef enum { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_UP } rc_phase_t;
 
 struct pmx_redis_conn {
     uv_loop_t         *loop;
-    pmx_queue_addr_t   addr;
+    pmx_queue_endpoint_t   addr;
     char              *address;
     char              *password;     /* NULL = no AUTH */
     size_t             pwlen;
@@ -63,8 +63,8 @@ pmx_redis_conn_t *pmx_redis_conn_new(uv_loop_t *loop, const char *address,
                                      const char *password, size_t pwlen,
                                      char *err, size_t errlen)
 {
-    pmx_queue_addr_t addr;
-    if (pmx_queue_parse_address(address, &addr, err, errlen) < 0) return NULL;
+    pmx_queue_endpoint_t addr;
+    if (pmx_queue_parse_endpoint(address, &addr, err, errlen) < 0) return NULL;
 
     pmx_redis_conn_t *rc = pmx_xcalloc(1, sizeof *rc);
     rc->loop = loop;

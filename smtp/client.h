@@ -1,5 +1,5 @@
 /*
- * One SMTP client session to the relay (SPEC §6 Relay): connect, EHLO (HELO
+ * One SMTP client session to the relay (docs/delivery.md Relay): connect, EHLO (HELO
  * fallback), STARTTLS or implicit TLS, AUTH PLAIN/LOGIN, then any number of
  * transactions (RSET between them), each pipelined when the relay offers
  * PIPELINING, and QUIT. The protocol is one explicit state machine: an enum of
@@ -18,7 +18,6 @@
 
 #include <uv.h>
 
-#include "daemon/config.h"      /* pmx_tls_mode_t */
 #include "smtp/reply.h"
 #include "smtp/tls.h"
 
@@ -29,7 +28,7 @@
 #define PMX_SMTP_DEFAULT_DATA_TIMEOUT_MS    300000ull   /* sending the body + reply to "." */
 #define PMX_SMTP_DEFAULT_IDLE_TIMEOUT_MS    30000ull    /* an unused session is QUIT */
 
-/* The relay and how to talk to it ([relay] of SPEC §3, plus timeouts for tests). */
+/* The relay and how to talk to it ([relay] of postmux.conf(5), plus timeouts for tests). */
 typedef struct {
     const char    *host;              /* name or IP literal; also the TLS name checked and SNI */
     int            port;

@@ -1,5 +1,5 @@
 /*
- * The relay client a worker uses (SPEC §6 Relay): up to max_sessions SMTP
+ * The relay client a worker uses (docs/delivery.md Relay): up to max_sessions SMTP
  * sessions to [relay] on the worker's libuv loop, each reused for message
  * after message (RSET between them), with messages queued while every session
  * is busy. A lost session is replaced on demand; an unused one is QUIT after
@@ -39,6 +39,7 @@
 #include <uv.h>
 
 #include "smtp/client.h"
+#include "config/config.h"
 
 typedef struct pmx_smtp_pool pmx_smtp_pool_t;
 

@@ -1,5 +1,5 @@
 /*
- * One SMTP submission session as a state machine (SPEC §7, RFC 5321, RFC 3207
+ * One SMTP submission session as a state machine (docs/submission.md, RFC 5321, RFC 3207
  * STARTTLS, RFC 4954 AUTH, RFC 2920 PIPELINING): bytes from the client go in
  * with pmx_smtp_server_input, replies come out through the write callback.
  * It owns no socket, timer or lookup: whatever needs the outside world (TLS,
@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PMX_SMTP_SERVER_MAX_RCPT    1000  /* SPEC §5 */
+#define PMX_SMTP_SERVER_MAX_RCPT    1000  /* docs/queue.md */
 #define PMX_SMTP_SERVER_MAX_ERRORS  20    /* protocol errors before "421" */
 /* Input the client may send ahead while a lookup or the queue is busy. */
 #define PMX_SMTP_SERVER_MAX_PENDING (256 * 1024)

@@ -26,6 +26,10 @@
 
 #include <uv.h>
 
+/* How a client session protects its connection: clear text, STARTTLS after
+ * EHLO, or TLS from the first byte (implicit, port 465). */
+typedef enum { PMX_TLS_NONE = 0, PMX_TLS_STARTTLS, PMX_TLS_IMPLICIT } pmx_tls_mode_t;
+
 typedef struct pmx_smtp_tls_ctx pmx_smtp_tls_ctx_t;
 
 /*

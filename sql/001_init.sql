@@ -1,4 +1,4 @@
--- 001: the tables of SPEC §4.
+-- 001: the tables of docs/data.md.
 -- Ids that users see are text with a type prefix (ws_, key_, wh_, msg_) and 16
 -- lowercase base32 characters; the worker generates message ids itself so a
 -- batch of messages, recipients and events goes to Postgres in one round trip.

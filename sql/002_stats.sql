@@ -1,4 +1,4 @@
--- 002: what `postmux stats` reads (SPEC §8), and webhook housekeeping.
+-- 002: what `postmux stats` reads (docs/webhooks.md), and webhook housekeeping.
 --
 -- stats_counts is an hourly rollup kept up to date by statement-level triggers,
 -- so stats costs the same on 10 million events as on 10: it sums a few rows

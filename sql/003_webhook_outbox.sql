@@ -1,4 +1,4 @@
--- 003: the webhook outbox (SPEC §8; workers/webhooks.h sends it).
+-- 003: the webhook outbox (docs/webhooks.md; webhooks/sender.h sends it).
 --
 -- Every events row gets one webhook_deliveries row per matching webhook in the
 -- same transaction that records the event (a statement trigger over the

@@ -2,7 +2,7 @@
 --
 -- Workers hold a suspended workspace's jobs for [delivery] suspend_hold after
 -- this moment, so a short suspension loses nothing; once the hold is over the
--- jobs are rejected (workspace_suspended, SPEC §5). Workers load how long ago
+-- jobs are rejected (workspace_suspended, docs/queue.md). Workers load how long ago
 -- that was by Postgres's clock, so every worker on every host counts the hold
 -- from the same instant, also after a restart, whatever their own clocks say. A trigger keeps it, whoever flips `suspended` (the CLI or
 -- a plain UPDATE): set when a workspace becomes suspended, kept while it stays

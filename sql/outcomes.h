@@ -2,7 +2,7 @@
  * The outcome writer: what happened to each job goes into messages,
  * recipients and events, batched, on the worker's async Postgres connection
  * (sql/db_async.h). The pipeline acknowledges a job in Redis only after its
- * item's callback reported 0 (SPEC §5: a job leaves the stream only after
+ * item's callback reported 0 (docs/queue.md: a job leaves the stream only after
  * its outcome is recorded).
  *
  * Batching: items accumulate and go out as ONE statement (data-modifying

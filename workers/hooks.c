@@ -2,8 +2,8 @@
  * The hooks postmuxd gives every worker (workers/worker.h): the parts of the
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
- * (workers/submission.h) and the delivery pipeline (workers/pipeline.h),
- * and the webhook sender (workers/webhooks.h) with its own Postgres connection.
+ * (submission/session.h) and the delivery pipeline (workers/pipeline.h),
+ * and the webhook sender (webhooks/sender.h) with its own Postgres connection.
  *
  * Drain: every part that drains is asked at once; the worker's done is called
  * when the last one has finished.
@@ -18,8 +18,8 @@
 #include "workers/metrics.h"
 #include "workers/pipeline.h"
 #include "workers/settings.h"
-#include "workers/submission.h"
-#include "workers/webhooks.h"
+#include "submission/session.h"
+#include "webhooks/sender.h"
 
 typedef struct {
     pmx_worker_t            *w;

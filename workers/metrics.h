@@ -1,5 +1,5 @@
 /*
- * Prometheus metrics of SPEC §8, summed over all workers: the pipeline counts
+ * Prometheus metrics of docs/webhooks.md, summed over all workers: the pipeline counts
  * into the shared metrics region (daemon/metrics_shm.h) through the calls
  * below, and whichever worker accepts GET /metrics renders the whole region
  * (pmx_metrics_render, the `metrics` hook of workers/worker.h).
@@ -11,7 +11,7 @@
  *   postmux_worker_restarts_total               counter (the supervisor's)
  *
  * Queue depth is a gauge kept by a periodic job, not asked of Redis during
- * the scrape: the /metrics hook answers synchronously (workers/http.h), and a
+ * the scrape: the /metrics hook answers synchronously (http/server.h), and a
  * scrape should cost no Redis round trip per workspace. Every worker given
  * the settings cache (pmx_metrics_set_settings) ticks every second; every
  * PMX_METRICS_DEPTH_INTERVAL_MS exactly one of them (a CAS on the region's

@@ -6,7 +6,7 @@
  *   on_job        decode; a job the queue already marked bad is rejected
  *   lookup        retried (_msg) / redelivered jobs: what Postgres holds
  *   policy        workspace known and not suspended past its hold, From domain verified;
- *                 a rate limit or a suspension waits at the gate (workers/throttle)
+ *                 a rate limit or a suspension waits at the gate (workers/gate)
  *   relay         plan (workers/plan), build, sign, hand to the pool
  *   on_sent       per-recipient results of each delivery
  *   record        outcome rows (one batched statement for many jobs)
@@ -37,7 +37,7 @@
 #include "sql/outcomes.h"
 #include "workers/metrics.h"
 #include "workers/plan.h"
-#include "workers/throttle.h"
+#include "workers/gate.h"
 
 #define RESUBMIT_MS      1000
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker */
@@ -55,7 +55,7 @@ struct pmx_pipeline {
     pmx_smtp_pool_t      *pool;
     pmx_dkim_signer_t    *signer;
     pmx_ratelimit_t      *rl;
-    pmx_throttle_t       *throttle;     /* jobs waiting for their workspace's rate limit */
+    pmx_gate_t       *throttle;     /* jobs waiting for their workspace's rate limit */
     unsigned              capacity;     /* jobs in flight at most, besides those waiting */
     uv_timer_t            resubmit;    /* retries lookups/outcomes Postgres did not take */
     job_t                *head;        /* jobs in flight */
@@ -246,7 +246,7 @@ none:
     memset(&j->dj, 0, sizeof j->dj);
 }
 
-/* Every envelope recipient is rejected with reason (SPEC §4: never attempted). */
+/* Every envelope recipient is rejected with reason (docs/data.md: never attempted). */
 static void reject(job_t *j, const char *reason)
 {
     pmx_pipeline_t *p = j->p;
@@ -621,13 +621,13 @@ static void relay(job_t *j)
     if (j->sends == 0) results_ready(j);
 }
 
-/* ---- rate limits (workers/throttle.h) ----------------------------------------------------- */
+/* ---- rate limits (workers/gate.h) ----------------------------------------------------- */
 
 static void update_capacity(pmx_pipeline_t *p)
 {
     /* Jobs waiting at a gate do not take the room of other workspaces' jobs;
      * a paused workspace is not read, so at most one read's worth waits. */
-    size_t waiting = p->throttle ? pmx_throttle_waiting(p->throttle) : 0;
+    size_t waiting = p->throttle ? pmx_gate_waiting(p->throttle) : 0;
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 
@@ -646,17 +646,17 @@ static uint64_t suspension_hold_ms(const pmx_pipeline_t *p, const pmx_settings_w
     return p->cfg->suspend_hold_ms > elapsed ? p->cfg->suspend_hold_ms - elapsed : 0;
 }
 
-static bool throttle_limits(const char *ws_id, pmx_throttle_limits_t *out, void *arg)
+static bool throttle_limits(const char *ws_id, pmx_gate_limits_t *out, void *arg)
 {
     pmx_pipeline_t *p = arg;
     const pmx_settings_ws_t *ws = pmx_settings_lookup(p->settings, ws_id);
     if (!ws) return false;
-    *out = (pmx_throttle_limits_t){ ws->rate_per_second, ws->burst, ws->daily_quota,
+    *out = (pmx_gate_limits_t){ ws->rate_per_second, ws->burst, ws->daily_quota,
                                     ws->suspended, suspension_hold_ms(p, ws) };
     return true;
 }
 
-static void throttle_verdict(void *item, pmx_throttle_verdict_t v, void *arg)
+static void throttle_verdict(void *item, pmx_gate_verdict_t v, void *arg)
 {
     job_t *j = item;
     pmx_pipeline_t *p = arg;
@@ -709,7 +709,7 @@ static void plan(job_t *j, const pmx_outcome_lookup_t *known)
         return;
     }
     j->stage = ST_THROTTLE;
-    pmx_throttle_submit(p->throttle, ws->id, (unsigned)n, j);
+    pmx_gate_submit(p->throttle, ws->id, (unsigned)n, j);
     update_capacity(p);
 }
 
@@ -838,13 +838,13 @@ static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *qj, void *arg)
 void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
 {
     /* Suspended workspaces are read too: their jobs wait at the gate while the
-     * suspension's hold lasts, and are rejected after it (SPEC §5). */
+     * suspension's hold lasts, and are rejected after it (docs/queue.md). */
     size_t n = pmx_settings_ids(p->settings, true, NULL, 0);
     const char **ids = pmx_xcalloc(n ? n : 1, sizeof *ids);
     pmx_settings_ids(p->settings, true, ids, n);
     pmx_queue_consumer_set_workspaces(p->consumer, ids, n);
     free(ids);
-    if (p->throttle) pmx_throttle_wake(p->throttle);   /* limits may have changed */
+    if (p->throttle) pmx_gate_wake(p->throttle);   /* limits may have changed */
 }
 
 static void settings_changed_cb(pmx_settings_t *s, void *arg)
@@ -910,8 +910,8 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
         pmx_log_error("rate limiter: %s", err);
         goto fail;
     }
-    pmx_throttle_cbs_t tcbs = { throttle_limits, throttle_verdict, throttle_pause, p };
-    p->throttle = pmx_throttle_new(p->loop, p->rl, &tcbs);
+    pmx_gate_cbs_t tcbs = { throttle_limits, throttle_verdict, throttle_pause, p };
+    p->throttle = pmx_gate_new(p->loop, p->rl, &tcbs);
     uv_timer_init(p->loop, &p->resubmit);
     p->resubmit.data = p;
     uv_timer_start(&p->resubmit, resubmit_cb, RESUBMIT_MS, RESUBMIT_MS);
@@ -979,7 +979,7 @@ void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
     /* Jobs waiting for a rate limit could wait for hours: they go back to the
      * stream (pending; given back to the group when the drain ends, so the
      * next reclaim takes them at once). */
-    pmx_throttle_flush(p->throttle);
+    pmx_gate_flush(p->throttle);
     pmx_queue_consumer_drain(p->consumer, consumer_drained, p);
 }
 
@@ -1000,7 +1000,7 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
         if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
         pmx_smtp_pool_abort(p->pool);
     }
-    pmx_throttle_free(p->throttle);    /* its jobs are released below */
+    pmx_gate_free(p->throttle);    /* its jobs are released below */
     pmx_ratelimit_free(p->rl);
     /* Jobs waiting for Postgres, or whose lookup/outcome is cancelled below,
      * go back to Redis untouched. */

@@ -1,5 +1,5 @@
 /*
- * The delivery pipeline of one worker (SPEC §5, §6; DESIGN "The way of one
+ * The delivery pipeline of one worker (docs/queue.md, docs/delivery.md; DESIGN "The way of one
  * message"): every job the queue consumer hands over goes
  *
  *   decode (lib/job) -> policy (workers/settings: workspace known, not

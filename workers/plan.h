@@ -1,12 +1,12 @@
 /*
- * Who gets what, for one job: the recipient plan (SPEC §5 and §6 "Test mode").
+ * Who gets what, for one job: the recipient plan (docs/queue.md and §6 "Test mode").
  *
  * From the job's envelope recipients (to, cc, bcc, in that order, each
  * address once), the workspace's test mode and what Postgres already holds
  * for the job (a retried or redelivered job), the plan decides per original
  * recipient:
  *   SKIP      already final in Postgres (sent, bounced, rejected, suppressed):
- *             never relayed again (SPEC §5: at-least-once, but a recipient
+ *             never relayed again (docs/queue.md: at-least-once, but a recipient
  *             already sent is not relayed twice);
  *   RELAY     goes out in delivery 0 (the message as built) to itself;
  *   REDIRECT  test mode, not a tester, a catch-all is set: goes out in

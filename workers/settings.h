@@ -144,7 +144,7 @@ size_t pmx_settings_ids(const pmx_settings_t *s, bool include_suspended,
 
 /*
  * The domain of ws that may sign mail from from_domain (case-insensitive):
- * the closest verified domain of ws equal to it or a parent of it (SPEC §5:
+ * the closest verified domain of ws equal to it or a parent of it (docs/queue.md:
  * "or a subdomain of one"; d= is then that verified domain, which is what the
  * keys carry). Walks from_domain's suffixes from the longest: a suffix that is
  * another workspace's verified domain stops the walk (that subtree is

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
-#include "workers/http.h"
+#include "http/server.h"
 
 struct pmx_worker {
     uv_loop_t                 loop;

@@ -23,7 +23,7 @@
 
 #include <uv.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 #include "daemon/shm.h"
 #include "lib/buf.h"
 #include "queue/redis_conn.h"

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for workers/http.c's request-head parser (the metrics
+ * libFuzzer target for http/server.c's request-head parser (the metrics
  * listener's only reader of network bytes). Checked on every run:
  * - the answer is 0 (need more), 1 (a request) or one of the documented
  *   statuses, never anything else;
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "workers/http.h"
+#include "http/server.h"
 
 static void check_status(int rc)
 {

@@ -2,7 +2,7 @@
  * libFuzzer target for lib/job.c. The input is split on NUL bytes into
  * alternating field names and values (so "from\0a@b\0to\0c@d\0..."); a '\x01'
  * byte inside a value stands for a NUL, so values can still carry one. An
- * accepted job must obey SPEC §5: no CR/LF in the subject or header values,
+ * accepted job must obey docs/queue.md: no CR/LF in the subject or header values,
  * at most 1000 recipients, metadata within 4 KiB, raw exclusive.
  */
 #include <stdint.h>

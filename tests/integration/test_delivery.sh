@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The delivery pipeline end to end (SPEC §5, §6; issue 4): jobs XADDed with
+# The delivery pipeline end to end (docs/queue.md, docs/delivery.md; issue 4): jobs XADDed with
 # redis-cli as a user would, the real postmuxd, smtp-sink as the relay, python3-dkim
 # (an implementation we did not write) verifying every signature, and the outcome
 # rows in Postgres.

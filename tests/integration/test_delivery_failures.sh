@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The delivery pipeline when things go wrong (SPEC §5, §6; issue 4): a relay that
+# The delivery pipeline when things go wrong (docs/queue.md, docs/delivery.md; issue 4): a relay that
 # answers 4xx, 5xx or is not there, queue lifetime, poison jobs, a worker killed
 # mid-run, Redis restarted and Postgres connections cut. Nothing may be lost.
 source "$(dirname "$0")/lib.sh"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GET /metrics (SPEC §8, issue 7) against the real postmuxd with two workers:
+# GET /metrics (docs/webhooks.md, issue 7) against the real postmuxd with two workers:
 # scraped with curl, checked with Prometheus's own promtool, summed over the
 # workers (inbound sessions held open on both), the restarts counter after a
 # kill -9 of a worker, recipients counters equal to the recipients rows after a
@@ -73,7 +73,7 @@ start_daemon
 
 # ---- format ---------------------------------------------------------------------------
 
-t_case "GET /metrics: 200, Prometheus text 0.0.4, every family of SPEC §8"
+t_case "GET /metrics: 200, Prometheus text 0.0.4, every family of docs/webhooks.md"
 t_run curl -s -m 5 -D "$T_DIR/headers" -o "$T_DIR/m1.txt" "http://127.0.0.1:$MPORT/metrics"
 t_expect_rc 0
 t_expect_match "$(head -n 1 "$T_DIR/headers")" '^HTTP/1\.1 200' "status"

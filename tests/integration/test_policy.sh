@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Workspace policy in the pipeline (SPEC §6; issue 5): test mode (testers, catch-all
+# Workspace policy in the pipeline (docs/delivery.md; issue 5): test mode (testers, catch-all
 # redirection with X-Original-To, suppression), live settings reaching running
 # workers, fairness between a big backlog and a small workspace, and suspension
 # (held for suspend_hold, then rejected).
@@ -100,7 +100,7 @@ t_wait_for 30 "[[ \$(t_psql \"select count(*) from recipients where address like
 t_expect_eq "$(t_psql "select count(*) from recipients where address like 'big%@cust.test' and status = 'sent'")" 20000 "every job of the backlog sent"
 t_expect_eq "$(suspended_count)" 0 "none rejected"
 
-t_case "a suspension longer than suspend_hold (45 s): queued jobs are rejected workspace_suspended within 60 s (SPEC §5)"
+t_case "a suspension longer than suspend_hold (45 s): queued jobs are rejected workspace_suspended within 60 s (docs/queue.md)"
 $PMX workspace set Acme --suspend >/dev/null
 sleep 1
 T0=$EPOCHREALTIME

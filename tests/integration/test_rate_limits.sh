@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rate limits and daily quotas in the running pipeline (SPEC §6; issue 5): two postmuxd
+# Rate limits and daily quotas in the running pipeline (docs/delivery.md; issue 5): two postmuxd
 # instances ("two hosts", 2 workers each) sharing one Redis and one Postgres hold a
 # workspace to rate x t + burst recipients at every moment; a quota holds the rest
 # queued; a throttled workspace costs (almost) no CPU while it waits.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The per-workspace rate limit and daily quota (queue/ratelimit.h, SPEC §6) against a
+# The per-workspace rate limit and daily quota (queue/ratelimit.h, docs/delivery.md) against a
 # real redis-server, driven through tests/tools/ratelimit_probe (the limiter on a libuv
 # loop; steps `take:`/`wait:`/`cancel:`/`free:` print each answer, `--hammer` asks as
 # fast as it is allowed and prints every grant with Redis's clock). Checked: two

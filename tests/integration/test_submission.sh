@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SMTP submission (SPEC §7, issue 6) against the real postmuxd, driven by clients
+# SMTP submission (docs/submission.md, issue 6) against the real postmuxd, driven by clients
 # the project did not write: swaks and Python's smtplib (raw sockets where a
 # well-behaved client cannot misbehave: smuggling, STARTTLS injection). Checks what
 # lands in the workspace streams, not delivery (that is the pipeline's test).
@@ -496,7 +496,7 @@ t_expect_eq "$(t_psql "select string_agg(name, ',' order by name) from api_keys 
     live,org,smtp "keys with last_used_at"
 
 # ---- AUTH throttling (last: it blocks 127.0.0.1) --------------------------------------------------
-# Two workers: failures are counted in a table both share (daemon/peers_shm.h).
+# Two workers: failures are counted in a table both share (submission/peers_shm.h).
 L0=$(wc -l <"$DLOG")
 "$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
 D=$!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# postmuxd's process model (SPEC §2) against the real binary: the prefork
+# postmuxd's process model (postmuxd(8)) against the real binary: the prefork
 # supervisor, worker replacement and throttling, graceful stop, reload without
 # refusing connections, hung-worker detection, dying with the supervisor,
 # sd_notify (a fake NOTIFY_SOCKET read by a python datagram reader) and Redis /

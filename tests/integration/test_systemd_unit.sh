@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# systemd/postmux.service, .sysusers and .tmpfiles (SPEC §10): the unit passes
+# systemd/postmux.service, .sysusers and .tmpfiles (README, Install): the unit passes
 # `systemd-analyze verify`, `systemd-analyze security --offline=true` rates it
 # OK or better, it carries the settings the process model relies on, and the
 # sysusers/tmpfiles snippets create the user and directories they promise

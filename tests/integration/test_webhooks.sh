@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Webhook delivery (SPEC §8; issue 7): real HTTP receivers on loopback
+# Webhook delivery (docs/webhooks.md; issue 7): real HTTP receivers on loopback
 # (tests/tools/webhook_receiver.py, Python's http.server) and the real postmuxd.
 # Events are mostly made by inserting rows into events with psql — the outbox
 # trigger does the rest, so these cases do not depend on the pipeline — plus one

@@ -25,7 +25,7 @@
  *   summary messages=K sent=.. deferred=.. bounced=.. connections=.. elapsed_ms=.. msgs_per_s=..
  * Exit 0 when every message got an outcome, 1 on a set-up error, 2 on usage.
  */
-#include "daemon/config.h"
+#include "config/config.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"

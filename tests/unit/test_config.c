@@ -1,5 +1,5 @@
 /*
- * daemon/config.c: the SPEC §3 config file — defaults, every key, the value
+ * config/config.c: the postmux.conf(5) config file — defaults, every key, the value
  * syntaxes, FILE:LINE errors, atomic loads, and secret files.
  */
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 
 #define MIN_CONF \
     "[postgres]\nconninfo = host=/tmp/x dbname=postmux\n" \

@@ -1,5 +1,5 @@
 /*
- * lib/job.c: decoding of the fields of one job (SPEC §5). Every rule has a
+ * lib/job.c: decoding of the fields of one job (docs/queue.md). Every rule has a
  * case, and each refusal is checked to name the field it is about.
  */
 #include <setjmp.h>

@@ -1,5 +1,5 @@
 /*
- * daemon/peers_shm.c and workers/peerlimit.c: failed AUTH counted per
+ * submission/peers_shm.c and submission/peerlimit.c: failed AUTH counted per
  * address, per process without the shared table and across processes with
  * it (forked children stand for workers), the block after
  * PMX_PEERLIMIT_MAX_FAILURES, expiry, a full probe window, and a process
@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "daemon/peers_shm.h"
-#include "workers/peerlimit.h"
+#include "submission/peers_shm.h"
+#include "submission/peerlimit.h"
 
 static int run_child_failures(const char *key, int n, uint64_t now)
 {

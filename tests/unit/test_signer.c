@@ -4,7 +4,7 @@
  * implementation, python3-dkim, through tests/tools/dkim_verify.py with the
  * public keys given as a JSON "DNS". Checks: every signature verifies; a
  * prepended second From breaks it (From is oversigned); h= lists exactly the
- * fields of SPEC §6 that are present; no l=; dot-stuffing and un-stuffing
+ * fields of docs/delivery.md that are present; no l=; dot-stuffing and un-stuffing
  * keep it valid; bad keys and non-CRLF messages are refused. Prints the sign
  * time per message (a measurement, not an assertion).
  *
@@ -137,7 +137,7 @@ static pmx_addr_t mk_addr(const char *display, const char *addr)
     return a;
 }
 
-/* A composed message of about 2 KB with everything SPEC §6 signs. */
+/* A composed message of about 2 KB with everything docs/delivery.md signs. */
 static void build_composed(pmx_buf_t *msg, bool with_cc)
 {
     pmx_job_t j;
@@ -348,7 +348,7 @@ static void test_sign_rsa_and_ed25519_verify(void **state)
         assert_string_equal(d, "acme.example");
         assert_string_equal(s, sels[i]);
         assert_null(l);
-        /* Every SPEC §6 field present, From twice (oversigned), nothing else. */
+        /* Every docs/delivery.md field present, From twice (oversigned), nothing else. */
         char *hs = h_sorted(h);
         assert_string_equal(hs, "cc:content-type:date:from:from:message-id:mime-version:"
                                 "reply-to:subject:to");

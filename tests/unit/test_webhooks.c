@@ -1,5 +1,5 @@
 /*
- * workers/webhooks_payload.c and workers/webhooks_http.c: the exact body a
+ * webhooks/payload.c and webhooks/curl.c: the exact body a
  * receiver gets (keys, order, nulls, escaping, bad UTF-8), the signature
  * against vectors computed with Python's hmac, the stored secret's opening
  * (made as cli/webhook.c makes it), and libcurl on a libuv loop against a
@@ -22,8 +22,8 @@
 #include "dkim/keycrypt.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
-#include "workers/webhooks_http.h"
-#include "workers/webhooks_payload.h"
+#include "webhooks/curl.h"
+#include "webhooks/payload.h"
 
 /* ---- body ------------------------------------------------------------- */
 

@@ -8,7 +8,7 @@
  * XADD in flight outlives its session: the request holds the session pointer,
  * which is cleared when the session closes (the reply is then only logged).
  */
-#include "workers/submission.h"
+#include "submission/session.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,9 +25,9 @@
 #include "lib/mime.h"
 #include "smtp/server.h"
 #include "smtp/tls.h"
-#include "workers/apikeys.h"
+#include "submission/apikeys.h"
 #include "workers/metrics.h"
-#include "workers/peerlimit.h"
+#include "submission/peerlimit.h"
 
 #define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
 #define WS_ID_LEN      19      /* "ws_" + 16 base32 */
@@ -376,7 +376,7 @@ static const char *strip_raw(const char *why)
     return strncmp(why, "raw: ", 5) == 0 ? why + 5 : why;
 }
 
-/* SPEC §5: the domain must be a verified domain of ws, or a subdomain of one. */
+/* docs/queue.md: the domain must be a verified domain of ws, or a subdomain of one. */
 static int check_domain(const pmx_settings_ws_t *ws, const char *what, const char *domain,
                         refusal_t *r)
 {

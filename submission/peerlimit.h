@@ -1,7 +1,7 @@
 /*
  * Per-client-address limits of SMTP submission: how many sessions an address
  * has open (per worker), and how many AUTH attempts from it failed
- * recently (SPEC §7: "repeated failures from one address are slowed and then
+ * recently (docs/submission.md: "repeated failures from one address are slowed and then
  * refused"). An address is an IPv4 address, or the /64 prefix of an IPv6
  * address (one host usually owns a whole /64).
  *
@@ -14,7 +14,7 @@
  *                                             PMX_PEERLIMIT_BLOCK_MS: its new sessions and
  *                                             AUTH attempts get "421" at once.
  * In postmuxd the failures and blocks are counted in one table shared by
- * every worker (daemon/peers_shm.h), so a client whose connections land on
+ * every worker (submission/peers_shm.h), so a client whose connections land on
  * several workers gets no more attempts than one that stays on one; without
  * that table (unit tests) each process counts its own. With the shared table
  * the time is read under its lock (now_ms is ignored for failures). Sessions
@@ -24,10 +24,10 @@
  * full of addresses with live sessions (or, without the shared table, recent
  * failures), new addresses are not tracked (their sessions are still limited
  * by the per-worker session cap). The shared table has its own bound and
- * reuses the least-failed cell (daemon/peers_shm.h).
+ * reuses the least-failed cell (submission/peers_shm.h).
  */
-#ifndef PMX_WORKERS_PEERLIMIT_H
-#define PMX_WORKERS_PEERLIMIT_H
+#ifndef PMX_SUBMISSION_PEERLIMIT_H
+#define PMX_SUBMISSION_PEERLIMIT_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

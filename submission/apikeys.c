@@ -4,7 +4,7 @@
  * bucket). An entry is either pending (one query in flight, lookups wait on
  * it) or answered (found or not) until it expires.
  */
-#include "workers/apikeys.h"
+#include "submission/apikeys.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* The failed-AUTH table shared by the workers; see peers_shm.h. */
-#include "daemon/peers_shm.h"
+#include "submission/peers_shm.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,8 +1,8 @@
 /*
- * The SPEC §3 configuration file; see config.h.
+ * The postmux.conf(5) configuration file; see config.h.
  *
  * inih only splits the text into [section] and key = value; everything else is
- * ours: a table with one typed setter per key, the SPEC defaults, strict
+ * ours: a table with one typed setter per key, the documented defaults (postmux.conf(5)), strict
  * validation, and "FILE:LINE: reason" errors. A load fills a fresh
  * pmx_config_t and hands it to the caller only when every key and every rule
  * between keys passed, so a bad file (or a bad SIGHUP reload) changes nothing.
@@ -30,9 +30,9 @@
 #include <ini.h>
 #include <libpq-fe.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 #include "lib/mem.h"
-#include "queue/address.h"
+#include "queue/endpoint.h"
 
 #define CFG_MAX_FILE    (1024 * 1024)   /* a config file is a few KiB */
 #define CFG_MAX_SECRET  (64 * 1024)     /* a password or a base64 key */
@@ -365,9 +365,9 @@ static int set_listen(const struct cfg_key *k, const char *v, pmx_config_t *c,
                       char *why, size_t n)
 {
     char shown[80], reason[300];
-    pmx_queue_addr_t a;
+    pmx_queue_endpoint_t a;
     if (*v) {
-        bool ok = pmx_queue_parse_address(v, &a, reason, sizeof reason) == 0 && !a.unix_socket &&
+        bool ok = pmx_queue_parse_endpoint(v, &a, reason, sizeof reason) == 0 && !a.unix_socket &&
                   cfg_valid_host(a.host) && !(strchr(a.host, ':') && v[0] != '[');
         if (!ok) {
             snprintf(why, n, "expected HOST:PORT or [IPv6]:PORT (empty = off), got '%s'",
@@ -382,8 +382,8 @@ static int set_listen(const struct cfg_key *k, const char *v, pmx_config_t *c,
 static int set_redis_address(const struct cfg_key *k, const char *v, pmx_config_t *c,
                              char *why, size_t n)
 {
-    pmx_queue_addr_t a;
-    if (pmx_queue_parse_address(v, &a, why, n) < 0) return -1;
+    pmx_queue_endpoint_t a;
+    if (pmx_queue_parse_endpoint(v, &a, why, n) < 0) return -1;
     if (!a.unix_socket && !cfg_valid_host(a.host)) {
         char shown[80];
         snprintf(why, n, "'%s': not a valid host name or IP address", cfg_show(a.host, shown, sizeof shown));

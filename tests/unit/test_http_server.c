@@ -1,5 +1,5 @@
 /*
- * workers/http.c: the strict request-head parser of the metrics listener.
+ * http/server.c: the strict request-head parser of the metrics listener.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "workers/http.h"
+#include "http/server.h"
 
 static int parse(const char *s, pmx_worker_http_req_t *req)
 {

@@ -7,8 +7,8 @@
  * PMX_HTTP_MAX_CONNS connections per worker. The answer is produced
  * synchronously by one handler; routing lives in the worker.
  */
-#ifndef PMX_WORKERS_HTTP_H
-#define PMX_WORKERS_HTTP_H
+#ifndef PMX_HTTP_SERVER_H
+#define PMX_HTTP_SERVER_H
 #include <stdbool.h>
 #include <stddef.h>
 

@@ -8,7 +8,7 @@
  * that filled every free slot (there is more). Everything runs on the
  * webhook connection, so nothing here touches the delivery path's queue.
  */
-#include "workers/webhooks.h"
+#include "webhooks/sender.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -23,8 +23,8 @@
 #include "lib/mem.h"
 #include "sql/db_async.h"
 #include "sql/pgarray.h"
-#include "workers/webhooks_http.h"
-#include "workers/webhooks_payload.h"
+#include "webhooks/curl.h"
+#include "webhooks/payload.h"
 
 #define CLEAN_EVERY_MS  60000
 #define CLEAN_BATCH     "5000"

@@ -1,18 +1,18 @@
 /*
- * The configuration of SPEC §3, shared by postmuxd and postmux: one INI parser
+ * The configuration of postmux.conf(5), shared by postmuxd and postmux: one INI parser
  * (inih), strict about what it accepts. An unknown section or key, a bad value,
  * or a missing required value fails the whole load with "FILE:LINE: reason";
  * nothing is half-applied (the caller keeps its old config on failure).
  */
-#ifndef PMX_DAEMON_CONFIG_H
-#define PMX_DAEMON_CONFIG_H
+#ifndef PMX_CONFIG_CONFIG_H
+#define PMX_CONFIG_CONFIG_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "lib/log.h"
+#include "smtp/tls.h"           /* pmx_tls_mode_t */
 
-typedef enum { PMX_TLS_NONE = 0, PMX_TLS_STARTTLS, PMX_TLS_IMPLICIT } pmx_tls_mode_t;
 
 typedef struct {
     /* [daemon] */

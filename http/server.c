@@ -4,7 +4,7 @@
  * malformed, or too slow), call the handler, write the answer, shut the write
  * side down, close.
  */
-#include "workers/http.h"
+#include "http/server.h"
 
 #include <stdio.h>
 #include <stdlib.h>

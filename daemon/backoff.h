@@ -6,8 +6,8 @@
  * exit) and lets systemd's Restart= take over. Pure bookkeeping, no clock of
  * its own: the caller passes monotonic milliseconds.
  */
-#ifndef PMX_DAEMON_THROTTLE_H
-#define PMX_DAEMON_THROTTLE_H
+#ifndef PMX_DAEMON_BACKOFF_H
+#define PMX_DAEMON_BACKOFF_H
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,18 +21,18 @@ typedef struct {
     int      ndeaths;                              /* entries used, up to the ring size */
     int      next;                                 /* where the next death is written */
     int      early_streak;                         /* deaths before ready, in a row */
-} pmx_daemon_throttle_t;
+} pmx_daemon_backoff_t;
 
-void pmx_daemon_throttle_init(pmx_daemon_throttle_t *t);
+void pmx_daemon_backoff_init(pmx_daemon_backoff_t *t);
 /*
  * Records an unexpected worker death at now_ms; early = it never reported
  * ready. Returns true when more than PMX_THROTTLE_MAX_DEATHS deaths fell within
  * the last PMX_THROTTLE_WINDOW_MS.
  */
-bool pmx_daemon_throttle_death(pmx_daemon_throttle_t *t, uint64_t now_ms, bool early);
+bool pmx_daemon_backoff_death(pmx_daemon_backoff_t *t, uint64_t now_ms, bool early);
 /* A worker reported ready: the start-up problem, if any, is over. */
-void pmx_daemon_throttle_ready(pmx_daemon_throttle_t *t);
+void pmx_daemon_backoff_ready(pmx_daemon_backoff_t *t);
 /* How long to wait before the next spawn: 0, then 1 s, 2 s, 4 s ... 30 s. */
-uint64_t pmx_daemon_throttle_delay_ms(const pmx_daemon_throttle_t *t);
+uint64_t pmx_daemon_backoff_delay_ms(const pmx_daemon_backoff_t *t);
 
 #endif

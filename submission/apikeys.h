@@ -1,5 +1,5 @@
 /*
- * API key checks for a worker (SPEC §7: the SMTP AUTH password is an API
+ * API key checks for a worker (docs/submission.md: the SMTP AUTH password is an API
  * key). A key is looked up by SHA-256 of its text (api_keys.hash, one index
  * probe) through the worker's async Postgres connection, and the answer —
  * found or not — is cached for PMX_APIKEYS_TTL_MS, so a client that opens
@@ -19,8 +19,8 @@
  * pmx_worker_apikeys_cancel until its callback runs (never after).
  * pmx_worker_apikeys_free cancels everything in flight without calling back.
  */
-#ifndef PMX_WORKERS_APIKEYS_H
-#define PMX_WORKERS_APIKEYS_H
+#ifndef PMX_SUBMISSION_APIKEYS_H
+#define PMX_SUBMISSION_APIKEYS_H
 #include <stddef.h>
 
 #include <uv.h>

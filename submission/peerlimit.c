@@ -3,10 +3,10 @@
  * A chained hash table of address keys. An entry lives while it has open
  * sessions, recent failures or a block; idle ones are dropped by a sweep
  * whenever the table is full. In postmuxd the failures live in the table
- * shared by every worker (daemon/peers_shm.h) and the entries here only
+ * shared by every worker (submission/peers_shm.h) and the entries here only
  * count sessions; without it (tests) they are counted here too.
  */
-#include "workers/peerlimit.h"
+#include "submission/peerlimit.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/peers_shm.h"
+#include "submission/peers_shm.h"
 #include "lib/mem.h"
 
 #define NBUCKETS 1024u

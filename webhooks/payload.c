@@ -1,9 +1,9 @@
 /*
- * The webhook body (jansson, keys in SPEC §8's order), its signature
+ * The webhook body (jansson, keys in docs/webhooks.md's order), its signature
  * (HMAC-SHA256, OpenSSL) and the stored secret's opening (dkim/keycrypt.h);
  * see webhooks_payload.h.
  */
-#include "workers/webhooks_payload.h"
+#include "webhooks/payload.h"
 
 #include <errno.h>
 #include <inttypes.h>

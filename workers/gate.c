@@ -1,7 +1,7 @@
 /*
  * Rate-limit gates; see throttle.h.
  */
-#include "workers/throttle.h"
+#include "workers/gate.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@ typedef struct item {
 
 typedef struct gate {
     struct gate    *next;
-    pmx_throttle_t *t;
+    pmx_gate_t *t;
     char           *ws;
     item_t         *head, *tail;
     size_t          count;
@@ -28,25 +28,25 @@ typedef struct gate {
     uint64_t        retry_at;   /* loop ms: ask again then (0 = now) */
 } gate_t;
 
-struct pmx_throttle {
+struct pmx_gate {
     uv_loop_t          *loop;
     pmx_ratelimit_t    *rl;
-    pmx_throttle_cbs_t  cbs;
+    pmx_gate_cbs_t  cbs;
     gate_t             *gates;
     uv_timer_t          timer;
     bool                flushing;
 };
 
-static void arm(pmx_throttle_t *t);
+static void arm(pmx_gate_t *t);
 
-static gate_t *gate_find(pmx_throttle_t *t, const char *ws)
+static gate_t *gate_find(pmx_gate_t *t, const char *ws)
 {
     for (gate_t *g = t->gates; g; g = g->next)
         if (strcmp(g->ws, ws) == 0) return g;
     return NULL;
 }
 
-static void gate_remove(pmx_throttle_t *t, gate_t *g)
+static void gate_remove(pmx_gate_t *t, gate_t *g)
 {
     for (gate_t **pp = &t->gates; *pp; pp = &(*pp)->next) {
         if (*pp == g) {
@@ -60,9 +60,9 @@ static void gate_remove(pmx_throttle_t *t, gate_t *g)
 }
 
 /* Takes the head item off g and hands it back with v; drops g when empty. */
-static void pop(gate_t *g, pmx_throttle_verdict_t v)
+static void pop(gate_t *g, pmx_gate_verdict_t v)
 {
-    pmx_throttle_t *t = g->t;
+    pmx_gate_t *t = g->t;
     item_t *it = g->head;
     g->head = it->next;
     if (!g->head) g->tail = NULL;
@@ -77,7 +77,7 @@ static void pop(gate_t *g, pmx_throttle_verdict_t v)
 static void ask(gate_t *g);
 
 /* Every item of g gets v (the last pop frees g). */
-static void pop_all(gate_t *g, pmx_throttle_verdict_t v)
+static void pop_all(gate_t *g, pmx_gate_verdict_t v)
 {
     for (size_t k = g->count; k > 0; k--) pop(g, v);
 }
@@ -85,9 +85,9 @@ static void pop_all(gate_t *g, pmx_throttle_verdict_t v)
 static void on_limit(const pmx_ratelimit_result_t *r, void *arg)
 {
     gate_t *g = arg;
-    pmx_throttle_t *t = g->t;
+    pmx_gate_t *t = g->t;
     g->asking = false;
-    pmx_throttle_limits_t lim;
+    pmx_gate_limits_t lim;
     if (r->status < 0) {
         g->retry_at = uv_now(t->loop) + RETRY_ERROR_MS;
     } else if (r->allowed && t->cbs.limits(g->ws, &lim, t->cbs.arg) && lim.suspended) {
@@ -110,15 +110,15 @@ static void on_limit(const pmx_ratelimit_result_t *r, void *arg)
 
 static void ask(gate_t *g)
 {
-    pmx_throttle_t *t = g->t;
-    pmx_throttle_limits_t lim;
+    pmx_gate_t *t = g->t;
+    pmx_gate_limits_t lim;
     if (!t->cbs.limits(g->ws, &lim, t->cbs.arg)) {
         pop_all(g, PMX_THROTTLE_GONE);   /* the workspace was deleted: nothing of it may go */
         return;
     }
     if (lim.suspended) {
         if (lim.hold_ms > 0) {
-            /* Shut: wait out the hold; a resume comes sooner by pmx_throttle_wake. */
+            /* Shut: wait out the hold; a resume comes sooner by pmx_gate_wake. */
             g->retry_at = uv_now(t->loop) + lim.hold_ms;
             return;
         }
@@ -159,7 +159,7 @@ static void ask(gate_t *g)
 
 static void timer_cb(uv_timer_t *h)
 {
-    pmx_throttle_t *t = h->data;
+    pmx_gate_t *t = h->data;
     if (t->flushing) {
         t->flushing = false;
         gate_t *g;
@@ -179,7 +179,7 @@ static void timer_cb(uv_timer_t *h)
 }
 
 /* Sets the timer for the earliest gate that is due to ask. */
-static void arm(pmx_throttle_t *t)
+static void arm(pmx_gate_t *t)
 {
     uint64_t now = uv_now(t->loop), due = UINT64_MAX;
     for (gate_t *g = t->gates; g; g = g->next)
@@ -192,9 +192,9 @@ static void arm(pmx_throttle_t *t)
     uv_timer_start(&t->timer, timer_cb, due > now ? due - now : 0, 0);
 }
 
-pmx_throttle_t *pmx_throttle_new(uv_loop_t *loop, pmx_ratelimit_t *rl, const pmx_throttle_cbs_t *cbs)
+pmx_gate_t *pmx_gate_new(uv_loop_t *loop, pmx_ratelimit_t *rl, const pmx_gate_cbs_t *cbs)
 {
-    pmx_throttle_t *t = pmx_xcalloc(1, sizeof *t);
+    pmx_gate_t *t = pmx_xcalloc(1, sizeof *t);
     t->loop = loop;
     t->rl = rl;
     t->cbs = *cbs;
@@ -203,7 +203,7 @@ pmx_throttle_t *pmx_throttle_new(uv_loop_t *loop, pmx_ratelimit_t *rl, const pmx
     return t;
 }
 
-void pmx_throttle_submit(pmx_throttle_t *t, const char *ws, unsigned n, void *item)
+void pmx_gate_submit(pmx_gate_t *t, const char *ws, unsigned n, void *item)
 {
     gate_t *g = gate_find(t, ws);
     if (!g) {
@@ -224,19 +224,19 @@ void pmx_throttle_submit(pmx_throttle_t *t, const char *ws, unsigned n, void *it
     arm(t);
 }
 
-void pmx_throttle_wake(pmx_throttle_t *t)
+void pmx_gate_wake(pmx_gate_t *t)
 {
     for (gate_t *g = t->gates; g; g = g->next) g->retry_at = 0;
     arm(t);
 }
 
-void pmx_throttle_flush(pmx_throttle_t *t)
+void pmx_gate_flush(pmx_gate_t *t)
 {
     t->flushing = true;
     arm(t);
 }
 
-size_t pmx_throttle_waiting(const pmx_throttle_t *t)
+size_t pmx_gate_waiting(const pmx_gate_t *t)
 {
     size_t n = 0;
     for (const gate_t *g = t->gates; g; g = g->next) n += g->count;
@@ -248,7 +248,7 @@ static void closed(uv_handle_t *h)
     free(h->data);
 }
 
-void pmx_throttle_free(pmx_throttle_t *t)
+void pmx_gate_free(pmx_gate_t *t)
 {
     if (!t) return;
     gate_t *g;

@@ -16,8 +16,8 @@
  * called at all. What the callback is given lives only during the call.
  * free() may be called from inside a callback.
  */
-#ifndef PMX_WORKERS_WEBHOOKS_HTTP_H
-#define PMX_WORKERS_WEBHOOKS_HTTP_H
+#ifndef PMX_WEBHOOKS_CURL_H
+#define PMX_WEBHOOKS_CURL_H
 #include <stddef.h>
 #include <stdint.h>
 

@@ -13,7 +13,7 @@
  * free() from inside a user callback is deferred to the end of that entry
  * (a depth count), so curl's state is never torn down under its feet.
  */
-#include "workers/webhooks_http.h"
+#include "webhooks/curl.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

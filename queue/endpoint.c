@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "queue/address.h"
+#include "queue/endpoint.h"
 
-int pmx_queue_parse_address(const char *s, pmx_queue_addr_t *out, char *err, size_t errlen)
+int pmx_queue_parse_endpoint(const char *s, pmx_queue_endpoint_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (strncmp(s, "unix:", 5) == 0) {

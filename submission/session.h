@@ -1,11 +1,11 @@
 /*
- * SMTP submission in a worker (SPEC §7): accepts connections on the listening
+ * SMTP submission in a worker (docs/submission.md): accepts connections on the listening
  * socket the supervisor opened (every worker accepts on the same socket),
  * runs one smtp/server.h session per connection over smtp/tls.h, and does
  * what the sessions ask:
- * - AUTH: the password is an API key, checked through workers/apikeys.h
+ * - AUTH: the password is an API key, checked through submission/apikeys.h
  *   (scope `send`); failures are throttled per client address
- *   (workers/peerlimit.h);
+ *   (submission/peerlimit.h);
  * - a message: the workspace (the key's, or X-Workspace-Id for an
  *   organization key — the header is removed), the workspace's state and the
  *   From and MAIL FROM domains (workers/settings.h), the job as the pipeline
@@ -22,8 +22,8 @@
  * answered "421 4.7.0" and closed), PMX_SUBMISSION_IDLE_MS without a complete
  * command or message line ends a session ("421 4.4.2").
  */
-#ifndef PMX_WORKERS_SUBMISSION_H
-#define PMX_WORKERS_SUBMISSION_H
+#ifndef PMX_SUBMISSION_SESSION_H
+#define PMX_SUBMISSION_SESSION_H
 #include <stddef.h>
 
 #include "workers/settings.h"

@@ -1,5 +1,5 @@
 /*
- * What a webhook POST carries (SPEC §8): the JSON body of one event and the
+ * What a webhook POST carries (docs/webhooks.md): the JSON body of one event and the
  * Postmux-Signature header over it. Pure functions (no loop, no network), so
  * the unit tests pin the format receivers verify against:
  *
@@ -17,8 +17,8 @@
  *
  * Also the one reader of the stored webhook secret.
  */
-#ifndef PMX_WORKERS_WEBHOOKS_PAYLOAD_H
-#define PMX_WORKERS_WEBHOOKS_PAYLOAD_H
+#ifndef PMX_WEBHOOKS_PAYLOAD_H
+#define PMX_WEBHOOKS_PAYLOAD_H
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,12 +1,12 @@
 /*
- * The failed-AUTH table shared by every worker of one postmuxd (SPEC §7:
+ * The failed-AUTH table shared by every worker of one postmuxd (docs/submission.md:
  * "repeated failures from one address are slowed and then refused"), so a
  * client whose connections land on W workers gets no more attempts than one
  * that always lands on the same worker: what Postfix's anvil does for a host.
  * A third anonymous shared mapping, made by the supervisor before it forks,
  * beside the scoreboard (daemon/shm.h) and the metrics region.
  *
- * What is counted, and what it leads to, is workers/peerlimit.c's business;
+ * What is counted, and what it leads to, is submission/peerlimit.c's business;
  * this only keeps one pmx_peer_failures_t per address key:
  * - open addressing over PMX_PEERS_SLOTS cells; a key lives in one of the
  *   PMX_PEERS_PROBE cells after its hash (seeded at random when the table is
@@ -26,10 +26,10 @@
  *
  * The process remembers its table once (pmx_peers_shm_attach: the supervisor
  * after mapping it, inherited by every fork). Until then pmx_peers_shm_get()
- * is NULL and workers/peerlimit.c counts per process (the CLI, unit tests).
+ * is NULL and submission/peerlimit.c counts per process (the CLI, unit tests).
  */
-#ifndef PMX_DAEMON_PEERS_SHM_H
-#define PMX_DAEMON_PEERS_SHM_H
+#ifndef PMX_SUBMISSION_PEERS_SHM_H
+#define PMX_SUBMISSION_PEERS_SHM_H
 #include <stdbool.h>
 #include <stdint.h>
 

@@ -1,13 +1,13 @@
 /*
- * Webhook delivery (SPEC §8): every worker sends the webhook outbox
+ * Webhook delivery (docs/webhooks.md): every worker sends the webhook outbox
  * (sql/003_webhook_outbox.sql) on its own loop.
  *
  * Postgres fills webhook_deliveries in the transaction that records each
  * event; this module claims due rows (FOR UPDATE SKIP LOCKED, so any number
  * of workers on any number of hosts share the work without sending a row
  * twice at once), leases them for PMX_WEBHOOKS_LEASE_S while the POST is in
- * flight, POSTs the signed JSON (workers/webhooks_payload.h) with libcurl on
- * the loop (workers/webhooks_http.h), and records the answer: a 2xx marks
+ * flight, POSTs the signed JSON (webhooks/payload.h) with libcurl on
+ * the loop (webhooks/curl.h), and records the answer: a 2xx marks
  * the row delivered; anything else (another status, a timeout, a refused
  * connection, a bad certificate) schedules the next attempt, base doubling
  * up to the cap, until 24 h after the event, when the row is given up and
@@ -28,13 +28,13 @@
  * Finished rows are deleted after PMX_WEBHOOKS_KEEP_H hours by whichever
  * worker gets to it (a small batch every minute), so the table stays small.
  */
-#ifndef PMX_WORKERS_WEBHOOKS_H
-#define PMX_WORKERS_WEBHOOKS_H
+#ifndef PMX_WEBHOOKS_SENDER_H
+#define PMX_WEBHOOKS_SENDER_H
 #include <stdint.h>
 
 #include <uv.h>
 
-#include "daemon/config.h"
+#include "config/config.h"
 
 #define PMX_WEBHOOKS_TIMEOUT_MS      10000   /* one POST, all included */
 #define PMX_WEBHOOKS_LEASE_S         60      /* a claimed row is not claimable again before */
