@@ -17,6 +17,12 @@
  * into the pipeline always come from the loop, never from inside its own
  * calls. Idle, the consumer costs one XREADGROUP per block_ms plus the
  * periodic upkeep.
+ *
+ * Where the consumer is in its life (new, running, draining, giving back,
+ * drained, closed, freeing) is one phase, c->phase, changed only through
+ * pmx__queue_phase_set() along the table in queue/consumer_int.h; the rest of
+ * its state (a read out, Redis up, requests outstanding) are facts that hold in
+ * any phase.
  */
 #include "queue/consumer.h"
 

@@ -26,17 +26,19 @@
  *   What each phase does:
  *   NEW          made; no read goes out.
  *   RUNNING      reads, reclaims, discovers; a sweep takes entries back.
- *   DRAINING     no new read, reclaim or discovery; what a read, reclaim or sweep
- *   GIVING_BACK  already out returns is still handed over; acks, defers, refresh and
- *   DRAINED      retry movers go on; a sweep gives entries back to the group.
+ *   DRAINING     no new read, reclaim or discovery (a reclaim's XPENDING answered now
+ *   GIVING_BACK  claims nothing); what a read, XCLAIM or sweep "take" already sent
+ *   DRAINED      returns is still handed over; acks, defers, refresh, retry movers and
+ *                group creation go on; a sweep gives entries back instead of taking.
  *   CLOSED       a zombie: no callback any more; acks already made are sent; waits for
  *                the jobs the pipeline still holds and for Redis's replies.
  *   FREEING      the wake timer is closing; then the struct is freed.
  *
  *   "Quiet" (drain_quiet in consumer.c): no read, claim, reclaim, sweep, duplicate
  *   check or ack/defer outstanding and no job held (check, ready, in flight, done).
- *   Nothing can make a quiet draining consumer busy again: reads and reclaims are off,
- *   and the give-back sweep claims nothing.
+ *   Once a draining consumer is quiet no job can come to it again (reads and reclaims
+ *   are off, sweeps only give back); a sweep started by a reconnect only delays the
+ *   next step until it has answered.
  *
  * Everything else in the struct is an independent fact (a request outstanding, the
  * Redis connection up) that holds in any phase; see the groups below.

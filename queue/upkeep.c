@@ -17,8 +17,9 @@
  *   or a duplicate check whose answer was lost with a connection (and, at
  *   the end of a drain, jobs the pipeline released). Run after Redis or the
  *   read connection came back, after an entry was left pending, and once at
- *   the end of a drain; never while a read is out (its entries would look
- *   unheld), and no read goes out while one runs (queue/consumer.c).
+ *   the end of a drain (the GIVING_BACK phase, queue/consumer_int.h); never
+ *   while a read is out (its entries would look unheld), and no read goes
+ *   out while one runs (queue/consumer.c).
  *   XPENDING <from> + COUNT <ours> page by page, then one script that, for
  *   each id still pending on us (another consumer may have reclaimed it
  *   since), normally XCLAIMs it back (delivery count + 1) to be handed over
