@@ -120,7 +120,7 @@ struct pmx_queue_consumer {
     pmx__queue_phase_t phase;
     pmx_queue_drained_fn drain_cb;  /* given to drain(), called on DRAINED */
     void             *drain_arg;
-    uint64_t          drain_redis_wait_until; /* DRAINING and quiet: wait for Redis until then (loop ms) */
+    uint64_t          drain_redis_wait_until; /* quiet DRAINING waits for Redis until (loop ms) */
 
     /* ---- Redis (any phase): the command connection answered. Reads and upkeep
      * go out only while up; going up again starts over (groups, sweep, read id). */
@@ -163,7 +163,7 @@ struct pmx_queue_consumer {
     char            **scan_ids;     /* ws ids the scan in progress found */
     size_t            nscan, capscan;
 
-    unsigned          outstanding;  /* Redis commands whose callback is ours (FREEING waits) */
+    unsigned          outstanding;  /* Redis commands whose callback is ours (CLOSED waits) */
     pmx_queue_stats_t st;
 };
 
