@@ -15,7 +15,10 @@
 SAN     ?= 0
 ifeq ($(SAN),1)
 BUILD   ?= build/asan
-OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# PMX_DEBUG: broken internal invariants abort (e.g. queue/consumer_phase.c) instead of
+# only being logged, so the tests, which run this build, fail on them.
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+           -DPMX_DEBUG
 else
 BUILD   ?= build/release
 OPT     := -O2 -g

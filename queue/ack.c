@@ -63,7 +63,7 @@ static void settle(pmx__queue_c_t *c, pmx_queue_job_t *job, pmx_queue_done_t how
     } else {
         c->st.not_confirmed++;
     }
-    if (!c->closing && c->o.settled) c->o.settled(c, job, how, status, c->o.arg);
+    if (!pmx__queue_closed(c) && c->o.settled) c->o.settled(c, job, how, status, c->o.arg);
     pmx__queue_job_drop(job);
 }
 
@@ -88,7 +88,7 @@ static void done_cb(redisAsyncContext *ac, void *reply, void *priv)
     free(q->jobs);
     free(q);
     c->done_busy--;
-    if (!c->closing) pmx__queue_pump(c);   /* a drain may be complete now */
+    if (!pmx__queue_closed(c)) pmx__queue_pump(c);   /* a drain may be complete now */
     pmx__queue_cmd_end(c);
 }
 
@@ -209,9 +209,9 @@ static void finish(pmx_queue_job_t *job, int how)
         return;
     }
     pmx__queue_jl_remove(&c->inflight, job);
-    if (how == 0 || c->closing) {   /* release, or too late to send */
+    if (how == 0 || pmx__queue_closed(c)) {   /* release, or too late to send */
         pmx__queue_job_drop(job);
-        if (c->closing) pmx__queue_finalize_maybe(c);
+        if (pmx__queue_closed(c)) pmx__queue_finalize_maybe(c);
         else pmx__queue_wake_at(c, pmx__queue_now(c));
         return;
     }

@@ -17,6 +17,12 @@
  * into the pipeline always come from the loop, never from inside its own
  * calls. Idle, the consumer costs one XREADGROUP per block_ms plus the
  * periodic upkeep.
+ *
+ * Where the consumer is in its life (new, running, draining, giving back,
+ * drained, closed, freeing) is one phase, c->phase, changed only through
+ * pmx__queue_phase_set() along the table in queue/consumer_int.h; the rest of
+ * its state (a read out, Redis up, requests outstanding) are facts that hold in
+ * any phase.
  */
 #include "queue/consumer.h"
 
@@ -147,7 +153,7 @@ void pmx__queue_job_drop(pmx_queue_job_t *job)
 
 void pmx__queue_wake_at(pmx__queue_c_t *c, uint64_t at)
 {
-    if (c->closing) return;
+    if (pmx__queue_closed(c)) return;
     uint64_t now = pmx__queue_now(c);
     if (at < now) at = now;
     if (c->wake_armed && c->wake_at <= at) return;
@@ -179,7 +185,8 @@ static void unblock_cb(redisAsyncContext *ac, void *reply, void *priv);
 
 static void unblock_stale_read(pmx__queue_c_t *c, uint64_t now)
 {
-    if (c->unblock_sent || c->no_unblock || !c->own_rd || c->rd_id <= 0 || c->closing) return;
+    if (c->unblock_sent || c->no_unblock || !c->own_rd || c->rd_id <= 0 || pmx__queue_closed(c))
+        return;
     bool stale = false;
     for (size_t i = 0; i < c->nws && !stale; i++) {
         const pmx__queue_ws_t *ws = c->wsv[i];
@@ -210,7 +217,7 @@ static void unblock_cb(redisAsyncContext *ac, void *reply, void *priv)
     unblock_req_t *q = priv;
     pmx__queue_c_t *c = q->c;
     redisReply *r = reply;
-    if (!c->closing && r) {
+    if (!pmx__queue_closed(c) && r) {
         if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
             c->st.unblocks++;
         } else if (r->type == REDIS_REPLY_INTEGER) {
@@ -334,7 +341,7 @@ static void group_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
     ws->group_busy = false;
-    if (r && !c->closing) {
+    if (r && !pmx__queue_closed(c)) {
         bool busy = r->type == REDIS_REPLY_ERROR && r->str && r->len >= 9 &&
                     memcmp(r->str, "BUSYGROUP", 9) == 0;
         if (r->type == REDIS_REPLY_STATUS || busy) {
@@ -403,7 +410,7 @@ static void on_up(pmx__queue_c_t *c)
 
 int pmx_queue_consumer_set_workspaces(pmx_queue_consumer_t *c, const char *const *ids, size_t n)
 {
-    if (c->closing) return 0;
+    if (pmx__queue_closed(c)) return 0;
     int skipped = 0;
     bool *keep = pmx_xcalloc(c->nws + n + 1, sizeof *keep);
     size_t before = c->nws;
@@ -455,7 +462,7 @@ void pmx_queue_consumer_set_capacity(pmx_queue_consumer_t *c, unsigned capacity)
 
 void pmx_queue_consumer_redis_changed(pmx_queue_consumer_t *c, bool up)
 {
-    if (c->closing || !c->started) return;
+    if (c->phase == PMX__Q_NEW || pmx__queue_closed(c)) return;
     if (up && !c->up) on_up(c);
     else if (!up) c->up = false;
     wake_soon(c);
@@ -496,7 +503,7 @@ pmx_queue_job_t *pmx__queue_held_find(pmx__queue_c_t *c, const pmx__queue_ws_t *
  * closing anyway. */
 static void leave_pending(pmx__queue_c_t *c, pmx_queue_job_t *job, const char *why)
 {
-    if (!c->closing) {
+    if (!pmx__queue_closed(c)) {
         pmx_log_warn("queue: job left pending, %s ws=%s entry=%s (taken back by the next sweep)",
                      why, job->ws, job->entry_id);
         /* The listed workspace (job->p.ws may be an unlisted or transient one). */
@@ -513,7 +520,7 @@ static void idem_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = job->p.c;
     redisReply *r = reply;
     pmx__queue_jl_remove(&c->check, job);
-    if (c->closing || !r) {
+    if (pmx__queue_closed(c) || !r) {
         leave_pending(c, job, "no answer to its duplicate check");
     } else {
         if (r->type == REDIS_REPLY_STRING) {
@@ -567,30 +574,42 @@ void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job)
     pmx__queue_jl_push(&c->ready, PMX__L_READY, job);
 }
 
+/* Nothing this consumer started is still going on and it holds no job: the
+ * "quiet" of the lifecycle table (queue/consumer_int.h). */
+static bool drain_quiet(const pmx__queue_c_t *c)
+{
+    if (c->check.n || c->ready.n || c->inflight.n || c->done.n) return false;   /* jobs held */
+    if (c->read_busy || c->claiming || c->sweeping || c->done_busy) return false;
+    for (size_t i = 0; i < c->nws; i++)
+        if (c->wsv[i]->reclaim_busy) return false;   /* its XCLAIM could hand jobs over */
+    return true;
+}
+
+/* DRAINING: a reply lost with the connection is what leaves entries pending, so
+ * with Redis away wait a little for it to come back (wake_cb notices) before
+ * giving back. True while waiting. */
+static bool drain_awaits_redis(pmx__queue_c_t *c)
+{
+    uint64_t now = pmx__queue_now(c), until = c->drain_redis_wait_until;
+    if (c->up || now >= until) return false;
+    pmx__queue_wake_at(c, now + 100 < until ? now + 100 : until);
+    return true;
+}
+
+/* Moves a quiet drain on (table in queue/consumer_int.h): DRAINING gives back
+ * whatever is still pending on us (released, or lost with a reply), so the next
+ * consumer need not wait reclaim_idle; once that sweep is over (its end pumps:
+ * here again), GIVING_BACK calls the drain callback. */
 static void check_drained(pmx__queue_c_t *c)
 {
-    if (!c->draining || c->drain_called || c->closing || c->read_busy || c->check.n ||
-        c->ready.n || c->claiming || c->inflight.n || c->done.n || c->done_busy ||
-        c->sweeping)
-        return;
-    for (size_t i = 0; i < c->nws; i++)
-        if (c->wsv[i]->reclaim_busy) return;
-    if (!c->drain_swept) {
-        /* Whatever is still pending on us (released, or lost with a reply) goes
-         * back to the group, so the next consumer need not wait reclaim_idle.
-         * Redis away (a reply lost with the connection is what leaves entries
-         * pending): wait a little for it to come back (wake_cb notices). */
-        uint64_t now = pmx__queue_now(c);
-        if (!c->up && now < c->drain_redis_wait_until) {
-            pmx__queue_wake_at(c, now + 100 < c->drain_redis_wait_until ? now + 100
-                                                                        : c->drain_redis_wait_until);
-            return;
-        }
-        c->drain_swept = true;
+    if (c->phase != PMX__Q_DRAINING && c->phase != PMX__Q_GIVING_BACK) return;
+    if (!drain_quiet(c)) return;
+    if (c->phase == PMX__Q_DRAINING) {
+        if (drain_awaits_redis(c) || !pmx__queue_phase_set(c, PMX__Q_GIVING_BACK)) return;
         pmx__queue_sweep_mark(c, NULL);
-        if (pmx__queue_upkeep_sweep(c)) return;   /* its end pumps: here again */
+        if (pmx__queue_upkeep_sweep(c)) return;
     }
-    c->drain_called = true;
+    if (!pmx__queue_phase_set(c, PMX__Q_DRAINED)) return;
     if (c->drain_cb) c->drain_cb(c, c->drain_arg);
 }
 
@@ -599,7 +618,7 @@ static void read_cb(redisAsyncContext *ac, void *reply, void *priv);
 /* Issues the one XREADGROUP if there is room and something to read. */
 static void maybe_read(pmx__queue_c_t *c)
 {
-    if (!c->up || !c->started || c->draining || c->nws == 0 || !pmx_redis_conn_is_up(c->rd))
+    if (c->phase != PMX__Q_RUNNING || !c->up || c->nws == 0 || !pmx_redis_conn_is_up(c->rd))
         return;
     if (c->read_busy) {
         unblock_stale_read(c, pmx__queue_now(c));
@@ -658,6 +677,9 @@ static void maybe_read(pmx__queue_c_t *c)
     argv[8] = "STREAMS";
     for (size_t i = 0; i < k; i++) argv[9 + k + i] = ">";
     int argc = (int)(9 + 2 * k);
+    /* The sweep's rule (queue/upkeep.c): its XPENDING would list this read's
+     * entries as unheld and take them back, so they would be handed over twice. */
+    if (c->sweeping) pmx__queue_broken(c, "a read going out while a sweep is");
     if (pmx_redis_conn_command_argv(c->rd, read_cb, c, argc, argv, NULL) == 0) {
         pmx__queue_cmd_begin(c);
         c->read_busy = true;
@@ -680,7 +702,7 @@ void pmx__queue_pump(pmx__queue_c_t *c)
     c->pumping = true;
     do {
         c->pump_again = false;
-        while (!c->closing && c->ready.head && c->inflight.n < c->o.capacity) {
+        while (!pmx__queue_closed(c) && c->ready.head && c->inflight.n < c->o.capacity) {
             pmx_queue_job_t *job = c->ready.head;
             pmx__queue_jl_remove(&c->ready, job);
             pmx__queue_jl_push(&c->inflight, PMX__L_INFLIGHT, job);
@@ -689,8 +711,8 @@ void pmx__queue_pump(pmx__queue_c_t *c)
             c->o.job(c, job, c->o.arg);
         }
         /* A sweep of our own pending entries goes before (and blocks) the next read. */
-        if (!c->closing && !pmx__queue_upkeep_sweep(c)) maybe_read(c);
-    } while (c->pump_again && !c->closing);
+        if (!pmx__queue_closed(c) && !pmx__queue_upkeep_sweep(c)) maybe_read(c);
+    } while (c->pump_again && !pmx__queue_closed(c));
     c->pumping = false;
     check_drained(c);
 }
@@ -760,9 +782,9 @@ static void read_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = priv;
     redisReply *r = reply;
     c->read_busy = false;
-    if (c->closing || !r) {
+    if (pmx__queue_closed(c) || !r) {
         /* Closed, or Redis went away: whatever the read returned stays pending. */
-        if (!c->closing) {
+        if (!pmx__queue_closed(c)) {
             pmx_log_warn("queue: XREADGROUP got no answer (connection lost); entries it "
                          "returned stay pending until the next sweep takes them back");
             pmx__queue_sweep_mark(c, NULL);
@@ -806,7 +828,7 @@ static void wake_cb(uv_timer_t *t)
 {
     pmx__queue_c_t *c = t->data;
     c->wake_armed = false;
-    if (c->closing) return;
+    if (pmx__queue_closed(c)) return;
     uint64_t now = pmx__queue_now(c);
     uint64_t next = UINT64_MAX;
 
@@ -818,7 +840,7 @@ static void wake_cb(uv_timer_t *t)
     pmx__queue_flush(c);
     if (c->up) {
         ensure_groups(c, now, &next);
-        if (!c->draining) {
+        if (!pmx__queue_draining(c)) {
             pmx__queue_upkeep_reclaim(c, now, &next);
             pmx__queue_upkeep_discover(c, now, &next);
         }
@@ -828,7 +850,7 @@ static void wake_cb(uv_timer_t *t)
     /* Poll the connection at least every second (and so re-check deadlines). */
     if (now + 1000 < next) next = now + 1000;
     pmx__queue_pump(c);
-    if (!c->closing) pmx__queue_wake_at(c, next);
+    if (!pmx__queue_closed(c)) pmx__queue_wake_at(c, next);
 }
 
 /* ------------------------------------------------------ life and death */
@@ -857,8 +879,8 @@ static void rd_id_cb(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     pmx__queue_c_t *c = priv;
     redisReply *r = reply;
-    if (!c->closing && r && r->type == REDIS_REPLY_INTEGER) c->rd_id = r->integer;
-    else if (!c->closing && r && r->type == REDIS_REPLY_ERROR && !c->no_unblock)
+    if (!pmx__queue_closed(c) && r && r->type == REDIS_REPLY_INTEGER) c->rd_id = r->integer;
+    else if (!pmx__queue_closed(c) && r && r->type == REDIS_REPLY_ERROR && !c->no_unblock)
         pmx__queue_count_error(c, r, "CLIENT ID of the read connection", NULL);
     pmx__queue_cmd_end(c);
 }
@@ -869,7 +891,7 @@ static void rd_id_cb(redisAsyncContext *ac, void *reply, void *priv)
 void pmx__queue_ask_rd_id(pmx__queue_c_t *c)
 {
     c->rd_id = 0;
-    if (!c->own_rd || c->closing || !pmx_redis_conn_is_up(c->rd)) return;
+    if (!c->own_rd || pmx__queue_closed(c) || !pmx_redis_conn_is_up(c->rd)) return;
     const char *argv[] = { "CLIENT", "ID" };
     if (pmx_redis_conn_command_argv(c->rd, rd_id_cb, c, 2, argv, NULL) == 0)
         pmx__queue_cmd_begin(c);
@@ -881,7 +903,7 @@ static void reader_state_cb(pmx_redis_conn_t *rd, bool up, void *arg)
     (void)rd;
     pmx__queue_c_t *c = arg;
     c->rd_id = 0;
-    if (up && !c->closing) {
+    if (up && !pmx__queue_closed(c)) {
         pmx__queue_ask_rd_id(c);
         pmx__queue_sweep_mark(c, NULL);   /* a read answer may have been lost with it */
         wake_soon(c);
@@ -967,8 +989,7 @@ pmx_queue_consumer_t *pmx_queue_consumer_new(uv_loop_t *loop, pmx_redis_conn_t *
 
 void pmx_queue_consumer_start(pmx_queue_consumer_t *c)
 {
-    if (c->started || c->closing) return;
-    c->started = true;
+    if (c->phase != PMX__Q_NEW || !pmx__queue_phase_set(c, PMX__Q_RUNNING)) return;
     if (c->own_rd) pmx_redis_conn_start(c->rd);
     if (pmx_redis_conn_is_up(c->rc)) on_up(c);
     wake_soon(c);
@@ -976,8 +997,8 @@ void pmx_queue_consumer_start(pmx_queue_consumer_t *c)
 
 void pmx_queue_consumer_drain(pmx_queue_consumer_t *c, pmx_queue_drained_fn cb, void *arg)
 {
-    if (c->closing || c->draining) return;
-    c->draining = true;
+    if (c->phase != PMX__Q_NEW && c->phase != PMX__Q_RUNNING) return;   /* once */
+    if (!pmx__queue_phase_set(c, PMX__Q_DRAINING)) return;
     c->drain_cb = cb;
     c->drain_arg = arg;
     c->drain_redis_wait_until = pmx__queue_now(c) + PMX__QUEUE_DRAIN_REDIS_WAIT_MS;
@@ -1000,17 +1021,15 @@ static void consumer_free(uv_handle_t *h)
 /* A closed consumer goes once nothing points at it any more. */
 void pmx__queue_finalize_maybe(pmx__queue_c_t *c)
 {
-    if (!c->closing || c->finalizing || c->outstanding || c->inflight.n || c->check.n ||
-        c->done.n)
+    if (c->phase != PMX__Q_CLOSED || c->outstanding || c->inflight.n || c->check.n || c->done.n)
         return;
-    c->finalizing = true;
+    if (!pmx__queue_phase_set(c, PMX__Q_FREEING)) return;
     uv_close((uv_handle_t *)&c->wake, consumer_free);
 }
 
 void pmx_queue_consumer_close(pmx_queue_consumer_t *c)
 {
-    if (c->closing) return;
-    c->closing = true;
+    if (pmx__queue_closed(c) || !pmx__queue_phase_set(c, PMX__Q_CLOSED)) return;
     uv_timer_stop(&c->wake);
     c->wake_armed = false;
     /* Acks and defers made before close still go out (no settled callback). */

@@ -187,7 +187,9 @@ void pmx_queue_consumer_redis_changed(pmx_queue_consumer_t *c, bool up);
 
 /* Stops reading and reclaiming. cb (once, from the loop) when no job will be
  * handed over any more (jobs read before still reach opts.job first), all
- * jobs were finished and Redis answered their acks/defers. */
+ * jobs were finished and Redis answered their acks/defers. Only the first call
+ * counts; called before pmx_queue_consumer_start(), the consumer never reads
+ * (a start() afterwards does nothing). */
 void pmx_queue_consumer_drain(pmx_queue_consumer_t *c, pmx_queue_drained_fn cb, void *arg);
 
 /* See the ownership rules above. c must not be used afterwards. */

@@ -1,8 +1,47 @@
 /*
  * Internals shared by queue/consumer.c (reading, handing over),
- * queue/ack.c (finishing) and queue/upkeep.c (reclaim, poison, refresh,
- * retry mover, discovery).
- * Nothing outside queue/ includes this.
+ * queue/ack.c (finishing), queue/upkeep.c (reclaim, poison, refresh,
+ * retry mover, discovery, sweep) and queue/consumer_phase.c (the lifecycle).
+ * Nothing outside queue/ includes this (but tests/unit/test_queue_phase.c).
+ *
+ * ---- The consumer's lifecycle: one phase, changed only by
+ *      pmx__queue_phase_set() (queue/consumer_phase.c), which refuses and logs
+ *      any change not in this table (and aborts in the ASan build, PMX_DEBUG).
+ *
+ *   from         to           when (where)
+ *   NEW          RUNNING      pmx_queue_consumer_start()
+ *   NEW          DRAINING     pmx_queue_consumer_drain() before start (no read ever goes out)
+ *   RUNNING      DRAINING     pmx_queue_consumer_drain()
+ *   DRAINING     GIVING_BACK  quiet (see below), and Redis is up or was awaited
+ *                             PMX__QUEUE_DRAIN_REDIS_WAIT_MS: the give-back sweep of
+ *                             every listed workspace is started (check_drained)
+ *   GIVING_BACK  DRAINED      quiet again (that sweep answered, or could not be sent):
+ *                             the drain callback is called, once (check_drained)
+ *   any of the 5 above
+ *                CLOSED       pmx_queue_consumer_close()
+ *   CLOSED       FREEING      nothing points at the zombie any more: no command
+ *                             outstanding, no job held or done; uv_close of the wake
+ *                             timer, whose close callback frees it (finalize_maybe)
+ *
+ *   What each phase does:
+ *   NEW          made; no read goes out.
+ *   RUNNING      reads, reclaims, discovers; a sweep takes entries back.
+ *   DRAINING     no new read, reclaim or discovery (a reclaim's XPENDING answered now
+ *   GIVING_BACK  claims nothing); what a read, XCLAIM or sweep "take" already sent
+ *   DRAINED      returns is still handed over; acks, defers, refresh, retry movers and
+ *                group creation go on; a sweep gives entries back instead of taking.
+ *   CLOSED       a zombie: no callback any more; acks already made are sent; waits for
+ *                the jobs the pipeline still holds and for Redis's replies.
+ *   FREEING      the wake timer is closing; then the struct is freed.
+ *
+ *   "Quiet" (drain_quiet in consumer.c): no read, claim, reclaim, sweep, duplicate
+ *   check or ack/defer outstanding and no job held (check, ready, in flight, done).
+ *   Once a draining consumer is quiet no job can come to it again (reads and reclaims
+ *   are off, sweeps only give back); a sweep started by a reconnect only delays the
+ *   next step until it has answered.
+ *
+ * Everything else in the struct is an independent fact (a request outstanding, the
+ * Redis connection up) that holds in any phase; see the groups below.
  */
 #ifndef PMX_QUEUE_CONSUMER_INT_H
 #define PMX_QUEUE_CONSUMER_INT_H
@@ -20,7 +59,9 @@
  * back so that entries left pending can be given back to the group. */
 #define PMX__QUEUE_DRAIN_REDIS_WAIT_MS 5000
 
-/* One workspace's streams and their per-consumer state. */
+/* One workspace's streams and their per-consumer state. These are independent
+ * facts of the workspace, in any phase of the consumer; each *_busy flag is one
+ * request of that kind outstanding for it (so never two at once). */
 typedef struct pmx__queue_ws {
     char    *id;
     char    *stream, *retry, *dead;
@@ -53,6 +94,19 @@ typedef struct {
 
 enum { PMX__L_NONE = 0, PMX__L_CHECK, PMX__L_READY, PMX__L_INFLIGHT, PMX__L_DONE };
 
+/* The lifecycle (table at the top). The order is the table's, nothing more: test
+ * phases with ==, != or the predicates below. */
+typedef enum {
+    PMX__Q_NEW = 0,
+    PMX__Q_RUNNING,
+    PMX__Q_DRAINING,
+    PMX__Q_GIVING_BACK,
+    PMX__Q_DRAINED,
+    PMX__Q_CLOSED,
+    PMX__Q_FREEING,
+    PMX__Q_NPHASES
+} pmx__queue_phase_t;
+
 struct pmx_queue_consumer {
     uv_loop_t        *loop;
     pmx_redis_conn_t *rc;      /* the worker's: every command but the read */
@@ -62,51 +116,81 @@ struct pmx_queue_consumer {
     char             *prefix, *group, *name;
     char             *scan_pattern;
 
+    /* ---- Lifecycle: the table at the top; set by pmx__queue_phase_set only. */
+    pmx__queue_phase_t phase;
+    pmx_queue_drained_fn drain_cb;  /* given to drain(), called on DRAINED */
+    void             *drain_arg;
+    uint64_t          drain_redis_wait_until; /* quiet DRAINING waits for Redis until (loop ms) */
+
+    /* ---- Redis (any phase): the command connection answered. Reads and upkeep
+     * go out only while up; going up again starts over (groups, sweep, read id). */
+    bool              up;
+
     pmx__queue_ws_t **wsv;     /* listed workspaces, in rotation order */
     size_t            nws, capws;
     size_t            rr;      /* rotation start of the next read */
     bool              ws_given;/* set_workspaces was called at least once */
 
+    /* ---- Jobs held and requests outstanding: all zero = "quiet" (top). */
     pmx__queue_jlist_t check;  /* waiting for the duplicate check */
     pmx__queue_jlist_t ready;  /* read, to hand over when there is room */
     pmx__queue_jlist_t inflight;
     pmx__queue_jlist_t done;   /* finished, ack/defer to send */
     unsigned          claiming;/* ids asked for by outstanding XCLAIMs */
     unsigned          sweeping;/* workspaces with a sweep outstanding: no read goes out */
-    bool              drain_swept; /* the sweep at the end of a drain was started */
-    uint64_t          drain_redis_wait_until; /* ... waits for Redis until then (loop ms) */
     unsigned          done_busy;/* ack/defer commands not answered yet */
+    /* (and read_busy below, and every listed workspace's reclaim_busy) */
 
-    bool              started, up, closing, finalizing;
-    bool              draining, drain_called;
-    pmx_queue_drained_fn drain_cb;
-    void             *drain_arg;
-
-    bool              read_busy;
-    long long         rd_id;        /* CLIENT ID of the read connection (0 = unknown) */
-    bool              unblock_sent; /* CLIENT UNBLOCK sent for the read outstanding */
-    bool              no_unblock;   /* Redis refused CLIENT UNBLOCK: do not try again */
-    uint64_t          read_seq;
+    /* ---- The read: one XREADGROUP at a time on rd, never while a sweep is out. */
+    bool              read_busy;    /* the read is outstanding */
+    uint64_t          read_seq;     /* reads sent so far: names the one outstanding */
     size_t            active_est;   /* streams that had data in the last read */
-    uint64_t          read_retry_at;
+    uint64_t          read_retry_at;/* no read before (loop ms), after an error reply */
+    long long         rd_id;        /* CLIENT ID of the read connection (0 = unknown) */
+    bool              unblock_sent; /* CLIENT UNBLOCK sent for read read_seq */
+    bool              no_unblock;   /* Redis refused CLIENT UNBLOCK: do not try again */
 
+    /* ---- Re-entrancy of pmx__queue_pump, and the one timer. */
     bool              pumping, pump_again;
-
     uv_timer_t        wake;
     bool              wake_armed;
     uint64_t          wake_at;
     int               handles_open;
 
-    uint64_t          next_reclaim_at, next_refresh_at, next_discover_at, next_up_poll_at;
+    /* ---- Periodic upkeep (upkeep.c). */
+    uint64_t          next_reclaim_at, next_refresh_at, next_discover_at;
     bool              scan_busy;
     char            **scan_ids;     /* ws ids the scan in progress found */
     size_t            nscan, capscan;
 
-    unsigned          outstanding;  /* Redis commands whose callback is ours */
+    unsigned          outstanding;  /* Redis commands whose callback is ours (CLOSED waits) */
     pmx_queue_stats_t st;
 };
 
 typedef pmx_queue_consumer_t pmx__queue_c_t;
+
+/* consumer_phase.c: the transition table (top), and its one writer. */
+bool pmx__queue_phase_legal(pmx__queue_phase_t from, pmx__queue_phase_t to);
+const char *pmx__queue_phase_name(pmx__queue_phase_t p);
+/* Moves c to `to` if the table allows it (true). Else logs an error, keeps the
+ * phase and returns false; in the ASan build (PMX_DEBUG) aborts instead. */
+bool pmx__queue_phase_set(pmx__queue_c_t *c, pmx__queue_phase_t to);
+/* A bug: logs what broke at error level; aborts in the ASan build (PMX_DEBUG). */
+void pmx__queue_broken(const pmx__queue_c_t *c, const char *what);
+
+/* close() was called: no callback into the pipeline any more. */
+static inline bool pmx__queue_closed(const pmx__queue_c_t *c)
+{
+    return c->phase == PMX__Q_CLOSED || c->phase == PMX__Q_FREEING;
+}
+
+/* drain() was called and close() was not: no new reads, reclaims or
+ * discovery; sweeps give entries back instead of taking them. */
+static inline bool pmx__queue_draining(const pmx__queue_c_t *c)
+{
+    return c->phase == PMX__Q_DRAINING || c->phase == PMX__Q_GIVING_BACK ||
+           c->phase == PMX__Q_DRAINED;
+}
 
 /* consumer.c */
 void pmx__queue_ask_rd_id(pmx__queue_c_t *c);

@@ -17,8 +17,9 @@
  *   or a duplicate check whose answer was lost with a connection (and, at
  *   the end of a drain, jobs the pipeline released). Run after Redis or the
  *   read connection came back, after an entry was left pending, and once at
- *   the end of a drain; never while a read is out (its entries would look
- *   unheld), and no read goes out while one runs (queue/consumer.c).
+ *   the end of a drain (the GIVING_BACK phase, queue/consumer_int.h); never
+ *   while a read is out (its entries would look unheld), and no read goes
+ *   out while one runs (queue/consumer.c).
  *   XPENDING <from> + COUNT <ours> page by page, then one script that, for
  *   each id still pending on us (another consumer may have reclaimed it
  *   since), normally XCLAIMs it back (delivery count + 1) to be handed over
@@ -136,7 +137,7 @@ static void xclaim_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
     c->claiming -= (unsigned)q->n;
-    if (c->closing) goto out;
+    if (pmx__queue_closed(c)) goto out;
     if (!r) {
         if (q->sweep) ws->sweep_due = true;   /* claimed or not: look again when back */
         goto out;
@@ -184,7 +185,7 @@ out:
         return;
     }
     ws->reclaim_busy = false;
-    if (!c->closing) pmx__queue_pump(c);   /* a drain may be done */
+    if (!pmx__queue_closed(c)) pmx__queue_pump(c);   /* a drain may be done */
     claim_req_free(q);
     ws_req_end(c, ws);
 }
@@ -224,7 +225,7 @@ static void xpending_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = q->c;
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
-    if (c->closing || !r || c->draining) goto done;
+    if (pmx__queue_closed(c) || !r || pmx__queue_draining(c)) goto done;
     if (r->type == REDIS_REPLY_ERROR) {
         /* NOGROUP: the stream went away; the read path re-creates groups. */
         if (r->len >= 7 && memcmp(r->str, "NOGROUP", 7) == 0) ws->group_ready = false;
@@ -260,7 +261,7 @@ static void xpending_cb(redisAsyncContext *ac, void *reply, void *priv)
 done:
     ws->reclaim_busy = false;
     claim_req_free(q);
-    if (!c->closing) pmx__queue_pump(c);   /* a drain may be complete now */
+    if (!pmx__queue_closed(c)) pmx__queue_pump(c);   /* a drain may be complete now */
     ws_req_end(c, ws);
 }
 
@@ -303,7 +304,7 @@ static void sweep_end(claim_req_t *q)
     ws->sweep_busy = false;
     c->sweeping--;
     claim_req_free(q);
-    if (!c->closing) pmx__queue_pump(c);
+    if (!pmx__queue_closed(c)) pmx__queue_pump(c);
     ws_req_end(c, ws);
 }
 
@@ -312,9 +313,9 @@ static void give_back_cb(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     claim_req_t *q = priv;
     redisReply *r = reply;
-    if (!q->c->closing && r && r->type == REDIS_REPLY_ERROR)
+    if (!pmx__queue_closed(q->c) && r && r->type == REDIS_REPLY_ERROR)
         pmx__queue_count_error(q->c, r, "the sweep (give back)", q->ws->id);
-    else if (!q->c->closing && r && r->type == REDIS_REPLY_ARRAY && r->elements)
+    else if (!pmx__queue_closed(q->c) && r && r->type == REDIS_REPLY_ARRAY && r->elements)
         pmx_log_info("queue: gave %zu pending entries back to the group on stopping ws=%s "
                      "(whoever reclaims next takes them at once)", r->elements, q->ws->id);
     sweep_end(q);
@@ -327,7 +328,7 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = q->c;
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
-    if (c->closing) goto done;
+    if (pmx__queue_closed(c)) goto done;
     if (!r) {
         ws->sweep_due = true;
         goto done;
@@ -336,7 +337,7 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
     if (r->type == REDIS_REPLY_ERROR) {
         if (r->len >= 7 && memcmp(r->str, "NOGROUP", 7) == 0) {
             ws->group_ready = false;   /* the read path re-creates it; sweep then */
-            ws->sweep_due = !c->draining;   /* draining: no group, nothing pending */
+            ws->sweep_due = !pmx__queue_draining(c);   /* draining: no group, nothing pending */
         } else {
             pmx__queue_count_error(c, r, "XPENDING (sweep)", ws->id);
         }
@@ -355,7 +356,7 @@ static void sweep_pending_cb(redisAsyncContext *ac, void *reply, void *priv)
     collect_unheld(q, r, r->elements);
     if (q->n == 0) goto done;
 
-    bool give_back = c->draining;
+    bool give_back = pmx__queue_draining(c);
     const char **args = pmx_xcalloc(q->n + 4, sizeof *args);
     args[0] = ws->stream;
     args[1] = c->group;
@@ -388,7 +389,7 @@ void pmx__queue_sweep_mark(pmx__queue_c_t *c, pmx__queue_ws_t *ws)
 
 bool pmx__queue_upkeep_sweep(pmx__queue_c_t *c)
 {
-    if (c->read_busy || !c->up || c->closing) return c->sweeping > 0;
+    if (c->read_busy || !c->up || pmx__queue_closed(c)) return c->sweeping > 0;
     char count[16];
     snprintf(count, sizeof count, "%u", SWEEP_COUNT);
     for (size_t i = 0; i < c->nws; i++) {
@@ -396,8 +397,8 @@ bool pmx__queue_upkeep_sweep(pmx__queue_c_t *c)
         /* After a reclaim in flight: its XCLAIM could hand over what we list.
          * Draining, a group not yet made again after a reconnect is no reason to
          * wait: XPENDING answers NOGROUP if it is really gone. */
-        if (!ws->sweep_due || (!ws->group_ready && !c->draining) || ws->sweep_busy ||
-            ws->reclaim_busy)
+        if (!ws->sweep_due || (!ws->group_ready && !pmx__queue_draining(c)) ||
+            ws->sweep_busy || ws->reclaim_busy)
             continue;
         claim_req_t *q = pmx_xcalloc(1, sizeof *q);
         q->c = c;
@@ -433,7 +434,7 @@ static void refresh_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
     ws->refresh_busy = false;
-    if (!c->closing && r) {
+    if (!pmx__queue_closed(c) && r) {
         if (r->type == REDIS_REPLY_ERROR) {
             pmx__queue_count_error(c, r, "the idle refresh", ws->id);
         } else if (r->type == REDIS_REPLY_ARRAY) {
@@ -512,7 +513,7 @@ static void move_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = q->c;
     pmx__queue_ws_t *ws = q->ws;
     ws->mover_busy = false;
-    if (!c->closing && reply) {
+    if (!pmx__queue_closed(c) && reply) {
         uint64_t now = pmx__queue_now(c);
         pmx_queue_retry_moved_t m;
         char err[220];
@@ -583,7 +584,7 @@ static void drop_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_ws_t *ws = q->ws;
     redisReply *r = reply;
     ws->drop_busy = false;
-    if (!c->closing && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 &&
+    if (!pmx__queue_closed(c) && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 &&
         ws->listed && !ws->known) {
         pmx_log_info("queue: deleted the empty stream of unknown workspace ws=%s", ws->id);
         pmx__queue_ws_unlist(c, ws);
@@ -652,7 +653,7 @@ static void scan_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__queue_c_t *c = priv;
     redisReply *r = reply;
     bool more = false;
-    if (c->closing || !r) goto out;
+    if (pmx__queue_closed(c) || !r) goto out;
     if (r->type == REDIS_REPLY_ERROR) {
         pmx__queue_count_error(c, r, "SCAN", NULL);
         goto out;
@@ -682,7 +683,7 @@ static void scan_cb(redisAsyncContext *ac, void *reply, void *priv)
 out:
     if (!more) {
         c->scan_busy = false;
-        if (c->closing || !r) pmx__queue_upkeep_scan_reset(c);
+        if (pmx__queue_closed(c) || !r) pmx__queue_upkeep_scan_reset(c);
     }
     pmx__queue_cmd_end(c);
 }
