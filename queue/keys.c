@@ -42,12 +42,13 @@ void pmx_queue_key_jobs_pattern(pmx_buf_t *out, const char *prefix)
 
 const char *pmx_queue_key_jobs_ws(const char *prefix, const char *key, size_t len, size_t *n)
 {
-    size_t pl = strlen(prefix);
-    static const char tail[] = "}:jobs";
-    size_t tl = sizeof tail - 1;
-    if (len < pl + 2 + tl + 1 || memcmp(key, prefix, pl) != 0 ||
-        memcmp(key + pl, ":{", 2) != 0 || memcmp(key + len - tl, tail, tl) != 0)
+    /* prefix ":{" id "}:" suffix, with an id of at least one byte */
+    const char *sfx = suffix[PMX_QUEUE_KEY_JOBS];
+    size_t pl = strlen(prefix), sl = strlen(sfx);
+    if (len < pl + 2 + 1 + 2 + sl || memcmp(key, prefix, pl) != 0 ||
+        memcmp(key + pl, ":{", 2) != 0 || memcmp(key + len - sl - 2, "}:", 2) != 0 ||
+        memcmp(key + len - sl, sfx, sl) != 0)
         return NULL;
-    *n = len - pl - 2 - tl;
+    *n = len - pl - 2 - 2 - sl;
     return key + pl + 2;
 }
