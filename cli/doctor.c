@@ -45,7 +45,7 @@
 #include "lib/buf.h"
 #include "lib/mem.h"
 #include "queue/endpoint.h"
-#include "sql/migrations.h"
+#include "sql/db.h"
 
 #define TIMEOUT_S 5
 
@@ -84,30 +84,21 @@ static void check_postgres(doctor_t *d, pmx_cli_t *c)
     int server = PQserverVersion(pg);
     line(d, "OK", "postgres", "connected (server %d.%d)", server / 10000, server % 10000);
 
-    int latest = pmx_migrations_count ? pmx_migrations[pmx_migrations_count - 1].version : 0;
-    PGresult *res = PQexec(pg, "SELECT to_regclass('schema_migrations') IS NOT NULL");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        line(d, "FAIL", "schema", "%s", PQerrorMessage(pg));
-    } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+    int latest = pmx_db_schema_latest(), v;
+    bool exists;
+    char err[512];
+    if (pmx_db_schema_state(pg, &exists, &v, err, sizeof err) < 0)
+        line(d, "FAIL", "schema", "%s", err);
+    else if (!exists)
         line(d, "FAIL", "schema", "not migrated (no schema_migrations): run postmux migrate");
-    } else {
-        PQclear(res);
-        res = PQexec(pg, "SELECT coalesce(max(version), 0) FROM schema_migrations");
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            line(d, "FAIL", "schema", "%s", PQerrorMessage(pg));
-        } else {
-            int v = atoi(PQgetvalue(res, 0, 0));
-            if (v == latest)
-                line(d, "OK", "schema", "version %d (current)", v);
-            else if (v < latest)
-                line(d, "FAIL", "schema", "version %d, this postmux needs %d: run postmux migrate",
-                     v, latest);
-            else
-                line(d, "FAIL", "schema", "version %d is newer than this postmux (%d): upgrade postmux",
-                     v, latest);
-        }
-    }
-    PQclear(res);
+    else if (v == latest)
+        line(d, "OK", "schema", "version %d (current)", v);
+    else if (v < latest)
+        line(d, "FAIL", "schema", "version %d, this postmux needs %d: run postmux migrate", v,
+             latest);
+    else
+        line(d, "FAIL", "schema", "version %d is newer than this postmux (%d): upgrade postmux",
+             v, latest);
     PQfinish(pg);
 }
 

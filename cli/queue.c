@@ -22,6 +22,7 @@
 
 #include "cli/cli.h"
 #include "lib/mem.h"
+#include "queue/keys.h"
 
 static const char usage_text[] =
     "usage: postmux queue [--workspace WS] [--json]\n"
@@ -59,10 +60,18 @@ static int read_counts(pmx_cli_t *c, const PGresult *ws, int64_t (*counts)[Q_N])
     const char *prefix = c->cfg.redis_prefix;
     for (int i = 0; i < n; i++) {
         const char *id = PQgetvalue(ws, i, 0);
-        int a = redisAppendCommand(r, "XLEN %s:{%s}:jobs", prefix, id);
-        a |= redisAppendCommand(r, "XPENDING %s:{%s}:jobs postmux", prefix, id);
-        a |= redisAppendCommand(r, "ZCARD %s:{%s}:retry", prefix, id);
-        a |= redisAppendCommand(r, "XLEN %s:{%s}:dead", prefix, id);
+        char *jobs = pmx_queue_key_new(PMX_QUEUE_KEY_JOBS, prefix, id);
+        char *retry = pmx_queue_key_new(PMX_QUEUE_KEY_RETRY, prefix, id);
+        char *dead = pmx_queue_key_new(PMX_QUEUE_KEY_DEAD, prefix, id);
+        const char *xlen[] = { "XLEN", jobs }, *xpending[] = { "XPENDING", jobs, PMX_QUEUE_GROUP };
+        const char *zcard[] = { "ZCARD", retry }, *xlen_dead[] = { "XLEN", dead };
+        int a = redisAppendCommandArgv(r, 2, xlen, NULL);
+        a |= redisAppendCommandArgv(r, 3, xpending, NULL);
+        a |= redisAppendCommandArgv(r, 2, zcard, NULL);
+        a |= redisAppendCommandArgv(r, 2, xlen_dead, NULL);
+        free(jobs);
+        free(retry);
+        free(dead);
         if (a != REDIS_OK) {
             pmx_cli_error("Redis: %s", r->errstr[0] ? r->errstr : "cannot queue a command");
             return -1;

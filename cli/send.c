@@ -20,6 +20,7 @@
 #include "lib/buf.h"
 #include "lib/job.h"
 #include "lib/mem.h"
+#include "queue/enqueue.h"
 
 static const char usage_text[] =
     "usage: postmux send --workspace WS --from A --to B [--cc C] [--bcc D]\n"
@@ -157,42 +158,21 @@ static int parse_opts(send_opts_t *o, int argc, char **argv)
     return 0;
 }
 
-/* XADD with explicit lengths (binary-safe); prints the entry id. */
+/* XADD through queue/enqueue.h; prints the entry id. */
 static int xadd(pmx_cli_t *c, const char *ws_id, const pmx_job_field_t *f, size_t nf)
 {
     redisContext *r = pmx_cli_redis(c);
     if (!r) return PMX_EXIT_USER;
-
-    pmx_buf_t key = PMX_BUF_INIT;
-    pmx_buf_appendf(&key, "%s:{%s}:jobs", c->cfg.redis_prefix, ws_id);
-    size_t argc = 3 + 2 * nf;
-    const char **argv = pmx_xcalloc(argc, sizeof *argv);
-    size_t *lens = pmx_xcalloc(argc, sizeof *lens);
-    argv[0] = "XADD"; lens[0] = 4;
-    argv[1] = key.data; lens[1] = key.len;
-    argv[2] = "*"; lens[2] = 1;
-    for (size_t i = 0; i < nf; i++) {
-        argv[3 + 2 * i] = f[i].name;
-        lens[3 + 2 * i] = f[i].name_len;
-        argv[4 + 2 * i] = f[i].value;
-        lens[4 + 2 * i] = f[i].value_len;
-    }
-    redisReply *rep = redisCommandArgv(r, (int)argc, argv, lens);
+    pmx_buf_t id = PMX_BUF_INIT;
+    char err[512];
     int rc;
-    if (!rep) {
-        rc = pmx_cli_error("Redis: %s", r->errstr[0] ? r->errstr : "no reply");
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        rc = pmx_cli_error("Redis XADD %s: %s", key.data, rep->str);
-    } else if (rep->type != REDIS_REPLY_STRING) {
-        rc = pmx_cli_error("Redis XADD %s: unexpected reply type %d", key.data, rep->type);
+    if (pmx_queue_enqueue_sync(r, c->cfg.redis_prefix, ws_id, f, nf, &id, err, sizeof err) < 0) {
+        rc = pmx_cli_error("%s", err);
     } else {
-        printf("%s\n", rep->str);
+        printf("%s\n", pmx_buf_cstr(&id));
         rc = PMX_EXIT_OK;
     }
-    if (rep) freeReplyObject(rep);
-    free(argv);
-    free(lens);
-    pmx_buf_free(&key);
+    pmx_buf_free(&id);
     return rc;
 }
 

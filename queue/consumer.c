@@ -36,6 +36,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "queue/consumer_int.h"
+#include "queue/keys.h"
 #include "queue/script.h"
 
 
@@ -68,7 +69,7 @@ void pmx_queue_consumer_opts_init(pmx_queue_consumer_opts_t *o)
 {
     memset(o, 0, sizeof *o);
     o->prefix = "pmx";
-    o->group = "postmux";
+    o->group = PMX_QUEUE_GROUP;
     o->capacity = 64;
     o->block_ms = 1000;
     o->reclaim_idle_ms = 30000;
@@ -250,15 +251,9 @@ bool pmx__queue_ws_id_valid(const char *s, size_t n)
 int pmx__queue_ws_of_key(const pmx__queue_c_t *c, const char *key, size_t len,
                          char *out, size_t outlen)
 {
-    size_t pl = strlen(c->prefix);
-    static const char tail[] = "}:jobs";
-    size_t tl = sizeof tail - 1;
-    if (len < pl + 2 + tl + 1 || memcmp(key, c->prefix, pl) != 0 ||
-        memcmp(key + pl, ":{", 2) != 0 || memcmp(key + len - tl, tail, tl) != 0)
-        return -1;
-    const char *id = key + pl + 2;
-    size_t n = len - pl - 2 - tl;
-    if (!pmx__queue_ws_id_valid(id, n) || n + 1 > outlen) return -1;
+    size_t n;
+    const char *id = pmx_queue_key_jobs_ws(c->prefix, key, len, &n);
+    if (!id || !pmx__queue_ws_id_valid(id, n) || n + 1 > outlen) return -1;
     memcpy(out, id, n);
     out[n] = '\0';
     return 0;
@@ -271,20 +266,13 @@ pmx__queue_ws_t *pmx__queue_ws_find(pmx__queue_c_t *c, const char *id)
     return NULL;
 }
 
-static char *key_for(const pmx__queue_c_t *c, const char *id, const char *what)
-{
-    pmx_buf_t b = PMX_BUF_INIT;
-    pmx_buf_appendf(&b, "%s:{%s}:%s", c->prefix, id, what);
-    return pmx_buf_detach(&b);
-}
-
 static pmx__queue_ws_t *ws_new(pmx__queue_c_t *c, const char *id, bool known)
 {
     pmx__queue_ws_t *ws = pmx_xcalloc(1, sizeof *ws);
     ws->id = pmx_xstrdup(id);
-    ws->stream = key_for(c, id, "jobs");
-    ws->retry = key_for(c, id, "retry");
-    ws->dead = key_for(c, id, "dead");
+    ws->stream = pmx_queue_key_new(PMX_QUEUE_KEY_JOBS, c->prefix, id);
+    ws->retry = pmx_queue_key_new(PMX_QUEUE_KEY_RETRY, c->prefix, id);
+    ws->dead = pmx_queue_key_new(PMX_QUEUE_KEY_DEAD, c->prefix, id);
     ws->known = known;
     ws->retry_at = pmx__queue_now(c);
     return ws;
@@ -557,7 +545,7 @@ void pmx__queue_admit(pmx__queue_c_t *c, pmx_queue_job_t *job)
     if (job->kind == PMX_QUEUE_JOB_OK && !(job->flags & PMX_QUEUE_JOB_RETRIED) &&
         job->client_id) {
         pmx_buf_t key = PMX_BUF_INIT;
-        pmx_buf_appendf(&key, "%s:{%s}:idem:%s", c->prefix, job->ws, job->client_id);
+        pmx_queue_key_idem(&key, c->prefix, job->ws, job->client_id);
         char ttl[16];
         snprintf(ttl, sizeof ttl, "%u", c->o.idem_ttl_s);
         const char *args[] = { key.data, job->entry_id, ttl };
@@ -855,16 +843,6 @@ static void wake_cb(uv_timer_t *t)
 
 /* ------------------------------------------------------ life and death */
 
-static char *escape_glob(const char *s)
-{
-    pmx_buf_t b = PMX_BUF_INIT;
-    for (; *s; s++) {
-        if (strchr("*?[]\\", *s)) pmx_buf_append_char(&b, '\\');
-        pmx_buf_append_char(&b, *s);
-    }
-    return pmx_buf_detach(&b);
-}
-
 static bool name_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -958,10 +936,8 @@ pmx_queue_consumer_t *pmx_queue_consumer_new(uv_loop_t *loop, pmx_redis_conn_t *
     c->o.prefix = c->prefix;
     c->o.group = c->group;
     c->o.name = c->name;
-    char *esc = escape_glob(c->prefix);
     pmx_buf_t pat = PMX_BUF_INIT;
-    pmx_buf_appendf(&pat, "%s:{*}:jobs", esc);
-    free(esc);
+    pmx_queue_key_jobs_pattern(&pat, c->prefix);
     c->scan_pattern = pmx_buf_detach(&pat);
     c->rd = rc;
     if (o->read_address) {

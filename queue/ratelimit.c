@@ -26,6 +26,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "queue/keys.h"
 #include "queue/script.h"
 
 #define PREFIX_MAX 200
@@ -335,8 +336,8 @@ int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_seco
     }
 
     pmx_buf_t rate_key = PMX_BUF_INIT, quota_key = PMX_BUF_INIT;
-    pmx_buf_appendf(&rate_key, "%s:{%s}:rate", rl->prefix, ws);
-    pmx_buf_appendf(&quota_key, "%s:{%s}:quota:", rl->prefix, ws);
+    pmx_queue_key(&rate_key, PMX_QUEUE_KEY_RATE, rl->prefix, ws);
+    pmx_queue_key(&quota_key, PMX_QUEUE_KEY_QUOTA, rl->prefix, ws);
     char n_s[16], iv_s[40], burst_s[16], quota_s[24], ttl_s[8];
     snprintf(n_s, sizeof n_s, "%u", n);
     snprintf(iv_s, sizeof iv_s, "%.17g", rate_per_second > 0 ? 1e6 / rate_per_second : 0.0);

@@ -14,6 +14,7 @@
  */
 #ifndef PMX_SQL_DB_H
 #define PMX_SQL_DB_H
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <libpq-fe.h>
@@ -44,6 +45,9 @@ int pmx_db_migrate_run(PGconn *pg, pmx_db_migrate_cb on_applied, void *arg, int 
  * exist yet). 0, or -1 with the reason in err.
  */
 int pmx_db_schema_version(PGconn *pg, int *version, char *err, size_t errlen);
+/* The same, and whether schema_migrations exists at all (`postmux doctor` tells
+ * "not migrated" from "behind"). */
+int pmx_db_schema_state(PGconn *pg, bool *exists, int *version, char *err, size_t errlen);
 /* The newest migration this binary carries. */
 int pmx_db_schema_latest(void);
 

@@ -201,14 +201,20 @@ int pmx_db_migrate(PGconn *pg, int *applied, char *err, size_t errlen)
 
 int pmx_db_schema_version(PGconn *pg, int *version, char *err, size_t errlen)
 {
+    bool exists;
+    return pmx_db_schema_state(pg, &exists, version, err, errlen);
+}
+
+int pmx_db_schema_state(PGconn *pg, bool *exists, int *version, char *err, size_t errlen)
+{
     /* Two steps: a query naming a missing table fails when parsed. */
     PGresult *res = run(pg, "reading schema_migrations",
                         "SELECT to_regclass('schema_migrations') IS NOT NULL",
                         0, NULL, err, errlen);
     if (!res) return -1;
-    bool exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    *exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
-    if (!exists) {
+    if (!*exists) {
         *version = 0;
         return 0;
     }

@@ -18,6 +18,7 @@
 #include "lib/encode.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "sql/q_apikeys.h"
 
 #define NBUCKETS 1024u
 #define DIGEST_LEN 32
@@ -54,14 +55,6 @@ struct pmx_worker_apikeys {
     char          **touched;
     size_t          ntouched, touch_cap;
 };
-
-static const char lookup_sql[] =
-    "SELECT id, COALESCE(workspace_id, ''), revoked_at IS NOT NULL,"
-    "       array_to_string(scopes, ',')"
-    "  FROM api_keys WHERE hash = decode($1, 'hex')";
-
-static const char touch_sql[] =
-    "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1::text[])";
 
 static unsigned bucket_of(const uint8_t *d)
 {
@@ -168,7 +161,7 @@ static void lookup_done(pmx_db_async_t *db, const PGresult *res, void *arg)
     pmx_worker_apikeys_t *a = e->a;
     e->q = NULL;
     e->pending = false;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 4) {
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != PMX_DB_APIKEY_NCOLS) {
         if (res) pmx_log_error("api key lookup failed err=\"%s\"", pg_error(res));
         entry_remove(a, e);
         wake(e, true);
@@ -177,10 +170,10 @@ static void lookup_done(pmx_db_async_t *db, const PGresult *res, void *arg)
     }
     e->found = PQntuples(res) == 1;
     if (e->found) {
-        snprintf(e->id, sizeof e->id, "%s", PQgetvalue(res, 0, 0));
-        snprintf(e->ws, sizeof e->ws, "%s", PQgetvalue(res, 0, 1));
-        e->revoked = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-        e->scopes = pmx_xstrdup(PQgetvalue(res, 0, 3));
+        snprintf(e->id, sizeof e->id, "%s", PQgetvalue(res, 0, PMX_DB_APIKEY_ID));
+        snprintf(e->ws, sizeof e->ws, "%s", PQgetvalue(res, 0, PMX_DB_APIKEY_WS));
+        e->revoked = strcmp(PQgetvalue(res, 0, PMX_DB_APIKEY_REVOKED), "t") == 0;
+        e->scopes = pmx_xstrdup(PQgetvalue(res, 0, PMX_DB_APIKEY_SCOPES));
     }
     e->expires = uv_now(a->loop) + PMX_APIKEYS_TTL_MS;
     wake(e, false);
@@ -191,8 +184,7 @@ static int entry_query(pmx_worker_apikeys_t *a, entry_t *e)
 {
     pmx_buf_t hex = PMX_BUF_INIT;
     pmx_hex_encode(&hex, e->digest, DIGEST_LEN);
-    const char *params[1] = { hex.data };
-    e->q = pmx_db_async_query_params(a->db, lookup_sql, 1, params, lookup_done, e);
+    e->q = pmx_db_apikeys_lookup(a->db, hex.data, lookup_done, e);
     pmx_buf_free(&hex);
     return e->q ? 0 : -1;
 }
@@ -299,8 +291,7 @@ void pmx_worker_apikeys_flush(pmx_worker_apikeys_t *a)
         pmx_buf_appendf(&arr, "\"%s\"", a->touched[i]);
     }
     pmx_buf_append_char(&arr, '}');
-    const char *params[1] = { arr.data };
-    if (pmx_db_async_query_params(a->db, touch_sql, 1, params, touch_done, NULL)) {
+    if (pmx_db_apikeys_touch(a->db, arr.data, touch_done, NULL)) {
         for (size_t i = 0; i < a->ntouched; i++) free(a->touched[i]);
         a->ntouched = 0;
     }

@@ -23,6 +23,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/mime.h"
+#include "queue/enqueue.h"
 #include "smtp/server.h"
 #include "smtp/tls.h"
 #include "submission/apikeys.h"
@@ -516,7 +517,7 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     session_t *ss = arg;
     pmx_worker_submission_t *sub = ss->sub;
     refusal_t r = { 0, NULL, PMX_BUF_INIT };
-    pmx_buf_t raw = PMX_BUF_INIT, to = PMX_BUF_INIT, key = PMX_BUF_INIT;
+    pmx_buf_t raw = PMX_BUF_INIT, to = PMX_BUF_INIT;
     char ws[32] = "";
 
     if (ss->closing) return;
@@ -527,12 +528,13 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
         goto out;
     }
     pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
-    pmx_buf_appendf(&key, "%s:{%s}:jobs", sub->cfg->redis_prefix, ws);
-    const char *argv[11] = { "XADD", key.data, "*", "from", env->mail_from, "to", to.data,
-                             "raw", pmx_buf_cstr(&raw), PMX_SUBMISSION_SOURCE_FIELD,
-                             PMX_SUBMISSION_SOURCE_VALUE };
-    size_t lens[11] = { 4, key.len, 1, 4, strlen(env->mail_from), 2, to.len, 3, raw.len,
-                        strlen(PMX_SUBMISSION_SOURCE_FIELD), strlen(PMX_SUBMISSION_SOURCE_VALUE) };
+    const pmx_job_field_t f[4] = {
+        { "from", 4, env->mail_from, strlen(env->mail_from) },
+        { "to", 2, pmx_buf_cstr(&to), to.len },
+        { "raw", 3, pmx_buf_cstr(&raw), raw.len },
+        { PMX_SUBMISSION_SOURCE_FIELD, strlen(PMX_SUBMISSION_SOURCE_FIELD),
+          PMX_SUBMISSION_SOURCE_VALUE, strlen(PMX_SUBMISSION_SOURCE_VALUE) },
+    };
     enqueue_t *q = pmx_xcalloc(1, sizeof *q);
     q->ss = ss;
     q->session_id = ss->id;
@@ -540,7 +542,7 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     snprintf(q->client, sizeof q->client, "%s", ss->client);
     q->nrcpts = env->nrcpts;
     q->size = raw.len;
-    if (!rc || pmx_redis_conn_command_argv(rc, xadd_done, q, 11, argv, lens) < 0) {
+    if (pmx_queue_enqueue(rc, sub->cfg->redis_prefix, ws, f, 4, xadd_done, q) < 0) {
         free(q);
         pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis is down\"",
                      (unsigned long long)ss->id, ws);
@@ -552,7 +554,6 @@ out:
     pmx_buf_free(&r.text);
     pmx_buf_free(&raw);
     pmx_buf_free(&to);
-    pmx_buf_free(&key);
 }
 
 /* ---- accepting ---------------------------------------------------------------------------- */

@@ -23,96 +23,12 @@
 #include "lib/mem.h"
 #include "sql/db_async.h"
 #include "sql/pgarray.h"
+#include "sql/q_webhooks.h"
 #include "webhooks/curl.h"
 #include "webhooks/payload.h"
 
 #define CLEAN_EVERY_MS  60000
-#define CLEAN_BATCH     "5000"
 #define ERROR_MAX       300     /* bytes of last_error */
-
-/*
- * $1 rows wanted, $2 lease seconds. Of one ordering key only the oldest
- * pending row qualifies (NOT EXISTS); SKIP LOCKED lets every worker claim at
- * once without waiting on each other; the lease (next_attempt_at moved
- * forward in the same statement) keeps the row from being claimed again
- * while its POST is in flight. The outer SELECT joins what the body needs.
- */
-static const char CLAIM_SQL[] =
-    "WITH c AS ("
-    "  UPDATE webhook_deliveries d"
-    "     SET next_attempt_at = now() + $2::integer * interval '1 second'"
-    "   WHERE d.id IN ("
-    "         SELECT w.id FROM webhook_deliveries w"
-    "          WHERE w.delivered_at IS NULL AND w.failed_at IS NULL"
-    "            AND w.next_attempt_at <= now()"
-    "            AND NOT EXISTS ("
-    "                SELECT 1 FROM webhook_deliveries o"
-    "                 WHERE o.webhook_id = w.webhook_id AND o.message_id = w.message_id"
-    "                   AND o.recipient = w.recipient AND o.id < w.id"
-    "                   AND o.delivered_at IS NULL AND o.failed_at IS NULL)"
-    "          ORDER BY w.next_attempt_at"
-    "          LIMIT $1::integer"
-    "          FOR UPDATE SKIP LOCKED)"
-    "  RETURNING d.id, d.webhook_id, d.event_id, d.attempt, d.response, d.attempts)"
-    "SELECT c.id, c.attempts, h.id, h.url, h.secret, e.id, e.type,"
-    "       to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    "       e.workspace_id, ws.name, e.message_id, m.job_id, m.client_id, e.recipient,"
-    "       coalesce(e.detail, c.response), coalesce(c.attempt, 0), m.metadata"
-    "  FROM c JOIN webhooks h ON h.id = c.webhook_id"
-    "  LEFT JOIN events e ON e.id = c.event_id"
-    "  LEFT JOIN workspaces ws ON ws.id = e.workspace_id"
-    "  LEFT JOIN messages m ON m.id = e.message_id"
-    " ORDER BY c.id";
-
-enum { C_ID, C_ATTEMPTS, C_WH, C_URL, C_SECRET, C_EVT, C_TYPE, C_CREATED, C_WS, C_WSNAME,
-       C_MSG, C_JOB, C_CLIENT, C_RCPT, C_RESP, C_ATTEMPT, C_META, C_NCOLS };
-
-/*
- * $1 ids, $2 delivered (2xx), $3 errors, $4 gone (the event row no longer
- * exists: give up now), $5 retry base ms, $6 retry cap ms. A failure moves
- * next_attempt_at to now + base * 2^attempts (capped), but never past the
- * expiry, so the last attempt is made at the 24 h mark; a failure at or after
- * it gives the row up. The rows queued behind a failed one (same key) are
- * moved to the same time, so the due scan does not keep finding rows that
- * cannot go before it. Returns the rows given up, for the log.
- */
-static const char RESULT_SQL[] =
-    "WITH r AS ("
-    "  SELECT * FROM unnest($1::bigint[], $2::bool[], $3::text[], $4::bool[])"
-    "    AS r(id, ok, err, gone)"
-    "), u AS ("
-    "  UPDATE webhook_deliveries d"
-    "     SET attempts = d.attempts + 1,"
-    "         delivered_at = CASE WHEN r.ok THEN now() END,"
-    "         failed_at = CASE WHEN NOT r.ok AND (r.gone OR now() >= d.expires_at)"
-    "                          THEN now() END,"
-    "         last_error = r.err,"
-    "         next_attempt_at = CASE WHEN r.ok THEN d.next_attempt_at ELSE"
-    "             least(now() + least($5::bigint * power(2, least(d.attempts, 30)), $6::bigint)"
-    "                           * interval '1 millisecond', d.expires_at) END"
-    "    FROM r"
-    "   WHERE d.id = r.id AND d.delivered_at IS NULL AND d.failed_at IS NULL"
-    "  RETURNING d.id, d.webhook_id, d.message_id, d.recipient, d.event_id, d.attempts,"
-    "            d.next_attempt_at, d.delivered_at IS NOT NULL AS delivered,"
-    "            d.failed_at IS NOT NULL AS gave_up"
-    "), b AS ("
-    "  UPDATE webhook_deliveries o SET next_attempt_at = u.next_attempt_at"
-    "    FROM u"
-    "   WHERE NOT u.delivered AND NOT u.gave_up"
-    "     AND o.webhook_id = u.webhook_id AND o.message_id = u.message_id"
-    "     AND o.recipient = u.recipient AND o.id > u.id"
-    "     AND o.delivered_at IS NULL AND o.failed_at IS NULL"
-    "     AND o.next_attempt_at < u.next_attempt_at"
-    ")"
-    "SELECT u.id, u.webhook_id, u.event_id, u.attempts FROM u WHERE u.gave_up ORDER BY u.id";
-
-/* $1 hours. A small batch, SKIP LOCKED: workers never queue on each other. */
-static const char CLEAN_SQL[] =
-    "DELETE FROM webhook_deliveries WHERE id IN ("
-    "  SELECT id FROM webhook_deliveries"
-    "   WHERE (delivered_at IS NOT NULL OR failed_at IS NOT NULL)"
-    "     AND coalesce(delivered_at, failed_at) < now() - $1::integer * interval '1 hour'"
-    "   LIMIT " CLEAN_BATCH " FOR UPDATE SKIP LOCKED)";
 
 /* One claimed row while its POST is in flight. */
 typedef struct item item_t;
@@ -219,8 +135,10 @@ static void result_done(pmx_db_async_t *db, const PGresult *res, void *arg)
         for (int i = 0; i < PQntuples(res); i++) {
             wh->stats.given_up++;
             pmx_log_error("webhook given up wh=%s event=evt_%s attempts=%s delivery=%s",
-                          PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-                          PQgetvalue(res, i, 0));
+                          PQgetvalue(res, i, PMX_DB_WH_GAVE_UP_HOOK),
+                          PQgetvalue(res, i, PMX_DB_WH_GAVE_UP_EVT),
+                          PQgetvalue(res, i, PMX_DB_WH_GAVE_UP_ATTEMPTS),
+                          PQgetvalue(res, i, PMX_DB_WH_GAVE_UP_ID));
         }
     }
     flush_results(wh);
@@ -253,12 +171,9 @@ static void flush_results(pmx_webhooks_t *wh)
     pmx_buf_append_char(&oks, '}');
     pmx_buf_append_char(&errs, '}');
     pmx_buf_append_char(&gone, '}');
-    char base[24], cap[24];
-    snprintf(base, sizeof base, "%" PRIu64, wh->retry_base_ms);
-    snprintf(cap, sizeof cap, "%" PRIu64, wh->retry_max_ms);
-    const char *params[] = { pmx_buf_cstr(&ids), pmx_buf_cstr(&oks), pmx_buf_cstr(&errs),
-                             pmx_buf_cstr(&gone), base, cap };
-    wh->result_req = pmx_db_async_query_params(wh->db, RESULT_SQL, 6, params, result_done, wh);
+    wh->result_req = pmx_db_webhooks_record(wh->db, pmx_buf_cstr(&ids), pmx_buf_cstr(&oks),
+                                            pmx_buf_cstr(&errs), pmx_buf_cstr(&gone),
+                                            wh->retry_base_ms, wh->retry_max_ms, result_done, wh);
     if (!wh->result_req)
         pmx_log_warn("webhook results not recorded: postgres is down count=%zu", wh->nresults);
     drop_results(wh);   /* the query copied its parameters */
@@ -320,30 +235,31 @@ static void post_done(const pmx_webhooks_http_result_t *r, void *arg)
  * a failed attempt (retried like any other). */
 static void send_row(pmx_webhooks_t *wh, const PGresult *res, int i)
 {
-    int64_t id = strtoll(PQgetvalue(res, i, C_ID), NULL, 10);
-    const char *whid = PQgetvalue(res, i, C_WH);
-    if (PQgetisnull(res, i, C_EVT)) {
+    int64_t id = strtoll(PQgetvalue(res, i, PMX_DB_WH_ID), NULL, 10);
+    const char *whid = PQgetvalue(res, i, PMX_DB_WH_HOOK);
+    if (PQgetisnull(res, i, PMX_DB_WH_EVT)) {
         pmx_log_error("webhook event gone wh=%s delivery=%" PRId64 " (giving up)", whid, id);
         add_result(wh, id, false, true, pmx_xstrdup("the event no longer exists"));
         return;
     }
     pmx_webhooks_event_t ev = {
-        .event_id = strtoll(PQgetvalue(res, i, C_EVT), NULL, 10),
-        .type = val(res, i, C_TYPE),
-        .created_at = val(res, i, C_CREATED),
-        .workspace_id = val(res, i, C_WS),
-        .workspace_name = val(res, i, C_WSNAME),
-        .message_id = val(res, i, C_MSG),
-        .job_id = val(res, i, C_JOB),
-        .client_id = val(res, i, C_CLIENT),
-        .recipient = val(res, i, C_RCPT),
-        .response = val(res, i, C_RESP),
-        .attempt = atoi(PQgetvalue(res, i, C_ATTEMPT)),
-        .metadata = val(res, i, C_META),
+        .event_id = strtoll(PQgetvalue(res, i, PMX_DB_WH_EVT), NULL, 10),
+        .type = val(res, i, PMX_DB_WH_TYPE),
+        .created_at = val(res, i, PMX_DB_WH_CREATED),
+        .workspace_id = val(res, i, PMX_DB_WH_WS),
+        .workspace_name = val(res, i, PMX_DB_WH_WSNAME),
+        .message_id = val(res, i, PMX_DB_WH_MSG),
+        .job_id = val(res, i, PMX_DB_WH_JOB),
+        .client_id = val(res, i, PMX_DB_WH_CLIENT),
+        .recipient = val(res, i, PMX_DB_WH_RCPT),
+        .response = val(res, i, PMX_DB_WH_RESP),
+        .attempt = atoi(PQgetvalue(res, i, PMX_DB_WH_ATTEMPT)),
+        .metadata = val(res, i, PMX_DB_WH_META),
     };
     pmx_buf_t body = PMX_BUF_INIT, secret = PMX_BUF_INIT, sig = PMX_BUF_INIT;
     const char *fail = NULL;
-    int rc = pmx_webhooks_secret_open(wh->master, whid, PQgetvalue(res, i, C_SECRET), &secret);
+    int rc = pmx_webhooks_secret_open(wh->master, whid, PQgetvalue(res, i, PMX_DB_WH_SECRET),
+                                      &secret);
     if (rc == -EINVAL || rc == -EBADMSG)
         fail = "the webhook secret does not open with this master key";
     else if (rc < 0)
@@ -367,7 +283,7 @@ static void send_row(pmx_webhooks_t *wh, const PGresult *res, int i)
         if (!wh->http) {   /* a claim that came back after the drain's grace */
             item_free(it);
             fail = "interrupted: the worker stopped";
-        } else if (pmx_webhooks_http_post(wh->http, PQgetvalue(res, i, C_URL), headers, 2,
+        } else if (pmx_webhooks_http_post(wh->http, PQgetvalue(res, i, PMX_DB_WH_URL), headers, 2,
                                           body.data, body.len, PMX_WEBHOOKS_TIMEOUT_MS,
                                           post_done, it) == 0) {
             it->next = wh->items;
@@ -398,7 +314,7 @@ static void claim_done(pmx_db_async_t *db, const PGresult *res, void *arg)
     wh->more = false;
     if (!res) {
         /* The connection went; it comes back by itself and claims then. */
-    } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != C_NCOLS) {
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != PMX_DB_WH_NCOLS) {
         char *why = one_line("", PQresultErrorMessage(res));
         pmx_log_error("webhook claim failed err=\"%s\"", why);
         free(why);
@@ -436,12 +352,8 @@ static void claim(pmx_webhooks_t *wh)
     if (!pmx_db_async_is_up(wh->db)) return;
     unsigned free_slots = PMX_WEBHOOKS_MAX_IN_FLIGHT - wh->in_flight;
     if (free_slots == 0) return;
-    char n[16], lease[16];
-    snprintf(n, sizeof n, "%u", free_slots);
-    snprintf(lease, sizeof lease, "%d", PMX_WEBHOOKS_LEASE_S);
-    const char *params[] = { n, lease };
     wh->claim_want = free_slots;
-    wh->claim_req = pmx_db_async_query_params(wh->db, CLAIM_SQL, 2, params, claim_done, wh);
+    wh->claim_req = pmx_db_webhooks_claim(wh->db, free_slots, PMX_WEBHOOKS_LEASE_S, claim_done, wh);
 }
 
 /* ---- housekeeping, timers, connection --------------------------------- */
@@ -468,10 +380,7 @@ static void poll_cb(uv_timer_t *t)
     uint64_t now = uv_now(wh->loop);
     if (!wh->clean_req && pmx_db_async_is_up(wh->db) && now - wh->last_clean >= CLEAN_EVERY_MS) {
         wh->last_clean = now;
-        char hours[16];
-        snprintf(hours, sizeof hours, "%d", PMX_WEBHOOKS_KEEP_H);
-        const char *params[] = { hours };
-        wh->clean_req = pmx_db_async_query_params(wh->db, CLEAN_SQL, 1, params, clean_done, wh);
+        wh->clean_req = pmx_db_webhooks_clean(wh->db, PMX_WEBHOOKS_KEEP_H, clean_done, wh);
     }
 }
 
@@ -512,7 +421,7 @@ pmx_webhooks_t *pmx_webhooks_start(uv_loop_t *loop, const pmx_config_t *cfg,
     wh->db = pmx_db_async_new(loop, cfg->pg_conninfo);
     pmx_db_async_set_state_cb(wh->db, on_state, wh);
     pmx_db_async_set_notify_cb(wh->db, on_notify, wh);
-    pmx_db_async_listen(wh->db, PMX_WEBHOOKS_CHANNEL);
+    pmx_db_async_listen(wh->db, PMX_DB_WEBHOOKS_CHANNEL);
     pmx_db_async_start(wh->db);
 
     uv_timer_init(loop, &wh->timer);

@@ -45,7 +45,6 @@
 #define PMX_WEBHOOKS_GIVE_UP_H       24      /* after the event (sql/003) */
 #define PMX_WEBHOOKS_KEEP_H          72      /* finished rows kept this long */
 #define PMX_WEBHOOKS_DRAIN_GRACE_MS  2000    /* POSTs in flight at a stop get this long */
-#define PMX_WEBHOOKS_CHANNEL         "postmux_webhooks"
 
 typedef struct pmx_webhooks pmx_webhooks_t;
 

@@ -12,6 +12,7 @@
 
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "queue/keys.h"
 
 /* ---- counting ----------------------------------------------------------- */
 
@@ -176,15 +177,20 @@ static void depth_refresh(metrics_worker_t *mw, pmx_redis_conn_t *rc)
 
     /* hiredis writes the commands queued in one loop turn together: one
      * pipelined round trip for every workspace. */
+    const char *prefix = pmx_worker_config(mw->w)->redis_prefix;
+    pmx_buf_t key = PMX_BUF_INIT;
     for (size_t i = 0; i < n; i++) {
         b->reqs[i] = (depth_req_t){ .b = b, .i = i };
-        if (pmx_redis_conn_command(rc, depth_reply_cb, &b->reqs[i], "XLEN pmx:{%s}:jobs",
-                                   b->ids[i]) < 0) {
+        pmx_buf_reset(&key);
+        pmx_queue_key(&key, PMX_QUEUE_KEY_JOBS, prefix, b->ids[i]);
+        const char *argv[] = { "XLEN", pmx_buf_cstr(&key) };
+        if (pmx_redis_conn_command_argv(rc, depth_reply_cb, &b->reqs[i], 2, argv, NULL) < 0) {
             b->failed = true;
             break;
         }
         b->pending++;
     }
+    pmx_buf_free(&key);
     if (b->pending == 0) {
         batch_complete(b);
         return;
@@ -275,7 +281,7 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
     }
 
     family(body, "postmux_queue_depth", "gauge",
-           "Jobs in the workspace's stream pmx:{ws}:jobs (XLEN), refreshed every 5 s.");
+           "Jobs in the workspace's stream {prefix}:{ws}:jobs (XLEN), refreshed every 5 s.");
     for (size_t i = 0; i < ndp; i++)
         pmx_buf_appendf(body, "postmux_queue_depth{workspace=\"%s\"} %llu\n", dp[i].ws,
                         (unsigned long long)dp[i].value[0]);

@@ -5,7 +5,7 @@
  * (pmx_metrics_render, the `metrics` hook of workers/worker.h).
  *
  *   postmux_recipients_total{workspace,status}  counter
- *   postmux_queue_depth{workspace}              gauge (XLEN pmx:{ws}:jobs)
+ *   postmux_queue_depth{workspace}              gauge (XLEN {prefix}:{ws}:jobs)
  *   postmux_smtp_sessions{direction}            gauge (outbound, inbound)
  *   postmux_dkim_sign_seconds                   histogram
  *   postmux_worker_restarts_total               counter (the supervisor's)

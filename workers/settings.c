@@ -1,9 +1,9 @@
 /*
  * The worker's settings cache; see settings.h.
  *
- * One statement returns every row the cache needs, tagged by kind (w =
- * workspace, t = tester, d = domain, k = active key), so the whole state
- * comes from one snapshot in one round trip. A new pmx_settings_snap_t is
+ * One statement (sql/q_settings.h) returns every row the cache needs, tagged
+ * by kind (w = workspace, t = tester, d = domain, k = active key), so the
+ * whole state comes from one snapshot in one round trip. A new pmx_settings_snap_t is
  * built from it aside and replaces the current one only when complete.
  * Snapshots are immutable and reference-counted (the pipeline may hold one
  * across an asynchronous step); decrypted keys live in a cache (settings_keys.c) keyed by key
@@ -27,35 +27,17 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "sql/q_settings.h"
 #include "workers/settings_keys.h"
 
-/* ---- the query ---------------------------------------------------------- */
-
-/* Columns: kind, c1 .. c9 (all text). */
-enum { C_KIND, C1, C2, C3, C4, C5, C6, C7, C8, C9, NCOLS };
-
-static const char LOAD_SQL[] =
-    "SELECT 'w', w.id, w.name, w.suspended::text, w.test_mode::text, w.catch_all,"
-    "       w.rate_per_second::float8::text, w.burst::text, w.daily_quota::text,"
-    "       (extract(epoch FROM now() - w.suspended_at) * 1000)::bigint::text"
-    "  FROM workspaces w"
-    " UNION ALL "
-    "SELECT 't', t.workspace_id, t.address, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-    "  FROM workspace_testers t"
-    " UNION ALL "
-    "SELECT 'd', d.workspace_id, d.domain, (d.verified_at IS NOT NULL)::text, d.id::text,"
-    "       NULL, NULL, NULL, NULL, NULL"
-    "  FROM domains d"
-    " UNION ALL "
-    "SELECT 'k', d.workspace_id, d.id::text, k.selector, k.algorithm, k.id::text, c.us::text,"
-    "       CASE WHEN (k.id, c.us) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
-    "            THEN NULL ELSE encode(k.private_key_enc, 'hex') END,"
-    "       NULL, NULL"
-    "  FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
-    "  CROSS JOIN LATERAL (SELECT (extract(epoch FROM k.created_at) * 1000000)::bigint AS us) c"
-    " WHERE k.active";
-
-const char *pmx__settings_sql(void) { return LOAD_SQL; }
+/* Short names of the settings statement's columns (sql/q_settings.h). */
+enum {
+    C_KIND = PMX_DB_SETTINGS_KIND,
+    C1 = PMX_DB_SETTINGS_C1, C2 = PMX_DB_SETTINGS_C2, C3 = PMX_DB_SETTINGS_C3,
+    C4 = PMX_DB_SETTINGS_C4, C5 = PMX_DB_SETTINGS_C5, C6 = PMX_DB_SETTINGS_C6,
+    C7 = PMX_DB_SETTINGS_C7, C8 = PMX_DB_SETTINGS_C8, C9 = PMX_DB_SETTINGS_C9,
+    NCOLS = PMX_DB_SETTINGS_NCOLS
+};
 
 /* ---- snapshots ---------------------------------------------------------- */
 
@@ -637,8 +619,7 @@ static void load_start(pmx_settings_t *s)
     if (!pmx_db_async_is_up(s->db)) return;   /* the reconnect reloads */
     pmx_buf_t ids = PMX_BUF_INIT, us = PMX_BUF_INIT;
     pmx__skeys_params(&s->keys, &ids, &us);
-    const char *vals[2] = { pmx_buf_cstr(&ids), pmx_buf_cstr(&us) };
-    s->req = pmx_db_async_query_params(s->db, LOAD_SQL, 2, vals, load_done, s);
+    s->req = pmx_db_settings_load(s->db, pmx_buf_cstr(&ids), pmx_buf_cstr(&us), load_done, s);
     pmx_buf_free(&ids);
     pmx_buf_free(&us);
     if (s->req) {
@@ -655,7 +636,7 @@ void pmx_settings_reload(pmx_settings_t *s)
 int pmx_settings_start(pmx_settings_t *s)
 {
     if (!s->db) return -1;
-    if (pmx_db_async_listen(s->db, PMX_SETTINGS_CHANNEL) < 0) return -1;
+    if (pmx_db_async_listen(s->db, PMX_DB_SETTINGS_CHANNEL) < 0) return -1;
     uv_timer_start(&s->refresh, refresh_cb, s->refresh_ms, s->refresh_ms);
     load_start(s);
     return 0;
@@ -668,7 +649,7 @@ void pmx_settings_on_db_state(pmx_settings_t *s, bool up)
 
 void pmx_settings_on_notify(pmx_settings_t *s, const char *channel, const char *payload)
 {
-    if (strcmp(channel, PMX_SETTINGS_CHANNEL) != 0) return;
+    if (strcmp(channel, PMX_DB_SETTINGS_CHANNEL) != 0) return;
     s->stats.notifies++;
     pmx_log_debug("settings notify ws=%s", payload && *payload ? payload : "*");
     load_start(s);

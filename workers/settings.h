@@ -45,7 +45,6 @@
 #include "dkim/signer.h"
 #include "sql/db_async.h"
 
-#define PMX_SETTINGS_CHANNEL     "postmux_settings"
 #define PMX_SETTINGS_REFRESH_MS  60000u
 #define PMX_SETTINGS_RETRY_MS    5000u
 
@@ -161,10 +160,9 @@ const char *pmx_settings_match_name(pmx_settings_match_t m);
 void pmx_settings_ws_ref(const pmx_settings_ws_t *ws);
 void pmx_settings_ws_unref(const pmx_settings_ws_t *ws);
 
-/* Internal, for unit tests: the SQL the loader runs, and applying its result
- * (a PGresult with the loader's columns) as if it came from Postgres.
+/* Internal, for unit tests: applies a result of the settings statement (a
+ * PGresult with the columns of sql/q_settings.h) as if it came from Postgres.
  * Returns 0 (swapped or unchanged) or -1 (kept the old state, logged). */
-const char *pmx__settings_sql(void);
 int pmx__settings_apply(pmx_settings_t *s, const PGresult *res);
 
 #endif

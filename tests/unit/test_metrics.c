@@ -366,7 +366,7 @@ static void test_render_format(void **state)
         "postmux_recipients_total{workspace=\"ws_a\",status=\"bounced\"} 0\n"
         "postmux_recipients_total{workspace=\"ws_a\",status=\"rejected\"} 0\n"
         "postmux_recipients_total{workspace=\"ws_a\",status=\"suppressed\"} 0\n"
-        "# HELP postmux_queue_depth Jobs in the workspace's stream pmx:{ws}:jobs (XLEN), "
+        "# HELP postmux_queue_depth Jobs in the workspace's stream {prefix}:{ws}:jobs (XLEN), "
         "refreshed every 5 s.\n"
         "# TYPE postmux_queue_depth gauge\n"
         "postmux_queue_depth{workspace=\"ws_a\"} 7\n"

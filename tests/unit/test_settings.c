@@ -23,6 +23,7 @@
 #include "dkim/keygen.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
+#include "sql/q_settings.h"
 #include "workers/settings.h"
 
 #define NCOLS 10
@@ -368,7 +369,7 @@ static void test_bad_results_keep_state(void **state)
 static void test_sql_mentions_every_table(void **state)
 {
     (void)state;
-    const char *sql = pmx__settings_sql();
+    const char *sql = pmx_db_settings_load_sql();
     assert_non_null(strstr(sql, "FROM workspaces"));
     assert_non_null(strstr(sql, "FROM workspace_testers"));
     assert_non_null(strstr(sql, "FROM domains"));
