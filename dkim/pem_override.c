@@ -20,9 +20,9 @@
  *   is still undefined when it scans the archive. libopendkim's reference
  *   to PEM_read_bio_PrivateKey plays no part (-lopendkim comes after
  *   libpmx.a on the link line, see the Makefile); signer.o's calls to
- *   pmx_dkim_pem_arm/disarm are what pull this member in. So
+ *   pmx__dkim_pem_arm/disarm are what pull this member in. So
  *   the override is in exactly the binaries that sign, and it must stay in
- *   the same file as pmx_dkim_pem_arm: moved elsewhere it silently drops
+ *   the same file as pmx__dkim_pem_arm: moved elsewhere it silently drops
  *   out of the link.
  * - Dynamic link: because libopendkim.so, which the executable is linked
  *   against, references PEM_read_bio_PrivateKey, ld exports the
@@ -91,14 +91,14 @@
 
 #include "lib/mem.h"
 
-static _Thread_local pmx_dkim_pem_arm_t *armed;
+static _Thread_local pmx__dkim_pem_arm_t *armed;
 
-void pmx_dkim_pem_arm(pmx_dkim_pem_arm_t *a)
+void pmx__dkim_pem_arm(pmx__dkim_pem_arm_t *a)
 {
     armed = a;
 }
 
-void pmx_dkim_pem_disarm(void)
+void pmx__dkim_pem_disarm(void)
 {
     armed = NULL;
 }
@@ -126,7 +126,7 @@ static void consume(BIO *bp)
 __attribute__((visibility("default")))
 EVP_PKEY *PEM_read_bio_PrivateKey(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u)
 {
-    pmx_dkim_pem_arm_t *a = armed;
+    pmx__dkim_pem_arm_t *a = armed;
     bool ours = a && a->pem && a->pkey && x == NULL && cb == NULL && holds_exactly(bp, a->pem);
     if (ours) a->matched++;
     if (ours && a->reuse && EVP_PKEY_up_ref((EVP_PKEY *)a->pkey) == 1) {

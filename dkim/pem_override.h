@@ -6,14 +6,15 @@
  * one PEM text: there it returns a new reference to the EVP_PKEY parsed
  * from that text once, instead of parsing it again.
  *
- * Only dkim/signer.c arms it, around dkim_eom() (the call that loads the
- * key). Nothing else in postmux needs to know it exists.
+ * Internal to the dkim room (hence pmx__): only dkim/signer.c arms it,
+ * around dkim_eom() (the call that loads the key), and its unit test.
+ * Nothing else in postmux needs to know it exists.
  *
  * Usage (one signature):
- *   pmx_dkim_pem_arm_t arm = { .pem = k->pem, .pkey = k->pkey, .reuse = true };
- *   pmx_dkim_pem_arm(&arm);
+ *   pmx__dkim_pem_arm_t arm = { .pem = k->pem, .pkey = k->pkey, .reuse = true };
+ *   pmx__dkim_pem_arm(&arm);
  *   st = dkim_eom(d, NULL);          // libopendkim calls PEM_read_bio_PrivateKey
- *   pmx_dkim_pem_disarm();
+ *   pmx__dkim_pem_disarm();
  *   // arm.reused: how often it got our key; arm.given: the reference it got
  *
  * Ownership: the caller keeps its own reference to pkey throughout; each
@@ -36,16 +37,16 @@ typedef struct {
     unsigned    matched;  /* calls whose memory BIO held exactly pem */
     unsigned    reused;   /* of which answered with a new reference to pkey */
     void       *given;    /* what the last matching call returned (pkey, a fresh parse, or NULL) */
-} pmx_dkim_pem_arm_t;
+} pmx__dkim_pem_arm_t;
 
 /*
- * Arms the override on the calling thread until pmx_dkim_pem_disarm(); a is
+ * Arms the override on the calling thread until pmx__dkim_pem_disarm(); a is
  * read and updated in place, so it must outlive the armed stretch.
  * A call matches when bp is a memory BIO whose unread content is exactly
  * a->pem, x is NULL and cb is NULL; every other call (other threads, other
  * text, file BIOs, an x to fill, a password callback) is OpenSSL's.
  */
-void pmx_dkim_pem_arm(pmx_dkim_pem_arm_t *a);
-void pmx_dkim_pem_disarm(void);
+void pmx__dkim_pem_arm(pmx__dkim_pem_arm_t *a);
+void pmx__dkim_pem_disarm(void);
 
 #endif

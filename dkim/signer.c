@@ -223,10 +223,10 @@ static int sign_one(pmx_dkim_signer_t *s, const pmx_dkim_key_t *k, const char *m
         if (st == DKIM_STAT_OK) st = dkim_chunk(d, NULL, 0);
         /* dkim_eom() loads the key: header problems (no From, ...) fail before it holds one. */
         if (st == DKIM_STAT_OK) {
-            pmx_dkim_pem_arm_t arm = { .pem = k->pem, .pkey = k->pkey, .reuse = s->reuse };
-            pmx_dkim_pem_arm(&arm);
+            pmx__dkim_pem_arm_t arm = { .pem = k->pem, .pkey = k->pkey, .reuse = s->reuse };
+            pmx__dkim_pem_arm(&arm);
             st = dkim_eom(d, NULL);
-            pmx_dkim_pem_disarm();
+            pmx__dkim_pem_disarm();
             given = arm.given;
             s->stats.key_reused += arm.reused;
         }

@@ -88,7 +88,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     EVP_PKEY_free(T.a);
     EVP_PKEY_free(T.b);
     free(T.pem_a);
@@ -101,11 +101,11 @@ static int teardown(void **state)
 static void test_armed_returns_our_key_with_a_new_reference(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
     BIO *b = mem_bio(T.pem_a);
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm(&arm);
     EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     assert_ptr_equal(p, T.a);
     assert_int_equal(arm.matched, 1);
     assert_int_equal(arm.reused, 1);
@@ -140,11 +140,11 @@ static void test_not_armed_parses(void **state)
 static void test_another_pem_parses(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
     BIO *b = mem_bio(T.pem_b);
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm(&arm);
     EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     BIO_free(b);
     assert_fresh_copy_of(p, T.b);
     assert_int_equal(arm.matched, 0);
@@ -162,11 +162,11 @@ static void test_near_misses_parse(void **state)
     snprintf(longer, n + 32, "%s# trailing line\n", T.pem_a);
     const char *texts[] = { longer, shorter };
     for (size_t i = 0; i < 2; i++) {
-        pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+        pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
         BIO *b = mem_bio(texts[i]);
-        pmx_dkim_pem_arm(&arm);
+        pmx__dkim_pem_arm(&arm);
         EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-        pmx_dkim_pem_disarm();
+        pmx__dkim_pem_disarm();
         BIO_free(b);
         assert_int_equal(arm.matched, 0);
         assert_null(arm.given);
@@ -187,8 +187,8 @@ static int never_asked(char *buf, int size, int rwflag, void *u)
 static void test_x_or_callback_parse(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm(&arm);
 
     BIO *b = mem_bio(T.pem_a);
     EVP_PKEY *x = NULL;
@@ -206,7 +206,7 @@ static void test_x_or_callback_parse(void **state)
     assert_int_equal(asked, 0);   /* an unencrypted key needs no pass phrase */
     EVP_PKEY_free(p);
 
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     assert_int_equal(arm.matched, 0);
     assert_null(arm.given);
 }
@@ -220,10 +220,10 @@ static void test_file_bio_parses(void **state)
     rewind(f);
     BIO *b = BIO_new_fp(f, BIO_CLOSE);
     assert_non_null(b);
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm(&arm);
     EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     BIO_free(b);
     assert_fresh_copy_of(p, T.a);
     assert_int_equal(arm.matched, 0);
@@ -234,11 +234,11 @@ static void test_file_bio_parses(void **state)
 static void test_reuse_off_parses_and_records(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = false };
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = false };
     BIO *b = mem_bio(T.pem_a);
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm(&arm);
     EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     BIO_free(b);
     assert_fresh_copy_of(p, T.a);
     assert_int_equal(arm.matched, 1);
@@ -250,11 +250,11 @@ static void test_reuse_off_parses_and_records(void **state)
 static void test_not_a_key(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
     BIO *b = mem_bio("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n");
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm(&arm);
     EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     BIO_free(b);
     assert_null(p);
     assert_int_equal(arm.matched, 0);
@@ -264,9 +264,9 @@ static void test_not_a_key(void **state)
 static void test_disarmed_parses(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
-    pmx_dkim_pem_arm(&arm);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm(&arm);
+    pmx__dkim_pem_disarm();
     BIO *b = mem_bio(T.pem_a);
     EVP_PKEY *p = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
     BIO_free(b);
@@ -288,13 +288,13 @@ static void *read_on_thread(void *arg)
 static void test_other_thread_parses(void **state)
 {
     (void)state;
-    pmx_dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm_t arm = { .pem = T.pem_a, .pkey = T.a, .reuse = true };
+    pmx__dkim_pem_arm(&arm);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, read_on_thread, NULL), 0);
     void *ret = NULL;
     assert_int_equal(pthread_join(th, &ret), 0);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     EVP_PKEY *p = ret;
     assert_fresh_copy_of(p, T.a);
     assert_int_equal(arm.matched, 0);
@@ -328,10 +328,10 @@ static void test_libopendkim_gets_our_key(void **state)
     assert_non_null(d);
     assert_int_equal(dkim_chunk(d, (unsigned char *)msg, sizeof msg - 1), DKIM_STAT_OK);
     assert_int_equal(dkim_chunk(d, NULL, 0), DKIM_STAT_OK);
-    pmx_dkim_pem_arm_t arm = { .pem = pem, .pkey = rsa, .reuse = true };
-    pmx_dkim_pem_arm(&arm);
+    pmx__dkim_pem_arm_t arm = { .pem = pem, .pkey = rsa, .reuse = true };
+    pmx__dkim_pem_arm(&arm);
     st = dkim_eom(d, NULL);
-    pmx_dkim_pem_disarm();
+    pmx__dkim_pem_disarm();
     assert_int_equal(st, DKIM_STAT_OK);
     assert_int_equal(arm.matched, 1);
     assert_int_equal(arm.reused, 1);
