@@ -198,11 +198,12 @@ t_wait_for() {
 #   $PMX workspace set Acme --suspend >/dev/null
 #   t_settings_wait "$DPID"     # every worker of that postmuxd has reloaded since
 # For the wait to be exact:
-# - one change per mark: a command that commits once (one NOTIFY: identical ones of a
-#   transaction are folded). Give two changes in a row a mark and a wait each, or the
-#   load the first one started may still run, without the second, when the mark is
-#   taken, and its line would end the wait.
-# - the change must change what the workers hold, or no line comes (the wait fails).
+# - one change per mark: a command that commits once (its notifications arrive after the
+#   commit, so the load they start sees all of it). Give two changes in a row a mark and
+#   a wait each, or the load the first one started may still run, without the second,
+#   when the mark is taken, and its line would end the wait.
+# - the change must change what the workers hold, or no line comes (the wait fails);
+#   and postmuxd must log at info level or below (the default).
 # t_settings_mark first waits until every worker of each postmuxd (as many as its last
 # "starting workers=N" / "config reloaded ... workers=N" line says) has logged a first
 # load, so no first load (which may predate the change) is still running.
