@@ -13,23 +13,12 @@
  *   Both list options take the array itself with len = sizeof(char **)
  *   (any other len is refused with DKIM_STAT_INVALID).
  *
- * Key reuse. libopendkim 2.11 takes the private key as a PEM string in
- * dkim_sign() and parses it again for every handle: dkim_privkey_load() calls
- * PEM_read_bio_PrivateKey() on a memory BIO holding that string (and
- * EVP_PKEY_get1_RSA() on the result). Under OpenSSL 3.0 that costs ~0.35 ms
- * per signature, plus ~0.28 ms more for the first RSA operation on a fresh
- * key object: an RSA-2048 signature took ~0.9 ms instead of ~0.27 ms
- * (measured on the development machine; test_signer prints the numbers).
- * libopendkim has no call to pass a parsed key, so this file defines
- * PEM_read_bio_PrivateKey itself: the executable's definition is the one
- * libopendkim's reference binds to. While pmx_dkim_sign() runs dkim_eom()
- * (which loads the key) for a key, and only when the BIO holds exactly that
- * key's PEM, it returns a new reference to the key parsed once by
- * pmx_dkim_key_init(); libopendkim frees its reference as usual. Every other
- * call (other threads, other keys, file BIOs, password callbacks) goes to
- * OpenSSL's PEM_read_bio_PrivateKey_ex() unchanged, which is what OpenSSL's
- * own PEM_read_bio_PrivateKey does. The stats count the reuses, so a
- * libopendkim that stops calling it is noticed (test_signer checks it), and
+ * Key reuse. libopendkim parses the PEM it is given for every signature;
+ * dkim/pem_override.c answers that parse with the key pmx_dkim_key_init()
+ * parsed once (its top comment says why and how, and what would break it).
+ * sign_one() arms it around dkim_eom(), the call that loads the key. The
+ * stats count the reuses, so a libopendkim that stops taking the parsed key
+ * is noticed (pmx_dkim_signer_new() logs it, test_signer checks it), and
  * pmx_dkim_signer_set_key_reuse(s, false) turns it off.
  *
  * Leaks in libopendkim. 2.11.0 (Debian 2.11.0~beta2) does not release, in
@@ -55,6 +44,7 @@
 #include <opendkim/dkim.h>
 
 #include "dkim/signer.h"
+#include "dkim/pem_override.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/text.h"
@@ -81,38 +71,6 @@ static const char *sign_fields[] = {
     "Content-Type", "Content-Transfer-Encoding", NULL,
 };
 static const char *oversign_fields[] = { "From", NULL };
-
-/*
- * The key libopendkim is loading on this thread while pmx_dkim_sign runs
- * dkim_eom(), and what it was given (a reference to drop later if
- * libopendkim leaks it).
- */
-static _Thread_local struct {
-    const pmx_dkim_key_t *key;
-    pmx_dkim_signer_t    *signer;
-    EVP_PKEY             *given;
-} loading;
-
-/* See the top of this file. */
-EVP_PKEY *PEM_read_bio_PrivateKey(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u)
-{
-    const pmx_dkim_key_t *k = loading.key;
-    bool ours = false;
-    if (k && k->pkey && x == NULL && cb == NULL && bp && BIO_method_type(bp) == BIO_TYPE_MEM) {
-        char *data = NULL;
-        long len = BIO_get_mem_data(bp, &data);
-        size_t pl = strlen(k->pem);
-        ours = data && len >= 0 && (size_t)len == pl && memcmp(data, k->pem, pl) == 0;
-    }
-    if (ours && loading.signer->reuse && EVP_PKEY_up_ref((EVP_PKEY *)k->pkey) == 1) {
-        loading.signer->stats.key_reused++;
-        loading.given = k->pkey;
-        return k->pkey;
-    }
-    EVP_PKEY *p = PEM_read_bio_PrivateKey_ex(bp, x, cb, u, NULL, NULL);
-    if (ours) loading.given = p;
-    return p;
-}
 
 /* libopendkim's allocator: a NULL closure is library-wide memory, else a handle's. */
 static void *block_alloc(void *closure, size_t n)
@@ -265,14 +223,12 @@ static int sign_one(pmx_dkim_signer_t *s, const pmx_dkim_key_t *k, const char *m
         if (st == DKIM_STAT_OK) st = dkim_chunk(d, NULL, 0);
         /* dkim_eom() loads the key: header problems (no From, ...) fail before it holds one. */
         if (st == DKIM_STAT_OK) {
-            loading.key = k;
-            loading.signer = s;
-            loading.given = NULL;
+            pmx__dkim_pem_arm_t arm = { .pem = k->pem, .pkey = k->pkey, .reuse = s->reuse };
+            pmx__dkim_pem_arm(&arm);
             st = dkim_eom(d, NULL);
-            given = loading.given;
-            loading.key = NULL;
-            loading.signer = NULL;
-            loading.given = NULL;
+            pmx__dkim_pem_disarm();
+            given = arm.given;
+            s->stats.key_reused += arm.reused;
         }
         if (st == DKIM_STAT_OK) st = dkim_getsighdr_d(d, strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
         if (st == DKIM_STAT_OK) {

@@ -9,7 +9,7 @@
  * One pmx_dkim_signer_t per worker process (it holds the DKIM_LIB), created
  * once; one pmx_dkim_key_t per key, made once from the decrypted PEM and kept
  * in the worker's key cache: the key is parsed when it is made, not per
- * message (see signer.c for how libopendkim is handed the parsed key).
+ * message (see dkim/pem_override.c for how libopendkim is handed the parsed key).
  * Neither is thread-safe; a worker signs on its loop thread.
  *
  * Usage:

@@ -188,6 +188,131 @@ t_wait_for() {
     return 1
 }
 
+# ---- settings reaching the running workers ----------------------------------------------
+# A worker logs "worker[PID] info: settings loaded gen=N ..." (workers/settings.c) each
+# time a reload changed what it holds (workspaces, testers, domains, DKIM keys): its
+# first load, then loads on NOTIFY postmux_settings (sent by every change to those
+# tables), on the 60 s refresh and after a reconnect. A load that finds nothing changed
+# logs nothing at info level. So, instead of sleeping after a change:
+#   t_settings_mark "$DPID"     # just before the change
+#   $PMX workspace set Acme --suspend >/dev/null
+#   t_settings_wait "$DPID"     # every worker of that postmuxd has reloaded since
+# For the wait to be exact:
+# - one change per mark: a command that commits once (its notifications arrive after the
+#   commit, so the load they start sees all of it). Give two changes in a row a mark and
+#   a wait each, or the load the first one started may still run, without the second,
+#   when the mark is taken, and its line would end the wait.
+# - the change must change what the workers hold, or no line comes (the wait fails);
+#   and postmuxd must log at info level or below (the default).
+# t_settings_mark first waits until every worker of each postmuxd (as many as its last
+# "starting workers=N" / "config reloaded ... workers=N" line says) has logged a first
+# load, so no first load (which may predate the change) is still running.
+# Workers are postmuxd's child processes (it forks nothing else); their lines are looked
+# for in $T_DIR/postmuxd*.log, where these tests send postmuxd's output. Both wait up to
+# T_SETTINGS_WAIT seconds (30), fail the current case and return 1 on timeout.
+# t_settings_wait sets T_SETTINGS_MS: how long the workers took, for a "#" line.
+declare -gA T__SETTINGS_MARK=()
+
+# The worker PIDs of postmuxd PID... (not zombies).
+t__workers_of() {
+    local p
+    for p in "$@"; do
+        ps -o pid= -o stat= --ppid "$p" 2>/dev/null | awk '$2 !~ /^Z/ { print $1 }'
+    done
+}
+
+# PIDs of the workers with a "settings loaded" line in the postmuxd logs: anywhere
+# ("all"), or after the last t_settings_mark ("new").
+t__settings_loaded_pids() {
+    local f off
+    for f in "$T_DIR"/postmuxd*.log; do
+        [[ -f $f ]] || continue
+        off=0
+        [[ $1 == new ]] && off=${T__SETTINGS_MARK[$f]:-0}
+        tail -c "+$((off + 1))" "$f"
+    done | sed -nE 's/^worker\[([0-9]+)\] info: settings loaded gen=.*/\1/p' | sort -u
+}
+
+# How many workers postmuxd PID runs by its own last word on it ("" before it said).
+t__workers_wanted() {
+    cat "$T_DIR"/postmuxd*.log 2>/dev/null |
+        sed -nE "s/^postmuxd\\[$1\\] info: (starting|config reloaded gen=[0-9]+) workers=([0-9]+).*/\\2/p" |
+        tail -n 1
+}
+
+t_settings_mark() {
+    (($#)) || { t_fail "t_settings_mark: which postmuxd (PID)?"; return 1; }
+    local secs=${T_SETTINGS_WAIT:-30} t0=${EPOCHREALTIME/./} p pid want n ok why f
+    local -A seen=()
+    while :; do
+        ok=1 why=""
+        seen=()
+        for pid in $(t__settings_loaded_pids all); do seen[$pid]=1; done
+        for p in "$@"; do
+            want=$(t__workers_wanted "$p")
+            n=0
+            for pid in $(t__workers_of "$p"); do
+                n=$((n + 1))
+                [[ -n ${seen[$pid]-} ]] || { ok=0; why+=" worker $pid has not loaded its settings yet;"; }
+            done
+            if [[ -z $want ]] || ((n != want)); then
+                ok=0
+                why+=" postmuxd $p runs $n of ${want:-?} workers;"
+            fi
+        done
+        ((ok)) && break
+        if ((${EPOCHREALTIME/./} - t0 >= secs * 1000000)); then
+            t_fail "t_settings_mark: after ${secs}s:${why%;}"
+            break
+        fi
+        sleep 0.1
+    done
+    T__SETTINGS_MARK=()
+    for f in "$T_DIR"/postmuxd*.log; do
+        [[ -f $f ]] && T__SETTINGS_MARK[$f]=$(stat -c %s "$f")
+    done
+    ((ok)) && return 0
+    return 1
+}
+
+t_settings_wait() {
+    (($#)) || { t_fail "t_settings_wait: which postmuxd (PID)?"; return 1; }
+    local secs=${T_SETTINGS_WAIT:-30} t0=${EPOCHREALTIME/./} pid workers missing
+    local -A fresh=()
+    while :; do
+        fresh=()
+        for pid in $(t__settings_loaded_pids new); do fresh[$pid]=1; done
+        workers=$(t__workers_of "$@")
+        missing=""
+        for pid in $workers; do [[ -n ${fresh[$pid]-} ]] || missing+=" $pid"; done
+        if [[ -n $workers && -z $missing ]]; then
+            T_SETTINGS_MS=$(((${EPOCHREALTIME/./} - t0) / 1000))
+            return 0
+        fi
+        if ((${EPOCHREALTIME/./} - t0 >= secs * 1000000)); then
+            t_fail "t_settings_wait: after ${secs}s no new 'settings loaded' line from worker(s)${missing:- (none running)} of postmuxd $*"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# t_settings_change PID... -- CMD...: t_settings_mark PID..., CMD (its stdout dropped; a
+# failure fails the case), t_settings_wait PID... . CMD runs even when the mark timed out.
+t_settings_change() {
+    local pids=() rc=0
+    while (($#)) && [[ $1 != -- ]]; do pids+=("$1"); shift; done
+    (($# > 1 && ${#pids[@]})) || { t_fail "usage: t_settings_change PID... -- CMD..."; return 1; }
+    shift
+    t_settings_mark "${pids[@]}" || rc=1
+    if ! "$@" >/dev/null; then
+        t_fail "\`$*\` failed"
+        rc=1
+    fi
+    t_settings_wait "${pids[@]}" || rc=1
+    return "$rc"
+}
+
 t_psql() {
     "$PMX_PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" \
         -U "$PMX_PG_USER" -d "${T_DB:?t_setup first}" -c "$1" "${@:2}"

@@ -129,8 +129,7 @@ t_expect_eq "$(t_redis XLEN "pmx:{$RSA}:jobs")" 0 "the stream is empty"
 t_expect_eq "$(grep -l 'z@example.net' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 0 "nothing injected"
 
 t_case "suspend_hold = 0: a suspended workspace's jobs are rejected workspace_suspended at once"
-$PMX workspace set EdCo --suspend >/dev/null
-sleep 2
+t_settings_change "$DPID" -- $PMX workspace set EdCo --suspend
 xadd "$ED" from news@ed.test to y@example.net subject s text t id b-susp >/dev/null
 t_wait_for 40 "[[ -n \$(detail b-susp) ]]"
 t_expect_eq "$(detail b-susp)" "workspace_suspended" "reason"

@@ -118,7 +118,13 @@ victim=${victim#pid=}
 if [[ -z $victim ]] || ! workers | grep -qx "$victim"; then
     t_fail "could not tell which worker holds the connection (ss said '$victim')"
 else
+    # Nothing was counted yet: the recipients family holds only the zero rows of the
+    # workspaces the queue-depth job has published (workers/metrics.c), which it does
+    # on its first refresh, about a second or more after the workers are up. Taken
+    # earlier, "before" could lack rows that appear later, whatever the kill does.
+    t_wait_for 20 "[[ -n \$(value 'postmux_queue_depth{workspace=\"$ACME\"}') && -n \$(value 'postmux_queue_depth{workspace=\"$BETA\"}') ]]"
     before=$(scrape | grep '^postmux_recipients_total' | sort)
+    t_expect_eq "$(grep -c "workspace=\"\($ACME\|$BETA\)\"" <<<"$before")" 12 "zero rows before the kill (2 workspaces x 6 statuses)"
     kill -9 "$victim"
     t_wait_for 10 "[[ \$(value postmux_worker_restarts_total) == 1 ]]"
     t_wait_for 10 "[[ \$(value 'postmux_smtp_sessions{direction=\"inbound\"}') == 0 ]]"

@@ -50,9 +50,8 @@ LATE=$($PMX workspace create Late)
 t_wait_for 4 "(( \$(tail -n +$((L0 + 1)) '$T_DIR/postmuxd.log' | grep -c 'settings loaded .*workspaces=2 ') >= 2 ))"
 t_expect_eq "$(tail -n +$((L0 + 1)) "$T_DIR/postmuxd.log" | grep -c 'settings loaded .*workspaces=2 ')" 2 \
     "workers that loaded the new workspace by NOTIFY"
-$PMX domain add Late late.test --algorithm ed25519 >/dev/null
-$PMX domain verify late.test --skip-dns >/dev/null
-sleep 2
+t_settings_change "$D" -- $PMX domain add Late late.test --algorithm ed25519
+t_settings_change "$D" -- $PMX domain verify late.test --skip-dns
 t_redis XADD "pmx:{$LATE}:jobs" '*' from news@late.test to late@example.net subject s text t >/dev/null
 t_wait_for 15 "[[ \$(sent late) == 1 ]]"
 t_expect_eq "$(sent late)" 1 "a new workspace's job sent"

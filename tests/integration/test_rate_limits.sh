@@ -33,7 +33,7 @@ T0=$EPOCHREALTIME
 P1=$!
 "$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd-2.log" 2>&1 &
 P2=$!
-sleep 30
+sleep 30   # the measurement window: what the two instances send in 30 s
 # Acceptance times at the sink (file modification times of its dumps), t counted from
 # the start of the two instances, as the issue states it: at every accepted message k
 # (0-based), k + 1 <= 20 * t + 5 (+1 for the one in flight when the clock was read).
@@ -51,7 +51,8 @@ t_expect_match "$(t_redis XLEN "pmx:{$WS}:jobs")" '^[0-9]{3,}$' "the rest waits 
 
 t_case "a throttled workspace with a backlog costs under 5 % of one core while it waits"
 enqueue "$IDLE" slow.test 200 slow
-sleep 3
+# Its burst of one goes out; the other 199 wait behind the rate.
+t_wait_for 30 "[[ \$(sent slow) == 1 ]]"
 cpu_ticks() {   # utime + stime of both supervisors and all their workers
     local p sum=0
     for p in $P1 $P2 $(pgrep -P $P1) $(pgrep -P $P2); do
@@ -60,10 +61,9 @@ cpu_ticks() {   # utime + stime of both supervisors and all their workers
     echo $sum
 }
 # Stop the limited workspace first so only the waiting one is left.
-$PMX workspace set Limited --rate 1/h --burst 1 >/dev/null
-sleep 6
+t_settings_change "$P1" "$P2" -- $PMX workspace set Limited --rate 1/h --burst 1
 C0=$(cpu_ticks)
-sleep 10
+sleep 10   # the measurement window
 C1=$(cpu_ticks)
 HZ=$(getconf CLK_TCK)
 PCT=$(( (C1 - C0) * 100 / (HZ * 10) ))
@@ -74,7 +74,7 @@ t_expect_eq "$(sent slow)" 1 "one recipient of the 1/min workspace sent"
 t_case "daily quota 100 with 150 queued: 100 sent, 50 stay queued"
 enqueue "$Q" quota.test 150 quo
 t_wait_for 30 "[[ \$(sent quo) == 100 ]]"
-sleep 3
+sleep 3   # a grace period for a 101st to go out wrongly: nothing to wait for when right
 t_expect_eq "$(sent quo)" 100 "sent"
 t_expect_eq "$(t_redis XLEN "pmx:{$Q}:jobs")" 50 "still in the stream"
 t_expect_eq "$(t_psql "select count(*) from recipients where address like 'quo%' and status <> 'sent'")" 0 \

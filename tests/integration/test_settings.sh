@@ -154,9 +154,10 @@ printf '%s\n' "${sql//;/;$'\n'}" >"$T_DIR/burst.sql"
     -d "$T_DB" -f "$T_DIR/burst.sql" >/dev/null
 t_wait_for 5 "grep -q '^ws $BOTH .*t99@both.test' '$OUT'"
 t_wait_for 5 "[[ \$(stat_of '$OUT' notifies) -ge $((NOTIF0 + 100)) ]]"
-sleep 0.3
-G=$(gen_block "$OUT" "$(last_gen "$OUT")")
-t_expect_eq "$(line_of "$G" "^ws $BOTH " | sed 's/.*testers=//' | tr ',' '\n' | grep -c '@both.test')" 100 "all testers loaded"
+# Seeing t99 does not mean t100 is in: the last snapshot printed must hold all 100.
+both_testers() { line_of "$(gen_block "$OUT" "$(last_gen "$OUT")")" "^ws $BOTH " | sed 's/.*testers=//' | tr ',' '\n' | grep -c '@both.test'; }
+t_wait_for 30 "[[ \$(both_testers) == 100 ]]"
+t_expect_eq "$(both_testers)" 100 "all testers loaded"
 DL=$(($(stat_of "$OUT" loads) - LOADS0))
 DN=$(($(stat_of "$OUT" notifies) - NOTIF0))
 echo "# burst: notifies=$DN loads=$DL"

@@ -261,9 +261,8 @@ t_expect_rc 0
 t_expect_eq "$(t_psql "select count(*) from webhook_deliveries where webhook_id = '$WH_TLS'")" 0 "rows removed"
 
 # ---- end to end, and a hanging endpoint --------------------------------------------------
-$PMX domain add 'Acme Corp' acme.test --algorithm ed25519 >/dev/null
-$PMX domain verify acme.test --skip-dns >/dev/null
-sleep 2   # the workers' settings caches see the domain
+t_settings_change "$DPID" -- $PMX domain add 'Acme Corp' acme.test --algorithm ed25519
+t_settings_change "$DPID" -- $PMX domain verify acme.test --skip-dns
 xadd_many() {   # xadd_many PREFIX N: N jobs to Acme; waits until all are sent; prints seconds
     local p=$1 n=$2 i t0
     t0=${EPOCHREALTIME/./}

@@ -123,7 +123,7 @@ SUSP_AT=$(show_field "$T_OUT" suspended_at)
 t_expect_match "$SUSP_AT" '^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$' "printed suspended_at"
 
 t_case "suspended_at is kept while the workspace stays suspended, also by a plain UPDATE"
-sleep 1.1
+sleep 1.1   # suspended_at has one-second resolution: a new one would now differ
 t_run $PMX workspace set Acme --suspend --burst 499
 t_expect_rc 0
 t_expect_eq "$(show_field "$T_OUT" suspended_at)" "$SUSP_AT" "a second --suspend keeps it"
