@@ -37,7 +37,7 @@ LDLIBS  += $(PKG_LIBS) -lresolv -lm
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-ROOMS     := lib config daemon workers submission webhooks http queue dkim smtp sql
+ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)

@@ -50,6 +50,7 @@ struct pmx_pipeline {
     uv_loop_t            *loop;
     const pmx_config_t   *cfg;
     pmx_settings_t       *settings;
+    pmx_supp_cache_t     *suppress;
     pmx_queue_consumer_t *consumer;
     pmx_outcomes_t       *outcomes;
     pmx_smtp_pool_t      *pool;
@@ -402,7 +403,13 @@ static void results_ready(job_t *j)
         if (pr->action == PMX_PLAN_SKIP) continue;
         if (pr->action == PMX_PLAN_SUPPRESS) {
             r->status = "suppressed";
-            r->detail = pmx_xstrdup(suppressed_detail);
+            if (pr->suppressed) {
+                char buf[DETAIL_MAX];
+                snprintf(buf, sizeof buf, "suppressed: %s", pr->suppressed);
+                r->response = pmx_xstrdup(buf);
+            } else {
+                r->detail = pmx_xstrdup(suppressed_detail);
+            }
             p->stats.suppressed++;
             log_attempt(j, pr->addr, r);
             continue;
@@ -686,12 +693,21 @@ static void throttle_pause(const char *ws, bool paused, void *arg)
 
 /* Plans who gets what, then waits for the workspace's rate limit if it has one,
  * or for the end of its suspension. */
+/* The plan's question to the suppression list: why this job may not go to addr. */
+static const char *suppressed(const char *addr, void *arg)
+{
+    job_t *j = arg;
+    return pmx_supp_reason_name(pmx_supp_cache_check(j->p->suppress, j->qj->ws, j->dj.category,
+                                                     addr));
+}
+
 static void plan(job_t *j, const pmx_outcome_lookup_t *known)
 {
     pmx_pipeline_t *p = j->p;
     const pmx_settings_ws_t *ws = j->ws;
     pmx_plan_policy_t pol = { .test_mode = ws->test_mode, .catch_all = ws->catch_all,
-                              .testers = ws->testers, .ntesters = ws->ntesters };
+                              .testers = ws->testers, .ntesters = ws->ntesters,
+                              .suppressed = suppressed, .suppressed_arg = j };
     if (j->planned) pmx_plan_free(&j->plan);
     pmx_plan_make(&j->dj, &pol, known, &j->plan);
     j->planned = true;
@@ -837,6 +853,9 @@ static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *qj, void *arg)
 
 void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
 {
+    /* No job is read before the suppression list is in: one read before it
+     * would be relayed unchecked. */
+    if (!pmx_settings_ready(p->settings) || !pmx_supp_cache_ready(p->suppress)) return;
     /* Suspended workspaces are read too: their jobs wait at the gate while the
      * suspension's hold lasts, and are rejected after it (docs/queue.md). */
     size_t n = pmx_settings_ids(p->settings, true, NULL, 0);
@@ -853,7 +872,13 @@ static void settings_changed_cb(pmx_settings_t *s, void *arg)
     pmx_pipeline_settings_changed(arg);
 }
 
-pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
+static void suppress_ready_cb(void *arg)
+{
+    pmx_pipeline_settings_changed(arg);
+}
+
+pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
+                                   pmx_supp_cache_t *suppress)
 {
     const pmx_config_t *cfg = pmx_worker_config(w);
     pmx_pipeline_t *p = pmx_xcalloc(1, sizeof *p);
@@ -861,6 +886,7 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     p->loop = pmx_worker_loop(w);
     p->cfg = cfg;
     p->settings = settings;
+    p->suppress = suppress;
     char err[512];
 
     p->signer = pmx_dkim_signer_new();
@@ -918,8 +944,9 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     uv_unref((uv_handle_t *)&p->resubmit);
 
     pmx_settings_set_changed_cb(settings, settings_changed_cb, p);
+    pmx_supp_cache_set_ready_cb(suppress, suppress_ready_cb, p);
     pmx_queue_consumer_start(p->consumer);
-    if (pmx_settings_ready(settings)) pmx_pipeline_settings_changed(p);
+    pmx_pipeline_settings_changed(p);
     pmx_log_info("pipeline started consumer=%s capacity=%u", pmx_queue_consumer_name(p->consumer),
                  o.capacity);
     return p;
@@ -995,6 +1022,7 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
     p->done = NULL;
     p->refs = 1 + (p->pool ? 1 : 0);
     pmx_settings_set_changed_cb(p->settings, NULL, NULL);
+    pmx_supp_cache_set_ready_cb(p->suppress, NULL, NULL);
     if (p->pool) {
         /* The drain may have closed it already (its closed callback not run yet). */
         if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
