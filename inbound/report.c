@@ -483,7 +483,7 @@ typedef struct {
     const pmx_fb_rules_t *rules;
     int                   parts;
     /* top-level header */
-    span_t from, subject, auto_submitted, precedence;
+    span_t from, to, subject, auto_submitted, precedence;
     bool   x_autoreply;
     span_t failed_rcpts[8];
     int    nfailed;
@@ -600,6 +600,7 @@ static void top_field(ctx_t *c, const field_t *f)
 {
     const span_t *n = &f->name;
     if (ieq(n->p, n->n, "from")) { if (!c->from.p) c->from = f->value; }
+    else if (ieq(n->p, n->n, "to")) { if (!c->to.p) c->to = f->value; }
     else if (ieq(n->p, n->n, "subject")) { if (!c->subject.p) c->subject = f->value; }
     else if (ieq(n->p, n->n, "auto-submitted")) { if (!c->auto_submitted.p) c->auto_submitted = f->value; }
     else if (ieq(n->p, n->n, "precedence")) { if (!c->precedence.p) c->precedence = f->value; }
@@ -629,9 +630,28 @@ static void walk(ctx_t *c, span_t part, int depth, bool top)
     ctype_t ct;
     parse_ctype(ctv, &ct);
 
-    if (strncmp(ct.type, "multipart/", 10) == 0 && ct.boundary[0]) {
-        walk_multipart(c, body, ct.boundary, depth);
-        return;
+    if (strncmp(ct.type, "multipart/", 10) == 0) {
+        if (!ct.boundary[0]) {
+            /* A boundary parameter lost to bad folding: the first "--" line is the delimiter. */
+            const char *q = body.p, *qe = body.p + body.n;
+            while (q < qe) {
+                const char *e = eol(q, qe);
+                if (e - q > 2 && q[0] == '-' && q[1] == '-') {
+                    size_t bn = (size_t)(e - q) - 2;
+                    while (bn && isspace((unsigned char)q[2 + bn - 1])) bn--;
+                    if (bn && bn < sizeof ct.boundary) {
+                        memcpy(ct.boundary, q + 2, bn);
+                        ct.boundary[bn] = '\0';
+                    }
+                    break;
+                }
+                q = e < qe ? e + 1 : qe;
+            }
+        }
+        if (ct.boundary[0]) {
+            walk_multipart(c, body, ct.boundary, depth);
+            return;
+        }
     }
     if (strcmp(ct.type, "message/rfc822") == 0 || strcmp(ct.type, "message/global") == 0
         || strcmp(ct.type, "message/partial") == 0) {
@@ -855,8 +875,12 @@ static bool addr_line(const char *l, size_t n, span_t *a, size_t *rest)
     while (i < n && (l[i] == ' ' || l[i] == '\t')) i++;
     static const char *const labels[] = {
         "recipient address:", "recipient:", "original-recipient:", "final-recipient:",
-        "failed recipient:", "addressee:", "rcpt to:", "to:", "address:",
+        "failed recipient:", "addressee:", "rcpt to:", "address:",
     };
+    /* Sendmail's transcript: "554 <a@b>... reason". */
+    if (n - i > 4 && isdigit((unsigned char)l[i]) && isdigit((unsigned char)l[i + 1])
+        && isdigit((unsigned char)l[i + 2]) && l[i + 3] == ' ' && l[i + 4] == '<')
+        i += 4;
     for (size_t k = 0; k < NELEM(labels); k++) {
         if (istarts(l + i, n - i, labels[k])) {
             i += strlen(labels[k]);
@@ -866,8 +890,10 @@ static bool addr_line(const char *l, size_t n, span_t *a, size_t *rest)
             break;
         }
     }
+    if (i < n && l[i] == '"') i++;     /* GMX: "a@b": */
     size_t used = read_addr(l + i, n - i, a);
     if (!used) return false;
+    if (i + used < n && l[i + used] == '"') used++;
     /* The address must end the word: "a@b.c", "a@b.c:", "<a@b.c>...", not "a@b.c.d". */
     size_t e = i + used;
     if (e < n && !strchr(" \t\r:;,.<>()[]\"'", l[e])) return false;
@@ -971,8 +997,27 @@ static void decide_text_bounce(ctx_t *c)
                 add_rcpt(c, addr, action, status_of(c, (span_t){ NULL, 0 }, why_s), why_s);
         }
     }
-    if (r->nrcpts == first)
-        add_rcpt(c, NULL, action, status_of(c, (span_t){ NULL, 0 }, why_s), why_s);
+    if (r->nrcpts == first) {
+        /* No address opens a line ("... error delivering your mail to <a@b>."):
+         * the first address in the text that is not the bounce's own recipient. */
+        span_t a, self = { NULL, 0 };
+        if (c->to.p) field_addr(c->to, &self);
+        const char *q = t.p, *qe = t.p + cut;
+        const char *addr = NULL;
+        while (!addr && (q = memchr(q, '@', (size_t)(qe - q))) != NULL) {
+            const char *b = q;
+            while (b > t.p && atext((unsigned char)b[-1])) b--;
+            size_t used = read_addr(b, (size_t)(qe - b), &a);
+            q++;
+            if (!used || istarts(a.p, a.n, "mailer-daemon@")
+                || (self.p && a.n == self.n && strncasecmp(a.p, self.p, a.n) == 0))
+                continue;
+            addr = store_addr(r, a);
+        }
+        const char *diag = why_s;
+        if (addr && !diag) diag = clean(r, t.p, cut, PMX_FB_DIAG_MAX);
+        add_rcpt(c, addr, action, status_of(c, (span_t){ NULL, 0 }, diag), diag);
+    }
 }
 
 static bool from_daemon(ctx_t *c)
@@ -982,7 +1027,7 @@ static bool from_daemon(ctx_t *c)
     static const char *const daemons[] = {
         "mailer-daemon", "mailer_daemon", "mail-daemon", "mailerdaemon", "postmaster@",
         "mail delivery subsystem", "mail delivery system", "mdaemon", "microsoftexchange",
-        "mail administrator", "mail.daemon", "mail delivery service",
+        "mail administrator", "mail.daemon", "mail delivery service", "post_master@",
     };
     return any_of(f, c->from.n, daemons, NELEM(daemons));
 }
@@ -995,6 +1040,27 @@ static bool is_auto_reply(ctx_t *c, const char *subj, size_t sn)
     v = trim(c->precedence);
     if (v.p && ieq(v.p, v.n, "auto_reply")) return true;
     return subj && any_of(subj, sn, auto_subjects, NELEM(auto_subjects));
+}
+
+/*
+ * Outlook.com's complaint reports (JMRP) are not ARF: a multipart/mixed with
+ * the complained-of message, which carries X-HmXmrOriginalRecipient.
+ */
+static bool jmrp(ctx_t *c)
+{
+    const char *p = c->orig_hdr.p, *end = p + c->orig_hdr.n;
+    field_t f;
+    int k;
+    while ((k = next_field(&p, end, &f)) == F_FIELD) {
+        span_t a;
+        if (ieq(f.name.p, f.name.n, "x-hmxmroriginalrecipient") && field_addr(f.value, &a)) {
+            c->r->kind = PMX_FB_KIND_COMPLAINT;
+            c->r->feedback_type = "abuse";
+            add_rcpt(c, store_addr(c->r, a), NULL, NULL, NULL);
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Message-ID, X-Postmux-Ref and Return-Path of the returned original. */
@@ -1091,6 +1157,8 @@ void pmx_fb_report_parse(const pmx_fb_rules_t *rules, const char *msg, size_t n,
         decide_dsn(c);
     } else if (c->has_arf) {
         decide_arf(c);
+    } else if (c->have_orig && jmrp(c)) {
+        /* decided */
     } else if (from_daemon(c) || c->nfailed > 0) {
         decide_text_bounce(c);
     } else if (is_auto_reply(c, subj, sn)) {
