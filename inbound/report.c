@@ -723,6 +723,11 @@ static void classify_rcpt(ctx_t *c, pmx_fb_rcpt_t *rc)
     }
     const char *d = rc->diagnostic;
     rc->cls = pmx_fb_classify(c->rules, 0, rc->status, d, d ? strlen(d) : 0);
+    /* Given up on after temporary failures: the queue lifetime ran out. */
+    if (failed && rc->status && rc->status[0] == '4'
+        && (rc->cls == PMX_FB_CLASS_NETWORK || rc->cls == PMX_FB_CLASS_SYSTEM
+            || rc->cls == PMX_FB_CLASS_RATE_LIMITED || rc->cls == PMX_FB_CLASS_OTHER))
+        rc->cls = PMX_FB_CLASS_EXPIRED;
     rc->hard = failed && pmx_fb_class_is_hard(rc->cls) && !(rc->status && rc->status[0] == '4');
 }
 
@@ -749,6 +754,8 @@ static void add_rcpt(ctx_t *c, const char *addr, const char *action, const char 
     classify_rcpt(c, rc);
 }
 
+static const char *block_for(ctx_t *c, const char *addr);
+
 static void decide_dsn(ctx_t *c)
 {
     pmx_fb_report_t *r = c->r;
@@ -760,6 +767,7 @@ static void decide_dsn(ctx_t *c)
         if (d->orig.p && field_addr(d->orig, &a)) addr = store_addr(r, a);
         else if (d->final.p && field_addr(d->final, &a)) addr = store_addr(r, a);
         const char *diag = d->diag.p ? clean(r, strip_type(d->diag).p, strip_type(d->diag).n, PMX_FB_DIAG_MAX) : NULL;
+        if (!diag && addr) diag = block_for(c, addr);   /* the text part says why */
         const char *status = status_of(c, d->status, diag);
         const char *action = d->action.p ? token(r, d->action) : NULL;
         if (!action || (strcmp(action, "failed") && strcmp(action, "delayed")
@@ -917,12 +925,9 @@ static span_t reason_line(const char *s, size_t n)
     return (span_t){ NULL, 0 };
 }
 
-/* Reads a plain-text bounce from the first text part. */
-static void decide_text_bounce(ctx_t *c)
+/* Where the quoted original starts in text t[0..n) (n when it is not there). */
+static size_t copy_cut(pmx_fb_report_t *r, span_t t, const char **lc_out)
 {
-    pmx_fb_report_t *r = c->r;
-    span_t t = c->ntexts ? c->texts[0] : (span_t){ "", 0 };
-    if (t.n > SCAN_MAX) t.n = SCAN_MAX;
     const char *lc = lower_copy(r, t.p, t.n);
     size_t cut = t.n;
     for (size_t i = 0; i < NELEM(copy_markers); i++) {
@@ -933,6 +938,46 @@ static void decide_text_bounce(ctx_t *c)
             cut = (size_t)(m - lc);
         }
     }
+    if (lc_out) *lc_out = lc;
+    return cut;
+}
+
+/*
+ * The block of the first text part that a line starting with addr opens (up
+ * to the next such line), for a DSN recipient with no Diagnostic-Code.
+ */
+static const char *block_for(ctx_t *c, const char *addr)
+{
+    if (!c->ntexts) return NULL;
+    span_t t = c->texts[0];
+    if (t.n > SCAN_MAX) t.n = SCAN_MAX;
+    size_t cut = copy_cut(c->r, t, NULL);
+    const char *p = t.p, *end = t.p + cut, *blk = NULL;
+    size_t alen = strlen(addr);
+    while (p < end) {
+        const char *e = eol(p, end);
+        span_t a;
+        size_t rest;
+        if (addr_line(p, (size_t)(e - p), &a, &rest)) {
+            if (blk) return clean(c->r, blk, (size_t)(p - blk), PMX_FB_DIAG_MAX);
+            if (a.n == alen && strncasecmp(a.p, addr, alen) == 0) {
+                blk = p + rest;
+                while (blk < e && strchr(" \t:;,.>", *blk)) blk++;
+            }
+        }
+        p = e < end ? e + 1 : end;
+    }
+    return blk ? clean(c->r, blk, (size_t)(end - blk), PMX_FB_DIAG_MAX) : NULL;
+}
+
+/* Reads a plain-text bounce from the first text part. */
+static void decide_text_bounce(ctx_t *c)
+{
+    pmx_fb_report_t *r = c->r;
+    span_t t = c->ntexts ? c->texts[0] : (span_t){ "", 0 };
+    if (t.n > SCAN_MAX) t.n = SCAN_MAX;
+    const char *lc;
+    size_t cut = copy_cut(r, t, &lc);
     bool delayed = any_of(lc, cut, delay_markers, NELEM(delay_markers));
     if (!delayed && c->subject.p) {
         const char *s = lower_copy(r, c->subject.p, c->subject.n);
