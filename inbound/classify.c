@@ -183,15 +183,19 @@ static int add_text_rule(pmx_fb_rules_t *r, size_t *cap, pmx_fb_class_t cls, con
     size_t o = 0, start = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n && buf[i] != '*') continue;
-        if (i > start) {
+        /* White space next to a '*' is not part of the words around it. */
+        size_t a = start, b = i;
+        if (a > 0 && buf[a] == ' ') a++;
+        if (b < n && b > a && buf[b - 1] == ' ') b--;
+        if (b > a) {
             if (t.nsegs == SEGS_MAX) {
                 free(t.pat);
                 return fail(err, errlen, line, "more than 8 '*'-separated parts");
             }
             t.seg_off[t.nsegs] = (uint16_t)o;
-            t.seg_len[t.nsegs] = (uint16_t)(i - start);
-            memcpy(t.pat + o, buf + start, i - start);
-            o += i - start;
+            t.seg_len[t.nsegs] = (uint16_t)(b - a);
+            memcpy(t.pat + o, buf + a, b - a);
+            o += b - a;
             t.pat[o++] = '\0';
             t.nsegs++;
         } else if (i == 0) {
@@ -356,7 +360,7 @@ bool pmx_fb_find_status(const char *text, size_t n, char out[12])
         char c = text[i];
         if ((c != '2' && c != '4' && c != '5') || text[i + 1] != '.') continue;
         if (i > 0 && (isalnum((unsigned char)text[i - 1]) || text[i - 1] == '.'
-                      || text[i - 1] == '-' || text[i - 1] == '_'))
+                      || text[i - 1] == '_'))
             continue;
         size_t j = i + 2, d1 = 0, d2 = 0;
         while (j < n && d1 < 4 && isdigit((unsigned char)text[j])) j++, d1++;

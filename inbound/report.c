@@ -728,7 +728,8 @@ static void classify_rcpt(ctx_t *c, pmx_fb_rcpt_t *rc)
         && (rc->cls == PMX_FB_CLASS_NETWORK || rc->cls == PMX_FB_CLASS_SYSTEM
             || rc->cls == PMX_FB_CLASS_RATE_LIMITED || rc->cls == PMX_FB_CLASS_OTHER))
         rc->cls = PMX_FB_CLASS_EXPIRED;
-    rc->hard = failed && pmx_fb_class_is_hard(rc->cls) && !(rc->status && rc->status[0] == '4');
+    /* A queue that gave up on "450 4.1.1 user unknown" still names a dead address. */
+    rc->hard = failed && pmx_fb_class_is_hard(rc->cls);
 }
 
 static const char *status_of(ctx_t *c, span_t v, const char *diag)
