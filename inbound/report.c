@@ -631,8 +631,14 @@ static void walk(ctx_t *c, span_t part, int depth, bool top)
     parse_ctype(ctv, &ct);
 
     if (strncmp(ct.type, "multipart/", 10) == 0) {
+        if (ct.boundary[0]) {
+            char d[204];
+            int dn = snprintf(d, sizeof d, "--%s", ct.boundary);
+            if (!memmem(body.p, body.n, d, (size_t)dn)) ct.boundary[0] = '\0';
+        }
         if (!ct.boundary[0]) {
-            /* A boundary parameter lost to bad folding: the first "--" line is the delimiter. */
+            /* A boundary parameter lost to bad folding, or one the body never uses:
+             * the first "--" line is the delimiter. */
             const char *q = body.p, *qe = body.p + body.n;
             while (q < qe) {
                 const char *e = eol(q, qe);
@@ -726,7 +732,7 @@ static void classify_rcpt(ctx_t *c, pmx_fb_rcpt_t *rc)
     /* Given up on after temporary failures: the queue lifetime ran out. */
     if (failed && rc->status && rc->status[0] == '4'
         && (rc->cls == PMX_FB_CLASS_NETWORK || rc->cls == PMX_FB_CLASS_SYSTEM
-            || rc->cls == PMX_FB_CLASS_RATE_LIMITED || rc->cls == PMX_FB_CLASS_OTHER))
+            || rc->cls == PMX_FB_CLASS_OTHER))
         rc->cls = PMX_FB_CLASS_EXPIRED;
     /* A queue that gave up on "450 4.1.1 user unknown" still names a dead address. */
     rc->hard = failed && pmx_fb_class_is_hard(rc->cls);
@@ -960,8 +966,9 @@ static const char *block_for(ctx_t *c, const char *addr)
         span_t a;
         size_t rest;
         if (addr_line(p, (size_t)(e - p), &a, &rest)) {
-            if (blk) return clean(c->r, blk, (size_t)(p - blk), PMX_FB_DIAG_MAX);
-            if (a.n == alen && strncasecmp(a.p, addr, alen) == 0) {
+            bool same = a.n == alen && strncasecmp(a.p, addr, alen) == 0;
+            if (blk && !same) return clean(c->r, blk, (size_t)(p - blk), PMX_FB_DIAG_MAX);
+            if (same && !blk) {
                 blk = p + rest;
                 while (blk < e && strchr(" \t:;,.>", *blk)) blk++;
             }
@@ -997,6 +1004,9 @@ static void decide_text_bounce(ctx_t *c)
         span_t a;
         size_t rest = 0;
         bool is_addr = p < end && addr_line(p, (size_t)(e - p), &a, &rest);
+        /* The address repeated inside its own block ("RCPT TO:\n<a@b>:") goes on with it. */
+        if (is_addr && cur_addr.p && a.n == cur_addr.n && strncasecmp(a.p, cur_addr.p, a.n) == 0)
+            is_addr = false;
         if ((is_addr || p >= end) && cur_addr.p) {
             const char *addr = store_addr(r, cur_addr);
             const char *diag = clean(r, blk, (size_t)((p < end ? p : end) - blk), PMX_FB_DIAG_MAX);
