@@ -52,6 +52,8 @@ static const verb_t verbs[] = {
       "stats [--workspace WS] [--since 24h|7d|all] [--json]" },
     { "doctor",    pmx_cli_doctor,
       "doctor" },
+    { "feedback",  pmx_cli_feedback,
+      "feedback parse [--rules FILE] [FILE|-]" },
 };
 
 static void usage(FILE *f)

@@ -42,6 +42,8 @@
 #               hot path; the goal is within 5 %).
 #   ratelimit   tests/bench/ratelimit.sh, when it exists (the rate limiter's own bench).
 #   submission  tests/bench/submission.sh, when it exists.
+#   feedback    tests/bench/feedback.sh: the report parser over the bounce corpus on
+#               one core, reports per second (needs no services).
 #
 #   make bench                         (50,000 messages, 10 workspaces)
 #   BENCH_MESSAGES=5000 make bench     a quick run
@@ -62,7 +64,7 @@ TIMEOUT=${BENCH_TIMEOUT:-900}
 LIM_NWS=${BENCH_LIMIT_WORKSPACES:-100}
 LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
 SUPP_N=${BENCH_SUPPRESSIONS:-1000000}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits suppression ratelimit submission}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits suppression ratelimit submission feedback}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -629,6 +631,7 @@ other_bench() {
 }
 bench_ratelimit() { other_bench ratelimit.sh; }
 bench_submission() { other_bench submission.sh; }
+bench_feedback() { other_bench feedback.sh; }
 
 summary() {
     local l label key unit
@@ -644,21 +647,27 @@ summary() {
 }
 
 # ---- main -----------------------------------------------------------------------
-setup
+# Scenarios with benches of their own run after the summary and print their own.
+own=" ratelimit submission feedback "
+needs_services=0
 for s in $SCENARIOS; do
-    case $s in
-        ratelimit|submission) continue ;;   # after the summary: they print their own
-    esac
-    if ! "bench_$s"; then
-        echo "bench: scenario $s failed" >&2
-        failed=1
-    fi
+    [[ $own == *" $s "* ]] || needs_services=1
 done
-summary
-pmx_svc_stop_all
+if ((needs_services)); then
+    setup
+    for s in $SCENARIOS; do
+        [[ $own == *" $s "* ]] && continue
+        if ! "bench_$s"; then
+            echo "bench: scenario $s failed" >&2
+            failed=1
+        fi
+    done
+    summary
+    pmx_svc_stop_all
+fi
 for s in $SCENARIOS; do
-    case $s in
-        ratelimit|submission) "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; } ;;
-    esac
+    if [[ $own == *" $s "* ]]; then
+        "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; }
+    fi
 done
 exit "$failed"
