@@ -10,7 +10,7 @@
 #   make test         install missing packages, build both, run every suite
 #   make demo         throwaway services + a demo workspace + mail flowing
 #   make bench        the benchmark of tests/bench
-#   make install      binaries, systemd units, example config
+#   make install      binaries, man pages, systemd units, example config
 
 SAN     ?= 0
 ifeq ($(SAN),1)
@@ -137,6 +137,9 @@ install: $(BUILD)/bin/postmuxd $(BUILD)/bin/postmux
 	install -D -m 0755 $(BUILD)/bin/postmuxd $(DESTDIR)$(PREFIX)/sbin/postmuxd
 	install -D -m 0755 $(BUILD)/bin/postmux $(DESTDIR)$(PREFIX)/bin/postmux
 	install -D -m 0644 inbound/bounce-rules.conf $(DESTDIR)$(PREFIX)/share/postmux/bounce-rules.conf
+	install -D -m 0644 man/postmux.1 $(DESTDIR)$(PREFIX)/share/man/man1/postmux.1
+	install -D -m 0644 man/postmuxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/postmuxd.8
+	install -D -m 0644 man/postmux.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/postmux.conf.5
 	install -D -m 0644 systemd/postmux.service $(DESTDIR)/etc/systemd/system/postmux.service
 	install -D -m 0644 systemd/postmux.sysusers $(DESTDIR)/usr/lib/sysusers.d/postmux.conf
 	install -D -m 0644 systemd/postmux.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/postmux.conf

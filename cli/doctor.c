@@ -205,7 +205,7 @@ static void check_redis(doctor_t *d, pmx_cli_t *c)
         line(d, "OK", "redis appendfsync", "always");
 
     /* postmuxd ends a blocking read early with CLIENT UNBLOCK when a stream becomes
-     * readable (README "When a gate empties"). Id 0 is never a client: 0 = allowed. */
+     * readable (docs/delivery.md "When a gate empties"). Id 0 is never a client: 0 = allowed. */
     const char *ub[3] = { "CLIENT", "UNBLOCK", "0" };
     redisReply *u = redisCommandArgv(r, 3, ub, NULL);
     if (u && u->type == REDIS_REPLY_INTEGER)

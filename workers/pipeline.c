@@ -639,7 +639,7 @@ static void update_capacity(pmx_pipeline_t *p)
 }
 
 /*
- * How much longer a suspended workspace's jobs are held (README "Suspension"):
+ * How much longer a suspended workspace's jobs are held (docs/queue.md "Suspension"):
  * [delivery] suspend_hold from suspended_at. How long it had been suspended
  * comes from Postgres's clock at the last load; the time since is the loop's,
  * so no host's wall clock (or its steps) matters. 0 = not held any more (or

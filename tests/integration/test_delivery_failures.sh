@@ -149,7 +149,7 @@ t_expect_eq "$(t_redis XPENDING "$STREAM" postmux | head -n 1)" 0 "no pending en
 DELIVERED=$(cat "$T_SINK_DIR"/* | grep -c '^X-Rcpt-Args: <k')
 t_expect_eq "$((DELIVERED >= N))" 1 "every job reached the relay ($DELIVERED deliveries)"
 echo "# kill -9 run: $N jobs, $DELIVERED deliveries, $((DELIVERED - N)) duplicates" >&2
-# The README's window: only what the killed worker had in flight, at most
+# The duplicate window (docs/delivery.md): only what the killed worker had in flight, at most
 # 4 x connections_per_worker (16 by default) jobs.
 t_expect_eq "$((DELIVERED - N <= 4 * 16))" 1 "duplicates within the window ($((DELIVERED - N)))"
 
@@ -200,7 +200,7 @@ PEND=$(t_redis XPENDING "$STREAM" postmux | head -n 1)
 echo "# SIGTERM mid-run: $DONE of $N3 sent, $LEFT left in the stream, $PEND pending" >&2
 # Jobs in flight finish. An entry still pending on a worker when its drain ends (read
 # with an answer that was lost, released) is given back to the group with an idle time
-# of a day, so the next daemon takes it at once (README "The sweep"). Usually none is
+# of a day, so the next daemon takes it at once (docs/queue.md "The sweep"). Usually none is
 # left. What must hold below: nothing lost, nothing delivered twice.
 GIVEN=$(($(t_redis XPENDING "$STREAM" postmux IDLE 3600000 - + 10000 | wc -l) / 4))
 # Only a Redis that stayed away through the drain's wait for it (5 s) may keep them
