@@ -88,7 +88,7 @@ $(BUILD)/gen/bounce_rules.c: inbound/bounce-rules.conf scripts/embed-rules.sh
 	sh scripts/embed-rules.sh inbound/bounce-rules.conf > $@.tmp && mv $@.tmp $@
 
 # `postmux feedback parse` reads the installed rules when no --rules is given.
-$(BUILD)/obj/cli/feedback.o: CFLAGS += -DPMX_SHAREDIR='"$(PREFIX)/share/postmux"'
+$(BUILD)/obj/cli/feedback.o $(BUILD)/obj/inbound/rules_installed.o: CFLAGS += -DPMX_SHAREDIR='"$(PREFIX)/share/postmux"'
 
 $(BUILD)/libpmx.a: $(LIB_OBJS)
 	@rm -f $@

@@ -608,10 +608,16 @@ static int cfg_check_line(cfg_load_t *l, const char *line)
     while (isspace((unsigned char)*after)) after++;
     if (*after && *after != ';' && *after != '#')
         return cfg_fail(l, l->lineno, "unexpected text after [%s]", cfg_show(name, shown, sizeof shown)), -1;
-    for (size_t i = 0; i < sizeof cfg_sections / sizeof cfg_sections[0]; i++)
+    size_t nsec = sizeof cfg_sections / sizeof cfg_sections[0];
+    for (size_t i = 0; i < nsec; i++)
         if (len == strlen(cfg_sections[i]) && memcmp(s + 1, cfg_sections[i], len) == 0) return 0;
-    return cfg_fail(l, l->lineno, "unknown section [%s] (expected daemon, postgres, redis, relay, "
-                    "submission, delivery, feedback or keys)", cfg_show(name, shown, sizeof shown)), -1;
+    /* "daemon, postgres, ... or keys", from the one list of sections. */
+    char known[256] = "";
+    for (size_t i = 0; i < nsec; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                 i == 0 ? "" : (i + 1 == nsec ? " or " : ", "), cfg_sections[i]);
+    return cfg_fail(l, l->lineno, "unknown section [%s] (expected %s)",
+                    cfg_show(name, shown, sizeof shown), known), -1;
 }
 
 /* inih's reader: hands over one whole line per call, or stops (NULL) at an error. */

@@ -61,6 +61,9 @@ int pmx_fb_rules_compile(const char *text, size_t n, pmx_fb_rules_t **out, char 
                          size_t errlen);
 /* Compiles the built-in rules (cannot fail: the build checks them). */
 pmx_fb_rules_t *pmx_fb_rules_builtin(void);
+/* postmuxd's rules: PMX_SHAREDIR/bounce-rules.conf when readable and valid (an
+ * invalid one is logged), else the compiled-in ones (inbound/rules_installed.c). */
+pmx_fb_rules_t *pmx_fb_rules_installed(void);
 /* Reads and compiles PATH (at most 1 MiB); err says "PATH: ..." on failure. */
 int pmx_fb_rules_load_file(const char *path, pmx_fb_rules_t **out, char *err, size_t errlen);
 void pmx_fb_rules_free(pmx_fb_rules_t *r);

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "dkim/signer.h"
+#include "inbound/classify.h"
 #include "lib/encode.h"
 #include "lib/job.h"
 #include "lib/log.h"
@@ -51,6 +52,7 @@ struct pmx_pipeline {
     const pmx_config_t   *cfg;
     pmx_settings_t       *settings;
     pmx_supp_cache_t     *suppress;
+    pmx_fb_rules_t       *rules;        /* bounce classes of the relay's failures */
     pmx_queue_consumer_t *consumer;
     pmx_outcomes_t       *outcomes;
     pmx_smtp_pool_t      *pool;
@@ -79,6 +81,7 @@ typedef struct {
 /* What will be recorded for one original recipient. */
 typedef struct {
     const char *status;
+    const char *cls;         /* the failure's class (static), or NULL */
     char       *response;
     char       *detail;
     int64_t     next_ms;
@@ -333,7 +336,7 @@ static void record(job_t *j)
         if (!r->status) continue;          /* SKIP: already final */
         rc[nr++] = (pmx_outcome_rcpt_t){ .address = j->plan.r[i].addr, .status = r->status,
                                          .attempts = r->attempts, .last_response = r->response,
-                                         .next_attempt_ms = r->next_ms };
+                                         .next_attempt_ms = r->next_ms, .bounce_class = r->cls };
         snprintf(type[ne], sizeof type[ne], "message.%s", r->status);
         ev[ne] = (pmx_outcome_event_t){ .type = type[ne], .recipient = j->plan.r[i].addr,
                                         .detail = r->detail ? r->detail : r->response };
@@ -385,6 +388,18 @@ static void log_attempt(const job_t *j, const char *rcpt, const result_t *r)
                  one_line(r->response ? r->response : r->detail, line, sizeof line));
 }
 
+/* The class of a failed attempt from the reply as the relay client kept it
+ * ("550 5.1.1 ..." or a local reason); the classifier finds an enhanced
+ * status code in the text itself. */
+static const char *classify(const pmx_pipeline_t *p, const char *response)
+{
+    const char *t = response ? response : "";
+    int code = 0;
+    if (t[0] >= '2' && t[0] <= '5' && t[1] >= '0' && t[1] <= '9' && t[2] >= '0' && t[2] <= '9')
+        code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
+    return pmx_fb_class_name(pmx_fb_classify(p->rules, code, NULL, t, strlen(t)));
+}
+
 /* Every delivery has answered: turn the relay's results into recipient results. */
 static void results_ready(job_t *j)
 {
@@ -424,13 +439,16 @@ static void results_ready(job_t *j)
             p->stats.sent++;
         } else if (st == PMX_SMTP_PERMFAIL) {
             r->status = "bounced";
+            r->cls = classify(p, r->response);
             p->stats.bounced++;
         } else if (now >= deadline) {
             r->status = "bounced";
+            r->cls = pmx_fb_class_name(PMX_FB_CLASS_EXPIRED);
             r->detail = pmx_xstrdup("expired");
             p->stats.bounced++;
         } else {
             r->status = "deferred";
+            r->cls = classify(p, r->response);
             r->next_ms = now + (int64_t)delay;
             j->defer_ms = delay;
             p->stats.deferred++;
@@ -908,7 +926,13 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
         goto fail;
     }
 
-    p->outcomes = pmx_outcomes_new(p->loop, pmx_worker_db(w), NULL);
+    p->rules = pmx_fb_rules_installed();
+    pmx_outcomes_opts_t oo = {
+        .hold_ms = -1,
+        .soft_bounce_limit = (unsigned)cfg->soft_bounce_limit,
+        .soft_bounce_suppress_s = cfg->soft_bounce_suppress_for_ms / 1000,
+    };
+    p->outcomes = pmx_outcomes_new(p->loop, pmx_worker_db(w), &oo);
 
     pmx_queue_consumer_opts_t o;
     pmx_queue_consumer_opts_init(&o);
@@ -959,6 +983,7 @@ fail:
         pmx_smtp_pool_abort(p->pool);
     }
     if (p->signer) pmx_dkim_signer_free(p->signer);
+    pmx_fb_rules_free(p->rules);
     free(p);
     return NULL;
 }
@@ -1043,6 +1068,7 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
     }
     pmx_queue_consumer_close(p->consumer);
     pmx_dkim_signer_free(p->signer);
+    pmx_fb_rules_free(p->rules);
     uv_close((uv_handle_t *)&p->resubmit, resubmit_closed);
 }
 
