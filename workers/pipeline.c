@@ -286,8 +286,16 @@ static void reject(job_t *j, const char *reason)
 static void count_recorded(const job_t *j)
 {
     size_t n = j->planned ? j->plan.nr : 0;
-    for (size_t i = 0; i < n; i++)
-        if (j->res[i].status) pmx_metrics_count_recipients(j->qj->ws, j->res[i].status, 1);
+    for (size_t i = 0; i < n; i++) {
+        const result_t *r = &j->res[i];
+        if (!r->status) continue;
+        pmx_metrics_count_recipients(j->qj->ws, r->status, 1);
+        if (strcmp(r->status, "suppressed") == 0)
+            pmx_metrics_count_suppressed(j->qj->ws, j->plan.r[i].suppressed
+                                                        ? j->plan.r[i].suppressed : "test_mode");
+        else if (strcmp(r->status, "bounced") == 0)
+            pmx_metrics_count_bounce(j->qj->ws, r->cls);
+    }
 }
 
 static void on_recorded(const pmx_outcome_result_t *r, void *arg)

@@ -16,6 +16,8 @@ t_conf_set daemon log_level debug
 t_conf_set feedback soft_bounce_limit 3
 t_conf_set feedback soft_bounce_suppress_for 2h
 t_conf_set delivery retry_base 1s
+MPORT=$(pmx_svc_free_port)
+t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
 WS=$($PMX workspace create Acme)
 $PMX domain add Acme acme.test --algorithm ed25519 >/dev/null
 $PMX domain verify acme.test --skip-dns >/dev/null
@@ -93,6 +95,13 @@ t_wait_for 30 "[[ \$(grep -c 'settings loaded.*workspaces=2' '$LOG') -ge 2 ]]"
 t_redis XADD "pmx:{$OTHER}:jobs" '*' from a@other.test to perm1@cust.test subject s text t id o1 >/dev/null
 t_wait_for 40 "[[ -n \$(row o1 perm1@cust.test) ]]"
 t_expect_eq "$(row o1 perm1@cust.test)" "bounced user_unknown" "tried (and bounced) for Other"
+
+t_case "metrics: bounces by class and suppressed recipients by reason"
+m=$(curl -s -m 5 "http://127.0.0.1:$MPORT/metrics")
+t_expect_match "$m" "postmux_bounces_total\\{workspace=\"$WS\",class=\"user_unknown\"\\} 1" "user_unknown"
+t_expect_match "$m" "postmux_bounces_total\\{workspace=\"$WS\",class=\"mailbox_full\"\\} 3" "mailbox_full"
+t_expect_match "$m" "postmux_suppressed_total\\{workspace=\"$WS\",reason=\"hard_bounce\"\\} 1" "suppressed"
+t_expect_match "$m" "# TYPE postmux_bounces_total counter" "type line"
 
 t_stop_postmuxd "$DPID"
 stop_relay

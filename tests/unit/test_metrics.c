@@ -179,7 +179,7 @@ static void test_full_table_goes_to_other(void **state)
         snprintf(ws, sizeof ws, "ws_%05d", i);
         pmx_metrics_shm_add_recipients(m, ws, PMX_METRICS_SENT, 1);
     }
-    assert_int_equal(atomic_load(&m->rcpt_other[PMX_METRICS_SENT]), 0);
+    assert_int_equal(atomic_load(&m->rcpt_other[PMX_METRICS_FAM_RECIPIENTS][PMX_METRICS_SENT]), 0);
     pmx_metrics_shm_add_recipients(m, "ws_new", PMX_METRICS_SENT, 5);
     pmx_metrics_shm_add_recipients(m, "ws_00007", PMX_METRICS_SENT, 1);   /* known: still its own */
     pmx_metrics_shm_add_recipients(m, "ws_00007", PMX_METRICS_DEFERRED, 2); /* new key: no room */
