@@ -40,13 +40,14 @@ LDLIBS  += $(PKG_LIBS) -lresolv -lm
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-ROOMS     := lib config daemon workers submission webhooks http queue dkim smtp sql
+ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)
-GEN_SRCS  := $(BUILD)/gen/migrations.c
+GEN_SRCS  := $(BUILD)/gen/migrations.c $(BUILD)/gen/bounce_rules.c
 
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o \
+             $(BUILD)/obj/gen/bounce_rules.o
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 D_OBJS    := $(BUILD)/obj/daemon/main.o
 
@@ -82,6 +83,15 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 $(BUILD)/gen/migrations.c: $(sort $(wildcard sql/*.sql)) scripts/embed-sql.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed-sql.sh $(sort $(wildcard sql/*.sql)) > $@.tmp && mv $@.tmp $@
+
+# The bounce rules likewise (inbound/classify.h): a missing installed copy is
+# never fatal.
+$(BUILD)/gen/bounce_rules.c: inbound/bounce-rules.conf scripts/embed-rules.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-rules.sh inbound/bounce-rules.conf > $@.tmp && mv $@.tmp $@
+
+# `postmux feedback parse` reads the installed rules when no --rules is given.
+$(BUILD)/obj/cli/feedback.o $(BUILD)/obj/inbound/rules_installed.o: CFLAGS += -DPMX_SHAREDIR='"$(PREFIX)/share/postmux"'
 
 $(BUILD)/libpmx.a: $(LIB_OBJS)
 	@rm -f $@
@@ -129,6 +139,7 @@ bench:
 install: $(BUILD)/bin/postmuxd $(BUILD)/bin/postmux
 	install -D -m 0755 $(BUILD)/bin/postmuxd $(DESTDIR)$(PREFIX)/sbin/postmuxd
 	install -D -m 0755 $(BUILD)/bin/postmux $(DESTDIR)$(PREFIX)/bin/postmux
+	install -D -m 0644 inbound/bounce-rules.conf $(DESTDIR)$(PREFIX)/share/postmux/bounce-rules.conf
 	install -D -m 0644 man/postmux.1 $(DESTDIR)$(PREFIX)/share/man/man1/postmux.1
 	install -D -m 0644 man/postmuxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/postmuxd.8
 	install -D -m 0644 man/postmux.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/postmux.conf.5

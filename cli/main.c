@@ -37,16 +37,23 @@ static const verb_t verbs[] = {
     { "send",      pmx_cli_send,
       "send --workspace WS --from A --to B [--cc C] [--bcc D] [--subject S] [--text T]\n"
       "       [--html H] [--raw FILE] [--reply-to A] [--header 'Name: value'] [--id ID]\n"
-      "       [--metadata M]" },
+      "       [--metadata M] [--category C]" },
     { "webhook",   pmx_cli_webhook,
       "webhook add [--workspace WS] --url URL [--events message.sent,...]\n"
       "  webhook list [WS] [--json] | remove ID" },
+    { "suppression", pmx_cli_suppression,
+      "suppression list WS [--reason R] [--json]\n"
+      "  suppression add WS ADDR [--scope C] [--reason R] [--detail TEXT]\n"
+      "  suppression remove WS ADDR [--scope C]\n"
+      "  suppression check WS ADDR [--category C]" },
     { "queue",     pmx_cli_queue,
       "queue [--workspace WS] [--json]" },
     { "stats",     pmx_cli_stats,
       "stats [--workspace WS] [--since 24h|7d|all] [--json]" },
     { "doctor",    pmx_cli_doctor,
       "doctor" },
+    { "feedback",  pmx_cli_feedback,
+      "feedback parse [--rules FILE] [FILE|-]" },
 };
 
 static void usage(FILE *f)

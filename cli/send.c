@@ -26,13 +26,13 @@ static const char usage_text[] =
     "usage: postmux send --workspace WS --from A --to B [--cc C] [--bcc D]\n"
     "                    [--subject S] [--text T] [--html H] [--raw FILE|-]\n"
     "                    [--reply-to A] [--header 'Name: value']... [--id ID]\n"
-    "                    [--metadata M]\n";
+    "                    [--metadata M] [--category C]\n";
 
 enum { O_WS = 'w', O_FROM = 'f', O_TO = 't', O_CC = 256, O_BCC, O_SUBJECT, O_TEXT, O_HTML,
-       O_RAW, O_REPLY_TO, O_HEADER, O_ID, O_METADATA, O_HELP };
+       O_RAW, O_REPLY_TO, O_HEADER, O_ID, O_METADATA, O_CATEGORY, O_HELP };
 
 typedef struct {
-    const char *ws, *from, *subject, *text, *html, *raw_path, *reply_to, *id, *metadata;
+    const char *ws, *from, *subject, *text, *html, *raw_path, *reply_to, *id, *metadata, *category;
     pmx_buf_t   to, cc, bcc;                  /* joined with ", " when repeated */
     pmx_buf_t   header_names;                 /* "header:Name\0header:Name\0..." */
     const char **header_values;
@@ -123,6 +123,7 @@ static int parse_opts(send_opts_t *o, int argc, char **argv)
         { "header",    required_argument, NULL, O_HEADER },
         { "id",        required_argument, NULL, O_ID },
         { "metadata",  required_argument, NULL, O_METADATA },
+        { "category",  required_argument, NULL, O_CATEGORY },
         { "help",      no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -144,6 +145,7 @@ static int parse_opts(send_opts_t *o, int argc, char **argv)
         case O_REPLY_TO: rc = set_once(&o->reply_to, "reply-to", optarg); break;
         case O_ID:       rc = set_once(&o->id, "id", optarg); break;
         case O_METADATA: rc = set_once(&o->metadata, "metadata", optarg); break;
+        case O_CATEGORY: rc = set_once(&o->category, "category", optarg); break;
         case O_HEADER:   rc = add_header(o, optarg); break;
         case O_HELP:     fputs(usage_text, stdout); return -1;
         default:
@@ -195,7 +197,7 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv)
     }
 
     /* The fields, in the order a client would write them. */
-    pmx_job_field_t *f = pmx_xcalloc(12 + o.nheaders, sizeof *f);
+    pmx_job_field_t *f = pmx_xcalloc(13 + o.nheaders, sizeof *f);
     size_t nf = 0;
     put(f, &nf, "from", o.from, strlen(o.from));
     put(f, &nf, "to", o.to.data, o.to.len);
@@ -211,6 +213,7 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv)
     if (o.raw) put(f, &nf, "raw", o.raw, o.raw_len);
     if (o.id) put(f, &nf, "id", o.id, strlen(o.id));
     if (o.metadata) put(f, &nf, "metadata", o.metadata, strlen(o.metadata));
+    if (o.category) put(f, &nf, "category", o.category, strlen(o.category));
 
     char err[512];
     pmx_job_t job;

@@ -72,7 +72,7 @@ typedef struct {
 } cfg_load_t;
 
 static const char *const cfg_sections[] = {
-    "daemon", "postgres", "redis", "relay", "submission", "delivery", "keys",
+    "daemon", "postgres", "redis", "relay", "submission", "delivery", "feedback", "keys",
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -499,6 +499,9 @@ static const struct cfg_key cfg_keys[] = {
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
     { "delivery", "reclaim_idle", set_duration, F(reclaim_idle_ms), 1000, MS_DAY },
     { "delivery", "suspend_hold", set_duration, F(suspend_hold_ms), 0, MS_DAY },
+    { "feedback", "soft_bounce_limit", set_int, F(soft_bounce_limit), 0, 1000 },
+    { "feedback", "soft_bounce_suppress_for", set_duration, F(soft_bounce_suppress_for_ms),
+      MS_SECOND, 3650 * MS_DAY },
     { "keys", "master_key_file", set_required_str, F(master_key_file), 0, 0 },
 };
 #undef F
@@ -538,6 +541,8 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->max_queue_lifetime_ms = 5 * MS_DAY;
     c->reclaim_idle_ms = 30 * MS_SECOND;
     c->suspend_hold_ms = 45 * MS_SECOND;
+    c->soft_bounce_limit = 5;
+    c->soft_bounce_suppress_for_ms = 7 * MS_DAY;
     c->master_key_file = pmx_xstrdup("/etc/postmux/master.key");
 }
 
@@ -603,10 +608,16 @@ static int cfg_check_line(cfg_load_t *l, const char *line)
     while (isspace((unsigned char)*after)) after++;
     if (*after && *after != ';' && *after != '#')
         return cfg_fail(l, l->lineno, "unexpected text after [%s]", cfg_show(name, shown, sizeof shown)), -1;
-    for (size_t i = 0; i < sizeof cfg_sections / sizeof cfg_sections[0]; i++)
+    size_t nsec = sizeof cfg_sections / sizeof cfg_sections[0];
+    for (size_t i = 0; i < nsec; i++)
         if (len == strlen(cfg_sections[i]) && memcmp(s + 1, cfg_sections[i], len) == 0) return 0;
-    return cfg_fail(l, l->lineno, "unknown section [%s] (expected daemon, postgres, redis, relay, "
-                    "submission, delivery or keys)", cfg_show(name, shown, sizeof shown)), -1;
+    /* "daemon, postgres, ... or keys", from the one list of sections. */
+    char known[256] = "";
+    for (size_t i = 0; i < nsec; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                 i == 0 ? "" : (i + 1 == nsec ? " or " : ", "), cfg_sections[i]);
+    return cfg_fail(l, l->lineno, "unknown section [%s] (expected %s)",
+                    cfg_show(name, shown, sizeof shown), known), -1;
 }
 
 /* inih's reader: hands over one whole line per call, or stops (NULL) at an error. */

@@ -54,6 +54,10 @@ typedef struct {
     uint64_t reclaim_idle_ms;           /* a job pending this long on a dead worker is taken over */
     uint64_t suspend_hold_ms;           /* a suspended workspace's jobs wait this long, then are rejected */
 
+    /* [feedback] */
+    int      soft_bounce_limit;         /* soft bounces in a row that suppress an address; 0 = never */
+    uint64_t soft_bounce_suppress_for_ms;
+
     /* [keys] */
     char *master_key_file;
 

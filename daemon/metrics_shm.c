@@ -142,15 +142,23 @@ pmx_metrics_cell_t *pmx_metrics_shm_cell(pmx_metrics_cell_t *cells, size_t nslot
     return NULL;
 }
 
-void pmx_metrics_shm_add_recipients(pmx_metrics_shm_t *m, const char *ws,
-                                    pmx_metrics_status_t st, uint64_t n)
+void pmx_metrics_shm_add(pmx_metrics_shm_t *m, const char *ws, pmx_metrics_family_t fam,
+                         unsigned col, uint64_t n)
 {
-    if (!m || (unsigned)st >= PMX_METRICS_NSTATUS || n == 0) return;
-    pmx_metrics_cell_t *c = pmx_metrics_shm_cell(m->rcpt, PMX_METRICS_RCPT_SLOTS, ws, st);
+    if (!m || (unsigned)fam >= PMX_METRICS_NFAM || col >= PMX_METRICS_COLS || n == 0) return;
+    uint32_t key = (uint32_t)fam * 256u + col;
+    pmx_metrics_cell_t *c = pmx_metrics_shm_cell(m->rcpt, PMX_METRICS_RCPT_SLOTS, ws, key);
     if (c)
         atomic_fetch_add_explicit(&c->value, n, memory_order_relaxed);
     else
-        atomic_fetch_add_explicit(&m->rcpt_other[st], n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->rcpt_other[fam][col], n, memory_order_relaxed);
+}
+
+void pmx_metrics_shm_add_recipients(pmx_metrics_shm_t *m, const char *ws,
+                                    pmx_metrics_status_t st, uint64_t n)
+{
+    if ((unsigned)st >= PMX_METRICS_NSTATUS) return;
+    pmx_metrics_shm_add(m, ws, PMX_METRICS_FAM_RECIPIENTS, (unsigned)st, n);
 }
 
 void pmx_metrics_shm_observe_dkim(pmx_metrics_shm_t *m, double seconds)
@@ -255,25 +263,33 @@ static size_t row_finish(row_set_t *set, pmx_metrics_row_t *other, pmx_metrics_r
     return set->n;
 }
 
-size_t pmx_metrics_shm_recipients(const pmx_metrics_shm_t *cm, pmx_metrics_row_t **rows)
+size_t pmx_metrics_shm_rows(const pmx_metrics_shm_t *cm, pmx_metrics_family_t fam,
+                            pmx_metrics_row_t **rows)
 {
     pmx_metrics_shm_t *m = (pmx_metrics_shm_t *)cm;
     row_set_t set = { 0 };
+    *rows = NULL;
+    if ((unsigned)fam >= PMX_METRICS_NFAM) return 0;
     for (size_t i = 0; i < PMX_METRICS_RCPT_SLOTS; i++) {
         pmx_metrics_cell_t *c = &m->rcpt[i];
         if (atomic_load_explicit(&c->state, memory_order_acquire) != PMX_METRICS_CELL_READY)
             continue;
-        if (c->status >= PMX_METRICS_NSTATUS) continue;
-        row_get(&set, c->ws)->value[c->status] += atomic_load_explicit(&c->value,
-                                                                      memory_order_relaxed);
+        if (c->status / 256u != (uint32_t)fam || c->status % 256u >= PMX_METRICS_COLS) continue;
+        row_get(&set, c->ws)->value[c->status % 256u] +=
+            atomic_load_explicit(&c->value, memory_order_relaxed);
     }
     pmx_metrics_row_t other = { .ws = PMX_METRICS_OTHER };
     bool any = false;
-    for (int s = 0; s < PMX_METRICS_NSTATUS; s++) {
-        other.value[s] = atomic_load(&m->rcpt_other[s]);
+    for (int s = 0; s < PMX_METRICS_COLS; s++) {
+        other.value[s] = atomic_load(&m->rcpt_other[fam][s]);
         if (other.value[s]) any = true;
     }
     return row_finish(&set, any ? &other : NULL, rows);
+}
+
+size_t pmx_metrics_shm_recipients(const pmx_metrics_shm_t *m, pmx_metrics_row_t **rows)
+{
+    return pmx_metrics_shm_rows(m, PMX_METRICS_FAM_RECIPIENTS, rows);
 }
 
 size_t pmx_metrics_shm_depths(const pmx_metrics_shm_t *cm, pmx_metrics_row_t **rows)

@@ -17,6 +17,10 @@
  *   CLAIMING forever; the next writer that waits on it too long marks it
  *   ABANDONED and probes on. A claimer that was only slow still publishes, so
  *   one key may then live in two cells: readers merge equal keys.
+ *   The same table also counts the feedback families: a cell's key is
+ *   (workspace id, family × 256 + column), family 0 being the recipients
+ *   above, 1 suppressed recipients by reason, 2 bounces by class; each family
+ *   has its own "_other" counters.
  * - queue depth: a second table of PMX_METRICS_DEPTH_SLOTS cells, workspace
  *   id -> the last XLEN seen, each stamped with the refresh generation that
  *   wrote it. A refresh writes every known workspace, then publishes its
@@ -61,6 +65,16 @@ typedef enum {
     PMX_METRICS_NSTATUS
 } pmx_metrics_status_t;
 
+/* Counter families sharing the recipients table (see above). */
+typedef enum {
+    PMX_METRICS_FAM_RECIPIENTS = 0,   /* postmux_recipients_total{workspace,status} */
+    PMX_METRICS_FAM_SUPPRESSED,       /* postmux_suppressed_total{workspace,reason} */
+    PMX_METRICS_FAM_BOUNCES,          /* postmux_bounces_total{workspace,class} */
+    PMX_METRICS_NFAM
+} pmx_metrics_family_t;
+/* Columns (labels) a family may have; a row holds one value per column. */
+#define PMX_METRICS_COLS 16
+
 typedef enum {
     PMX_METRICS_OUTBOUND = 0,   /* relay sessions (smtp/pool) */
     PMX_METRICS_INBOUND,        /* submission sessions (submission/session) */
@@ -81,7 +95,7 @@ typedef enum {
 
 typedef struct {
     _Atomic uint32_t state;            /* pmx_metrics_cell_state_t */
-    uint32_t         status;           /* key: pmx_metrics_status_t (0 for depth) */
+    uint32_t         status;           /* key: family * 256 + column (0 for depth) */
     char             ws[PMX_METRICS_WS_MAX];   /* key: NUL-terminated */
     _Atomic uint64_t value;            /* counter, or depth */
     _Atomic uint64_t stamp;            /* depth: refresh generation of value */
@@ -89,7 +103,7 @@ typedef struct {
 
 typedef struct {
     pmx_metrics_cell_t rcpt[PMX_METRICS_RCPT_SLOTS];
-    _Atomic uint64_t   rcpt_other[PMX_METRICS_NSTATUS];
+    _Atomic uint64_t   rcpt_other[PMX_METRICS_NFAM][PMX_METRICS_COLS];
 
     pmx_metrics_cell_t depth[PMX_METRICS_DEPTH_SLOTS];
     _Atomic uint64_t   depth_other;          /* workspaces that found no cell */
@@ -132,6 +146,9 @@ pmx_metrics_cell_t *pmx_metrics_shm_cell(pmx_metrics_cell_t *cells, size_t nslot
 /* Counting (any process) */
 void pmx_metrics_shm_add_recipients(pmx_metrics_shm_t *m, const char *ws,
                                     pmx_metrics_status_t st, uint64_t n);
+/* n more in column col (< PMX_METRICS_COLS) of family fam for ws. */
+void pmx_metrics_shm_add(pmx_metrics_shm_t *m, const char *ws, pmx_metrics_family_t fam,
+                         unsigned col, uint64_t n);
 void pmx_metrics_shm_observe_dkim(pmx_metrics_shm_t *m, double seconds);
 void pmx_metrics_shm_sessions_add(pmx_metrics_shm_t *m, int slot, pmx_metrics_dir_t d,
                                   int64_t delta);
@@ -154,7 +171,7 @@ bool pmx_metrics_shm_claim_refresh(pmx_metrics_shm_t *m, uint64_t now_ms, uint64
 /* Reading */
 typedef struct {
     char     ws[PMX_METRICS_WS_MAX];
-    uint64_t value[PMX_METRICS_NSTATUS];   /* depth: value[0] */
+    uint64_t value[PMX_METRICS_COLS];      /* one per column; depth: value[0] */
 } pmx_metrics_row_t;
 
 /*
@@ -163,6 +180,9 @@ typedef struct {
  * rows; *rows is malloc'ed (free it).
  */
 size_t pmx_metrics_shm_recipients(const pmx_metrics_shm_t *m, pmx_metrics_row_t **rows);
+/* The same for any family (value[col]). */
+size_t pmx_metrics_shm_rows(const pmx_metrics_shm_t *m, pmx_metrics_family_t fam,
+                            pmx_metrics_row_t **rows);
 /* The current queue depths, same shape (value[0]); 0 rows before the first
  * refresh. */
 size_t pmx_metrics_shm_depths(const pmx_metrics_shm_t *m, pmx_metrics_row_t **rows);

@@ -31,10 +31,11 @@
 #define HEADER_PREFIX_LEN 7
 
 enum { F_FROM, F_TO, F_CC, F_BCC, F_SUBJECT, F_TEXT, F_HTML, F_REPLY_TO, F_RAW, F_ID,
-       F_METADATA, F_COUNT };
+       F_METADATA, F_CATEGORY, F_COUNT };
 
 static const char *const field_names[F_COUNT] = {
     "from", "to", "cc", "bcc", "subject", "text", "html", "reply_to", "raw", "id", "metadata",
+    "category",
 };
 
 /* Headers a job may not set: postmux writes them, or they would break the message. */
@@ -357,6 +358,22 @@ int pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_mes
         if (check_text(f, TEXT_OPAQUE, err, errlen) < 0) goto fail;
         j.metadata = dup_value(f);
     }
+    if ((f = known[F_CATEGORY])) {
+        /* The scope of a suppression made through this message (docs/feedback.md). */
+        if (f->value_len == 0 || f->value_len > PMX_JOB_MAX_CATEGORY) {
+            failf(err, errlen, "category", 8, "must be 1 to %d characters", PMX_JOB_MAX_CATEGORY);
+            goto fail;
+        }
+        for (size_t i = 0; i < f->value_len; i++) {
+            char c = f->value[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.'
+                  || c == '-')) {
+                fail_field(err, errlen, f, "only a-z, 0-9, '_', '.' and '-' are allowed");
+                goto fail;
+            }
+        }
+        j.category = dup_value(f);
+    }
     *out = j;
     return 0;
 fail:
@@ -391,5 +408,6 @@ void pmx_job_free(pmx_job_t *job)
     free(job->raw);
     free(job->client_id);
     free(job->metadata);
+    free(job->category);
     memset(job, 0, sizeof *job);
 }

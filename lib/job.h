@@ -13,6 +13,7 @@
 
 #define PMX_JOB_MAX_RECIPIENTS 1000
 #define PMX_JOB_MAX_METADATA   4096
+#define PMX_JOB_MAX_CATEGORY   64
 #define PMX_JOB_MAX_HEADERS    100   /* header:<Name> fields per job */
 #define PMX_JOB_MAX_LIST_BYTES (1024 * 1024)  /* one to/cc/bcc value */
 
@@ -37,6 +38,7 @@ typedef struct {
     char           *raw;   size_t raw_len;    /* NULL unless a raw job */
     char           *client_id;       /* the "id" field, or NULL */
     char           *metadata;        /* or NULL */
+    char           *category;        /* [a-z0-9_.-]{1,64}, or NULL: the scope of an unsubscribe */
 } pmx_job_t;
 
 /*

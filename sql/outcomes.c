@@ -51,12 +51,12 @@ static const char WRITE_SQL[] =
     "    FROM it LEFT JOIN ins ON it.ins AND ins.workspace_id = it.ws AND ins.job_id = it.job"
     "), rc AS ("
     "  INSERT INTO recipients AS r (message_id, address, status, attempts, last_response,"
-    "                               next_attempt_at, updated_at)"
+    "                               next_attempt_at, updated_at, bounce_class)"
     "  SELECT DISTINCT ON (res.mid, x.address) res.mid, x.address, x.status, x.attempts,"
-    "         x.resp, to_timestamp(x.next_ms / 1000.0), now()"
+    "         x.resp, to_timestamp(x.next_ms / 1000.0), now(), x.cls"
     "    FROM unnest($12::int[], $13::text[], $14::text[], $15::int[], $16::text[],"
-    "                $17::bigint[])"
-    "         WITH ORDINALITY AS x(i, address, status, attempts, resp, next_ms, o)"
+    "                $17::bigint[], $22::text[])"
+    "         WITH ORDINALITY AS x(i, address, status, attempts, resp, next_ms, cls, o)"
     "    JOIN res ON res.i = x.i"
     "   ORDER BY res.mid, x.address, x.o DESC"
     "  ON CONFLICT (message_id, address) DO UPDATE"
@@ -64,7 +64,8 @@ static const char WRITE_SQL[] =
     "         attempts = GREATEST(r.attempts, EXCLUDED.attempts),"
     "         last_response = EXCLUDED.last_response,"
     "         next_attempt_at = EXCLUDED.next_attempt_at,"
-    "         updated_at = EXCLUDED.updated_at"
+    "         updated_at = EXCLUDED.updated_at,"
+    "         bounce_class = COALESCE(EXCLUDED.bounce_class, r.bounce_class)"
     "   WHERE r.status <> 'sent'"
     "), ev AS ("
     "  INSERT INTO events (workspace_id, message_id, recipient, type, detail)"
@@ -73,12 +74,50 @@ static const char WRITE_SQL[] =
     "         WITH ORDINALITY AS e(i, type, recipient, detail, o)"
     "    JOIN res ON res.i = e.i"
     "   ORDER BY e.o"
+    /* The feedback loop (docs/feedback.md), in the same transaction as the
+     * outcome: a hard bounce suppresses the address; soft bounces (a 5xx with
+     * a soft class, or expiry) are counted per address and suppress it for
+     * $24 seconds at $23 in a row; a sent resets the count. */
+    "), rx AS ("
+    "  SELECT res.ws, res.mid, lower(x.address) AS a, x.status, x.cls, x.resp"
+    "    FROM unnest($12::int[], $13::text[], $14::text[], $16::text[], $22::text[])"
+    "         AS x(i, address, status, resp, cls)"
+    "    JOIN res ON res.i = x.i"
+    "   WHERE x.status IN ('sent', 'bounced')"
+    "), hard AS ("
+    "  INSERT INTO suppressions (workspace_id, address, scope, reason, detail, message_id)"
+    "  SELECT DISTINCT ON (ws, a) ws, a, '*', 'hard_bounce', left(resp, 1000), mid FROM rx"
+    "   WHERE status = 'bounced' AND cls IN ('user_unknown', 'domain_unknown', 'has_moved')"
+    "  ON CONFLICT (workspace_id, address, scope) DO NOTHING"
+    "), soft AS ("
+    "  INSERT INTO bounce_counts AS b (workspace_id, address, soft_bounces, updated_at)"
+    "  SELECT ws, a, count(*), now() FROM rx"
+    "   WHERE status = 'bounced' AND $23::int > 0"
+    "     AND cls NOT IN ('user_unknown', 'domain_unknown', 'has_moved')"
+    "   GROUP BY ws, a"
+    "  ON CONFLICT (workspace_id, address) DO UPDATE"
+    "     SET soft_bounces = b.soft_bounces + EXCLUDED.soft_bounces, updated_at = now()"
+    "  RETURNING b.workspace_id, b.address, b.soft_bounces"
+    "), soft_supp AS ("
+    "  INSERT INTO suppressions (workspace_id, address, scope, reason, detail, expires_at)"
+    "  SELECT workspace_id, address, '*', 'soft_bounce',"
+    "         soft_bounces || ' soft bounces in a row', now() + make_interval(secs => $24::bigint)"
+    "    FROM soft WHERE soft_bounces >= $23::int"
+    "  ON CONFLICT (workspace_id, address, scope) DO NOTHING"
+    "), reset AS ("
+    /* Skipped at once while nobody has a count (the usual case). */
+    "  DELETE FROM bounce_counts b USING rx"
+    "   WHERE rx.status = 'sent' AND b.workspace_id = rx.ws AND b.address = rx.a"
+    "     AND EXISTS (SELECT 1 FROM bounce_counts)"
+    "     AND NOT EXISTS (SELECT 1 FROM rx r2 WHERE r2.status = 'bounced'"
+    "                        AND r2.ws = rx.ws AND r2.a = rx.a)"
     ")"
     "SELECT i, mid FROM res ORDER BY i";
 
 enum { P_I, P_INS, P_ID, P_WS, P_JOB, P_CLIENT, P_FROM, P_HFROM, P_SUBJ, P_META, P_SRC,
        P_R_I, P_R_ADDR, P_R_STATUS, P_R_ATT, P_R_RESP, P_R_NEXT,
-       P_E_I, P_E_TYPE, P_E_RCPT, P_E_DETAIL, NPARAMS };
+       P_E_I, P_E_TYPE, P_E_RCPT, P_E_DETAIL, P_R_CLASS,
+       NARRAYS, P_SOFT_LIMIT = NARRAYS, P_SOFT_FOR, NPARAMS };
 
 /* Each request names its message by (ws, job id) or by (ws, message id); the
  * two index lookups of the LATERAL are exclusive (one of job/msg is NULL).
@@ -95,7 +134,7 @@ static const char LOOKUP_SQL[] =
     " ORDER BY q.i, r.address";
 
 typedef struct {
-    char   *address, *status, *resp;
+    char   *address, *status, *resp, *cls;
     int     attempts;
     int64_t next_ms;
 } rcpt_t;
@@ -143,6 +182,8 @@ struct pmx_outcomes {
     size_t                max_batch;
     uint64_t              flush_ms;
     int64_t               hold_ms;
+    unsigned              soft_bounce_limit;       /* 0 = soft bounces never suppress */
+    uint64_t              soft_bounce_suppress_s;
 
     fifo_t                wq;          /* items waiting */
     chunk_t              *chunks;      /* split batches, retried first */
@@ -208,6 +249,7 @@ static void req_free(pmx_outcomes_req_t *r)
         free(r->rcpts[i].address);
         free(r->rcpts[i].status);
         free(r->rcpts[i].resp);
+        free(r->rcpts[i].cls);
     }
     free(r->rcpts);
     for (size_t i = 0; i < r->nevents; i++) {
@@ -299,6 +341,8 @@ pmx_outcomes_t *pmx_outcomes_new(uv_loop_t *loop, pmx_db_async_t *db,
     o->max_batch = opts && opts->max_batch ? opts->max_batch : PMX_OUTCOMES_MAX_BATCH;
     o->flush_ms = opts && opts->flush_ms ? opts->flush_ms : PMX_OUTCOMES_FLUSH_MS;
     o->hold_ms = opts && opts->hold_ms >= 0 ? opts->hold_ms : PMX_OUTCOMES_HOLD_MS;
+    o->soft_bounce_limit = opts ? opts->soft_bounce_limit : 0;
+    o->soft_bounce_suppress_s = opts ? opts->soft_bounce_suppress_s : 0;
     uv_timer_init(loop, &o->timer);
     o->timer.data = o;
     return o;
@@ -346,6 +390,7 @@ pmx_outcomes_req_t *pmx_outcomes_submit(pmx_outcomes_t *o, const pmx_outcome_t *
         const pmx_outcome_rcpt_t *s = &it->rcpts[i];
         r->rcpts[i] = (rcpt_t){ .address = copy_text(s->address), .status = copy_text(s->status),
                                 .resp = copy_text(s->last_response), .attempts = s->attempts,
+                                .cls = copy_text(s->bounce_class),
                                 .next_ms = s->next_attempt_ms };
     }
     r->nevents = it->nevents;
@@ -410,9 +455,9 @@ size_t pmx_outcomes_pending(const pmx_outcomes_t *o)
 
 /* ---- writing ------------------------------------------------------------ */
 
-static void build_params(const reqvec_t *v, pmx_buf_t p[NPARAMS])
+static void build_params(const pmx_outcomes_t *o, const reqvec_t *v, pmx_buf_t p[NPARAMS])
 {
-    for (int k = 0; k < NPARAMS; k++) pmx_buf_append_char(&p[k], '{');
+    for (int k = 0; k < NARRAYS; k++) pmx_buf_append_char(&p[k], '{');
     for (size_t i = 0; i < v->n; i++) {
         const pmx_outcomes_req_t *r = v->v[i];
         int64_t ord = (int64_t)i + 1;
@@ -436,6 +481,7 @@ static void build_params(const reqvec_t *v, pmx_buf_t p[NPARAMS])
             pmx_pgarray_text(&p[P_R_RESP], x->resp);
             if (x->next_ms > 0) pmx_pgarray_int(&p[P_R_NEXT], x->next_ms);
             else pmx_pgarray_text(&p[P_R_NEXT], NULL);
+            pmx_pgarray_text(&p[P_R_CLASS], x->cls);
         }
         for (size_t k = 0; k < r->nevents; k++) {
             const event_t *e = &r->events[k];
@@ -445,7 +491,9 @@ static void build_params(const reqvec_t *v, pmx_buf_t p[NPARAMS])
             pmx_pgarray_text(&p[P_E_DETAIL], e->detail);
         }
     }
-    for (int k = 0; k < NPARAMS; k++) pmx_buf_append_char(&p[k], '}');
+    for (int k = 0; k < NARRAYS; k++) pmx_buf_append_char(&p[k], '}');
+    pmx_buf_appendf(&p[P_SOFT_LIMIT], "%u", o->soft_bounce_limit);
+    pmx_buf_appendf(&p[P_SOFT_FOR], "%" PRIu64, o->soft_bounce_suppress_s);
 }
 
 static void writes_done(pmx_db_async_t *db, const PGresult *res, void *arg);
@@ -465,7 +513,7 @@ static void send_writes(pmx_outcomes_t *o)
     pmx_buf_t p[NPARAMS];
     const char *vals[NPARAMS];
     for (int k = 0; k < NPARAMS; k++) pmx_buf_init(&p[k]);
-    build_params(&v, p);
+    build_params(o, &v, p);
     for (int k = 0; k < NPARAMS; k++) vals[k] = pmx_buf_cstr(&p[k]);
     o->w_req = pmx_db_async_query_prepared(o->db, "pmx_outcomes_write", WRITE_SQL, NPARAMS, vals,
                                            writes_done, o);

@@ -61,6 +61,9 @@ typedef struct {
     int         attempts;
     const char *last_response;   /* NULL = none; the full SMTP reply */
     int64_t     next_attempt_ms; /* ms since the epoch; 0 = none */
+    const char *bounce_class;    /* the failure's class (inbound/classify.h); NULL = none.
+                                  * A bounced recipient with a hard class is suppressed
+                                  * in the same transaction (docs/feedback.md). */
 } pmx_outcome_rcpt_t;
 
 typedef struct {
@@ -121,6 +124,8 @@ typedef struct {
     size_t   max_batch;   /* 0 = PMX_OUTCOMES_MAX_BATCH */
     uint64_t flush_ms;    /* 0 = PMX_OUTCOMES_FLUSH_MS */
     int64_t  hold_ms;     /* < 0 = PMX_OUTCOMES_HOLD_MS; 0 = fail at once while down */
+    unsigned soft_bounce_limit;       /* soft bounces in a row that suppress; 0 = never */
+    uint64_t soft_bounce_suppress_s;  /* for how long (seconds) */
 } pmx_outcomes_opts_t;
 
 typedef struct {

@@ -3,7 +3,8 @@
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
  * (submission/session.h) and the delivery pipeline (workers/pipeline.h),
- * and the webhook sender (webhooks/sender.h) with its own Postgres connection.
+ * and the webhook sender (webhooks/sender.h) with its own Postgres connection,
+ * and the suppression list (inbound/suppress.h) the pipeline checks.
  *
  * Drain: every part that drains is asked at once; the worker's done is called
  * when the last one has finished.
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 
 #include "dkim/keycrypt.h"
+#include "inbound/suppress.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "workers/metrics.h"
@@ -24,6 +26,7 @@
 typedef struct {
     pmx_worker_t            *w;
     pmx_settings_t          *settings;
+    pmx_supp_cache_t        *suppress;
     pmx_worker_submission_t *submission;
     pmx_pipeline_t          *pipeline;
     pmx_webhooks_t          *webhooks;
@@ -48,15 +51,18 @@ static int hooks_start(pmx_worker_t *w)
     hooks_state_t *st = pmx_xcalloc(1, sizeof *st);
     st->w = w;
     st->settings = pmx_settings_new(pmx_worker_loop(w), pmx_worker_db(w), master);
+    st->suppress = pmx_supp_cache_new(pmx_worker_loop(w), pmx_worker_db(w));
     st->webhooks = pmx_webhooks_start(pmx_worker_loop(w), cfg, master);
     pmx_wipe(master, sizeof master);
     pmx_worker_set_data(w, st);
     if (!st->webhooks || pmx_settings_start(st->settings) < 0
-        || !(st->pipeline = pmx_pipeline_start(w, st->settings))
+        || pmx_supp_cache_start(st->suppress) < 0
+        || !(st->pipeline = pmx_pipeline_start(w, st->settings, st->suppress))
         || pmx_worker_submission_start(w, st->settings, &st->submission) < 0) {
         /* stop is not called when start fails: undo here. */
         pmx_pipeline_free(st->pipeline);
         pmx_webhooks_free(st->webhooks);
+        pmx_supp_cache_free(st->suppress);
         pmx_settings_free(st->settings);
         pmx_worker_set_data(w, NULL);
         free(st);
@@ -71,13 +77,16 @@ static void hooks_conn_changed(pmx_worker_t *w, bool redis_up, bool pg_up)
     hooks_state_t *st = state_of(w);
     if (!st) return;
     pmx_settings_on_db_state(st->settings, pg_up);
+    pmx_supp_cache_on_db_state(st->suppress, pg_up);
     pmx_pipeline_redis_changed(st->pipeline, redis_up);
 }
 
 static void hooks_notify(pmx_worker_t *w, const char *channel, const char *payload)
 {
     hooks_state_t *st = state_of(w);
-    if (st) pmx_settings_on_notify(st->settings, channel, payload);
+    if (!st) return;
+    pmx_settings_on_notify(st->settings, channel, payload);
+    pmx_supp_cache_on_notify(st->suppress, channel, payload);
 }
 
 static void part_drained(void *arg)
@@ -104,6 +113,7 @@ static void hooks_stop(pmx_worker_t *w)
     pmx_pipeline_free(st->pipeline);
     pmx_webhooks_free(st->webhooks);
     pmx_metrics_set_settings(w, NULL);
+    pmx_supp_cache_free(st->suppress);
     pmx_settings_free(st->settings);
     pmx_worker_set_data(w, NULL);
     free(st);

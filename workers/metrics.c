@@ -29,6 +29,39 @@ void pmx_metrics_count_recipients(const char *ws_id, const char *status, uint64_
     pmx_metrics_shm_add_recipients(m, ws_id, (pmx_metrics_status_t)st, n);
 }
 
+/* The columns of the feedback families, in their shared-table order. */
+static const char *const suppressed_cols[] = {
+    "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual", "test_mode",
+};
+static const char *const bounce_cols[] = {
+    "user_unknown", "domain_unknown", "has_moved", "mailbox_full", "message_too_big",
+    "content_rejected", "policy", "rate_limited", "network", "expired", "system", "other",
+};
+#define NCOLS(a) (sizeof a / sizeof a[0])
+_Static_assert(NCOLS(bounce_cols) <= PMX_METRICS_COLS, "too many bounce classes");
+
+static void count_col(const char *ws, pmx_metrics_family_t fam, const char *const *cols,
+                      size_t ncols, const char *name)
+{
+    pmx_metrics_shm_t *m = pmx_metrics_shm_current();
+    if (!m || !name) return;
+    for (size_t i = 0; i < ncols; i++)
+        if (strcmp(cols[i], name) == 0) {
+            pmx_metrics_shm_add(m, ws, fam, (unsigned)i, 1);
+            return;
+        }
+}
+
+void pmx_metrics_count_suppressed(const char *ws_id, const char *reason)
+{
+    count_col(ws_id, PMX_METRICS_FAM_SUPPRESSED, suppressed_cols, NCOLS(suppressed_cols), reason);
+}
+
+void pmx_metrics_count_bounce(const char *ws_id, const char *cls)
+{
+    count_col(ws_id, PMX_METRICS_FAM_BOUNCES, bounce_cols, NCOLS(bounce_cols), cls);
+}
+
 void pmx_metrics_observe_dkim(double seconds)
 {
     pmx_metrics_shm_observe_dkim(pmx_metrics_shm_current(), seconds);
@@ -278,6 +311,31 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
         for (int s = 0; s < PMX_METRICS_NSTATUS; s++)
             pmx_buf_appendf(body, "postmux_recipients_total{workspace=\"%s\",status=\"%s\"} 0\n",
                             dp[i].ws, pmx_metrics_status_name((pmx_metrics_status_t)s));
+    }
+
+    static const struct {
+        pmx_metrics_family_t fam;
+        const char *name, *label, *help;
+        const char *const *cols;
+        size_t ncols;
+    } fb[] = {
+        { PMX_METRICS_FAM_SUPPRESSED, "postmux_suppressed_total", "reason",
+          "Recipients not mailed: on the suppression list (by its reason), or test mode.",
+          suppressed_cols, NCOLS(suppressed_cols) },
+        { PMX_METRICS_FAM_BOUNCES, "postmux_bounces_total", "class",
+          "Recipients bounced, by bounce class.", bounce_cols, NCOLS(bounce_cols) },
+    };
+    for (size_t f = 0; f < NCOLS(fb); f++) {
+        pmx_metrics_row_t *rows = NULL;
+        size_t n = pmx_metrics_shm_rows(m, fb[f].fam, &rows);
+        family(body, fb[f].name, "counter", fb[f].help);
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < fb[f].ncols; k++)
+                if (rows[i].value[k])
+                    pmx_buf_appendf(body, "%s{workspace=\"%s\",%s=\"%s\"} %llu\n", fb[f].name,
+                                    rows[i].ws, fb[f].label, fb[f].cols[k],
+                                    (unsigned long long)rows[i].value[k]);
+        free(rows);
     }
 
     family(body, "postmux_queue_depth", "gauge",

@@ -5,6 +5,8 @@
  * (pmx_metrics_render, the `metrics` hook of workers/worker.h).
  *
  *   postmux_recipients_total{workspace,status}  counter
+ *   postmux_suppressed_total{workspace,reason}  counter (the list's reasons, and test_mode)
+ *   postmux_bounces_total{workspace,class}      counter (bounced recipients by class)
  *   postmux_queue_depth{workspace}              gauge (XLEN {prefix}:{ws}:jobs)
  *   postmux_smtp_sessions{direction}            gauge (outbound, inbound)
  *   postmux_dkim_sign_seconds                   histogram
@@ -46,6 +48,14 @@
  * committed, so the counters follow the recipients rows.
  */
 void pmx_metrics_count_recipients(const char *ws_id, const char *status, uint64_t n);
+/*
+ * A recipient was suppressed (reason: a suppression list reason such as
+ * "hard_bounce", or "test_mode"), or bounced with a class (inbound/classify.h
+ * names). Counted with the outcome, like the recipients; unknown names are
+ * ignored.
+ */
+void pmx_metrics_count_suppressed(const char *ws_id, const char *reason);
+void pmx_metrics_count_bounce(const char *ws_id, const char *cls);
 /* One DKIM signature took seconds. */
 void pmx_metrics_observe_dkim(double seconds);
 /* This worker's open sessions in a direction: changed by delta, or set. */

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "dkim/signer.h"
+#include "inbound/classify.h"
 #include "lib/encode.h"
 #include "lib/job.h"
 #include "lib/log.h"
@@ -50,6 +51,8 @@ struct pmx_pipeline {
     uv_loop_t            *loop;
     const pmx_config_t   *cfg;
     pmx_settings_t       *settings;
+    pmx_supp_cache_t     *suppress;
+    pmx_fb_rules_t       *rules;        /* bounce classes of the relay's failures */
     pmx_queue_consumer_t *consumer;
     pmx_outcomes_t       *outcomes;
     pmx_smtp_pool_t      *pool;
@@ -78,6 +81,7 @@ typedef struct {
 /* What will be recorded for one original recipient. */
 typedef struct {
     const char *status;
+    const char *cls;         /* the failure's class (static), or NULL */
     char       *response;
     char       *detail;
     int64_t     next_ms;
@@ -282,8 +286,16 @@ static void reject(job_t *j, const char *reason)
 static void count_recorded(const job_t *j)
 {
     size_t n = j->planned ? j->plan.nr : 0;
-    for (size_t i = 0; i < n; i++)
-        if (j->res[i].status) pmx_metrics_count_recipients(j->qj->ws, j->res[i].status, 1);
+    for (size_t i = 0; i < n; i++) {
+        const result_t *r = &j->res[i];
+        if (!r->status) continue;
+        pmx_metrics_count_recipients(j->qj->ws, r->status, 1);
+        if (strcmp(r->status, "suppressed") == 0)
+            pmx_metrics_count_suppressed(j->qj->ws, j->plan.r[i].suppressed
+                                                        ? j->plan.r[i].suppressed : "test_mode");
+        else if (strcmp(r->status, "bounced") == 0)
+            pmx_metrics_count_bounce(j->qj->ws, r->cls);
+    }
 }
 
 static void on_recorded(const pmx_outcome_result_t *r, void *arg)
@@ -332,7 +344,7 @@ static void record(job_t *j)
         if (!r->status) continue;          /* SKIP: already final */
         rc[nr++] = (pmx_outcome_rcpt_t){ .address = j->plan.r[i].addr, .status = r->status,
                                          .attempts = r->attempts, .last_response = r->response,
-                                         .next_attempt_ms = r->next_ms };
+                                         .next_attempt_ms = r->next_ms, .bounce_class = r->cls };
         snprintf(type[ne], sizeof type[ne], "message.%s", r->status);
         ev[ne] = (pmx_outcome_event_t){ .type = type[ne], .recipient = j->plan.r[i].addr,
                                         .detail = r->detail ? r->detail : r->response };
@@ -384,6 +396,18 @@ static void log_attempt(const job_t *j, const char *rcpt, const result_t *r)
                  one_line(r->response ? r->response : r->detail, line, sizeof line));
 }
 
+/* The class of a failed attempt from the reply as the relay client kept it
+ * ("550 5.1.1 ..." or a local reason); the classifier finds an enhanced
+ * status code in the text itself. */
+static const char *classify(const pmx_pipeline_t *p, const char *response)
+{
+    const char *t = response ? response : "";
+    int code = 0;
+    if (t[0] >= '2' && t[0] <= '5' && t[1] >= '0' && t[1] <= '9' && t[2] >= '0' && t[2] <= '9')
+        code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
+    return pmx_fb_class_name(pmx_fb_classify(p->rules, code, NULL, t, strlen(t)));
+}
+
 /* Every delivery has answered: turn the relay's results into recipient results. */
 static void results_ready(job_t *j)
 {
@@ -402,7 +426,13 @@ static void results_ready(job_t *j)
         if (pr->action == PMX_PLAN_SKIP) continue;
         if (pr->action == PMX_PLAN_SUPPRESS) {
             r->status = "suppressed";
-            r->detail = pmx_xstrdup(suppressed_detail);
+            if (pr->suppressed) {
+                char buf[DETAIL_MAX];
+                snprintf(buf, sizeof buf, "suppressed: %s", pr->suppressed);
+                r->response = pmx_xstrdup(buf);
+            } else {
+                r->detail = pmx_xstrdup(suppressed_detail);
+            }
             p->stats.suppressed++;
             log_attempt(j, pr->addr, r);
             continue;
@@ -417,13 +447,16 @@ static void results_ready(job_t *j)
             p->stats.sent++;
         } else if (st == PMX_SMTP_PERMFAIL) {
             r->status = "bounced";
+            r->cls = classify(p, r->response);
             p->stats.bounced++;
         } else if (now >= deadline) {
             r->status = "bounced";
+            r->cls = pmx_fb_class_name(PMX_FB_CLASS_EXPIRED);
             r->detail = pmx_xstrdup("expired");
             p->stats.bounced++;
         } else {
             r->status = "deferred";
+            r->cls = classify(p, r->response);
             r->next_ms = now + (int64_t)delay;
             j->defer_ms = delay;
             p->stats.deferred++;
@@ -686,12 +719,21 @@ static void throttle_pause(const char *ws, bool paused, void *arg)
 
 /* Plans who gets what, then waits for the workspace's rate limit if it has one,
  * or for the end of its suspension. */
+/* The plan's question to the suppression list: why this job may not go to addr. */
+static const char *suppressed(const char *addr, void *arg)
+{
+    job_t *j = arg;
+    return pmx_supp_reason_name(pmx_supp_cache_check(j->p->suppress, j->qj->ws, j->dj.category,
+                                                     addr));
+}
+
 static void plan(job_t *j, const pmx_outcome_lookup_t *known)
 {
     pmx_pipeline_t *p = j->p;
     const pmx_settings_ws_t *ws = j->ws;
     pmx_plan_policy_t pol = { .test_mode = ws->test_mode, .catch_all = ws->catch_all,
-                              .testers = ws->testers, .ntesters = ws->ntesters };
+                              .testers = ws->testers, .ntesters = ws->ntesters,
+                              .suppressed = suppressed, .suppressed_arg = j };
     if (j->planned) pmx_plan_free(&j->plan);
     pmx_plan_make(&j->dj, &pol, known, &j->plan);
     j->planned = true;
@@ -837,6 +879,9 @@ static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *qj, void *arg)
 
 void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
 {
+    /* No job is read before the suppression list is in: one read before it
+     * would be relayed unchecked. */
+    if (!pmx_settings_ready(p->settings) || !pmx_supp_cache_ready(p->suppress)) return;
     /* Suspended workspaces are read too: their jobs wait at the gate while the
      * suspension's hold lasts, and are rejected after it (docs/queue.md). */
     size_t n = pmx_settings_ids(p->settings, true, NULL, 0);
@@ -853,7 +898,13 @@ static void settings_changed_cb(pmx_settings_t *s, void *arg)
     pmx_pipeline_settings_changed(arg);
 }
 
-pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
+static void suppress_ready_cb(void *arg)
+{
+    pmx_pipeline_settings_changed(arg);
+}
+
+pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
+                                   pmx_supp_cache_t *suppress)
 {
     const pmx_config_t *cfg = pmx_worker_config(w);
     pmx_pipeline_t *p = pmx_xcalloc(1, sizeof *p);
@@ -861,6 +912,7 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     p->loop = pmx_worker_loop(w);
     p->cfg = cfg;
     p->settings = settings;
+    p->suppress = suppress;
     char err[512];
 
     p->signer = pmx_dkim_signer_new();
@@ -882,7 +934,13 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
         goto fail;
     }
 
-    p->outcomes = pmx_outcomes_new(p->loop, pmx_worker_db(w), NULL);
+    p->rules = pmx_fb_rules_installed();
+    pmx_outcomes_opts_t oo = {
+        .hold_ms = -1,
+        .soft_bounce_limit = (unsigned)cfg->soft_bounce_limit,
+        .soft_bounce_suppress_s = cfg->soft_bounce_suppress_for_ms / 1000,
+    };
+    p->outcomes = pmx_outcomes_new(p->loop, pmx_worker_db(w), &oo);
 
     pmx_queue_consumer_opts_t o;
     pmx_queue_consumer_opts_init(&o);
@@ -918,8 +976,9 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings)
     uv_unref((uv_handle_t *)&p->resubmit);
 
     pmx_settings_set_changed_cb(settings, settings_changed_cb, p);
+    pmx_supp_cache_set_ready_cb(suppress, suppress_ready_cb, p);
     pmx_queue_consumer_start(p->consumer);
-    if (pmx_settings_ready(settings)) pmx_pipeline_settings_changed(p);
+    pmx_pipeline_settings_changed(p);
     pmx_log_info("pipeline started consumer=%s capacity=%u", pmx_queue_consumer_name(p->consumer),
                  o.capacity);
     return p;
@@ -932,6 +991,7 @@ fail:
         pmx_smtp_pool_abort(p->pool);
     }
     if (p->signer) pmx_dkim_signer_free(p->signer);
+    pmx_fb_rules_free(p->rules);
     free(p);
     return NULL;
 }
@@ -995,6 +1055,7 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
     p->done = NULL;
     p->refs = 1 + (p->pool ? 1 : 0);
     pmx_settings_set_changed_cb(p->settings, NULL, NULL);
+    pmx_supp_cache_set_ready_cb(p->suppress, NULL, NULL);
     if (p->pool) {
         /* The drain may have closed it already (its closed callback not run yet). */
         if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
@@ -1015,6 +1076,7 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
     }
     pmx_queue_consumer_close(p->consumer);
     pmx_dkim_signer_free(p->signer);
+    pmx_fb_rules_free(p->rules);
     uv_close((uv_handle_t *)&p->resubmit, resubmit_closed);
 }
 

@@ -3,7 +3,8 @@
  * message"): every job the queue consumer hands over goes
  *
  *   decode (lib/job) -> policy (workers/settings: workspace known, not
- *   suspended, From domain verified, test mode via workers/plan) ->
+ *   suspended, From domain verified, test mode and the suppression list
+ *   (inbound/suppress.h) via workers/plan) ->
  *   build (lib/mime) -> sign (dkim/signer) -> relay (smtp/pool) ->
  *   record (sql/outcomes) -> ack, or defer to the retry schedule (queue/)
  *
@@ -19,14 +20,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "inbound/suppress.h"
 #include "workers/settings.h"
 #include "workers/worker.h"
 
 typedef struct pmx_pipeline pmx_pipeline_t;
 
 /* Makes and starts the pipeline (consumer, outcome writer, relay pool,
- * signer). settings must outlive it. NULL with a reason logged on failure. */
-pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings);
+ * signer). settings and suppress must outlive it; no job is read before both
+ * have completed their first load. NULL with a reason logged on failure. */
+pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
+                                   pmx_supp_cache_t *suppress);
 /* The settings cache swapped in new state: new workspace list, new limits. */
 void pmx_pipeline_settings_changed(pmx_pipeline_t *p);
 /* Redis went up or down. */

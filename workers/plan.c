@@ -72,6 +72,9 @@ void pmx_plan_make(const pmx_job_t *job, const pmx_plan_policy_t *pol,
     out->d[0].rcpts = pmx_xcalloc(total ? total : 1, sizeof *out->d[0].rcpts);
     out->original_to = pmx_xcalloc(total ? total : 1, sizeof *out->original_to);
     bool redirect_any = false;
+    /* The catch-all's verdict, asked once: every redirect goes to it. */
+    const char *catch_all_why = NULL;
+    bool catch_all_asked = false;
 
     for (size_t l = 0; l < 3; l++) {
         for (size_t i = 0; i < lists[l]->n; i++) {
@@ -85,11 +88,23 @@ void pmx_plan_make(const pmx_job_t *job, const pmx_plan_policy_t *pol,
             if (k && pmx_plan_status_final(k->status)) {
                 r->action = PMX_PLAN_SKIP;
             } else if (!pol->test_mode || is_tester(pol, addr)) {
+                if (pol->suppressed && (r->suppressed = pol->suppressed(addr, pol->suppressed_arg))) {
+                    r->action = PMX_PLAN_SUPPRESS;
+                    continue;
+                }
                 r->action = PMX_PLAN_RELAY;
                 r->delivery = 0;
                 r->slot = out->d[0].n;
                 out->d[0].rcpts[out->d[0].n++] = addr;
             } else if (pol->catch_all && *pol->catch_all) {
+                if (!catch_all_asked && pol->suppressed)
+                    catch_all_why = pol->suppressed(pol->catch_all, pol->suppressed_arg);
+                catch_all_asked = true;
+                if (catch_all_why) {
+                    r->action = PMX_PLAN_SUPPRESS;
+                    r->suppressed = catch_all_why;
+                    continue;
+                }
                 r->action = PMX_PLAN_REDIRECT;
                 r->delivery = 1;
                 r->slot = 0;

@@ -12,7 +12,9 @@
  *   REDIRECT  test mode, not a tester, a catch-all is set: goes out in
  *             delivery 1, the copy with one X-Original-To per redirected
  *             recipient, sent once to the catch-all;
- *   SUPPRESS  test mode, not a tester, no catch-all: nothing is sent.
+ *   SUPPRESS  test mode, not a tester, no catch-all; or the address it would
+ *             go to (itself, or the catch-all) is on the workspace's
+ *             suppression list: nothing is sent.
  * A pure function of its inputs, so the rules are unit-tested without
  * Redis, Postgres or a relay.
  */
@@ -37,6 +39,7 @@ typedef struct {
     int               attempts;   /* attempts Postgres recorded before this one */
     int               delivery;   /* RELAY: 0, REDIRECT: 1, else -1 */
     size_t            slot;       /* index of its envelope recipient in that delivery */
+    const char       *suppressed; /* SUPPRESS by the list: its reason; else NULL */
 } pmx_plan_rcpt_t;
 
 typedef struct {
@@ -58,6 +61,12 @@ typedef struct {
     const char        *catch_all;  /* NULL = none */
     const char *const *testers;    /* lowercase, sorted (strcmp) */
     size_t             ntesters;
+    /* The suppression list: why an address may not be mailed (a reason name
+     * that outlives the plan), or NULL. Asked of the address actually
+     * delivered to: the recipient, or the catch-all it is redirected to.
+     * NULL = no list. */
+    const char *(*suppressed)(const char *addr, void *arg);
+    void        *suppressed_arg;
 } pmx_plan_policy_t;
 
 /*

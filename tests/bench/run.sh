@@ -33,8 +33,17 @@
 #               error, the total, and CPU per message next to the unlimited run's, to
 #               show what the limiter costs end to end. Runs after the others (its
 #               leftover backlog is trimmed, but jobs at the gates still trickle out).
+#   suppression the delivery burst twice, side by side: with an empty suppression list,
+#               then with BENCH_SUPPRESSIONS (1,000,000) addresses on the workspaces'
+#               lists (none of them a recipient of the burst, so every check is a miss,
+#               the common case). Prints messages/s and CPU µs per message of both runs
+#               and their ratio, how long the workers took to load the list, and the
+#               workers' peak RSS with it (docs/feedback.md: the check must not cost the
+#               hot path; the goal is within 5 %).
 #   ratelimit   tests/bench/ratelimit.sh, when it exists (the rate limiter's own bench).
 #   submission  tests/bench/submission.sh, when it exists.
+#   feedback    tests/bench/feedback.sh: the report parser over the bounce corpus on
+#               one core, reports per second (needs no services).
 #
 #   make bench                         (50,000 messages, 10 workspaces)
 #   BENCH_MESSAGES=5000 make bench     a quick run
@@ -54,7 +63,8 @@ FAIR_N=${BENCH_FAIR_BACKLOG:-100000}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 LIM_NWS=${BENCH_LIMIT_WORKSPACES:-100}
 LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits ratelimit submission}
+SUPP_N=${BENCH_SUPPRESSIONS:-1000000}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits suppression ratelimit submission feedback}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -563,6 +573,54 @@ EOF
     awk -v m="$maxerr" 'BEGIN { exit !(m <= 5) }' || { echo "bench: a workspace is more than 5 % off its limit" >&2; return 1; }
 }
 
+# One burst's messages/s and postmuxd CPU µs per message: "rate cpu".
+burst_numbers() {
+    local cnt first last p50 p99 max
+    read -r cnt first last p50 p99 max <<<"$(latency_row)"
+    local span=$((last - first))
+    ((span > 0)) || span=1
+    echo "$(awk -v n="$cnt" -v s="$span" 'BEGIN { printf "%.0f", n * 1000 / s }')" \
+         "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt" 1)"
+}
+
+bench_suppression() {
+    say "scenario suppression: $N messages without, then with $SUPP_N suppressed addresses"
+    q "TRUNCATE suppressions" >/dev/null
+    run_burst "$N" || return 1
+    local without with
+    without=$(burst_numbers)
+    local loads0 t0
+    loads0=$(grep -c "suppressions loaded entries=$SUPP_N " "$DLOG")
+    t0=$(now_ms)
+    # One statement: the workers hear '*' and reload the whole list in pages.
+    q "insert into suppressions (workspace_id, address, reason)
+       select (array[$(printf "'%s'," "${WS[@]}" | sed 's/,$//')])[1 + g % $NWS],
+              'listed' || g || '@list.test', 'hard_bounce'
+         from generate_series(1, $SUPP_N) g" >/dev/null || return 1
+    local deadline=$((SECONDS + 300))
+    until (($(grep -c "suppressions loaded entries=$SUPP_N " "$DLOG") >= loads0 + NWORKERS)); do
+        ((SECONDS < deadline)) || { echo "bench: the workers did not load the list" >&2; return 1; }
+        sleep 0.2
+    done
+    put "suppression: list of $SUPP_N loaded by every worker in" s_load "$(($(now_ms) - t0)) ms"
+    run_burst "$N" || return 1
+    with=$(burst_numbers)
+    local r0 c0 r1 c1
+    read -r r0 c0 <<<"$without"
+    read -r r1 c1 <<<"$with"
+    put "suppression: throughput without / with the list" s_rate "$r0 / $r1 messages/s"
+    put "suppression: postmuxd CPU per message without / with" s_cpu "$c0 / $c1 µs"
+    put "suppression: throughput with the list, of without" s_ratio \
+        "$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.1f%%", 100 * b / (a ? a : 1) }')"
+    local w hwm rss=()
+    for w in $(workers); do
+        hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$w/status" 2>/dev/null)
+        rss+=("$w:$((hwm / 1024)) MB")
+    done
+    put "suppression: peak RSS per worker with the list" s_rss "${rss[*]}"
+    q "TRUNCATE suppressions" >/dev/null
+}
+
 # The other benches start services of their own: not this run's (they would use
 # them when these variables are set).
 other_bench() {
@@ -573,6 +631,7 @@ other_bench() {
 }
 bench_ratelimit() { other_bench ratelimit.sh; }
 bench_submission() { other_bench submission.sh; }
+bench_feedback() { other_bench feedback.sh; }
 
 summary() {
     local l label key unit
@@ -588,21 +647,27 @@ summary() {
 }
 
 # ---- main -----------------------------------------------------------------------
-setup
+# Scenarios with benches of their own run after the summary and print their own.
+own=" ratelimit submission feedback "
+needs_services=0
 for s in $SCENARIOS; do
-    case $s in
-        ratelimit|submission) continue ;;   # after the summary: they print their own
-    esac
-    if ! "bench_$s"; then
-        echo "bench: scenario $s failed" >&2
-        failed=1
-    fi
+    [[ $own == *" $s "* ]] || needs_services=1
 done
-summary
-pmx_svc_stop_all
+if ((needs_services)); then
+    setup
+    for s in $SCENARIOS; do
+        [[ $own == *" $s "* ]] && continue
+        if ! "bench_$s"; then
+            echo "bench: scenario $s failed" >&2
+            failed=1
+        fi
+    done
+    summary
+    pmx_svc_stop_all
+fi
 for s in $SCENARIOS; do
-    case $s in
-        ratelimit|submission) "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; } ;;
-    esac
+    if [[ $own == *" $s "* ]]; then
+        "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; }
+    fi
 done
 exit "$failed"

@@ -100,6 +100,8 @@ class Handler:
             return "450 4.2.0 mailbox busy, try later"
         if address.startswith("perm"):
             return "550 5.1.1 no such user here"
+        if address.startswith("full"):
+            return "552 5.2.2 mailbox full, over quota"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 

@@ -103,6 +103,8 @@ static void test_defaults(void **state)
     assert_true(c.retry_max_interval_ms == 3600000);
     assert_true(c.max_queue_lifetime_ms == 5ull * 86400000);
     assert_true(c.suspend_hold_ms == 45000);
+    assert_int_equal(c.soft_bounce_limit, 5);
+    assert_true(c.soft_bounce_suppress_for_ms == 7ull * 86400000);
     assert_string_equal(c.master_key_file, "/etc/postmux/master.key");
     assert_string_equal(c.path, "test.conf");
     pmx_config_free(&c);
@@ -155,6 +157,9 @@ static void test_every_key(void **state)
         "retry_max_interval = 2h\n"
         "max_queue_lifetime = 3d\n"
         "suspend_hold = 0s\n"
+        "[feedback]\n"
+        "soft_bounce_limit = 0\n"
+        "soft_bounce_suppress_for = 36h\n"
         "[keys]\n"
         "master_key_file = /var/lib/postmux/key\n";
     pmx_config_t c;
@@ -185,6 +190,8 @@ static void test_every_key(void **state)
     assert_true(c.retry_max_interval_ms == 7200000);
     assert_true(c.max_queue_lifetime_ms == 3ull * 86400000);
     assert_true(c.suspend_hold_ms == 0);
+    assert_int_equal(c.soft_bounce_limit, 0);
+    assert_true(c.soft_bounce_suppress_for_ms == 36ull * 3600000);
     assert_string_equal(c.master_key_file, "/var/lib/postmux/key");
     pmx_config_free(&c);
 }
@@ -304,11 +311,11 @@ static void test_structure_errors(void **state)
     (void)state;
     load_err("[daemon]\nworkers = 2\n\n[relya]\nhost = x\n",
              "test.conf:4: unknown section [relya] (expected daemon, postgres, redis, relay, "
-             "submission, delivery or keys)");
+             "submission, delivery, feedback or keys)");
     /* An unknown section is refused even with no keys under it. */
     load_err("[daemon]\n[Relay]\n",
              "test.conf:2: unknown section [Relay] (expected daemon, postgres, redis, relay, "
-             "submission, delivery or keys)");
+             "submission, delivery, feedback or keys)");
     load_err("; c\n[relay]\nhost = a\nhots = b\n", "test.conf:4: [relay] unknown key 'hots'");
     load_err("[daemon]\nhost = a\n", "test.conf:2: [daemon] unknown key 'host'");
     load_err("workers = 2\n[daemon]\n",
@@ -436,6 +443,10 @@ static void test_value_errors(void **state)
           "1h or 5d, got '99999999999999999999d'" },
         { "[delivery]\nsuspend_hold = 2d\n",
           "test.conf:2: [delivery] suspend_hold: must be from 0s to 1d, got '2d'" },
+        { "[feedback]\nsoft_bounce_limit = 1001\n",
+          "test.conf:2: [feedback] soft_bounce_limit: expected a number from 0 to 1000, got '1001'" },
+        { "[feedback]\nsoft_bounce_suppress_for = 0s\n",
+          "test.conf:2: [feedback] soft_bounce_suppress_for: must be from 1s to 3650d, got '0s'" },
         { "[keys]\nmaster_key_file =\n", "test.conf:2: [keys] master_key_file: must not be empty" },
         /* Rules between keys: no line, just the file. */
         { "[relay]\nauth_user = me\n",
@@ -544,6 +555,8 @@ static void test_load_file(void **state)
     assert_true(ex.submission_max_message_size == def.submission_max_message_size);
     assert_true(ex.max_queue_lifetime_ms == def.max_queue_lifetime_ms);
     assert_true(ex.suspend_hold_ms == def.suspend_hold_ms);
+    assert_int_equal(ex.soft_bounce_limit, def.soft_bounce_limit);
+    assert_true(ex.soft_bounce_suppress_for_ms == def.soft_bounce_suppress_for_ms);
     assert_string_equal(ex.master_key_file, def.master_key_file);
     pmx_config_free(&ex);
     pmx_config_free(&def);

@@ -439,6 +439,35 @@ static void test_headers(void **state)
     pmx_job_free(&j);
 }
 
+static void test_category(void **state)
+{
+    (void)state;
+    fields_t fs;
+    pmx_job_t j;
+    char v[70];
+    memset(v, 'c', sizeof v);
+    base(&fs); add(&fs, "category", "news.weekly_2-b");
+    expect_ok(&fs, BIG, &j);
+    assert_string_equal(j.category, "news.weekly_2-b");
+    pmx_job_free(&j);
+    base(&fs); add_n(&fs, "category", v, 64);
+    expect_ok(&fs, BIG, &j);
+    assert_int_equal(strlen(j.category), 64);
+    pmx_job_free(&j);
+    base(&fs);
+    expect_ok(&fs, BIG, &j);
+    assert_null(j.category);
+    pmx_job_free(&j);
+    base(&fs); add_n(&fs, "category", v, 65);
+    expect_bad(&fs, "category: must be 1 to 64 characters");
+    base(&fs); add(&fs, "category", "");
+    expect_bad(&fs, "category: must be 1 to 64 characters");
+    base(&fs); add(&fs, "category", "News");
+    expect_bad(&fs, "category: only a-z, 0-9, '_', '.' and '-' are allowed");
+    base(&fs); add(&fs, "category", "a b");
+    expect_bad(&fs, "category: only a-z, 0-9, '_', '.' and '-' are allowed");
+}
+
 static void test_id_and_metadata(void **state)
 {
     (void)state;
@@ -539,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_subject_and_bodies),
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_id_and_metadata),
+        cmocka_unit_test(test_category),
         cmocka_unit_test(test_size),
         cmocka_unit_test(test_late_errors_free),
     };

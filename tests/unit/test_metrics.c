@@ -179,7 +179,7 @@ static void test_full_table_goes_to_other(void **state)
         snprintf(ws, sizeof ws, "ws_%05d", i);
         pmx_metrics_shm_add_recipients(m, ws, PMX_METRICS_SENT, 1);
     }
-    assert_int_equal(atomic_load(&m->rcpt_other[PMX_METRICS_SENT]), 0);
+    assert_int_equal(atomic_load(&m->rcpt_other[PMX_METRICS_FAM_RECIPIENTS][PMX_METRICS_SENT]), 0);
     pmx_metrics_shm_add_recipients(m, "ws_new", PMX_METRICS_SENT, 5);
     pmx_metrics_shm_add_recipients(m, "ws_00007", PMX_METRICS_SENT, 1);   /* known: still its own */
     pmx_metrics_shm_add_recipients(m, "ws_00007", PMX_METRICS_DEFERRED, 2); /* new key: no room */
@@ -338,6 +338,8 @@ static void test_render_format(void **state)
     pmx_shm_count_restart(shm);
     pmx_metrics_shm_add_recipients(m, "ws_b", PMX_METRICS_SENT, 3);
     pmx_metrics_shm_add_recipients(m, "ws_b", PMX_METRICS_SUPPRESSED, 1);
+    pmx_metrics_shm_add(m, "ws_b", PMX_METRICS_FAM_SUPPRESSED, 0, 1);   /* hard_bounce */
+    pmx_metrics_shm_add(m, "ws_a", PMX_METRICS_FAM_BOUNCES, 3, 2);      /* mailbox_full */
     const char *ids[] = { "ws_a", "ws_b" };
     uint64_t depths[] = { 7, 0 };
     pmx_metrics_shm_store_depths(m, ids, depths, 2);
@@ -366,6 +368,13 @@ static void test_render_format(void **state)
         "postmux_recipients_total{workspace=\"ws_a\",status=\"bounced\"} 0\n"
         "postmux_recipients_total{workspace=\"ws_a\",status=\"rejected\"} 0\n"
         "postmux_recipients_total{workspace=\"ws_a\",status=\"suppressed\"} 0\n"
+        "# HELP postmux_suppressed_total Recipients not mailed: on the suppression list (by its "
+        "reason), or test mode.\n"
+        "# TYPE postmux_suppressed_total counter\n"
+        "postmux_suppressed_total{workspace=\"ws_b\",reason=\"hard_bounce\"} 1\n"
+        "# HELP postmux_bounces_total Recipients bounced, by bounce class.\n"
+        "# TYPE postmux_bounces_total counter\n"
+        "postmux_bounces_total{workspace=\"ws_a\",class=\"mailbox_full\"} 2\n"
         "# HELP postmux_queue_depth Jobs in the workspace's stream {prefix}:{ws}:jobs (XLEN), "
         "refreshed every 5 s.\n"
         "# TYPE postmux_queue_depth gauge\n"
@@ -406,7 +415,7 @@ static void test_render_format(void **state)
     pmx_buf_init(&b);
     pmx_metrics_render_shm(empty, NULL, &b);
     const char *out = pmx_buf_cstr(&b);
-    assert_non_null(strstr(out, "# TYPE postmux_recipients_total counter\n# HELP postmux_queue_depth"));
+    assert_non_null(strstr(out, "# TYPE postmux_recipients_total counter\n# HELP postmux_suppressed_total"));
     assert_non_null(strstr(out, "postmux_dkim_sign_seconds_bucket{le=\"+Inf\"} 0\n"));
     assert_non_null(strstr(out, "postmux_dkim_sign_seconds_sum 0.000000000\n"));
     assert_non_null(strstr(out, "postmux_worker_restarts_total 0\n"));

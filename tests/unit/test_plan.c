@@ -124,6 +124,60 @@ static void test_status_final(void **state)
     assert_false(pmx_plan_status_final("queued"));
 }
 
+/* The suppression list stand-in: b@x.test and the catch-all are on it. */
+static const char *list_says(const char *addr, void *arg)
+{
+    int *asked = arg;
+    (*asked)++;
+    if (strcmp(addr, "b@x.test") == 0) return "hard_bounce";
+    if (strcmp(addr, "sink@x.test") == 0) return "complaint";
+    return NULL;
+}
+
+static void test_suppression_list(void **state)
+{
+    (void)state;
+    pmx_job_t j;
+    make_job(&j, "a@x.test, b@x.test", NULL, NULL);
+    int asked = 0;
+    pmx_plan_policy_t pol = { .suppressed = list_says, .suppressed_arg = &asked };
+    pmx_plan_t p;
+    pmx_plan_make(&j, &pol, NULL, &p);
+    assert_int_equal(p.nr, 2);
+    assert_int_equal(p.r[0].action, PMX_PLAN_RELAY);
+    assert_null(p.r[0].suppressed);
+    assert_int_equal(p.r[1].action, PMX_PLAN_SUPPRESS);
+    assert_string_equal(p.r[1].suppressed, "hard_bounce");
+    assert_int_equal(p.d[0].n, 1);               /* only a@ goes out */
+    assert_string_equal(p.d[0].rcpts[0], "a@x.test");
+    assert_int_equal(asked, 2);
+    pmx_plan_free(&p);
+    pmx_job_free(&j);
+}
+
+/* Test mode: the list is asked about the catch-all, the address actually mailed, once. */
+static void test_suppression_catch_all(void **state)
+{
+    (void)state;
+    pmx_job_t j;
+    make_job(&j, "a@x.test, c@x.test, t@x.test", NULL, NULL);
+    const char *testers[] = { "t@x.test" };
+    int asked = 0;
+    pmx_plan_policy_t pol = { .test_mode = true, .catch_all = "sink@x.test", .testers = testers,
+                              .ntesters = 1, .suppressed = list_says, .suppressed_arg = &asked };
+    pmx_plan_t p;
+    pmx_plan_make(&j, &pol, NULL, &p);
+    assert_int_equal(p.r[0].action, PMX_PLAN_SUPPRESS);
+    assert_string_equal(p.r[0].suppressed, "complaint");
+    assert_int_equal(p.r[1].action, PMX_PLAN_SUPPRESS);
+    assert_int_equal(p.r[2].action, PMX_PLAN_RELAY);   /* the tester is asked about itself */
+    assert_int_equal(p.d[1].n, 0);                      /* no catch-all copy */
+    assert_int_equal(p.noriginal_to, 0);
+    assert_int_equal(asked, 2);                         /* catch-all once, tester once */
+    pmx_plan_free(&p);
+    pmx_job_free(&j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +186,8 @@ int main(void)
         cmocka_unit_test(test_test_mode_catch_all),
         cmocka_unit_test(test_test_mode_suppressed),
         cmocka_unit_test(test_status_final),
+        cmocka_unit_test(test_suppression_list),
+        cmocka_unit_test(test_suppression_catch_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
