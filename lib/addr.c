@@ -1,6 +1,8 @@
 /*
  * The address parser (see addr.h): a careful, strict subset of RFC 5322
- * mailboxes and address lists, with RFC 5321 / RFC 6531 (SMTPUTF8) limits.
+ * mailboxes and address lists, and RFC 5321 envelope Mailboxes, with
+ * RFC 5321 / RFC 6531 (SMTPUTF8) limits. Both go through one addr-spec
+ * parser (parse_addr_spec), so they can never disagree on what an address is.
  *
  * Accepted:  local@domain, Name <local@domain>, "Quoted, Name" <local@domain>,
  *            <local@domain>; display names may mix atoms (with '.') and quoted
@@ -12,8 +14,20 @@
  *            elements, unbalanced quotes or angle brackets.
  * Limits:    local part <= 64 octets, domain <= 253, label <= 63, address <= 254.
  *
+ * The addr-spec (both grammars): Local-part is a Dot-string (atext runs,
+ *            UTF-8 allowed, single dots) or a Quoted-string whose content is
+ *            RFC 5321 qtextSMTP / quoted-pairSMTP (printable ASCII and space,
+ *            UTF-8; a backslash before a printable ASCII character) — TAB, which
+ *            RFC 5322 allows there and RFC 5321 does not, is refused, as is
+ *            the empty local part ""; Domain is letter-digit-hyphen labels
+ *            (UTF-8 labels allowed), no address literal.
+ * RFC 5321 paths (pmx_addr_parse_envelope) take the addr-spec alone: no
+ * white space around it, no display name.
+ *
  * The address is returned canonical: domain ASCII-lowercased, a quoted local
- * part unquoted when it is a plain dot-atom, otherwise re-quoted minimally.
+ * part unquoted when it is a plain dot-atom, otherwise re-quoted minimally
+ * (only '"' and backslash escaped). The canonical form is an RFC 5321 Mailbox, which
+ * is what the relay client sends between '<' and '>'.
  * Parsing goes in two steps: one scan that splits the list at top-level commas
  * while checking quotes and brackets, then one mailbox at a time.
  */
@@ -35,12 +49,36 @@
 
 static bool is_wsp(char c) { return c == ' ' || c == '\t'; }
 
-/* RFC 5322 atext, plus every non-ASCII byte (already checked to be UTF-8). */
-static bool is_atext(unsigned char c)
+bool pmx_addr_is_atext(unsigned char c)
 {
-    if (c >= 0x80) return true;
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL && c != '\0';
+    return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+}
+
+/* atext of an address: RFC 5322 atext plus every non-ASCII byte (RFC 6531
+ * §3.3 / RFC 6532 §3.2; the input was already checked to be UTF-8). */
+static bool is_atext_u8(unsigned char c)
+{
+    return c >= 0x80 || pmx_addr_is_atext(c);
+}
+
+/* dot-atom-text over s[0..n), with atext decided by is_at. */
+static bool dot_atom(const char *s, size_t n, bool (*is_at)(unsigned char))
+{
+    if (n == 0 || s[0] == '.' || s[n - 1] == '.') return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '.') {
+            if (s[i + 1] == '.') return false;
+        } else if (!is_at((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool pmx_addr_is_dot_atom(const char *s, size_t n)
+{
+    return s && dot_atom(s, n, pmx_addr_is_atext);
 }
 
 /* Appends s[0..n) quoted for an error message: printable, escaped, truncated. */
@@ -158,18 +196,10 @@ static int scan_element(const char *s, size_t n, size_t start, size_t *end,
     return 0;
 }
 
-/* True when s[0..n) is a dot-atom: atext runs separated by single dots. */
+/* True when s[0..n) is a dot-atom of an address local part (UTF-8 allowed). */
 static bool is_dot_atom(const char *s, size_t n)
 {
-    if (n == 0 || s[0] == '.' || s[n - 1] == '.') return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
-            if (s[i + 1] == '.') return false;
-        } else if (!is_atext((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
+    return dot_atom(s, n, is_atext_u8);
 }
 
 static int bad_char(char *err, size_t errlen, const char *where, char c,
@@ -260,7 +290,7 @@ static int parse_addr_spec(const char *s, size_t n, char **out, char *err, size_
         at = (size_t)(p - s);
         if (at == 0) { fail(err, errlen, "empty local part", s, n); goto done; }
         for (size_t i = 0; i < at; i++) {
-            if (s[i] != '.' && !is_atext((unsigned char)s[i])) {
+            if (s[i] != '.' && !is_atext_u8((unsigned char)s[i])) {
                 bad_char(err, errlen, "local part", s[i], s, n);
                 goto done;
             }
@@ -304,7 +334,7 @@ static int parse_display(const char *s, size_t n, const char *m, size_t mn, char
                 pmx_buf_append_char(&b, s[i] == '\t' ? ' ' : s[i]);
             }
             i++;
-        } else if (c == '.' || is_atext((unsigned char)c)) {
+        } else if (c == '.' || is_atext_u8((unsigned char)c)) {
             pmx_buf_append_char(&b, c);
             i++;
         } else {
@@ -415,6 +445,25 @@ int pmx_addr_list_parse(const char *s, size_t n, pmx_addr_list_t *out, char *err
 fail:
     pmx_addr_list_free(&l);
     return -1;
+}
+
+int pmx_addr_parse_envelope(const char *s, size_t n, char **out, char *err, size_t errlen)
+{
+    if (check_chars(s, n, err, errlen) < 0) return -1;
+    /* No trimming: RFC 5321 §4.1.2 has no white space inside a path, and
+     * parse_addr_spec refuses a space outside a quoted local part. */
+    return parse_addr_spec(s, n, out, err, errlen);
+}
+
+bool pmx_addr_envelope_ok(const char *s)
+{
+    if (!s) return false;
+    size_t n = strnlen(s, ADDR_MAX + 1);
+    if (n == 0 || n > ADDR_MAX) return false;
+    char *canon = NULL;
+    if (pmx_addr_parse_envelope(s, n, &canon, NULL, 0) < 0) return false;
+    free(canon);
+    return true;
 }
 
 const char *pmx_addr_domain(const pmx_addr_t *a)

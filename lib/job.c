@@ -7,7 +7,11 @@
  *
  * Checks, in order: every field name is known (or header:<Name>) and given
  * once; required fields and the raw/composed exclusions; the message size
- * (before anything is copied); then each value (addresses through lib/addr,
+ * (before anything is copied); then each value (addresses through lib/addr's
+ * RFC 5322 mailbox grammar, whose canonical addresses are the RFC 5321
+ * Mailboxes the relay client sends, so a job accepted here never has a
+ * recipient refused later as "not an address"; a bad address rejects the
+ * whole job, naming the field — docs/queue.md, "Addresses"),
  * text as UTF-8 without the bytes that would break a header or a Postgres
  * text column) and the recipient limit. Every bound is checked before the
  * work it bounds, so a hostile entry costs time and memory linear in its

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/addr.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
 #include "lib/mime.h"
@@ -43,26 +44,12 @@ static int fail(pmx_buf_t *out, size_t base, char *err, size_t errlen, const cha
 
 static bool is_wsp(char c) { return c == ' ' || c == '\t'; }
 
-/* RFC 5322 atext. */
-static bool is_atext(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
-}
-
-/* dot-atom-text: atext runs separated by single dots (RFC 5322 §3.2.3). */
-static bool is_dot_atom(const char *s)
+/* A Message-ID's id-left (RFC 5322 §3.6.4: dot-atom-text, the one grammar of
+ * lib/addr), bounded. */
+static bool msgid_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > MSGID_MAX || s[0] == '.' || s[n - 1] == '.') return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
-            if (s[i + 1] == '.') return false;
-        } else if (!is_atext((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
+    return n <= MSGID_MAX && pmx_addr_is_dot_atom(s, n);
 }
 
 /* Field name: printable ASCII without ':' (RFC 5322 ftext), bounded. */
@@ -255,7 +242,7 @@ int pmx_mime_build(const pmx_job_t *job, const pmx_mime_opts_t *opts, pmx_buf_t 
     if (field_value_problem(job->subject))
         return fail(out, base, err, errlen, "subject: %s", field_value_problem(job->subject));
     if (!job->text && !job->html) return fail(out, base, err, errlen, "text/html: both missing");
-    if (!opts->msgid || !is_dot_atom(opts->msgid))
+    if (!opts->msgid || !msgid_ok(opts->msgid))
         return fail(out, base, err, errlen, "message id: not dot-atom text");
     if (!addrs_clean(&job->from, 1)) return fail(out, base, err, errlen, "from: control character in address");
     if (!addrs_clean(job->to.v, job->to.n)) return fail(out, base, err, errlen, "to: control character in address");
@@ -506,7 +493,7 @@ int pmx_mime_prepare_raw(const char *raw, size_t n, const pmx_mime_opts_t *opts,
     if (pmx_mime_header_from(raw, body, &from, why, sizeof why) != 0)
         return fail(out, base, err, errlen, "raw: %s", why);
     int rc = 0;
-    if (!has_msgid && (!opts->msgid || !is_dot_atom(opts->msgid))) {
+    if (!has_msgid && (!opts->msgid || !msgid_ok(opts->msgid))) {
         rc = fail(out, base, err, errlen, "message id: not dot-atom text");
         goto done;
     }

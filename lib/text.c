@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "lib/encode.h"
 #include "lib/text.h"
 #include "lib/utf8.h"
@@ -296,13 +297,6 @@ static void trim_wsp(const char **s, size_t *n)
     while (*n > 0 && is_wsp((unsigned char)(*s)[*n - 1])) (*n)--;
 }
 
-/* RFC 5322 atext. */
-static bool is_atext(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
-}
-
 /* Display names longer than this become encoded-words, which can be folded. */
 #define PHRASE_PLAIN_MAX 200
 
@@ -316,7 +310,7 @@ void pmx_text_hdr_phrase(pmx_text_hdr_t *h, const char *s, size_t n)
     }
     bool atoms = true;
     for (size_t i = 0; i < n && atoms; i++)
-        atoms = is_atext((unsigned char)s[i]) || is_wsp((unsigned char)s[i]);
+        atoms = pmx_addr_is_atext((unsigned char)s[i]) || is_wsp((unsigned char)s[i]);
     if (atoms) {
         size_t i = 0;
         while (i < n) {

@@ -14,6 +14,13 @@
  * the rest when it can be), so a transaction that ended early never leaks
  * into the next.
  *
+ * One recipient never fails its siblings: a recipient this client cannot
+ * send (not an RFC 5321 Mailbox by lib/addr's grammar, or a non-ASCII address
+ * for a relay without SMTPUTF8 while the message itself does not need it) gets
+ * its own permanent outcome and no RCPT TO; the others go on as usual. Only
+ * what the whole message shares (the sender, SIZE, a header that needs
+ * SMTPUTF8) fails the whole message.
+ *
  * A session is freed only after its timer and stream handles are closed, and
  * tells its owner with on_closed; every message it took gets its callback
  * (or is handed back, see client.h) before that.
@@ -23,6 +30,7 @@
  * a job of its own lives elsewhere (reply parsing, TLS, dot-stuffing, pooling).
  */
 #include "smtp/client.h"
+#include "lib/addr.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
 #include "lib/log.h"
@@ -50,7 +58,7 @@ typedef enum {
     S_READY,            /* idle, can take a message */
     S_RSET,
     S_MAIL,
-    S_RCPT,             /* rcpt_replied replies of env.nrcpts so far */
+    S_RCPT,             /* rcpt_replied replies of nsend so far */
     S_DATA,             /* waiting for 354 */
     S_BODY,             /* writing the message as the socket drains */
     S_DOT,              /* waiting for the reply to the final "." */
@@ -116,7 +124,12 @@ struct pmx_smtp_session {
     size_t                  rcpt_replied, accepted;
     saved_reply_t           mail_r, final_r;
     const char             *final_after;
-    saved_reply_t          *rr;             /* one per recipient */
+    /* Recipients: the k-th RCPT TO is for envelope recipient sendidx[k]; an
+     * envelope recipient not sent has its local outcome in local[i]. */
+    size_t                  nsend;
+    size_t                 *sendidx;        /* nsend used, rr_cap allocated */
+    const pmx_smtp_outcome_t **local;       /* one per envelope recipient; NULL = sent */
+    saved_reply_t          *rr;             /* one per RCPT TO sent */
     size_t                  rr_cap;
     pmx_smtp_outcome_t     *outs;
     size_t                  outs_cap;
@@ -216,6 +229,29 @@ void pmx__smtp_msg_fail(pmx_smtp_msg_t *msg, pmx_smtp_status_t status, const cha
     free(msg);
 }
 
+/* Local outcomes of a recipient given no RCPT TO (see the top of this file). */
+static const pmx_smtp_outcome_t rcpt_not_mailbox = {
+    PMX_SMTP_PERMFAIL, 0, "5.1.3",
+    "553 5.1.3 not sent by postmux: the recipient is not an RFC 5321 mailbox", "RCPT TO",
+};
+static const pmx_smtp_outcome_t rcpt_needs_smtputf8 = {
+    PMX_SMTP_PERMFAIL, 0, "5.6.7",
+    "553 5.6.7 not sent by postmux: the recipient address is not ASCII and the relay "
+    "does not offer SMTPUTF8", "RCPT TO",
+};
+
+/* Ends msg before any command: every recipient has a local outcome in local. */
+static void msg_fail_local(pmx_smtp_msg_t *msg, const pmx_smtp_outcome_t *const *local)
+{
+    size_t n = msg->env.nrcpts;
+    pmx_smtp_outcome_t *outs = pmx_xcalloc(n ? n : 1, sizeof *outs);
+    for (size_t i = 0; i < n; i++) outs[i] = *local[i];
+    pmx_smtp_result_t res = { PMX_SMTP_PERMFAIL, outs[0], outs, n };
+    msg->cb(msg->arg, &res);
+    free(outs);
+    free(msg);
+}
+
 /*
  * Ends the current message. Each recipient's outcome is the most specific
  * reply that decided it: a failed MAIL FROM decides everyone, a failed RCPT TO
@@ -234,22 +270,27 @@ static void complete_msg(pmx_smtp_session_t *s, const pmx_smtp_outcome_t *rest)
         s->outs_cap = n;
     }
     bool any_sent = false, any_temp = false;
-    for (size_t i = 0; i < n; i++) {
+    /* Recipients given no RCPT TO keep their local outcome. */
+    for (size_t i = 0; i < n; i++)
+        if (s->local[i]) s->outs[i] = *s->local[i];
+    for (size_t k = 0; k < s->nsend; k++) {
         pmx_smtp_outcome_t o;
         if (mail_failed) o = outcome_of(&s->mail_r, "MAIL FROM");
-        else if (i < s->rcpt_replied && s->rr[i].code / 100 != 2) o = outcome_of(&s->rr[i], "RCPT TO");
+        else if (k < s->rcpt_replied && s->rr[k].code / 100 != 2) o = outcome_of(&s->rr[k], "RCPT TO");
         else if (s->final_r.set) o = outcome_of(&s->final_r, s->final_after);
         else o = rest ? *rest : no_reply;
-        s->outs[i] = o;
-        any_sent |= o.status == PMX_SMTP_SENT;
-        any_temp |= o.status == PMX_SMTP_TEMPFAIL;
+        s->outs[s->sendidx[k]] = o;
+    }
+    for (size_t i = 0; i < n; i++) {
+        any_sent |= s->outs[i].status == PMX_SMTP_SENT;
+        any_temp |= s->outs[i].status == PMX_SMTP_TEMPFAIL;
     }
     pmx_smtp_result_t res;
     res.status = any_sent ? PMX_SMTP_SENT : any_temp ? PMX_SMTP_TEMPFAIL : PMX_SMTP_PERMFAIL;
     if (rest) res.message = *rest;
     else if (s->final_r.set) res.message = outcome_of(&s->final_r, s->final_after);
     else if (mail_failed) res.message = outcome_of(&s->mail_r, "MAIL FROM");
-    else if (n && s->rcpt_replied) res.message = s->outs[s->rcpt_replied - 1];
+    else if (s->rcpt_replied) res.message = s->outs[s->sendidx[s->rcpt_replied - 1]];
     else res.message = no_reply;
     res.rcpts = s->outs;
     res.nrcpts = n;
@@ -285,6 +326,8 @@ static void session_free(pmx_smtp_session_t *s)
     pmx_buf_free(&s->final_r.text);
     for (size_t i = 0; i < s->rr_cap; i++) pmx_buf_free(&s->rr[i].text);
     free(s->rr);
+    free(s->sendidx);
+    free(s->local);
     free(s->outs);
     free(s->close_reason);
     free(s);
@@ -498,16 +541,17 @@ static void append_mail(pmx_smtp_session_t *s, pmx_buf_t *b, bool body8, bool ut
     pmx_buf_append(b, "\r\n", 2);
 }
 
-static void append_rcpt(pmx_smtp_session_t *s, pmx_buf_t *b, size_t i)
+/* The k-th RCPT TO of the transaction. */
+static void append_rcpt(pmx_smtp_session_t *s, pmx_buf_t *b, size_t k)
 {
-    append_path(b, "RCPT TO:", s->msg->env.rcpts[i]);
+    append_path(b, "RCPT TO:", s->msg->env.rcpts[s->sendidx[k]]);
     pmx_buf_append(b, "\r\n", 2);
 }
 
-static void send_rcpt(pmx_smtp_session_t *s, size_t i)
+static void send_rcpt(pmx_smtp_session_t *s, size_t k)
 {
     pmx_buf_reset(&s->cmd);
-    append_rcpt(s, &s->cmd, i);
+    append_rcpt(s, &s->cmd, k);
     s->state = S_RCPT;
     if (send_buf(s, &s->cmd) == 0) arm(s, s->cfg->command_timeout_ms);
 }
@@ -527,10 +571,10 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
         pmx__smtp_msg_fail(msg, PMX_SMTP_TEMPFAIL, "connect", "relay session not ready");
         return -1;
     }
+    /* What the whole message shares decides for every recipient: its size,
+     * and SMTPUTF8 when the sender or a header needs it (RFC 6531). */
+    bool relay_utf8 = (s->ehlo.ext & PMX_SMTP_EXT_SMTPUTF8) != 0;
     bool utf8 = (env->flags & PMX_SMTP_ENV_SMTPUTF8) || !is_ascii(env->mail_from);
-    for (size_t i = 0; i < env->nrcpts && !utf8; i++) utf8 = !is_ascii(env->rcpts[i]);
-    bool body8 = utf8 || (env->flags & PMX_SMTP_ENV_8BITMIME) || has_8bit(msg->data, msg->len);
-
     if (s->ehlo.size_max && msg->len > s->ehlo.size_max) {
         char why[160];
         snprintf(why, sizeof why, "message of %zu octets exceeds the relay's SIZE limit of %llu",
@@ -538,28 +582,53 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
         pmx__smtp_msg_fail(msg, PMX_SMTP_PERMFAIL, "MAIL FROM", why);
         return -1;
     }
-    if (utf8 && !(s->ehlo.ext & PMX_SMTP_EXT_SMTPUTF8)) {
+    if (utf8 && !relay_utf8) {
         pmx__smtp_msg_fail(msg, PMX_SMTP_PERMFAIL, "MAIL FROM",
-                           "the envelope needs SMTPUTF8 (non-ASCII address or header) "
+                           "the envelope needs SMTPUTF8 (non-ASCII sender or header) "
                            "and the relay does not offer it");
         return -1;
     }
 
-    s->msg = msg;
-    s->ntxn++;
-    s->got_reply = false;
-    s->pipelined = (s->ehlo.ext & PMX_SMTP_EXT_PIPELINING) != 0;
-    s->rcpt_replied = s->accepted = 0;
-    s->mail_r.set = s->final_r.set = false;
-    s->final_after = "";
+    /* Each recipient on its own: one that cannot be sent fails alone. */
     if (s->rr_cap < env->nrcpts) {
         s->rr = pmx_xrealloc(s->rr, env->nrcpts * sizeof *s->rr);
         for (size_t i = s->rr_cap; i < env->nrcpts; i++) {
             pmx_buf_init(&s->rr[i].text);
             s->rr[i].set = false;
         }
+        s->sendidx = pmx_xrealloc(s->sendidx, env->nrcpts * sizeof *s->sendidx);
+        s->local = pmx_xrealloc(s->local, env->nrcpts * sizeof *s->local);
         s->rr_cap = env->nrcpts;
     }
+    size_t nsend = 0;
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        const char *r = env->rcpts[i];
+        bool ascii = r && is_ascii(r);
+        s->local[i] = !pmx_addr_envelope_ok(r) ? &rcpt_not_mailbox
+                    : !ascii && !relay_utf8    ? &rcpt_needs_smtputf8
+                    : NULL;
+        if (s->local[i]) {
+            pmx_log_warn("relay recipient not sent rcpt=#%zu of %zu reason=\"%s\"", i + 1,
+                         env->nrcpts, s->local[i]->response);
+            continue;
+        }
+        s->sendidx[nsend++] = i;
+        utf8 |= !ascii;
+    }
+    if (nsend == 0) {
+        msg_fail_local(msg, s->local);
+        return -1;
+    }
+    bool body8 = utf8 || (env->flags & PMX_SMTP_ENV_8BITMIME) || has_8bit(msg->data, msg->len);
+
+    s->msg = msg;
+    s->nsend = nsend;
+    s->ntxn++;
+    s->got_reply = false;
+    s->pipelined = (s->ehlo.ext & PMX_SMTP_EXT_PIPELINING) != 0;
+    s->rcpt_replied = s->accepted = 0;
+    s->mail_r.set = s->final_r.set = false;
+    s->final_after = "";
     s->body8 = body8;
     s->utf8 = utf8;
 
@@ -568,7 +637,7 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
     if (rset) pmx_buf_append_str(&s->cmd, "RSET\r\n");
     if (s->pipelined || !rset) append_mail(s, &s->cmd, body8, utf8);
     if (s->pipelined) {
-        for (size_t i = 0; i < env->nrcpts; i++) append_rcpt(s, &s->cmd, i);
+        for (size_t k = 0; k < s->nsend; k++) append_rcpt(s, &s->cmd, k);
         pmx_buf_append_str(&s->cmd, "DATA\r\n");
     }
     s->state = rset ? S_RSET : S_MAIL;
@@ -693,8 +762,8 @@ static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r)
         save_reply(&s->rr[i], r);
         if (c / 100 == 2 && s->mail_r.code / 100 == 2) s->accepted++;
         if (s->pipelined) {
-            if (s->rcpt_replied == s->msg->env.nrcpts) s->state = S_DATA;
-        } else if (s->rcpt_replied < s->msg->env.nrcpts) {
+            if (s->rcpt_replied == s->nsend) s->state = S_DATA;
+        } else if (s->rcpt_replied < s->nsend) {
             send_rcpt(s, s->rcpt_replied);
         } else if (s->accepted == 0) {
             complete_msg(s, NULL);        /* no DATA; the next transaction starts with RSET */

@@ -52,7 +52,10 @@ typedef struct {
 
 typedef struct {
     const char        *mail_from;     /* "local@domain", or "" for the null sender <> */
-    const char *const *rcpts;         /* nrcpts addresses "local@domain", no brackets */
+    const char *const *rcpts;         /* nrcpts addresses "local@domain", no brackets; each
+                                         RFC 5321 Mailbox (lib/addr.h) — one that is not,
+                                         or is non-ASCII for a relay without SMTPUTF8,
+                                         fails alone (PERMFAIL, no RCPT TO), see below */
     size_t             nrcpts;        /* at least 1 */
     unsigned           flags;         /* PMX_SMTP_ENV_* */
 } pmx_smtp_envelope_t;
@@ -141,9 +144,12 @@ bool pmx_smtp_session_is_connecting(const pmx_smtp_session_t *s);
 /*
  * Starts msg on a ready session. Returns 0 when the transaction started (the
  * session owns msg until its cb ran), or -1 when msg cannot be sent on this
- * relay for a local reason (larger than SIZE, needs SMTPUTF8): then msg's cb
- * has already been called with PERMFAIL, msg is freed and the session is still
- * ready. (On a session that is not ready: TEMPFAIL the same way.)
+ * relay for a local reason (larger than SIZE, the sender or a header needs
+ * SMTPUTF8, or no recipient can be sent): then msg's cb has already been
+ * called with PERMFAIL, msg is freed and the session is still ready. (On a
+ * session that is not ready: TEMPFAIL the same way.) A recipient that cannot
+ * be sent while others can gets its own PERMFAIL outcome (code 0, enhanced
+ * "5.1.3" or "5.6.7", after "RCPT TO") and the transaction goes on without it.
  */
 int  pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg);
 /* QUIT now if ready, else once the current message is done. */

@@ -16,6 +16,7 @@
  * rather than waiting for a relay that is not there.
  */
 #include "smtp/pool.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -24,7 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ADDR_MAX 512
+#define HOST_MAX 512
 
 typedef struct {
     pmx_smtp_msg_t    m;          /* first: the session frees a pool_msg_t through &m */
@@ -237,13 +238,13 @@ static void schedule(pmx_smtp_pool_t *p)
 
 /* ---- public ---- */
 
-/* An envelope address as it will go between < and >: no controls, spaces or brackets. */
-static bool addr_ok(const char *a, bool allow_empty)
+/* The relay host as configured: no controls, spaces or brackets, bounded. */
+static bool host_ok(const char *a)
 {
     size_t n = 0;
     for (const unsigned char *u = (const unsigned char *)a; *u; u++, n++)
         if (*u <= ' ' || *u == 0x7f || *u == '<' || *u == '>') return false;
-    return (n > 0 || allow_empty) && n <= ADDR_MAX;
+    return n > 0 && n <= HOST_MAX;
 }
 
 /* A HELO name: a domain or an address literal, nothing that could end the command. */
@@ -297,7 +298,7 @@ int pmx_smtp_relay_from_config(const pmx_config_t *cfg, pmx_smtp_relay_t *out, c
 int pmx_smtp_pool_new(uv_loop_t *loop, const pmx_smtp_relay_t *cfg, pmx_smtp_pool_t **out,
                       char *err, size_t errlen)
 {
-    if (!cfg->host || !*cfg->host || !addr_ok(cfg->host, false)) {
+    if (!cfg->host || !*cfg->host || !host_ok(cfg->host)) {
         snprintf(err, errlen, "relay host: missing or invalid");
         return -1;
     }
@@ -357,15 +358,11 @@ int pmx_smtp_pool_send(pmx_smtp_pool_t *p, const pmx_smtp_envelope_t *env,
         pmx_log_error("relay send refused: missing envelope, recipients, data or callback");
         return UV_EINVAL;
     }
-    if (!addr_ok(env->mail_from, true)) {
-        pmx_log_error("relay send refused: invalid envelope sender");
+    /* The sender is shared by every recipient; a recipient is checked on its
+     * own by the session (smtp/client.c), so one bad recipient fails alone. */
+    if (env->mail_from[0] && !pmx_addr_envelope_ok(env->mail_from)) {
+        pmx_log_error("relay send refused: the envelope sender is not an RFC 5321 mailbox");
         return UV_EINVAL;
-    }
-    for (size_t i = 0; i < env->nrcpts; i++) {
-        if (!env->rcpts[i] || !addr_ok(env->rcpts[i], false)) {
-            pmx_log_error("relay send refused: invalid envelope recipient #%zu", i + 1);
-            return UV_EINVAL;
-        }
     }
     pool_msg_t *pm = pmx_xcalloc(1, sizeof *pm);
     pm->m.env = *env;

@@ -62,9 +62,11 @@ int  pmx_smtp_pool_new(uv_loop_t *loop, const pmx_smtp_relay_t *cfg, pmx_smtp_po
 
 /*
  * Queues one message for the relay. Returns 0 (cb will run), UV_EINVAL for a
- * bad envelope (no recipient, an address with control characters, spaces,
- * '<' or '>', or longer than 512 octets; the reason is logged), or
- * UV_ESHUTDOWN after pmx_smtp_pool_close. On error cb never runs.
+ * bad envelope (no recipient, or a sender that is neither "" nor an RFC 5321
+ * Mailbox by lib/addr.h; the reason is logged), or UV_ESHUTDOWN after
+ * pmx_smtp_pool_close. On error cb never runs. Recipients are not checked
+ * here: one the session cannot send (lib/addr.h's pmx_addr_envelope_ok, or
+ * SMTPUTF8) gets its own PERMFAIL outcome, and the others are still sent.
  */
 int  pmx_smtp_pool_send(pmx_smtp_pool_t *p, const pmx_smtp_envelope_t *env,
                         const char *data, size_t len, pmx_smtp_send_cb cb, void *arg);

@@ -152,19 +152,12 @@ static bool drain_now(pmx_smtp_server_t *s)
     return true;
 }
 
-/* Parses the address inside a path; NULL + reason when it is not one mailbox. */
+/* The Mailbox inside a path (RFC 5321 §4.1.2, lib/addr's envelope grammar,
+ * the one the relay client sends with); NULL + reason when it is not one. */
 static char *path_address(const pmx_smtp_path_t *p, char *why, size_t whylen)
 {
-    pmx_addr_t a;
-    if (pmx_addr_parse(p->addr, p->addr_len, &a, why, whylen) != 0) return NULL;
-    if (a.display) {
-        snprintf(why, whylen, "a path holds a bare address, not a name");
-        pmx_addr_free(&a);
-        return NULL;
-    }
-    char *addr = a.addr;
-    a.addr = NULL;
-    pmx_addr_free(&a);
+    char *addr = NULL;
+    if (pmx_addr_parse_envelope(p->addr, p->addr_len, &addr, why, whylen) != 0) return NULL;
     return addr;
 }
 

@@ -618,8 +618,11 @@ static int send_delivery(job_t *j, int di, char *err, size_t errlen)
         j->sends++;
         return 0;
     }
+    /* UV_EINVAL is about the sender, which every recipient shares (a
+     * recipient the relay client cannot send fails alone, in on_sent). */
     delivery_fail(j, di, rc == UV_EINVAL ? PMX_SMTP_PERMFAIL : PMX_SMTP_TEMPFAIL,
-                  rc == UV_EINVAL ? "550 5.1.3 envelope refused by postmux (bad address)"
+                  rc == UV_EINVAL ? "553 5.1.7 envelope sender refused by postmux (not an "
+                                    "RFC 5321 mailbox)"
                                   : "451 4.3.0 relay client shutting down");
     return 0;
 }

@@ -128,6 +128,20 @@ t_expect_eq "$(t_psql "select count(*) from recipients r join messages m on m.id
 t_expect_eq "$(t_redis XLEN "pmx:{$RSA}:jobs")" 0 "the stream is empty"
 t_expect_eq "$(grep -l 'z@example.net' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 0 "nothing injected"
 
+t_case "a quoted local part is one recipient, relayed as written with its sibling; an unquoted space rejects the job naming the field"
+xadd "$ED" from news@ed.test to '"a b"@dest.test, ok@dest.test' subject quoted text t id q1 >/dev/null
+xadd "$ED" from news@ed.test to 'a b@dest.test, ok2@dest.test' subject quoted text t id q2 >/dev/null
+t_wait_for 40 "[[ \$(rcpt_status q1) == sent,sent && -n \$(detail q2) ]]"
+t_expect_eq "$(rcpt_status q1)" sent,sent "both recipients of q1"
+t_expect_eq "$(t_psql "select string_agg(r.address, ' ' order by r.address) from recipients r
+                       join messages m on m.id = r.message_id where m.client_id = 'q1'")" \
+    '"a b"@dest.test ok@dest.test' "recorded addresses"
+t_wait_for 10 "grep -lF 'X-Rcpt-Args: <\"a b\"@dest.test>' $T_SINK_DIR/* >/dev/null"
+f=$(grep -lF 'X-Rcpt-Args: <"a b"@dest.test>' "$T_SINK_DIR"/* | head -n 1)
+t_expect_eq "$(grep -c '^X-Rcpt-Args: <ok@dest.test>' "$f")" 1 "one transaction for both"
+t_expect_eq "$(detail q2)" "to: unexpected space in local part in 'a b@dest.test'" "q2's reason"
+t_expect_eq "$(grep -l 'ok2@dest.test' "$T_SINK_DIR"/* 2>/dev/null | wc -l)" 0 "nothing of q2 relayed"
+
 t_case "suspend_hold = 0: a suspended workspace's jobs are rejected workspace_suspended at once"
 t_settings_change "$DPID" -- $PMX workspace set EdCo --suspend
 xadd "$ED" from news@ed.test to y@example.net subject s text t id b-susp >/dev/null

@@ -111,6 +111,36 @@ t_expect_eq "$(r_of okp@example.net)" sent:1 "the accepted recipient"
 t_expect_eq "$(relay_events '^RCPT <okp@example.net>')" 1 "RCPTs for the sent recipient"
 t_expect_eq "$(( $(relay_events '^RCPT <temp9@example.net>') >= 3 ))" 1 "RCPTs for the deferred one"
 stop_daemon
+
+t_case "the relay refuses one recipient (5xx): it bounces alone, a quoted local part and the rest are sent"
+: >"$RELAY_LOG"
+start_daemon
+xadd to 'okb@example.net, perm7@example.net, "q b"@example.net' id part2 >/dev/null
+r2_of() { t_psql "select r.status || ':' || r.attempts from recipients r join messages m
+                  on m.id = r.message_id where m.client_id = 'part2' and r.address = '$1'"; }
+t_wait_for 40 "[[ \$(r2_of perm7@example.net) == bounced:1 && \$(r2_of okb@example.net) == sent:1 ]]"
+t_expect_eq "$(r2_of okb@example.net)" sent:1 "the sibling"
+t_expect_eq "$(r2_of '"q b"@example.net')" sent:1 "the quoted local part"
+t_expect_match "$(t_psql "select r.last_response from recipients r join messages m on m.id = r.message_id
+                          where m.client_id = 'part2' and r.address = 'perm7@example.net'")" \
+    '^550 5\.1\.1 ' "the relay's reply"
+t_expect_eq "$(relay_events '^RCPT <"q b"@example.net> tls=yes$')" 1 "RCPT TO with the quoted local part"
+t_expect_eq "$(relay_events '^DATA ')" 1 "one message for all three"
+stop_daemon
+stop_relay
+
+t_case "a relay without SMTPUTF8: a non-ASCII recipient fails alone, its siblings are sent"
+start_relay noutf8 localhost --user alice --password 's3cret pw' --no-smtputf8
+relay_port "$RELAY_PORT"
+start_daemon
+xadd to 'oku2@example.net' bcc "$(printf 'j\xc3\xbcrgen@example.net')" id utf2 >/dev/null
+u_of() { t_psql "select string_agg(r.status || '=' || r.last_response, ' | ' order by r.address)
+                 from recipients r join messages m on m.id = r.message_id where m.client_id = '$1'"; }
+t_wait_for 40 "[[ \$(u_of utf2) == *bounced* && \$(u_of utf2) == *sent* ]]"
+t_expect_match "$(u_of utf2)" '^bounced=553 5\.6\.7 .*SMTPUTF8 \| sent=250 ' "the non-ASCII recipient bounced alone, its sibling sent"
+t_expect_eq "$(relay_events '^RCPT <oku2@example.net> tls=yes$')" 1 "the sibling's RCPT TO"
+t_expect_eq "$(relay_events '^RCPT <j')" 0 "no RCPT TO for the non-ASCII one"
+stop_daemon
 stop_relay
 t_conf_set relay host 127.0.0.1
 t_conf_set relay tls none

@@ -170,10 +170,17 @@ t_run "$PROBE" --port "$SINK_E" --count 2
 t_expect_rc 0
 t_expect_eq "$(n_lines 'status=sent code=250')" 2 "sent outcomes"
 
-t_case "non-ASCII address and no SMTPUTF8 on the relay: bounced locally"
+t_case "non-ASCII address and no SMTPUTF8 on the relay: that recipient bounced locally, alone"
 t_run "$PROBE" --port "$SINK" --count 1 --to $'j\xc3\xbcrgen@example.net'
 t_expect_rc 0
-t_expect_match "$T_OUT" 'status=bounced code=0 .*response="the envelope needs SMTPUTF8' "outcome"
+t_expect_match "$T_OUT" 'status=bounced code=0 enhanced=5\.6\.7 after="RCPT TO" response="553 5\.6\.7 .*SMTPUTF8' "outcome"
+t_run "$PROBE" --port "$SINK" --count 1 --to $'j\xc3\xbcrgen@example.net' --to ascii@example.net
+t_expect_rc 0
+t_expect_match "$T_OUT" 'rcpt=j.*status=bounced code=0 enhanced=5\.6\.7 ' "the non-ASCII recipient"
+t_expect_match "$T_OUT" 'rcpt=ascii@example\.net status=sent code=250 ' "its sibling"
+t_run "$PROBE" --port "$SINK" --count 1 --from $'j\xc3\xbcrgen@example.org' --to ascii@example.net
+t_expect_rc 0
+t_expect_match "$T_OUT" 'status=bounced code=0 .*response="the envelope needs SMTPUTF8 \(non-ASCII sender' "a non-ASCII sender fails the message"
 
 t_case "abort (shutdown timeout): every message deferred at once, no leak"
 SINK_SLOW=$(t_sink_start -w 10)

@@ -164,6 +164,17 @@ elif cmd == "rcpts":                      # rcpts KEY N: codes of N RCPT
     codes = [s.rcpt("r%d@example.com" % i)[0] for i in range(int(args[1]))]
     print("ok", codes.count(250), "last", codes[-1], s.rcpt("r0@example.com")[0])
     s.quit()
+elif cmd == "odd_rcpts":                  # odd_rcpts KEY SUBJECT: RCPT replies, then DATA
+    s = session(key=args[0])
+    s.mail("a@acme.test")
+    for a in ['"a b"@dest.test', 'a b@dest.test', ' sp@dest.test', '""@dest.test',
+              'lit@[192.0.2.1]', 'ok@dest.test']:
+        code, text = s.docmd("RCPT", "TO:<%s>" % a)
+        print("RCPT <%s> %d %s" % (a, code, text.decode()))
+    code, text = s.data(b"From: a@acme.test\r\nTo: ok@dest.test\r\nSubject: " + args[1].encode() +
+                        b"\r\n\r\nbody\r\n")
+    print("DATA", code, text.decode())
+    s.quit()
 elif cmd == "send":                       # send KEY FROM TO MESSAGE-FILE
     s = session(key=args[0])
     try:
@@ -279,6 +290,24 @@ f=$(sink_file 'hello from swaks')
 mkdir -p "$T_DIR/v1" && cp "$f" "$T_DIR/v1/" 2>/dev/null
 t_expect_eq "$(dkim_verify_dir "$KEYS" "$T_DIR/v1")" "ok 1" "DKIM verification"
 t_expect_match "$(grep '^DKIM-Signature:' -A3 "$f" | tr -d '\r\n\t ')" 'd=acme\.test' "signed for acme.test"
+
+t_case "RCPT TO: a quoted local part is accepted and delivered with its sibling; what the relay cannot send -> 553 5.1.3"
+t_run tool odd_rcpts "$K_ACME" 'odd recipients'
+t_expect_rc 0
+t_expect_match "$T_OUT" '^RCPT <"a b"@dest\.test> 250 ' "quoted local part"
+t_expect_match "$T_OUT" '^RCPT <a b@dest\.test> 553 5\.1\.3 .*unexpected space in local part' "unquoted space"
+t_expect_match "$T_OUT" '^RCPT < sp@dest\.test> 553 5\.1\.3 .*unexpected space' "space inside the brackets"
+t_expect_match "$T_OUT" '^RCPT <""@dest\.test> 553 5\.1\.3 .*empty local part' "empty quoted local part"
+t_expect_match "$T_OUT" '^RCPT <lit@\[192\.0\.2\.1\]> 553 5\.1\.3 .*address literals' "address literal"
+t_expect_match "$T_OUT" '^RCPT <ok@dest\.test> 250 ' "plain address"
+t_expect_match "$T_OUT" '^DATA 250 2\.0\.0 Ok: queued as ' "DATA reply"
+ENTRY=$(grep -oE 'queued as [0-9]+-[0-9]+' <<<"$T_OUT" | awk '{ print $3 }')
+odd_sent() { t_psql "select string_agg(r.address || '=' || r.status, ',' order by r.address)
+                     from recipients r join messages m on m.id = r.message_id where m.job_id = '$ENTRY'"; }
+t_wait_for 30 "[[ \$(odd_sent) == *ok@dest.test=sent* && \$(odd_sent) != *queued* ]]"
+t_expect_eq "$(odd_sent)" '"a b"@dest.test=sent,ok@dest.test=sent' "both recipients sent"
+f=$(sink_file 'odd recipients')
+t_expect_eq "$(grep -cF 'X-Rcpt-Args: <"a b"@dest.test>' "$f")" 1 "relayed with the quoted local part"
 
 t_case "AUTH LOGIN works too (swaks and smtplib)"
 t_run "${SWAKS[@]}" --auth LOGIN --auth-user apikey --auth-password "$K_ACME" --from sender@acme.test

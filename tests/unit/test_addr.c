@@ -4,6 +4,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -363,6 +364,124 @@ static void test_domain(void **state)
     pmx_addr_list_free(NULL);
 }
 
+/* The exported predicates: RFC 5322 atext and dot-atom-text, ASCII only. */
+static void test_predicates(void **state)
+{
+    (void)state;
+    const char *specials = "!#$%&'*+-/=?^_`{|}~";
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    (c != 0 && strchr(specials, c) != NULL);
+        if (pmx_addr_is_atext((unsigned char)c) != want)
+            fail_msg("atext(0x%02x) = %d, want %d", c, !want, want);
+    }
+    assert_true(pmx_addr_is_dot_atom("a", 1));
+    assert_true(pmx_addr_is_dot_atom("1.2.x$y", 7));
+    assert_true(pmx_addr_is_dot_atom("a.b, garbage", 3));     /* bytes after n not read */
+    assert_false(pmx_addr_is_dot_atom("", 0));
+    assert_false(pmx_addr_is_dot_atom(NULL, 0));
+    assert_false(pmx_addr_is_dot_atom(".a", 2));
+    assert_false(pmx_addr_is_dot_atom("a.", 2));
+    assert_false(pmx_addr_is_dot_atom("a..b", 4));
+    assert_false(pmx_addr_is_dot_atom("a b", 3));
+    assert_false(pmx_addr_is_dot_atom("a@b", 3));
+    assert_false(pmx_addr_is_dot_atom("\xc3\xa9", 2));           /* ASCII only */
+}
+
+typedef struct {
+    const char *in;
+    const char *canon;    /* NULL = refused */
+    const char *reason;   /* refused: the error starts with this */
+} env_case_t;
+
+/* RFC 5321 Mailbox: the text between '<' and '>' of MAIL FROM / RCPT TO. */
+static const env_case_t env_cases[] = {
+    { "bob@example.com",             "bob@example.com", NULL },
+    { "Bob@EXAMPLE.Com",             "Bob@example.com", NULL },
+    { "\"a b\"@dest.test",           "\"a b\"@dest.test", NULL },
+    { "\"a>b\"@dest.test",           "\"a>b\"@dest.test", NULL },
+    { "\"a\\\"b\\\\c\"@dest.test",   "\"a\\\"b\\\\c\"@dest.test", NULL },
+    { "\"\\a\"@dest.test",           "a@dest.test", NULL },      /* quoted-pairSMTP */
+    { "\"john.doe\"@dest.test",      "john.doe@dest.test", NULL },
+    { "j\xc3\xbcrgen@m\xc3\xbcller.de", "j\xc3\xbcrgen@m\xc3\xbcller.de", NULL },
+    { "",                            NULL, "empty address" },
+    { " bob@example.com",            NULL, "unexpected space in local part" },
+    { "bob@example.com ",            NULL, "unexpected space in domain" },
+    { "a b@dest.test",               NULL, "unexpected space in local part" },
+    { "Bob <bob@example.com>",       NULL, "unexpected space in local part" },
+    { "<bob@example.com>",           NULL, "invalid character '<' in local part" },
+    { "\"\"@dest.test",              NULL, "empty local part" },
+    { "\"a\tb\"@dest.test",          NULL, "TAB in quoted local part" },
+    { "\"a\\\xc3\xa9\"@dest.test",   NULL, "invalid quoted-pair in local part" },
+    { "bob@[192.0.2.1]",             NULL, "address literals are not supported" },
+    { "bob@example.com\r\nRSET",     NULL, "control character (CR)" },
+    { "bob@exam_ple.com",            NULL, "invalid character '_' in domain" },
+};
+
+static void test_envelope(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof env_cases / sizeof env_cases[0]; i++) {
+        const env_case_t *c = &env_cases[i];
+        char *out = (char *)"untouched";
+        char err[256] = "";
+        int rc = pmx_addr_parse_envelope(c->in, strlen(c->in), &out, err, sizeof err);
+        if (c->canon) {
+            if (rc != 0) fail_msg("'%s' refused: %s", c->in, err);
+            assert_string_equal(out, c->canon);
+            assert_true(pmx_addr_envelope_ok(c->in));
+            assert_true(pmx_addr_envelope_ok(out));
+            free(out);
+        } else {
+            if (rc == 0) fail_msg("'%s' accepted as '%s'", c->in, out);
+            assert_string_equal(out, "untouched");
+            if (strncmp(err, c->reason, strlen(c->reason)) != 0)
+                fail_msg("'%s': reason '%s', want '%s...'", c->in, err, c->reason);
+            assert_false(pmx_addr_envelope_ok(c->in));
+        }
+    }
+    assert_false(pmx_addr_envelope_ok(NULL));
+    /* 254 octets is the most (RFC 5321 path of 256 with the brackets). */
+    char big[300];
+    memset(big, 'd', sizeof big);
+    memcpy(big, "a@", 2);
+    for (size_t k = 60; k < 260; k += 60) big[k] = '.';
+    big[254] = '\0';
+    assert_true(pmx_addr_envelope_ok(big));
+    big[254] = 'd';
+    big[255] = '\0';
+    assert_false(pmx_addr_envelope_ok(big));
+}
+
+/* One grammar: every address an RFC 5322 field accepts is an RFC 5321 Mailbox
+ * the relay client sends, in the same canonical form. */
+static void test_one_grammar(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof ok_cases / sizeof ok_cases[0]; i++) {
+        pmx_addr_t a;
+        char err[256];
+        assert_int_equal(pmx_addr_parse(ok_cases[i].in, strlen(ok_cases[i].in), &a, err,
+                                        sizeof err), 0);
+        if (!pmx_addr_envelope_ok(a.addr)) fail_msg("'%s' is not sendable", a.addr);
+        char *again = NULL;
+        assert_int_equal(pmx_addr_parse_envelope(a.addr, strlen(a.addr), &again, err,
+                                                 sizeof err), 0);
+        assert_string_equal(again, a.addr);
+        free(again);
+        pmx_addr_free(&a);
+    }
+    /* And the other way: what a path refuses, a job field refuses too (up to
+     * the white space and display name a field may carry around it). */
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+        char *out = NULL;
+        char err[256];
+        if (pmx_addr_parse_envelope(bad_cases[i].in, strlen(bad_cases[i].in), &out, err,
+                                    sizeof err) == 0)
+            fail_msg("path '%s' accepted as '%s'", bad_cases[i].in, out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +492,9 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_lists),
         cmocka_unit_test(test_domain),
+        cmocka_unit_test(test_predicates),
+        cmocka_unit_test(test_envelope),
+        cmocka_unit_test(test_one_grammar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -285,6 +285,21 @@ static void test_addresses(void **state)
     expect_bad(&fs, "reply_to: unbalanced quote");
     base(&fs); fs.f[0].value = "\xff <a@acme.example>"; fs.f[0].value_len = 18;
     expect_bad(&fs, "from: invalid UTF-8");
+    /* An unquoted space rejects the whole job, naming the field and the address. */
+    base(&fs); add(&fs, "cc", "ok@dest.test, a b@dest.test");
+    expect_bad(&fs, "cc: unexpected space in local part in 'a b@dest.test'");
+
+    /* A quoted local part is one recipient, kept in the form the relay client
+     * sends (docs/queue.md, "Addresses"), next to its siblings. */
+    base(&fs); fs.f[1].value = "\"a b\"@Dest.test, \"ok\"@dest.test";
+    fs.f[1].value_len = strlen(fs.f[1].value);
+    pmx_job_t job;
+    expect_ok(&fs, BIG, &job);
+    assert_int_equal(job.to.n, 2);
+    assert_string_equal(job.to.v[0].addr, "\"a b\"@dest.test");
+    assert_string_equal(job.to.v[1].addr, "ok@dest.test");
+    for (size_t i = 0; i < job.to.n; i++) assert_true(pmx_addr_envelope_ok(job.to.v[i].addr));
+    pmx_job_free(&job);
 }
 
 static char *address_list(size_t n)

@@ -308,6 +308,45 @@ static void test_transaction(void **state)
     owner_free(o);
 }
 
+/* MAIL FROM / RCPT TO take lib/addr's RFC 5321 Mailbox, the grammar the relay
+ * client sends with: a quoted local part is one address; white space outside
+ * it, a display name, "" or an address literal are refused at the command. */
+static void test_envelope_grammar(void **state)
+{
+    (void)state;
+    owner_t *o = owner_new(false, false);
+    login(o);
+    send_str(o, "MAIL FROM:< a@b.c>\r\nMAIL FROM:<\"a b\"@B.C>\r\n");
+    char *t = take(o);
+    assert_non_null(strstr(t, "553 5.1.7 Bad sender address syntax: unexpected space in local part"));
+    assert_non_null(strstr(t, "250 2.1.0 Ok\r\n"));
+    free(t);
+    send_str(o, "RCPT TO:<a b@x.y>\r\n");
+    EXPECT(o, "553 5.1.3 Bad recipient address syntax: unexpected space in local part in "
+              "'a b@x.y'\r\n");
+    send_str(o, "RCPT TO:<r@x.y >\r\n");
+    EXPECT(o, "553 5.1.3 Bad recipient address syntax: unexpected space in domain in "
+              "'r@x.y '\r\n");
+    send_str(o, "RCPT TO:<\"\"@x.y>\r\n");
+    EXPECT(o, "553 5.1.3 Bad recipient address syntax: empty local part in '\"\"@x.y'\r\n");
+    send_str(o, "RCPT TO:<r@[192.0.2.1]>\r\n");
+    EXPECT(o, "553 5.1.3 Bad recipient address syntax: address literals are not supported in "
+              "'r@[192.0.2.1]'\r\n");
+    send_str(o, "RCPT TO:<Bob <r@x.y>>\r\n");
+    t = take(o);
+    assert_non_null(strstr(t, "501 5.5.4 Syntax: RCPT TO:<address>"));
+    free(t);
+    send_str(o, "RCPT TO:<\"a b\"@X.Y>\r\nRCPT TO:<\"a>b\"@x.y>\r\nRCPT TO:<\"ok\"@x.y>\r\n");
+    EXPECT(o, "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n");
+    send_str(o, "DATA\r\nSubject: x\r\n\r\nb\r\n.\r\n");
+    discard_out(o);
+    assert_int_equal(o->msgs, 1);
+    /* Canonical: domain lowercased, "ok" unquoted, the others kept quoted. */
+    assert_string_equal(o->from, "\"a b\"@b.c");
+    assert_string_equal(o->rcpts, "\"a b\"@x.y,\"a>b\"@x.y,ok@x.y");
+    owner_free(o);
+}
+
 static void start_data(owner_t *o)
 {
     login(o);
@@ -481,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_greeting_and_ehlo),
         cmocka_unit_test(test_auth_mechanisms),
         cmocka_unit_test(test_transaction),
+        cmocka_unit_test(test_envelope_grammar),
         cmocka_unit_test(test_smuggling),
         cmocka_unit_test(test_data_limits),
         cmocka_unit_test(test_pipelining_while_busy),
