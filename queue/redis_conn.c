@@ -332,6 +332,25 @@ int pmx_redis_conn_command_argv(pmx_redis_conn_t *rc, redisCallbackFn *fn, void 
     return redisAsyncCommandArgv(rc->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
 }
 
+int pmx_redis_conn_command_formatted(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
+                                     const char *cmd, size_t len)
+{
+    if (rc->phase != RC_UP || rc->closing) return -1;
+    return redisAsyncFormattedCommand(rc->ac, fn, privdata, cmd, len) == REDIS_OK ? 0 : -1;
+}
+
+void pmx_redis_format_head(pmx_buf_t *out, int argc, const char *const *argv,
+                           const size_t *argvlen, size_t last_len)
+{
+    pmx_buf_appendf(out, "*%d\r\n", argc);
+    for (int i = 0; i + 1 < argc; i++) {
+        pmx_buf_appendf(out, "$%zu\r\n", argvlen[i]);
+        pmx_buf_append(out, argv[i], argvlen[i]);
+        pmx_buf_append(out, "\r\n", 2);
+    }
+    pmx_buf_appendf(out, "$%zu\r\n", last_len);
+}
+
 static void handle_closed(uv_handle_t *h)
 {
     pmx_redis_conn_t *rc = h->data;

@@ -30,6 +30,8 @@
 #include <hiredis/async.h>
 #include <uv.h>
 
+#include "lib/buf.h"
+
 typedef struct pmx_redis_conn pmx_redis_conn_t;
 
 /* Called when the connection becomes usable (up) or stops being so. */
@@ -62,6 +64,22 @@ int pmx_redis_conn_command(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *priv
                            const char *fmt, ...);
 int pmx_redis_conn_command_argv(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
                                 int argc, const char **argv, const size_t *argvlen);
+/*
+ * A command formatted by the caller (RESP, e.g. from pmx_redis_format_head),
+ * like redisAsyncFormattedCommand: hiredis copies cmd into its output buffer
+ * (the one copy a command costs; redisAsyncCommandArgv makes two), so the
+ * caller may free it on return. -1 when not up.
+ */
+int pmx_redis_conn_command_formatted(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
+                                     const char *cmd, size_t len);
+/*
+ * Appends the RESP of a command of argc arguments up to its last one's
+ * octets: "*argc", every argument but the last, then "$last_len\r\n". The
+ * caller follows it with the last argument (last_len octets) and "\r\n";
+ * a big last argument (a message) is then never copied to format it.
+ */
+void pmx_redis_format_head(pmx_buf_t *out, int argc, const char *const *argv,
+                           const size_t *argvlen, size_t last_len);
 /* The conn a command callback's context belongs to. */
 pmx_redis_conn_t *pmx_redis_conn_of(const redisAsyncContext *ac);
 

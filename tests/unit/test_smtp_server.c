@@ -161,7 +161,8 @@ static void o_close(void *arg)
     o->closed = true;
 }
 
-static const pmx_smtp_server_cbs_t cbs = { o_write, o_starttls, o_auth, o_message, o_close };
+static const pmx_smtp_server_cbs_t cbs = { o_write, o_starttls, o_auth, o_message, o_close,
+                                           NULL, NULL };
 
 static owner_t *owner_new(bool starttls, bool requires_tls)
 {
