@@ -754,6 +754,8 @@ static void on_connection(uv_stream_t *listener, int status)
 static void submission_memory_init(pmx_worker_submission_t *sub)
 {
     pmx_submission_budget_init(&sub->mem, sub->cfg->submission_memory_budget);
+    pmx_log_info("submission memory_budget=%llu bytes per worker",
+                 (unsigned long long)sub->mem.limit);
     if (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1)
         pmx_log_warn("submission: mallopt(M_MMAP_THRESHOLD) failed; freed messages may stay in RSS");
 }

@@ -35,6 +35,9 @@
 #               leftover backlog is trimmed, but jobs at the gates still trickle out).
 #   ratelimit   tests/bench/ratelimit.sh, when it exists (the rate limiter's own bench).
 #   submission  tests/bench/submission.sh, when it exists.
+#   submission_memory  tests/bench/submission_memory.sh, when it exists: 8 sessions
+#               streaming 24 MB of DATA each (unterminated, then terminated) against 2
+#               workers; each worker's peak RSS and whether other clients were served.
 #
 #   make bench                         (50,000 messages, 10 workspaces)
 #   BENCH_MESSAGES=5000 make bench     a quick run
@@ -54,7 +57,7 @@ FAIR_N=${BENCH_FAIR_BACKLOG:-100000}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 LIM_NWS=${BENCH_LIMIT_WORKSPACES:-100}
 LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits ratelimit submission}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits ratelimit submission submission_memory}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -573,6 +576,7 @@ other_bench() {
 }
 bench_ratelimit() { other_bench ratelimit.sh; }
 bench_submission() { other_bench submission.sh; }
+bench_submission_memory() { other_bench submission_memory.sh; }
 
 summary() {
     local l label key unit
@@ -591,7 +595,7 @@ summary() {
 setup
 for s in $SCENARIOS; do
     case $s in
-        ratelimit|submission) continue ;;   # after the summary: they print their own
+        ratelimit|submission|submission_memory) continue ;;   # after the summary: they print their own
     esac
     if ! "bench_$s"; then
         echo "bench: scenario $s failed" >&2
@@ -602,7 +606,7 @@ summary
 pmx_svc_stop_all
 for s in $SCENARIOS; do
     case $s in
-        ratelimit|submission) "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; } ;;
+        ratelimit|submission|submission_memory) "bench_$s" || { echo "bench: scenario $s failed" >&2; failed=1; } ;;
     esac
 done
 exit "$failed"
