@@ -485,13 +485,16 @@ typedef struct {
     uint64_t  held;
 } message_t;
 
+/* When the budget bites: a warning for a message cut short (its data was sent
+ * for nothing), a plain line for a MAIL or DATA answered 452 at once. */
 static void log_budget_refusal(const session_t *ss, const char *when, uint64_t n)
 {
     const pmx_submission_budget_t *b = &ss->sub->mem;
-    pmx_log_warn("submission memory budget refused session=%llu client=%s at=%s want=%llu "
-                 "held=%llu used=%llu budget=%llu", (unsigned long long)ss->id, ss->client, when,
-                 (unsigned long long)n, (unsigned long long)ss->held, (unsigned long long)b->used,
-                 (unsigned long long)b->limit);
+    pmx_log(strcmp(when, "data") == 0 ? PMX_LOG_WARN : PMX_LOG_INFO,
+            "submission memory budget refused session=%llu client=%s at=%s want=%llu held=%llu "
+            "used=%llu budget=%llu", (unsigned long long)ss->id, ss->client, when,
+            (unsigned long long)n, (unsigned long long)ss->held, (unsigned long long)b->used,
+            (unsigned long long)b->limit);
     pmx_metrics_submission_memory_refused();
 }
 
