@@ -64,6 +64,15 @@ if cmd == "flood":            # flood N OCTETS GO-FILE: N DATA at once, ended af
         code, text = s.getreply()
         print("END", i, code, text.decode().split(" ")[0] if code != 250 else "", flush=True)
         s.quit()
+elif cmd == "many":           # many SUBJECT N WS: N recipients (an XADD head over the headroom)
+    n, ws = int(args[1]), args[2]
+    rcpts = ["recipient-number-%04d@example.com" % i for i in range(n)]
+    s = login()
+    s.sendmail("a@acme.test", rcpts,
+               b"From: a@acme.test\r\nX-Workspace-Id: " + ws.encode() + b"\r\nTo: list@example.com\r\n"
+               b"Subject: " + args[0].encode() + b"\r\n\r\nmany\r\n")
+    print("250")
+    s.quit()
 elif cmd == "send":           # send SUBJECT: one small message
     s = login()
     try:
@@ -92,6 +101,15 @@ t_wait_for 30 "[[ \$(grep -c 'settings loaded' '$DLOG') -ge 1 ]] && grep -q 'sub
 t_wait_for 30 "[[ \$(tool send warmup) == 250 ]]"
 W=$(worker_pid)
 [[ -n $W ]] || t_fail "no worker process under postmuxd $D"
+
+t_case "a message whose XADD head outgrows the 4 KiB headroom (300 recipients) is queued whole"
+t_run tool many "many rcpts" 300 "$ACME"
+t_expect_eq "$T_OUT" "250" "reply"
+t_wait_for 30 "grep -lq -- '^Subject: many rcpts' $T_SINK_DIR/* 2>/dev/null"
+F1=$(grep -l -- '^Subject: many rcpts' "$T_SINK_DIR"/* 2>/dev/null | head -n 1)
+t_expect_match "$(tr -d '\r' <"$F1")" '^many$' "body"
+t_expect_nomatch "$(cat "$F1")" 'X-Workspace-Id' "X-Workspace-Id removed"
+t_wait_for 30 "[[ \$(t_psql \"select count(*) from recipients where status = 'sent' and address like 'recipient-number-%'\") -eq 300 ]]"
 
 t_case "8 sessions stream 3.5 MB each into an 8 MiB budget: held data stays bounded"
 RSS0=$(rss_kib "$W")
