@@ -65,13 +65,18 @@ int pmx_redis_conn_command(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *priv
 int pmx_redis_conn_command_argv(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
                                 int argc, const char **argv, const size_t *argvlen);
 /*
- * A command formatted by the caller (RESP, e.g. from pmx_redis_format_head),
- * like redisAsyncFormattedCommand: hiredis copies cmd into its output buffer
- * (the one copy a command costs; redisAsyncCommandArgv makes two), so the
- * caller may free it on return. -1 when not up.
+ * Like pmx_redis_conn_command_argv for a command whose last argument is big
+ * (a message) and already sits in the caller's buffer, at last->data + off to
+ * the buffer's end, with free octets before it. argc/argv/argvlen are the
+ * arguments before it. The RESP of those
+ * arguments is written into those octets (the argument moves only when they
+ * are too few) and hiredis copies the command once into its output buffer
+ * (redisAsyncCommandArgv would copy it twice). *last is freed either way.
+ * -1 when not up.
  */
-int pmx_redis_conn_command_formatted(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
-                                     const char *cmd, size_t len);
+int pmx_redis_conn_command_last(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
+                                int argc, const char *const *argv, const size_t *argvlen,
+                                pmx_buf_t *last, size_t off);
 /*
  * Appends the RESP of a command of argc arguments up to its last one's
  * octets: "*argc", every argument but the last, then "$last_len\r\n". The

@@ -101,7 +101,6 @@ struct enqueue {
 };
 
 static void session_close(session_t *ss);
-static void xadd_done(redisAsyncContext *ac, void *reply, void *privdata);
 
 /* ---- drain / free bookkeeping ----------------------------------------------------- */
 
@@ -563,33 +562,6 @@ static int check_job(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m
     return 0;
 }
 
-/*
- * Sends the XADD whose last argument is the message: its RESP head goes into
- * the headroom in front of the message (which moves only when the head is
- * larger), hiredis copies the command once, and the buffer is freed here.
- */
-static int xadd_send(pmx_redis_conn_t *rc, enqueue_t *q, message_t *m, int argc,
-                     const char *const *argv, const size_t *lens)
-{
-    pmx_buf_t head = PMX_BUF_INIT;
-    pmx_redis_format_head(&head, argc, argv, lens, m->len);
-    if (head.len > m->off) {
-        size_t more = head.len - m->off;
-        pmx_buf_reserve(&m->buf, more);
-        memmove(m->buf.data + m->off + more, m->buf.data + m->off, m->len);
-        m->off += more;
-    }
-    m->buf.len = m->off + m->len;
-    pmx_buf_append(&m->buf, "\r\n", 2);
-    size_t start = m->off - head.len;
-    memcpy(m->buf.data + start, head.data, head.len);
-    pmx_buf_free(&head);
-    int rv = pmx_redis_conn_command_formatted(rc, xadd_done, q, m->buf.data + start,
-                                              m->buf.len - start);
-    pmx_buf_free(&m->buf);
-    return rv;
-}
-
 static void xadd_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -643,12 +615,11 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     }
     pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
     pmx_buf_appendf(&key, "%s:{%s}:jobs", sub->cfg->redis_prefix, ws);
-    /* raw last: its octets follow the head in the message's own buffer */
-    const char *argv[11] = { "XADD", key.data, "*", "from", env->mail_from, "to", to.data,
-                             PMX_SUBMISSION_SOURCE_FIELD, PMX_SUBMISSION_SOURCE_VALUE, "raw", NULL };
-    size_t lens[11] = { 4, key.len, 1, 4, strlen(env->mail_from), 2, to.len,
-                        strlen(PMX_SUBMISSION_SOURCE_FIELD), strlen(PMX_SUBMISSION_SOURCE_VALUE), 3,
-                        m.len };
+    /* and then raw's value: the message, where it is (see the top of this file) */
+    const char *argv[10] = { "XADD", key.data, "*", "from", env->mail_from, "to", to.data,
+                             PMX_SUBMISSION_SOURCE_FIELD, PMX_SUBMISSION_SOURCE_VALUE, "raw" };
+    size_t lens[10] = { 4, key.len, 1, 4, strlen(env->mail_from), 2, to.len,
+                        strlen(PMX_SUBMISSION_SOURCE_FIELD), strlen(PMX_SUBMISSION_SOURCE_VALUE), 3 };
     enqueue_t *q = pmx_xcalloc(1, sizeof *q);
     q->sub = sub;
     q->ss = ss;
@@ -657,7 +628,8 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     snprintf(q->client, sizeof q->client, "%s", ss->client);
     q->nrcpts = env->nrcpts;
     q->size = m.len;
-    if (!rc || xadd_send(rc, q, &m, 11, argv, lens) < 0) {
+    m.buf.len = m.off + m.len;
+    if (!rc || pmx_redis_conn_command_last(rc, xadd_done, q, 10, argv, lens, &m.buf, m.off) < 0) {
         free(q);
         pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis is down\"",
                      (unsigned long long)ss->id, ws);
