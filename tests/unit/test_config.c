@@ -562,6 +562,7 @@ static void test_load_file(void **state)
     assert_string_equal(ex.relay_helo_name, def.relay_helo_name);
     assert_string_equal(ex.submission_listen, def.submission_listen);
     assert_true(ex.submission_max_message_size == def.submission_max_message_size);
+    assert_true(ex.submission_memory_budget == def.submission_memory_budget);
     assert_true(ex.max_queue_lifetime_ms == def.max_queue_lifetime_ms);
     assert_true(ex.suspend_hold_ms == def.suspend_hold_ms);
     assert_string_equal(ex.master_key_file, def.master_key_file);
