@@ -7,7 +7,9 @@ against CERT, AUTH PLAIN with the key from KEY_FILE), MAIL, RCPT, DATA, and stre
 SIZE octets of message (998-octet lines) all at once. Once every big client has sent
 half of its data, OTHERS "normal" clients, one after the other, each send one small
 message on a session of their own and note the reply. The big clients, once done
-streaming and once the normal clients are done (so the two overlap):
+streaming and once the normal clients are done (so the two overlap), and once
+GO_FILE exists when --go-file is given (the caller reads the workers' peak RSS
+first):
   --end terminate   send the terminator and note the reply (250, or 452 4.3.1 when
                     the worker's memory budget bit);
   --end close       close the connection without it (an unterminated DATA).
@@ -18,6 +20,7 @@ Last line:
 Exit status 0 when every normal client got 250, 1 otherwise, 2 on a usage error.
 """
 import argparse
+import os
 import smtplib
 import ssl
 import sys
@@ -34,7 +37,13 @@ def connect(args, key, ctx):
     return s
 
 
-def big(args, key, ctx, i, half, others_done, results):
+def big(args, key, ctx, i, half, full, others_done, results):
+    signalled = {"half": False, "full": False}
+
+    def signal(what, sem):
+        if not signalled[what]:
+            signalled[what] = True
+            sem.release()
     try:
         s = connect(args, key, ctx)
         s.mail(args.sender)
@@ -42,18 +51,17 @@ def big(args, key, ctx, i, half, others_done, results):
         code, _ = s.docmd("DATA")
         if code != 354:
             results[i] = "DATA %d" % code
-            half.release()
             return
         s.send(("From: <%s>\r\nTo: <big%d@%s>\r\nSubject: memory bench %d\r\n\r\n"
                 % (args.sender, i, args.to_domain, i)).encode())
         chunk = (b"y" * 998 + b"\r\n") * 64
-        sent, halfway = 0, False
+        sent = 0
         while sent < args.size:
             s.send(chunk)
             sent += len(chunk)
-            if not halfway and sent >= args.size // 2:
-                halfway = True
-                half.release()
+            if sent >= args.size // 2:
+                signal("half", half)
+        signal("full", full)
         others_done.wait()
         if args.end == "close":
             s.close()
@@ -65,7 +73,9 @@ def big(args, key, ctx, i, half, others_done, results):
         s.quit()
     except (OSError, smtplib.SMTPException) as e:
         results[i] = "error %s" % e
-        half.release()
+    finally:
+        signal("half", half)
+        signal("full", full)
 
 
 def main():
@@ -77,6 +87,7 @@ def main():
     ap.add_argument("--size", type=int, default=24 * 1000 * 1000)
     ap.add_argument("--others", type=int, default=20)
     ap.add_argument("--end", choices=("terminate", "close"), default="terminate")
+    ap.add_argument("--go-file", default="")
     ap.add_argument("--from", dest="sender", default="bench@bench.test")
     ap.add_argument("--to-domain", default="example.com")
     args = ap.parse_args()
@@ -87,9 +98,10 @@ def main():
 
     t0 = time.monotonic()
     half = threading.Semaphore(0)
+    full = threading.Semaphore(0)
     others_done = threading.Event()
     results = [None] * args.sessions
-    threads = [threading.Thread(target=big, args=(args, key, ctx, i, half, others_done, results))
+    threads = [threading.Thread(target=big, args=(args, key, ctx, i, half, full, others_done, results))
                for i in range(args.sessions)]
     for t in threads:
         t.start()
@@ -111,6 +123,12 @@ def main():
     print("# normal clients done (%.1f s): %d of %d got 250%s" % (
         time.monotonic() - t0, ok, args.others, ("; first failure: " + failed[0]) if failed else ""),
         flush=True)
+    for _ in range(args.sessions):
+        full.acquire()
+    print("# every big session has streamed all its data (%.1f s)" % (time.monotonic() - t0),
+          flush=True)
+    while args.go_file and not os.path.exists(args.go_file):
+        time.sleep(0.05)
     others_done.set()
     for t in threads:
         t.join()
