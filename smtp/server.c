@@ -134,8 +134,6 @@ static void proto_error(pmx_smtp_server_t *s, int code, const char *enh, const c
     }
 }
 
-/* ---- the transaction ------------------------------------------------------------ */
-
 /* ---- message memory (see hold and room in server.h) -------------------------- */
 
 /* The hold covering total octets of buffer, asked for in steps. */
@@ -162,6 +160,8 @@ static bool msg_room(const pmx_smtp_server_t *s, uint64_t n)
 {
     return !s->cbs.room || s->cbs.room(s->arg, n + s->opts.msg_headroom);
 }
+
+/* ---- the transaction ------------------------------------------------------------ */
 
 static void transaction_reset(pmx_smtp_server_t *s)
 {
