@@ -68,7 +68,7 @@ typedef struct {
     char        *err;
     size_t       errlen;
     pmx_config_t cfg;
-    int          seen_line[32]; /* per key of cfg_keys: line it was set on, 0 = not yet */
+    int          seen_line[64]; /* per key of cfg_keys: line it was set on, 0 = not yet */
 } cfg_load_t;
 
 static const char *const cfg_sections[] = {
@@ -494,6 +494,8 @@ static const struct cfg_key cfg_keys[] = {
     { "submission", "auth_requires_tls", set_bool, F(submission_auth_requires_tls), 0, 0 },
     { "submission", "max_message_size", set_size, F(submission_max_message_size), KIB,
       KIB * KIB * KIB },
+    { "submission", "memory_budget", set_size, F(submission_memory_budget), KIB * KIB,
+      64 * KIB * KIB * KIB },
     { "delivery", "retry_base", set_duration, F(retry_base_ms), 100, MS_DAY },
     { "delivery", "retry_max_interval", set_duration, F(retry_max_interval_ms), 100, 30 * MS_DAY },
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
@@ -558,6 +560,29 @@ static void cfg_resolve_helo(pmx_config_t *c)
     c->relay_helo_name = pmx_xstrdup(host);
 }
 
+/*
+ * [submission] memory_budget (postmux.conf(5)): unset (0) is 64M, or twice
+ * max_message_size when that is more; set, it must be at least twice
+ * max_message_size, so that one message of the largest size always fits in
+ * the 7/8 of the budget big messages may use (submission/budget.h).
+ */
+static int cfg_submission_budget(cfg_load_t *l)
+{
+    pmx_config_t *c = &l->cfg;
+    uint64_t two = 2 * c->submission_max_message_size;
+    if (c->submission_memory_budget == 0) {
+        c->submission_memory_budget = two > 64 * KIB * KIB ? two : 64 * KIB * KIB;
+        return 0;
+    }
+    char a[32], b[32];
+    if (c->submission_memory_budget < two)
+        return cfg_fail(l, 0, "[submission] memory_budget (%s) must be at least twice "
+                        "max_message_size (%s)",
+                        cfg_fmt_size(c->submission_memory_budget, a, sizeof a),
+                        cfg_fmt_size(c->submission_max_message_size, b, sizeof b)), -1;
+    return 0;
+}
+
 static int cfg_check_rules(cfg_load_t *l)
 {
     pmx_config_t *c = &l->cfg;
@@ -568,6 +593,7 @@ static int cfg_check_rules(cfg_load_t *l)
         return cfg_fail(l, 0, "[relay] auth_password_file is set but auth_user is empty"), -1;
     if (!c->submission_tls_cert[0] != !c->submission_tls_key[0])
         return cfg_fail(l, 0, "[submission] tls_cert and tls_key must be set together (or neither)"), -1;
+    if (cfg_submission_budget(l) < 0) return -1;
     if (c->retry_max_interval_ms < c->retry_base_ms)
         return cfg_fail(l, 0, "[delivery] retry_max_interval (%s) must not be less than retry_base (%s)",
                         cfg_fmt_duration(c->retry_max_interval_ms, a, sizeof a),

@@ -46,6 +46,7 @@ typedef struct {
     char    *submission_tls_key;
     bool     submission_auth_requires_tls;
     uint64_t submission_max_message_size;   /* bytes */
+    uint64_t submission_memory_budget;      /* bytes per worker (submission/budget.h) */
 
     /* [delivery] */
     uint64_t retry_base_ms;

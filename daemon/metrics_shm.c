@@ -187,6 +187,11 @@ void pmx_metrics_shm_sessions_set(pmx_metrics_shm_t *m, int slot, pmx_metrics_di
     atomic_store_explicit(&m->sessions[slot][d], n, memory_order_relaxed);
 }
 
+void pmx_metrics_shm_count_memory_refusal(pmx_metrics_shm_t *m)
+{
+    if (m) atomic_fetch_add_explicit(&m->submission_memory_refusals, 1, memory_order_relaxed);
+}
+
 void pmx_metrics_shm_slot_reset(pmx_metrics_shm_t *m, int slot)
 {
     if (!m || slot < 0 || slot >= PMX_SHM_SLOTS) return;
@@ -331,6 +336,12 @@ uint64_t pmx_metrics_shm_sessions(const pmx_metrics_shm_t *cm, pmx_metrics_dir_t
         if (v > 0) sum += v;
     }
     return (uint64_t)sum;
+}
+
+uint64_t pmx_metrics_shm_memory_refusals(const pmx_metrics_shm_t *cm)
+{
+    pmx_metrics_shm_t *m = (pmx_metrics_shm_t *)cm;
+    return atomic_load_explicit(&m->submission_memory_refusals, memory_order_relaxed);
 }
 
 void pmx_metrics_shm_dkim(const pmx_metrics_shm_t *cm, uint64_t *buckets, uint64_t *sum_ns)

@@ -29,6 +29,7 @@
  * - sessions: per worker slot (indexed like the scoreboard), one gauge per
  *   direction. The supervisor zeroes a slot's gauges when it reaps the
  *   worker, so a killed worker's sessions do not linger in the sum.
+ * - submission memory refusals: one counter (submission/budget.h).
  * - DKIM signing time: a histogram with fixed buckets (non-cumulative atomic
  *   counts) and the sum in nanoseconds.
  * Worker restarts are counted by the supervisor in the scoreboard
@@ -116,6 +117,8 @@ typedef struct {
     _Atomic uint64_t   dkim_sum_ns;
 
     _Atomic int64_t    sessions[PMX_SHM_SLOTS][PMX_METRICS_NDIR];
+
+    _Atomic uint64_t   submission_memory_refusals;   /* submission/budget.h said no */
 } pmx_metrics_shm_t;
 
 /* Maps a zeroed region; NULL with errno on failure. */
@@ -154,6 +157,8 @@ void pmx_metrics_shm_sessions_add(pmx_metrics_shm_t *m, int slot, pmx_metrics_di
                                   int64_t delta);
 void pmx_metrics_shm_sessions_set(pmx_metrics_shm_t *m, int slot, pmx_metrics_dir_t d,
                                   int64_t n);
+/* A submission message refused for the worker's memory budget. */
+void pmx_metrics_shm_count_memory_refusal(pmx_metrics_shm_t *m);
 /* Supervisor: the worker of slot is gone (or new): its gauges are zero. */
 void pmx_metrics_shm_slot_reset(pmx_metrics_shm_t *m, int slot);
 
@@ -188,6 +193,8 @@ size_t pmx_metrics_shm_rows(const pmx_metrics_shm_t *m, pmx_metrics_family_t fam
 size_t pmx_metrics_shm_depths(const pmx_metrics_shm_t *m, pmx_metrics_row_t **rows);
 /* Sum over every worker slot, never below 0. */
 uint64_t pmx_metrics_shm_sessions(const pmx_metrics_shm_t *m, pmx_metrics_dir_t d);
+/* Submission memory refusals, all workers. */
+uint64_t pmx_metrics_shm_memory_refusals(const pmx_metrics_shm_t *m);
 /* Non-cumulative bucket counts (PMX_METRICS_DKIM_NBOUNDS + 1) and the sum. */
 void pmx_metrics_shm_dkim(const pmx_metrics_shm_t *m, uint64_t *buckets, uint64_t *sum_ns);
 

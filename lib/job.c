@@ -276,8 +276,9 @@ static int check_size(const pmx_job_field_t **known, const pmx_job_field_t *fiel
     return 0;
 }
 
-int pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
-                   pmx_job_t *out, char *err, size_t errlen)
+/* pmx_job_decode; keep_raw = false checks raw without copying it (pmx_job_check). */
+static int decode(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
+                  pmx_job_t *out, bool keep_raw, char *err, size_t errlen)
 {
     const pmx_job_field_t *known[F_COUNT] = { 0 };
     size_t nheaders;
@@ -336,8 +337,10 @@ int pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_mes
             fail_field(err, errlen, f, "contains a NUL byte");
             goto fail;
         }
-        j.raw = dup_value(f);
-        j.raw_len = f->value_len;
+        if (keep_raw) {
+            j.raw = dup_value(f);
+            j.raw_len = f->value_len;
+        }
     }
     if ((f = known[F_ID])) {
         if (f->value_len == 0) { fail_field(err, errlen, f, "empty"); goto fail; }
@@ -383,6 +386,21 @@ int pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_mes
 fail:
     pmx_job_free(&j);
     return -1;
+}
+
+int pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
+                   pmx_job_t *out, char *err, size_t errlen)
+{
+    return decode(fields, nfields, max_message_size, out, true, err, errlen);
+}
+
+int pmx_job_check(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
+                  char *err, size_t errlen)
+{
+    pmx_job_t j;
+    if (decode(fields, nfields, max_message_size, &j, false, err, errlen) < 0) return -1;
+    pmx_job_free(&j);
+    return 0;
 }
 
 size_t pmx_job_recipient_count(const pmx_job_t *job)

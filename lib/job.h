@@ -49,6 +49,13 @@ typedef struct {
  */
 int  pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
                     pmx_job_t *out, char *err, size_t errlen);
+/*
+ * Checks the fields exactly as pmx_job_decode does, keeping nothing: a big
+ * raw value is not copied (SMTP submission checks a message it already
+ * holds). Returns 0, or -1 with the same reasons.
+ */
+int  pmx_job_check(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
+                   char *err, size_t errlen);
 /* Number of envelope recipients (to + cc + bcc). */
 size_t pmx_job_recipient_count(const pmx_job_t *job);
 void pmx_job_free(pmx_job_t *job);

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -24,12 +25,12 @@
 #define FIELD_NAME_MAX 200
 #define BOUNDARY_TRIES 16
 
-/* Writes the reason into err, puts out back to base and returns -1. */
+/* Writes the reason into err, puts out (if any) back to base and returns -1. */
 static int fail(pmx_buf_t *out, size_t base, char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 static int fail(pmx_buf_t *out, size_t base, char *err, size_t errlen, const char *fmt, ...)
 {
-    if (out->len > base) {
+    if (out && out->len > base) {
         out->len = base;
         out->data[base] = '\0';
     }
@@ -441,6 +442,41 @@ int pmx_mime_header_remove(const char *msg, size_t n, const char *name, pmx_buf_
     return removed;
 }
 
+int pmx_mime_header_cut(char *msg, size_t n, const char *name, size_t *skip, char *err,
+                        size_t errlen)
+{
+    size_t pos = 0, line = 1, nr = 0, cap = 0;
+    size_t (*cut)[2] = NULL;       /* the fields removed, in order */
+    field_t f;
+    int r;
+    *skip = 0;
+    while ((r = next_field(msg, n, &pos, &line, &f, err, errlen)) == SCAN_FIELD) {
+        if (!field_is(msg, &f, name)) continue;
+        if (nr == cap) {
+            cap = cap ? cap * 2 : 4;
+            cut = pmx_xrealloc(cut, cap * sizeof *cut);
+        }
+        cut[nr][0] = f.start;
+        cut[nr][1] = f.end;
+        nr++;
+    }
+    if (r == SCAN_ERROR) {
+        free(cut);
+        return -1;
+    }
+    /* From the last removed field back: what lies before each one moves up
+     * to close the gap; what follows the last one (the body) stays. */
+    size_t dst = nr ? cut[nr - 1][1] : 0;
+    for (size_t i = nr; i-- > 0;) {
+        size_t from = i ? cut[i - 1][1] : 0, len = cut[i][0] - from;
+        dst -= len;
+        memmove(msg + dst, msg + from, len);
+    }
+    *skip = dst;
+    free(cut);
+    return (int)nr;
+}
+
 /* ---- raw jobs ---- */
 
 static bool dropped(const pmx_mime_opts_t *opts, const char *s, const field_t *f)
@@ -467,31 +503,57 @@ static size_t long_line(const char *s, size_t n)
     return 0;
 }
 
+/* What the checks of a raw message found (raw_scan). */
+typedef struct {
+    size_t     body;                 /* offset of the body, after the empty line */
+    bool       has_date, has_msgid;
+    pmx_addr_t from;                 /* the caller frees it */
+} raw_info_t;
+
+/* The refusals of pmx_mime_prepare_raw, reading raw only (nothing copied). */
+static int raw_scan(const char *raw, size_t n, raw_info_t *ri, char *err, size_t errlen)
+{
+    char why[256];
+    if (memchr(raw, '\0', n)) return fail(NULL, 0, err, errlen, "raw: contains a NUL byte");
+    size_t bad = long_line(raw, n);
+    if (bad) return fail(NULL, 0, err, errlen, "raw: line %zu is longer than 998 octets", bad);
+
+    size_t pos = 0, line = 1;
+    ri->has_date = ri->has_msgid = false;
+    field_t f;
+    int r;
+    while ((r = next_field(raw, n, &pos, &line, &f, why, sizeof why)) == SCAN_FIELD) {
+        if (field_is(raw, &f, "Date")) ri->has_date = true;
+        if (field_is(raw, &f, "Message-ID")) ri->has_msgid = true;
+    }
+    if (r == SCAN_ERROR) return fail(NULL, 0, err, errlen, "raw: %s", why);
+    if (r == SCAN_EOF)
+        return fail(NULL, 0, err, errlen, "raw: no empty line between header and body");
+    ri->body = pos;
+    if (pmx_mime_header_from(raw, ri->body, &ri->from, why, sizeof why) != 0)
+        return fail(NULL, 0, err, errlen, "raw: %s", why);
+    return 0;
+}
+
+int pmx_mime_check_raw(const char *raw, size_t n, char *err, size_t errlen)
+{
+    raw_info_t ri;
+    if (raw_scan(raw, n, &ri, err, errlen) < 0) return -1;
+    pmx_addr_free(&ri.from);
+    return 0;
+}
+
 int pmx_mime_prepare_raw(const char *raw, size_t n, const pmx_mime_opts_t *opts,
                          pmx_buf_t *out, char *err, size_t errlen)
 {
     size_t base = out->len;
     char why[256];
-    if (memchr(raw, '\0', n)) return fail(out, base, err, errlen, "raw: contains a NUL byte");
-    size_t bad = long_line(raw, n);
-    if (bad) return fail(out, base, err, errlen, "raw: line %zu is longer than 998 octets", bad);
-
-    size_t pos = 0, line = 1;
-    bool has_date = false, has_msgid = false;
+    raw_info_t ri;
+    if (raw_scan(raw, n, &ri, err, errlen) < 0) return -1;
+    size_t pos, line, body = ri.body;
+    bool has_date = ri.has_date, has_msgid = ri.has_msgid;
+    pmx_addr_t from = ri.from;
     field_t f;
-    int r;
-    while ((r = next_field(raw, n, &pos, &line, &f, why, sizeof why)) == SCAN_FIELD) {
-        if (field_is(raw, &f, "Date")) has_date = true;
-        if (field_is(raw, &f, "Message-ID")) has_msgid = true;
-    }
-    if (r == SCAN_ERROR) return fail(out, base, err, errlen, "raw: %s", why);
-    if (r == SCAN_EOF)
-        return fail(out, base, err, errlen, "raw: no empty line between header and body");
-    size_t body = pos;
-
-    pmx_addr_t from;
-    if (pmx_mime_header_from(raw, body, &from, why, sizeof why) != 0)
-        return fail(out, base, err, errlen, "raw: %s", why);
     int rc = 0;
     if (!has_msgid && (!opts->msgid || !msgid_ok(opts->msgid))) {
         rc = fail(out, base, err, errlen, "message id: not dot-atom text");

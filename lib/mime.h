@@ -79,6 +79,13 @@ int pmx_mime_prepare_raw(const char *raw, size_t n, const pmx_mime_opts_t *opts,
                          pmx_buf_t *out, char *err, size_t errlen);
 
 /*
+ * The refusals of pmx_mime_prepare_raw (same reasons, same order), without
+ * building anything: nothing is copied, so a big message costs no memory.
+ * Returns 0 or -1 with the reason in err.
+ */
+int pmx_mime_check_raw(const char *raw, size_t n, char *err, size_t errlen);
+
+/*
  * Finds the one From field of msg[0..n) (CRLF, LF or CR line endings; folded
  * fields are unfolded; "From :" counts as From) and parses its mailbox with
  * lib/addr into *out (the caller frees it with pmx_addr_free). Errors: "no
@@ -104,6 +111,16 @@ int pmx_mime_header_get(const char *msg, size_t n, const char *name, pmx_buf_t *
  */
 int pmx_mime_header_remove(const char *msg, size_t n, const char *name, pmx_buf_t *out,
                            char *err, size_t errlen);
+
+/*
+ * The same in place, for a message too big to copy: the header fields named
+ * name are removed from msg[0..n) by moving the header octets before each
+ * one forward over it, so the message then starts at msg + *skip (n - *skip
+ * octets); the body is not moved. Returns the number of fields removed, or -1
+ * with a reason in err (msg unchanged, *skip 0).
+ */
+int pmx_mime_header_cut(char *msg, size_t n, const char *name, size_t *skip, char *err,
+                        size_t errlen);
 
 /* Appends an RFC 5322 date in UTC, e.g. "Tue, 02 Jan 2024 15:04:05 +0000". */
 void pmx_mime_date(pmx_buf_t *out, time_t t);

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lib/mem.h"
 #include "queue/keys.h"
@@ -54,6 +55,27 @@ int pmx_queue_enqueue(pmx_redis_conn_t *rc, const char *prefix, const char *ws,
     xadd_argv(&x, prefix, ws, fields, nfields);
     int r = pmx_redis_conn_command_argv(rc, cb, privdata, x.argc, x.argv, x.lens);
     xadd_free(&x);
+    return r < 0 ? -1 : 0;
+}
+
+int pmx_queue_enqueue_last(pmx_redis_conn_t *rc, const char *prefix, const char *ws,
+                           const pmx_job_field_t *fields, size_t nfields, const char *last_name,
+                           pmx_buf_t *last, size_t off, redisCallbackFn *cb, void *privdata)
+{
+    if (!rc) {
+        pmx_buf_free(last);
+        return -1;
+    }
+    /* The fields, then the last field's name; its value is *last. */
+    pmx_job_field_t *f = pmx_xcalloc(nfields + 1, sizeof *f);
+    for (size_t i = 0; i < nfields; i++) f[i] = fields[i];
+    xadd_t x;
+    xadd_argv(&x, prefix, ws, f, nfields + 1);
+    x.argv[x.argc - 2] = last_name;
+    x.lens[x.argc - 2] = strlen(last_name);
+    int r = pmx_redis_conn_command_last(rc, cb, privdata, x.argc - 1, x.argv, x.lens, last, off);
+    xadd_free(&x);
+    free(f);
     return r < 0 ? -1 : 0;
 }
 

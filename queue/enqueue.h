@@ -35,6 +35,18 @@ int pmx_queue_enqueue(pmx_redis_conn_t *rc, const char *prefix, const char *ws,
                       redisCallbackFn *cb, void *privdata);
 
 /*
+ * The same, for a job whose last field's value is big (a submitted message)
+ * and sits in the caller's buffer at last->data + off to its end, with free
+ * octets before it: the XADD's other arguments are written into those octets
+ * and hiredis copies the whole command once (pmx_redis_conn_command_last).
+ * The last field is named last_name. *last is freed either way. Returns 0 or
+ * -1 (not up; cb never called).
+ */
+int pmx_queue_enqueue_last(pmx_redis_conn_t *rc, const char *prefix, const char *ws,
+                           const pmx_job_field_t *fields, size_t nfields, const char *last_name,
+                           pmx_buf_t *last, size_t off, redisCallbackFn *cb, void *privdata);
+
+/*
  * Blocking XADD on r (the CLI). Returns 0 with the entry id appended to id, or
  * -1 with a one-line reason in err ("Redis: ..." when there was no reply,
  * "Redis XADD <key>: ..." when Redis refused).

@@ -332,6 +332,46 @@ int pmx_redis_conn_command_argv(pmx_redis_conn_t *rc, redisCallbackFn *fn, void 
     return redisAsyncCommandArgv(rc->ac, fn, privdata, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
 }
 
+int pmx_redis_conn_command_last(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
+                                int argc, const char *const *argv, const size_t *argvlen,
+                                pmx_buf_t *last, size_t off)
+{
+    if (rc->phase != RC_UP || rc->closing) {
+        pmx_buf_free(last);
+        return -1;
+    }
+    size_t len = last->len - off;
+    pmx_buf_t head = PMX_BUF_INIT;
+    pmx_redis_format_head(&head, argc + 1, argv, argvlen, len);
+    if (head.len > off) {
+        size_t more = head.len - off;
+        pmx_buf_reserve(last, more);
+        memmove(last->data + off + more, last->data + off, len);
+        off += more;
+        last->len = off + len;
+    }
+    pmx_buf_append(last, "\r\n", 2);
+    size_t start = off - head.len;
+    memcpy(last->data + start, head.data, head.len);
+    pmx_buf_free(&head);
+    int rv = redisAsyncFormattedCommand(rc->ac, fn, privdata, last->data + start,
+                                        last->len - start) == REDIS_OK ? 0 : -1;
+    pmx_buf_free(last);
+    return rv;
+}
+
+void pmx_redis_format_head(pmx_buf_t *out, int argc, const char *const *argv,
+                           const size_t *argvlen, size_t last_len)
+{
+    pmx_buf_appendf(out, "*%d\r\n", argc);
+    for (int i = 0; i + 1 < argc; i++) {
+        pmx_buf_appendf(out, "$%zu\r\n", argvlen[i]);
+        pmx_buf_append(out, argv[i], argvlen[i]);
+        pmx_buf_append(out, "\r\n", 2);
+    }
+    pmx_buf_appendf(out, "$%zu\r\n", last_len);
+}
+
 static void handle_closed(uv_handle_t *h)
 {
     pmx_redis_conn_t *rc = h->data;

@@ -30,6 +30,8 @@
 #include <hiredis/async.h>
 #include <uv.h>
 
+#include "lib/buf.h"
+
 typedef struct pmx_redis_conn pmx_redis_conn_t;
 
 /* Called when the connection becomes usable (up) or stops being so. */
@@ -62,6 +64,27 @@ int pmx_redis_conn_command(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *priv
                            const char *fmt, ...);
 int pmx_redis_conn_command_argv(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
                                 int argc, const char **argv, const size_t *argvlen);
+/*
+ * Like pmx_redis_conn_command_argv for a command whose last argument is big
+ * (a message) and already sits in the caller's buffer, at last->data + off to
+ * the buffer's end, with free octets before it. argc/argv/argvlen are the
+ * arguments before it. The RESP of those
+ * arguments is written into those octets (the argument moves only when they
+ * are too few) and hiredis copies the command once into its output buffer
+ * (redisAsyncCommandArgv would copy it twice). *last is freed either way.
+ * -1 when not up.
+ */
+int pmx_redis_conn_command_last(pmx_redis_conn_t *rc, redisCallbackFn *fn, void *privdata,
+                                int argc, const char *const *argv, const size_t *argvlen,
+                                pmx_buf_t *last, size_t off);
+/*
+ * Appends the RESP of a command of argc arguments up to its last one's
+ * octets: "*argc", every argument but the last, then "$last_len\r\n". The
+ * caller follows it with the last argument (last_len octets) and "\r\n";
+ * a big last argument (a message) is then never copied to format it.
+ */
+void pmx_redis_format_head(pmx_buf_t *out, int argc, const char *const *argv,
+                           const size_t *argvlen, size_t last_len);
 /* The conn a command callback's context belongs to. */
 pmx_redis_conn_t *pmx_redis_conn_of(const redisAsyncContext *ac);
 

@@ -40,7 +40,7 @@ typedef enum {
 } state_t;
 
 /* Why a received message cannot be accepted, worst first. */
-typedef enum { BAD_NONE = 0, BAD_LONG_LINE, BAD_TOO_BIG, BAD_NUL, BAD_EOL } bad_t;
+typedef enum { BAD_NONE = 0, BAD_NO_MEMORY, BAD_LONG_LINE, BAD_TOO_BIG, BAD_NUL, BAD_EOL } bad_t;
 
 struct pmx_smtp_server {
     pmx_smtp_server_opts_t opts;
@@ -67,11 +67,13 @@ struct pmx_smtp_server {
 
     /* The transaction. */
     char     *mail_from;     /* NULL = no MAIL yet */
+    uint64_t  declared;      /* MAIL's SIZE=, 0 when not given */
     char    **rcpts;
     size_t    nrcpts, rcap;
 
     /* DATA reading. */
-    pmx_buf_t msg;
+    pmx_buf_t msg;           /* opts.msg_headroom free octets, then the message */
+    uint64_t  held;          /* octets the owner granted through hold() */
     bool      d_bol;         /* at the start of a line (after CRLF) */
     bool      d_dot;         /* a '.' started this line */
     bool      d_cr;          /* the previous byte was CR */
@@ -132,15 +134,43 @@ static void proto_error(pmx_smtp_server_t *s, int code, const char *enh, const c
     }
 }
 
+/* ---- message memory (see hold and room in server.h) -------------------------- */
+
+/* The hold covering total octets of buffer, asked for in steps. */
+static bool msg_hold(pmx_smtp_server_t *s, uint64_t total)
+{
+    if (!s->cbs.hold || total <= s->held) return true;
+    uint64_t want = (total + PMX_SMTP_SERVER_HOLD_STEP - 1) / PMX_SMTP_SERVER_HOLD_STEP *
+                    PMX_SMTP_SERVER_HOLD_STEP;
+    if (!s->cbs.hold(s->arg, want)) return false;
+    s->held = want;
+    return true;
+}
+
+/* Frees the message buffer and gives its hold back. */
+static void msg_drop(pmx_smtp_server_t *s)
+{
+    pmx_buf_free(&s->msg);
+    if (s->held && s->cbs.hold) s->cbs.hold(s->arg, 0);
+    s->held = 0;
+}
+
+/* Would a message of n octets find memory now? */
+static bool msg_room(const pmx_smtp_server_t *s, uint64_t n)
+{
+    return !s->cbs.room || s->cbs.room(s->arg, n + s->opts.msg_headroom);
+}
+
 /* ---- the transaction ------------------------------------------------------------ */
 
 static void transaction_reset(pmx_smtp_server_t *s)
 {
     free(s->mail_from);
     s->mail_from = NULL;
+    s->declared = 0;
     for (size_t i = 0; i < s->nrcpts; i++) free(s->rcpts[i]);
     s->nrcpts = 0;
-    pmx_buf_free(&s->msg);
+    msg_drop(s);
 }
 
 /* Between transactions while draining: say goodbye now rather than wait. */
@@ -176,6 +206,11 @@ static int mail_param(pmx_smtp_server_t *s, const pmx_smtp_param_t *p)
                   (unsigned long long)s->opts.max_message_size);
             return -1;
         }
+        if (!msg_room(s, v)) {
+            reply(s, 452, "4.3.1", "Insufficient system storage; try again later");
+            return -1;
+        }
+        s->declared = v;
         return 0;
     }
     if (pmx_smtp_param_is(p, "BODY")) {
@@ -204,9 +239,15 @@ static void cmd_mail(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
         return reply(s, 553, "5.1.7",
                      "A sender address is required (the null sender <> is not accepted)");
     for (size_t i = 0; i < p.nparams; i++)
-        if (mail_param(s, &p.params[i]) < 0) return;
+        if (mail_param(s, &p.params[i]) < 0) {
+            s->declared = 0;
+            return;
+        }
     char *addr = path_address(&p, why, sizeof why);
-    if (!addr) return reply(s, 553, "5.1.7", "Bad sender address syntax: %s", why);
+    if (!addr) {
+        s->declared = 0;
+        return reply(s, 553, "5.1.7", "Bad sender address syntax: %s", why);
+    }
     s->mail_from = addr;
     reply(s, 250, "2.1.0", "Ok");
 }
@@ -248,9 +289,15 @@ static void cmd_data(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
     if (!s->mail_from) return proto_error(s, 503, "5.5.1", "Error: need MAIL command");
     if (s->nrcpts == 0) return reply(s, 554, "5.5.1", "Error: no valid recipients");
     if (c->arg_len) return proto_error(s, 501, "5.5.4", "Syntax: DATA");
+    /* Memory for the declared size (or the first step) now, else no 354. */
+    msg_drop(s);
+    if (!msg_room(s, s->declared) || !msg_hold(s, s->opts.msg_headroom + 1))
+        return reply(s, 452, "4.3.1", "Insufficient system storage; try again later");
     reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     s->state = ST_DATA;
-    pmx_buf_reset(&s->msg);
+    pmx_buf_reserve(&s->msg, s->opts.msg_headroom);
+    memset(s->msg.data, 0, s->opts.msg_headroom + 1);
+    s->msg.len = s->opts.msg_headroom;
     s->d_bol = true;
     s->d_dot = s->d_cr = s->d_dot_cr = false;
     s->d_line = 1;
@@ -477,20 +524,23 @@ static int next_line(pmx_smtp_server_t *s, const char **line, size_t *len)
 
 /* ---- DATA ------------------------------------------------------------------------- */
 
+/* The message cannot be accepted: it is read to its end, but no longer kept. */
 static void data_bad(pmx_smtp_server_t *s, bad_t why)
 {
     if (why > s->d_bad) {
         s->d_bad = why;
         s->d_bad_line = s->d_line;
     }
-    if (why >= BAD_TOO_BIG) pmx_buf_free(&s->msg);   /* it will not be queued */
+    msg_drop(s);
 }
 
 static void data_store(pmx_smtp_server_t *s, const char *p, size_t n)
 {
     s->d_size += n;
     if (s->d_size > s->opts.max_message_size) data_bad(s, BAD_TOO_BIG);
-    if (s->d_bad < BAD_TOO_BIG) pmx_buf_append(&s->msg, p, n);
+    if (s->d_bad != BAD_NONE) return;
+    if (!msg_hold(s, (uint64_t)s->msg.len + n)) return data_bad(s, BAD_NO_MEMORY);
+    pmx_buf_append(&s->msg, p, n);
 }
 
 /* Line content (no CR, LF): counted, checked for NUL and length, stored. */
@@ -584,14 +634,17 @@ static void data_end(pmx_smtp_server_t *s)
         reply(s, 500, "5.5.2", "Line too long: line %zu of the message is over 998 octets "
               "(RFC 5322 2.1.1)", s->d_bad_line);
         break;
+    case BAD_NO_MEMORY:
+        reply(s, 452, "4.3.1", "Insufficient system storage; try again later");
+        break;
     case BAD_NONE: {
         s->state = ST_WAIT_QUEUE;
         pmx_smtp_envelope_t env = {
             .mail_from = s->mail_from,
             .rcpts = (const char *const *)s->rcpts,
             .nrcpts = s->nrcpts,
-            .msg = s->msg.data ? s->msg.data : "",
-            .len = s->msg.len,
+            .msg = s->msg.data + s->opts.msg_headroom,
+            .len = s->msg.len - s->opts.msg_headroom,
         };
         s->cbs.message(s->arg, &env);
         return;
@@ -805,6 +858,19 @@ void pmx_smtp_server_drain(pmx_smtp_server_t *s)
     leave(s);
 }
 
+void pmx_smtp_server_take_message(pmx_smtp_server_t *s, pmx_buf_t *buf, size_t *off)
+{
+    *buf = s->msg;
+    *off = s->opts.msg_headroom;
+    if (s->state != ST_WAIT_QUEUE || !s->msg.data) {   /* only inside the message callback */
+        pmx_buf_init(buf);
+        *off = 0;
+        return;
+    }
+    pmx_buf_init(&s->msg);
+    s->held = 0;
+}
+
 uint64_t pmx_smtp_server_progress(const pmx_smtp_server_t *s) { return s->progress; }
 bool pmx_smtp_server_is_closed(const pmx_smtp_server_t *s) { return s->close_wanted; }
 bool pmx_smtp_server_is_tls(const pmx_smtp_server_t *s) { return s->tls; }
@@ -817,6 +883,7 @@ bool pmx_smtp_server_is_waiting(const pmx_smtp_server_t *s)
 void pmx_smtp_server_free(pmx_smtp_server_t *s)
 {
     if (!s) return;
+    s->cbs.hold = NULL;             /* no callback from here: the owner forgets the hold */
     transaction_reset(s);
     free(s->rcpts);
     pmx_buf_free_secret(&s->in);

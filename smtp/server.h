@@ -19,6 +19,14 @@
  *   anywhere, or a NUL byte, makes the message "550 5.6.0" (read to the real
  *   end, never queued: no SMTP smuggling); over max_message_size is
  *   "552 5.3.4"; a line over 998 octets (RFC 5322 §2.1.1) is "500 5.5.2";
+ *   a message is no longer kept once it cannot be accepted;
+ * - message memory, when the owner gives the hold/room callbacks: the buffer
+ *   grows only by what the owner grants, in PMX_SMTP_SERVER_HOLD_STEP steps;
+ *   a refused step drops the buffer, the rest of the data is read and
+ *   discarded, and the message is answered "452 4.3.1" at its end (unless a
+ *   permanent reason above applies); MAIL with a SIZE= that room() refuses,
+ *   and DATA when room() refuses the declared size (or the first step), are
+ *   answered "452 4.3.1" at once;
  * - at most max_recipients RCPT ("452 4.5.3" after that);
  * - STARTTLS drops every byte the client sent after the command (RFC 3207 §4.2:
  *   nothing pipelined in clear text survives into TLS) and forgets EHLO and
@@ -37,10 +45,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/buf.h"
+
 #define PMX_SMTP_SERVER_MAX_RCPT    1000  /* docs/queue.md */
 #define PMX_SMTP_SERVER_MAX_ERRORS  20    /* protocol errors before "421" */
 /* Input the client may send ahead while a lookup or the queue is busy. */
 #define PMX_SMTP_SERVER_MAX_PENDING (256 * 1024)
+/* The message buffer's hold grows in steps of this many octets. */
+#define PMX_SMTP_SERVER_HOLD_STEP   (64 * 1024)
 
 typedef struct pmx_smtp_server pmx_smtp_server_t;
 
@@ -50,6 +62,9 @@ typedef struct {
     bool        auth_requires_tls;  /* AUTH only after STARTTLS */
     uint64_t    max_message_size;   /* octets of the message (dots unstuffed, CRLF) */
     size_t      max_recipients;     /* 0 = PMX_SMTP_SERVER_MAX_RCPT */
+    /* Octets kept free in front of the message in its buffer, for the owner
+     * to write what precedes it there (pmx_smtp_server_take_message). */
+    size_t      msg_headroom;
 } pmx_smtp_server_opts_t;
 
 /* One accepted message, handed to the owner after DATA. */
@@ -83,6 +98,16 @@ typedef struct {
     /* The session is over: close the connection once the replies written so
      * far have been sent. No callback follows. */
     void (*close)(void *arg);
+    /*
+     * Optional (NULL = no limit), both or neither. hold: the message buffer
+     * (headroom included) is to cover n octets in all; true = granted, false
+     * = refused (the previous hold stays until the session drops the buffer).
+     * n = 0: the buffer is gone, the hold is given back (never called from
+     * pmx_smtp_server_free, nor for a buffer the owner took). room: would a
+     * hold of n octets be granted now? (MAIL SIZE=, DATA; nothing is held.)
+     */
+    bool (*hold)(void *arg, uint64_t n);
+    bool (*room)(void *arg, uint64_t n);
 } pmx_smtp_server_cbs_t;
 
 /* cbs is copied. Nothing is written until pmx_smtp_server_start. */
@@ -105,6 +130,15 @@ void pmx_smtp_server_input(pmx_smtp_server_t *s, const char *data, size_t n);
  */
 void pmx_smtp_server_auth_done(pmx_smtp_server_t *s, int code, const char *enhanced,
                                const char *text);
+/*
+ * From inside the message callback: the owner takes the message's buffer
+ * instead of copying it. *buf gets the storage (the owner frees it), the
+ * message is at buf->data + *off (env->msg, env->len octets, followed by a
+ * NUL), and the opts.msg_headroom octets before it are the owner's to use.
+ * The hold granted for it becomes the owner's too: the session forgets it
+ * without calling hold(0). Anywhere else *buf is empty and *off 0.
+ */
+void pmx_smtp_server_take_message(pmx_smtp_server_t *s, pmx_buf_t *buf, size_t *off);
 /* The answer to the message callback (250 queued, 4xx, 5xx; 421 also closes).
  * The transaction is over either way. */
 void pmx_smtp_server_message_done(pmx_smtp_server_t *s, int code, const char *enhanced,

@@ -7,9 +7,18 @@
  * A session is freed only when its stream and both timers have closed. An
  * XADD in flight outlives its session: the request holds the session pointer,
  * which is cleared when the session closes (the reply is then only logged).
+ *
+ * Memory (docs/submission.md "Memory"): a message is held once. DATA goes
+ * into the session's buffer (smtp/server.h), which the message callback
+ * takes; X-Workspace-Id is cut out in place, the checks read it where it
+ * is, the XADD's RESP head is written into the headroom before it, and
+ * hiredis copies the whole command into its output buffer, after which the
+ * buffer is freed. Every octet held — DATA buffers and XADDs until Redis
+ * answers — is counted in the worker's budget (submission/budget.h).
  */
 #include "submission/session.h"
 
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +36,15 @@
 #include "smtp/server.h"
 #include "smtp/tls.h"
 #include "submission/apikeys.h"
+#include "submission/budget.h"
 #include "workers/metrics.h"
 #include "submission/peerlimit.h"
 
 #define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
 #define WS_ID_LEN      19      /* "ws_" + 16 base32 */
+#define XADD_HEADROOM  4096    /* in front of a message: the XADD's RESP head */
+/* Allocations from this size are mmapped, so a freed message goes back to the kernel. */
+#define MMAP_THRESHOLD (256 * 1024)
 
 typedef struct session session_t;
 typedef struct enqueue enqueue_t;
@@ -49,6 +62,8 @@ struct pmx_worker_submission {
     session_t              *sessions;
     size_t                  nsessions;       /* until each is freed */
     uint64_t                next_id;
+    pmx_submission_budget_t mem;             /* [submission] memory_budget */
+    size_t                  npending;        /* XADDs not yet answered */
     bool                    draining, stopping;
     void                  (*drain_done)(void *arg);
     void                   *drain_arg;
@@ -73,9 +88,12 @@ struct session {
     pmx_apikey_t              key;           /* status OK once authenticated */
     char                      delayed[160];  /* the 535 text answered by the delay timer */
     enqueue_t                *enq;
+    uint64_t                  held;          /* of sub->mem: the DATA buffer */
 };
 
 struct enqueue {
+    pmx_worker_submission_t *sub;
+    uint64_t   held;          /* of sub->mem, until Redis answers */
     session_t *ss;            /* NULL once the session is gone */
     uint64_t   session_id;
     char       ws[32];
@@ -98,7 +116,7 @@ static void maybe_drained(pmx_worker_submission_t *sub)
 
 static void maybe_free(pmx_worker_submission_t *sub)
 {
-    if (!sub->stopping || sub->nsessions > 0 || sub->listener_open) return;
+    if (!sub->stopping || sub->nsessions > 0 || sub->listener_open || sub->npending > 0) return;
     pmx_worker_peerlimit_free(sub->peers);
     free(sub);
 }
@@ -127,6 +145,7 @@ static void session_handle_closed(session_t *ss)
     if (ss->prev) ss->prev->next = ss->next;
     else sub->sessions = ss->next;
     if (ss->next) ss->next->prev = ss->prev;
+    pmx_submission_budget_hold(&sub->mem, &ss->held, 0);   /* the DATA buffer goes below */
     pmx_smtp_server_free(ss->smtp);
     free(ss);
     sub->nsessions--;
@@ -432,9 +451,9 @@ static int pick_workspace(const session_t *ss, const pmx_smtp_envelope_t *env, c
     return rc;
 }
 
-/* Checks one message as the pipeline will; raw and to get the job's values. */
-static int check_message(session_t *ss, const pmx_smtp_envelope_t *env, char ws[32],
-                         pmx_buf_t *raw, pmx_buf_t *to, refusal_t *r)
+/* The sender's side of a message: its workspace, the workspace's state, the
+ * From and MAIL FROM domains. ws gets the workspace id. */
+static int check_message(session_t *ss, const pmx_smtp_envelope_t *env, char ws[32], refusal_t *r)
 {
     pmx_worker_submission_t *sub = ss->sub;
     if (pick_workspace(ss, env, ws, r) < 0) return -1;
@@ -454,32 +473,93 @@ static int check_message(session_t *ss, const pmx_smtp_envelope_t *env, char ws[
     pmx_addr_free(&from);
     if (rc < 0) return -1;
     const char *at = strrchr(env->mail_from, '@');
-    if (check_domain(wsp, "MAIL FROM", at ? at + 1 : "", r) < 0) return -1;
+    return check_domain(wsp, "MAIL FROM", at ? at + 1 : "", r);
+}
 
-    if (pmx_mime_header_remove(env->msg, env->len, "X-Workspace-Id", raw, why, sizeof why) < 0)
+/* ---- the message's memory ------------------------------------------------------------- */
+
+/* A message taken from its session: buf->data + off, len octets, and its hold. */
+typedef struct {
+    pmx_buf_t buf;
+    size_t    off, len;
+    uint64_t  held;
+} message_t;
+
+/* When the budget bites: a warning for a message cut short (its data was sent
+ * for nothing), a plain line for a MAIL or DATA answered 452 at once. */
+static void log_budget_refusal(const session_t *ss, const char *when, uint64_t n)
+{
+    const pmx_submission_budget_t *b = &ss->sub->mem;
+    pmx_log(strcmp(when, "data") == 0 ? PMX_LOG_WARN : PMX_LOG_INFO,
+            "submission memory budget refused session=%llu client=%s at=%s want=%llu held=%llu "
+            "used=%llu budget=%llu", (unsigned long long)ss->id, ss->client, when,
+            (unsigned long long)n, (unsigned long long)ss->held, (unsigned long long)b->used,
+            (unsigned long long)b->limit);
+    pmx_metrics_submission_memory_refused();
+}
+
+/* smtp/server.h's hold: the DATA buffer grows only within the budget. */
+static bool srv_hold(void *arg, uint64_t n)
+{
+    session_t *ss = arg;
+    if (ss->closing && n > ss->held) return false;
+    if (pmx_submission_budget_hold(&ss->sub->mem, &ss->held, n)) return true;
+    log_budget_refusal(ss, "data", n);
+    return false;
+}
+
+/* smtp/server.h's room: MAIL SIZE= and DATA are answered 452 when it is short. */
+static bool srv_room(void *arg, uint64_t n)
+{
+    session_t *ss = arg;
+    if (pmx_submission_budget_room(&ss->sub->mem, ss->held, n)) return true;
+    log_budget_refusal(ss, "mail/data", n);
+    return false;
+}
+
+/* Takes the message's buffer (and its hold) from the session. */
+static void message_take(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m)
+{
+    pmx_smtp_server_take_message(ss->smtp, &m->buf, &m->off);
+    m->len = m->buf.data ? env->len : 0;
+    m->held = ss->held;
+    ss->held = 0;
+}
+
+static void message_free(pmx_worker_submission_t *sub, message_t *m)
+{
+    pmx_buf_free(&m->buf);
+    pmx_submission_budget_hold(&sub->mem, &m->held, 0);
+}
+
+/*
+ * The message as the pipeline will decode it, after X-Workspace-Id is cut
+ * out in place; to gets the job's to field. Exactly what the pipeline will
+ * run, so a 250 is never followed by a rejection for the message's form.
+ */
+static int check_job(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m, pmx_buf_t *to,
+                     refusal_t *r)
+{
+    char why[256];
+    size_t skip;
+    if (pmx_mime_header_cut(m->buf.data + m->off, m->len, "X-Workspace-Id", &skip, why,
+                            sizeof why) < 0)
         return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    m->off += skip;
+    m->len -= skip;
     for (size_t i = 0; i < env->nrcpts; i++) {
         if (i) pmx_buf_append_str(to, ", ");
         pmx_buf_append_str(to, env->rcpts[i]);
     }
-
-    /* Exactly what the pipeline will run, so a 250 is never followed by a
-     * rejection for the message's form. */
     pmx_job_field_t f[3] = {
         { "from", 4, env->mail_from, strlen(env->mail_from) },
         { "to", 2, pmx_buf_cstr(to), to->len },
-        { "raw", 3, pmx_buf_cstr(raw), raw->len },
+        { "raw", 3, m->buf.data + m->off, m->len },
     };
-    pmx_job_t job;
-    if (pmx_job_decode(f, 3, (size_t)sub->cfg->submission_max_message_size, &job, why,
-                       sizeof why) < 0)
+    if (pmx_job_check(f, 3, (size_t)ss->sub->cfg->submission_max_message_size, why, sizeof why) < 0)
         return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
-    pmx_job_free(&job);
-    pmx_buf_t tmp = PMX_BUF_INIT;
-    pmx_mime_opts_t mo = { .msgid = "check", .date = time(NULL) };
-    rc = pmx_mime_prepare_raw(pmx_buf_cstr(raw), raw->len, &mo, &tmp, why, sizeof why);
-    pmx_buf_free(&tmp);
-    if (rc < 0) return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
+    if (pmx_mime_check_raw(m->buf.data + m->off, m->len, why, sizeof why) < 0)
+        return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
     return 0;
 }
 
@@ -489,6 +569,7 @@ static void xadd_done(redisAsyncContext *ac, void *reply, void *privdata)
     enqueue_t *q = privdata;
     redisReply *rep = reply;
     session_t *ss = q->ss;
+    pmx_worker_submission_t *sub = q->sub;
     char text[128];
     int code = 451;
     if (!rep) {
@@ -505,11 +586,15 @@ static void xadd_done(redisAsyncContext *ac, void *reply, void *privdata)
                      (unsigned long long)q->session_id, q->client, q->ws, rep->str, q->nrcpts, q->size,
                      ss ? "" : " (client gone before the reply)");
     }
+    pmx_submission_budget_hold(&sub->mem, &q->held, 0);
+    sub->npending--;
     free(q);
-    if (!ss) return;
-    ss->enq = NULL;
-    if (code == 250) pmx_smtp_server_message_done(ss->smtp, 250, "2.0.0", text);
-    else pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
+    if (ss) {
+        ss->enq = NULL;
+        if (code == 250) pmx_smtp_server_message_done(ss->smtp, 250, "2.0.0", text);
+        else pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
+    }
+    maybe_free(sub);
 }
 
 static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
@@ -517,42 +602,51 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     session_t *ss = arg;
     pmx_worker_submission_t *sub = ss->sub;
     refusal_t r = { 0, NULL, PMX_BUF_INIT };
-    pmx_buf_t raw = PMX_BUF_INIT, to = PMX_BUF_INIT;
+    pmx_buf_t to = PMX_BUF_INIT;
+    message_t m;
     char ws[32] = "";
 
     if (ss->closing) return;
-    if (check_message(ss, env, ws, &raw, &to, &r) < 0) {
+    message_take(ss, env, &m);
+    if (check_message(ss, env, ws, &r) < 0 || check_job(ss, env, &m, &to, &r) < 0) {
         pmx_log_info("submission refused session=%llu client=%s ws=%s code=%d reason=\"%s\"",
                      (unsigned long long)ss->id, ss->client, ws[0] ? ws : "-", r.code, r.text.data);
         pmx_smtp_server_message_done(ss->smtp, r.code, r.enh, r.text.data);
         goto out;
     }
     pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
-    const pmx_job_field_t f[4] = {
+    /* raw is the entry's last field: its value is the message, where it is
+     * (see the top of this file). */
+    const pmx_job_field_t f[3] = {
         { "from", 4, env->mail_from, strlen(env->mail_from) },
         { "to", 2, pmx_buf_cstr(&to), to.len },
-        { "raw", 3, pmx_buf_cstr(&raw), raw.len },
         { PMX_SUBMISSION_SOURCE_FIELD, strlen(PMX_SUBMISSION_SOURCE_FIELD),
           PMX_SUBMISSION_SOURCE_VALUE, strlen(PMX_SUBMISSION_SOURCE_VALUE) },
     };
     enqueue_t *q = pmx_xcalloc(1, sizeof *q);
+    q->sub = sub;
     q->ss = ss;
     q->session_id = ss->id;
     snprintf(q->ws, sizeof q->ws, "%s", ws);
     snprintf(q->client, sizeof q->client, "%s", ss->client);
     q->nrcpts = env->nrcpts;
-    q->size = raw.len;
-    if (pmx_queue_enqueue(rc, sub->cfg->redis_prefix, ws, f, 4, xadd_done, q) < 0) {
+    q->size = m.len;
+    m.buf.len = m.off + m.len;
+    if (pmx_queue_enqueue_last(rc, sub->cfg->redis_prefix, ws, f, 3, "raw", &m.buf, m.off,
+                               xadd_done, q) < 0) {
         free(q);
         pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis is down\"",
                      (unsigned long long)ss->id, ws);
         pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
         goto out;
     }
+    q->held = m.held;               /* hiredis's copy, until Redis answers */
+    m.held = 0;
+    sub->npending++;
     ss->enq = q;
 out:
+    message_free(sub, &m);
     pmx_buf_free(&r.text);
-    pmx_buf_free(&raw);
     pmx_buf_free(&to);
 }
 
@@ -560,7 +654,7 @@ out:
 
 static const pmx_smtp_stream_cbs_t stream_cbs = { stream_data, stream_event };
 static const pmx_smtp_server_cbs_t server_cbs = { srv_write, srv_starttls, srv_auth, srv_message,
-                                                  srv_close };
+                                                  srv_close, srv_hold, srv_room };
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -590,6 +684,7 @@ static void on_connection(uv_stream_t *listener, int status)
         .auth_requires_tls = cfg->submission_auth_requires_tls,
         .max_message_size = cfg->submission_max_message_size,
         .max_recipients = PMX_SMTP_SERVER_MAX_RCPT,
+        .msg_headroom = XADD_HEADROOM,
     };
     ss->smtp = pmx_smtp_server_new(&so, &server_cbs, ss);
     ss->stream = pmx_smtp_stream_new(sub->loop, &stream_cbs, ss);
@@ -632,6 +727,17 @@ static void on_connection(uv_stream_t *listener, int status)
 
 /* ---- public ------------------------------------------------------------------------------------ */
 
+/* The budget, and big buffers that go back to the kernel when freed (a fixed
+ * mmap threshold: glibc's sliding one would keep freed messages on the heap). */
+static void submission_memory_init(pmx_worker_submission_t *sub)
+{
+    pmx_submission_budget_init(&sub->mem, sub->cfg->submission_memory_budget);
+    pmx_log_info("submission memory_budget=%llu bytes per worker",
+                 (unsigned long long)sub->mem.limit);
+    if (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1)
+        pmx_log_warn("submission: mallopt(M_MMAP_THRESHOLD) failed; freed messages may stay in RSS");
+}
+
 int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
                                 pmx_worker_submission_t **out)
 {
@@ -644,6 +750,7 @@ int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
     sub->loop = pmx_worker_loop(w);
     sub->cfg = cfg;
     sub->settings = settings;
+    submission_memory_init(sub);
 
     if (cfg->submission_tls_cert[0]) {
         char err[512];

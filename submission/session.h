@@ -13,9 +13,16 @@
  *   stream as a `raw` job, and only then "250 2.0.0 Ok: queued as <entry id>".
  *
  * The stream entry: from = MAIL FROM, to = the RCPT addresses joined with
- * ", ", raw = the message as received (CRLF, dots unstuffed) without
- * X-Workspace-Id, and the internal field _source = smtp (the message's
- * `source` column; internal fields start with "_").
+ * ", ", the internal field _source = smtp (the message's `source` column;
+ * internal fields start with "_"), and last raw = the message as received
+ * (CRLF, dots unstuffed) without X-Workspace-Id.
+ *
+ * Memory (docs/submission.md "Memory"): a message is held once, in the
+ * session's DATA buffer, which becomes the XADD command (hiredis then makes
+ * its one copy). What a worker holds for messages in flight — DATA buffers
+ * and XADDs until Redis answers — stays within [submission] memory_budget
+ * (submission/budget.h); over it the client gets "452 4.3.1" at MAIL (SIZE=),
+ * at DATA, or at the end of a DATA whose growth was refused.
  *
  * Limits: PMX_SUBMISSION_MAX_SESSIONS sessions per worker and
  * PMX_PEERLIMIT_MAX_SESSIONS per client address per worker (more are
@@ -51,8 +58,9 @@ int  pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
  * calls done at once.
  */
 void pmx_worker_submission_drain(pmx_worker_submission_t *sub, void (*done)(void *arg), void *arg);
-/* Closes whatever is left and frees sub once its handles have closed (the
- * loop must run). Call before the worker closes its Redis and Postgres. */
+/* Closes whatever is left and frees sub once its handles have closed and
+ * every XADD in flight was answered (the loop must run). Call before the
+ * worker closes its Redis (which answers those with NULL) and Postgres. */
 void pmx_worker_submission_stop(pmx_worker_submission_t *sub);
 /* Sessions open now (for postmux_smtp_sessions{direction="in"}). */
 size_t pmx_worker_submission_sessions(const pmx_worker_submission_t *sub);

@@ -78,6 +78,11 @@ void pmx_metrics_sessions_set(pmx_metrics_dir_t dir, int64_t n)
     pmx_metrics_shm_sessions_set(pmx_metrics_shm_current(), pmx_metrics_shm_current_slot(), dir, n);
 }
 
+void pmx_metrics_submission_memory_refused(void)
+{
+    pmx_metrics_shm_count_memory_refusal(pmx_metrics_shm_current());
+}
+
 /* ---- the queue-depth job ---------------------------------------------------
  *
  * One refresh = one batch: the workspace ids (copied: the settings snapshot
@@ -368,6 +373,11 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
                     (unsigned long long)(sum_ns / 1000000000u),
                     (unsigned long long)(sum_ns % 1000000000u));
     pmx_buf_appendf(body, "postmux_dkim_sign_seconds_count %llu\n", (unsigned long long)cum);
+
+    family(body, "postmux_submission_memory_refusals_total", "counter",
+           "Submission messages answered 452 4.3.1: a worker's [submission] memory_budget was full.");
+    pmx_buf_appendf(body, "postmux_submission_memory_refusals_total %llu\n",
+                    (unsigned long long)pmx_metrics_shm_memory_refusals(m));
 
     family(body, "postmux_worker_restarts_total", "counter",
            "Workers that died unexpectedly and were replaced by postmuxd.");

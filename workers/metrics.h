@@ -10,6 +10,7 @@
  *   postmux_queue_depth{workspace}              gauge (XLEN {prefix}:{ws}:jobs)
  *   postmux_smtp_sessions{direction}            gauge (outbound, inbound)
  *   postmux_dkim_sign_seconds                   histogram
+ *   postmux_submission_memory_refusals_total    counter (submission/budget.h)
  *   postmux_worker_restarts_total               counter (the supervisor's)
  *
  * Queue depth is a gauge kept by a periodic job, not asked of Redis during
@@ -61,6 +62,9 @@ void pmx_metrics_observe_dkim(double seconds);
 /* This worker's open sessions in a direction: changed by delta, or set. */
 void pmx_metrics_sessions_add(pmx_metrics_dir_t dir, int64_t delta);
 void pmx_metrics_sessions_set(pmx_metrics_dir_t dir, int64_t n);
+
+/* Submission refused memory to a message (MAIL, DATA or while it arrived). */
+void pmx_metrics_submission_memory_refused(void);
 
 /*
  * The queue-depth job (see above) reads the workspace list of settings:

@@ -44,6 +44,9 @@
 #   submission  tests/bench/submission.sh, when it exists.
 #   feedback    tests/bench/feedback.sh: the report parser over the bounce corpus on
 #               one core, reports per second (needs no services).
+#   submission_memory  tests/bench/submission_memory.sh, when it exists: 8 sessions
+#               streaming 24 MB of DATA each (unterminated, then terminated) against 2
+#               workers; each worker's peak RSS and whether other clients were served.
 #
 #   make bench                         (50,000 messages, 10 workspaces)
 #   BENCH_MESSAGES=5000 make bench     a quick run
@@ -64,7 +67,7 @@ TIMEOUT=${BENCH_TIMEOUT:-900}
 LIM_NWS=${BENCH_LIMIT_WORKSPACES:-100}
 LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
 SUPP_N=${BENCH_SUPPRESSIONS:-1000000}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits suppression ratelimit submission feedback}
+SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -632,6 +635,7 @@ other_bench() {
 bench_ratelimit() { other_bench ratelimit.sh; }
 bench_submission() { other_bench submission.sh; }
 bench_feedback() { other_bench feedback.sh; }
+bench_submission_memory() { other_bench submission_memory.sh; }
 
 summary() {
     local l label key unit
@@ -648,7 +652,7 @@ summary() {
 
 # ---- main -----------------------------------------------------------------------
 # Scenarios with benches of their own run after the summary and print their own.
-own=" ratelimit submission feedback "
+own=" ratelimit submission submission_memory feedback "
 needs_services=0
 for s in $SCENARIOS; do
     [[ $own == *" $s "* ]] || needs_services=1

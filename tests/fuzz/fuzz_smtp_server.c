@@ -10,7 +10,11 @@
  *   CRLF text without NUL, bare CR/LF or lines over 998 octets, within the
  *   size limit (so nothing a client smuggles can reach the queue);
  * - callbacks are consistent: no AUTH or message callback while another one
- *   is outstanding, close is called at most once.
+ *   is outstanding, close is called at most once;
+ * - message memory (hold/room, answered yes or no by the input): a hold only
+ *   grows, in whole steps, or is given back (0) when one is held; a message
+ *   handed over lies within what was granted; a taken buffer holds it, with
+ *   the headroom before it and a NUL after it.
  * The first input byte holds the owner's choices; the rest is the client.
  */
 #include <stdbool.h>
@@ -33,6 +37,8 @@ typedef struct {
     bool     tls_pending;
     bool     auth_pending;
     bool     msg_pending;
+    size_t   headroom;
+    uint64_t held;
     pmx_buf_t out;
 } harness_t;
 
@@ -122,6 +128,16 @@ static void cb_message(void *arg, const pmx_smtp_envelope_t *env)
     harness_t *h = arg;
     if (h->auth_pending || h->msg_pending) abort();
     check_message(env);
+    if (env->len + h->headroom > h->held) abort();       /* stored beyond the hold */
+    if (next(h) & 1) {
+        pmx_buf_t b;
+        size_t off;
+        pmx_smtp_server_take_message(h->s, &b, &off);
+        if (!b.data || off != h->headroom || b.data + off != env->msg) abort();
+        if (b.data[off + env->len] != '\0') abort();
+        pmx_buf_free(&b);
+        h->held = 0;                                      /* the owner's, given back */
+    }
     if (h->flags & 0x02) {
         static const int codes[] = { 250, 451, 550, 421 };
         int code = codes[next(h) % 4];
@@ -130,6 +146,27 @@ static void cb_message(void *arg, const pmx_smtp_envelope_t *env)
     } else {
         h->msg_pending = true;
     }
+}
+
+static bool cb_hold(void *arg, uint64_t n)
+{
+    harness_t *h = arg;
+    if (n == 0) {
+        if (h->held == 0) abort();                        /* nothing to give back */
+        h->held = 0;
+        return true;
+    }
+    if (n <= h->held || n % PMX_SMTP_SERVER_HOLD_STEP != 0) abort();
+    if ((next(h) & 7) == 0) return false;
+    h->held = n;
+    return true;
+}
+
+static bool cb_room(void *arg, uint64_t n)
+{
+    harness_t *h = arg;
+    (void)n;
+    return (next(h) & 7) != 0;
 }
 
 static void cb_close(void *arg)
@@ -171,8 +208,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .auth_requires_tls = (h.flags & 0x08) != 0,
         .max_message_size = MAX_SIZE,
         .max_recipients = MAX_RCPT,
+        .msg_headroom = h.headroom = (size_t)(data[0] % 7) * 5,
     };
-    static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close };
+    static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close,
+                                               cb_hold, cb_room };
     h.s = pmx_smtp_server_new(&o, &cbs, &h);
     pmx_smtp_server_start(h.s);
 

@@ -99,6 +99,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.submission_tls_key, "");
     assert_true(c.submission_auth_requires_tls);
     assert_true(c.submission_max_message_size == 25u * 1024 * 1024);
+    assert_true(c.submission_memory_budget == 64u * 1024 * 1024);
     assert_true(c.retry_base_ms == 60000);
     assert_true(c.retry_max_interval_ms == 3600000);
     assert_true(c.max_queue_lifetime_ms == 5ull * 86400000);
@@ -152,6 +153,7 @@ static void test_every_key(void **state)
         "tls_key = /etc/postmux/key.pem\n"
         "auth_requires_tls = off\n"
         "max_message_size = 512K\n"
+        "memory_budget = 3M\n"
         "[delivery]\n"
         "retry_base = 250ms\n"
         "retry_max_interval = 2h\n"
@@ -186,6 +188,7 @@ static void test_every_key(void **state)
     assert_string_equal(c.submission_tls_key, "/etc/postmux/key.pem");
     assert_false(c.submission_auth_requires_tls);
     assert_true(c.submission_max_message_size == 512 * 1024);
+    assert_true(c.submission_memory_budget == 3 * 1024 * 1024);
     assert_true(c.retry_base_ms == 250);
     assert_true(c.retry_max_interval_ms == 7200000);
     assert_true(c.max_queue_lifetime_ms == 3ull * 86400000);
@@ -254,6 +257,19 @@ static void test_durations(void **state)
     }
     uint64_t ms = 1;
     assert_int_equal(pmx_config_parse_duration(NULL, &ms), -1);
+}
+
+/* Unset, memory_budget follows a large max_message_size (twice it). */
+static void test_memory_budget_default(void **state)
+{
+    (void)state;
+    pmx_config_t c;
+    load_ok("[submission]\nmax_message_size = 40M\n", &c);
+    assert_true(c.submission_memory_budget == 80u * 1024 * 1024);
+    pmx_config_free(&c);
+    load_ok("[submission]\nmax_message_size = 32M\nmemory_budget = 64M\n", &c);
+    assert_true(c.submission_memory_budget == 64u * 1024 * 1024);
+    pmx_config_free(&c);
 }
 
 static void test_sizes(void **state)
@@ -457,6 +473,10 @@ static void test_value_errors(void **state)
           "test.conf: [submission] tls_cert and tls_key must be set together (or neither)" },
         { "[submission]\ntls_key = /etc/k.pem\n",
           "test.conf: [submission] tls_cert and tls_key must be set together (or neither)" },
+        { "[submission]\nmax_message_size = 40M\nmemory_budget = 64M\n",
+          "test.conf: [submission] memory_budget (64M) must be at least twice max_message_size (40M)" },
+        { "[submission]\nmemory_budget = 512K\n",
+          "test.conf:2: [submission] memory_budget: must be from 1M to 64G, got '512K'" },
         { "[delivery]\nretry_base = 10m\nretry_max_interval = 5m\n",
           "test.conf: [delivery] retry_max_interval (5m) must not be less than retry_base (10m)" },
         { "[delivery]\nretry_base = 1h\nmax_queue_lifetime = 90s\n",
@@ -553,6 +573,7 @@ static void test_load_file(void **state)
     assert_string_equal(ex.relay_helo_name, def.relay_helo_name);
     assert_string_equal(ex.submission_listen, def.submission_listen);
     assert_true(ex.submission_max_message_size == def.submission_max_message_size);
+    assert_true(ex.submission_memory_budget == def.submission_memory_budget);
     assert_true(ex.max_queue_lifetime_ms == def.max_queue_lifetime_ms);
     assert_true(ex.suspend_hold_ms == def.suspend_hold_ms);
     assert_int_equal(ex.soft_bounce_limit, def.soft_bounce_limit);
@@ -639,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_optional_and_special_values),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_memory_budget_default),
         cmocka_unit_test(test_bools),
         cmocka_unit_test(test_structure_errors),
         cmocka_unit_test(test_value_errors),

@@ -65,6 +65,8 @@ static void expect_ok(const fields_t *fs, size_t max, pmx_job_t *job)
     char err[512] = "";
     if (pmx_job_decode(fs->f, fs->n, max, job, err, sizeof err) != 0)
         fail_msg("valid job refused: %s", err);
+    if (pmx_job_check(fs->f, fs->n, max, err, sizeof err) != 0)
+        fail_msg("pmx_job_check refused a valid job: %s", err);
 }
 
 /* The job is refused and the reason starts with `reason`. */
@@ -80,6 +82,9 @@ static void expect_bad_max(const fields_t *fs, size_t max, const char *reason)
     if (strncmp(err, reason, strlen(reason)) != 0)
         fail_msg("reason '%s', want '%s...'", err, reason);
     if (memcmp(before, &job, sizeof job) != 0) fail_msg("*out changed on '%s'", err);
+    char err2[512] = "";
+    if (pmx_job_check(fs->f, fs->n, max, err2, sizeof err2) != -1 || strcmp(err, err2) != 0)
+        fail_msg("pmx_job_check said '%s', pmx_job_decode '%s'", err2, err);
 }
 
 static void expect_bad(const fields_t *fs, const char *reason)

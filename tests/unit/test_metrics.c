@@ -348,6 +348,9 @@ static void test_render_format(void **state)
     pmx_metrics_shm_observe_dkim(m, 0.0001);   /* on a bound: counts in that bucket */
     pmx_metrics_shm_observe_dkim(m, 0.003);
     pmx_metrics_shm_observe_dkim(m, 2.5);      /* +Inf only */
+    pmx_metrics_shm_count_memory_refusal(m);
+    pmx_metrics_shm_count_memory_refusal(m);
+    pmx_metrics_shm_count_memory_refusal(NULL);  /* no region: nothing */
 
     pmx_buf_t b;
     pmx_buf_init(&b);
@@ -403,6 +406,10 @@ static void test_render_format(void **state)
         "postmux_dkim_sign_seconds_bucket{le=\"+Inf\"} 3\n"
         "postmux_dkim_sign_seconds_sum 2.503100000\n"
         "postmux_dkim_sign_seconds_count 3\n"
+        "# HELP postmux_submission_memory_refusals_total Submission messages answered 452 4.3.1: "
+        "a worker's [submission] memory_budget was full.\n"
+        "# TYPE postmux_submission_memory_refusals_total counter\n"
+        "postmux_submission_memory_refusals_total 2\n"
         "# HELP postmux_worker_restarts_total Workers that died unexpectedly and were replaced "
         "by postmuxd.\n"
         "# TYPE postmux_worker_restarts_total counter\n"

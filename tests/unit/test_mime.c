@@ -622,6 +622,10 @@ static void expect_raw_error(const char *raw, size_t n, const char *want)
     if (!ok) fail_msg("error [%s], want [%s]", err, want);
     assert_string_equal(pmx_buf_cstr(&m), "KEEP");
     pmx_buf_free(&m);
+    /* pmx_mime_check_raw refuses it the same way, building nothing */
+    char err2[256] = "";
+    assert_int_equal(pmx_mime_check_raw(raw, n, err2, sizeof err2), -1);
+    assert_string_equal(err2, err);
 }
 
 static void test_raw_refusals(void **state)
@@ -648,6 +652,7 @@ static void test_raw_refusals(void **state)
     pmx_buf_t m = PMX_BUF_INIT;
     char err[256];
     assert_int_equal(prep(big, (size_t)n + 998, &o, &m, err), 0);   /* exactly 998 is fine */
+    assert_int_equal(pmx_mime_check_raw(big, (size_t)n + 998, err, sizeof err), 0);
     pmx_buf_free(&m);
 #undef RAW_ERR
 }

@@ -62,11 +62,44 @@ static void test_remove(void **state)
     pmx_buf_free(&out);
 }
 
+/* pmx_mime_header_cut: as pmx_mime_header_remove, in place; the body never moves. */
+static void test_cut(void **state)
+{
+    (void)state;
+    char m[sizeof msg];
+    memcpy(m, msg, sizeof msg);
+    char err[100];
+    size_t skip = 99;
+    const char *body = strstr(msg, "\r\n\r\n") + 4;
+    size_t body_off = (size_t)(body - msg);
+    assert_int_equal(pmx_mime_header_cut(m, strlen(m), "X-Workspace-Id", &skip, err, sizeof err), 2);
+    assert_int_equal(skip, strlen("x-workspace-id:  ws_abc \r\n") +
+                           strlen("X-Workspace-Id: ws_second\r\n\tfolded\r\n"));
+    assert_string_equal(m + skip, "From: a@acme.test\r\nSubject: hi\r\n\r\n"
+                                  "X-Workspace-Id: in the body\r\n");
+    assert_memory_equal(m + body_off, body, strlen(body));      /* in its place */
+
+    memcpy(m, msg, sizeof msg);
+    assert_int_equal(pmx_mime_header_cut(m, strlen(m), "To", &skip, err, sizeof err), 0);
+    assert_int_equal(skip, 0);
+    assert_string_equal(m, msg);
+    /* the first field, and the last one before the body */
+    char one[] = "X-A: 1\r\nFrom: a@b.c\r\nx-a: 2\r\n\r\nbody";
+    assert_int_equal(pmx_mime_header_cut(one, strlen(one), "X-A", &skip, err, sizeof err), 2);
+    assert_string_equal(one + skip, "From: a@b.c\r\n\r\nbody");
+    char bad[] = "From: a@b.c\r\n: x\r\n\r\n";
+    assert_int_equal(pmx_mime_header_cut(bad, strlen(bad), "From", &skip, err, sizeof err), -1);
+    assert_string_equal(bad, "From: a@b.c\r\n: x\r\n\r\n");
+    assert_int_equal(skip, 0);
+    assert_string_equal(err, "line 2 is not a header field");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get),
         cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

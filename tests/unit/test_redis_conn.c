@@ -402,11 +402,31 @@ static void test_close_while_connecting(void **state)
     assert_int_equal(c->ups, 0);
 }
 
+/* The head + the last argument + CRLF is what hiredis would format itself. */
+static void test_format_head(void **state)
+{
+    (void)state;
+    const char *argv[5] = { "XADD", "pmx:{ws_a}:jobs", "*", "raw", "Subject: x\r\n\r\nbody\0z" };
+    size_t lens[5] = { 4, 15, 1, 3, 19 };
+    pmx_buf_t b = PMX_BUF_INIT;
+    pmx_redis_format_head(&b, 5, argv, lens, lens[4]);
+    pmx_buf_append(&b, argv[4], lens[4]);
+    pmx_buf_append(&b, "\r\n", 2);
+    char *want = NULL;
+    int n = redisFormatCommandArgv(&want, 5, argv, lens);
+    assert_true(n > 0);
+    assert_int_equal(b.len, (size_t)n);
+    assert_memory_equal(b.data, want, b.len);
+    redisFreeCommand(want);
+    pmx_buf_free(&b);
+}
+
 int main(void)
 {
     pmx_log_set_level(PMX_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);   /* as in postmuxd: a write to a closed peer is an error, not death */
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_head),
         cmocka_unit_test_setup_teardown(test_bad_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_up_after_ping_then_commands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_fails_pending_and_reconnects, setup, teardown),

@@ -114,6 +114,12 @@ typedef struct {
     pmx_buf_t msg;          /* the last message */
     char from[64];
     char rcpts[256];
+    /* message memory (hold/room) */
+    uint64_t mem_limit, mem_held, mem_max;
+    int  hold_calls, room_calls;
+    bool take;              /* the message callback takes the buffer */
+    size_t taken_off;
+    bool taken_nul;         /* a NUL followed the taken message */
 } owner_t;
 
 static void o_write(void *arg, const char *d, size_t n)
@@ -151,7 +157,33 @@ static void o_message(void *arg, const pmx_smtp_envelope_t *env)
         strcat(o->rcpts, i ? "," : "");
         strcat(o->rcpts, env->rcpts[i]);
     }
+    if (o->take) {
+        pmx_buf_t b;
+        pmx_smtp_server_take_message(o->s, &b, &o->taken_off);
+        assert_non_null(b.data);
+        assert_ptr_equal(b.data + o->taken_off, env->msg);
+        o->taken_nul = b.data[o->taken_off + env->len] == '\0';
+        pmx_buf_free(&b);
+        o->mem_held = 0;    /* the owner's now; given back here */
+    }
     if (o->sync) pmx_smtp_server_message_done(o->s, o->msg_code, "2.0.0", "Ok: queued as 1-0");
+}
+
+static bool o_hold(void *arg, uint64_t n)
+{
+    owner_t *o = arg;
+    o->hold_calls++;
+    if (n > o->mem_limit) return false;
+    o->mem_held = n;
+    if (n > o->mem_max) o->mem_max = n;
+    return true;
+}
+
+static bool o_room(void *arg, uint64_t n)
+{
+    owner_t *o = arg;
+    o->room_calls++;
+    return n <= o->mem_limit;
 }
 
 static void o_close(void *arg)
@@ -161,7 +193,33 @@ static void o_close(void *arg)
     o->closed = true;
 }
 
-static const pmx_smtp_server_cbs_t cbs = { o_write, o_starttls, o_auth, o_message, o_close };
+static void send_str_raw(pmx_smtp_server_t *s, const char *str)
+{
+    pmx_smtp_server_input(s, str, strlen(str));
+}
+
+static const pmx_smtp_server_cbs_t cbs = { o_write, o_starttls, o_auth, o_message, o_close,
+                                           NULL, NULL };
+
+static const pmx_smtp_server_cbs_t cbs_mem = { o_write, o_starttls, o_auth, o_message, o_close,
+                                               o_hold, o_room };
+
+/* A session whose message memory is limited to limit octets, logged in. */
+static owner_t *owner_mem(uint64_t limit, size_t headroom)
+{
+    owner_t *o = calloc(1, sizeof *o);
+    o->sync = true;
+    o->auth_code = 235;
+    o->msg_code = 250;
+    o->mem_limit = limit;
+    pmx_smtp_server_opts_t opts = { .hostname = "mx.test", .max_message_size = 1000000,
+                                    .max_recipients = 3, .msg_headroom = headroom };
+    o->s = pmx_smtp_server_new(&opts, &cbs_mem, o);
+    pmx_smtp_server_start(o->s);
+    send_str_raw(o->s, "EHLO c.test\r\nAUTH PLAIN AGFwaWtleQBwbXhfa2V5\r\n");
+    pmx_buf_reset(&o->out);
+    return o;
+}
 
 static owner_t *owner_new(bool starttls, bool requires_tls)
 {
@@ -379,6 +437,126 @@ static void test_smuggling(void **state)
     }
 }
 
+/* n octets of message body in lines of 100 ("x" * 98 CRLF), after a header. */
+static void send_body(owner_t *o, size_t n)
+{
+    char line[101];
+    memset(line, 'x', 98);
+    memcpy(line + 98, "\r\n", 3);
+    send_str(o, "Subject: big\r\n\r\n");
+    for (size_t i = 0; i < n / 100; i++) send_str(o, line);
+}
+
+static void test_memory_hold_steps(void **state)
+{
+    (void)state;
+    owner_t *o = owner_mem(1000000, 100);
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n");
+    EXPECT(o, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+    assert_int_equal(o->mem_held, PMX_SMTP_SERVER_HOLD_STEP);   /* the first step at DATA */
+    send_body(o, 200000);
+    /* 100 of headroom + 16 + 200000: four steps of 64 KiB */
+    assert_int_equal(o->mem_held, 4 * PMX_SMTP_SERVER_HOLD_STEP);
+    assert_int_equal(o->hold_calls, 4);
+    send_str(o, ".\r\n");
+    EXPECT(o, "250 2.0.0 Ok: queued as 1-0\r\n");
+    assert_int_equal(o->msg.len, 16 + 200000);
+    assert_int_equal(o->mem_held, 0);                          /* given back */
+    assert_int_equal(o->hold_calls, 5);
+    owner_free(o);
+}
+
+static void test_memory_refused_while_data(void **state)
+{
+    (void)state;
+    owner_t *o = owner_mem(100000, 0);
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n");
+    discard_out(o);
+    send_body(o, 300000);
+    assert_int_equal(o->mem_held, 0);          /* dropped at the refusal, not at the end */
+    assert_int_equal(o->mem_max, PMX_SMTP_SERVER_HOLD_STEP);
+    int calls = o->hold_calls;
+    send_body(o, 100000);                      /* the rest is read, nothing asked */
+    assert_int_equal(o->hold_calls, calls);
+    assert_int_equal(o->out.len, 0);
+    send_str(o, ".\r\n");
+    EXPECT(o, "452 4.3.1 Insufficient system storage; try again later\r\n");
+    assert_int_equal(o->msgs, 0);
+    /* the session goes on: a small message fits */
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n");
+    send_body(o, 1000);
+    send_str(o, ".\r\n");
+    char *t = take(o);
+    assert_non_null(strstr(t, "354 End data"));
+    assert_non_null(strstr(t, "250 2.0.0 Ok: queued as 1-0\r\n"));
+    free(t);
+    assert_int_equal(o->msgs, 1);
+    /* a permanent reason wins over the temporary one */
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n");
+    send_body(o, 200000);
+    pmx_smtp_server_input(o->s, "a\0b\r\n.\r\n", 8);
+    t = take(o);
+    assert_non_null(strstr(t, "550 5.6.0 Message refused: NUL byte in line "));
+    free(t);
+    owner_free(o);
+}
+
+static void test_memory_mail_size_and_data(void **state)
+{
+    (void)state;
+    owner_t *o = owner_mem(100000, 1000);
+    send_str(o, "MAIL FROM:<a@b.c> SIZE=99500\r\n");
+    EXPECT(o, "452 4.3.1 Insufficient system storage; try again later\r\n");   /* + headroom */
+    send_str(o, "MAIL FROM:<a@b.c> SIZE=2000000\r\n");
+    EXPECT(o, "552 5.3.4 Message size exceeds fixed limit of 1000000 bytes\r\n");
+    send_str(o, "MAIL FROM:<a@b.c> SIZE=50000\r\nRCPT TO:<r@x.y>\r\n");
+    EXPECT(o, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    o->mem_limit = 40000;                       /* memory went to others meanwhile */
+    send_str(o, "DATA\r\n");
+    EXPECT(o, "452 4.3.1 Insufficient system storage; try again later\r\n");
+    assert_int_equal(o->mem_held, 0);
+    o->mem_limit = 100000;
+    send_str(o, "DATA\r\n");
+    EXPECT(o, "354 End data with <CR><LF>.<CR><LF>\r\n");
+    send_str(o, "Subject: s\r\n\r\nbody\r\n.\r\n");
+    EXPECT(o, "250 2.0.0 Ok: queued as 1-0\r\n");
+    /* without SIZE, DATA needs only the first step */
+    o->mem_limit = PMX_SMTP_SERVER_HOLD_STEP;
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n");
+    EXPECT(o, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+    /* a session freed in DATA does not call back */
+    int calls = o->hold_calls;
+    assert_int_equal(o->mem_held, PMX_SMTP_SERVER_HOLD_STEP);
+    pmx_smtp_server_free(o->s);
+    assert_int_equal(o->hold_calls, calls);
+    o->s = NULL;
+    owner_free(o);
+}
+
+static void test_memory_take_message(void **state)
+{
+    (void)state;
+    owner_t *o = owner_mem(1000000, 64);
+    o->take = true;
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n");
+    send_str(o, "Subject: s\r\n\r\n..dot\r\n.\r\n");
+    char *t = take(o);
+    assert_non_null(strstr(t, "250 2.0.0 Ok: queued as 1-0\r\n"));
+    free(t);
+    assert_int_equal(o->taken_off, 64);
+    assert_true(o->taken_nul);
+    assert_string_equal(o->msg.data, "Subject: s\r\n\r\n.dot\r\n");
+    int calls = o->hold_calls;
+    assert_int_equal(calls, 1);                 /* the first step; no hold(0) for a taken buffer */
+    /* outside the callback there is nothing to take */
+    pmx_buf_t b;
+    size_t off = 7;
+    pmx_smtp_server_take_message(o->s, &b, &off);
+    assert_null(b.data);
+    assert_int_equal(off, 0);
+    owner_free(o);
+}
+
 static void test_data_limits(void **state)
 {
     (void)state;
@@ -523,6 +701,10 @@ int main(void)
         cmocka_unit_test(test_envelope_grammar),
         cmocka_unit_test(test_smuggling),
         cmocka_unit_test(test_data_limits),
+        cmocka_unit_test(test_memory_hold_steps),
+        cmocka_unit_test(test_memory_refused_while_data),
+        cmocka_unit_test(test_memory_mail_size_and_data),
+        cmocka_unit_test(test_memory_take_message),
         cmocka_unit_test(test_pipelining_while_busy),
         cmocka_unit_test(test_starttls_drops_pipelined),
         cmocka_unit_test(test_drain_and_timeout),
