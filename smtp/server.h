@@ -23,7 +23,8 @@
  * - STARTTLS drops every byte the client sent after the command (RFC 3207 §4.2:
  *   nothing pipelined in clear text survives into TLS) and forgets EHLO and
  *   AUTH once TLS is up;
- * - 20 protocol errors (500-504 replies) in one session end it with "421".
+ * - 20 protocol errors (500-504 replies) in one session end it with "421";
+ * - more than opts.junk_limit commands before AUTH end it with "421 4.7.0".
  *
  * Ownership and re-entrancy: callbacks are called from inside the functions
  * below; a callback may call the *_done functions at once (the session queues
@@ -50,6 +51,7 @@ typedef struct {
     bool        auth_requires_tls;  /* AUTH only after STARTTLS */
     uint64_t    max_message_size;   /* octets of the message (dots unstuffed, CRLF) */
     size_t      max_recipients;     /* 0 = PMX_SMTP_SERVER_MAX_RCPT */
+    unsigned    junk_limit;         /* commands before AUTH, then "421 4.7.0"; 0 = no limit */
 } pmx_smtp_server_opts_t;
 
 /* One accepted message, handed to the owner after DATA. */
@@ -83,6 +85,13 @@ typedef struct {
     /* The session is over: close the connection once the replies written so
      * far have been sent. No callback follows. */
     void (*close)(void *arg);
+    /*
+     * Optional (NULL = every well-formed MAIL is "250 2.1.0 Ok"): a new
+     * transaction from an authenticated client, e.g. to check that its
+     * credentials are still good. Answer with pmx_smtp_server_mail_done;
+     * input is held until then. mail_from is valid until then.
+     */
+    void (*mail)(void *arg, const char *mail_from);
 } pmx_smtp_server_cbs_t;
 
 /* cbs is copied. Nothing is written until pmx_smtp_server_start. */
@@ -109,6 +118,17 @@ void pmx_smtp_server_auth_done(pmx_smtp_server_t *s, int code, const char *enhan
  * The transaction is over either way. */
 void pmx_smtp_server_message_done(pmx_smtp_server_t *s, int code, const char *enhanced,
                                   const char *text);
+/*
+ * The answer to the mail callback: 250 = the transaction starts (give
+ * "2.1.0", "Ok"); 535 = the credentials are no longer valid: refused, and
+ * the client must AUTH again; 421 = refused and closed; anything else is
+ * a refusal the client may retry.
+ */
+void pmx_smtp_server_mail_done(pmx_smtp_server_t *s, int code, const char *enhanced,
+                               const char *text);
+/* Like pmx_smtp_server_drain, with "421 <enhanced> HOST <text>" as the goodbye
+ * (e.g. the session's time is up). */
+void pmx_smtp_server_expire(pmx_smtp_server_t *s, const char *enhanced, const char *text);
 /* The TLS handshake finished: ok = TLS is up, else the session ends (no
  * reply can be sent on a failed handshake). */
 void pmx_smtp_server_tls_done(pmx_smtp_server_t *s, bool ok);
@@ -130,6 +150,8 @@ bool pmx_smtp_server_is_waiting(const pmx_smtp_server_t *s);
 bool pmx_smtp_server_is_closed(const pmx_smtp_server_t *s);
 /* TLS is up. */
 bool pmx_smtp_server_is_tls(const pmx_smtp_server_t *s);
+/* AUTH succeeded (and TLS did not start since). */
+bool pmx_smtp_server_is_authed(const pmx_smtp_server_t *s);
 
 void pmx_smtp_server_free(pmx_smtp_server_t *s);
 

@@ -53,7 +53,16 @@ static const char LOAD_SQL[] =
     "       NULL, NULL"
     "  FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
     "  CROSS JOIN LATERAL (SELECT (extract(epoch FROM k.created_at) * 1000000)::bigint AS us) c"
-    " WHERE k.active";
+    " WHERE k.active"
+    /* One row that changes whenever an API key is revoked, deleted or its
+     * scopes change: the load then swaps, and the generation it bumps makes
+     * every submission session check its key again (docs/submission.md). */
+    " UNION ALL "
+    "SELECT 'a', count(*)::text,"
+    "       md5(COALESCE(string_agg(a.id || ':' || (a.revoked_at IS NULL)::text || ':'"
+    "                               || array_to_string(a.scopes, ','), ',' ORDER BY a.id), '')),"
+    "       NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "  FROM api_keys a";
 
 const char *pmx__settings_sql(void) { return LOAD_SQL; }
 
@@ -185,6 +194,8 @@ void pmx_settings_set_refresh_ms(pmx_settings_t *s, uint64_t ms)
 }
 
 bool pmx_settings_ready(const pmx_settings_t *s) { return s->cur != NULL; }
+
+uint64_t pmx_settings_generation(const pmx_settings_t *s) { return s->stats.swaps; }
 
 void pmx_settings_stats(const pmx_settings_t *s, pmx_settings_stats_t *out)
 {
@@ -368,7 +379,7 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         if (strcmp(k, "w") == 0) nw++;
         else if (strcmp(k, "d") == 0) nd++;
         else if (strcmp(k, "k") == 0) nk++;
-        else if (strcmp(k, "t") != 0) {
+        else if (strcmp(k, "t") != 0 && strcmp(k, "a") != 0) {   /* 'a': the digest only */
             snprintf(why, whylen, "row %d: unknown kind '%s'", r, k);
             free(sn);
             return NULL;

@@ -172,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .max_message_size = MAX_SIZE,
         .max_recipients = MAX_RCPT,
     };
-    static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close };
+    static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close, NULL };
     h.s = pmx_smtp_server_new(&o, &cbs, &h);
     pmx_smtp_server_start(h.s);
 
