@@ -405,7 +405,6 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
     pmx_wipe(ss->digest, sizeof ss->digest);
     int64_t delay;
     auth_settle(ss, PMX_PEERLIMIT_AUTH_FAILED, &delay);
-    (void)sub;
     pmx_log_info("submission auth failed session=%llu client=%s reason=%s%s%s",
                  (unsigned long long)ss->id, ss->client, auth_failure_reason(key->status),
                  key->id[0] ? " key=" : "", key->id);
