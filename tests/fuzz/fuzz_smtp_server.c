@@ -9,8 +9,8 @@
  * - a message handed to the owner has a sender, 1..max recipients, and is
  *   CRLF text without NUL, bare CR/LF or lines over 998 octets, within the
  *   size limit (so nothing a client smuggles can reach the queue);
- * - callbacks are consistent: no AUTH or message callback while another one
- *   is outstanding, close is called at most once.
+ * - callbacks are consistent: no AUTH, MAIL or message callback while another
+ *   one is outstanding, close is called at most once.
  * The first input byte holds the owner's choices; the rest is the client.
  */
 #include <stdbool.h>
@@ -33,6 +33,7 @@ typedef struct {
     bool     tls_pending;
     bool     auth_pending;
     bool     msg_pending;
+    bool     mail_pending;
     pmx_buf_t out;
 } harness_t;
 
@@ -85,7 +86,7 @@ static void cb_auth(void *arg, const char *pw, size_t n)
     harness_t *h = arg;
     (void)pw;
     (void)n;
-    if (h->auth_pending || h->msg_pending) abort();
+    if (h->auth_pending || h->msg_pending || h->mail_pending) abort();
     if (h->flags & 0x01) {
         int code = auth_codes[next(h) % ((h->flags & 0x40) ? 4 : 3)];
         pmx_smtp_server_auth_done(h->s, code, code == 235 ? "2.7.0" : "5.7.8", "answer");
@@ -120,7 +121,7 @@ static void check_message(const pmx_smtp_envelope_t *env)
 static void cb_message(void *arg, const pmx_smtp_envelope_t *env)
 {
     harness_t *h = arg;
-    if (h->auth_pending || h->msg_pending) abort();
+    if (h->auth_pending || h->msg_pending || h->mail_pending) abort();
     check_message(env);
     if (h->flags & 0x02) {
         static const int codes[] = { 250, 451, 550, 421 };
@@ -129,6 +130,20 @@ static void cb_message(void *arg, const pmx_smtp_envelope_t *env)
         pmx_smtp_server_message_done(h->s, code, enh, "queued");
     } else {
         h->msg_pending = true;
+    }
+}
+
+/* MAIL re-checked by the owner (submission/session.c: is the key still good). */
+static const int mail_codes[] = { 250, 535, 451, 421 };
+static void cb_mail(void *arg, const char *from)
+{
+    harness_t *h = arg;
+    if (h->auth_pending || h->msg_pending || h->mail_pending || !from || !from[0]) abort();
+    if (next(h) & 1) {
+        int code = mail_codes[next(h) % 4];
+        pmx_smtp_server_mail_done(h->s, code, code == 250 ? "2.1.0" : "5.7.8", "now");
+    } else {
+        h->mail_pending = true;
     }
 }
 
@@ -151,6 +166,11 @@ static void answer_pending(harness_t *h)
         int code = auth_codes[next(h) % 4];
         pmx_smtp_server_auth_done(h->s, code, code == 235 ? "2.7.0" : "5.7.8", "later");
     }
+    if (h->mail_pending) {
+        h->mail_pending = false;
+        int code = mail_codes[next(h) % 4];
+        pmx_smtp_server_mail_done(h->s, code, code == 250 ? "2.1.0" : "5.7.8", "later");
+    }
     if (h->msg_pending) {
         h->msg_pending = false;
         bool ok = next(h) & 1;
@@ -171,8 +191,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .auth_requires_tls = (h.flags & 0x08) != 0,
         .max_message_size = MAX_SIZE,
         .max_recipients = MAX_RCPT,
+        .junk_limit = (h.flags & 0x40) ? 10 : 0,
     };
-    static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close, NULL };
+    static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close,
+                                               cb_mail };
     h.s = pmx_smtp_server_new(&o, &cbs, &h);
     pmx_smtp_server_start(h.s);
 
