@@ -1,4 +1,4 @@
-/* The failed-AUTH table shared by the workers; see peers_shm.h. */
+/* The per-address table shared by the workers (failed AUTH, sessions); see peers_shm.h. */
 #include "submission/peers_shm.h"
 
 #include <errno.h>

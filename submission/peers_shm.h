@@ -1,5 +1,7 @@
 /*
- * The failed-AUTH table shared by every worker of one postmuxd (docs/submission.md:
+ * The per-address table shared by every worker of one postmuxd: failed AUTH
+ * and AUTH attempts in flight, and open sessions (see the session functions
+ * at the end). Failed AUTH first (docs/submission.md:
  * "repeated failures from one address are slowed and then refused"), so a
  * client whose connections land on W workers gets no more attempts than one
  * that always lands on the same worker: what Postfix's anvil does for a host.

@@ -59,8 +59,8 @@ static const char LOAD_SQL[] =
      * every submission session check its key again (docs/submission.md). */
     " UNION ALL "
     "SELECT 'a', count(*)::text,"
-    "       md5(COALESCE(string_agg(a.id || ':' || (a.revoked_at IS NULL)::text || ':'"
-    "                               || array_to_string(a.scopes, ','), ',' ORDER BY a.id), '')),"
+    "       encode(sha256(convert_to(COALESCE(string_agg(a.id || ':' || (a.revoked_at IS NULL)::text"
+    "           || ':' || array_to_string(a.scopes, ','), ',' ORDER BY a.id), ''), 'UTF8')), 'hex'),"
     "       NULL, NULL, NULL, NULL, NULL, NULL, NULL"
     "  FROM api_keys a";
 
