@@ -68,7 +68,7 @@ typedef struct {
     char        *err;
     size_t       errlen;
     pmx_config_t cfg;
-    int          seen_line[64]; /* per key of cfg_keys: line it was set on, 0 = not yet */
+    int          seen_line[96]; /* per key of cfg_keys: line it was set on, 0 = not yet */
 } cfg_load_t;
 
 static const char *const cfg_sections[] = {
@@ -248,6 +248,23 @@ static int set_int(const struct cfg_key *k, const char *v, pmx_config_t *c, char
     }
     *(int *)((char *)c + k->off) = (int)x;
     return 0;
+}
+
+/* A percentage: "20%" or "20". */
+static int set_percent(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                       size_t n)
+{
+    char buf[32];
+    size_t len = strlen(v);
+    if (len && len < sizeof buf && v[len - 1] == '%') {
+        memcpy(buf, v, len - 1);
+        buf[len - 1] = '\0';
+        v = buf;
+    }
+    if (set_int(k, v, c, why, n) == 0) return 0;
+    snprintf(why, n, "expected a percentage from %llu%% to %llu%%", (unsigned long long)k->lo,
+             (unsigned long long)k->hi);
+    return -1;
 }
 
 static int set_workers(const struct cfg_key *k, const char *v, pmx_config_t *c,
@@ -496,6 +513,14 @@ static const struct cfg_key cfg_keys[] = {
       KIB * KIB * KIB },
     { "submission", "memory_budget", set_size, F(submission_memory_budget), KIB * KIB,
       64 * KIB * KIB * KIB },
+    { "submission", "max_connections", set_int, F(submission_max_connections), 1, 1000000 },
+    { "submission", "max_connections_per_address", set_int,
+      F(submission_max_connections_per_address), 1, 1000000 },
+    { "submission", "connection_reserve", set_percent, F(submission_connection_reserve), 0, 90 },
+    { "submission", "junk_command_limit", set_int, F(submission_junk_command_limit), 1, 100000 },
+    { "submission", "auth_timeout", set_duration, F(submission_auth_timeout_ms), MS_SECOND, MS_HOUR },
+    { "submission", "max_session_time", set_duration, F(submission_max_session_time_ms), MS_SECOND,
+      MS_DAY },
     { "delivery", "retry_base", set_duration, F(retry_base_ms), 100, MS_DAY },
     { "delivery", "retry_max_interval", set_duration, F(retry_max_interval_ms), 100, 30 * MS_DAY },
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
@@ -538,6 +563,12 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->submission_tls_key = pmx_xstrdup("");
     c->submission_auth_requires_tls = true;
     c->submission_max_message_size = 25 * KIB * KIB;
+    c->submission_max_connections = 1000;
+    c->submission_max_connections_per_address = 100;
+    c->submission_connection_reserve = 20;
+    c->submission_junk_command_limit = 100;
+    c->submission_auth_timeout_ms = 60 * MS_SECOND;
+    c->submission_max_session_time_ms = MS_HOUR;
     c->retry_base_ms = 60 * MS_SECOND;
     c->retry_max_interval_ms = MS_HOUR;
     c->max_queue_lifetime_ms = 5 * MS_DAY;
@@ -594,6 +625,10 @@ static int cfg_check_rules(cfg_load_t *l)
     if (!c->submission_tls_cert[0] != !c->submission_tls_key[0])
         return cfg_fail(l, 0, "[submission] tls_cert and tls_key must be set together (or neither)"), -1;
     if (cfg_submission_budget(l) < 0) return -1;
+    if (c->submission_max_connections_per_address > c->submission_max_connections)
+        return cfg_fail(l, 0, "[submission] max_connections_per_address (%d) must not be more "
+                        "than max_connections (%d)", c->submission_max_connections_per_address,
+                        c->submission_max_connections), -1;
     if (c->retry_max_interval_ms < c->retry_base_ms)
         return cfg_fail(l, 0, "[delivery] retry_max_interval (%s) must not be less than retry_base (%s)",
                         cfg_fmt_duration(c->retry_max_interval_ms, a, sizeof a),

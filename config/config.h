@@ -47,6 +47,13 @@ typedef struct {
     bool     submission_auth_requires_tls;
     uint64_t submission_max_message_size;   /* bytes */
     uint64_t submission_memory_budget;      /* bytes per worker (submission/budget.h) */
+    /* Session limits (docs/submission.md): all workers together. */
+    int      submission_max_connections;            /* sessions open at once */
+    int      submission_max_connections_per_address;
+    int      submission_connection_reserve;         /* % of max_connections kept for new addresses */
+    int      submission_junk_command_limit;         /* commands before AUTH */
+    uint64_t submission_auth_timeout_ms;            /* from connect to 235 */
+    uint64_t submission_max_session_time_ms;        /* a session's whole life */
 
     /* [delivery] */
     uint64_t retry_base_ms;

@@ -278,6 +278,7 @@ static void worker_child(pmx_daemon_t *d, int idx)
     pmx_log_set_tag(tag);
     pmx_shm_slot_set_pid(&d->shm->slots[idx], (int32_t)getpid());
     pmx_metrics_shm_attach(d->metrics, idx);
+    pmx_peers_shm_set_slot(idx);   /* its submission sessions are counted under idx */
 
     pmx_worker_opts_t opts = {
         .cfg = &d->conf.cfg,
@@ -305,6 +306,7 @@ static int spawn_worker(pmx_daemon_t *d, uint64_t now)
     /* Claimed before fork, so the child's own writes cannot be overwritten. */
     pmx_shm_slot_claim(slot, 0, now);
     pmx_metrics_shm_slot_reset(d->metrics, idx);
+    pmx_peers_shm_slot_reset(d->peers, idx);
     pid_t pid = fork();
     if (pid < 0) {
         pmx_log_warn("fork failed: %s", strerror(errno));
@@ -381,6 +383,7 @@ static void reap(pmx_daemon_t *d)
         }
         pmx_shm_slot_release(d->shm, slot);
         pmx_metrics_shm_slot_reset(d->metrics, idx);   /* its sessions are gone */
+        pmx_peers_shm_slot_reset(d->peers, idx);       /* ... and their per-address counts */
         memset(w, 0, sizeof *w);
         if (give_up) {
             pmx_log_error("workers died more than %d times in %u s: giving up, exiting with "

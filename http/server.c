@@ -6,6 +6,8 @@
  */
 #include "http/server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@ struct pmx_worker_http {
     void                      *arg;
     http_conn_t               *conns;      /* doubly linked */
     int                        nconns;
+    int                        nlive;      /* of which not closing */
     bool                       closing;
     int                        handles_open;
 };
@@ -38,8 +41,10 @@ struct http_conn {
     pmx_buf_t          in;
     pmx_buf_t          out;
     char               readbuf[2048];
+    char               peer[INET6_ADDRSTRLEN];   /* "" = unknown */
     bool               answered;
     bool               closing;
+    bool               live;        /* counted in nlive */
     int                handles_open;
 };
 
@@ -187,6 +192,8 @@ static void conn_close(http_conn_t *c)
 {
     if (c->closing) return;
     c->closing = true;
+    if (c->live) c->srv->nlive--;
+    c->live = false;
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
 }
@@ -236,8 +243,13 @@ static void conn_error(http_conn_t *c, int status)
 static void conn_timeout(uv_timer_t *t)
 {
     http_conn_t *c = t->data;
-    if (!c->answered && !c->closing) conn_error(c, 408);
-    else conn_close(c);
+    if (!c->answered && !c->closing) {
+        conn_error(c, 408);
+        /* A client that does not read the 408 either is closed next time. */
+        if (!c->closing) uv_timer_start(&c->timer, conn_timeout, PMX_HTTP_TIMEOUT_MS, 0);
+    } else {
+        conn_close(c);
+    }
 }
 
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -270,6 +282,31 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     pmx_buf_free(&resp.body);
 }
 
+/* The client's address (IPv6 as its /64: one host usually owns a whole /64). */
+static void peer_key(uv_tcp_t *tcp, char out[INET6_ADDRSTRLEN])
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    out[0] = '\0';
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (ss.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, INET6_ADDRSTRLEN);
+    } else if (ss.ss_family == AF_INET6) {
+        struct in6_addr a = ((struct sockaddr_in6 *)&ss)->sin6_addr;
+        if (!IN6_IS_ADDR_V4MAPPED(&a)) memset(&a.s6_addr[8], 0, 8);
+        inet_ntop(AF_INET6, &a, out, INET6_ADDRSTRLEN);
+    }
+}
+
+/* Connections of this worker from the same address as c (c not counted). */
+static int same_peer(const pmx_worker_http_t *h, const http_conn_t *c)
+{
+    int n = 0;
+    for (const http_conn_t *o = h->conns; o; o = o->next)
+        if (o != c && !o->closing && o->peer[0] && strcmp(o->peer, c->peer) == 0) n++;
+    return n;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     pmx_worker_http_t *h = server->data;
@@ -292,8 +329,17 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    if (h->nconns > PMX_HTTP_MAX_CONNS) {
+    c->live = true;
+    h->nlive++;
+    if (h->nlive > PMX_HTTP_MAX_CONNS) {
         pmx_log_debug("http: too many connections, closing one");
+        conn_close(c);
+        return;
+    }
+    /* One client cannot take every slot from the monitoring. */
+    peer_key(&c->tcp, c->peer);
+    if (c->peer[0] && same_peer(h, c) >= PMX_HTTP_MAX_CONNS_PER_ADDR) {
+        pmx_log_debug("http: too many connections from client=%s, closing one", c->peer);
         conn_close(c);
         return;
     }

@@ -4,7 +4,12 @@
  * (always "Connection: close"), the request head is capped at
  * PMX_HTTP_MAX_HEAD bytes and must arrive within PMX_HTTP_TIMEOUT_MS, only
  * GET and HEAD, CRLF line endings only, no request bodies, at most
- * PMX_HTTP_MAX_CONNS connections per worker. The answer is produced
+ * PMX_HTTP_MAX_CONNS connections per worker, of which at most
+ * PMX_HTTP_MAX_CONNS_PER_ADDR from one client address (more are closed at
+ * once, without an answer). The deadline covers the whole connection: it is
+ * closed PMX_HTTP_TIMEOUT_MS after it was accepted, answered or not (408 when
+ * the head had not arrived). Memory per connection is bounded by the head
+ * cap plus one read buffer, and the answer. The answer is produced
  * synchronously by one handler; routing lives in the worker.
  */
 #ifndef PMX_HTTP_SERVER_H
@@ -20,6 +25,7 @@
 #define PMX_HTTP_MAX_TARGET 1024
 #define PMX_HTTP_TIMEOUT_MS 5000
 #define PMX_HTTP_MAX_CONNS  64
+#define PMX_HTTP_MAX_CONNS_PER_ADDR 8
 
 typedef struct {
     char method[8];                        /* "GET" or "HEAD" */

@@ -35,6 +35,7 @@ typedef enum {
     ST_DATA,        /* reading the message */
     ST_WAIT_AUTH,   /* the owner checks the key; input is held */
     ST_WAIT_QUEUE,  /* the owner checks and queues the message; input is held */
+    ST_WAIT_MAIL,   /* the owner re-checks the credentials for MAIL; input is held */
     ST_WAIT_TLS,    /* TLS handshake; stray clear text is dropped */
     ST_CLOSED,      /* the session is over; input is ignored */
 } state_t;
@@ -63,6 +64,10 @@ struct pmx_smtp_server {
     bool      authed;
     bool      draining;
     unsigned  errors;        /* protocol errors (500-504) */
+    unsigned  junk;          /* commands before AUTH (opts.junk_limit) */
+    char     *pending_from;  /* MAIL FROM waiting for the owner's mail_done */
+    char      end_enh[8];    /* the 421 of a drain or an expired session */
+    char      end_text[96];
     uint64_t  progress;
 
     /* The transaction. */
@@ -177,7 +182,8 @@ static void transaction_reset(pmx_smtp_server_t *s)
 static bool drain_now(pmx_smtp_server_t *s)
 {
     if (!s->draining || s->mail_from || s->state == ST_CLOSED) return false;
-    reply(s, 421, "4.3.2", "%s Service shutting down; closing connection", s->hostname);
+    if (s->end_text[0]) reply(s, 421, s->end_enh, "%s %s", s->hostname, s->end_text);
+    else reply(s, 421, "4.3.2", "%s Service shutting down; closing connection", s->hostname);
     finish(s);
     return true;
 }
@@ -226,6 +232,15 @@ bad:
     return -1;
 }
 
+/* A new transaction: the owner may re-check the credentials first
+ * (pmx_smtp_server_mail_done answers). */
+static void mail_request(pmx_smtp_server_t *s, char *addr)
+{
+    s->pending_from = addr;
+    s->state = ST_WAIT_MAIL;
+    s->cbs.mail(s->arg, addr);   /* may answer at once: nothing after this */
+}
+
 static void cmd_mail(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
 {
     if (!s->helo) return proto_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
@@ -248,6 +263,7 @@ static void cmd_mail(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
         s->declared = 0;
         return reply(s, 553, "5.1.7", "Bad sender address syntax: %s", why);
     }
+    if (s->cbs.mail) return mail_request(s, addr);
     s->mail_from = addr;
     reply(s, 250, "2.1.0", "Ok");
 }
@@ -442,6 +458,24 @@ static void sasl_line(pmx_smtp_server_t *s, const char *line, size_t n)
 
 /* ---- one command ---------------------------------------------------------------- */
 
+/*
+ * Before AUTH every command but STARTTLS, AUTH and QUIT counts (NOOP, RSET,
+ * VRFY, HELP, EHLO, unknown ones...): past opts.junk_limit the session ends
+ * with "421 4.7.0" (what Postfix's smtpd_junk_command_limit does). True when
+ * it ended.
+ */
+static bool junk_command(pmx_smtp_server_t *s, pmx_smtp_verb_t verb)
+{
+    if (s->authed || !s->opts.junk_limit || verb == PMX_SMTP_CMD_AUTH ||
+        verb == PMX_SMTP_CMD_STARTTLS || verb == PMX_SMTP_CMD_QUIT)
+        return false;
+    if (++s->junk <= s->opts.junk_limit) return false;
+    reply(s, 421, "4.7.0", "%s Too many commands before authentication; closing connection",
+          s->hostname);
+    finish(s);
+    return true;
+}
+
 static void command(pmx_smtp_server_t *s, const char *line, size_t n)
 {
     pmx_smtp_cmd_t c;
@@ -453,6 +487,7 @@ static void command(pmx_smtp_server_t *s, const char *line, size_t n)
         drain_now(s);
         return;
     }
+    if (junk_command(s, c.verb)) return;
     switch (c.verb) {
     case PMX_SMTP_CMD_EHLO:     return cmd_ehlo(s, &c, true);
     case PMX_SMTP_CMD_HELO:     return cmd_ehlo(s, &c, false);
@@ -697,6 +732,7 @@ static void run(pmx_smtp_server_t *s)
         }
         case ST_WAIT_AUTH:
         case ST_WAIT_QUEUE:
+        case ST_WAIT_MAIL:
             if (s->in.len - s->in_off > PMX_SMTP_SERVER_MAX_PENDING) {
                 reply(s, 421, "4.7.0", "%s Too much pipelined input; closing connection", s->hostname);
                 finish(s);
@@ -765,7 +801,8 @@ void pmx_smtp_server_start(pmx_smtp_server_t *s)
 void pmx_smtp_server_refuse(pmx_smtp_server_t *s, int code, const char *enhanced, const char *text)
 {
     enter(s);
-    reply(s, code, enhanced, "%s %s", s->hostname, text);
+    /* Mid-handshake a clear-text reply would be garbage to the client. */
+    if (s->state != ST_WAIT_TLS) reply(s, code, enhanced, "%s %s", s->hostname, text);
     finish(s);
     leave(s);
 }
@@ -800,6 +837,34 @@ void pmx_smtp_server_message_done(pmx_smtp_server_t *s, int code, const char *en
     reply(s, code, enhanced, "%s", text ? text : "");
     if (code == 421) finish(s);
     leave(s);
+}
+
+void pmx_smtp_server_mail_done(pmx_smtp_server_t *s, int code, const char *enhanced,
+                               const char *text)
+{
+    if (s->state != ST_WAIT_MAIL) return;
+    enter(s);
+    s->state = ST_COMMAND;
+    if (code == 250) {
+        s->mail_from = s->pending_from;
+        s->pending_from = NULL;
+    } else {
+        free(s->pending_from);
+        s->pending_from = NULL;
+        s->declared = 0;                      /* its SIZE= goes with it */
+        if (code == 535) s->authed = false;   /* the credentials are no longer good */
+    }
+    reply(s, code, enhanced, "%s", text ? text : "");
+    if (code == 421) finish(s);
+    leave(s);
+}
+
+void pmx_smtp_server_expire(pmx_smtp_server_t *s, const char *enhanced, const char *text)
+{
+    if (s->draining || s->state == ST_CLOSED) return;
+    snprintf(s->end_enh, sizeof s->end_enh, "%s", enhanced ? enhanced : "4.4.2");
+    snprintf(s->end_text, sizeof s->end_text, "%s", text ? text : "closing connection");
+    pmx_smtp_server_drain(s);
 }
 
 void pmx_smtp_server_tls_done(pmx_smtp_server_t *s, bool ok)
@@ -852,6 +917,7 @@ void pmx_smtp_server_drain(pmx_smtp_server_t *s)
     case ST_DATA:
     case ST_WAIT_AUTH:
     case ST_WAIT_QUEUE:
+    case ST_WAIT_MAIL:
     case ST_CLOSED:
         break;                 /* finishes what it is doing; run() says 421 after */
     }
@@ -874,10 +940,11 @@ void pmx_smtp_server_take_message(pmx_smtp_server_t *s, pmx_buf_t *buf, size_t *
 uint64_t pmx_smtp_server_progress(const pmx_smtp_server_t *s) { return s->progress; }
 bool pmx_smtp_server_is_closed(const pmx_smtp_server_t *s) { return s->close_wanted; }
 bool pmx_smtp_server_is_tls(const pmx_smtp_server_t *s) { return s->tls; }
+bool pmx_smtp_server_is_authed(const pmx_smtp_server_t *s) { return s->authed; }
 
 bool pmx_smtp_server_is_waiting(const pmx_smtp_server_t *s)
 {
-    return s->state == ST_WAIT_AUTH || s->state == ST_WAIT_QUEUE;
+    return s->state == ST_WAIT_AUTH || s->state == ST_WAIT_QUEUE || s->state == ST_WAIT_MAIL;
 }
 
 void pmx_smtp_server_free(pmx_smtp_server_t *s)
@@ -885,6 +952,7 @@ void pmx_smtp_server_free(pmx_smtp_server_t *s)
     if (!s) return;
     s->cbs.hold = NULL;             /* no callback from here: the owner forgets the hold */
     transaction_reset(s);
+    free(s->pending_from);
     free(s->rcpts);
     pmx_buf_free_secret(&s->in);
     pmx_buf_free(&s->out);

@@ -31,7 +31,8 @@
  * - STARTTLS drops every byte the client sent after the command (RFC 3207 §4.2:
  *   nothing pipelined in clear text survives into TLS) and forgets EHLO and
  *   AUTH once TLS is up;
- * - 20 protocol errors (500-504 replies) in one session end it with "421".
+ * - 20 protocol errors (500-504 replies) in one session end it with "421";
+ * - more than opts.junk_limit commands before AUTH end it with "421 4.7.0".
  *
  * Ownership and re-entrancy: callbacks are called from inside the functions
  * below; a callback may call the *_done functions at once (the session queues
@@ -65,6 +66,7 @@ typedef struct {
     /* Octets kept free in front of the message in its buffer, for the owner
      * to write what precedes it there (pmx_smtp_server_take_message). */
     size_t      msg_headroom;
+    unsigned    junk_limit;         /* commands before AUTH, then "421 4.7.0"; 0 = no limit */
 } pmx_smtp_server_opts_t;
 
 /* One accepted message, handed to the owner after DATA. */
@@ -108,6 +110,13 @@ typedef struct {
      */
     bool (*hold)(void *arg, uint64_t n);
     bool (*room)(void *arg, uint64_t n);
+    /*
+     * Optional (NULL = every well-formed MAIL is "250 2.1.0 Ok"): a new
+     * transaction from an authenticated client, e.g. to check that its
+     * credentials are still good. Answer with pmx_smtp_server_mail_done;
+     * input is held until then. mail_from is valid until then.
+     */
+    void (*mail)(void *arg, const char *mail_from);
 } pmx_smtp_server_cbs_t;
 
 /* cbs is copied. Nothing is written until pmx_smtp_server_start. */
@@ -143,6 +152,17 @@ void pmx_smtp_server_take_message(pmx_smtp_server_t *s, pmx_buf_t *buf, size_t *
  * The transaction is over either way. */
 void pmx_smtp_server_message_done(pmx_smtp_server_t *s, int code, const char *enhanced,
                                   const char *text);
+/*
+ * The answer to the mail callback: 250 = the transaction starts (give
+ * "2.1.0", "Ok"); 535 = the credentials are no longer valid: refused, and
+ * the client must AUTH again; 421 = refused and closed; anything else is
+ * a refusal the client may retry.
+ */
+void pmx_smtp_server_mail_done(pmx_smtp_server_t *s, int code, const char *enhanced,
+                               const char *text);
+/* Like pmx_smtp_server_drain, with "421 <enhanced> HOST <text>" as the goodbye
+ * (e.g. the session's time is up). */
+void pmx_smtp_server_expire(pmx_smtp_server_t *s, const char *enhanced, const char *text);
 /* The TLS handshake finished: ok = TLS is up, else the session ends (no
  * reply can be sent on a failed handshake). */
 void pmx_smtp_server_tls_done(pmx_smtp_server_t *s, bool ok);
@@ -164,6 +184,8 @@ bool pmx_smtp_server_is_waiting(const pmx_smtp_server_t *s);
 bool pmx_smtp_server_is_closed(const pmx_smtp_server_t *s);
 /* TLS is up. */
 bool pmx_smtp_server_is_tls(const pmx_smtp_server_t *s);
+/* AUTH succeeded (and TLS did not start since). */
+bool pmx_smtp_server_is_authed(const pmx_smtp_server_t *s);
 
 void pmx_smtp_server_free(pmx_smtp_server_t *s);
 

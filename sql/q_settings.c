@@ -23,7 +23,16 @@ static const char LOAD_SQL[] =
     "       NULL, NULL"
     "  FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
     "  CROSS JOIN LATERAL (SELECT (extract(epoch FROM k.created_at) * 1000000)::bigint AS us) c"
-    " WHERE k.active";
+    " WHERE k.active"
+    /* One row that changes whenever an API key is revoked, deleted or its
+     * scopes change: the load then swaps, and the generation it bumps makes
+     * every submission session check its key again (docs/submission.md). */
+    " UNION ALL "
+    "SELECT 'a', count(*)::text,"
+    "       encode(sha256(convert_to(COALESCE(string_agg(a.id || ':' || (a.revoked_at IS NULL)::text"
+    "           || ':' || array_to_string(a.scopes, ','), ',' ORDER BY a.id), ''), 'UTF8')), 'hex'),"
+    "       NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "  FROM api_keys a";
 
 const char *pmx_db_settings_load_sql(void) { return LOAD_SQL; }
 

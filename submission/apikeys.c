@@ -41,6 +41,7 @@ struct entry {
     pmx_db_async_req_t       *q;
     pmx_worker_apikeys_req_t *waiters;
     uint64_t                  expires;       /* uv_now() ms */
+    uint64_t                  gen;           /* the generation its query started in */
     bool                      found, revoked;
     char                      id[32], ws[32];
     char                     *scopes;        /* "send,read" */
@@ -52,6 +53,7 @@ struct pmx_worker_apikeys {
     entry_t        *buckets[NBUCKETS];
     size_t          count;
     uv_timer_t      timer;
+    uint64_t        gen;          /* pmx_worker_apikeys_set_generation */
     char          **touched;
     size_t          ntouched, touch_cap;
 };
@@ -83,7 +85,7 @@ static void sweep(pmx_worker_apikeys_t *a, uint64_t now)
         entry_t **pp = &a->buckets[b];
         while (*pp) {
             entry_t *e = *pp;
-            if (!e->pending && e->expires <= now) {
+            if (!e->pending && (e->expires <= now || e->gen != a->gen)) {
                 *pp = e->next;
                 a->count--;
                 entry_free(e);
@@ -110,10 +112,12 @@ static bool has_scope(const char *scopes, const char *scope)
 static void answer_of(const entry_t *e, const char *scope, pmx_apikey_t *out)
 {
     memset(out, 0, sizeof *out);
+    out->gen = e->gen;
     if (!e->found) {
         out->status = PMX_APIKEY_UNKNOWN;
         return;
     }
+    out->gen = e->gen;
     snprintf(out->id, sizeof out->id, "%s", e->id);
     snprintf(out->ws, sizeof out->ws, "%s", e->ws);
     if (e->revoked) out->status = PMX_APIKEY_REVOKED;
@@ -197,20 +201,51 @@ static void tempfail_now(pmx_worker_apikeys_fn fn, void *arg)
     fn(arg, &k);
 }
 
+int pmx_worker_apikeys_digest(const char *key, size_t n, uint8_t out[PMX_APIKEYS_DIGEST_LEN])
+{
+    unsigned int dlen = 0;
+    if (EVP_Digest(key, n, out, &dlen, EVP_sha256(), NULL) != 1 || dlen != DIGEST_LEN) return -1;
+    return 0;
+}
+
+void pmx_worker_apikeys_set_generation(pmx_worker_apikeys_t *a, uint64_t gen)
+{
+    if (gen == a->gen) return;
+    /* Answered entries of an older generation are stale from now on (see
+     * check_digest); pending ones were stamped when their query started. */
+    pmx_log_debug("api key cache generation=%llu (was %llu)", (unsigned long long)gen,
+                  (unsigned long long)a->gen);
+    a->gen = gen;
+}
+
+uint64_t pmx_worker_apikeys_generation(const pmx_worker_apikeys_t *a)
+{
+    return a->gen;
+}
+
 pmx_worker_apikeys_req_t *pmx_worker_apikeys_check(pmx_worker_apikeys_t *a, const char *key,
                                                    size_t n, const char *scope,
                                                    pmx_worker_apikeys_fn fn, void *arg)
 {
     uint8_t d[DIGEST_LEN];
-    unsigned int dlen = 0;
-    if (EVP_Digest(key, n, d, &dlen, EVP_sha256(), NULL) != 1 || dlen != DIGEST_LEN) {
+    if (pmx_worker_apikeys_digest(key, n, d) < 0) {
         tempfail_now(fn, arg);
         return NULL;
     }
+    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check_digest(a, d, scope, fn, arg);
+    pmx_wipe((char *)d, sizeof d);
+    return r;
+}
+
+pmx_worker_apikeys_req_t *pmx_worker_apikeys_check_digest(pmx_worker_apikeys_t *a,
+                                                          const uint8_t d[PMX_APIKEYS_DIGEST_LEN],
+                                                          const char *scope,
+                                                          pmx_worker_apikeys_fn fn, void *arg)
+{
     uint64_t now = uv_now(a->loop);
     entry_t *e = a->buckets[bucket_of(d)];
     while (e && memcmp(e->digest, d, DIGEST_LEN) != 0) e = e->next;
-    if (e && !e->pending && e->expires <= now) {
+    if (e && !e->pending && (e->expires <= now || e->gen != a->gen)) {
         entry_remove(a, e);               /* stale: ask again */
         entry_free(e);
         e = NULL;
@@ -231,6 +266,7 @@ pmx_worker_apikeys_req_t *pmx_worker_apikeys_check(pmx_worker_apikeys_t *a, cons
         e->a = a;
         memcpy(e->digest, d, DIGEST_LEN);
         e->pending = true;
+        e->gen = a->gen;
         if (entry_query(a, e) < 0) {
             entry_free(e);
             tempfail_now(fn, arg);

@@ -22,6 +22,7 @@
 #ifndef PMX_SUBMISSION_APIKEYS_H
 #define PMX_SUBMISSION_APIKEYS_H
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -30,6 +31,7 @@
 #define PMX_APIKEYS_TTL_MS     5000u     /* revocation takes effect within this */
 #define PMX_APIKEYS_TOUCH_MS   60000u    /* last_used_at is written this often */
 #define PMX_APIKEYS_MAX_CACHED 4096      /* digests cached (found or not) */
+#define PMX_APIKEYS_DIGEST_LEN 32        /* SHA-256 */
 
 typedef enum {
     PMX_APIKEY_OK = 0,      /* known, not revoked, has the scope */
@@ -43,6 +45,7 @@ typedef struct {
     pmx_apikey_status_t status;
     char id[32];            /* "key_..." (status OK, REVOKED, NO_SCOPE) */
     char ws[32];            /* "ws_...", or "" for an organization key */
+    uint64_t gen;           /* the cache generation this answer belongs to */
 } pmx_apikey_t;
 
 typedef struct pmx_worker_apikeys     pmx_worker_apikeys_t;
@@ -54,7 +57,26 @@ pmx_worker_apikeys_t *pmx_worker_apikeys_new(uv_loop_t *loop, pmx_db_async_t *db
 pmx_worker_apikeys_req_t *pmx_worker_apikeys_check(pmx_worker_apikeys_t *a, const char *key,
                                                    size_t n, const char *scope,
                                                    pmx_worker_apikeys_fn fn, void *arg);
+/* The same, for a key already hashed with pmx_worker_apikeys_digest (a
+ * session keeps the digest, never the key, to check it again later). */
+pmx_worker_apikeys_req_t *pmx_worker_apikeys_check_digest(pmx_worker_apikeys_t *a,
+                                                          const uint8_t digest[PMX_APIKEYS_DIGEST_LEN],
+                                                          const char *scope,
+                                                          pmx_worker_apikeys_fn fn, void *arg);
+/* SHA-256 of key[0..n): 0, or -1 (OpenSSL failed). */
+int  pmx_worker_apikeys_digest(const char *key, size_t n, uint8_t out[PMX_APIKEYS_DIGEST_LEN]);
 void pmx_worker_apikeys_cancel(pmx_worker_apikeys_req_t *req);
+/*
+ * Revocation within a session: the owner passes a generation that moves
+ * whenever the keys may have changed (the settings cache's, which swaps when
+ * NOTIFY postmux_settings reports an api_keys change: docs/submission.md).
+ * Answers cached in an older generation are asked again, and every answer
+ * carries its generation (pmx_apikey_t.gen), so a session can tell that the
+ * key it authenticated with must be checked again before its next
+ * transaction.
+ */
+void     pmx_worker_apikeys_set_generation(pmx_worker_apikeys_t *a, uint64_t gen);
+uint64_t pmx_worker_apikeys_generation(const pmx_worker_apikeys_t *a);
 /* The key id authenticated something: last_used_at is updated soon. */
 void pmx_worker_apikeys_touch(pmx_worker_apikeys_t *a, const char *id);
 /* Sends the pending last_used_at update now (also done on a timer). */

@@ -30,8 +30,10 @@ struct entry {
 _Static_assert(PMX_PEERLIMIT_KEY_MAX <= PMX_PEERS_KEY_MAX, "every key fits the shared table");
 
 struct pmx_worker_peerlimit {
-    entry_t *buckets[NBUCKETS];
-    size_t   count;
+    entry_t           *buckets[NBUCKETS];
+    size_t             count;
+    pmx_peers_limits_t lim;
+    int                total;    /* sessions open here (without the shared table) */
 };
 
 /* FNV-1a: keys come from the network, but only their bucket depends on them. */
@@ -71,7 +73,22 @@ void pmx_worker_peerlimit_key(const struct sockaddr *sa, char out[PMX_PEERLIMIT_
 
 pmx_worker_peerlimit_t *pmx_worker_peerlimit_new(void)
 {
-    return pmx_xcalloc(1, sizeof(pmx_worker_peerlimit_t));
+    pmx_worker_peerlimit_t *p = pmx_xcalloc(1, sizeof *p);
+    pmx_worker_peerlimit_set_limits(p, PMX_PEERLIMIT_DEFAULT_TOTAL, PMX_PEERLIMIT_DEFAULT_PER_ADDRESS,
+                                    PMX_PEERLIMIT_DEFAULT_RESERVE);
+    return p;
+}
+
+void pmx_worker_peerlimit_set_limits(pmx_worker_peerlimit_t *p, int max_total, int max_per_address,
+                                     int reserve_percent)
+{
+    if (max_total < 1) max_total = 1;
+    if (reserve_percent < 0) reserve_percent = 0;
+    if (reserve_percent > 90) reserve_percent = 90;
+    p->lim.max_total = max_total;
+    p->lim.max_per_address = max_per_address < 1 ? 1 : max_per_address;
+    /* The reserve is what lies above the high-water mark. */
+    p->lim.high_water = max_total - (int)((int64_t)max_total * reserve_percent / 100);
 }
 
 void pmx_worker_peerlimit_free(pmx_worker_peerlimit_t *p)
@@ -102,7 +119,9 @@ static void expire(pmx_peer_failures_t *f, uint64_t now)
 static bool idle(entry_t *e, uint64_t now)
 {
     expire(&e->f, now);
-    return e->sessions == 0 && e->f.failures == 0 && e->f.blocked_until_ms == 0;
+    if (e->f.pending && now >= e->f.expires_ms) e->f.pending = 0;   /* see peers_shm.c */
+    return e->sessions == 0 && e->f.failures == 0 && e->f.blocked_until_ms == 0 &&
+           e->f.pending == 0;
 }
 
 /* One more failed AUTH: the delay before answering it, or -1 when now blocked. */
@@ -173,21 +192,43 @@ static entry_t *get(pmx_worker_peerlimit_t *p, const char *key, uint64_t now)
     return e;
 }
 
-int pmx_worker_peerlimit_open(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms)
+pmx_peers_admit_t pmx_worker_peerlimit_open(pmx_worker_peerlimit_t *p, const char *key,
+                                            uint64_t now_ms, bool *tracked)
 {
+    pmx_peers_shm_t *shared = pmx_peers_shm_get();
+    if (shared)
+        return pmx_peers_shm_session_open(shared, key, pmx_peers_shm_slot(), &p->lim, tracked);
+    *tracked = false;
     entry_t *e = get(p, key, now_ms);
-    if (!e) return 0;
-    if (e->sessions >= PMX_PEERLIMIT_MAX_SESSIONS) return -1;
-    e->sessions++;
-    return 0;
+    int mine = e ? e->sessions : 0;
+    if (p->total >= p->lim.max_total) return PMX_PEERS_ADMIT_FULL;
+    if (mine >= p->lim.max_per_address) return PMX_PEERS_ADMIT_ADDRESS;
+    if (mine > 0 && p->total >= p->lim.high_water) return PMX_PEERS_ADMIT_BUSY;
+    p->total++;
+    if (e) {
+        e->sessions++;
+        *tracked = true;
+    }
+    return PMX_PEERS_ADMIT_OK;
 }
 
-void pmx_worker_peerlimit_close(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms)
+void pmx_worker_peerlimit_close(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms,
+                                bool tracked)
 {
-    entry_t *e = find(p, key);
     (void)now_ms;
-    if (!e || e->sessions == 0) return;
-    e->sessions--;
+    pmx_peers_shm_t *shared = pmx_peers_shm_get();
+    if (shared) {
+        pmx_peers_shm_session_close(shared, key, pmx_peers_shm_slot(), tracked);
+        return;
+    }
+    if (p->total > 0) p->total--;
+    entry_t *e = tracked ? find(p, key) : NULL;
+    if (e && e->sessions > 0) e->sessions--;
+}
+
+const pmx_peers_limits_t *pmx_worker_peerlimit_limits(const pmx_worker_peerlimit_t *p)
+{
+    return &p->lim;
 }
 
 bool pmx_worker_peerlimit_blocked(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms)
@@ -205,4 +246,77 @@ int64_t pmx_worker_peerlimit_auth_failed(pmx_worker_peerlimit_t *p, const char *
     if (shared) return pmx_peers_shm_with(shared, key, true, count_failure, NULL);
     entry_t *e = get(p, key, now_ms);
     return count_failure(e ? &e->f : NULL, now_ms, NULL);
+}
+
+/* ---- AUTH attempts, reserved when they start ------------------------------------ */
+
+/* An attempt may start: not blocked, and the failures so far plus the
+ * attempts still in flight leave room under PMX_PEERLIMIT_MAX_FAILURES. */
+static int64_t reserve(pmx_peer_failures_t *f, uint64_t now, void *arg)
+{
+    (void)arg;
+    if (!f) return 0;   /* not tracked (table full): nothing to count with */
+    expire(f, now);
+    if (f->blocked_until_ms) return -1;
+    if (f->failures + f->pending >= PMX_PEERLIMIT_MAX_FAILURES) return -1;
+    f->pending++;
+    /* The window starts with the attempt: a reservation left by a worker that
+     * died is forgotten with it. */
+    if (f->expires_ms < now + PMX_PEERLIMIT_WINDOW_MS) f->expires_ms = now + PMX_PEERLIMIT_WINDOW_MS;
+    return 1;
+}
+
+typedef struct {
+    pmx_peerlimit_outcome_t outcome;
+} judge_arg_t;
+
+/* The answer to a reserved attempt came back: settle the reservation. */
+static int64_t judge(pmx_peer_failures_t *f, uint64_t now, void *arg)
+{
+    const judge_arg_t *j = arg;
+    if (!f) return 0;   /* the cell went away (a quiet window): nothing to settle */
+    if (f->pending > 0) f->pending--;
+    switch (j->outcome) {
+    case PMX_PEERLIMIT_AUTH_FAILED:
+        return count_failure(f, now, NULL);
+    case PMX_PEERLIMIT_AUTH_OK:
+        /* Refused when the address got blocked while this one was in flight. */
+        return is_blocked(f, now, NULL) ? -1 : 0;
+    case PMX_PEERLIMIT_AUTH_NONE:
+        break;
+    }
+    return 0;
+}
+
+int pmx_worker_peerlimit_auth_begin(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms,
+                                    bool *reserved)
+{
+    pmx_peers_shm_t *shared = pmx_peers_shm_get();
+    int64_t r;
+    if (shared) {
+        r = pmx_peers_shm_with(shared, key, true, reserve, NULL);
+    } else {
+        entry_t *e = get(p, key, now_ms);
+        r = reserve(e ? &e->f : NULL, now_ms, NULL);
+    }
+    *reserved = r == 1;
+    return r < 0 ? -1 : 0;
+}
+
+int64_t pmx_worker_peerlimit_auth_end(pmx_worker_peerlimit_t *p, const char *key, uint64_t now_ms,
+                                      bool reserved, pmx_peerlimit_outcome_t outcome)
+{
+    judge_arg_t j = { outcome };
+    pmx_peers_shm_t *shared = pmx_peers_shm_get();
+    if (!reserved) {
+        /* Nothing to settle (untracked); a failure still counts if it can. */
+        if (outcome == PMX_PEERLIMIT_AUTH_FAILED)
+            return pmx_worker_peerlimit_auth_failed(p, key, now_ms);
+        if (outcome == PMX_PEERLIMIT_AUTH_OK)
+            return pmx_worker_peerlimit_blocked(p, key, now_ms) ? -1 : 0;
+        return 0;
+    }
+    if (shared) return pmx_peers_shm_with(shared, key, false, judge, &j);
+    entry_t *e = find(p, key);
+    return judge(e ? &e->f : NULL, now_ms, &j);
 }

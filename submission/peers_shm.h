@@ -1,5 +1,7 @@
 /*
- * The failed-AUTH table shared by every worker of one postmuxd (docs/submission.md:
+ * The per-address table shared by every worker of one postmuxd: failed AUTH
+ * and AUTH attempts in flight, and open sessions (see the session functions
+ * at the end). Failed AUTH first (docs/submission.md:
  * "repeated failures from one address are slowed and then refused"), so a
  * client whose connections land on W workers gets no more attempts than one
  * that always lands on the same worker: what Postfix's anvil does for a host.
@@ -39,12 +41,27 @@
 
 typedef struct {
     int32_t  failures;
+    int32_t  pending;            /* AUTH attempts started and not judged yet */
     uint64_t last_failure_ms;
     uint64_t blocked_until_ms;   /* 0 = not blocked */
     uint64_t expires_ms;         /* the cell may be reused from then on */
 } pmx_peer_failures_t;
 
 typedef struct pmx_peers_shm pmx_peers_shm_t;
+
+/* Why pmx_peers_shm_session_open refused a session. */
+typedef enum {
+    PMX_PEERS_ADMIT_OK = 0,
+    PMX_PEERS_ADMIT_FULL,       /* max_total sessions open (all workers) */
+    PMX_PEERS_ADMIT_ADDRESS,    /* the address has max_per_address open */
+    PMX_PEERS_ADMIT_BUSY,       /* over the high-water mark, and the address has a session */
+} pmx_peers_admit_t;
+
+typedef struct {
+    int max_total;         /* sessions of all workers together */
+    int max_per_address;
+    int high_water;        /* from this total on, only addresses with no session */
+} pmx_peers_limits_t;
 
 /* Called with key's failures under the lock (NULL: not tracked) and the time. */
 typedef int64_t (*pmx_peers_fn)(pmx_peer_failures_t *f, uint64_t now_ms, void *arg);
@@ -64,5 +81,27 @@ pmx_peers_shm_t *pmx_peers_shm_get(void);
  */
 int64_t pmx_peers_shm_with(pmx_peers_shm_t *t, const char *key, bool create, pmx_peers_fn fn,
                            void *arg);
+
+/*
+ * Session counts, summed over every worker (what Postfix's anvil counts for
+ * smtpd_client_connection_count_limit). Each cell counts its sessions per
+ * worker slot (daemon/shm.h), so the supervisor can take back everything a
+ * dead worker held (pmx_peers_shm_slot_reset) and nothing leaks. A cell with
+ * sessions is never reused for another key.
+ *
+ * session_open counts one session of key in slot when the limits allow it;
+ * *tracked says whether the key got a cell (when every cell of its window is
+ * held, only the totals count it). Pass the same tracked to session_close.
+ */
+pmx_peers_admit_t pmx_peers_shm_session_open(pmx_peers_shm_t *t, const char *key, int slot,
+                                             const pmx_peers_limits_t *lim, bool *tracked);
+void pmx_peers_shm_session_close(pmx_peers_shm_t *t, const char *key, int slot, bool tracked);
+/* Forgets every session slot held (its worker is gone). Supervisor only. */
+void pmx_peers_shm_slot_reset(pmx_peers_shm_t *t, int slot);
+/* Sessions open now: of key (NULL = of every address). */
+int pmx_peers_shm_sessions(pmx_peers_shm_t *t, const char *key);
+/* This process's worker slot (set in the worker after fork; -1 = none, counted as slot 0). */
+void pmx_peers_shm_set_slot(int slot);
+int  pmx_peers_shm_slot(void);
 
 #endif

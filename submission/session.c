@@ -77,9 +77,18 @@ struct session {
     pmx_smtp_server_t        *smtp;
     uv_timer_t                idle;
     uv_timer_t                delay;
-    int                       handles;       /* stream + 2 timers not yet closed */
+    uv_timer_t                deadline;      /* auth_timeout, then max_session_time */
+    int                       handles;       /* stream + 3 timers not yet closed */
     char                      client[PMX_PEERLIMIT_KEY_MAX];  /* peerlimit key, logs */
     bool                      counted;       /* pmx_worker_peerlimit_open succeeded */
+    bool                      tracked;       /* ... and gave the address a cell */
+    bool                      auth_reserved; /* an AUTH attempt reserved (peerlimit.h) */
+    bool                      auth_open;     /* ... not settled yet */
+    bool                      life_over;     /* max_session_time reached */
+    uint64_t                  started;       /* uv_now() at accept */
+    uint8_t                   digest[PMX_APIKEYS_DIGEST_LEN];  /* of the key; wiped at close */
+    uint64_t                  key_gen;       /* the key was last found good in this generation */
+    pmx_worker_apikeys_req_t *recheck_req;   /* the key checked again for MAIL */
     bool                      closing;
     bool                      close_when_drained;
     bool                      timed_out;
@@ -159,19 +168,26 @@ static void timer_closed(uv_handle_t *h)
     session_handle_closed(h->data);
 }
 
+static void auth_settle(session_t *ss, pmx_peerlimit_outcome_t outcome, int64_t *out);
+
 static void session_close(session_t *ss)
 {
     if (ss->closing) return;
     ss->closing = true;
     pmx_worker_apikeys_cancel(ss->auth_req);
     ss->auth_req = NULL;
+    auth_settle(ss, PMX_PEERLIMIT_AUTH_NONE, NULL);
+    pmx_worker_apikeys_cancel(ss->recheck_req);
+    ss->recheck_req = NULL;
+    pmx_wipe(ss->digest, sizeof ss->digest);
     if (ss->enq) ss->enq->ss = NULL;
     ss->enq = NULL;
     if (ss->counted)
-        pmx_worker_peerlimit_close(ss->sub->peers, ss->client, uv_now(ss->sub->loop));
+        pmx_worker_peerlimit_close(ss->sub->peers, ss->client, uv_now(ss->sub->loop), ss->tracked);
     ss->counted = false;
     uv_close((uv_handle_t *)&ss->idle, timer_closed);
     uv_close((uv_handle_t *)&ss->delay, timer_closed);
+    uv_close((uv_handle_t *)&ss->deadline, timer_closed);
     pmx_smtp_stream_close(ss->stream);
     pmx_log_debug("submission session closed session=%llu client=%s",
                   (unsigned long long)ss->id, ss->client);
@@ -199,6 +215,43 @@ static void idle_cb(uv_timer_t *t)
     pmx_log_info("submission timeout session=%llu client=%s", (unsigned long long)ss->id, ss->client);
     uv_timer_start(&ss->idle, idle_cb, CLOSE_GRACE_MS, 0);
     pmx_smtp_server_timeout(ss->smtp);
+}
+
+/*
+ * The session's deadlines ([submission] auth_timeout, max_session_time):
+ * not authenticated auth_timeout after connect -> "421 4.7.0" and close;
+ * max_session_time after connect -> the transaction in progress may finish,
+ * then "421 4.4.2" and close (and PMX_SUBMISSION_IDLE_MS later it is closed
+ * whatever it is doing).
+ */
+static void deadline_cb(uv_timer_t *t)
+{
+    session_t *ss = t->data;
+    if (ss->closing) return;
+    const pmx_config_t *cfg = ss->sub->cfg;
+    uint64_t age = uv_now(ss->sub->loop) - ss->started;
+    if (!pmx_smtp_server_is_authed(ss->smtp) && age >= cfg->submission_auth_timeout_ms &&
+        !ss->life_over) {
+        pmx_log_info("submission auth timeout session=%llu client=%s after_ms=%llu",
+                     (unsigned long long)ss->id, ss->client, (unsigned long long)age);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                               "Error: authentication required in time; closing connection");
+        return;
+    }
+    if (ss->life_over) {          /* the grace after the 421 is over too */
+        session_close(ss);
+        return;
+    }
+    if (age >= cfg->submission_max_session_time_ms) {
+        ss->life_over = true;
+        pmx_log_info("submission session time limit session=%llu client=%s after_ms=%llu",
+                     (unsigned long long)ss->id, ss->client, (unsigned long long)age);
+        pmx_smtp_server_expire(ss->smtp, "4.4.2",
+                               "Error: session time limit reached; closing connection");
+        if (!ss->closing) uv_timer_start(&ss->deadline, deadline_cb, PMX_SUBMISSION_IDLE_MS, 0);
+        return;
+    }
+    uv_timer_start(&ss->deadline, deadline_cb, cfg->submission_max_session_time_ms - age, 0);
 }
 
 /* ---- stream callbacks ---------------------------------------------------------------- */
@@ -304,6 +357,44 @@ static const char *auth_failure_reason(pmx_apikey_status_t st)
     }
 }
 
+/*
+ * Settles the AUTH attempt reserved by srv_auth (once; later calls do
+ * nothing); *out (may be NULL) gets pmx_worker_peerlimit_auth_end's answer.
+ */
+static void auth_settle(session_t *ss, pmx_peerlimit_outcome_t outcome, int64_t *out)
+{
+    if (out) *out = 0;
+    if (!ss->auth_open) return;
+    ss->auth_open = false;
+    int64_t r = pmx_worker_peerlimit_auth_end(ss->sub->peers, ss->client, uv_now(ss->sub->loop),
+                                              ss->auth_reserved, outcome);
+    if (out) *out = r;
+}
+
+static void auth_blocked(session_t *ss)
+{
+    pmx_smtp_server_auth_done(ss->smtp, 421, "4.7.0",
+                              "Too many failed authentications from your address; try again later");
+}
+
+/* The key answered OK: true, unless the address was blocked while it was
+ * looked up (then answered 421 here). */
+static bool auth_ok(session_t *ss, const pmx_apikey_t *key)
+{
+    int64_t r;
+    auth_settle(ss, PMX_PEERLIMIT_AUTH_OK, &r);
+    if (r < 0) {
+        pmx_log_info("submission auth refused session=%llu client=%s key=%s "
+                     "reason=\"address blocked while the key was checked\"",
+                     (unsigned long long)ss->id, ss->client, key->id);
+        pmx_wipe(ss->digest, sizeof ss->digest);
+        auth_blocked(ss);
+        return false;
+    }
+    ss->key_gen = key->gen;
+    return true;
+}
+
 static void auth_result(void *arg, const pmx_apikey_t *key)
 {
     session_t *ss = arg;
@@ -312,6 +403,7 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
     if (ss->closing) return;
     switch (key->status) {
     case PMX_APIKEY_OK:
+        if (!auth_ok(ss, key)) return;
         ss->key = *key;
         pmx_worker_apikeys_touch(sub->keys, key->id);
         pmx_log_info("submission auth ok session=%llu client=%s key=%s ws=%s",
@@ -319,6 +411,7 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
         pmx_smtp_server_auth_done(ss->smtp, 235, "2.7.0", "Authentication successful");
         return;
     case PMX_APIKEY_TEMPFAIL:
+        auth_settle(ss, PMX_PEERLIMIT_AUTH_NONE, NULL);
         pmx_log_warn("submission auth tempfail session=%llu client=%s (postgres unavailable)",
                      (unsigned long long)ss->id, ss->client);
         pmx_smtp_server_auth_done(ss->smtp, 454, "4.7.0",
@@ -329,7 +422,9 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
     case PMX_APIKEY_NO_SCOPE:
         break;
     }
-    int64_t delay = pmx_worker_peerlimit_auth_failed(sub->peers, ss->client, uv_now(sub->loop));
+    pmx_wipe(ss->digest, sizeof ss->digest);
+    int64_t delay;
+    auth_settle(ss, PMX_PEERLIMIT_AUTH_FAILED, &delay);
     pmx_log_info("submission auth failed session=%llu client=%s reason=%s%s%s",
                  (unsigned long long)ss->id, ss->client, auth_failure_reason(key->status),
                  key->id[0] ? " key=" : "", key->id);
@@ -346,19 +441,86 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
     }
 }
 
+/* The key cache follows the settings' generation (see apikeys.h). */
+static void keys_sync(pmx_worker_submission_t *sub)
+{
+    pmx_worker_apikeys_set_generation(sub->keys, pmx_settings_generation(sub->settings));
+}
+
 static void srv_auth(void *arg, const char *password, size_t n)
 {
     session_t *ss = arg;
     pmx_worker_submission_t *sub = ss->sub;
     if (ss->closing) return;           /* a failed write closed it: nobody to answer */
-    if (pmx_worker_peerlimit_blocked(sub->peers, ss->client, uv_now(sub->loop))) {
-        pmx_smtp_server_auth_done(ss->smtp, 421, "4.7.0",
-                                  "Too many failed authentications from your address; try again later");
+    /* Counted when it starts: parallel sessions cannot all slip past the block
+     * while their lookups are in flight (peerlimit.h). */
+    if (pmx_worker_peerlimit_auth_begin(sub->peers, ss->client, uv_now(sub->loop),
+                                        &ss->auth_reserved) < 0) {
+        pmx_log_info("submission auth refused session=%llu client=%s "
+                     "reason=\"too many failed or pending attempts from this address\"",
+                     (unsigned long long)ss->id, ss->client);
+        auth_blocked(ss);
         return;
     }
-    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check(sub->keys, password, n, "send",
-                                                           auth_result, ss);
+    ss->auth_open = true;
+    if (pmx_worker_apikeys_digest(password, n, ss->digest) < 0) {
+        auth_settle(ss, PMX_PEERLIMIT_AUTH_NONE, NULL);
+        pmx_smtp_server_auth_done(ss->smtp, 454, "4.7.0",
+                                  "Temporary authentication failure; try again later");
+        return;
+    }
+    keys_sync(sub);
+    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check_digest(sub->keys, ss->digest, "send",
+                                                                  auth_result, ss);
     if (r) ss->auth_req = r;
+}
+
+/* ---- MAIL: the key is still good --------------------------------------------------------------- */
+
+static void recheck_result(void *arg, const pmx_apikey_t *key)
+{
+    session_t *ss = arg;
+    ss->recheck_req = NULL;
+    if (ss->closing) return;
+    if (key->status == PMX_APIKEY_OK && strcmp(key->id, ss->key.id) == 0) {
+        ss->key_gen = key->gen;
+        pmx_smtp_server_mail_done(ss->smtp, 250, "2.1.0", "Ok");
+        return;
+    }
+    if (key->status == PMX_APIKEY_TEMPFAIL) {
+        pmx_log_warn("submission key recheck tempfail session=%llu client=%s (postgres unavailable)",
+                     (unsigned long long)ss->id, ss->client);
+        pmx_smtp_server_mail_done(ss->smtp, 451, "4.3.0",
+                                  "Temporary authentication failure; try again later");
+        return;
+    }
+    pmx_log_info("submission key no longer valid session=%llu client=%s key=%s reason=%s",
+                 (unsigned long long)ss->id, ss->client, ss->key.id, auth_failure_reason(key->status));
+    pmx_wipe(ss->digest, sizeof ss->digest);
+    memset(&ss->key, 0, sizeof ss->key);
+    ss->key.status = PMX_APIKEY_UNKNOWN;
+    pmx_smtp_server_mail_done(ss->smtp, 535, "5.7.8", auth_failure_text(key->status));
+}
+
+/*
+ * Every transaction starts with the key checked again when the settings
+ * moved on since it was last found good (a revocation bumps them; see
+ * apikeys.h): a revoked key stops sending in open sessions too.
+ */
+static void srv_mail(void *arg, const char *mail_from)
+{
+    session_t *ss = arg;
+    pmx_worker_submission_t *sub = ss->sub;
+    (void)mail_from;
+    if (ss->closing) return;
+    keys_sync(sub);
+    if (ss->key.status == PMX_APIKEY_OK && ss->key_gen == pmx_worker_apikeys_generation(sub->keys)) {
+        pmx_smtp_server_mail_done(ss->smtp, 250, "2.1.0", "Ok");
+        return;
+    }
+    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check_digest(sub->keys, ss->digest, "send",
+                                                                  recheck_result, ss);
+    if (r) ss->recheck_req = r;
 }
 
 /* ---- a message ------------------------------------------------------------------------------ */
@@ -654,7 +816,53 @@ out:
 
 static const pmx_smtp_stream_cbs_t stream_cbs = { stream_data, stream_event };
 static const pmx_smtp_server_cbs_t server_cbs = { srv_write, srv_starttls, srv_auth, srv_message,
-                                                  srv_close, srv_hold, srv_room };
+                                                  srv_close, srv_hold, srv_room, srv_mail };
+
+/*
+ * Whether a new session may start ([submission] max_connections,
+ * max_connections_per_address, connection_reserve over every worker:
+ * peerlimit.h); a refused one gets "421 4.7.0" and is closed.
+ */
+static void admit(session_t *ss, uint64_t now)
+{
+    pmx_worker_submission_t *sub = ss->sub;
+    const pmx_peers_limits_t *lim = pmx_worker_peerlimit_limits(sub->peers);
+    if (sub->nsessions > (size_t)lim->max_total) {   /* this worker alone: the last guard */
+        pmx_log_warn("submission refused a connection client=%s reason=\"%d sessions open\"",
+                     ss->client, lim->max_total);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
+        return;
+    }
+    if (pmx_worker_peerlimit_blocked(sub->peers, ss->client, now)) {
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                               "Too many failed authentications from your address; try again later");
+        return;
+    }
+    switch (pmx_worker_peerlimit_open(sub->peers, ss->client, now, &ss->tracked)) {
+    case PMX_PEERS_ADMIT_OK:
+        ss->counted = true;
+        pmx_smtp_server_start(ss->smtp);
+        return;
+    case PMX_PEERS_ADMIT_FULL:
+        pmx_log_warn("submission refused a connection client=%s reason=\"max_connections (%d) "
+                     "sessions open\"", ss->client, lim->max_total);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
+        return;
+    case PMX_PEERS_ADMIT_ADDRESS:
+        pmx_log_warn("submission refused a connection client=%s "
+                     "reason=\"max_connections_per_address (%d) sessions from this address\"",
+                     ss->client, lim->max_per_address);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                               "Too many connections from your address; try again later");
+        return;
+    case PMX_PEERS_ADMIT_BUSY:
+        pmx_log_info("submission refused a connection client=%s reason=\"over %d sessions open: "
+                     "the rest is kept for addresses with none\"", ss->client, lim->high_water);
+        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                               "Too many connections from your address; try again later");
+        return;
+    }
+}
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -668,7 +876,7 @@ static void on_connection(uv_stream_t *listener, int status)
     session_t *ss = pmx_xcalloc(1, sizeof *ss);
     ss->sub = sub;
     ss->id = ++sub->next_id;
-    ss->handles = 3;
+    ss->handles = 4;
     ss->next = sub->sessions;
     if (ss->next) ss->next->prev = ss;
     sub->sessions = ss;
@@ -676,7 +884,8 @@ static void on_connection(uv_stream_t *listener, int status)
     pmx_metrics_sessions_add(PMX_METRICS_INBOUND, 1);
     uv_timer_init(sub->loop, &ss->idle);
     uv_timer_init(sub->loop, &ss->delay);
-    ss->idle.data = ss->delay.data = ss;
+    uv_timer_init(sub->loop, &ss->deadline);
+    ss->idle.data = ss->delay.data = ss->deadline.data = ss;
     const pmx_config_t *cfg = sub->cfg;
     pmx_smtp_server_opts_t so = {
         .hostname = cfg->relay_helo_name,
@@ -685,6 +894,7 @@ static void on_connection(uv_stream_t *listener, int status)
         .max_message_size = cfg->submission_max_message_size,
         .max_recipients = PMX_SMTP_SERVER_MAX_RCPT,
         .msg_headroom = XADD_HEADROOM,
+        .junk_limit = (unsigned)cfg->submission_junk_command_limit,
     };
     ss->smtp = pmx_smtp_server_new(&so, &server_cbs, ss);
     ss->stream = pmx_smtp_stream_new(sub->loop, &stream_cbs, ss);
@@ -697,6 +907,7 @@ static void on_connection(uv_stream_t *listener, int status)
         ss->closing = true;
         uv_close((uv_handle_t *)&ss->idle, timer_closed);
         uv_close((uv_handle_t *)&ss->delay, timer_closed);
+        uv_close((uv_handle_t *)&ss->deadline, timer_closed);
         pmx_smtp_stream_close(ss->stream);
         return;
     }
@@ -704,25 +915,13 @@ static void on_connection(uv_stream_t *listener, int status)
     if (pmx_smtp_stream_peer(ss->stream, &peer) == 0)
         pmx_worker_peerlimit_key((const struct sockaddr *)&peer, ss->client);
     uint64_t now = uv_now(sub->loop);
+    ss->started = now;
     uv_timer_start(&ss->idle, idle_cb, PMX_SUBMISSION_IDLE_MS, 0);
+    uint64_t first = cfg->submission_auth_timeout_ms < cfg->submission_max_session_time_ms
+                         ? cfg->submission_auth_timeout_ms : cfg->submission_max_session_time_ms;
+    uv_timer_start(&ss->deadline, deadline_cb, first, 0);
     pmx_log_debug("submission session session=%llu client=%s", (unsigned long long)ss->id, ss->client);
-
-    if (sub->nsessions > PMX_SUBMISSION_MAX_SESSIONS) {
-        pmx_log_warn("submission refused a connection client=%s reason=\"%d sessions open\"",
-                     ss->client, PMX_SUBMISSION_MAX_SESSIONS);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
-    } else if (pmx_worker_peerlimit_blocked(sub->peers, ss->client, now)) {
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
-                               "Too many failed authentications from your address; try again later");
-    } else if (pmx_worker_peerlimit_open(sub->peers, ss->client, now) < 0) {
-        pmx_log_warn("submission refused a connection client=%s "
-                     "reason=\"%d sessions from this address\"", ss->client, PMX_PEERLIMIT_MAX_SESSIONS);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
-                               "Too many connections from your address; try again later");
-    } else {
-        ss->counted = true;
-        pmx_smtp_server_start(ss->smtp);
-    }
+    admit(ss, now);
 }
 
 /* ---- public ------------------------------------------------------------------------------------ */
@@ -780,6 +979,9 @@ int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
     }
     sub->keys = pmx_worker_apikeys_new(sub->loop, pmx_worker_db(w));
     sub->peers = pmx_worker_peerlimit_new();
+    pmx_worker_peerlimit_set_limits(sub->peers, cfg->submission_max_connections,
+                                    cfg->submission_max_connections_per_address,
+                                    cfg->submission_connection_reserve);
     pmx_log_info("submission listening address=%s tls=%s auth_requires_tls=%s",
                  cfg->submission_listen, sub->tls ? "starttls" : "none",
                  cfg->submission_auth_requires_tls ? "yes" : "no");

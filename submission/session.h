@@ -24,10 +24,17 @@
  * (submission/budget.h); over it the client gets "452 4.3.1" at MAIL (SIZE=),
  * at DATA, or at the end of a DATA whose growth was refused.
  *
- * Limits: PMX_SUBMISSION_MAX_SESSIONS sessions per worker and
- * PMX_PEERLIMIT_MAX_SESSIONS per client address per worker (more are
- * answered "421 4.7.0" and closed), PMX_SUBMISSION_IDLE_MS without a complete
- * command or message line ends a session ("421 4.4.2").
+ * Limits (docs/submission.md, [submission] in postmux.conf(5)): max_connections
+ * sessions of all workers together, max_connections_per_address per client
+ * address, and over the high-water mark (connection_reserve) only addresses
+ * with no session get one; more are answered "421 4.7.0" and closed. A
+ * session must authenticate within auth_timeout ("421 4.7.0"), may send at
+ * most junk_command_limit commands before AUTH ("421 4.7.0"), and lives at
+ * most max_session_time ("421 4.4.2" after the transaction in progress).
+ * PMX_SUBMISSION_IDLE_MS without a complete command or message line ends a
+ * session ("421 4.4.2"). Every MAIL checks the session's API key again when
+ * the settings moved on since it was last found good (a revocation moves
+ * them): a revoked key gets "535 5.7.8" and must AUTH again.
  */
 #ifndef PMX_SUBMISSION_SESSION_H
 #define PMX_SUBMISSION_SESSION_H
@@ -36,7 +43,6 @@
 #include "workers/settings.h"
 #include "workers/worker.h"
 
-#define PMX_SUBMISSION_MAX_SESSIONS 1000
 #define PMX_SUBMISSION_IDLE_MS      (5 * 60 * 1000)   /* RFC 5321 §4.5.3.2.7 */
 #define PMX_SUBMISSION_SOURCE_FIELD "_source"
 #define PMX_SUBMISSION_SOURCE_VALUE "smtp"

@@ -168,6 +168,8 @@ void pmx_settings_set_refresh_ms(pmx_settings_t *s, uint64_t ms)
 
 bool pmx_settings_ready(const pmx_settings_t *s) { return s->cur != NULL; }
 
+uint64_t pmx_settings_generation(const pmx_settings_t *s) { return s->stats.swaps; }
+
 void pmx_settings_stats(const pmx_settings_t *s, pmx_settings_stats_t *out)
 {
     *out = s->stats;
@@ -350,7 +352,7 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         if (strcmp(k, "w") == 0) nw++;
         else if (strcmp(k, "d") == 0) nd++;
         else if (strcmp(k, "k") == 0) nk++;
-        else if (strcmp(k, "t") != 0) {
+        else if (strcmp(k, "t") != 0 && strcmp(k, "a") != 0) {   /* 'a': the digest only */
             snprintf(why, whylen, "row %d: unknown kind '%s'", r, k);
             free(sn);
             return NULL;

@@ -124,6 +124,10 @@ void pmx_settings_reload(pmx_settings_t *s);
  * released once the timers have closed (run the loop). */
 void pmx_settings_free(pmx_settings_t *s);
 
+/* Moves on every swap ("settings loaded gen=N" in the log); a swap also
+ * follows any change to API keys' revocation or scopes, so submission
+ * sessions use it to check their key again (submission/apikeys.h). */
+uint64_t pmx_settings_generation(const pmx_settings_t *s);
 /* A first load has completed: until then every lookup finds nothing. */
 bool pmx_settings_ready(const pmx_settings_t *s);
 void pmx_settings_stats(const pmx_settings_t *s, pmx_settings_stats_t *out);

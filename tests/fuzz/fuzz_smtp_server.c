@@ -9,8 +9,8 @@
  * - a message handed to the owner has a sender, 1..max recipients, and is
  *   CRLF text without NUL, bare CR/LF or lines over 998 octets, within the
  *   size limit (so nothing a client smuggles can reach the queue);
- * - callbacks are consistent: no AUTH or message callback while another one
- *   is outstanding, close is called at most once;
+ * - callbacks are consistent: no AUTH, MAIL or message callback while another
+ *   one is outstanding, close is called at most once;
  * - message memory (hold/room, answered yes or no by the input): a hold only
  *   grows, in whole steps, or is given back (0) when one is held; a message
  *   handed over lies within what was granted; a taken buffer holds it, with
@@ -39,6 +39,7 @@ typedef struct {
     bool     msg_pending;
     size_t   headroom;
     uint64_t held;
+    bool     mail_pending;
     pmx_buf_t out;
 } harness_t;
 
@@ -91,7 +92,7 @@ static void cb_auth(void *arg, const char *pw, size_t n)
     harness_t *h = arg;
     (void)pw;
     (void)n;
-    if (h->auth_pending || h->msg_pending) abort();
+    if (h->auth_pending || h->msg_pending || h->mail_pending) abort();
     if (h->flags & 0x01) {
         int code = auth_codes[next(h) % ((h->flags & 0x40) ? 4 : 3)];
         pmx_smtp_server_auth_done(h->s, code, code == 235 ? "2.7.0" : "5.7.8", "answer");
@@ -126,7 +127,7 @@ static void check_message(const pmx_smtp_envelope_t *env)
 static void cb_message(void *arg, const pmx_smtp_envelope_t *env)
 {
     harness_t *h = arg;
-    if (h->auth_pending || h->msg_pending) abort();
+    if (h->auth_pending || h->msg_pending || h->mail_pending) abort();
     check_message(env);
     if (env->len + h->headroom > h->held) abort();       /* stored beyond the hold */
     if (next(h) & 1) {
@@ -169,6 +170,20 @@ static bool cb_room(void *arg, uint64_t n)
     return (next(h) & 7) != 0;
 }
 
+/* MAIL re-checked by the owner (submission/session.c: is the key still good). */
+static const int mail_codes[] = { 250, 535, 451, 421 };
+static void cb_mail(void *arg, const char *from)
+{
+    harness_t *h = arg;
+    if (h->auth_pending || h->msg_pending || h->mail_pending || !from || !from[0]) abort();
+    if (next(h) & 1) {
+        int code = mail_codes[next(h) % 4];
+        pmx_smtp_server_mail_done(h->s, code, code == 250 ? "2.1.0" : "5.7.8", "now");
+    } else {
+        h->mail_pending = true;
+    }
+}
+
 static void cb_close(void *arg)
 {
     harness_t *h = arg;
@@ -187,6 +202,11 @@ static void answer_pending(harness_t *h)
         h->auth_pending = false;
         int code = auth_codes[next(h) % 4];
         pmx_smtp_server_auth_done(h->s, code, code == 235 ? "2.7.0" : "5.7.8", "later");
+    }
+    if (h->mail_pending) {
+        h->mail_pending = false;
+        int code = mail_codes[next(h) % 4];
+        pmx_smtp_server_mail_done(h->s, code, code == 250 ? "2.1.0" : "5.7.8", "later");
     }
     if (h->msg_pending) {
         h->msg_pending = false;
@@ -209,9 +229,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .max_message_size = MAX_SIZE,
         .max_recipients = MAX_RCPT,
         .msg_headroom = h.headroom = (size_t)(data[0] % 7) * 5,
+        .junk_limit = (h.flags & 0x40) ? 10 : 0,
     };
     static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close,
-                                               cb_hold, cb_room };
+                                               cb_hold, cb_room, cb_mail };
     h.s = pmx_smtp_server_new(&o, &cbs, &h);
     pmx_smtp_server_start(h.s);
 

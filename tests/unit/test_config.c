@@ -199,6 +199,48 @@ static void test_every_key(void **state)
     pmx_config_free(&c);
 }
 
+/* [submission] session limits: defaults, every key, percent, the rule between them. */
+static void test_submission_limits(void **state)
+{
+    (void)state;
+    pmx_config_t c;
+    load_ok("[keys]\nmaster_key_file = /k\n", &c);
+    assert_int_equal(c.submission_max_connections, 1000);
+    assert_int_equal(c.submission_max_connections_per_address, 100);
+    assert_int_equal(c.submission_connection_reserve, 20);
+    assert_int_equal(c.submission_junk_command_limit, 100);
+    assert_true(c.submission_auth_timeout_ms == 60000);
+    assert_true(c.submission_max_session_time_ms == 3600000);
+    pmx_config_free(&c);
+    load_ok("[submission]\nmax_connections = 50\nmax_connections_per_address = 5\n"
+            "connection_reserve = 30%\njunk_command_limit = 7\nauth_timeout = 10s\n"
+            "max_session_time = 2m\n", &c);
+    assert_int_equal(c.submission_max_connections, 50);
+    assert_int_equal(c.submission_max_connections_per_address, 5);
+    assert_int_equal(c.submission_connection_reserve, 30);
+    assert_int_equal(c.submission_junk_command_limit, 7);
+    assert_true(c.submission_auth_timeout_ms == 10000);
+    assert_true(c.submission_max_session_time_ms == 120000);
+    pmx_config_free(&c);
+    load_ok("[submission]\nconnection_reserve = 0\n", &c);
+    assert_int_equal(c.submission_connection_reserve, 0);
+    pmx_config_free(&c);
+    static const char *const bad[][2] = {
+        { "[submission]\nconnection_reserve = 95%\n", "expected a percentage from 0% to 90%" },
+        { "[submission]\nconnection_reserve = 2x%\n", "expected a percentage" },
+        { "[submission]\nmax_connections = 0\n", "expected a number from 1" },
+        { "[submission]\nauth_timeout = 10ms\n", "must be from 1s to 1h" },
+        { "[submission]\nmax_connections = 10\nmax_connections_per_address = 11\n",
+          "max_connections_per_address (11) must not be more than max_connections (10)" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pmx_config_t x;
+        char err[512] = "";
+        assert_int_equal(pmx_config_load_string("test.conf", bad[i][0], &x, err, sizeof err), -1);
+        if (!strstr(err, bad[i][1])) fail_msg("error\n  got:  %s\n  want: ...%s...", err, bad[i][1]);
+    }
+}
+
 static void test_optional_and_special_values(void **state)
 {
     (void)state;
@@ -657,6 +699,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_submission_limits),
         cmocka_unit_test(test_optional_and_special_values),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_sizes),

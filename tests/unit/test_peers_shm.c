@@ -3,7 +3,9 @@
  * address, per process without the shared table and across processes with
  * it (forked children stand for workers), the block after
  * PMX_PEERLIMIT_MAX_FAILURES, expiry, a full probe window, and a process
- * killed while it holds the table's lock.
+ * killed while it holds the table's lock; AUTH attempts reserved while in flight;
+ * sessions counted per address over worker slots, with the reserve and a
+ * dead worker's slot cleared.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -169,9 +171,95 @@ static void test_lock_survives_a_dead_holder(void **state)
     pmx_peers_shm_destroy(t);
 }
 
+/* AUTH attempts reserved when they start: in flight ones count, so parallel
+ * attempts cannot get past the block; a success is refused once blocked. */
+static void test_attempts_reserved(void **state)
+{
+    (void)state;
+    pmx_peers_shm_t *t = pmx_peers_shm_create();
+    assert_non_null(t);
+    pmx_peers_shm_attach(t);
+    pmx_worker_peerlimit_t *p = pmx_worker_peerlimit_new();
+    const char *k = "203.0.113.9";
+    bool res[PMX_PEERLIMIT_MAX_FAILURES + 1];
+    for (int i = 0; i < PMX_PEERLIMIT_MAX_FAILURES; i++)
+        assert_int_equal(pmx_worker_peerlimit_auth_begin(p, k, 0, &res[i]), 0);
+    /* The budget is taken by attempts still in flight. */
+    bool r;
+    assert_int_equal(pmx_worker_peerlimit_auth_begin(p, k, 0, &r), -1);
+    assert_false(r);
+    /* One ends without a verdict: its reservation comes back. */
+    assert_int_equal(pmx_worker_peerlimit_auth_end(p, k, 0, res[0], PMX_PEERLIMIT_AUTH_NONE), 0);
+    assert_int_equal(pmx_worker_peerlimit_auth_begin(p, k, 0, &res[0]), 0);
+    /* Nine fail, the tenth failure blocks... */
+    for (int i = 1; i < PMX_PEERLIMIT_MAX_FAILURES; i++)
+        assert_true(pmx_worker_peerlimit_auth_end(p, k, 0, res[i], PMX_PEERLIMIT_AUTH_FAILED) >= 0);
+    assert_false(pmx_worker_peerlimit_blocked(p, k, 0));
+    /* ... and a success judged while blocked is refused. */
+    bool last;
+    assert_int_equal(pmx_worker_peerlimit_auth_begin(p, k, 0, &last), -1);
+    assert_int_equal(pmx_worker_peerlimit_auth_end(p, k, 0, res[0], PMX_PEERLIMIT_AUTH_FAILED), -1);
+    assert_true(pmx_worker_peerlimit_blocked(p, k, 0));
+    /* A success from an address that is not blocked settles its reservation. */
+    assert_int_equal(pmx_worker_peerlimit_auth_begin(p, "203.0.113.10", 0, &r), 0);
+    assert_true(r);
+    assert_int_equal(pmx_worker_peerlimit_auth_end(p, "203.0.113.10", 0, r, PMX_PEERLIMIT_AUTH_OK), 0);
+    pmx_worker_peerlimit_free(p);
+    pmx_peers_shm_destroy(t);
+}
+
+/* Sessions counted over every worker slot; a dead worker's slot is cleared. */
+static void test_sessions_per_address_and_slot(void **state)
+{
+    (void)state;
+    pmx_peers_shm_t *t = pmx_peers_shm_create();
+    assert_non_null(t);
+    pmx_peers_limits_t lim = { .max_total = 10, .max_per_address = 3, .high_water = 6 };
+    bool tr[16];
+    /* Three sessions of one address on two workers; a fourth is refused. */
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.1", 0, &lim, &tr[0]), PMX_PEERS_ADMIT_OK);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.1", 1, &lim, &tr[1]), PMX_PEERS_ADMIT_OK);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.1", 1, &lim, &tr[2]), PMX_PEERS_ADMIT_OK);
+    assert_true(tr[0] && tr[1] && tr[2]);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.1", 0, &lim, &tr[3]),
+                     PMX_PEERS_ADMIT_ADDRESS);
+    assert_int_equal(pmx_peers_shm_sessions(t, "192.0.2.1"), 3);
+    /* Up to the high-water mark (6), then only addresses with no session. */
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.2", 0, &lim, &tr[4]), PMX_PEERS_ADMIT_OK);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.2", 0, &lim, &tr[5]), PMX_PEERS_ADMIT_OK);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.2", 0, &lim, &tr[6]), PMX_PEERS_ADMIT_OK);
+    assert_int_equal(pmx_peers_shm_sessions(t, NULL), 6);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.2", 1, &lim, &tr[7]),
+                     PMX_PEERS_ADMIT_ADDRESS);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.3", 0, &lim, &tr[7]), PMX_PEERS_ADMIT_OK);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.3", 0, &lim, &tr[8]),
+                     PMX_PEERS_ADMIT_BUSY);
+    for (int i = 4; i < 7; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "192.0.2.%d", i);
+        assert_int_equal(pmx_peers_shm_session_open(t, key, 1, &lim, &tr[8]), PMX_PEERS_ADMIT_OK);
+    }
+    assert_int_equal(pmx_peers_shm_sessions(t, NULL), 10);
+    assert_int_equal(pmx_peers_shm_session_open(t, "192.0.2.99", 0, &lim, &tr[9]), PMX_PEERS_ADMIT_FULL);
+    /* A close gives one back; the worker in slot 1 dies: its 5 are gone. */
+    pmx_peers_shm_session_close(t, "192.0.2.2", 0, tr[4]);
+    assert_int_equal(pmx_peers_shm_sessions(t, "192.0.2.2"), 2);
+    pmx_peers_shm_slot_reset(t, 1);
+    assert_int_equal(pmx_peers_shm_sessions(t, NULL), 4);
+    assert_int_equal(pmx_peers_shm_sessions(t, "192.0.2.1"), 1);
+    assert_int_equal(pmx_peers_shm_sessions(t, "192.0.2.5"), 0);
+    /* A close after the reset does not go below zero. */
+    pmx_peers_shm_session_close(t, "192.0.2.5", 1, true);
+    assert_int_equal(pmx_peers_shm_sessions(t, NULL), 4);
+    assert_int_equal(pmx_peers_shm_sessions(t, "192.0.2.1"), 1);
+    pmx_peers_shm_destroy(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attempts_reserved),
+        cmocka_unit_test(test_sessions_per_address_and_slot),
         cmocka_unit_test(test_per_process_without_the_table),
         cmocka_unit_test(test_counted_across_processes),
         cmocka_unit_test(test_full_windows_evict_the_least_failed),

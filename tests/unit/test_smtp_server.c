@@ -199,10 +199,10 @@ static void send_str_raw(pmx_smtp_server_t *s, const char *str)
 }
 
 static const pmx_smtp_server_cbs_t cbs = { o_write, o_starttls, o_auth, o_message, o_close,
-                                           NULL, NULL };
+                                           NULL, NULL, NULL };
 
 static const pmx_smtp_server_cbs_t cbs_mem = { o_write, o_starttls, o_auth, o_message, o_close,
-                                               o_hold, o_room };
+                                               o_hold, o_room, NULL };
 
 /* A session whose message memory is limited to limit octets, logged in. */
 static owner_t *owner_mem(uint64_t limit, size_t headroom)
@@ -220,6 +220,20 @@ static owner_t *owner_mem(uint64_t limit, size_t headroom)
     pmx_buf_reset(&o->out);
     return o;
 }
+
+/* An owner that checks the credentials again at every MAIL (o->mail_code). */
+static int mail_code;
+static int mails;
+static void o_mail(void *arg, const char *from)
+{
+    owner_t *o = arg;
+    (void)from;
+    mails++;
+    if (mail_code == 250) pmx_smtp_server_mail_done(o->s, 250, "2.1.0", "Ok");
+    else if (mail_code) pmx_smtp_server_mail_done(o->s, mail_code, "5.7.8", "revoked");
+}
+static const pmx_smtp_server_cbs_t cbs_mail = { o_write, o_starttls, o_auth, o_message, o_close,
+                                                NULL, NULL, o_mail };
 
 static owner_t *owner_new(bool starttls, bool requires_tls)
 {
@@ -673,6 +687,86 @@ static void test_drain_and_timeout(void **state)
     owner_free(o);
 }
 
+static void test_mail_hook(void **state)
+{
+    (void)state;
+    owner_t *o = calloc(1, sizeof *o);
+    o->sync = true;
+    o->auth_code = 235;
+    o->msg_code = 250;
+    pmx_smtp_server_opts_t opts = { .hostname = "mx.test", .max_message_size = 2000,
+                                    .max_recipients = 3 };
+    o->s = pmx_smtp_server_new(&opts, &cbs_mail, o);
+    pmx_smtp_server_start(o->s);
+    login(o);
+    /* Answered at once. */
+    mail_code = 250;
+    mails = 0;
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRSET\r\n");
+    EXPECT(o, "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n");
+    /* Answered later: what was pipelined waits, then a refusal sends the
+     * client back to AUTH and nothing of the transaction is taken. */
+    mail_code = 0;
+    send_str(o, "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@b.c>\r\nDATA\r\n");
+    EXPECT(o, "");
+    assert_true(pmx_smtp_server_is_waiting(o->s));
+    pmx_smtp_server_mail_done(o->s, 535, "5.7.8", "revoked");
+    EXPECT(o, "535 5.7.8 revoked\r\n503 5.5.1 Error: need MAIL command\r\n"
+              "503 5.5.1 Error: need MAIL command\r\n");
+    assert_false(pmx_smtp_server_is_authed(o->s));
+    send_str(o, "MAIL FROM:<a@b.c>\r\n");
+    EXPECT(o, "530 5.7.0 Authentication required\r\n");
+    assert_int_equal(mails, 2);
+    assert_int_equal(o->msgs, 0);
+    pmx_smtp_server_free(o->s);
+    pmx_buf_free(&o->out);
+    pmx_buf_free(&o->msg);
+    free(o);
+}
+
+static void test_junk_limit_and_expire(void **state)
+{
+    (void)state;
+    owner_t *o = calloc(1, sizeof *o);
+    o->sync = true;
+    o->auth_code = 235;
+    o->msg_code = 250;
+    pmx_smtp_server_opts_t opts = { .hostname = "mx.test", .max_message_size = 2000,
+                                    .max_recipients = 3, .junk_limit = 3 };
+    o->s = pmx_smtp_server_new(&opts, &cbs, o);
+    pmx_smtp_server_start(o->s);
+    discard_out(o);
+    send_str(o, "NOOP\r\nRSET\r\nHELP\r\nVRFY x\r\nNOOP\r\n");
+    char *t = take(o);
+    assert_non_null(strstr(t, "421 4.7.0 mx.test Too many commands before authentication"));
+    assert_null(strstr(t, "252 "));
+    free(t);
+    assert_true(o->closed);
+    owner_free(o);
+
+    /* After AUTH the limit no longer applies. */
+    o = calloc(1, sizeof *o);
+    o->sync = true;
+    o->auth_code = 235;
+    o->msg_code = 250;
+    o->s = pmx_smtp_server_new(&opts, &cbs, o);
+    pmx_smtp_server_start(o->s);
+    login(o);
+    for (int i = 0; i < 10; i++) send_str(o, "NOOP\r\n");
+    assert_false(o->closed);
+    discard_out(o);
+    /* Expire inside a transaction: it finishes, then 421 4.4.2. */
+    send_str(o, "MAIL FROM:<a@b.c>\r\n");
+    pmx_smtp_server_expire(o->s, "4.4.2", "Error: session time limit reached");
+    send_str(o, "RCPT TO:<r@b.c>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n");
+    t = take(o);
+    assert_non_null(strstr(t, "250 2.0.0 Ok: queued as 1-0\r\n"));
+    assert_non_null(strstr(t, "421 4.4.2 mx.test Error: session time limit reached\r\n"));
+    free(t);
+    assert_true(o->closed);
+    owner_free(o);
+}
+
 static void test_error_limit(void **state)
 {
     (void)state;
@@ -709,6 +803,8 @@ int main(void)
         cmocka_unit_test(test_starttls_drops_pipelined),
         cmocka_unit_test(test_drain_and_timeout),
         cmocka_unit_test(test_error_limit),
+        cmocka_unit_test(test_mail_hook),
+        cmocka_unit_test(test_junk_limit_and_expire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
