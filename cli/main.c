@@ -22,7 +22,8 @@ static const verb_t verbs[] = {
       "  workspace list [--json] | show WS [--json]\n"
       "  workspace set WS [--name N] [--rate 50/s|3000/m|100000/h|unlimited] [--burst N]\n"
       "                   [--daily-quota N|none] [--test-mode on|off] [--catch-all ADDR|none]\n"
-      "                   [--suspend|--resume]" },
+      "                   [--suspend|--resume] [--max-bounce-rate PCT|none|default]\n"
+      "                   [--max-complaint-rate PCT|none|default]" },
     { "tester",    pmx_cli_tester,
       "tester add|remove WS ADDR\n"
       "  tester list WS [--json]" },

@@ -37,7 +37,10 @@ static const char usage_text[] =
     "       postmux workspace set WS [--name N] [--rate 50/s|3000/m|100000/h|unlimited]\n"
     "                         [--burst N] [--daily-quota N|none] [--test-mode on|off]\n"
     "                         [--catch-all ADDR|none] [--suspend|--resume]\n"
-    "WS is a workspace id (ws_...) or name.\n";
+    "                         [--max-bounce-rate PCT|none|default]\n"
+    "                         [--max-complaint-rate PCT|none|default]\n"
+    "WS is a workspace id (ws_...) or name. --resume also lifts a pause of the\n"
+    "reputation guard and starts its window afresh.\n";
 
 /* ---- input checks: each prints its own one-line error and returns -1 ---- */
 
@@ -135,7 +138,8 @@ static int parse_count(const char *opt, const char *s, uint64_t max, uint64_t *o
 enum {
     COL_ID, COL_NAME, COL_INDUSTRY, COL_WEBSITE, COL_TEST_MODE, COL_CATCH_ALL, COL_RATE,
     COL_BURST, COL_QUOTA, COL_SUSPENDED, COL_CREATED, COL_UPDATED,
-    COL_TESTERS, COL_DOMAINS, COL_VERIFIED, COL_SUSPENDED_AT
+    COL_TESTERS, COL_DOMAINS, COL_VERIFIED, COL_SUSPENDED_AT,
+    COL_PAUSED_AT, COL_PAUSE_REASON, COL_MAX_BOUNCE, COL_MAX_COMPLAINT
 };
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -147,7 +151,8 @@ enum {
     " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id),"                       \
     " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id"                         \
     "   AND d.verified_at IS NOT NULL), "                                                  \
-    ISO_UTC("w.suspended_at")                                                              \
+    ISO_UTC("w.suspended_at") ", " ISO_UTC("w.paused_at") ", w.pause_reason,"             \
+    " trim_scale(w.max_bounce_rate), trim_scale(w.max_complaint_rate)"                    \
     " FROM workspaces w"
 
 static bool col_null(const PGresult *res, int r, int col) { return PQgetisnull(res, r, col); }
@@ -164,6 +169,15 @@ static void rate_text(const PGresult *res, int r, char *out, size_t outlen)
 static json_t *json_text_or_null(const PGresult *res, int r, int c)
 {
     return col_null(res, r, c) ? json_null() : json_string(col(res, r, c));
+}
+
+/* A workspace's guard limit as written: "10%", "none", or "default" (NULL). */
+static const char *limit_text(const PGresult *res, int r, int c, char *buf, size_t n)
+{
+    if (col_null(res, r, c)) return "default";
+    if (strcmp(col(res, r, c), "Infinity") == 0) return "none";
+    snprintf(buf, n, "%s%%", col(res, r, c));
+    return buf;
 }
 
 static json_t *ws_json(const PGresult *res, int r, bool counts)
@@ -189,6 +203,14 @@ static json_t *ws_json(const PGresult *res, int r, bool counts)
                             : json_integer(strtoll(col(res, r, COL_QUOTA), NULL, 10)));
     json_object_set_new(o, "suspended", json_boolean(col_bool(res, r, COL_SUSPENDED)));
     json_object_set_new(o, "suspended_at", json_text_or_null(res, r, COL_SUSPENDED_AT));
+    char lb[32], lc[32];
+    json_object_set_new(o, "paused", json_boolean(!col_null(res, r, COL_PAUSED_AT)));
+    json_object_set_new(o, "paused_at", json_text_or_null(res, r, COL_PAUSED_AT));
+    json_object_set_new(o, "pause_reason", json_text_or_null(res, r, COL_PAUSE_REASON));
+    json_object_set_new(o, "max_bounce_rate",
+                        json_string(limit_text(res, r, COL_MAX_BOUNCE, lb, sizeof lb)));
+    json_object_set_new(o, "max_complaint_rate",
+                        json_string(limit_text(res, r, COL_MAX_COMPLAINT, lc, sizeof lc)));
     json_object_set_new(o, "created_at", json_string(col(res, r, COL_CREATED)));
     json_object_set_new(o, "updated_at", json_string(col(res, r, COL_UPDATED)));
     if (counts) {
@@ -221,6 +243,13 @@ static void ws_print(const PGresult *res, int r)
     printf("suspended:   %s\n", col_bool(res, r, COL_SUSPENDED) ? "yes" : "no");
     printf("suspended_at: %s\n",
            col_null(res, r, COL_SUSPENDED_AT) ? dash : col(res, r, COL_SUSPENDED_AT));
+    char lb[32], lc[32];
+    printf("paused:      %s\n", col_null(res, r, COL_PAUSED_AT) ? "no" : "yes");
+    printf("paused_at:   %s\n", col_null(res, r, COL_PAUSED_AT) ? dash : col(res, r, COL_PAUSED_AT));
+    printf("pause_reason: %s\n",
+           col_null(res, r, COL_PAUSE_REASON) ? dash : col(res, r, COL_PAUSE_REASON));
+    printf("max_bounce_rate: %s\n", limit_text(res, r, COL_MAX_BOUNCE, lb, sizeof lb));
+    printf("max_complaint_rate: %s\n", limit_text(res, r, COL_MAX_COMPLAINT, lc, sizeof lc));
     printf("testers:     %s\n", col(res, r, COL_TESTERS));
     printf("domains:     %s (%s verified)\n", col(res, r, COL_DOMAINS),
            col(res, r, COL_VERIFIED));
@@ -398,7 +427,29 @@ typedef struct {
     bool            catch_all_set;
     pmx_addr_t      catch_all;    /* .addr NULL = none */
     const char     *suspended;    /* "true" / "false" */
+    const char     *max_bounce;   /* "10", "Infinity" (none), "" = default (NULL) */
+    const char     *max_complaint;
+    char            mb[24], mc[24];
 } ws_changes_t;
+
+/* --max-bounce-rate / --max-complaint-rate: PCT, none or default. */
+static int limit_arg(const char *opt, const char *v, char *out, size_t n, const char **res)
+{
+    double x;
+    if (strcmp(v, "default") == 0) {
+        *res = "";
+        return 0;
+    }
+    if (pmx_config_parse_percent(v, &x) < 0) {
+        pmx_cli_error("bad %s '%s': expected a percentage such as 10%% or 0.5%%, none or default",
+                      opt, v);
+        return -1;
+    }
+    if (x < 0) snprintf(out, n, "Infinity");
+    else snprintf(out, n, "%.6g", x);
+    *res = out;
+    return 0;
+}
 
 /* Checks every option's value; prints the first problem. 0 or -1. */
 static int check_changes(ws_changes_t *ch, const char *rate, const char *burst,
@@ -479,6 +530,8 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         { "catch-all", required_argument, NULL, 'a' },
         { "suspend", no_argument, NULL, 'S' },
         { "resume", no_argument, NULL, 'R' },
+        { "max-bounce-rate", required_argument, NULL, 'B' },
+        { "max-complaint-rate", required_argument, NULL, 'C' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -486,6 +539,7 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     memset(&chg, 0, sizeof chg);
     const char *rate = NULL, *burst = NULL, *quota = NULL, *test_mode = NULL, *catch_all = NULL;
     bool suspend = false, resume = false;
+    const char *max_bounce = NULL, *max_complaint = NULL;
     int ch, rc = PMX_EXIT_USAGE;
     pmx_cli_opts_start();
     while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
@@ -498,6 +552,8 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         case 'a': catch_all = optarg; break;
         case 'S': suspend = true; break;
         case 'R': resume = true; break;
+        case 'B': max_bounce = optarg; break;
+        case 'C': max_complaint = optarg; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
         default: return rc;
         }
@@ -505,10 +561,17 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     if (argc - optind != 1)
         return pmx_cli_usage("usage: workspace set WS [--name N] [--rate R] [--burst N] "
                              "[--daily-quota N|none] [--test-mode on|off] "
-                             "[--catch-all ADDR|none] [--suspend|--resume]");
+                             "[--catch-all ADDR|none] [--suspend|--resume] "
+                             "[--max-bounce-rate PCT|none] [--max-complaint-rate PCT|none]");
     if (suspend && resume) return pmx_cli_usage("workspace set: --suspend and --resume conflict");
-    if (!chg.name && !rate && !burst && !quota && !test_mode && !catch_all && !suspend && !resume)
+    if (!chg.name && !rate && !burst && !quota && !test_mode && !catch_all && !suspend && !resume
+        && !max_bounce && !max_complaint)
         return pmx_cli_usage("workspace set: nothing to change");
+    if ((max_bounce && limit_arg("--max-bounce-rate", max_bounce, chg.mb, sizeof chg.mb,
+                                 &chg.max_bounce) < 0) ||
+        (max_complaint && limit_arg("--max-complaint-rate", max_complaint, chg.mc, sizeof chg.mc,
+                                    &chg.max_complaint) < 0))
+        return PMX_EXIT_USER;
     if (suspend) chg.suspended = "true";
     if (resume) chg.suspended = "false";
 
@@ -541,6 +604,15 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     if (chg.catch_all_set)
         add_set(&set, params, &np, "catch_all", "$%d", chg.catch_all.addr, NULL);
     if (chg.suspended) add_set(&set, params, &np, "suspended", "$%d::boolean", chg.suspended, NULL);
+    if (chg.max_bounce)
+        add_set(&set, params, &np, "max_bounce_rate", "$%d::numeric",
+                *chg.max_bounce ? chg.max_bounce : NULL, NULL);
+    if (chg.max_complaint)
+        add_set(&set, params, &np, "max_complaint_rate", "$%d::numeric",
+                *chg.max_complaint ? chg.max_complaint : NULL, NULL);
+    /* --resume lifts a pause of the reputation guard too, and its window starts
+     * afresh; changing a limit alone does not lift a pause. */
+    if (resume) pmx_buf_append_str(&set, ", paused_at = NULL, pause_reason = NULL, guard_since = now()");
     pmx_buf_append_str(&set, ", updated_at = now()");
     params[np++] = id;
 

@@ -320,6 +320,42 @@ static int set_duration(const struct cfg_key *k, const char *v, pmx_config_t *c,
     return 0;
 }
 
+int pmx_config_parse_percent(const char *s, double *out)
+{
+    if (!s) return -1;
+    if (strcmp(s, "none") == 0) {
+        *out = -1;
+        return 0;
+    }
+    /* Digits, at most one '.', then '%': "10%", "0.5%", "100%". */
+    size_t n = strlen(s), digits = 0, dots = 0;
+    if (n < 2 || n > 12 || s[n - 1] != '%') return -1;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] >= '0' && s[i] <= '9') digits++;
+        else if (s[i] == '.' && dots++ == 0 && i > 0 && i + 2 < n) continue;
+        else return -1;
+    }
+    if (!digits) return -1;
+    double v = strtod(s, NULL);
+    if (!(v >= 0 && v <= 100)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int set_rate_percent(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                       size_t n)
+{
+    char shown[80];
+    double x;
+    if (pmx_config_parse_percent(v, &x) < 0) {
+        snprintf(why, n, "expected a percentage from 0%% to 100%% such as 10%% or 0.5%%, or none, "
+                 "got '%s'", cfg_show(v, shown, sizeof shown));
+        return -1;
+    }
+    *(double *)((char *)c + k->off) = x;
+    return 0;
+}
+
 static int set_size(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why, size_t n)
 {
     char shown[80], lo[32], hi[32];
@@ -529,6 +565,10 @@ static const struct cfg_key cfg_keys[] = {
     { "feedback", "soft_bounce_limit", set_int, F(soft_bounce_limit), 0, 1000 },
     { "feedback", "soft_bounce_suppress_for", set_duration, F(soft_bounce_suppress_for_ms),
       MS_SECOND, 3650 * MS_DAY },
+    { "feedback", "max_bounce_rate", set_rate_percent, F(max_bounce_rate), 0, 0 },
+    { "feedback", "max_complaint_rate", set_rate_percent, F(max_complaint_rate), 0, 0 },
+    { "feedback", "guard_window", set_duration, F(guard_window_ms), MS_MINUTE, 90 * MS_DAY },
+    { "feedback", "guard_min_sent", set_int, F(guard_min_sent), 1, 1000000000 },
     { "keys", "master_key_file", set_required_str, F(master_key_file), 0, 0 },
 };
 #undef F
@@ -576,6 +616,10 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->suspend_hold_ms = 45 * MS_SECOND;
     c->soft_bounce_limit = 5;
     c->soft_bounce_suppress_for_ms = 7 * MS_DAY;
+    c->max_bounce_rate = 10;
+    c->max_complaint_rate = 0.5;
+    c->guard_window_ms = MS_DAY;
+    c->guard_min_sent = 500;
     c->master_key_file = pmx_xstrdup("/etc/postmux/master.key");
 }
 

@@ -65,6 +65,10 @@ typedef struct {
     /* [feedback] */
     int      soft_bounce_limit;         /* soft bounces in a row that suppress an address; 0 = never */
     uint64_t soft_bounce_suppress_for_ms;
+    double   max_bounce_rate;           /* percent; < 0 = none (the guard ignores it) */
+    double   max_complaint_rate;        /* percent; < 0 = none */
+    uint64_t guard_window_ms;
+    int      guard_min_sent;            /* windows with fewer attempts are not judged */
 
     /* [keys] */
     char *master_key_file;
@@ -89,6 +93,8 @@ void pmx_config_free(pmx_config_t *cfg);
 /* Value parsers, also used by the CLI. Each returns 0 or -1 (bad input). */
 /* "30s", "5m", "1h", "5d", "250ms", a bare number = seconds. */
 int pmx_config_parse_duration(const char *s, uint64_t *ms);
+/* "10%", "0.5%" (0 to 100) -> 10, 0.5; "none" -> -1. */
+int pmx_config_parse_percent(const char *s, double *out);
 /* "25M", "512K", "1G", a bare number = bytes (binary multiples). */
 int pmx_config_parse_size(const char *s, uint64_t *bytes);
 /* yes|no|true|false|on|off|1|0 */

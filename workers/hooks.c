@@ -4,7 +4,8 @@
  * the settings cache (workers/settings.h) and SMTP submission
  * (submission/session.h) and the delivery pipeline (workers/pipeline.h),
  * and the webhook sender (webhooks/sender.h) with its own Postgres connection,
- * and the suppression list (inbound/suppress.h) the pipeline checks.
+ * the suppression list (inbound/suppress.h) the pipeline checks, and the
+ * reputation guard (inbound/guard.h).
  *
  * Drain: every part that drains is asked at once; the worker's done is called
  * when the last one has finished.
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 
 #include "dkim/keycrypt.h"
+#include "inbound/guard.h"
 #include "inbound/suppress.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -27,6 +29,7 @@ typedef struct {
     pmx_worker_t            *w;
     pmx_settings_t          *settings;
     pmx_supp_cache_t        *suppress;
+    pmx_guard_t             *guard;
     pmx_worker_submission_t *submission;
     pmx_pipeline_t          *pipeline;
     pmx_webhooks_t          *webhooks;
@@ -69,6 +72,7 @@ static int hooks_start(pmx_worker_t *w)
         return -1;
     }
     pmx_metrics_set_settings(w, st->settings);   /* the queue-depth gauge's workspace list */
+    st->guard = pmx_guard_start(pmx_worker_loop(w), pmx_worker_db(w), cfg);
     return 0;
 }
 
@@ -113,6 +117,7 @@ static void hooks_stop(pmx_worker_t *w)
     pmx_pipeline_free(st->pipeline);
     pmx_webhooks_free(st->webhooks);
     pmx_metrics_set_settings(w, NULL);
+    pmx_guard_free(st->guard);
     pmx_supp_cache_free(st->suppress);
     pmx_settings_free(st->settings);
     pmx_worker_set_data(w, NULL);

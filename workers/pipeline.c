@@ -41,6 +41,7 @@
 #include "workers/gate.h"
 
 #define RESUBMIT_MS      1000
+#define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker */
 #define DETAIL_MAX       512
 
@@ -689,6 +690,12 @@ static bool throttle_limits(const char *ws_id, pmx_gate_limits_t *out, void *arg
     if (!ws) return false;
     *out = (pmx_gate_limits_t){ ws->rate_per_second, ws->burst, ws->daily_quota,
                                     ws->suspended, suspension_hold_ms(p, ws) };
+    if (ws->paused && !ws->suspended) {
+        /* Paused by the reputation guard: shut until --resume (which wakes the
+         * gate at once), never rejected; looked at again every PAUSE_RECHECK_MS. */
+        out->suspended = true;
+        out->hold_ms = PAUSE_RECHECK_MS;
+    }
     return true;
 }
 
@@ -745,7 +752,8 @@ static void plan(job_t *j, const pmx_outcome_lookup_t *known)
 
     /* Counted in envelope recipients actually relayed (a redirected copy is one). */
     size_t n = j->plan.d[0].n + j->plan.d[1].n;
-    if (!ws->suspended && (n == 0 || (ws->rate_per_second <= 0 && ws->daily_quota <= 0))) {
+    if (!ws->suspended && !ws->paused &&
+        (n == 0 || (ws->rate_per_second <= 0 && ws->daily_quota <= 0))) {
         relay(j);
         return;
     }

@@ -36,6 +36,7 @@ enum {
     C1 = PMX_DB_SETTINGS_C1, C2 = PMX_DB_SETTINGS_C2, C3 = PMX_DB_SETTINGS_C3,
     C4 = PMX_DB_SETTINGS_C4, C5 = PMX_DB_SETTINGS_C5, C6 = PMX_DB_SETTINGS_C6,
     C7 = PMX_DB_SETTINGS_C7, C8 = PMX_DB_SETTINGS_C8, C9 = PMX_DB_SETTINGS_C9,
+    C10 = PMX_DB_SETTINGS_C10,
     NCOLS = PMX_DB_SETTINGS_NCOLS
 };
 
@@ -387,6 +388,8 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         w->suspended = susp;
         w->suspended_known = susp && susp_for_s;
         w->suspended_for_ms = w->suspended_known && susp_for > 0 ? susp_for : 0;
+        /* Paused by the reputation guard (NULL from older rows: not paused). */
+        w->paused = cell(res, r, C10) && strcmp(cell(res, r, C10), "true") == 0;
         w->loaded_ms = s->loop ? uv_now(s->loop) : 0;
         w->test_mode = tm;
         w->catch_all = cell(res, r, C5) ? pmx_xstrdup(cell(res, r, C5)) : NULL;

@@ -63,6 +63,7 @@ typedef struct {
     const char                  *id;               /* ws_... */
     const char                  *name;
     bool                         suspended;
+    bool                         paused;           /* by the reputation guard: hold, never reject */
     bool                         suspended_known;  /* suspended, and suspended_at was set */
     int64_t                      suspended_for_ms; /* since suspended_at, by Postgres's clock */
     uint64_t                     loaded_ms;        /* ... as of this loop time (uv_now) */

@@ -26,7 +26,7 @@
 #include "sql/q_settings.h"
 #include "workers/settings.h"
 
-#define NCOLS 10
+#define NCOLS 11
 
 typedef struct {
     const char *v[NCOLS];   /* NULL = SQL NULL */
