@@ -32,7 +32,7 @@ static const char LOAD_SQL[] =
     "SELECT 'a', count(*)::text,"
     "       encode(sha256(convert_to(COALESCE(string_agg(a.id || ':' || (a.revoked_at IS NULL)::text"
     "           || ':' || array_to_string(a.scopes, ','), ',' ORDER BY a.id), ''), 'UTF8')), 'hex'),"
-    "       NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
     "  FROM api_keys a";
 
 const char *pmx_db_settings_load_sql(void) { return LOAD_SQL; }
