@@ -274,6 +274,7 @@ static void param_value(const char **pp, const char *end, char *out, size_t cap,
 static void parse_ctype(span_t v, ctype_t *ct)
 {
     ct->type[0] = ct->report_type[0] = ct->boundary[0] = '\0';
+    if (!v.p) return;   /* no Content-Type field */
     const char *p = v.p, *end = v.p + v.n;
     while (p < end && isspace((unsigned char)*p)) p++;
     size_t o = 0;
@@ -438,9 +439,12 @@ static size_t read_addr(const char *s, size_t n, span_t *a)
             i++;
         }
         while (i > dstart && s[i - 1] == '.') i--;
+        dot = memchr(s + dstart, '.', i - dstart) != NULL;
     }
     if (!dot || i == dstart || at == start || i - start > ADDR_MAX) return 0;
     if (s[start] == '.' || s[at - 1] == '.') return 0;
+    /* Non-ASCII only as well-formed UTF-8 (RFC 6531): never mended in an address. */
+    if (!pmx_utf8_valid(s + start, i - start)) return 0;
     a->p = s + start;
     a->n = i - start;
     if (angle) {
@@ -500,6 +504,8 @@ typedef struct {
     bool       have_orig;
     span_t     texts[TEXTS_MAX];
     int        ntexts;
+    size_t     cut;           /* where texts[0] quotes the original; SIZE_MAX = not yet known */
+    const char *lc;           /* texts[0] lower-cased, once known */
 } ctx_t;
 
 static dsn_rcpt_t *dsn_new(ctx_t *c)
@@ -932,10 +938,17 @@ static span_t reason_line(const char *s, size_t n)
     return (span_t){ NULL, 0 };
 }
 
-/* Where the quoted original starts in text t[0..n) (n when it is not there). */
-static size_t copy_cut(pmx_fb_report_t *r, span_t t, const char **lc_out)
+/*
+ * Where the quoted original starts in the first text part t (t.n when it is not
+ * there); computed once per report.
+ */
+static size_t copy_cut(ctx_t *c, span_t t, const char **lc_out)
 {
-    const char *lc = lower_copy(r, t.p, t.n);
+    if (c->cut != SIZE_MAX) {
+        if (lc_out) *lc_out = c->lc;
+        return c->cut;
+    }
+    const char *lc = lower_copy(c->r, t.p, t.n);
     size_t cut = t.n;
     for (size_t i = 0; i < NELEM(copy_markers); i++) {
         const char *m = find(lc, cut, copy_markers[i]);
@@ -945,6 +958,8 @@ static size_t copy_cut(pmx_fb_report_t *r, span_t t, const char **lc_out)
             cut = (size_t)(m - lc);
         }
     }
+    c->lc = lc;
+    c->cut = cut;
     if (lc_out) *lc_out = lc;
     return cut;
 }
@@ -958,7 +973,7 @@ static const char *block_for(ctx_t *c, const char *addr)
     if (!c->ntexts) return NULL;
     span_t t = c->texts[0];
     if (t.n > SCAN_MAX) t.n = SCAN_MAX;
-    size_t cut = copy_cut(c->r, t, NULL);
+    size_t cut = copy_cut(c, t, NULL);
     const char *p = t.p, *end = t.p + cut, *blk = NULL;
     size_t alen = strlen(addr);
     while (p < end) {
@@ -985,7 +1000,7 @@ static void decide_text_bounce(ctx_t *c)
     span_t t = c->ntexts ? c->texts[0] : (span_t){ "", 0 };
     if (t.n > SCAN_MAX) t.n = SCAN_MAX;
     const char *lc;
-    size_t cut = copy_cut(r, t, &lc);
+    size_t cut = copy_cut(c, t, &lc);
     bool delayed = any_of(lc, cut, delay_markers, NELEM(delay_markers));
     if (!delayed && c->subject.p) {
         const char *s = lower_copy(r, c->subject.p, c->subject.n);
@@ -1062,7 +1077,7 @@ static void decide_text_bounce(ctx_t *c)
         const char *addr = NULL;
         while (!addr && (q = memchr(q, '@', (size_t)(qe - q))) != NULL) {
             const char *b = q;
-            while (b > t.p && atext((unsigned char)b[-1])) b--;
+            while (b > t.p && q - b < 64 && atext((unsigned char)b[-1])) b--;
             size_t used = read_addr(b, (size_t)(qe - b), &a);
             q++;
             if (!used || istarts(a.p, a.n, "mailer-daemon@")
@@ -1199,6 +1214,7 @@ void pmx_fb_report_parse(const pmx_fb_rules_t *rules, const char *msg, size_t n,
     ctx_t *c = pmx_xcalloc(1, sizeof *c);
     c->r = out;
     c->rules = rules;
+    c->cut = SIZE_MAX;
     if (!msg) n = 0;
     walk(c, (span_t){ msg ? msg : "", n }, 0, true);
 

@@ -426,6 +426,14 @@ static void test_limits(void **state)
     pmx_fb_report_free(&r);
     pmx_buf_free(&m);
 
+    /* An address with invalid UTF-8 is no address (never mended into another). */
+    parse("From: MAILER-DAEMON@example.net\n\n<sh\xff\xfeba@example.org>:\n550 5.1.1 no such user\n", &r);
+    assert_int_equal(r.kind, PMX_FB_KIND_BOUNCE);
+    assert_int_equal(r.nrcpts, 1);
+    assert_null(r.rcpts[0].address);
+    assert_int_equal(r.rcpts[0].cls, PMX_FB_CLASS_USER_UNKNOWN);
+    pmx_fb_report_free(&r);
+
     pmx_fb_report_parse(R, NULL, 0, &r);
     assert_int_equal(r.kind, PMX_FB_KIND_UNKNOWN);
     pmx_fb_report_free(&r);
