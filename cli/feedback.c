@@ -1,7 +1,7 @@
 /*
  * `postmux feedback parse [--rules FILE] [FILE|-]`: reads one returned report (a
  * bounce, a delay notice, a complaint, an auto-reply) and prints what postmux
- * reads from it as one JSON object (docs/pending/feedback.md, "Reading
+ * reads from it as one JSON object (docs/feedback.md, "Reading
  * reports"). Needs no config, Postgres or Redis: the parser is pure
  * (inbound/report.h), so this verb is how an operator checks what a report
  * will do before it arrives.

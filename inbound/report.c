@@ -1,7 +1,7 @@
 /*
  * The report parser; see report.h for the interface and its limits.
  *
- * Why a hand-written MIME walker and not GMime (docs/pending/feedback.md,
+ * Why a hand-written MIME walker and not GMime (docs/feedback.md,
  * "Dependency"): a report needs only header fields and the bodies of three
  * or four parts; walking the MIME tree over the input bytes without copying
  * (decoding only base64 / quoted-printable parts into the report's arena) is
@@ -1195,7 +1195,7 @@ static void original(ctx_t *c)
     else if (c->dsn_sender.p && field_addr(c->dsn_sender, &a)) r->return_path = store_addr(r, a);
     else if (c->arf_mail_from.p && field_addr(c->arf_mail_from, &a)) r->return_path = store_addr(r, a);
     if (!r->ref && r->return_path && strncmp(r->return_path, "b-", 2) == 0) {
-        /* The VERP token (docs/pending/feedback.md): b-<base32>@<return-path domain>. */
+        /* The VERP token (docs/feedback.md): b-<base32>@<return-path domain>. */
         const char *at = strchr(r->return_path, '@');
         size_t n = (size_t)(at - r->return_path) - 2;
         bool ok = n > 0 && n <= 62;

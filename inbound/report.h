@@ -1,5 +1,5 @@
 /*
- * The report parser (docs/pending/feedback.md "Reading reports"): one message
+ * The report parser (docs/feedback.md "Reading reports"): one message
  * that came back — a bounce, a delay notice, a complaint, an auto-reply — in,
  * one pmx_fb_report_t out. Pure: bytes in, struct out, no I/O and no logging,
  * so the inbound listener, `postmux feedback parse` and the fuzzer all run the

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `postmux feedback parse`: the report parser against the bounce corpus
 # (tests/corpus/bounces/, sisimai's samples and expectations) with a regression
-# gate at the accuracy measured when the corpus was added (docs/pending/feedback.md);
+# gate at the accuracy measured when the corpus was added (docs/feedback.md);
 # the verb's JSON shape, reading standard input, --rules, and its exit codes.
 # Needs no services.
 source "$(dirname "$0")/lib.sh"

@@ -427,7 +427,7 @@ static void test_limits(void **state)
     pmx_buf_free(&m);
 
     /* An address with invalid UTF-8 is no address (never mended into another). */
-    parse("From: MAILER-DAEMON@example.net\n\n<sh\xff\xfeba@example.org>:\n550 5.1.1 no such user\n", &r);
+    parse("From: MAILER-DAEMON@example.net\n\n<sh\xff\xfe" "ba@example.org>:\n550 5.1.1 no such user\n", &r);
     assert_int_equal(r.kind, PMX_FB_KIND_BOUNCE);
     assert_int_equal(r.nrcpts, 1);
     assert_null(r.rcpts[0].address);
