@@ -437,7 +437,8 @@ static void test_limits(void **state)
     pmx_fb_report_parse(R, NULL, 0, &r);
     assert_int_equal(r.kind, PMX_FB_KIND_UNKNOWN);
     pmx_fb_report_free(&r);
-    pmx_fb_report_parse(R, "\0\0\0:::\r\r\n\n--", 14, &r);
+    static const char junk[] = "\0\0\0:::\r\r\n\n--";
+    pmx_fb_report_parse(R, junk, sizeof junk - 1, &r);
     assert_int_equal(r.kind, PMX_FB_KIND_UNKNOWN);
     pmx_fb_report_free(&r);
     assert_string_equal(pmx_fb_kind_name(PMX_FB_KIND_AUTO_REPLY), "auto_reply");
