@@ -11,7 +11,8 @@
  * The walk collects what each part offers: the per-recipient groups of a
  * message/delivery-status part, the fields of a message/feedback-report part,
  * the header of the returned original, the first text parts. A decision then
- * picks the kind in this order: a DSN with recipients; an ARF report; a
+ * picks the kind in this order: a DSN with recipients; an ARF report; an
+ * Outlook.com JMRP complaint; an Amazon SES JSON notification; a
  * plain-text bounce from a mailer daemon (or with X-Failed-Recipients); an
  * auto-reply (RFC 3834 fields or an out-of-office subject); a plain-text
  * bounce recognised by its wording; else unknown. Plain-text bounces are read
@@ -25,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <jansson.h>
 
 #include "inbound/report.h"
 #include "lib/mem.h"
@@ -1134,6 +1137,113 @@ static bool jmrp(ctx_t *c)
     return false;
 }
 
+/* A JSON string member of o, cleaned into the arena, or NULL. */
+static const char *json_str(pmx_fb_report_t *r, json_t *o, const char *key, size_t max)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? clean(r, v, strlen(v), max) : NULL;
+}
+
+/*
+ * Amazon SES notifications sent by email (an SNS envelope whose "Message" is
+ * the notification, or the notification itself): "Bounce" with
+ * bouncedRecipients, "Complaint" with complainedRecipients; the sent message's
+ * headers give the original's fields. Mail clients wrap the long JSON lines
+ * ("\n " inside strings), so wrapped lines are joined before parsing.
+ */
+static bool ses_json(ctx_t *c)
+{
+    pmx_fb_report_t *r = c->r;
+    if (!c->ntexts) return false;
+    span_t t = trim(c->texts[0]);
+    if (t.n < 2 || t.p[0] != '{' || !find(t.p, t.n < 65536 ? t.n : 65536, "notificationType"))
+        return false;
+    if (t.n > SCAN_MAX) t.n = SCAN_MAX;
+    char *u = arena_alloc(r, t.n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < t.n; i++) {
+        if (t.p[i] == '\r') continue;
+        if (t.p[i] == '\n' && i + 1 < t.n && t.p[i + 1] == ' ') {
+            i++;
+            continue;
+        }
+        u[o++] = t.p[i];
+    }
+    json_error_t e;
+    json_t *outer = json_loadb(u, o, JSON_DISABLE_EOF_CHECK, &e);
+    if (!json_is_object(outer)) {
+        json_decref(outer);
+        return false;
+    }
+    json_t *inner = NULL, *msg = outer;
+    const char *text = json_string_value(json_object_get(outer, "Message"));
+    if (text && (inner = json_loads(text, 0, &e)) != NULL && json_is_object(inner)) msg = inner;
+    const char *type = json_string_value(json_object_get(msg, "notificationType"));
+    if (!type) type = json_string_value(json_object_get(msg, "eventType"));
+    bool ok = false;
+    size_t i;
+    json_t *it;
+    if (type && strcmp(type, "Bounce") == 0) {
+        json_t *b = json_object_get(msg, "bounce");
+        json_array_foreach(json_object_get(b, "bouncedRecipients"), i, it) {
+            const char *diag = NULL, *d = json_string_value(json_object_get(it, "diagnosticCode"));
+            if (d) {
+                span_t sd = strip_type((span_t){ d, strlen(d) });
+                diag = clean(r, sd.p, sd.n, PMX_FB_DIAG_MAX);
+            }
+            span_t a;
+            const char *addr_s = json_string_value(json_object_get(it, "emailAddress"));
+            const char *addr = addr_s && field_addr((span_t){ addr_s, strlen(addr_s) }, &a)
+                             ? store_addr(r, a) : NULL;
+            const char *st = json_string_value(json_object_get(it, "status"));
+            add_rcpt(c, addr, "failed", status_of(c, (span_t){ st, st ? strlen(st) : 0 }, diag), diag);
+        }
+        r->kind = PMX_FB_KIND_BOUNCE;
+        ok = true;
+    } else if (type && strcmp(type, "Complaint") == 0) {
+        json_t *cm = json_object_get(msg, "complaint");
+        json_array_foreach(json_object_get(cm, "complainedRecipients"), i, it) {
+            span_t a;
+            const char *addr_s = json_string_value(json_object_get(it, "emailAddress"));
+            if (addr_s && field_addr((span_t){ addr_s, strlen(addr_s) }, &a))
+                add_rcpt(c, store_addr(r, a), NULL, NULL, NULL);
+        }
+        const char *ft = json_string_value(json_object_get(cm, "complaintFeedbackType"));
+        if (ft) r->feedback_type = token(r, (span_t){ ft, strlen(ft) });
+        r->kind = PMX_FB_KIND_COMPLAINT;
+        ok = true;
+    }
+    if (ok) {
+        json_t *mail = json_object_get(msg, "mail");
+        json_array_foreach(json_object_get(mail, "headers"), i, it) {
+            const char *name = json_string_value(json_object_get(it, "name"));
+            if (!name) continue;
+            if (!strcasecmp(name, "message-id") && !r->message_id) {
+                const char *v = json_str(r, it, "value", FIELD_MAX);
+                if (v) {
+                    size_t n = strlen(v);
+                    if (n > 2 && v[0] == '<' && v[n - 1] == '>')
+                        v = clean(r, v + 1, n - 2, FIELD_MAX);
+                    r->message_id = v;
+                }
+            } else if (!strcasecmp(name, "x-postmux-ref") && !r->ref) {
+                r->ref = json_str(r, it, "value", 64);
+            } else if (!strcasecmp(name, "return-path") && !r->return_path) {
+                const char *v = json_string_value(json_object_get(it, "value"));
+                span_t a;
+                if (v && field_addr((span_t){ v, strlen(v) }, &a)) r->return_path = store_addr(r, a);
+            }
+        }
+        const char *src = json_string_value(json_object_get(mail, "source"));
+        span_t a;
+        if (!r->return_path && src && field_addr((span_t){ src, strlen(src) }, &a))
+            r->return_path = store_addr(r, a);
+    }
+    json_decref(inner);
+    json_decref(outer);
+    return ok;
+}
+
 /* Message-ID, X-Postmux-Ref and Return-Path of the returned original. */
 static void original(ctx_t *c)
 {
@@ -1230,6 +1340,8 @@ void pmx_fb_report_parse(const pmx_fb_rules_t *rules, const char *msg, size_t n,
     } else if (c->has_arf) {
         decide_arf(c);
     } else if (c->have_orig && jmrp(c)) {
+        /* decided */
+    } else if (ses_json(c)) {
         /* decided */
     } else if (from_daemon(c) || c->nfailed > 0) {
         decide_text_bounce(c);
