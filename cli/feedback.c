@@ -1,7 +1,7 @@
 /*
  * `postmux feedback parse [--rules FILE] [FILE|-]`: reads one returned report (a
  * bounce, a delay notice, a complaint, an auto-reply) and prints what postmux
- * reads from it as one JSON object (docs/pending/feedback.md, "Reading
+ * reads from it as one JSON object (docs/feedback.md, "Reading
  * reports"). Needs no config, Postgres or Redis: the parser is pure
  * (inbound/report.h), so this verb is how an operator checks what a report
  * will do before it arrives.
@@ -38,8 +38,7 @@ static json_t *str_or_null(const char *s)
 }
 
 /* The report as the JSON object postmux(1) documents. */
-json_t *pmx_cli_feedback_json(const pmx_fb_report_t *r);
-json_t *pmx_cli_feedback_json(const pmx_fb_report_t *r)
+static json_t *report_json(const pmx_fb_report_t *r)
 {
     json_t *rcpts = json_array();
     for (size_t i = 0; i < r->nrcpts; i++) {
@@ -118,7 +117,7 @@ static int parse_cmd(int argc, char **argv)
     if (rc == PMX_EXIT_OK) {
         pmx_fb_report_t rep;
         pmx_fb_report_parse(rules, in.data, in.len, &rep);
-        json_t *j = pmx_cli_feedback_json(&rep);
+        json_t *j = report_json(&rep);
         pmx_fb_report_free(&rep);
         rc = j ? pmx_cli_print_json(j) : pmx_cli_error("cannot build the JSON output");
     }

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "inbound/classify.h"
 #include "lib/buf.h"
@@ -110,10 +109,9 @@ void pmx_fb_rules_count(const pmx_fb_rules_t *r, size_t *nstatus, size_t *ncode,
 }
 
 /*
- * Appends s[0..n) lower-cased (ASCII) with every run of white space made one
- * space, dropping white space at the start (and at the end when trim_end).
- * Stops at cap octets. The same routine shapes patterns and texts, so they
- * compare alike.
+ * Writes s[0..n) into out lower-cased (ASCII), every run of white space made
+ * one space and white space at the start dropped; at most cap octets. Returns
+ * the length. The same routine shapes patterns and texts, so they compare alike.
  */
 static size_t normalise(char *out, size_t cap, const char *s, size_t n)
 {

@@ -1,5 +1,5 @@
 /*
- * The bounce classifier (docs/pending/feedback.md, "Classes"): one function for
+ * The bounce classifier (docs/feedback.md, "Classes"): one function for
  * the relay's own 4xx/5xx replies (reply code, enhanced status code, text — the
  * delivery pipeline, synchronously) and for the Status / Diagnostic-Code of a
  * returned report (inbound/report.h, asynchronously). Both must name the same

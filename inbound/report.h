@@ -1,5 +1,5 @@
 /*
- * The report parser (docs/pending/feedback.md "Reading reports"): one message
+ * The report parser (docs/feedback.md "Reading reports"): one message
  * that came back — a bounce, a delay notice, a complaint, an auto-reply — in,
  * one pmx_fb_report_t out. Pure: bytes in, struct out, no I/O and no logging,
  * so the inbound listener, `postmux feedback parse` and the fuzzer all run the
@@ -9,7 +9,8 @@
  * report-type=delivery-status), RFC 5965 ARF complaints (report-type=
  * feedback-report), RFC 3834 auto-replies, and the plain-text bounces of the
  * common MTAs and providers (qmail, Exim, Postfix, Sendmail, Exchange / Office
- * 365, Gmail, Yahoo, ...). From the returned original (message/rfc822,
+ * 365, Gmail, Yahoo, ...) and Amazon SES's JSON notifications sent by email.
+ * From the returned original (message/rfc822,
  * text/rfc822-headers, or the copy a plain-text bounce quotes) it takes
  * Message-ID, X-Postmux-Ref and Return-Path.
  *

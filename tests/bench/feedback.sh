@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/bench/feedback.sh — the report parser's benchmark (docs/pending/feedback.md):
+# tests/bench/feedback.sh — the report parser's benchmark (docs/feedback.md):
 # tests/tools/fb_corpus parses the bounce corpus (tests/corpus/bounces/samples, a few
 # hundred real DSNs, ARF reports, auto-replies and plain-text bounces) round-robin
 # on one thread, pinned to one core, for FB_BENCH_SECONDS, with the built-in

@@ -166,6 +166,7 @@ static int check(const char *dir, int argc, char **argv)
         if (strncmp(e[i].file, "arf-", 4) == 0) want_kind = "complaint";
         else if (strncmp(e[i].file, "rfc3834-", 8) == 0) want_kind = "auto_reply";
         else if (strcmp(e[i].reason, "delivered") == 0) want_kind = "unknown";
+        else if (strcmp(e[i].reason, "feedback") == 0) want_kind = "complaint";
         const char *got_kind = pmx_fb_kind_name(r.kind);
         bool kind_ok = strcmp(got_kind, want_kind) == 0
                     || (r.kind == PMX_FB_KIND_DELAY

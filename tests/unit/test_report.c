@@ -4,7 +4,8 @@
  * quoted-printable report parts, nested multiparts, no blank line between
  * recipients), RFC 5965 ARF, Outlook.com JMRP, RFC 3834 auto-replies (fields
  * and encoded subjects), the plain-text bounces of qmail, Exim, Postfix,
- * Sendmail, Exchange, Gmail and Yahoo; the returned original's Message-ID,
+ * Sendmail, Exchange, Gmail and Yahoo; Amazon SES JSON notifications; the
+ * returned original's Message-ID,
  * X-Postmux-Ref and Return-Path (and the VERP token); the precedence rule
  * inside a report; and the limits: depth, recipients, invalid UTF-8, garbage.
  */
@@ -381,6 +382,48 @@ static void test_plain_text_bounces(void **state)
     pmx_fb_report_free(&r);
 }
 
+/* Amazon SES notifications by email: an SNS envelope whose Message is the
+ * notification (its long line wrapped by the mail client), and a bare one. */
+static void test_ses_json(void **state)
+{
+    (void)state;
+    const char *m =
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message\n"
+        "Content-Type: text/plain; charset=UTF-8\n\n"
+        "{\n  \"Type\" : \"Notification\",\n"
+        "  \"Message\" : \"{\\\"notificationType\\\":\\\"Bounce\\\",\\\"bounce\\\":{\\\"bounceType\\\":\\\"Permanent\\\","
+        "\\\"bouncedRecipients\\\":[{\\\"emailAddress\\\":\\\"Uma@Example.org\\\",\\\"status\\\":\\\"5.1.1\\\","
+        "\\\"diagnosticCode\\\":\\\"smtp; 550 5.1.1 user unk\n nown\\\"}]},\\\"mail\\\":{\\\"source\\\":"
+        "\\\"b-abcd@bounces.example.com\\\",\\\"headers\\\":[{\\\"name\\\":\\\"Message-ID\\\",\\\"value\\\":"
+        "\\\"<s1@example.com>\\\"},{\\\"name\\\":\\\"X-Postmux-Ref\\\",\\\"value\\\":\\\"abcd\\\"}]}}\"\n}\n"
+        "--\nIf you wish to stop receiving notifications from this topic, ...\n";
+    pmx_fb_report_t r;
+    parse(m, &r);
+    assert_int_equal(r.kind, PMX_FB_KIND_BOUNCE);
+    assert_int_equal(r.nrcpts, 1);
+    S_EQ(r.rcpts[0].address, "uma@example.org");
+    S_EQ(r.rcpts[0].status, "5.1.1");
+    S_EQ(r.rcpts[0].diagnostic, "550 5.1.1 user unknown");
+    assert_int_equal(r.rcpts[0].cls, PMX_FB_CLASS_USER_UNKNOWN);
+    assert_true(r.rcpts[0].hard);
+    S_EQ(r.message_id, "s1@example.com");
+    S_EQ(r.ref, "abcd");
+    S_EQ(r.return_path, "b-abcd@bounces.example.com");
+    pmx_fb_report_free(&r);
+
+    parse("From: no-reply@sns.amazonaws.com\n\n{\"notificationType\":\"Complaint\",\"complaint\":"
+          "{\"complainedRecipients\":[{\"emailAddress\":\"vic@example.org\"}],"
+          "\"complaintFeedbackType\":\"abuse\"},\"mail\":{}}\n", &r);
+    assert_int_equal(r.kind, PMX_FB_KIND_COMPLAINT);
+    S_EQ(r.feedback_type, "abuse");
+    S_EQ(r.rcpts[0].address, "vic@example.org");
+    pmx_fb_report_free(&r);
+    /* Not JSON after all: nothing. */
+    parse("From: no-reply@sns.amazonaws.com\n\n{\"notificationType\": oops\n", &r);
+    assert_int_equal(r.kind, PMX_FB_KIND_UNKNOWN);
+    pmx_fb_report_free(&r);
+}
+
 /* A recipient's diagnostic with invalid UTF-8 and control bytes comes out clean. */
 static void test_clean_strings(void **state)
 {
@@ -426,10 +469,19 @@ static void test_limits(void **state)
     pmx_fb_report_free(&r);
     pmx_buf_free(&m);
 
+    /* An address with invalid UTF-8 is no address (never mended into another). */
+    parse("From: MAILER-DAEMON@example.net\n\n<sh\xff\xfe" "ba@example.org>:\n550 5.1.1 no such user\n", &r);
+    assert_int_equal(r.kind, PMX_FB_KIND_BOUNCE);
+    assert_int_equal(r.nrcpts, 1);
+    assert_null(r.rcpts[0].address);
+    assert_int_equal(r.rcpts[0].cls, PMX_FB_CLASS_USER_UNKNOWN);
+    pmx_fb_report_free(&r);
+
     pmx_fb_report_parse(R, NULL, 0, &r);
     assert_int_equal(r.kind, PMX_FB_KIND_UNKNOWN);
     pmx_fb_report_free(&r);
-    pmx_fb_report_parse(R, "\0\0\0:::\r\r\n\n--", 14, &r);
+    static const char junk[] = "\0\0\0:::\r\r\n\n--";
+    pmx_fb_report_parse(R, junk, sizeof junk - 1, &r);
     assert_int_equal(r.kind, PMX_FB_KIND_UNKNOWN);
     pmx_fb_report_free(&r);
     assert_string_equal(pmx_fb_kind_name(PMX_FB_KIND_AUTO_REPLY), "auto_reply");
@@ -447,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_jmrp),
         cmocka_unit_test(test_auto_reply),
         cmocka_unit_test(test_plain_text_bounces),
+        cmocka_unit_test(test_ses_json),
         cmocka_unit_test(test_clean_strings),
         cmocka_unit_test(test_limits),
     };
