@@ -595,8 +595,10 @@ new_workers() {
         gone=1
         for w in $old; do kill -0 "$w" 2>/dev/null && gone=0; done
         c=$(rcli CLIENT LIST | grep -c 'cmd=xreadgroup')
-        ((gone && $(workers | wc -l) >= NWORKERS && c >= NWORKERS)) && return 0
-        ((SECONDS < deadline)) || { echo "bench: the new workers did not start reading" >&2; return 1; }
+        ((gone && $(workers | wc -w) >= NWORKERS && c >= NWORKERS)) && return 0
+        ((SECONDS < deadline)) || { echo "bench: the new workers did not start reading" \
+            "(old gone: $gone, workers: $(workers | paste -sd' '), xreadgroup clients: $c)" >&2
+            tail -n 20 "$DLOG" >&2; return 1; }
         sleep 0.2
     done
 }
