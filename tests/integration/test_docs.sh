@@ -26,9 +26,12 @@ keys_config_c() {
         sed -nE 's/^[[:space:]]*\{[[:space:]]*"([a-z_]+)",[[:space:]]*"([a-z_]+)",.*/\1 \2/p' |
         LC_ALL=C sort
 }
-# postmux.conf.example: "key = value" lines under "[section]" (comment lines skipped).
+# postmux.conf.example: "key = value" lines under "[section]" (comment lines skipped),
+# and ";key = value" (no space after the ';'): a key left unset on purpose because its
+# default depends on another key ([submission] memory_budget), shown commented out.
 keys_example() {
-    awk '/^[[:space:]]*[;#]/ { next }
+    awk '/^;[a-z_]+ = / { k = substr($0, 2); sub(/[[:space:]]*=.*/, "", k); print sec " " k; next }
+         /^[[:space:]]*[;#]/ { next }
          /^\[[a-z_]+\]/ { sec = $0; gsub(/[][[:space:]]/, "", sec); next }
          /^[a-z_]+[[:space:]]*=/ { k = $0; sub(/[[:space:]]*=.*/, "", k); print sec " " k }' "$1" |
         LC_ALL=C sort
