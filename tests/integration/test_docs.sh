@@ -159,7 +159,7 @@ for o in $opts; do
 done
 
 t_case "every doc the code cites exists (docs/*.md, man pages, README Install)"
-cited=$(grep -rhoE 'docs/[a-z_/-]+\.md' "$PMX_ROOT"/{lib,config,daemon,workers,submission,webhooks,http,queue,dkim,smtp,sql,cli,tests,scripts} \
+cited=$(grep -rhoE 'docs/[a-z_/-]+\.md' "$PMX_ROOT"/{lib,config,daemon,workers,submission,webhooks,http,inbound,queue,dkim,smtp,sql,cli,tests,scripts} \
             --include='*.c' --include='*.h' --include='*.sh' --include='*.sql' --include='*.py' 2>/dev/null |
         sort -u)
 [[ -n $cited ]] || t_fail "found no docs/*.md citation at all (the grep is broken?)"
