@@ -645,6 +645,7 @@ typedef struct {
     pmx_buf_t buf;
     size_t    off, len;
     uint64_t  held;
+    pmx_buf_t category;   /* X-Postmux-Category's value, or empty */
 } message_t;
 
 /* When the budget bites: a warning for a message cut short (its data was sent
@@ -686,18 +687,22 @@ static void message_take(session_t *ss, const pmx_smtp_envelope_t *env, message_
     m->len = m->buf.data ? env->len : 0;
     m->held = ss->held;
     ss->held = 0;
+    pmx_buf_init(&m->category);
 }
 
 static void message_free(pmx_worker_submission_t *sub, message_t *m)
 {
     pmx_buf_free(&m->buf);
+    pmx_buf_free(&m->category);
     pmx_submission_budget_hold(&sub->mem, &m->held, 0);
 }
 
 /*
  * The message as the pipeline will decode it, after X-Workspace-Id is cut
- * out in place; to gets the job's to field. Exactly what the pipeline will
- * run, so a 250 is never followed by a rejection for the message's form.
+ * out in place, and X-Postmux-Category too (its value becomes the job's
+ * category: docs/feedback.md); to gets the job's to field. Exactly what the
+ * pipeline will run, so a 250 is never followed by a rejection for the
+ * message's form.
  */
 static int check_job(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m, pmx_buf_t *to,
                      refusal_t *r)
@@ -709,16 +714,29 @@ static int check_job(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m
         return refuse(r, 550, "5.6.0", "Message refused: %s", why);
     m->off += skip;
     m->len -= skip;
+    int ncat = pmx_mime_header_get(m->buf.data + m->off, m->len, "X-Postmux-Category",
+                                   &m->category, why, sizeof why);
+    if (ncat < 0) return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    if (ncat > 1) return refuse(r, 550, "5.6.0", "More than one X-Postmux-Category header");
+    if (ncat == 1) {
+        if (pmx_mime_header_cut(m->buf.data + m->off, m->len, "X-Postmux-Category", &skip, why,
+                                sizeof why) < 0)
+            return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+        m->off += skip;
+        m->len -= skip;
+    }
     for (size_t i = 0; i < env->nrcpts; i++) {
         if (i) pmx_buf_append_str(to, ", ");
         pmx_buf_append_str(to, env->rcpts[i]);
     }
-    pmx_job_field_t f[3] = {
+    pmx_job_field_t f[4] = {
         { "from", 4, env->mail_from, strlen(env->mail_from) },
         { "to", 2, pmx_buf_cstr(to), to->len },
         { "raw", 3, m->buf.data + m->off, m->len },
+        { "category", 8, pmx_buf_cstr(&m->category), m->category.len },
     };
-    if (pmx_job_check(f, 3, (size_t)ss->sub->cfg->submission_max_message_size, why, sizeof why) < 0)
+    if (pmx_job_check(f, ncat == 1 ? 4 : 3, (size_t)ss->sub->cfg->submission_max_message_size,
+                      why, sizeof why) < 0)
         return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
     if (pmx_mime_check_raw(m->buf.data + m->off, m->len, why, sizeof why) < 0)
         return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
@@ -779,11 +797,12 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
     /* raw is the entry's last field: its value is the message, where it is
      * (see the top of this file). */
-    const pmx_job_field_t f[3] = {
+    const pmx_job_field_t f[4] = {
         { "from", 4, env->mail_from, strlen(env->mail_from) },
         { "to", 2, pmx_buf_cstr(&to), to.len },
         { PMX_SUBMISSION_SOURCE_FIELD, strlen(PMX_SUBMISSION_SOURCE_FIELD),
           PMX_SUBMISSION_SOURCE_VALUE, strlen(PMX_SUBMISSION_SOURCE_VALUE) },
+        { "category", 8, pmx_buf_cstr(&m.category), m.category.len },
     };
     enqueue_t *q = pmx_xcalloc(1, sizeof *q);
     q->sub = sub;
@@ -794,7 +813,8 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     q->nrcpts = env->nrcpts;
     q->size = m.len;
     m.buf.len = m.off + m.len;
-    if (pmx_queue_enqueue_last(rc, sub->cfg->redis_prefix, ws, f, 3, "raw", &m.buf, m.off,
+    if (pmx_queue_enqueue_last(rc, sub->cfg->redis_prefix, ws, f, m.category.len ? 4 : 3, "raw",
+                               &m.buf, m.off,
                                xadd_done, q) < 0) {
         free(q);
         pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis is down\"",
