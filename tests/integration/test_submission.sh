@@ -248,6 +248,8 @@ msg_file() {   # msg_file FILE FROM [extra header lines...]
       printf '\r\nhello\r\n'; } >"$f"
 }
 
+# For the X-Postmux-Category case; the workers load the list before reading any job.
+$PMX suppression add Acme cat@example.com --scope news --reason unsubscribe >/dev/null
 DLOG=$T_DIR/postmuxd.log
 "$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
 D=$!
@@ -290,6 +292,25 @@ f=$(sink_file 'hello from swaks')
 mkdir -p "$T_DIR/v1" && cp "$f" "$T_DIR/v1/" 2>/dev/null
 t_expect_eq "$(dkim_verify_dir "$KEYS" "$T_DIR/v1")" "ok 1" "DKIM verification"
 t_expect_match "$(grep '^DKIM-Signature:' -A3 "$f" | tr -d '\r\n\t ')" 'd=acme\.test' "signed for acme.test"
+
+t_case "X-Postmux-Category: the job's category (a suppression in that scope holds), removed before signing"
+# (cat@example.com was suppressed in scope news before postmuxd started.)
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" \
+    --from sender@acme.test --to cat@example.com,dog@example.com \
+    --header 'Subject: category news' --header 'X-Postmux-Category: news'
+t_expect_rc 0
+ENTRY=$(grep -oE 'queued as [0-9]+-[0-9]+' <<<"$T_OUT" | awk '{ print $3 }')
+t_wait_for 30 "[[ \$(msg_row "$ENTRY") == *dog@example.com=sent* ]]"
+t_expect_eq "$(msg_row "$ENTRY")" "$ACME|sender@acme.test|smtp|cat@example.com=suppressed,dog@example.com=sent" "recorded"
+f=$(sink_file 'category news')
+t_expect_eq "$(grep -ci '^X-Postmux-Category' "$f")" 0 "the header is not delivered"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" \
+    --from sender@acme.test --header 'Subject: bad category' --header 'X-Postmux-Category: News Letter'
+t_expect_match "$T_OUT" ' 550 5\.6\.0 .*category' "a bad category is refused, naming it"
+t_run "${SWAKS[@]}" --auth PLAIN --auth-user apikey --auth-password "$K_ACME" \
+    --from sender@acme.test --header 'Subject: two categories' --header 'X-Postmux-Category: a' \
+    --header 'X-Postmux-Category: b'
+t_expect_match "$T_OUT" ' 550 5\.6\.0 More than one X-Postmux-Category header' "two are refused"
 
 t_case "RCPT TO: a quoted local part is accepted and delivered with its sibling; what the relay cannot send -> 553 5.1.3"
 t_run tool odd_rcpts "$K_ACME" 'odd recipients'
