@@ -26,7 +26,7 @@ OPT     += -fsanitize=fuzzer-no-link
 endif
 
 CC      ?= cc
-PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih
+PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
