@@ -41,9 +41,9 @@ ROOMS     := lib config daemon workers submission webhooks http queue dkim smtp 
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)
-GEN_SRCS  := $(BUILD)/gen/migrations.c
+GEN_SRCS  := $(BUILD)/gen/migrations.c $(BUILD)/gen/openapi.c
 
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/openapi.o
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 D_OBJS    := $(BUILD)/obj/daemon/main.o
 
@@ -79,6 +79,11 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 $(BUILD)/gen/migrations.c: $(sort $(wildcard sql/*.sql)) scripts/embed-sql.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed-sql.sh $(sort $(wildcard sql/*.sql)) > $@.tmp && mv $@.tmp $@
+
+# GET /v1/openapi.json serves the document kept in the repository.
+$(BUILD)/gen/openapi.c: http/openapi.json scripts/embed-file.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-file.sh pmx_http_openapi_json http/openapi.h http/openapi.json > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/libpmx.a: $(LIB_OBJS)
 	@rm -f $@

@@ -2,7 +2,7 @@
  * The hooks postmuxd gives every worker (workers/worker.h): the parts of the
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
- * (submission/session.h) and the delivery pipeline (workers/pipeline.h),
+ * (submission/session.h), the public HTTP API (http/api.h), the delivery pipeline (workers/pipeline.h),
  * and the webhook sender (webhooks/sender.h) with its own Postgres connection.
  *
  * Drain: every part that drains is asked at once; the worker's done is called
@@ -19,12 +19,14 @@
 #include "workers/pipeline.h"
 #include "workers/settings.h"
 #include "submission/session.h"
+#include "http/api.h"
 #include "webhooks/sender.h"
 
 typedef struct {
     pmx_worker_t            *w;
     pmx_settings_t          *settings;
     pmx_worker_submission_t *submission;
+    pmx_http_api_t          *http;
     pmx_pipeline_t          *pipeline;
     pmx_webhooks_t          *webhooks;
     pmx_worker_done_fn       done;
@@ -53,8 +55,10 @@ static int hooks_start(pmx_worker_t *w)
     pmx_worker_set_data(w, st);
     if (!st->webhooks || pmx_settings_start(st->settings) < 0
         || !(st->pipeline = pmx_pipeline_start(w, st->settings))
-        || pmx_worker_submission_start(w, st->settings, &st->submission) < 0) {
+        || pmx_worker_submission_start(w, st->settings, &st->submission) < 0
+        || pmx_http_api_start(w, st->settings, &st->http) < 0) {
         /* stop is not called when start fails: undo here. */
+        pmx_worker_submission_stop(st->submission);
         pmx_pipeline_free(st->pipeline);
         pmx_webhooks_free(st->webhooks);
         pmx_settings_free(st->settings);
@@ -90,7 +94,8 @@ static void hooks_drain(pmx_worker_t *w, pmx_worker_done_fn done)
 {
     hooks_state_t *st = state_of(w);
     st->done = done;
-    st->draining = 3;
+    st->draining = 4;
+    pmx_http_api_drain(st->http, part_drained, st);
     pmx_worker_submission_drain(st->submission, part_drained, st);
     pmx_pipeline_drain(st->pipeline, part_drained, st);
     pmx_webhooks_drain(st->webhooks, part_drained, st);
@@ -100,6 +105,7 @@ static void hooks_stop(pmx_worker_t *w)
 {
     hooks_state_t *st = state_of(w);
     if (!st) return;
+    pmx_http_api_stop(st->http);
     pmx_worker_submission_stop(st->submission);
     pmx_pipeline_free(st->pipeline);
     pmx_webhooks_free(st->webhooks);
