@@ -127,6 +127,12 @@ static int convert_member(pmx_http_email_t *e, const char *k, size_t klen, const
 /* The JSON name of the field a job validator reason starts with ("NAME: ..."). */
 static void field_of(const char *reason, char field[PMX_HTTP_EMAIL_FIELD_MAX])
 {
+    static const char unknown[] = "unknown field '";
+    if (strncmp(reason, unknown, sizeof unknown - 1) == 0) {
+        const char *name = reason + sizeof unknown - 1, *end = strchr(name, '\'');
+        snprintf(field, PMX_HTTP_EMAIL_FIELD_MAX, "%.*s", (int)(end ? end - name : 0), name);
+        return;
+    }
     const char *sep = strstr(reason, ": ");
     size_t n = sep ? (size_t)(sep - reason) : 0;
     if (n >= HEADER_PREFIX_LEN && strncmp(reason, HEADER_PREFIX, HEADER_PREFIX_LEN) == 0)
@@ -164,7 +170,8 @@ int pmx_http_email_convert(const json_t *obj, const char *idem, size_t max_messa
         field_of(why, field);
         /* The validator's reason with the JSON field name in front. */
         const char *sep = strstr(why, ": ");
-        snprintf(err, errlen, "%s: %s", field[0] ? field : "email", sep ? sep + 2 : why);
+        if (strncmp(why, "unknown field", 13) == 0) snprintf(err, errlen, "%s", why);
+        else snprintf(err, errlen, "%s: %s", field[0] ? field : "email", sep ? sep + 2 : why);
         pmx_http_email_free(out);
         return -1;
     }
