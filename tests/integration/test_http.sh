@@ -308,4 +308,23 @@ api POST /v1/emails/batch "key=$K_ACME" "body=[$EMAIL]"
 expect_api 503
 
 t_stop_postmuxd "$DPID"
+
+# ---- HTTPS served by postmuxd itself ----------------------------------------------------------
+t_case "tls_cert: the listener speaks HTTPS (libmicrohttpd + GnuTLS), not plain HTTP"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T_DIR/key.pem" -out "$T_DIR/cert.pem" -days 2 \
+    -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' >/dev/null 2>&1 ||
+    t_fail "openssl req failed"
+t_conf_set http tls_cert "$T_DIR/cert.pem"
+t_conf_set http tls_key "$T_DIR/key.pem"
+t_conf_set http public_url "https://127.0.0.1:$HPORT"
+"$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd-tls.log" 2>&1 &
+DPID=$!
+t_wait_for 20 "[[ \$(curl -s -m 2 --cacert '$T_DIR/cert.pem' -o /dev/null -w '%{http_code}' https://127.0.0.1:$HPORT/v1/openapi.json) == 200 ]]"
+t_run curl -s -m 5 --cacert "$T_DIR/cert.pem" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $K_ACME" \
+    -d '{' "https://127.0.0.1:$HPORT/v1/emails"
+t_expect_eq "$T_OUT" 400 "a request over TLS reaches the API"
+t_run curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HPORT/v1/openapi.json"
+t_expect_match "$T_OUT" '^(000|400)$' "plain HTTP is not served"
+
+t_stop_postmuxd "$DPID"
 t_done
