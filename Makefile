@@ -29,7 +29,7 @@ OPT     += -fsanitize=fuzzer-no-link
 endif
 
 CC      ?= cc
-PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih
+PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -44,10 +44,10 @@ ROOMS     := lib config daemon workers submission webhooks http inbound queue dk
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)
-GEN_SRCS  := $(BUILD)/gen/migrations.c $(BUILD)/gen/bounce_rules.c
+GEN_SRCS  := $(BUILD)/gen/migrations.c $(BUILD)/gen/bounce_rules.c $(BUILD)/gen/openapi.c
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o \
-             $(BUILD)/obj/gen/bounce_rules.o
+             $(BUILD)/obj/gen/bounce_rules.o $(BUILD)/obj/gen/openapi.o
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 D_OBJS    := $(BUILD)/obj/daemon/main.o
 
@@ -92,6 +92,11 @@ $(BUILD)/gen/bounce_rules.c: inbound/bounce-rules.conf scripts/embed-rules.sh
 
 # `postmux feedback parse` reads the installed rules when no --rules is given.
 $(BUILD)/obj/cli/feedback.o $(BUILD)/obj/inbound/rules_installed.o: CFLAGS += -DPMX_SHAREDIR='"$(PREFIX)/share/postmux"'
+
+# GET /v1/openapi.json serves the document kept in the repository.
+$(BUILD)/gen/openapi.c: http/openapi.json scripts/embed-file.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-file.sh pmx_http_openapi_json http/openapi.h http/openapi.json > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/libpmx.a: $(LIB_OBJS)
 	@rm -f $@

@@ -29,6 +29,7 @@
 
 #include <ini.h>
 #include <libpq-fe.h>
+#include <microhttpd.h>
 
 #include "config/config.h"
 #include "lib/mem.h"
@@ -72,7 +73,7 @@ typedef struct {
 } cfg_load_t;
 
 static const char *const cfg_sections[] = {
-    "daemon", "postgres", "redis", "relay", "submission", "delivery", "feedback", "keys",
+    "daemon", "postgres", "redis", "relay", "submission", "http", "delivery", "feedback", "keys",
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -557,6 +558,15 @@ static const struct cfg_key cfg_keys[] = {
     { "submission", "auth_timeout", set_duration, F(submission_auth_timeout_ms), MS_SECOND, MS_HOUR },
     { "submission", "max_session_time", set_duration, F(submission_max_session_time_ms), MS_SECOND,
       MS_DAY },
+    { "http", "listen", set_listen, F(http_listen), 0, 0 },
+    { "http", "public_url", set_optional_str, F(http_public_url), 0, 0 },
+    { "http", "tls_cert", set_optional_str, F(http_tls_cert), 0, 0 },
+    { "http", "tls_key", set_optional_str, F(http_tls_key), 0, 0 },
+    { "http", "max_body_size", set_size, F(http_max_body_size), KIB, KIB * KIB * KIB },
+    { "http", "max_connections", set_int, F(http_max_connections), 1, 100000 },
+    { "http", "max_connections_per_address", set_int, F(http_max_connections_per_address), 0,
+      100000 },
+    { "http", "idle_timeout", set_duration, F(http_idle_timeout_ms), MS_SECOND, MS_HOUR },
     { "delivery", "retry_base", set_duration, F(retry_base_ms), 100, MS_DAY },
     { "delivery", "retry_max_interval", set_duration, F(retry_max_interval_ms), 100, 30 * MS_DAY },
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
@@ -609,6 +619,14 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->submission_junk_command_limit = 100;
     c->submission_auth_timeout_ms = 60 * MS_SECOND;
     c->submission_max_session_time_ms = MS_HOUR;
+    c->http_listen = pmx_xstrdup("");
+    c->http_public_url = pmx_xstrdup("");
+    c->http_tls_cert = pmx_xstrdup("");
+    c->http_tls_key = pmx_xstrdup("");
+    c->http_max_body_size = 10 * KIB * KIB;
+    c->http_max_connections = 1024;
+    c->http_max_connections_per_address = 64;
+    c->http_idle_timeout_ms = 30 * MS_SECOND;
     c->retry_base_ms = 60 * MS_SECOND;
     c->retry_max_interval_ms = MS_HOUR;
     c->max_queue_lifetime_ms = 5 * MS_DAY;
@@ -658,6 +676,58 @@ static int cfg_submission_budget(cfg_load_t *l)
     return 0;
 }
 
+/* Whether the host of an http:// URL is a loopback one (tests, a proxy on the same host). */
+static bool cfg_loopback_host(const char *h, size_t n)
+{
+    return (n == 9 && strncasecmp(h, "localhost", 9) == 0) || (n == 5 && memcmp(h, "[::1]", 5) == 0) ||
+           (n >= 9 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n);
+}
+
+/*
+ * [http]: public_url is required with listen, https:// unless its host is a
+ * loopback one (RFC 8058 wants HTTPS: postmux.conf(5)); tls_cert and tls_key
+ * together, and only if libmicrohttpd was built with TLS.
+ */
+static int cfg_check_http(cfg_load_t *l)
+{
+    pmx_config_t *c = &l->cfg;
+    char shown[80];
+    const char *u = c->http_public_url;
+    if (!c->http_tls_cert[0] != !c->http_tls_key[0])
+        return cfg_fail(l, 0, "[http] tls_cert and tls_key must be set together (or neither)"), -1;
+    if (c->http_tls_cert[0] && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return cfg_fail(l, 0, "[http] tls_cert: this libmicrohttpd has no TLS support; leave tls_cert "
+                        "empty and run the listener behind a TLS reverse proxy"), -1;
+    if (c->http_listen[0] && !u[0])
+        return cfg_fail(l, 0, "[http] public_url is required when listen is set (e.g. "
+                        "https://mail.example.com)"), -1;
+    if (!u[0]) return 0;
+    bool https = strncasecmp(u, "https://", 8) == 0, http = strncasecmp(u, "http://", 7) == 0;
+    const char *host = u + (https ? 8 : 7);
+    size_t hl = strcspn(host, "/?#");
+    const char *colon = NULL;
+    if (host[0] == '[') {
+        const char *e = memchr(host, ']', hl);
+        if (e && (size_t)(e - host) + 1 < hl && e[1] == ':') colon = e + 1;
+    } else {
+        colon = memchr(host, ':', hl);
+    }
+    size_t name_len = colon ? (size_t)(colon - host) : hl;
+    bool bad_chars = false;
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '"' || *p == '<' ||
+            *p == '>' || *p == '\\')
+            bad_chars = true;
+    if ((!https && !http) || name_len == 0 || bad_chars || strchr(host, '?') || strchr(host, '#'))
+        return cfg_fail(l, 0, "[http] public_url: expected an absolute https:// URL such as "
+                        "https://mail.example.com, got '%s'", cfg_show(u, shown, sizeof shown)), -1;
+    if (http && !cfg_loopback_host(host, name_len))
+        return cfg_fail(l, 0, "[http] public_url: must be https:// (one-click unsubscribe needs "
+                        "HTTPS); http:// is accepted only for a loopback host, got '%s'",
+                        cfg_show(u, shown, sizeof shown)), -1;
+    return 0;
+}
+
 static int cfg_check_rules(cfg_load_t *l)
 {
     pmx_config_t *c = &l->cfg;
@@ -673,6 +743,7 @@ static int cfg_check_rules(cfg_load_t *l)
         return cfg_fail(l, 0, "[submission] max_connections_per_address (%d) must not be more "
                         "than max_connections (%d)", c->submission_max_connections_per_address,
                         c->submission_max_connections), -1;
+    if (cfg_check_http(l) < 0) return -1;
     if (c->retry_max_interval_ms < c->retry_base_ms)
         return cfg_fail(l, 0, "[delivery] retry_max_interval (%s) must not be less than retry_base (%s)",
                         cfg_fmt_duration(c->retry_max_interval_ms, a, sizeof a),
@@ -723,6 +794,8 @@ static int cfg_check_line(cfg_load_t *l, const char *line)
                  i == 0 ? "" : (i + 1 == nsec ? " or " : ", "), cfg_sections[i]);
     return cfg_fail(l, l->lineno, "unknown section [%s] (expected %s)",
                     cfg_show(name, shown, sizeof shown), known), -1;
+    return cfg_fail(l, l->lineno, "unknown section [%s] (expected daemon, postgres, redis, relay, "
+                    "submission, http, delivery or keys)", cfg_show(name, shown, sizeof shown)), -1;
 }
 
 /* inih's reader: hands over one whole line per call, or stops (NULL) at an error. */
@@ -873,6 +946,7 @@ void pmx_config_free(pmx_config_t *cfg)
         &cfg->redis_prefix, &cfg->relay_host, &cfg->relay_ca_file, &cfg->relay_auth_user,
         &cfg->relay_auth_password_file, &cfg->relay_helo_name, &cfg->submission_listen,
         &cfg->submission_tls_cert, &cfg->submission_tls_key, &cfg->master_key_file, &cfg->path,
+        &cfg->http_listen, &cfg->http_public_url, &cfg->http_tls_cert, &cfg->http_tls_key,
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) free(*fields[i]);
     memset(cfg, 0, sizeof *cfg);

@@ -55,6 +55,16 @@ typedef struct {
     uint64_t submission_auth_timeout_ms;            /* from connect to 235 */
     uint64_t submission_max_session_time_ms;        /* a session's whole life */
 
+    /* [http] (docs/pending/http.md) */
+    char    *http_listen;               /* "" = off */
+    char    *http_public_url;           /* required when http_listen is set */
+    char    *http_tls_cert;             /* "" = plain HTTP (behind a TLS proxy) */
+    char    *http_tls_key;
+    uint64_t http_max_body_size;        /* bytes */
+    int      http_max_connections;      /* per worker */
+    int      http_max_connections_per_address;   /* per worker; 0 = no limit */
+    uint64_t http_idle_timeout_ms;
+
     /* [delivery] */
     uint64_t retry_base_ms;
     uint64_t retry_max_interval_ms;

@@ -65,6 +65,8 @@ typedef struct {
     char                     *submission_addr;
     int                       metrics_fd;
     char                     *metrics_addr;
+    int                       http_fd;
+    char                     *http_addr;
     daemon_worker_t           workers[PMX_SHM_SLOTS];
     unsigned                  gen;
     pmx_daemon_backoff_t     throttle;
@@ -132,6 +134,11 @@ static int conf_load(const char *path, daemon_conf_t *out, char *err, size_t err
     if (is_set(cfg->submission_listen) &&
         pmx_daemon_listen_check(cfg->submission_listen, why, sizeof why) < 0) {
         snprintf(err, errlen, "%s: [submission] listen: %s", path, why);
+        goto fail;
+    }
+    if (is_set(cfg->http_listen) &&
+        pmx_daemon_listen_check(cfg->http_listen, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: [http] listen: %s", path, why);
         goto fail;
     }
     if (is_set(cfg->redis_password_file) &&
@@ -286,6 +293,7 @@ static void worker_child(pmx_daemon_t *d, int idx)
         .slot = idx,
         .submission_fd = d->submission_fd,
         .metrics_fd = d->metrics_fd,
+        .http_fd = d->http_fd,
         .redis_password = d->conf.redis_pw,
         .redis_pwlen = d->conf.redis_pwlen,
         .hooks = d->hooks,
@@ -481,14 +489,17 @@ static void reload(pmx_daemon_t *d)
         if (d->ready_sent) sd_notify(0, "READY=1");
         return;
     }
-    int sub_fd, met_fd;
-    bool sub_new = false, met_new = false;
+    int sub_fd, met_fd, http_fd = -1;
+    bool sub_new = false, met_new = false, http_new = false;
     char why[512];
     if (listener_for(d->submission_addr, d->submission_fd, nc.cfg.submission_listen, &sub_fd,
                      &sub_new, why, sizeof why) < 0 ||
         listener_for(d->metrics_addr, d->metrics_fd, nc.cfg.metrics_listen, &met_fd,
-                     &met_new, why, sizeof why) < 0) {
+                     &met_new, why, sizeof why) < 0 ||
+        listener_for(d->http_addr, d->http_fd, nc.cfg.http_listen, &http_fd,
+                     &http_new, why, sizeof why) < 0) {
         if (sub_new) close(sub_fd);
+        if (met_new) close(met_fd);
         pmx_log_error("reload failed, keeping the running config: %s", why);
         conf_free(&nc);
         if (d->ready_sent) sd_notify(0, "READY=1");
@@ -497,10 +508,14 @@ static void reload(pmx_daemon_t *d)
     /* Old workers keep their own copies of replaced listeners until they exit. */
     if (d->submission_fd >= 0 && d->submission_fd != sub_fd) close(d->submission_fd);
     if (d->metrics_fd >= 0 && d->metrics_fd != met_fd) close(d->metrics_fd);
+    if (d->http_fd >= 0 && d->http_fd != http_fd) close(d->http_fd);
     d->submission_fd = sub_fd;
     d->metrics_fd = met_fd;
+    d->http_fd = http_fd;
     free(d->submission_addr);
     free(d->metrics_addr);
+    free(d->http_addr);
+    d->http_addr = http_fd >= 0 ? pmx_xstrdup(nc.cfg.http_listen) : NULL;
     d->submission_addr = sub_fd >= 0 ? pmx_xstrdup(nc.cfg.submission_listen) : NULL;
     d->metrics_addr = met_fd >= 0 ? pmx_xstrdup(nc.cfg.metrics_listen) : NULL;
 
@@ -545,8 +560,10 @@ static void cleanup(pmx_daemon_t *d)
 {
     if (d->submission_fd >= 0) close(d->submission_fd);
     if (d->metrics_fd >= 0) close(d->metrics_fd);
+    if (d->http_fd >= 0) close(d->http_fd);
     free(d->submission_addr);
     free(d->metrics_addr);
+    free(d->http_addr);
     conf_free(&d->conf);
     pmx_shm_destroy(d->shm);
     pmx_metrics_shm_destroy(d->metrics);
@@ -562,7 +579,7 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
     d->pid = getpid();
     d->path = pmx_xstrdup(path);
     d->hooks = hooks;
-    d->submission_fd = d->metrics_fd = -1;
+    d->submission_fd = d->metrics_fd = d->http_fd = -1;
     pmx_daemon_backoff_init(&d->throttle);
     snprintf(tag, sizeof tag, "postmuxd[%d]", (int)d->pid);
     pmx_log_set_tag(tag);
@@ -577,6 +594,8 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
     if (listener_for(NULL, -1, d->conf.cfg.submission_listen, &d->submission_fd, &opened,
                      err, sizeof err) < 0 ||
         listener_for(NULL, -1, d->conf.cfg.metrics_listen, &d->metrics_fd, &opened,
+                     err, sizeof err) < 0 ||
+        listener_for(NULL, -1, d->conf.cfg.http_listen, &d->http_fd, &opened,
                      err, sizeof err) < 0) {
         pmx_log_error("%s", err);
         cleanup(d);
@@ -584,6 +603,7 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
     }
     if (d->submission_fd >= 0) d->submission_addr = pmx_xstrdup(d->conf.cfg.submission_listen);
     if (d->metrics_fd >= 0) d->metrics_addr = pmx_xstrdup(d->conf.cfg.metrics_listen);
+    if (d->http_fd >= 0) d->http_addr = pmx_xstrdup(d->conf.cfg.http_listen);
     d->shm = pmx_shm_create();
     if (!d->shm) {
         pmx_log_error("cannot map the worker scoreboard: %s", strerror(errno));

@@ -1,16 +1,28 @@
 /*
- * The worker's tiny HTTP/1.x server for the metrics listener (GET /healthz,
- * GET /metrics). Deliberately small and strict: one request per connection
- * (always "Connection: close"), the request head is capped at
- * PMX_HTTP_MAX_HEAD bytes and must arrive within PMX_HTTP_TIMEOUT_MS, only
- * GET and HEAD, CRLF line endings only, no request bodies, at most
- * PMX_HTTP_MAX_CONNS connections per worker, of which at most
- * PMX_HTTP_MAX_CONNS_PER_ADDR from one client address (more are closed at
- * once, without an answer). The deadline covers the whole connection: it is
- * closed PMX_HTTP_TIMEOUT_MS after it was accepted, answered or not (408 when
- * the head had not arrived). Memory per connection is bounded by the head
- * cap plus one read buffer, and the answer. The answer is produced
- * synchronously by one handler; routing lives in the worker.
+ * postmux's one HTTP server (docs/pending/http.md): libmicrohttpd driven by a
+ * worker's libuv loop, on a listening socket the supervisor opened and every
+ * worker inherited. The private metrics listener (GET /metrics, /healthz) and
+ * the public API (http/api.h) are two instances of it.
+ *
+ * Requests reach the handler once whole (head and body); the handler answers
+ * with pmx_http_respond exactly once, at once or later from any loop callback
+ * (the connection is suspended meanwhile, other connections go on).
+ *
+ * Limits, enforced before the handler runs:
+ * - idle_timeout_s: a connection silent that long is closed (libmicrohttpd's
+ *   connection timeout), and a request must arrive whole (head and body)
+ *   within that time from the connection's start or the previous answer, so
+ *   a client that trickles bytes is cut too (the socket is shut down);
+ * - max_connections per server (i.e. per worker), max_per_address per client
+ *   address per worker: more are accepted and closed at once;
+ * - memory_limit bytes of request head per connection (431 above it);
+ * - max_body bytes of body (413, from Content-Length before reading, or once
+ *   the body grows past it); 0 = requests with a body are answered 413.
+ *
+ * Ownership: req belongs to the server. It stays valid until the handler has
+ * responded, or until the abort callback (pmx_http_req_on_abort) ran, which
+ * happens when the server closes while the answer is pending; after abort
+ * the handler must not respond.
  */
 #ifndef PMX_HTTP_SERVER_H
 #define PMX_HTTP_SERVER_H
@@ -19,45 +31,53 @@
 
 #include <uv.h>
 
-#include "lib/buf.h"
+typedef struct pmx_http_server pmx_http_server_t;
+typedef struct pmx_http_req    pmx_http_req_t;
 
-#define PMX_HTTP_MAX_HEAD   8192
-#define PMX_HTTP_MAX_TARGET 1024
-#define PMX_HTTP_TIMEOUT_MS 5000
-#define PMX_HTTP_MAX_CONNS  64
-#define PMX_HTTP_MAX_CONNS_PER_ADDR 8
+typedef void (*pmx_http_handler_fn)(void *arg, pmx_http_req_t *req);
 
 typedef struct {
-    char method[8];                        /* "GET" or "HEAD" */
-    char path[PMX_HTTP_MAX_TARGET + 1];    /* target without the query string */
-} pmx_worker_http_req_t;
+    const char *name;              /* in logs: "metrics", "http" */
+    unsigned    idle_timeout_s;    /* >= 1 */
+    unsigned    max_connections;
+    unsigned    max_per_address;   /* 0 = no per-address limit */
+    size_t      memory_limit;      /* per connection, bytes */
+    size_t      max_body;          /* bytes; 0 = no bodies */
+    bool        problem_json;      /* errors the server answers itself: RFC 9457 JSON */
+    const char *tls_cert_pem;      /* NULL = plain HTTP; else with tls_key_pem */
+    const char *tls_key_pem;
+} pmx_http_server_opts_t;
 
-typedef struct {
-    int         status;          /* 200 unless the handler says otherwise */
-    const char *content_type;    /* default "text/plain; charset=utf-8" */
-    pmx_buf_t   body;
-} pmx_worker_http_resp_t;
-
-typedef void (*pmx_worker_http_handler_fn)(void *arg, const pmx_worker_http_req_t *req,
-                                           pmx_worker_http_resp_t *resp);
-
-typedef struct pmx_worker_http pmx_worker_http_t;
-
-/*
- * Parses a request head in buf[0..len). Returns 1 when a whole, valid head
- * (ending in CRLF CRLF) is there and fills req; 0 when more bytes are needed;
- * otherwise the HTTP status to answer with: 400 (malformed), 405 (method),
- * 414 (target too long), 431 (head too long), 505 (version).
- */
-int pmx_worker_http_parse(const char *buf, size_t len, pmx_worker_http_req_t *req);
-
-/* Serves the listening socket fd (inherited, already listening) on loop. */
-pmx_worker_http_t *pmx_worker_http_new(uv_loop_t *loop, int fd,
-                                       pmx_worker_http_handler_fn handler, void *arg,
+/* Serves fd (inherited, listening, non-blocking). NULL + err on failure. */
+pmx_http_server_t *pmx_http_server_new(uv_loop_t *loop, int fd, const pmx_http_server_opts_t *o,
+                                       pmx_http_handler_fn handler, void *arg,
                                        char *err, size_t errlen);
-/* Stops accepting; connections in progress finish. */
-void pmx_worker_http_stop_accepting(pmx_worker_http_t *h);
-/* Closes the listener and every connection; frees h once the handles closed. */
-void pmx_worker_http_close(pmx_worker_http_t *h);
+/* Stops accepting (this process's copy of the socket is closed); requests in
+ * progress finish. */
+void pmx_http_server_stop_accepting(pmx_http_server_t *s);
+/* Answers pending: requests handed to the handler and not answered yet. */
+size_t pmx_http_server_pending(const pmx_http_server_t *s);
+/* Aborts pending requests (their abort callbacks run), closes every
+ * connection and frees s once its handles have closed. */
+void pmx_http_server_close(pmx_http_server_t *s);
+
+/* ---- one request ---------------------------------------------------------------- */
+const char *pmx_http_req_method(const pmx_http_req_t *req);
+const char *pmx_http_req_path(const pmx_http_req_t *req);     /* without the query */
+/* A request header (case-insensitive name), NULL when absent. */
+const char *pmx_http_req_header(const pmx_http_req_t *req, const char *name);
+const char *pmx_http_req_body(const pmx_http_req_t *req, size_t *len);
+const char *pmx_http_req_client(const pmx_http_req_t *req);   /* "1.2.3.4" for logs */
+/* fn(arg) is called if the server closes before the answer; see above. */
+void pmx_http_req_on_abort(pmx_http_req_t *req, void (*fn)(void *arg), void *arg);
+/* An extra response header for the coming pmx_http_respond (copied). */
+void pmx_http_req_add_header(pmx_http_req_t *req, const char *name, const char *value);
+/* Answers: status, content type, body (copied). HEAD gets the head only. */
+void pmx_http_respond(pmx_http_req_t *req, int status, const char *content_type,
+                      const char *body, size_t len);
+
+/* An RFC 9457 problem document: {"type","title","status","detail"[,"field"]}. */
+void pmx_http_problem(pmx_http_req_t *req, int status, const char *detail, const char *field);
+const char *pmx_http_status_title(int status);
 
 #endif

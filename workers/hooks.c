@@ -2,10 +2,10 @@
  * The hooks postmuxd gives every worker (workers/worker.h): the parts of the
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
- * (submission/session.h) and the delivery pipeline (workers/pipeline.h),
- * and the webhook sender (webhooks/sender.h) with its own Postgres connection,
- * the suppression list (inbound/suppress.h) the pipeline checks, and the
- * reputation guard (inbound/guard.h).
+ * (submission/session.h), the public HTTP API (http/api.h), the delivery pipeline
+ * (workers/pipeline.h), and the webhook sender (webhooks/sender.h) with its own
+ * Postgres connection, the suppression list (inbound/suppress.h) the pipeline
+ * checks, and the reputation guard (inbound/guard.h).
  *
  * Drain: every part that drains is asked at once; the worker's done is called
  * when the last one has finished.
@@ -23,6 +23,7 @@
 #include "workers/pipeline.h"
 #include "workers/settings.h"
 #include "submission/session.h"
+#include "http/api.h"
 #include "webhooks/sender.h"
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
     pmx_supp_cache_t        *suppress;
     pmx_guard_t             *guard;
     pmx_worker_submission_t *submission;
+    pmx_http_api_t          *http;
     pmx_pipeline_t          *pipeline;
     pmx_webhooks_t          *webhooks;
     pmx_worker_done_fn       done;
@@ -61,8 +63,10 @@ static int hooks_start(pmx_worker_t *w)
     if (!st->webhooks || pmx_settings_start(st->settings) < 0
         || pmx_supp_cache_start(st->suppress) < 0
         || !(st->pipeline = pmx_pipeline_start(w, st->settings, st->suppress))
-        || pmx_worker_submission_start(w, st->settings, &st->submission) < 0) {
+        || pmx_worker_submission_start(w, st->settings, &st->submission) < 0
+        || pmx_http_api_start(w, st->settings, &st->http) < 0) {
         /* stop is not called when start fails: undo here. */
+        pmx_worker_submission_stop(st->submission);
         pmx_pipeline_free(st->pipeline);
         pmx_webhooks_free(st->webhooks);
         pmx_supp_cache_free(st->suppress);
@@ -103,7 +107,8 @@ static void hooks_drain(pmx_worker_t *w, pmx_worker_done_fn done)
 {
     hooks_state_t *st = state_of(w);
     st->done = done;
-    st->draining = 3;
+    st->draining = 4;
+    pmx_http_api_drain(st->http, part_drained, st);
     pmx_worker_submission_drain(st->submission, part_drained, st);
     pmx_pipeline_drain(st->pipeline, part_drained, st);
     pmx_webhooks_drain(st->webhooks, part_drained, st);
@@ -113,6 +118,7 @@ static void hooks_stop(pmx_worker_t *w)
 {
     hooks_state_t *st = state_of(w);
     if (!st) return;
+    pmx_http_api_stop(st->http);
     pmx_worker_submission_stop(st->submission);
     pmx_pipeline_free(st->pipeline);
     pmx_webhooks_free(st->webhooks);

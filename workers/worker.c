@@ -26,7 +26,7 @@ struct pmx_worker {
 
     pmx_redis_conn_t         *redis;
     pmx_db_async_t           *db;
-    pmx_worker_http_t        *http;
+    pmx_http_server_t        *http;
 
     bool                      started;     /* hooks->start succeeded */
     bool                      draining;
@@ -40,6 +40,7 @@ const pmx_config_t *pmx_worker_config(const pmx_worker_t *w) { return w->opts.cf
 pmx_redis_conn_t *pmx_worker_redis(pmx_worker_t *w) { return w->redis; }
 pmx_db_async_t *pmx_worker_db(pmx_worker_t *w) { return w->db; }
 int pmx_worker_submission_fd(const pmx_worker_t *w) { return w->opts.submission_fd; }
+int pmx_worker_http_fd(const pmx_worker_t *w) { return w->opts.http_fd; }
 const pmx_shm_t *pmx_worker_shm(const pmx_worker_t *w) { return w->opts.shm; }
 bool pmx_worker_is_draining(const pmx_worker_t *w) { return w->draining; }
 void *pmx_worker_data(const pmx_worker_t *w) { return w->data; }
@@ -102,33 +103,47 @@ static void db_notify_cb(pmx_db_async_t *db, const char *channel, const char *pa
 
 /* ---- GET /healthz, GET /metrics --------------------------------------- */
 
-static void http_handler(void *arg, const pmx_worker_http_req_t *req, pmx_worker_http_resp_t *resp)
+/* The private metrics listener's limits (postmux.conf(5): metrics_listen). */
+#define METRICS_IDLE_S       5
+#define METRICS_MAX_CONNS    64
+#define METRICS_MAX_PER_ADDR 8   /* one client holding connections cannot lock Prometheus out */
+#define METRICS_MEMORY_LIMIT (16 * 1024)
+
+static void http_handler(void *arg, pmx_http_req_t *req)
 {
     pmx_worker_t *w = arg;
-    if (strcmp(req->path, "/healthz") == 0) {
+    const char *m = pmx_http_req_method(req), *path = pmx_http_req_path(req);
+    pmx_buf_t body = PMX_BUF_INIT;
+    int status = 200;
+    const char *ctype = NULL;
+    if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+        status = 405;
+        pmx_http_req_add_header(req, "Allow", "GET, HEAD");
+        pmx_buf_append_str(&body, "Method Not Allowed\n");
+    } else if (strcmp(path, "/healthz") == 0) {
         bool r = pmx_redis_conn_is_up(w->redis), p = pmx_db_async_is_up(w->db);
         if (r && p && !w->draining) {
-            pmx_buf_append_str(&resp->body, "ok\n");
+            pmx_buf_append_str(&body, "ok\n");
         } else {
-            resp->status = 503;
-            pmx_buf_appendf(&resp->body, "unavailable redis=%s postgres=%s%s\n",
+            status = 503;
+            pmx_buf_appendf(&body, "unavailable redis=%s postgres=%s%s\n",
                             r ? "up" : "down", p ? "up" : "down",
                             w->draining ? " draining=yes" : "");
         }
-        return;
-    }
-    if (strcmp(req->path, "/metrics") == 0 && w->hooks && w->hooks->metrics) {
-        if (w->hooks->metrics(w, &resp->body) < 0) {
-            resp->status = 500;
-            pmx_buf_reset(&resp->body);
-            pmx_buf_append_str(&resp->body, "metrics unavailable\n");
+    } else if (strcmp(path, "/metrics") == 0 && w->hooks && w->hooks->metrics) {
+        if (w->hooks->metrics(w, &body) < 0) {
+            status = 500;
+            pmx_buf_reset(&body);
+            pmx_buf_append_str(&body, "metrics unavailable\n");
         } else {
-            resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+            ctype = "text/plain; version=0.0.4; charset=utf-8";
         }
-        return;
+    } else {
+        status = 404;
+        pmx_buf_append_str(&body, "not found\n");
     }
-    resp->status = 404;
-    pmx_buf_append_str(&resp->body, "not found\n");
+    pmx_http_respond(req, status, ctype, body.data ? body.data : "", body.len);
+    pmx_buf_free(&body);
 }
 
 /* ---- stopping --------------------------------------------------------- */
@@ -143,7 +158,7 @@ static void finish(pmx_worker_t *w)
 {
     if (w->finishing) return;
     w->finishing = true;
-    if (w->http) pmx_worker_http_close(w->http);
+    if (w->http) pmx_http_server_close(w->http);
     w->http = NULL;
     /* Closed before stop(): requests still pending call back (with NULL)
      * while the pipeline's state they point at is alive. */
@@ -179,7 +194,7 @@ static void stop_signal_cb(uv_signal_t *s, int signum)
     w->draining = true;
     pmx_shm_slot_set_state(w->slot, PMX_SLOT_DRAINING);
     pmx_log_info("draining signal=%s", signum == SIGTERM ? "TERM" : "INT");
-    if (w->http) pmx_worker_http_stop_accepting(w->http);
+    if (w->http) pmx_http_server_stop_accepting(w->http);
     if (w->started && w->hooks && w->hooks->drain)
         w->hooks->drain(w, drain_done);
     else
@@ -222,7 +237,15 @@ static int setup(pmx_worker_t *w)
     pmx_db_async_set_notify_cb(w->db, db_notify_cb, w);
 
     if (w->opts.metrics_fd >= 0) {
-        w->http = pmx_worker_http_new(&w->loop, w->opts.metrics_fd, http_handler, w,
+        pmx_http_server_opts_t ho = {
+            .name = "metrics",
+            .idle_timeout_s = METRICS_IDLE_S,
+            .max_connections = METRICS_MAX_CONNS,
+            .max_per_address = METRICS_MAX_PER_ADDR,
+            .memory_limit = METRICS_MEMORY_LIMIT,
+            .max_body = 0,
+        };
+        w->http = pmx_http_server_new(&w->loop, w->opts.metrics_fd, &ho, http_handler, w,
                                       err, sizeof err);
         if (!w->http) {
             pmx_log_error("%s", err);

@@ -161,14 +161,18 @@ t_case "GET /metrics is 200 (tests/integration/test_metrics.sh checks it), other
 t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT/metrics")" 200 "/metrics"
 t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT/nope")" 404 "/nope"
 t_expect_eq "$(curl -s -m 3 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$METRICS_PORT/healthz")" 405 "POST"
+# libmicrohttpd (http/server.c) parses the requests: a header line without a colon,
+# and an HTTP/1.1 request without Host, are 400.
 resp=$(/usr/bin/python3 - "$METRICS_PORT" <<'EOF'
 import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(b"GET /healthz HTTP/1.1\nHost: x\n\n")
-print(s.recv(200).split(b"\r\n")[0].decode())
+for req in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", b"GET /healthz HTTP/1.1\r\n\r\n"):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(req)
+    print(s.recv(200).split(b"\r\n")[0].decode())
 EOF
 )
-t_expect_eq "$resp" "HTTP/1.1 400 Bad Request" "bare LF request"
+t_expect_eq "$resp" "HTTP/1.1 400 Bad Request
+HTTP/1.1 400 Bad Request" "malformed requests"
 
 # ---- worker lifecycle -------------------------------------------------------
 

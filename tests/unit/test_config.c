@@ -267,6 +267,25 @@ static void test_optional_and_special_values(void **state)
     assert_int_equal(c.workers, 256);
     pmx_config_free(&c);
 
+    /* [http]: https:// anywhere, http:// only on a loopback host; off by default. */
+    load_ok("[relay]\nport = 2525\n", &c);
+    assert_string_equal(c.http_listen, "");
+    assert_true(c.http_max_body_size == 10u * 1024 * 1024);
+    assert_int_equal(c.http_max_connections_per_address, 64);
+    assert_true(c.http_idle_timeout_ms == 30000);
+    pmx_config_free(&c);
+    const char *urls[] = { "https://mail.example.com", "https://mail.example.com:8443/base",
+                           "http://127.0.0.1:8025", "http://localhost", "http://[::1]:80/" };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char text[200];
+        snprintf(text, sizeof text, "[http]\nlisten = 127.0.0.1:8025\npublic_url = %s\n"
+                 "max_connections_per_address = 0\nidle_timeout = 5s\n", urls[i]);
+        load_ok(text, &c);
+        assert_string_equal(c.http_public_url, urls[i]);
+        assert_int_equal(c.http_max_connections_per_address, 0);
+        pmx_config_free(&c);
+    }
+
     /* A section may come back; its other keys are fine (a repeated key is not). */
     load_ok("[relay]\nport = 2525\n[daemon]\nworkers = 1\n[relay]\nhost = localhost\n", &c);
     assert_int_equal(c.relay_port, 2525);
@@ -369,11 +388,11 @@ static void test_structure_errors(void **state)
     (void)state;
     load_err("[daemon]\nworkers = 2\n\n[relya]\nhost = x\n",
              "test.conf:4: unknown section [relya] (expected daemon, postgres, redis, relay, "
-             "submission, delivery, feedback or keys)");
+             "submission, http, delivery, feedback or keys)");
     /* An unknown section is refused even with no keys under it. */
     load_err("[daemon]\n[Relay]\n",
              "test.conf:2: unknown section [Relay] (expected daemon, postgres, redis, relay, "
-             "submission, delivery, feedback or keys)");
+             "submission, http, delivery, feedback or keys)");
     load_err("; c\n[relay]\nhost = a\nhots = b\n", "test.conf:4: [relay] unknown key 'hots'");
     load_err("[daemon]\nhost = a\n", "test.conf:2: [daemon] unknown key 'host'");
     load_err("workers = 2\n[daemon]\n",
@@ -519,6 +538,25 @@ static void test_value_errors(void **state)
           "test.conf: [submission] memory_budget (64M) must be at least twice max_message_size (40M)" },
         { "[submission]\nmemory_budget = 512K\n",
           "test.conf:2: [submission] memory_budget: must be from 1M to 64G, got '512K'" },
+        { "[http]\ntls_cert = /etc/c.pem\n",
+          "test.conf: [http] tls_cert and tls_key must be set together (or neither)" },
+        { "[http]\nlisten = 127.0.0.1:8025\n",
+          "test.conf: [http] public_url is required when listen is set (e.g. "
+          "https://mail.example.com)" },
+        { "[http]\nlisten = 127.0.0.1:8025\npublic_url = http://mail.example.com\n",
+          "test.conf: [http] public_url: must be https:// (one-click unsubscribe needs HTTPS); "
+          "http:// is accepted only for a loopback host, got 'http://mail.example.com'" },
+        { "[http]\npublic_url = http://127.0.0.1.example.com/\n",
+          "test.conf: [http] public_url: must be https:// (one-click unsubscribe needs HTTPS); "
+          "http:// is accepted only for a loopback host, got 'http://127.0.0.1.example.com/'" },
+        { "[http]\npublic_url = ftp://mail.example.com\n",
+          "test.conf: [http] public_url: expected an absolute https:// URL such as "
+          "https://mail.example.com, got 'ftp://mail.example.com'" },
+        { "[http]\npublic_url = https://\n",
+          "test.conf: [http] public_url: expected an absolute https:// URL such as "
+          "https://mail.example.com, got 'https://'" },
+        { "[http]\nidle_timeout = 500ms\n",
+          "test.conf:2: [http] idle_timeout: must be from 1s to 1h, got '500ms'" },
         { "[delivery]\nretry_base = 10m\nretry_max_interval = 5m\n",
           "test.conf: [delivery] retry_max_interval (5m) must not be less than retry_base (10m)" },
         { "[delivery]\nretry_base = 1h\nmax_queue_lifetime = 90s\n",

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# The public HTTP listener, API v1 sending (docs/pending/http.md), against the real
+# postmuxd: driven with Python's urllib and raw sockets (and curl for the body size).
+# Every API response the test sees is checked against http/openapi.json: its status
+# is documented for the operation and its body validates against the documented
+# schema (python3-jsonschema). Then: limits (413, per-address connections, a client
+# that trickles its request), key revocation, Redis down -> 503.
+source "$(dirname "$0")/lib.sh"
+t_setup
+PY=/usr/bin/python3
+
+HPORT=$(pmx_svc_free_port)
+MPORT=$(pmx_svc_free_port)
+t_conf_set daemon workers 1
+t_conf_set daemon shutdown_timeout 5s
+t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
+t_conf_set submission listen ""
+t_conf_set http listen "127.0.0.1:$HPORT"
+t_conf_set http public_url "http://127.0.0.1:$HPORT"
+t_conf_set http max_body_size 64K
+t_conf_set http max_connections_per_address 4
+t_conf_set http idle_timeout 3s
+
+ACME=$($PMX workspace create Acme)
+BETA=$($PMX workspace create Beta)
+$PMX domain add Acme acme.test --algorithm ed25519 >/dev/null
+$PMX domain add Acme unverified.test --algorithm ed25519 >/dev/null
+$PMX domain verify acme.test --skip-dns >/dev/null
+K_ACME=$($PMX apikey create --workspace Acme --name api 2>/dev/null)
+K_ORG=$($PMX apikey create --org --name org 2>/dev/null)
+K_READ=$($PMX apikey create --workspace Acme --name readonly --scopes read 2>/dev/null)
+K_LATE=$($PMX apikey create --workspace Acme --name late 2>"$T_DIR/late.err")
+LATE_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/late.err" | head -n 1)
+
+# ---- the client: one request, checked against the OpenAPI document -------------------
+API=$T_DIR/api.py
+cat >"$API" <<'EOF'
+import json, sys, urllib.request, urllib.error
+import jsonschema
+from jsonschema import RefResolver
+
+port, spec_path, method, path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+opts = dict(a.split("=", 1) for a in sys.argv[5:])
+doc = json.load(open(spec_path))
+headers = {}
+if "key" in opts: headers["Authorization"] = "Bearer " + opts["key"]
+if "ws" in opts: headers["X-Workspace-Id"] = opts["ws"]
+if "idem" in opts: headers["Idempotency-Key"] = opts["idem"]
+data = None
+if "body" in opts: data = opts["body"].encode()
+if "bodyfile" in opts: data = open(opts["bodyfile"], "rb").read()
+if data is not None: headers["Content-Type"] = "application/json"
+req = urllib.request.Request("http://127.0.0.1:%s%s" % (port, path), data=data, method=method,
+                             headers=headers)
+try:
+    r = urllib.request.urlopen(req, timeout=20)
+except urllib.error.HTTPError as e:
+    r = e
+status, ctype, body = r.status, r.headers.get("Content-Type", ""), r.read()
+
+# The response as documented?
+op = doc["paths"].get(path, {}).get(method.lower())
+if op is None:
+    sys.exit("SCHEMA: %s %s is not in the document" % (method, path))
+resp = op["responses"].get(str(status))
+if resp is None:
+    sys.exit("SCHEMA: status %d is not documented for %s %s" % (status, method, path))
+if "$ref" in resp:
+    resp = doc["components"]["responses"][resp["$ref"].rsplit("/", 1)[1]]
+media = ctype.split(";")[0].strip()
+if media not in resp.get("content", {}):
+    sys.exit("SCHEMA: content type %r is not documented for %d" % (ctype, status))
+try:
+    inst = json.loads(body)
+except ValueError as e:
+    sys.exit("SCHEMA: body is not JSON: %s" % e)
+schema = resp["content"][media]["schema"]
+try:
+    jsonschema.Draft202012Validator(schema, resolver=RefResolver.from_schema(doc)).validate(inst)
+except jsonschema.ValidationError as e:
+    sys.exit("SCHEMA: %s" % e.message)
+print(status)
+print(json.dumps(inst))
+EOF
+SPEC=$PMX_ROOT/http/openapi.json
+# api METHOD PATH [key=K ws=WS idem=I body=JSON bodyfile=F]: T_RC, T_OUT = "STATUS\nBODY".
+api() { t_run "$PY" "$API" "$HPORT" "$SPEC" "$@"; }
+status() { printf '%s\n' "$T_OUT" | head -n 1; }
+jbody() { printf '%s\n' "$T_OUT" | sed -n 2p; }
+jget() { jbody | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+expect_api() {   # expect_api STATUS: documented, schema-valid, that status
+    t_expect_rc 0 || { echo "# $T_ERR" >&2; return 1; }
+    t_expect_eq "$(status)" "$1" "status"
+}
+EMAIL='{"from":"News <news@acme.test>","to":["a@example.net","b@example.net"],"subject":"api one","text":"hello"}'
+
+DLOG=$T_DIR/postmuxd.log
+"$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
+DPID=$!
+t_wait_for 20 "[[ \$(curl -s -m 2 -o /dev/null -w '%{http_code}' http://127.0.0.1:$MPORT/healthz) == 200 ]]"
+
+# ---- the document --------------------------------------------------------------------------
+t_case "GET /v1/openapi.json: the repository's OpenAPI 3.1 document, no key needed"
+t_run curl -s -m 5 -D "$T_DIR/oh" -o "$T_DIR/openapi.got" "http://127.0.0.1:$HPORT/v1/openapi.json"
+t_expect_rc 0
+t_expect_match "$(head -n 1 "$T_DIR/oh")" '^HTTP/1\.1 200' "status"
+t_expect_match "$(cat "$T_DIR/oh")" '^Content-Type: application/json' "content type"
+t_expect_eq "$(cmp "$T_DIR/openapi.got" "$SPEC" && echo same)" same "served = http/openapi.json"
+t_run "$PY" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["openapi"].startswith("3.1."), d["openapi"]
+def walk(x):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k == "$ref":
+                node = d
+                for part in v.lstrip("#/").split("/"): node = node[part]
+            walk(v)
+    elif isinstance(x, list):
+        for v in x: walk(v)
+walk(d)
+for p, ops in d["paths"].items():
+    for m, op in ops.items():
+        assert op["responses"], (p, m)
+print("ok")' "$SPEC"
+t_expect_eq "$T_OUT" ok "openapi 3.1.x, every \$ref resolves, every operation has responses"
+
+# ---- authentication ---------------------------------------------------------------------------
+t_case "no key, a bad key, a malformed header: 401 problem documents"
+api POST /v1/emails "body=$EMAIL"
+expect_api 401
+t_expect_eq "$(jget 'd["status"]')" 401 "problem status"
+api POST /v1/emails key=pmx_nosuchkey "body=$EMAIL"
+expect_api 401
+t_run curl -s -m 5 -o /dev/null -w '%{http_code}' -H 'Authorization: Basic eDp5' -d "$EMAIL" \
+    "http://127.0.0.1:$HPORT/v1/emails"
+t_expect_eq "$T_OUT" 401 "Basic instead of Bearer"
+
+t_case "a key without the send scope: 403"
+api POST /v1/emails "key=$K_READ" "body=$EMAIL"
+expect_api 403
+
+t_case "an organization key without X-Workspace-Id: 400 naming the header"
+api POST /v1/emails "key=$K_ORG" "body=$EMAIL"
+expect_api 400
+t_expect_eq "$(jget 'd["field"]')" X-Workspace-Id "field"
+
+# ---- sending ------------------------------------------------------------------------------------
+t_case "202 with the stream entry id; the email reaches the sink"
+api POST /v1/emails "key=$K_ACME" "body=$EMAIL" idem=one-1
+expect_api 202
+ID1=$(jget 'd["id"]')
+t_expect_match "$ID1" '^[0-9]+-[0-9]+$' "entry id"
+t_wait_for 20 "grep -l '^Subject: api one' $T_SINK_DIR/* >/dev/null 2>&1"
+t_wait_for 10 "[[ \$(t_psql \"select string_agg(r.status, ',' order by r.address) from recipients r
+               join messages m on m.id = r.message_id where m.job_id = '$ID1'\") == sent,sent ]]"
+t_expect_eq "$(t_psql "select workspace_id || ' ' || client_id from messages where job_id = '$ID1'")" \
+    "$ACME one-1" "message row: workspace and Idempotency-Key"
+
+t_case "the same Idempotency-Key again: accepted, then rejected as duplicate like a Redis job"
+api POST /v1/emails "key=$K_ACME" "body=$EMAIL" idem=one-1
+expect_api 202
+ID2=$(jget 'd["id"]')
+t_wait_for 20 "[[ \$(t_psql \"select string_agg(r.status, ',') from recipients r
+               join messages m on m.id = r.message_id where m.job_id = '$ID2'\") == rejected,rejected ]]"
+t_expect_eq "$(t_psql "select string_agg(distinct e.detail, ' ') from events e join messages m on m.id = e.message_id
+                       where m.job_id = '$ID2' and e.type = 'message.rejected'")" duplicate "reason"
+
+t_case "an organization key with X-Workspace-Id; headers object and cc array"
+api POST /v1/emails "key=$K_ORG" "ws=$ACME" \
+    'body={"from":"news@acme.test","to":"c@example.net","cc":["d@example.net"],"subject":"api org","html":"<p>hi</p>","headers":{"X-Campaign":"spring"},"metadata":"m1"}'
+expect_api 202
+t_wait_for 20 "grep -l '^Subject: api org' $T_SINK_DIR/* >/dev/null 2>&1"
+F=$(grep -l '^Subject: api org' "$T_SINK_DIR"/* | head -n 1)
+t_expect_match "$(cat "$F")" '^X-Campaign: spring' "extra header"
+t_expect_match "$(cat "$F")" '^Cc: d@example.net' "cc"
+
+t_case "another workspace's id with a workspace key: 403"
+api POST /v1/emails "key=$K_ACME" "ws=$BETA" "body=$EMAIL"
+expect_api 403
+
+# ---- refusals -------------------------------------------------------------------------------------
+t_case "a bad from: 422 naming the field"
+api POST /v1/emails "key=$K_ACME" 'body={"from":"not an address","to":"a@example.net","subject":"s","text":"t"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" from "field"
+api POST /v1/emails "key=$K_ACME" 'body={"from":"x@unverified.test","to":"a@example.net","subject":"s","text":"t"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" from "unverified domain: field"
+api POST /v1/emails "key=$K_ACME" 'body={"to":"a@example.net","subject":"s","text":"t"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" from "missing from: field"
+
+t_case "header injection (CR/LF) is refused as the job validator does"
+api POST /v1/emails "key=$K_ACME" 'body={"from":"a@acme.test","to":"a@example.net","subject":"s","text":"t","headers":{"X-Foo":"a\r\nBcc: evil@example.net"}}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" headers.X-Foo "field"
+api POST /v1/emails "key=$K_ACME" 'body={"from":"a@acme.test","to":"a@example.net","subject":"s\nBcc: evil@example.net","text":"t"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" subject "subject field"
+
+t_case "unknown, internal and mistyped members: 422 naming them"
+api POST /v1/emails "key=$K_ACME" 'body={"from":"a@acme.test","to":"a@example.net","subject":"s","text":"t","_source":"smtp"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" _source "internal field"
+api POST /v1/emails "key=$K_ACME" 'body={"from":"a@acme.test","to":"a@example.net","subject":"s","text":"t","header:X":"y"}'
+expect_api 422
+api POST /v1/emails "key=$K_ACME" 'body={"from":"a@acme.test","to":"a@example.net","subject":5,"text":"t"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" subject "number"
+
+t_case "bad JSON and bad UTF-8: 400"
+api POST /v1/emails "key=$K_ACME" 'body={"from":'
+expect_api 400
+printf '{"from":"a@acme.test","to":"a@example.net","subject":"\xff\xfe","text":"t"}' >"$T_DIR/badutf8.json"
+api POST /v1/emails "key=$K_ACME" "bodyfile=$T_DIR/badutf8.json"
+expect_api 400
+api POST /v1/emails "key=$K_ACME" 'body={"from":"a@acme.test","from":"b@acme.test"}'
+expect_api 400
+
+t_case "a body over max_body_size: 413"
+"$PY" -c 'import json; print(json.dumps({"from":"a@acme.test","to":"a@example.net","subject":"s","text":"x"*100000}))' >"$T_DIR/big.json"
+api POST /v1/emails "key=$K_ACME" "bodyfile=$T_DIR/big.json"
+expect_api 413
+
+t_case "wrong method 405, unknown path 404"
+t_run curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HPORT/v1/emails"
+t_expect_eq "$T_OUT" 405 "GET /v1/emails"
+t_run curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HPORT/v1/nothing"
+t_expect_eq "$T_OUT" 404 "unknown path"
+
+# ---- batch --------------------------------------------------------------------------------------------
+t_case "batch: one result per item, in order"
+api POST /v1/emails/batch "key=$K_ACME" idem=b \
+    'body=[{"from":"a@acme.test","to":"x1@example.net","subject":"batch 0","text":"t"},{"from":"bad","to":"x2@example.net","subject":"s","text":"t"},{"from":"a@acme.test","to":"x3@example.net","subject":"batch 2","text":"t"}]'
+expect_api 200
+t_expect_eq "$(jget '[r["status"] for r in d["results"]]')" "[202, 422, 202]" "statuses"
+t_expect_eq "$(jget 'd["results"][1]["field"]')" from "the bad item's field"
+B2=$(jget 'd["results"][2]["id"]')
+t_wait_for 20 "[[ \$(t_psql \"select client_id from messages where job_id = '$B2'\") == b:2 ]]"
+api POST /v1/emails/batch "key=$K_ACME" 'body=[]'
+expect_api 422
+api POST /v1/emails/batch "key=$K_ACME" "body=$EMAIL"
+expect_api 400
+
+# ---- connection limits -----------------------------------------------------------------------------------
+t_case "max_connections_per_address: the 5th connection from one address is closed unanswered"
+t_run "$PY" -c '
+import socket, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+time.sleep(0.5)
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+try:
+    s.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = s.recv(100)
+except OSError:
+    got = b""
+print("fifth:", "refused" if got == b"" else got[:12].decode("latin-1"))
+for h in held: h.close()
+time.sleep(0.5)
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+s.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+print("after:", s.recv(12).decode("latin-1"))' "$HPORT"
+t_expect_eq "$T_OUT" "fifth: refused
+after: HTTP/1.1 200" "limit, then room again"
+
+t_case "a client that sends its request one byte a second is cut by the idle deadline (3s)"
+t_run "$PY" -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+req = b"POST /v1/emails HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 40
+t0 = time.time()
+sent = 0
+try:
+    for b in req:
+        s.sendall(bytes([b]))
+        sent += 1
+        time.sleep(1)
+        s.setblocking(False)
+        try:
+            if s.recv(100) == b"":
+                break
+        except BlockingIOError:
+            pass
+        s.setblocking(True)
+except OSError:
+    pass
+print("cut" if sent < len(req) else "not cut", file=sys.stdout)
+print("after %d of %d bytes, %.0fs" % (sent, len(req), time.time() - t0), file=sys.stderr)' "$HPORT"
+t_expect_eq "$T_OUT" cut "the server closed the connection before the request was whole"
+
+# ---- revocation -----------------------------------------------------------------------------------------
+t_case "a revoked key is refused (401) within the cache's revocation window"
+api POST /v1/emails "key=$K_LATE" 'body={"from":"a@acme.test","to":"r@example.net","subject":"before revoke","text":"t"}'
+expect_api 202
+$PMX apikey revoke "$LATE_ID" >/dev/null
+t_wait_for 15 "[[ \$(\"$PY\" \"$API\" $HPORT \"$SPEC\" POST /v1/emails key=$K_LATE 'body={}' | head -n 1) == 401 ]]"
+
+# ---- Redis down -------------------------------------------------------------------------------------------
+t_case "Redis stopped: 503, never 202"
+t_redis SHUTDOWN NOSAVE >/dev/null 2>&1
+t_wait_for 10 "[[ \$(curl -s -m 2 -o /dev/null -w '%{http_code}' http://127.0.0.1:$MPORT/healthz) == 503 ]]"
+api POST /v1/emails "key=$K_ACME" "body=$EMAIL"
+expect_api 503
+api POST /v1/emails/batch "key=$K_ACME" "body=[$EMAIL]"
+expect_api 503
+
+t_stop_postmuxd "$DPID"
+
+# ---- HTTPS served by postmuxd itself ----------------------------------------------------------
+t_case "tls_cert: the listener speaks HTTPS (libmicrohttpd + GnuTLS), not plain HTTP"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T_DIR/key.pem" -out "$T_DIR/cert.pem" -days 2 \
+    -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' >/dev/null 2>&1 ||
+    t_fail "openssl req failed"
+t_conf_set http tls_cert "$T_DIR/cert.pem"
+t_conf_set http tls_key "$T_DIR/key.pem"
+t_conf_set http public_url "https://127.0.0.1:$HPORT"
+"$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd-tls.log" 2>&1 &
+DPID=$!
+t_wait_for 20 "[[ \$(curl -s -m 2 --cacert '$T_DIR/cert.pem' -o /dev/null -w '%{http_code}' https://127.0.0.1:$HPORT/v1/openapi.json) == 200 ]]"
+t_run curl -s -m 5 --cacert "$T_DIR/cert.pem" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $K_ACME" \
+    -d '{' "https://127.0.0.1:$HPORT/v1/emails"
+t_expect_eq "$T_OUT" 400 "a request over TLS reaches the API"
+t_run curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HPORT/v1/openapi.json"
+t_expect_match "$T_OUT" '^(000|400)$' "plain HTTP is not served"
+
+t_stop_postmuxd "$DPID"
+t_done
