@@ -55,7 +55,7 @@ typedef struct {
     uint64_t submission_auth_timeout_ms;            /* from connect to 235 */
     uint64_t submission_max_session_time_ms;        /* a session's whole life */
 
-    /* [http] (docs/pending/http.md) */
+    /* [http] (docs/http.md) */
     char    *http_listen;               /* "" = off */
     char    *http_public_url;           /* required when http_listen is set */
     char    *http_tls_cert;             /* "" = plain HTTP (behind a TLS proxy) */

@@ -1,5 +1,5 @@
 /*
- * The public HTTP listener, API v1 (docs/pending/http.md): served by every
+ * The public HTTP listener, API v1 (docs/http.md): served by every
  * worker on the `[http] listen` socket the supervisor opened, on
  * http/server.h. What it answers today:
  * - POST /v1/emails: one email (http/email.h), checked as the pipeline will

@@ -1,5 +1,5 @@
 /*
- * POST /v1/emails bodies (docs/pending/http.md): one JSON email object becomes
+ * POST /v1/emails bodies (docs/http.md): one JSON email object becomes
  * the string fields of a send job (docs/queue.md), which lib/job.h's
  * pmx_job_decode then checks exactly as it checks a job XADDed to Redis. No
  * I/O: the API (http/api.c) and the fuzz target tests/fuzz/fuzz_http_email.c

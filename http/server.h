@@ -1,5 +1,5 @@
 /*
- * postmux's one HTTP server (docs/pending/http.md): libmicrohttpd driven by a
+ * postmux's one HTTP server (docs/http.md): libmicrohttpd driven by a
  * worker's libuv loop, on a listening socket the supervisor opened and every
  * worker inherited. The private metrics listener (GET /metrics, /healthz) and
  * the public API (http/api.h) are two instances of it.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The public HTTP listener, API v1 sending (docs/pending/http.md), against the real
+# The public HTTP listener, API v1 sending (docs/http.md), against the real
 # postmuxd: driven with Python's urllib and raw sockets (and curl for the body size).
 # Every API response the test sees is checked against http/openapi.json: its status
 # is documented for the operation and its body validates against the documented
