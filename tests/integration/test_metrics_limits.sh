@@ -2,7 +2,8 @@
 # The private metrics listener under hostile clients (http/server.h), against the
 # real postmuxd with two workers: one address holding hundreds of idle connections
 # cannot keep another client from GET /healthz; a request head trickled a byte at a
-# time is cut off (408) and closed; an over-long head gets 431 and is closed.
+# time is cut off within the 5 s deadline (libmicrohttpd's server shuts the socket,
+# docs/http.md); an over-long head gets 431 and is closed.
 source "$(dirname "$0")/lib.sh"
 t_setup
 PY=/usr/bin/python3
@@ -126,12 +127,12 @@ t_expect_match "$T_OUT" '^STATUS HTTP/1\.1 200 ' "/metrics for a third address"
 touch "$T_DIR/stop"
 wait "$F"
 
-t_case "a head trickled a byte at a time gets 408 and the connection is closed"
+t_case "a head trickled a byte at a time is cut off: the connection is closed, nothing served"
 t_run tool trickle
-t_expect_match "$T_OUT" '^STATUS HTTP/1\.1 408 ' "status"
+t_expect_match "$T_OUT" '^STATUS (\(nothing\)|HTTP/1\.1 408 .*)$' "no answer but a 408"
 t_expect_match "$T_OUT" '^STATE closed$' "connection"
 
-t_case "a head over 8 KiB gets 431 and the connection is closed"
+t_case "a head over the 16 KiB cap gets 431 and the connection is closed"
 t_run tool bighead
 t_expect_match "$T_OUT" '^STATUS HTTP/1\.1 431 ' "status"
 t_expect_match "$T_OUT" '^STATE closed$' "connection"
