@@ -273,17 +273,8 @@ static int key_revoke(pmx_cli_t *c, int argc, char **argv)
 
 int pmx_cli_apikey(pmx_cli_t *c, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return PMX_EXIT_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "create") == 0) return key_create(c, argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0) return key_list(c, argc - 1, argv + 1);
-    if (strcmp(sub, "revoke") == 0) return key_revoke(c, argc - 1, argv + 1);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
-        fputs(usage_text, stdout);
-        return PMX_EXIT_OK;
-    }
-    return pmx_cli_usage("unknown apikey subcommand '%s' (create, list, revoke)", sub);
+    static const pmx_cli_sub_t subs[] = {
+        { "create", key_create }, { "list", key_list }, { "revoke", key_revoke },
+    };
+    return pmx_cli_dispatch(c, argc, argv, usage_text, subs, sizeof subs / sizeof subs[0]);
 }

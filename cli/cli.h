@@ -71,6 +71,19 @@ void pmx_cli_print_cell(const char *s, int width, bool right);
 
 /* ---- options (cli/options.c) ---- */
 
+/* One sub-verb of a verb group ("tester add", ...): its function gets argv[0] = the sub-verb. */
+typedef struct {
+    const char *name;
+    int       (*run)(pmx_cli_t *c, int argc, char **argv);
+} pmx_cli_sub_t;
+/*
+ * Runs the sub-verb argv[1] of verb argv[0] from subs[0..n): no sub-verb prints
+ * usage on stderr (exit 2), -h/--help prints it on stdout (exit 0), an unknown
+ * one is a usage error naming the known ones.
+ */
+int pmx_cli_dispatch(pmx_cli_t *c, int argc, char **argv, const char *usage,
+                     const pmx_cli_sub_t *subs, size_t n);
+
 struct option;
 /* Resets getopt for a new subcommand (argv[0] is the subcommand), errors ours. */
 void pmx_cli_opts_start(void);

@@ -999,19 +999,9 @@ static int domain_verify(pmx_cli_t *c, int argc, char **argv)
 
 int pmx_cli_domain(pmx_cli_t *c, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return PMX_EXIT_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
-        fputs(usage_text, stdout);
-        return PMX_EXIT_OK;
-    }
-    if (strcmp(sub, "add") == 0) return domain_add(c, argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0) return domain_list(c, argc - 1, argv + 1);
-    if (strcmp(sub, "show") == 0) return domain_show(c, argc - 1, argv + 1);
-    if (strcmp(sub, "verify") == 0) return domain_verify(c, argc - 1, argv + 1);
-    if (strcmp(sub, "remove") == 0) return domain_remove(c, argc - 1, argv + 1);
-    return pmx_cli_usage("unknown domain subcommand '%s' (add, list, show, verify, remove)", sub);
+    static const pmx_cli_sub_t subs[] = {
+        { "add", domain_add }, { "list", domain_list }, { "show", domain_show },
+        { "verify", domain_verify }, { "remove", domain_remove },
+    };
+    return pmx_cli_dispatch(c, argc, argv, usage_text, subs, sizeof subs / sizeof subs[0]);
 }

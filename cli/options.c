@@ -1,11 +1,33 @@
 /*
- * Option parsing shared by the verbs: getopt_long with our own messages, and the
- * "VERB list [WS] [--json]" form several verbs have.
+ * Option parsing shared by the verbs: sub-verb dispatch, getopt_long with our own
+ * messages, and the "VERB list [WS] [--json]" form several verbs have.
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/cli.h"
+
+int pmx_cli_dispatch(pmx_cli_t *c, int argc, char **argv, const char *usage,
+                     const pmx_cli_sub_t *subs, size_t n)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return PMX_EXIT_USAGE;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
+        fputs(usage, stdout);
+        return PMX_EXIT_OK;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(sub, subs[i].name) == 0) return subs[i].run(c, argc - 1, argv + 1);
+    char known[256] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                 subs[i].name);
+    return pmx_cli_usage("unknown %s subcommand '%s' (%s)", argv[0], sub, known);
+}
 
 void pmx_cli_opts_start(void)
 {

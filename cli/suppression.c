@@ -286,20 +286,20 @@ static int check(pmx_cli_t *c, int argc, char **argv)
     return rc;
 }
 
+static int add(pmx_cli_t *c, int argc, char **argv)
+{
+    return change(c, argc, argv, true);
+}
+
+static int remove_(pmx_cli_t *c, int argc, char **argv)
+{
+    return change(c, argc, argv, false);
+}
+
 int pmx_cli_suppression(pmx_cli_t *c, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return PMX_EXIT_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
-        fputs(usage_text, stdout);
-        return PMX_EXIT_OK;
-    }
-    if (strcmp(sub, "add") == 0) return change(c, argc - 1, argv + 1, true);
-    if (strcmp(sub, "remove") == 0) return change(c, argc - 1, argv + 1, false);
-    if (strcmp(sub, "list") == 0) return list(c, argc - 1, argv + 1);
-    if (strcmp(sub, "check") == 0) return check(c, argc - 1, argv + 1);
-    return pmx_cli_usage("unknown suppression subcommand '%s' (list, add, remove, check)", sub);
+    static const pmx_cli_sub_t subs[] = {
+        { "list", list }, { "add", add }, { "remove", remove_ }, { "check", check },
+    };
+    return pmx_cli_dispatch(c, argc, argv, usage_text, subs, sizeof subs / sizeof subs[0]);
 }

@@ -157,19 +157,20 @@ static int tester_list(pmx_cli_t *c, int argc, char **argv)
     return PMX_EXIT_OK;
 }
 
+static int tester_add(pmx_cli_t *c, int argc, char **argv)
+{
+    return tester_change(c, argc, argv, true);
+}
+
+static int tester_remove(pmx_cli_t *c, int argc, char **argv)
+{
+    return tester_change(c, argc, argv, false);
+}
+
 int pmx_cli_tester(pmx_cli_t *c, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return PMX_EXIT_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
-        fputs(usage_text, stdout);
-        return PMX_EXIT_OK;
-    }
-    if (strcmp(sub, "add") == 0) return tester_change(c, argc - 1, argv + 1, true);
-    if (strcmp(sub, "remove") == 0) return tester_change(c, argc - 1, argv + 1, false);
-    if (strcmp(sub, "list") == 0) return tester_list(c, argc - 1, argv + 1);
-    return pmx_cli_usage("unknown tester subcommand '%s' (add, remove, list)", sub);
+    static const pmx_cli_sub_t subs[] = {
+        { "add", tester_add }, { "remove", tester_remove }, { "list", tester_list },
+    };
+    return pmx_cli_dispatch(c, argc, argv, usage_text, subs, sizeof subs / sizeof subs[0]);
 }

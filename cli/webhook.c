@@ -366,17 +366,8 @@ static int hook_remove(pmx_cli_t *c, int argc, char **argv)
 
 int pmx_cli_webhook(pmx_cli_t *c, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return PMX_EXIT_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "add") == 0) return hook_add(c, argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0) return hook_list(c, argc - 1, argv + 1);
-    if (strcmp(sub, "remove") == 0) return hook_remove(c, argc - 1, argv + 1);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
-        fputs(usage_text, stdout);
-        return PMX_EXIT_OK;
-    }
-    return pmx_cli_usage("unknown webhook subcommand '%s' (add, list, remove)", sub);
+    static const pmx_cli_sub_t subs[] = {
+        { "add", hook_add }, { "list", hook_list }, { "remove", hook_remove },
+    };
+    return pmx_cli_dispatch(c, argc, argv, usage_text, subs, sizeof subs / sizeof subs[0]);
 }

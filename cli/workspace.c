@@ -642,18 +642,8 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
 
 int pmx_cli_workspace(pmx_cli_t *c, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return PMX_EXIT_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
-        fputs(usage_text, stdout);
-        return PMX_EXIT_OK;
-    }
-    if (strcmp(sub, "create") == 0) return ws_create(c, argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0) return ws_list(c, argc - 1, argv + 1);
-    if (strcmp(sub, "show") == 0) return ws_show(c, argc - 1, argv + 1);
-    if (strcmp(sub, "set") == 0) return ws_set(c, argc - 1, argv + 1);
-    return pmx_cli_usage("unknown workspace subcommand '%s' (create, list, show, set)", sub);
+    static const pmx_cli_sub_t subs[] = {
+        { "create", ws_create }, { "list", ws_list }, { "show", ws_show }, { "set", ws_set },
+    };
+    return pmx_cli_dispatch(c, argc, argv, usage_text, subs, sizeof subs / sizeof subs[0]);
 }
