@@ -34,7 +34,7 @@ struct pmx_supp_cache {
     pmx_supp_table_t   *cur;          /* NULL until the first load completes */
     pmx_supp_table_t   *next;         /* being loaded */
     pmx_db_async_req_t *req;          /* the page in flight */
-    char               *last[3];      /* the last (ws, address, scope) of the previous page */
+    char               *last;         /* the last id of the previous page */
     replay_t           *replay, **replay_tail;
     bool                want_reload, closing;
     uv_timer_t          retry;
@@ -57,10 +57,8 @@ static void replay_clear(pmx_supp_cache_t *c)
 
 static void last_clear(pmx_supp_cache_t *c)
 {
-    for (int i = 0; i < 3; i++) {
-        free(c->last[i]);
-        c->last[i] = NULL;
-    }
+    free(c->last);
+    c->last = NULL;
 }
 
 /* Drops a load in progress (its table and cursor); the current table stays. */
@@ -124,7 +122,7 @@ static void load_finish(pmx_supp_cache_t *c)
 static int take_page(pmx_supp_cache_t *c, const PGresult *res)
 {
     int n = PQntuples(res);
-    if (PQnfields(res) != 5) return -1;
+    if (PQnfields(res) != 6) return -1;
     for (int r = 0; r < n; r++) {
         const char *ws = PQgetvalue(res, r, 0), *scope = PQgetvalue(res, r, 1);
         const char *reason = PQgetvalue(res, r, 2), *addr = PQgetvalue(res, r, 4);
@@ -136,9 +134,7 @@ static int take_page(pmx_supp_cache_t *c, const PGresult *res)
     }
     if (n < PMX_SQL_SUPPRESSIONS_PAGE_ROWS) return 1;
     last_clear(c);
-    c->last[0] = pmx_xstrdup(PQgetvalue(res, n - 1, 0));
-    c->last[1] = pmx_xstrdup(PQgetvalue(res, n - 1, 4));
-    c->last[2] = pmx_xstrdup(PQgetvalue(res, n - 1, 1));
+    c->last = pmx_xstrdup(PQgetvalue(res, n - 1, 5));
     return 0;
 }
 
@@ -176,9 +172,8 @@ static void page_done(pmx_db_async_t *db, const PGresult *res, void *arg)
 
 static void request_page(pmx_supp_cache_t *c)
 {
-    const char *vals[3] = { c->last[0] ? c->last[0] : "", c->last[1] ? c->last[1] : "",
-                            c->last[2] ? c->last[2] : "" };
-    c->req = pmx_db_async_query_params(c->db, pmx_sql_suppressions_page, 3, vals, page_done, c);
+    const char *vals[1] = { c->last ? c->last : "0" };
+    c->req = pmx_db_async_query_params(c->db, pmx_sql_suppressions_page, 1, vals, page_done, c);
     if (!c->req) {
         /* Not up: the reconnect starts a new load. */
         load_abort(c);
@@ -214,10 +209,9 @@ int pmx_supp_cache_start(pmx_supp_cache_t *c)
 
 void pmx_supp_cache_on_db_state(pmx_supp_cache_t *c, bool up)
 {
-    if (!up) return;
-    if (c->next && !c->req) load_abort(c);   /* a load cut by the loss: start afresh */
-    if (!c->next) load_start(c);
-    else c->want_reload = true;
+    /* A load cut by the loss ended in page_done(NULL), which dropped it: start
+     * afresh. A load already running on the new connection is fresh enough. */
+    if (up && !c->next) load_start(c);
 }
 
 void pmx_supp_cache_on_notify(pmx_supp_cache_t *c, const char *channel, const char *payload)

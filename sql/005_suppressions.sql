@@ -13,6 +13,10 @@
 -- and every worker reloads the list.
 
 CREATE TABLE suppressions (
+    -- Only for paging: workers load the list in keyset pages of id, which the
+    -- planner serves from its index (a row comparison on the primary key is
+    -- estimated so badly that every page became a full scan).
+    id           bigint GENERATED ALWAYS AS IDENTITY,
     workspace_id text NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
     address      text NOT NULL CHECK (address = lower(address)
                                       AND length(address) BETWEEN 3 AND 320
@@ -27,6 +31,7 @@ CREATE TABLE suppressions (
     PRIMARY KEY (workspace_id, address, scope)
 );
 CREATE INDEX suppressions_reason_idx ON suppressions (workspace_id, reason, created_at);
+CREATE UNIQUE INDEX suppressions_id_idx ON suppressions (id);
 
 CREATE FUNCTION pmx_notify_suppressions() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE

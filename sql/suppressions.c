@@ -6,9 +6,8 @@
 
 const char pmx_sql_suppressions_page[] =
     "SELECT workspace_id, scope, reason,"
-    "       COALESCE(floor(extract(epoch FROM expires_at))::bigint, 0), address"
+    "       COALESCE(floor(extract(epoch FROM expires_at))::bigint, 0), address, id"
     "  FROM suppressions"
-    " WHERE (expires_at IS NULL OR expires_at > now())"
-    "   AND (workspace_id, address, scope) > ($1, $2, $3)"
-    " ORDER BY workspace_id, address, scope"
+    " WHERE id > $1::bigint AND (expires_at IS NULL OR expires_at > now())"
+    " ORDER BY id"
     " LIMIT " STR(PMX_SQL_SUPPRESSIONS_PAGE_ROWS);
