@@ -10,9 +10,11 @@
  *   stats_counts (docs/webhooks.md, "Stats"), so the window's start is rounded
  *   down to its hour;
  * - hard bounces and complaints: suppressions rows with reason hard_bounce
- *   resp. complaint created in the window (each such failure suppresses its
- *   address, and a suppressed address is never tried again, so one row per
- *   failure).
+ *   resp. complaint created in the window that name the message they came
+ *   from (each such failure suppresses its address, and a suppressed address
+ *   is never tried again, so one row per failure). Rows added by hand or
+ *   imported (no message_id) are not failures of this workspace's sending and
+ *   never count.
  * A window with fewer than guard_min_sent attempted is not judged.
  *
  * Parameters: $1 window (seconds), $2 default max bounce rate (percent; NULL =

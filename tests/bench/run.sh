@@ -616,7 +616,7 @@ bench_suppression() {
     without=$(burst_numbers)
     q "insert into suppressions (workspace_id, address, reason)
        select (array[$(printf "'%s'," "${WS[@]}" | sed 's/,$//')])[1 + g % $NWS],
-              'listed' || g || '@list.test', 'hard_bounce'
+              'listed' || g || '@list.test', 'manual'
          from generate_series(1, $SUPP_N) g" >/dev/null || return 1
     t0=$(now_ms)
     new_workers || return 1
