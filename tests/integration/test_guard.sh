@@ -76,13 +76,18 @@ t_case "changing a limit alone does not lift the pause"
 t_run $PMX workspace set Acme --max-bounce-rate 50%
 t_expect_match "$T_OUT" 'paused:      yes' "still paused"
 
-t_case "--resume: the held jobs go out, and the window starts afresh (no new pause)"
+t_case "--resume: the held jobs go out, the window starts afresh, an imported list does not count"
 t_run $PMX workspace set Acme --resume --max-bounce-rate default
 t_expect_rc 0
 t_expect_match "$T_OUT" 'paused:      no' "resumed"
 t_wait_for 60 "[[ \$(count 'p%' sent) == 5 ]]"
 t_expect_eq "$(t_psql "select guard_since > now() - interval '1 minute' from workspaces where id = '$WS'")" t "guard_since"
-sleep 12  # more than one guard interval (10 s): the old bounces must not pause it again
+# Hard-bounce suppressions made by hand or imported name no message: they are not
+# this workspace's failures and must not count (20 of them against 15 attempted
+# would be far over 20 %).
+t_psql "insert into suppressions (workspace_id, address, reason)
+        select '$WS', 'imported' || g || '@old.test', 'hard_bounce' from generate_series(1, 20) g" >/dev/null
+sleep 12  # more than one guard interval (10 s): neither the old bounces nor the import may pause it
 t_expect_eq "$(paused_at)" "" "not paused again"
 
 t_stop_postmuxd "$DPID"
