@@ -1,6 +1,6 @@
 /*
- * The one address grammar of postmux (STYLE.md: one careful parser per
- * syntax). Every room that reads or writes an email address goes through
+ * The one address grammar of postmux (docs/queue.md, "Addresses": one careful
+ * parser per syntax). Every room that reads or writes an email address goes through
  * here: job decoding (lib/job.c), the CLI, test mode, SMTP submission
  * (smtp/server.c, MAIL FROM / RCPT TO), the relay client (smtp/client.c) and
  * the message builder (lib/mime.c, lib/text.c, for atext and dot-atom).

@@ -1,5 +1,5 @@
 /*
- * Message text, one careful routine per syntax (STYLE.md §7): line endings,
+ * Message text, one careful routine per syntax (README.md, "Dependencies"): line endings,
  * body transfer encodings, header fields (RFC 2047 encoded-words, folding,
  * display-name phrases) and SMTP DATA dot-stuffing. lib/mime.c builds
  * messages from these; smtp/ uses the dot-stuffing; nothing here logs.

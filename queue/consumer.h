@@ -1,6 +1,6 @@
 /*
  * The stream consumer of one worker: everything between Redis and the
- * pipeline (docs/queue.md, DESIGN "Delivery guarantees").
+ * pipeline (docs/queue.md, "The guarantee" and "Keys and the consumer").
  *
  * It reads the streams pmx:{ws}:jobs of the workspaces it is given with one
  * outstanding `XREADGROUP GROUP postmux <name> COUNT n BLOCK 1000 STREAMS

@@ -6,7 +6,7 @@
  * server's certificate and name) and the submission server (accept, present a
  * certificate): only the context and start call differ.
  *
- * Ownership and callbacks (written down as STYLE.md asks):
+ * Ownership and callbacks:
  * - A stream is created with pmx_smtp_stream_new and owned by its creator until
  *   pmx_smtp_stream_close; from then on it owns itself and frees itself after
  *   delivering PMX_SMTP_STREAM_CLOSED, which is always the last callback.

@@ -1,6 +1,6 @@
 /*
- * The delivery pipeline of one worker (docs/queue.md, docs/delivery.md; DESIGN "The way of one
- * message"): every job the queue consumer hands over goes
+ * The delivery pipeline of one worker (docs/delivery.md, "The way of one job";
+ * README, "One message's way"): every job the queue consumer hands over goes
  *
  *   decode (lib/job) -> policy (workers/settings: workspace known, not
  *   suspended, From domain verified, test mode and the suppression list

@@ -1,5 +1,6 @@
 /*
- * Who gets what, for one job: the recipient plan (docs/queue.md and §6 "Test mode").
+ * Who gets what, for one job: the recipient plan (test mode: docs/delivery.md,
+ * "The way of one job"; the suppression list: docs/feedback.md).
  *
  * From the job's envelope recipients (to, cc, bcc, in that order, each
  * address once), the workspace's test mode and what Postgres already holds
