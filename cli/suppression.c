@@ -57,19 +57,11 @@ static char *address_arg(const char *s)
 static int scope_arg(const char *s, bool star_ok)
 {
     if (star_ok && strcmp(s, "*") == 0) return 0;
-    size_t n = strlen(s);
-    if (n == 0 || n > PMX_JOB_MAX_CATEGORY) return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
-            return -1;
-    }
-    return 0;
+    return pmx_job_category_valid(s, strlen(s)) ? 0 : -1;
 }
 
-static int usage_error(const char *sub)
+static int usage_error(void)
 {
-    (void)sub;
     fputs(usage_text, stderr);
     return PMX_EXIT_USAGE;
 }
@@ -103,7 +95,7 @@ static int change(pmx_cli_t *c, int argc, char **argv, bool add)
         default: return rc;
         }
     }
-    if (argc - optind != 2) return usage_error(argv[0]);
+    if (argc - optind != 2) return usage_error();
     if (scope_arg(scope, true) < 0)
         return pmx_cli_usage("suppression %s: bad --scope '%s' ('*' or 1-64 of a-z 0-9 _ . -)",
                              argv[0], scope);
@@ -181,7 +173,7 @@ static int list(pmx_cli_t *c, int argc, char **argv)
         default: return rc;
         }
     }
-    if (argc - optind != 1) return usage_error(argv[0]);
+    if (argc - optind != 1) return usage_error();
     if (reason && pmx_supp_reason_parse(reason) == PMX_SUPP_NONE)
         return pmx_cli_usage("suppression list: unknown --reason '%s'", reason);
     char id[32];
@@ -251,7 +243,7 @@ static int check(pmx_cli_t *c, int argc, char **argv)
         default: return rc;
         }
     }
-    if (argc - optind != 2) return usage_error(argv[0]);
+    if (argc - optind != 2) return usage_error();
     if (category && scope_arg(category, false) < 0)
         return pmx_cli_usage("suppression check: bad --category '%s' (1-64 of a-z 0-9 _ . -)",
                              category);

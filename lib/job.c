@@ -371,13 +371,9 @@ static int decode(const pmx_job_field_t *fields, size_t nfields, size_t max_mess
             failf(err, errlen, "category", 8, "must be 1 to %d characters", PMX_JOB_MAX_CATEGORY);
             goto fail;
         }
-        for (size_t i = 0; i < f->value_len; i++) {
-            char c = f->value[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.'
-                  || c == '-')) {
-                fail_field(err, errlen, f, "only a-z, 0-9, '_', '.' and '-' are allowed");
-                goto fail;
-            }
+        if (!pmx_job_category_valid(f->value, f->value_len)) {
+            fail_field(err, errlen, f, "only a-z, 0-9, '_', '.' and '-' are allowed");
+            goto fail;
         }
         j.category = dup_value(f);
     }
@@ -401,6 +397,17 @@ int pmx_job_check(const pmx_job_field_t *fields, size_t nfields, size_t max_mess
     if (decode(fields, nfields, max_message_size, &j, false, err, errlen) < 0) return -1;
     pmx_job_free(&j);
     return 0;
+}
+
+bool pmx_job_category_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > PMX_JOB_MAX_CATEGORY) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
 }
 
 size_t pmx_job_recipient_count(const pmx_job_t *job)

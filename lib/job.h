@@ -56,6 +56,10 @@ int  pmx_job_decode(const pmx_job_field_t *fields, size_t nfields, size_t max_me
  */
 int  pmx_job_check(const pmx_job_field_t *fields, size_t nfields, size_t max_message_size,
                    char *err, size_t errlen);
+/* A job category, or a suppression scope other than '*': 1 to
+ * PMX_JOB_MAX_CATEGORY of a-z, 0-9, '_', '.', '-' (docs/feedback.md). */
+bool pmx_job_category_valid(const char *s, size_t n);
+
 /* Number of envelope recipients (to + cc + bcc). */
 size_t pmx_job_recipient_count(const pmx_job_t *job);
 void pmx_job_free(pmx_job_t *job);
