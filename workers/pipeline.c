@@ -727,8 +727,6 @@ static void throttle_pause(const char *ws, bool paused, void *arg)
     pmx_queue_consumer_pause_until(p->consumer, ws, paused ? UINT64_MAX : 0);
 }
 
-/* Plans who gets what, then waits for the workspace's rate limit if it has one,
- * or for the end of its suspension. */
 /* The plan's question to the suppression list: why this job may not go to addr. */
 static const char *suppressed(const char *addr, void *arg)
 {
@@ -737,6 +735,8 @@ static const char *suppressed(const char *addr, void *arg)
                                                      addr));
 }
 
+/* Plans who gets what, then waits for the workspace's rate limit if it has one,
+ * for the end of its suspension, or for a --resume when the guard paused it. */
 static void plan(job_t *j, const pmx_outcome_lookup_t *known)
 {
     pmx_pipeline_t *p = j->p;
