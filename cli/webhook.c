@@ -51,7 +51,8 @@
 
 static const char *const known_events[] = {
     "message.queued", "message.sent", "message.deferred",
-    "message.bounced", "message.rejected", "message.suppressed", "workspace.paused",
+    "message.bounced", "message.rejected", "message.suppressed", "message.delayed",
+    "message.complained", "message.unsubscribed", "workspace.paused",
 };
 #define N_EVENTS (sizeof known_events / sizeof known_events[0])
 
@@ -61,7 +62,8 @@ static const char usage_text[] =
     "       postmux webhook remove ID\n"
     "Without --workspace the webhook is organization-wide (every workspace's events).\n"
     "Events: message.queued, message.sent, message.deferred, message.bounced,\n"
-    "        message.rejected, message.suppressed, workspace.paused (default: all).\n";
+    "        message.rejected, message.suppressed, message.delayed, message.complained,\n"
+    "        message.unsubscribed, workspace.paused (default: all).\n";
 
 /* ---- checks ---- */
 
