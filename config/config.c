@@ -73,7 +73,7 @@ typedef struct {
 } cfg_load_t;
 
 static const char *const cfg_sections[] = {
-    "daemon", "postgres", "redis", "relay", "submission", "http", "delivery", "feedback", "keys",
+    "daemon", "postgres", "redis", "relay", "submission", "http", "inbound", "delivery", "feedback", "keys",
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -475,6 +475,20 @@ static int set_host(const struct cfg_key *k, const char *v, pmx_config_t *c, cha
 }
 
 /* The EHLO name: "" (the host name, resolved at the end), a domain, or [address literal]. */
+/* A host name (no address literal), or empty. */
+static int set_optional_host(const struct cfg_key *k, const char *v, pmx_config_t *c,
+                             char *why, size_t n)
+{
+    if (v[0] && (strchr(v, ':') || !cfg_valid_host(v))) {
+        char shown[80];
+        snprintf(why, n, "expected a host name such as mx.example.com, got '%s'",
+                 cfg_show(v, shown, sizeof shown));
+        return -1;
+    }
+    cfg_replace_str(c, k->off, v);
+    return 0;
+}
+
 static int set_helo_name(const struct cfg_key *k, const char *v, pmx_config_t *c,
                          char *why, size_t n)
 {
@@ -567,6 +581,11 @@ static const struct cfg_key cfg_keys[] = {
     { "http", "max_connections_per_address", set_int, F(http_max_connections_per_address), 0,
       100000 },
     { "http", "idle_timeout", set_duration, F(http_idle_timeout_ms), MS_SECOND, MS_HOUR },
+    { "inbound", "listen", set_listen, F(inbound_listen), 0, 0 },
+    { "inbound", "hostname", set_optional_host, F(inbound_hostname), 0, 0 },
+    { "inbound", "tls_cert", set_optional_str, F(inbound_tls_cert), 0, 0 },
+    { "inbound", "tls_key", set_optional_str, F(inbound_tls_key), 0, 0 },
+    { "inbound", "max_message_size", set_size, F(inbound_max_message_size), KIB, KIB * KIB * KIB },
     { "delivery", "retry_base", set_duration, F(retry_base_ms), 100, MS_DAY },
     { "delivery", "retry_max_interval", set_duration, F(retry_max_interval_ms), 100, 30 * MS_DAY },
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
@@ -627,6 +646,11 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->http_max_connections = 1024;
     c->http_max_connections_per_address = 64;
     c->http_idle_timeout_ms = 30 * MS_SECOND;
+    c->inbound_listen = pmx_xstrdup("");
+    c->inbound_hostname = pmx_xstrdup("");
+    c->inbound_tls_cert = pmx_xstrdup("");
+    c->inbound_tls_key = pmx_xstrdup("");
+    c->inbound_max_message_size = 10 * KIB * KIB;
     c->retry_base_ms = 60 * MS_SECOND;
     c->retry_max_interval_ms = MS_HOUR;
     c->max_queue_lifetime_ms = 5 * MS_DAY;
@@ -744,6 +768,8 @@ static int cfg_check_rules(cfg_load_t *l)
                         "than max_connections (%d)", c->submission_max_connections_per_address,
                         c->submission_max_connections), -1;
     if (cfg_check_http(l) < 0) return -1;
+    if (!c->inbound_tls_cert[0] != !c->inbound_tls_key[0])
+        return cfg_fail(l, 0, "[inbound] tls_cert and tls_key must be set together (or neither)"), -1;
     if (c->retry_max_interval_ms < c->retry_base_ms)
         return cfg_fail(l, 0, "[delivery] retry_max_interval (%s) must not be less than retry_base (%s)",
                         cfg_fmt_duration(c->retry_max_interval_ms, a, sizeof a),
@@ -947,6 +973,7 @@ void pmx_config_free(pmx_config_t *cfg)
         &cfg->relay_auth_password_file, &cfg->relay_helo_name, &cfg->submission_listen,
         &cfg->submission_tls_cert, &cfg->submission_tls_key, &cfg->master_key_file, &cfg->path,
         &cfg->http_listen, &cfg->http_public_url, &cfg->http_tls_cert, &cfg->http_tls_key,
+        &cfg->inbound_listen, &cfg->inbound_hostname, &cfg->inbound_tls_cert, &cfg->inbound_tls_key,
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) free(*fields[i]);
     memset(cfg, 0, sizeof *cfg);

@@ -65,6 +65,13 @@ typedef struct {
     int      http_max_connections_per_address;   /* per worker; 0 = no limit */
     uint64_t http_idle_timeout_ms;
 
+    /* [inbound] (docs/feedback.md): SMTP for what comes back */
+    char    *inbound_listen;            /* "" = off */
+    char    *inbound_hostname;          /* "" = no VERP return path; MAIL FROM is the From address */
+    char    *inbound_tls_cert;          /* "" = no STARTTLS */
+    char    *inbound_tls_key;
+    uint64_t inbound_max_message_size;  /* bytes */
+
     /* [delivery] */
     uint64_t retry_base_ms;
     uint64_t retry_max_interval_ms;

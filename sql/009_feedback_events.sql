@@ -7,3 +7,8 @@ ALTER TABLE events ADD CONSTRAINT events_type_check CHECK (type IN
     ('message.queued', 'message.sent', 'message.deferred', 'message.bounced',
      'message.rejected', 'message.suppressed', 'message.delayed', 'message.complained',
      'message.unsubscribed', 'domain.verified', 'workspace.paused'));
+
+-- recipients.idx: the recipient's position in its job (0-based; the same on every
+-- attempt), the second half of what a recipient token names (lib/reftoken.h,
+-- docs/feedback.md "Recipient tokens"). NULL on rows written before this migration.
+ALTER TABLE recipients ADD COLUMN idx integer CHECK (idx BETWEEN 0 AND 65535);

@@ -58,6 +58,7 @@ static int hooks_start(pmx_worker_t *w)
     st->settings = pmx_settings_new(pmx_worker_loop(w), pmx_worker_db(w), master);
     st->suppress = pmx_supp_cache_new(pmx_worker_loop(w), pmx_worker_db(w));
     st->webhooks = pmx_webhooks_start(pmx_worker_loop(w), cfg, master);
+    pmx_worker_set_ref_key(w, master, sizeof master);
     pmx_wipe(master, sizeof master);
     pmx_worker_set_data(w, st);
     if (!st->webhooks || pmx_settings_start(st->settings) < 0

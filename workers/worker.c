@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/reftoken.h"
 #include "http/server.h"
 
 struct pmx_worker {
@@ -33,6 +34,7 @@ struct pmx_worker {
     bool                      finishing;
     int                       exit_code;
     void                     *data;
+    uint8_t                   ref_key[PMX_REF_KEY_LEN];
 };
 
 uv_loop_t *pmx_worker_loop(pmx_worker_t *w) { return &w->loop; }
@@ -51,6 +53,11 @@ const char *pmx_worker_redis_password(const pmx_worker_t *w, size_t *len)
     return w->opts.redis_password;
 }
 void pmx_worker_set_data(pmx_worker_t *w, void *data) { w->data = data; }
+const uint8_t *pmx_worker_ref_key(const pmx_worker_t *w) { return w->ref_key; }
+void pmx_worker_set_ref_key(pmx_worker_t *w, const uint8_t *master, size_t len)
+{
+    pmx_ref_key_derive(master, len, w->ref_key);
+}
 
 bool pmx_worker_is_connected(const pmx_worker_t *w)
 {

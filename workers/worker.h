@@ -95,6 +95,10 @@ bool                pmx_worker_is_connected(const pmx_worker_t *w);
 void                pmx_worker_count_sent(pmx_worker_t *w, uint64_t n);
 /* [redis] password_file's secret (NULL = none), for a second connection. */
 const char         *pmx_worker_redis_password(const pmx_worker_t *w, size_t *len);
+/* The key of recipient tokens (lib/reftoken.h), derived from the master key
+ * when the worker starts; all zero before. */
+const uint8_t      *pmx_worker_ref_key(const pmx_worker_t *w);
+void                pmx_worker_set_ref_key(pmx_worker_t *w, const uint8_t *master, size_t len);
 /* One pointer for the pipeline's own state. */
 void               *pmx_worker_data(const pmx_worker_t *w);
 void                pmx_worker_set_data(pmx_worker_t *w, void *data);

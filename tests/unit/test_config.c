@@ -388,11 +388,11 @@ static void test_structure_errors(void **state)
     (void)state;
     load_err("[daemon]\nworkers = 2\n\n[relya]\nhost = x\n",
              "test.conf:4: unknown section [relya] (expected daemon, postgres, redis, relay, "
-             "submission, http, delivery, feedback or keys)");
+             "submission, http, inbound, delivery, feedback or keys)");
     /* An unknown section is refused even with no keys under it. */
     load_err("[daemon]\n[Relay]\n",
              "test.conf:2: unknown section [Relay] (expected daemon, postgres, redis, relay, "
-             "submission, http, delivery, feedback or keys)");
+             "submission, http, inbound, delivery, feedback or keys)");
     load_err("; c\n[relay]\nhost = a\nhots = b\n", "test.conf:4: [relay] unknown key 'hots'");
     load_err("[daemon]\nhost = a\n", "test.conf:2: [daemon] unknown key 'host'");
     load_err("workers = 2\n[daemon]\n",
@@ -430,6 +430,14 @@ static void test_value_errors(void **state)
 {
     (void)state;
     static const struct { const char *text, *err; } cases[] = {
+        { "[inbound]\nhostname = [192.0.2.1]\n",
+          "test.conf:2: [inbound] hostname: expected a host name such as mx.example.com, got "
+          "'[192.0.2.1]'" },
+        { "[inbound]\nhostname = mx.example.com:25\n",
+          "test.conf:2: [inbound] hostname: expected a host name such as mx.example.com, got "
+          "'mx.example.com:25'" },
+        { "[inbound]\ntls_cert = /c.pem\n",
+          "test.conf: [inbound] tls_cert and tls_key must be set together (or neither)" },
         { "[relay]\ntls = startls\n",
           "test.conf:2: [relay] tls: expected none, starttls or tls, got 'startls'" },
         { "[relay]\ntls = STARTTLS\n",
