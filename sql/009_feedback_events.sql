@@ -12,3 +12,12 @@ ALTER TABLE events ADD CONSTRAINT events_type_check CHECK (type IN
 -- attempt), the second half of what a recipient token names (lib/reftoken.h,
 -- docs/feedback.md "Recipient tokens"). NULL on rows written before this migration.
 ALTER TABLE recipients ADD COLUMN idx integer CHECK (idx BETWEEN 0 AND 65535);
+
+-- messages.category: the job's category (docs/queue.md), the scope of an
+-- unsubscribe made through the message. NULL = none (scope '*').
+ALTER TABLE messages ADD COLUMN category text CHECK (category ~ '^[a-z0-9_.-]{1,64}$');
+
+-- domains.return_path: the return-path domain of a verified domain D when
+-- `domain add --return-path NAME` chose one (a subdomain of D); NULL = bounces.D.
+ALTER TABLE domains ADD COLUMN return_path text
+    CHECK (return_path = lower(return_path) AND length(return_path) <= 253);
