@@ -17,6 +17,7 @@
 #include "http/email.h"
 #include "http/openapi.h"
 #include "http/server.h"
+#include "http/unsubscribe.h"
 #include "lib/log.h"
 #include "queue/enqueue.h"
 #include "lib/mem.h"
@@ -34,6 +35,7 @@ struct pmx_http_api {
     pmx_settings_t       *settings;
     pmx_worker_apikeys_t *keys;
     pmx_http_server_t    *srv;
+    pmx_http_unsub_t     *unsub;         /* /u/<token> (http/unsubscribe.h) */
     char                 *cert_pem;
     pmx_buf_t             key_pem;
     op_t                 *ops;           /* alive, doubly linked */
@@ -61,9 +63,14 @@ struct op {
 
 /* ---- operations ---------------------------------------------------------------------- */
 
+static void maybe_drained(pmx_http_api_t *api);
+static void unsub_idle(void *arg) { maybe_drained(arg); }
+
 static void maybe_drained(pmx_http_api_t *api)
 {
-    if (!api || !api->draining || !api->drain_done || api->waiting > 0) return;
+    if (!api || !api->draining || !api->drain_done || api->waiting > 0 ||
+        pmx_http_unsub_waiting(api->unsub) > 0)
+        return;
     void (*fn)(void *) = api->drain_done;
     api->drain_done = NULL;
     pmx_log_info("http drained");
@@ -424,6 +431,7 @@ static void handler(void *arg, pmx_http_req_t *req)
     const char *m = pmx_http_req_method(req), *path = pmx_http_req_path(req);
     bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0, post = strcmp(m, "POST") == 0;
 
+    if (pmx_http_unsub_route(api->unsub, req)) return;
     if (strcmp(path, "/v1/openapi.json") == 0) {
         if (!get) {
             pmx_http_req_add_header(req, "Allow", "GET, HEAD");
@@ -539,9 +547,11 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
         .tls_cert_pem = api->cert_pem,
         .tls_key_pem = api->cert_pem ? pmx_buf_cstr(&api->key_pem) : NULL,
     };
+    api->unsub = pmx_http_unsub_new(w, unsub_idle, api);
     api->srv = pmx_http_server_new(pmx_worker_loop(w), fd, &o, handler, api, err, sizeof err);
     if (!api->srv) {
         pmx_log_error("%s", err);
+        pmx_http_unsub_free(api->unsub);
         free(api->cert_pem);
         pmx_buf_free_secret(&api->key_pem);
         free(api);
@@ -574,6 +584,7 @@ void pmx_http_api_stop(pmx_http_api_t *api)
     /* Aborts requests still waiting: their ops cancel lookups and forget them. */
     pmx_http_server_close(api->srv);
     for (op_t *op = api->ops; op; op = op->next) op->api = NULL;   /* XADD replies still due */
+    pmx_http_unsub_free(api->unsub);
     pmx_worker_apikeys_free(api->keys);
     free(api->cert_pem);
     pmx_buf_free_secret(&api->key_pem);

@@ -9,6 +9,8 @@
  * - POST /v1/emails/batch: a JSON array of 1..PMX_HTTP_API_MAX_BATCH emails,
  *   200 {"results": [...]} with one result per item, in order;
  * - GET /v1/openapi.json: the OpenAPI 3.1 document (http/openapi.json).
+ * - GET and POST /u/<token>: one-click unsubscribe, handed to
+ *   http/unsubscribe.h (no API key; the token is the credential).
  * Authentication: Authorization: Bearer <API key>, checked through the
  * worker's API key cache (submission/apikeys.h: no Postgres query while the
  * answer is cached, a revoked key refused within PMX_APIKEYS_TTL_MS). Scope
