@@ -130,27 +130,41 @@ static void not_found(pmx_http_unsub_t *u, pmx_http_req_t *req, bool html)
            "This unsubscribe link is not valid. Use the link from the message itself.");
 }
 
-/* "mail from <b>Acme</b> to <b>j***@example.com</b>" [in the category "news"] */
-static void describe(pmx_buf_t *b, const char *ws_name, const char *addr, const char *scope)
+static void masked(pmx_buf_t *b, const char *addr)
 {
     pmx_buf_t m = PMX_BUF_INIT;
     pmx_unsub_mask_address(&m, addr);
-    if (ws_name) {
-        pmx_buf_append_str(b, "mail from <strong>");
-        pmx_html_escape(b, ws_name);
-        pmx_buf_append_str(b, "</strong> to ");
-    } else {
-        pmx_buf_append_str(b, "this mail to ");
-    }
     pmx_buf_append_str(b, "<strong id=\"address\">");
     pmx_html_escape(b, pmx_buf_cstr(&m));
     pmx_buf_append_str(b, "</strong>");
+    pmx_buf_free(&m);
+}
+
+/* "mail from <b>Acme</b>" (or "this sender's mail") [" in the category <b>news</b>"] */
+static void mail_from(pmx_buf_t *b, const char *ws_name, const char *scope)
+{
+    if (ws_name) {
+        pmx_buf_append_str(b, "mail from <strong>");
+        pmx_html_escape(b, ws_name);
+        pmx_buf_append_str(b, "</strong>");
+    } else {
+        pmx_buf_append_str(b, "this sender&#39;s mail");
+    }
     if (strcmp(scope, "*") != 0) {
         pmx_buf_append_str(b, " in the category <strong>");
         pmx_html_escape(b, scope);
         pmx_buf_append_str(b, "</strong>");
     }
-    pmx_buf_free(&m);
+}
+
+/* The done state: "<b>j***@example.com</b> will no longer receive mail from …." */
+static void done_par(pmx_buf_t *b, const char *ws_name, const char *addr, const char *scope)
+{
+    pmx_buf_append_str(b, "<p class=\"done\" id=\"state\" data-state=\"unsubscribed\">");
+    masked(b, addr);
+    pmx_buf_append_str(b, " is unsubscribed and will no longer receive ");
+    mail_from(b, ws_name, scope);
+    pmx_buf_append_str(b, ".</p>\n");
 }
 
 /* GET: the page (lookup rows: name, address, scope, already). */
@@ -163,13 +177,12 @@ static void answer_page(pmx_http_unsub_t *u, pmx_http_req_t *req, const PGresult
     pmx_buf_t b = PMX_BUF_INIT;
     page_head(&b, "Unsubscribe");
     if (already) {
-        pmx_buf_append_str(&b, "<p class=\"done\" id=\"state\" data-state=\"unsubscribed\">"
-                               "You are unsubscribed from ");
-        describe(&b, name, addr, scope);
-        pmx_buf_append_str(&b, ".</p>\n");
+        done_par(&b, name, addr, scope);
     } else {
-        pmx_buf_append_str(&b, "<p id=\"state\" data-state=\"subscribed\">Stop receiving ");
-        describe(&b, name, addr, scope);
+        pmx_buf_append_str(&b, "<p id=\"state\" data-state=\"subscribed\">Stop sending ");
+        mail_from(&b, name, scope);
+        pmx_buf_append_str(&b, " to ");
+        masked(&b, addr);
         pmx_buf_append_str(&b, "?</p>\n"
                                /* No action: the form posts back to this very URL, behind
                                 * any reverse proxy. The body is RFC 8058's. */
@@ -192,10 +205,7 @@ static void answer_done(pmx_http_unsub_t *u, pmx_http_req_t *req, bool html, con
     pmx_buf_t b = PMX_BUF_INIT;
     if (html) {
         page_head(&b, "Unsubscribed");
-        pmx_buf_append_str(&b, "<p class=\"done\" id=\"state\" data-state=\"unsubscribed\">"
-                               "You are unsubscribed from ");
-        describe(&b, NULL, addr, scope);
-        pmx_buf_append_str(&b, ".</p>\n");
+        done_par(&b, NULL, addr, scope);
         page_tail(&b);
         pmx_http_respond(req, 200, "text/html; charset=utf-8", b.data, b.len);
     } else {

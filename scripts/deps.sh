@@ -13,6 +13,7 @@ PKGS=(
     libsystemd-dev libcmocka-dev libjansson-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev
     postgresql redis-server postfix
     python3 python3-dkim python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl dnsmasq-base valgrind
+    chromium
     prometheus man-db groff-base
     systemd openssl ca-certificates procps iproute2 util-linux
 )
@@ -23,7 +24,7 @@ FILES=(
     /usr/lib/postgresql/15/bin/pg_isready /usr/lib/postgresql/15/bin/psql
     /usr/bin/redis-server /usr/bin/redis-cli /usr/sbin/smtp-sink /usr/sbin/dnsmasq
     /usr/bin/swaks /usr/bin/python3 /usr/bin/setpriv /usr/bin/ss /usr/bin/timeout
-    /usr/bin/man /usr/bin/groff
+    /usr/bin/man /usr/bin/groff /usr/bin/chromium
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }
