@@ -266,5 +266,22 @@ t_wait_for 30 "[[ \$(curl -s -m 5 -o /dev/null -w '%{http_code}' ${ONE_CLICK[*]@
 t_expect_eq "$(t_psql "select scope from suppressions where address = 'dave@example.net'")" news "the retry"
 t_expect_eq "$(t_psql "select count(*) from events where type = 'message.unsubscribed' and recipient = 'dave@example.net'")" 1 "one event"
 
+# ---- drain ----------------------------------------------------------------------------------------
+t_case "SIGTERM while an unsubscribe waits for Postgres: the drain waits, the client gets 200"
+# A transaction holds a lock that the unsubscribe's INSERT waits for, for 3 s.
+t_psql "begin; lock table suppressions in share row exclusive mode; select pg_sleep(3); commit" \
+    >/dev/null 2>&1 &
+t_wait_for 20 "[[ \$(t_psql \"select count(*) from pg_locks l join pg_class c on c.oid = l.relation
+               where c.relname = 'suppressions' and l.mode = 'ShareRowExclusiveLock' and l.granted\") == 1 ]]"
+curl -s -m 30 -o "$T_DIR/drain.body" -w '%{http_code}' "${ONE_CLICK[@]}" "$U/$T_BOB" >"$T_DIR/drain.code" &
+CURL_PID=$!
+t_wait_for 20 "[[ \$(t_psql \"select count(*) from pg_stat_activity
+               where wait_event_type = 'Lock' and query like '%INSERT INTO suppressions%'\") == 1 ]]"
 t_stop_postmuxd "$DPID"
+wait "$CURL_PID"
+t_case "the unsubscribe answered during the drain was written"
+t_expect_eq "$(cat "$T_DIR/drain.code")" 200 "status"
+t_expect_eq "$(cat "$T_DIR/drain.body")" unsubscribed "body"
+t_expect_eq "$(t_psql "select scope from suppressions where address = 'bob@example.net'")" news "bob's row"
+t_expect_match "$(cat "$LOG")" 'http drained' "the API's drain ended"
 t_done
