@@ -140,16 +140,12 @@ static void masked(pmx_buf_t *b, const char *addr)
     pmx_buf_free(&m);
 }
 
-/* "mail from <b>Acme</b>" (or "this sender's mail") [" in the category <b>news</b>"] */
+/* "mail from <b>Acme</b>" [" in the category <b>news</b>"] */
 static void mail_from(pmx_buf_t *b, const char *ws_name, const char *scope)
 {
-    if (ws_name) {
-        pmx_buf_append_str(b, "mail from <strong>");
-        pmx_html_escape(b, ws_name);
-        pmx_buf_append_str(b, "</strong>");
-    } else {
-        pmx_buf_append_str(b, "this sender&#39;s mail");
-    }
+    pmx_buf_append_str(b, "mail from <strong>");
+    pmx_html_escape(b, ws_name);
+    pmx_buf_append_str(b, "</strong>");
     if (strcmp(scope, "*") != 0) {
         pmx_buf_append_str(b, " in the category <strong>");
         pmx_html_escape(b, scope);
@@ -197,7 +193,7 @@ static void answer_page(pmx_http_unsub_t *u, pmx_http_req_t *req, const PGresult
     pmx_buf_free(&b);
 }
 
-/* POST: done (apply rows: workspace id, address, scope, added). */
+/* POST: done (apply rows: workspace id, address, scope, added, name). */
 static void answer_done(pmx_http_unsub_t *u, pmx_http_req_t *req, bool html, const PGresult *res)
 {
     const char *addr = PQgetvalue(res, 0, 1), *scope = PQgetvalue(res, 0, 2);
@@ -205,7 +201,7 @@ static void answer_done(pmx_http_unsub_t *u, pmx_http_req_t *req, bool html, con
     pmx_buf_t b = PMX_BUF_INIT;
     if (html) {
         page_head(&b, "Unsubscribed");
-        done_par(&b, NULL, addr, scope);
+        done_par(&b, PQgetvalue(res, 0, 4), addr, scope);
         page_tail(&b);
         pmx_http_respond(req, 200, "text/html; charset=utf-8", b.data, b.len);
     } else {

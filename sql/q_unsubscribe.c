@@ -29,7 +29,7 @@ static const char APPLY_SQL[] =
     "  INSERT INTO events (workspace_id, message_id, recipient, type, detail)"
     "  SELECT workspace_id, message_id, address, 'message.unsubscribed', $3 FROM s"
     ")"
-    "SELECT t.workspace_id, t.address, t.scope, (SELECT count(*) FROM s) AS added FROM t";
+    "SELECT t.workspace_id, t.address, t.scope, (SELECT count(*) FROM s) AS added, t.name FROM t";
 
 pmx_db_async_req_t *pmx_db_unsub_lookup(pmx_db_async_t *db, const char *msg_id, unsigned idx,
                                         pmx_db_async_result_fn cb, void *arg)

@@ -15,7 +15,7 @@
  * ("one-click" or "mailto") and the message id, and writes the event
  * message.unsubscribed — both only when the row is new, so repeating it
  * changes nothing. Rows: zero (no such recipient) or one: workspace id,
- * address, scope, added ('1' new, '0' already there).
+ * address, scope, added ('1' new, '0' already there), workspace name.
  */
 #ifndef PMX_SQL_Q_UNSUBSCRIBE_H
 #define PMX_SQL_Q_UNSUBSCRIBE_H

@@ -161,6 +161,7 @@ req POST "$U/${T_ALICE^^}" "${ONE_CLICK[@]}" -H 'Accept: text/html'
 t_expect_eq "$T_OUT" 200 "status (capitals)"
 t_expect_match "$(header Content-Type)" '^text/html' "HTML for a browser"
 t_expect_match "$(body)" 'data-state="unsubscribed"' "done page"
+t_expect_match "$(body)" 'mail from <strong>Acme</strong>' "the done page names the workspace"
 t_expect_eq "$(written)" "1 1" "suppressions, events"
 
 t_case "GET after: the page says unsubscribed, without a button"
