@@ -974,22 +974,20 @@ static void report_return_path(const pmx_cli_nameserver_t *ns, const char *rp, c
 {
     pmx_cli_txt_list_t mx;
     char err[512];
-    if (pmx_cli_dns_mx(ns, rp, &mx, err, sizeof err) < 0) {
-        fprintf(stderr, "postmux: note: return path %s: %s\n", rp, err);
-        return;
-    }
+    int looked = pmx_cli_dns_mx(ns, rp, &mx, err, sizeof err);
     bool found = false;
-    for (size_t i = 0; i < mx.n; i++)
+    for (size_t i = 0; looked == 0 && i < mx.n; i++)
         if (strcasecmp(mx.txt[i].data ? mx.txt[i].data : "", hostname) == 0) found = true;
     if (found) {
         fprintf(stderr, "postmux: return path %s: MX %s is published\n", rp, hostname);
     } else {
         fprintf(stderr, "postmux: note: return path %s: %s; bounces will not reach postmux "
                         "until it is published (verification does not depend on it)\n  publish: ",
-                rp, mx.n ? "its MX does not name [inbound] hostname" : "no MX record");
+                rp, looked < 0 ? err : mx.n ? "its MX does not name [inbound] hostname"
+                                             : "no MX record");
         return_path_records(stderr, rp, hostname);
     }
-    pmx_cli_dns_txt_free(&mx);
+    if (looked == 0) pmx_cli_dns_txt_free(&mx);
 }
 
 /* Marks the domain verified and its keys active, in one transaction; exit code. */
