@@ -106,9 +106,16 @@ int pmx_cli_dns_mx(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt
     } else {
         if (len > ANSWER_MAX) len = ANSWER_MAX;
         rc = parse(ans, len, name, out, err, errlen);
-        if (rc < 0) pmx_cli_dns_txt_free(out);
+        if (rc < 0) pmx_cli_dns_mx_free(out);
     }
     free(ans);
     res_nclose(&st);
     return rc;
+}
+
+void pmx_cli_dns_mx_free(pmx_cli_txt_list_t *list)
+{
+    for (size_t i = 0; i < list->n; i++) pmx_buf_free(&list->txt[i]);
+    free(list->txt);
+    memset(list, 0, sizeof *list);
 }

@@ -16,9 +16,10 @@
  * Looks up the MX records of name (no final dot). Returns 0 with *out the
  * exchange host names (lower-case, no final dot; out->n is 0 when the name or
  * its MX records do not exist), or -1 with a reason in err. The list type is
- * cli/dns.h's; free with pmx_cli_dns_txt_free.
+ * cli/dns.h's; free with pmx_cli_dns_mx_free.
  */
-int pmx_cli_dns_mx(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt_list_t *out,
-                   char *err, size_t errlen);
+int  pmx_cli_dns_mx(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt_list_t *out,
+                    char *err, size_t errlen);
+void pmx_cli_dns_mx_free(pmx_cli_txt_list_t *list);
 
 #endif
