@@ -29,16 +29,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
 #include "cli/cli.h"
 #include "cli/dns.h"
+#include "cli/dns_mx.h"
 #include "dkim/keycrypt.h"
 #include "dkim/keygen.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
+#include "lib/verp.h"
 
 #define DEFAULT_SELECTOR   "pmx"
 #define ED25519_SUFFIX     "-ed25519"
@@ -52,13 +55,14 @@
 
 static const char usage_text[] =
     "usage: postmux domain add WS DOMAIN [--selector S] [--algorithm rsa|ed25519|both]\n"
-    "                          [--bits 2048..4096] [--private-key FILE]\n"
+    "                          [--bits 2048..4096] [--private-key FILE] [--return-path NAME]\n"
     "       postmux domain verify DOMAIN [--nameserver IP[:PORT]] [--skip-dns]\n"
     "       postmux domain list [WS] [--json]\n"
     "       postmux domain show DOMAIN [--json] [--check-keys]\n"
     "       postmux domain remove DOMAIN\n"
     "WS is a workspace id (ws_...) or name. The default selector is pmx; with\n"
-    "--algorithm both the Ed25519 key uses SELECTOR-ed25519.\n";
+    "--algorithm both the Ed25519 key uses SELECTOR-ed25519. --return-path names the\n"
+    "return-path domain (a subdomain of DOMAIN; default bounces.DOMAIN).\n";
 
 /* ---- input checks ---- */
 
@@ -217,6 +221,24 @@ static void key_record(pmx_buf_t *name, pmx_buf_t *value, const char *domain,
     pmx_dkim_dns_value(value, alg, pub);
 }
 
+/*
+ * The return-path records (docs/feedback.md "Return path (VERP)"), printed when
+ * [inbound] hostname is set: the MX that brings bounces to postmux's inbound
+ * listener, and an SPF record for the envelope sender's domain. SPF names the
+ * host itself (a:), on the assumption that postmux sends from the host that
+ * receives; ~all (softfail), so a sending address not yet listed (a relay
+ * provider's: add its include:) is not refused outright; alignment for DMARC
+ * comes from the DKIM signature of DOMAIN anyway.
+ */
+static void return_path_records(FILE *f, const char *rp, const char *hostname)
+{
+    fprintf(f, "%s. MX 10 %s.\n", rp, hostname);
+    pmx_buf_t spf = PMX_BUF_INIT;
+    pmx_buf_appendf(&spf, "v=spf1 a:%s ~all", hostname);
+    print_txt(f, rp, spf.data);
+    pmx_buf_free(&spf);
+}
+
 static const char *col(const PGresult *res, int r, int c) { return PQgetvalue(res, r, c); }
 static bool col_null(const PGresult *res, int r, int c) { return PQgetisnull(res, r, c); }
 static bool col_bool(const PGresult *res, int r, int c) { return col(res, r, c)[0] == 't'; }
@@ -308,7 +330,8 @@ static int check_existing(pmx_cli_t *c, const char *domain, const char *ws, bool
 
 /* Writes the domain (when new) and its keys in one transaction; exit code. */
 static int add_write(pmx_cli_t *c, const char *ws, const char *domain, new_key_t *keys,
-                     int nkeys, pmx_buf_t *token, bool *pending)
+                     int nkeys, pmx_buf_t *token, bool *pending, const char *return_path,
+                     pmx_buf_t *rp_out)
 {
     if (pmx_cli_begin(c) < 0) return PMX_EXIT_USER;
 
@@ -331,6 +354,14 @@ static int add_write(pmx_cli_t *c, const char *ws, const char *domain, new_key_t
     }
 
     *pending = exists && verified;
+    /* --return-path replaces the stored one; without it the stored one stays. */
+    const char *p_rp[2] = { domain_id, return_path };
+    res = pmx_cli_query(c, "UPDATE domains SET return_path = COALESCE($2, return_path)"
+                           " WHERE id = $1 RETURNING return_path", 2, p_rp);
+    if (!res) goto fail;
+    pmx_verp_return_domain(rp_out, domain, PQntuples(res) == 1 && !col_null(res, 0, 0)
+                                               ? col(res, 0, 0) : NULL);
+    PQclear(res);
     for (int i = 0; i < nkeys; i++) {
         const char *p_key[6] = {
             domain_id, keys[i].selector, pmx_dkim_alg_name(keys[i].kp.alg),
@@ -357,11 +388,12 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
         { "algorithm", required_argument, NULL, 'a' },
         { "bits", required_argument, NULL, 'b' },
         { "private-key", required_argument, NULL, 'k' },
+        { "return-path", required_argument, NULL, 'r' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *selector_opt = DEFAULT_SELECTOR, *algorithm = NULL, *bits_opt = NULL;
-    const char *key_file = NULL;
+    const char *key_file = NULL, *rp_opt = NULL;
     int ch, rc = PMX_EXIT_USAGE;
     pmx_cli_opts_start();
     while ((ch = pmx_cli_next_opt("domain", argc, argv, longopts, &rc)) != -1) {
@@ -370,13 +402,15 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
         case 'a': algorithm = optarg; break;
         case 'b': bits_opt = optarg; break;
         case 'k': key_file = optarg; break;
+        case 'r': rp_opt = optarg; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
         default: return rc;
         }
     }
     if (argc - optind != 2)
         return pmx_cli_usage("usage: domain add WS DOMAIN [--selector S] "
-                             "[--algorithm rsa|ed25519|both] [--bits N] [--private-key FILE]");
+                             "[--algorithm rsa|ed25519|both] [--bits N] [--private-key FILE] "
+                             "[--return-path NAME]");
 
     /* Options first: nothing is generated or written for a bad command line. */
     bool want_rsa = true, want_ed = false;
@@ -402,6 +436,13 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
     char domain[DOMAIN_MAX + 1], why[128];
     if (normalize_domain(argv[optind + 1], domain, why, sizeof why) < 0)
         return pmx_cli_error("invalid domain '%s': %s", argv[optind + 1], why);
+    char rp[DOMAIN_MAX + 1], rp_why[300];
+    if (rp_opt) {
+        if (normalize_domain(rp_opt, rp, why, sizeof why) < 0)
+            return pmx_cli_error("invalid --return-path '%s': %s", rp_opt, why);
+        if (pmx_verp_return_path_check(domain, rp, rp_why, sizeof rp_why) < 0)
+            return pmx_cli_error("%s", rp_why);
+    }
 
     char sel[LABEL_MAX + 1];
     size_t sel_max = want_rsa && want_ed ? LABEL_MAX - strlen(ED25519_SUFFIX) : LABEL_MAX;
@@ -413,7 +454,7 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
     new_key_t keys[2];
     int nkeys = 0;
     memset(keys, 0, sizeof keys);
-    pmx_buf_t pem_in = PMX_BUF_INIT, token = PMX_BUF_INIT;
+    pmx_buf_t pem_in = PMX_BUF_INIT, token = PMX_BUF_INIT, rp_eff = PMX_BUF_INIT;
     uint8_t master[PMX_DKIM_MASTER_KEY_LEN];
     bool have_master = false;
     rc = PMX_EXIT_USER;
@@ -492,7 +533,7 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
     }
 
     bool pending = false;
-    rc = add_write(c, ws, domain, keys, nkeys, &token, &pending);
+    rc = add_write(c, ws, domain, keys, nkeys, &token, &pending, rp_opt ? rp : NULL, &rp_eff);
     if (rc != PMX_EXIT_OK) goto done;
 
     pmx_buf_t name = PMX_BUF_INIT, value = PMX_BUF_INIT;
@@ -506,6 +547,7 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
     }
     pmx_buf_free(&name);
     pmx_buf_free(&value);
+    if (c->cfg.inbound_hostname[0]) return_path_records(stdout, rp_eff.data, c->cfg.inbound_hostname);
     if (pending)
         fprintf(stderr, "postmux: %s is verified: the new key%s signs once `postmux domain verify %s`"
                         " finds %s in DNS\n", domain, nkeys > 1 ? "s" : "", domain,
@@ -517,17 +559,19 @@ done:
     }
     pmx_buf_free_secret(&pem_in);
     pmx_buf_free(&token);
+    pmx_buf_free(&rp_eff);
     if (have_master) pmx_wipe(master, sizeof master);
     return rc;
 }
 
 /* ---- domain list / show ---- */
 
-enum { D_ID, D_DOMAIN, D_WS, D_WS_NAME, D_TOKEN, D_VERIFIED_AT, D_CREATED };
+enum { D_ID, D_DOMAIN, D_WS, D_WS_NAME, D_TOKEN, D_VERIFIED_AT, D_CREATED, D_RETURN_PATH };
 #define DOMAIN_SELECT \
     "SELECT d.id, d.domain, d.workspace_id, w.name, d.verify_token," \
     " to_char(d.verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')," \
-    " to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')" \
+    " to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')," \
+    " d.return_path" \
     " FROM domains d JOIN workspaces w ON w.id = d.workspace_id"
 
 enum { K_DOMAIN_ID, K_SELECTOR, K_ALG, K_PUB, K_ACTIVE, K_BLOB };
@@ -549,6 +593,13 @@ static json_t *key_json(const PGresult *keys, int r, const char *domain)
     return o;
 }
 
+/* The domain's return-path domain: its return_path, else bounces.DOMAIN. */
+static void return_domain(pmx_buf_t *out, const PGresult *d, int r)
+{
+    pmx_verp_return_domain(out, col(d, r, D_DOMAIN),
+                           col_null(d, r, D_RETURN_PATH) ? NULL : col(d, r, D_RETURN_PATH));
+}
+
 static json_t *domain_json(const PGresult *d, int r, const PGresult *keys)
 {
     json_t *o = json_object();
@@ -560,6 +611,10 @@ static json_t *domain_json(const PGresult *d, int r, const PGresult *keys)
     json_object_set_new(o, "verified_at", pmx_cli_json_text_or_null(d, r, D_VERIFIED_AT));
     json_object_set_new(o, "verify_token", json_string(col(d, r, D_TOKEN)));
     json_object_set_new(o, "created_at", json_string(col(d, r, D_CREATED)));
+    pmx_buf_t rp = PMX_BUF_INIT;
+    return_domain(&rp, d, r);
+    json_object_set_new(o, "return_path", json_string(rp.data));
+    pmx_buf_free(&rp);
     json_t *a = json_array();
     for (int k = 0; k < PQntuples(keys); k++)
         if (strcmp(col(keys, k, K_DOMAIN_ID), col(d, r, D_ID)) == 0)
@@ -708,7 +763,7 @@ static int check_keys(pmx_cli_t *c, const char *domain, const PGresult *keys)
     return rc;
 }
 
-static void show_text(const PGresult *d, const PGresult *keys)
+static void show_text(const PGresult *d, const PGresult *keys, const char *hostname)
 {
     const char *domain = col(d, 0, D_DOMAIN);
     printf("domain:       %s\n", domain);
@@ -720,6 +775,9 @@ static void show_text(const PGresult *d, const PGresult *keys)
     keys_text(&kt, keys, col(d, 0, D_ID));
     printf("keys:         %s\n", kt.data);
     pmx_buf_free(&kt);
+    pmx_buf_t rp = PMX_BUF_INIT;
+    return_domain(&rp, d, 0);
+    printf("return_path:  %s\n", rp.data);
     printf("records:\n");
 
     pmx_buf_t name = PMX_BUF_INIT, value = PMX_BUF_INIT;
@@ -733,6 +791,8 @@ static void show_text(const PGresult *d, const PGresult *keys)
         key_record(&name, &value, domain, col(keys, k, K_SELECTOR), alg, col(keys, k, K_PUB));
         print_txt(stdout, name.data, value.data);
     }
+    if (hostname && *hostname) return_path_records(stdout, rp.data, hostname);
+    pmx_buf_free(&rp);
     pmx_buf_free(&name);
     pmx_buf_free(&value);
 }
@@ -767,7 +827,7 @@ static int domain_show(pmx_cli_t *c, int argc, char **argv)
     if (check) rc = check_keys(c, domain, keys);
     else if (json) rc = pmx_cli_print_json(domain_json(d, 0, keys));
     else {
-        show_text(d, keys);
+        show_text(d, keys, c->cfg.inbound_hostname);
         rc = PMX_EXIT_OK;
     }
     PQclear(d);
@@ -904,6 +964,32 @@ static int verify_key(const pmx_cli_nameserver_t *ns, const char *domain, const 
     return rc;
 }
 
+/*
+ * Reports whether the return-path domain's MX names [inbound] hostname
+ * (docs/feedback.md "Return path (VERP)"): informational, on stderr, never a
+ * reason to refuse verification (the domain signs and sends without it; only
+ * bounces would not come back to postmux).
+ */
+static void report_return_path(const pmx_cli_nameserver_t *ns, const char *rp, const char *hostname)
+{
+    pmx_cli_txt_list_t mx;
+    char err[512];
+    int looked = pmx_cli_dns_mx(ns, rp, &mx, err, sizeof err);
+    bool found = false;
+    for (size_t i = 0; looked == 0 && i < mx.n; i++)
+        if (strcasecmp(mx.txt[i].data ? mx.txt[i].data : "", hostname) == 0) found = true;
+    if (found) {
+        fprintf(stderr, "postmux: return path %s: MX %s is published\n", rp, hostname);
+    } else {
+        fprintf(stderr, "postmux: note: return path %s: %s; bounces will not reach postmux "
+                        "until it is published (verification does not depend on it)\n  publish: ",
+                rp, looked < 0 ? err : mx.n ? "its MX does not name [inbound] hostname"
+                                             : "no MX record");
+        return_path_records(stderr, rp, hostname);
+    }
+    if (looked == 0) pmx_cli_dns_mx_free(&mx);
+}
+
 /* Marks the domain verified and its keys active, in one transaction; exit code. */
 static int mark_verified(pmx_cli_t *c, const char *domain, bool skip_dns)
 {
@@ -987,6 +1073,12 @@ static int domain_verify(pmx_cli_t *c, int argc, char **argv)
             bad += verify_key(&ns, domain, col(keys, k, K_SELECTOR), col(keys, k, K_ALG),
                               col(keys, k, K_PUB)) < 0;
         if (bad) rc = pmx_cli_error("%s is not verified", domain);
+        if (c->cfg.inbound_hostname[0]) {
+            pmx_buf_t rp = PMX_BUF_INIT;
+            return_domain(&rp, d, 0);
+            report_return_path(&ns, rp.data, c->cfg.inbound_hostname);
+            pmx_buf_free(&rp);
+        }
     }
     PQclear(d);
     PQclear(keys);

@@ -14,22 +14,24 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "lib/buf.h"
 #include "lib/job.h"
 #include "lib/mem.h"
+#include "lib/verp.h"
 #include "queue/enqueue.h"
 
 static const char usage_text[] =
     "usage: postmux send --workspace WS --from A --to B [--cc C] [--bcc D]\n"
     "                    [--subject S] [--text T] [--html H] [--raw FILE|-]\n"
     "                    [--reply-to A] [--header 'Name: value']... [--id ID]\n"
-    "                    [--metadata M] [--category C]\n";
+    "                    [--metadata M] [--category C] [--unsubscribe]\n";
 
 enum { O_WS = 'w', O_FROM = 'f', O_TO = 't', O_CC = 256, O_BCC, O_SUBJECT, O_TEXT, O_HTML,
-       O_RAW, O_REPLY_TO, O_HEADER, O_ID, O_METADATA, O_CATEGORY, O_HELP };
+       O_RAW, O_REPLY_TO, O_HEADER, O_ID, O_METADATA, O_CATEGORY, O_UNSUBSCRIBE, O_HELP };
 
 typedef struct {
     const char *ws, *from, *subject, *text, *html, *raw_path, *reply_to, *id, *metadata, *category;
@@ -39,6 +41,7 @@ typedef struct {
     size_t      nheaders;
     char       *raw;
     size_t      raw_len;
+    bool        unsubscribe;                  /* the job field unsubscribe = yes */
 } send_opts_t;
 
 static void free_opts(send_opts_t *o)
@@ -124,6 +127,7 @@ static int parse_opts(send_opts_t *o, int argc, char **argv)
         { "id",        required_argument, NULL, O_ID },
         { "metadata",  required_argument, NULL, O_METADATA },
         { "category",  required_argument, NULL, O_CATEGORY },
+        { "unsubscribe", no_argument,     NULL, O_UNSUBSCRIBE },
         { "help",      no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -146,6 +150,7 @@ static int parse_opts(send_opts_t *o, int argc, char **argv)
         case O_ID:       rc = set_once(&o->id, "id", optarg); break;
         case O_METADATA: rc = set_once(&o->metadata, "metadata", optarg); break;
         case O_CATEGORY: rc = set_once(&o->category, "category", optarg); break;
+        case O_UNSUBSCRIBE: o->unsubscribe = true; break;
         case O_HEADER:   rc = add_header(o, optarg); break;
         case O_HELP:     fputs(usage_text, stdout); return -1;
         default:
@@ -197,7 +202,7 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv)
     }
 
     /* The fields, in the order a client would write them. */
-    pmx_job_field_t *f = pmx_xcalloc(13 + o.nheaders, sizeof *f);
+    pmx_job_field_t *f = pmx_xcalloc(14 + o.nheaders, sizeof *f);
     size_t nf = 0;
     put(f, &nf, "from", o.from, strlen(o.from));
     put(f, &nf, "to", o.to.data, o.to.len);
@@ -214,6 +219,7 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv)
     if (o.id) put(f, &nf, "id", o.id, strlen(o.id));
     if (o.metadata) put(f, &nf, "metadata", o.metadata, strlen(o.metadata));
     if (o.category) put(f, &nf, "category", o.category, strlen(o.category));
+    if (o.unsubscribe) put(f, &nf, "unsubscribe", "yes", 3);
 
     char err[512];
     pmx_job_t job;
@@ -223,6 +229,14 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv)
         goto done;
     }
     pmx_job_free(&job);
+    /* Refused here, not rejected later: no link could be offered (docs/queue.md). */
+    const char *off = o.unsubscribe ? pmx_verp_unsubscribe_unavailable(c->cfg.http_public_url,
+                                                                       c->cfg.inbound_listen)
+                                    : NULL;
+    if (off) {
+        rc = pmx_cli_error("%s", off);
+        goto done;
+    }
 
     char ws_id[20];
     if (pmx_cli_workspace_id(c, o.ws, ws_id) < 0) {

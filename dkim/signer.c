@@ -68,7 +68,7 @@ struct pmx_dkim_signer {
 
 static const char *sign_fields[] = {
     "From", "Subject", "To", "Cc", "Date", "Message-ID", "Reply-To", "MIME-Version",
-    "Content-Type", "Content-Transfer-Encoding", NULL,
+    "Content-Type", "Content-Transfer-Encoding", "List-Unsubscribe", "List-Unsubscribe-Post", NULL,
 };
 static const char *oversign_fields[] = { "From", NULL };
 

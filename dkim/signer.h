@@ -2,8 +2,9 @@
  * DKIM signing with libopendkim (docs/delivery.md "DKIM"): every message is signed
  * once per active key of its From domain, rsa-sha256 and/or ed25519-sha256,
  * c=relaxed/relaxed, no l=, and h= listing those of From, Subject, To, Cc,
- * Date, Message-ID, Reply-To, MIME-Version, Content-Type and
- * Content-Transfer-Encoding that are present, with From listed once more
+ * Date, Message-ID, Reply-To, MIME-Version, Content-Type,
+ * Content-Transfer-Encoding, List-Unsubscribe and List-Unsubscribe-Post (RFC 8058
+ * wants both signed) that are present, with From listed once more
  * than it occurs (oversigned: a From added later breaks the signature).
  *
  * One pmx_dkim_signer_t per worker process (it holds the DKIM_LIB), created

@@ -35,11 +35,11 @@
 #define HEADER_PREFIX_LEN 7
 
 enum { F_FROM, F_TO, F_CC, F_BCC, F_SUBJECT, F_TEXT, F_HTML, F_REPLY_TO, F_RAW, F_ID,
-       F_METADATA, F_CATEGORY, F_COUNT };
+       F_METADATA, F_CATEGORY, F_UNSUBSCRIBE, F_COUNT };
 
 static const char *const field_names[F_COUNT] = {
     "from", "to", "cc", "bcc", "subject", "text", "html", "reply_to", "raw", "id", "metadata",
-    "category",
+    "category", "unsubscribe",
 };
 
 /* Headers a job may not set: postmux writes them, or they would break the message. */
@@ -58,7 +58,11 @@ static const struct { const char *name, *why; } reserved_headers[] = {
     { "DKIM-Signature",            "postmux signs the message" },
     { "Return-Path",               "the receiving server writes it" },
     { "X-Original-To",             "postmux writes it in test mode" },
+    { "X-Postmux-Ref",             "postmux writes it on every message" },
 };
+
+/* Headers postmux writes for a job with unsubscribe = yes (docs/queue.md). */
+static const char *const unsubscribe_headers[] = { "List-Unsubscribe", "List-Unsubscribe-Post" };
 
 /* Appends a field name for a message: printable ASCII kept, the rest \xNN, truncated. */
 static void put_name(pmx_buf_t *b, const char *s, size_t n)
@@ -135,12 +139,16 @@ static bool same_header(const pmx_job_field_t *a, const pmx_job_field_t *b)
                        a->name_len - HEADER_PREFIX_LEN) == 0;
 }
 
-static int check_header(const pmx_job_field_t *f, char *err, size_t errlen)
+static int check_header(const pmx_job_field_t *f, bool unsubscribe, char *err, size_t errlen)
 {
     const char *hn = f->name + HEADER_PREFIX_LEN;
     size_t hl = f->name_len - HEADER_PREFIX_LEN;
     if (!header_name_ok(hn, hl))
         return fail_field(err, errlen, f, "not a valid header name (printable ASCII, no ':' or space)");
+    for (size_t k = 0; unsubscribe && k < 2; k++)
+        if (strlen(unsubscribe_headers[k]) == hl && strncasecmp(unsubscribe_headers[k], hn, hl) == 0)
+            return fail_field(err, errlen, f, "header not allowed with unsubscribe = yes "
+                                              "(postmux writes it for each recipient)");
     for (size_t k = 0; k < sizeof reserved_headers / sizeof reserved_headers[0]; k++) {
         const char *r = reserved_headers[k].name;
         if (strlen(r) == hl && strncasecmp(r, hn, hl) == 0)
@@ -304,6 +312,15 @@ static int decode(const pmx_job_field_t *fields, size_t nfields, size_t max_mess
         if (parse_one(f, j.reply_to, err, errlen) < 0) goto fail;
     }
 
+    if ((f = known[F_UNSUBSCRIBE])) {
+        /* List-Unsubscribe per recipient (docs/queue.md, docs/http.md). */
+        if (f->value_len == 3 && memcmp(f->value, "yes", 3) == 0) {
+            j.unsubscribe = true;
+        } else if (!(f->value_len == 2 && memcmp(f->value, "no", 2) == 0)) {
+            fail_field(err, errlen, f, "must be yes or no");
+            goto fail;
+        }
+    }
     if ((f = known[F_SUBJECT])) {
         if (check_text(f, TEXT_LINE, err, errlen) < 0) goto fail;
         j.subject = dup_value(f);
@@ -325,7 +342,7 @@ static int decode(const pmx_job_field_t *fields, size_t nfields, size_t max_mess
             if (f->name_len < HEADER_PREFIX_LEN ||
                 memcmp(f->name, HEADER_PREFIX, HEADER_PREFIX_LEN) != 0)
                 continue;
-            if (check_header(f, err, errlen) < 0) goto fail;
+            if (check_header(f, j.unsubscribe, err, errlen) < 0) goto fail;
             pmx_header_t *h = &j.headers[j.nheaders++];
             h->name = pmx_xstrndup(f->name + HEADER_PREFIX_LEN, f->name_len - HEADER_PREFIX_LEN);
             h->value = dup_value(f);

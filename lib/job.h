@@ -39,6 +39,7 @@ typedef struct {
     char           *client_id;       /* the "id" field, or NULL */
     char           *metadata;        /* or NULL */
     char           *category;        /* [a-z0-9_.-]{1,64}, or NULL: the scope of an unsubscribe */
+    bool            unsubscribe;     /* "unsubscribe" = yes: List-Unsubscribe per recipient */
 } pmx_job_t;
 
 /*

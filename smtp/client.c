@@ -535,7 +535,8 @@ static void append_path(pmx_buf_t *b, const char *verb, const char *addr)
 static void append_mail(pmx_smtp_session_t *s, pmx_buf_t *b, bool body8, bool utf8)
 {
     append_path(b, "MAIL FROM:", s->msg->env.mail_from);
-    if (s->ehlo.ext & PMX_SMTP_EXT_SIZE) pmx_buf_appendf(b, " SIZE=%zu", s->msg->len);
+    if (s->ehlo.ext & PMX_SMTP_EXT_SIZE)
+        pmx_buf_appendf(b, " SIZE=%zu", s->msg->env.head_len + s->msg->len);
     if (body8 && (s->ehlo.ext & PMX_SMTP_EXT_8BITMIME)) pmx_buf_append_str(b, " BODY=8BITMIME");
     if (utf8) pmx_buf_append_str(b, " SMTPUTF8");
     pmx_buf_append(b, "\r\n", 2);
@@ -575,10 +576,10 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
      * and SMTPUTF8 when the sender or a header needs it (RFC 6531). */
     bool relay_utf8 = (s->ehlo.ext & PMX_SMTP_EXT_SMTPUTF8) != 0;
     bool utf8 = (env->flags & PMX_SMTP_ENV_SMTPUTF8) || !is_ascii(env->mail_from);
-    if (s->ehlo.size_max && msg->len > s->ehlo.size_max) {
+    if (s->ehlo.size_max && msg->env.head_len + msg->len > s->ehlo.size_max) {
         char why[160];
         snprintf(why, sizeof why, "message of %zu octets exceeds the relay's SIZE limit of %llu",
-                 msg->len, (unsigned long long)s->ehlo.size_max);
+                 msg->env.head_len + msg->len, (unsigned long long)s->ehlo.size_max);
         pmx__smtp_msg_fail(msg, PMX_SMTP_PERMFAIL, "MAIL FROM", why);
         return -1;
     }
@@ -668,7 +669,10 @@ static void start_body(pmx_smtp_session_t *s, bool empty)
 {
     pmx_buf_reset(&s->body);
     if (empty) pmx_buf_append_str(&s->body, ".\r\n");   /* 354 with no recipient left */
-    else pmx_text_dot_stuff(&s->body, s->msg->data, s->msg->len);
+    else {
+        if (s->msg->env.head_len) pmx_buf_append(&s->body, s->msg->env.head, s->msg->env.head_len);
+        pmx_text_dot_stuff(&s->body, s->msg->data, s->msg->len);
+    }
     s->body_off = 0;
     s->state = S_BODY;
     arm(s, s->cfg->data_timeout_ms);

@@ -58,6 +58,11 @@ typedef struct {
                                          fails alone (PERMFAIL, no RCPT TO), see below */
     size_t             nrcpts;        /* at least 1 */
     unsigned           flags;         /* PMX_SMTP_ENV_* */
+    /* Header lines written before data, as they are (CRLF-terminated, ASCII, no line
+     * starting with '.'): what differs per transaction while data is shared, e.g.
+     * X-Postmux-Ref (docs/delivery.md). NULL/0 = none. Borrowed like data. */
+    const char        *head;
+    size_t             head_len;
 } pmx_smtp_envelope_t;
 
 typedef enum {

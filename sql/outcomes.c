@@ -1,7 +1,7 @@
 /*
  * The batched outcome writer; see outcomes.h.
  *
- * A batch becomes 21 array parameters (Postgres text-array literals): one
+ * A batch becomes 23 array parameters (Postgres text-array literals): one
  * row per item (its ordinal, whether to insert the message row, the row's
  * columns), one per recipient and one per event, each pointing at its item
  * by ordinal. One statement of data-modifying CTEs inserts the messages
@@ -36,13 +36,14 @@ static const char WRITE_SQL[] =
     "WITH it AS ("
     "  SELECT * FROM unnest($1::int[], $2::bool[], $3::text[], $4::text[], $5::text[],"
     "                       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
-    "                       $11::text[])"
-    "    AS t(i, ins, id, ws, job, client_id, mail_from, header_from, subject, metadata, source)"
+    "                       $11::text[], $25::text[])"
+    "    AS t(i, ins, id, ws, job, client_id, mail_from, header_from, subject, metadata, source,"
+    "         category)"
     "), ins AS ("
     "  INSERT INTO messages AS m (id, workspace_id, job_id, client_id, mail_from, header_from,"
-    "                             subject, metadata, source)"
+    "                             subject, metadata, source, category)"
     "  SELECT DISTINCT ON (ws, job) id, ws, job, client_id, mail_from, header_from, subject,"
-    "         metadata, source"
+    "         metadata, source, category"
     "    FROM it WHERE ins ORDER BY ws, job, i"
     "  ON CONFLICT (workspace_id, job_id) DO UPDATE SET job_id = EXCLUDED.job_id"
     "  RETURNING m.id, m.workspace_id, m.job_id"
@@ -51,12 +52,12 @@ static const char WRITE_SQL[] =
     "    FROM it LEFT JOIN ins ON it.ins AND ins.workspace_id = it.ws AND ins.job_id = it.job"
     "), rc AS ("
     "  INSERT INTO recipients AS r (message_id, address, status, attempts, last_response,"
-    "                               next_attempt_at, updated_at, bounce_class)"
+    "                               next_attempt_at, updated_at, bounce_class, idx)"
     "  SELECT DISTINCT ON (res.mid, x.address) res.mid, x.address, x.status, x.attempts,"
-    "         x.resp, to_timestamp(x.next_ms / 1000.0), now(), x.cls"
+    "         x.resp, to_timestamp(x.next_ms / 1000.0), now(), x.cls, x.idx"
     "    FROM unnest($12::int[], $13::text[], $14::text[], $15::int[], $16::text[],"
-    "                $17::bigint[], $22::text[])"
-    "         WITH ORDINALITY AS x(i, address, status, attempts, resp, next_ms, cls, o)"
+    "                $17::bigint[], $22::text[], $26::int[])"
+    "         WITH ORDINALITY AS x(i, address, status, attempts, resp, next_ms, cls, idx, o)"
     "    JOIN res ON res.i = x.i"
     "   ORDER BY res.mid, x.address, x.o DESC"
     "  ON CONFLICT (message_id, address) DO UPDATE"
@@ -65,7 +66,8 @@ static const char WRITE_SQL[] =
     "         last_response = EXCLUDED.last_response,"
     "         next_attempt_at = EXCLUDED.next_attempt_at,"
     "         updated_at = EXCLUDED.updated_at,"
-    "         bounce_class = COALESCE(EXCLUDED.bounce_class, r.bounce_class)"
+    "         bounce_class = COALESCE(EXCLUDED.bounce_class, r.bounce_class),"
+    "         idx = COALESCE(EXCLUDED.idx, r.idx)"
     "   WHERE r.status <> 'sent'"
     "), ev AS ("
     "  INSERT INTO events (workspace_id, message_id, recipient, type, detail)"
@@ -117,7 +119,11 @@ static const char WRITE_SQL[] =
 enum { P_I, P_INS, P_ID, P_WS, P_JOB, P_CLIENT, P_FROM, P_HFROM, P_SUBJ, P_META, P_SRC,
        P_R_I, P_R_ADDR, P_R_STATUS, P_R_ATT, P_R_RESP, P_R_NEXT,
        P_E_I, P_E_TYPE, P_E_RCPT, P_E_DETAIL, P_R_CLASS,
-       NARRAYS, P_SOFT_LIMIT = NARRAYS, P_SOFT_FOR, NPARAMS };
+       NARRAYS, P_SOFT_LIMIT = NARRAYS, P_SOFT_FOR,
+       /* arrays again: the message's category, the recipient's position in its job */
+       P_CAT, P_R_IDX, NPARAMS };
+
+static bool is_array(int k) { return k < NARRAYS || k >= P_CAT; }
 
 /* Each request names its message by (ws, job id) or by (ws, message id); the
  * two index lookups of the LATERAL are exclusive (one of job/msg is NULL).
@@ -135,7 +141,7 @@ static const char LOOKUP_SQL[] =
 
 typedef struct {
     char   *address, *status, *resp, *cls;
-    int     attempts;
+    int     attempts, idx;
     int64_t next_ms;
 } rcpt_t;
 
@@ -154,7 +160,7 @@ struct pmx_outcomes_req {
     /* an item */
     bool                  update_only;
     char                 *id, *ws, *job, *client, *mail_from, *header_from, *subject,
-                         *metadata, *source;
+                         *metadata, *source, *category;
     rcpt_t               *rcpts;
     size_t                nrcpts;
     event_t              *events;
@@ -243,7 +249,7 @@ static void first_line(char *dst, size_t cap, const char *msg)
 static void req_free(pmx_outcomes_req_t *r)
 {
     char *strs[] = { r->id, r->ws, r->job, r->client, r->mail_from, r->header_from,
-                     r->subject, r->metadata, r->source };
+                     r->subject, r->metadata, r->source, r->category };
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(strs[i]);
     for (size_t i = 0; i < r->nrcpts; i++) {
         free(r->rcpts[i].address);
@@ -383,6 +389,7 @@ pmx_outcomes_req_t *pmx_outcomes_submit(pmx_outcomes_t *o, const pmx_outcome_t *
         r->subject = copy_text(it->subject);
         r->metadata = copy_text(it->metadata);
         r->source = copy_text(it->source ? it->source : "redis");
+        r->category = copy_text(it->category);
     }
     r->nrcpts = it->nrcpts;
     r->rcpts = pmx_xcalloc(it->nrcpts ? it->nrcpts : 1, sizeof *r->rcpts);
@@ -390,7 +397,7 @@ pmx_outcomes_req_t *pmx_outcomes_submit(pmx_outcomes_t *o, const pmx_outcome_t *
         const pmx_outcome_rcpt_t *s = &it->rcpts[i];
         r->rcpts[i] = (rcpt_t){ .address = copy_text(s->address), .status = copy_text(s->status),
                                 .resp = copy_text(s->last_response), .attempts = s->attempts,
-                                .cls = copy_text(s->bounce_class),
+                                .cls = copy_text(s->bounce_class), .idx = s->idx,
                                 .next_ms = s->next_attempt_ms };
     }
     r->nevents = it->nevents;
@@ -457,7 +464,8 @@ size_t pmx_outcomes_pending(const pmx_outcomes_t *o)
 
 static void build_params(const pmx_outcomes_t *o, const reqvec_t *v, pmx_buf_t p[NPARAMS])
 {
-    for (int k = 0; k < NARRAYS; k++) pmx_buf_append_char(&p[k], '{');
+    for (int k = 0; k < NPARAMS; k++)
+        if (is_array(k)) pmx_buf_append_char(&p[k], '{');
     for (size_t i = 0; i < v->n; i++) {
         const pmx_outcomes_req_t *r = v->v[i];
         int64_t ord = (int64_t)i + 1;
@@ -472,6 +480,7 @@ static void build_params(const pmx_outcomes_t *o, const reqvec_t *v, pmx_buf_t p
         pmx_pgarray_text(&p[P_SUBJ], r->subject);
         pmx_pgarray_text(&p[P_META], r->metadata);
         pmx_pgarray_text(&p[P_SRC], r->source);
+        pmx_pgarray_text(&p[P_CAT], r->category);
         for (size_t k = 0; k < r->nrcpts; k++) {
             const rcpt_t *x = &r->rcpts[k];
             pmx_pgarray_int(&p[P_R_I], ord);
@@ -482,6 +491,8 @@ static void build_params(const pmx_outcomes_t *o, const reqvec_t *v, pmx_buf_t p
             if (x->next_ms > 0) pmx_pgarray_int(&p[P_R_NEXT], x->next_ms);
             else pmx_pgarray_text(&p[P_R_NEXT], NULL);
             pmx_pgarray_text(&p[P_R_CLASS], x->cls);
+            if (x->idx >= 0) pmx_pgarray_int(&p[P_R_IDX], x->idx);
+            else pmx_pgarray_text(&p[P_R_IDX], NULL);
         }
         for (size_t k = 0; k < r->nevents; k++) {
             const event_t *e = &r->events[k];
@@ -491,7 +502,8 @@ static void build_params(const pmx_outcomes_t *o, const reqvec_t *v, pmx_buf_t p
             pmx_pgarray_text(&p[P_E_DETAIL], e->detail);
         }
     }
-    for (int k = 0; k < NARRAYS; k++) pmx_buf_append_char(&p[k], '}');
+    for (int k = 0; k < NPARAMS; k++)
+        if (is_array(k)) pmx_buf_append_char(&p[k], '}');
     pmx_buf_appendf(&p[P_SOFT_LIMIT], "%u", o->soft_bounce_limit);
     pmx_buf_appendf(&p[P_SOFT_FOR], "%" PRIu64, o->soft_bounce_suppress_s);
 }

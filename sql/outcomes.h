@@ -64,6 +64,8 @@ typedef struct {
     const char *bounce_class;    /* the failure's class (inbound/classify.h); NULL = none.
                                   * A bounced recipient with a hard class is suppressed
                                   * in the same transaction (docs/feedback.md). */
+    int         idx;             /* its position in the job, 0-based, the same on every
+                                  * attempt (what a recipient token names); < 0 = NULL */
 } pmx_outcome_rcpt_t;
 
 typedef struct {
@@ -86,6 +88,7 @@ typedef struct {
     const char *subject;
     const char *metadata;
     const char *source;          /* "redis" | "smtp"; NULL = "redis" */
+    const char *category;        /* the job's category; NULL = none */
     const pmx_outcome_rcpt_t  *rcpts;
     size_t                     nrcpts;
     const pmx_outcome_event_t *events;

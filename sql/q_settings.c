@@ -15,7 +15,7 @@ static const char LOAD_SQL[] =
     "  FROM workspace_testers t"
     " UNION ALL "
     "SELECT 'd', d.workspace_id, d.domain, (d.verified_at IS NOT NULL)::text, d.id::text,"
-    "       NULL, NULL, NULL, NULL, NULL, NULL"
+    "       d.return_path, NULL, NULL, NULL, NULL, NULL"
     "  FROM domains d"
     " UNION ALL "
     "SELECT 'k', d.workspace_id, d.id::text, k.selector, k.algorithm, k.id::text, c.us::text,"

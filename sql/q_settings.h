@@ -14,7 +14,8 @@
  *   'w'  C1 workspace id, C2 name, C3 suspended, C4 test_mode, C5 catch_all,
  *        C6 rate_per_second, C7 burst, C8 daily_quota, C9 ms since suspended_at
  *   't'  C1 workspace id, C2 tester address
- *   'd'  C1 workspace id, C2 domain, C3 verified, C4 domain id
+ *   'd'  C1 workspace id, C2 domain, C3 verified, C4 domain id, C5 return_path (NULL:
+ *        bounces.<domain>)
  *   'k'  C1 workspace id, C2 domain id, C3 selector, C4 algorithm, C5 key id,
  *        C6 created_at (us), C7 private key blob in hex, NULL when the caller
  *        holds that key (id and created_at both in the parameters)

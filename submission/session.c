@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
@@ -32,6 +33,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/mime.h"
+#include "lib/verp.h"
 #include "queue/enqueue.h"
 #include "smtp/server.h"
 #include "smtp/tls.h"
@@ -646,6 +648,7 @@ typedef struct {
     size_t    off, len;
     uint64_t  held;
     pmx_buf_t category;   /* X-Postmux-Category's value, or empty */
+    const char *unsubscribe;  /* X-Postmux-Unsubscribe as the job field: "yes", "no" or NULL */
 } message_t;
 
 /* When the budget bites: a warning for a message cut short (its data was sent
@@ -688,6 +691,7 @@ static void message_take(session_t *ss, const pmx_smtp_envelope_t *env, message_
     m->held = ss->held;
     ss->held = 0;
     pmx_buf_init(&m->category);
+    m->unsubscribe = NULL;
 }
 
 static void message_free(pmx_worker_submission_t *sub, message_t *m)
@@ -698,11 +702,56 @@ static void message_free(pmx_worker_submission_t *sub, message_t *m)
 }
 
 /*
+ * X-Postmux-Unsubscribe: yes|no (docs/submission.md), cut out like
+ * X-Postmux-Category; its value becomes the job's unsubscribe field. Refused
+ * when the value is neither, or when yes asks for what this configuration
+ * cannot offer (no [http] public_url and no [inbound] listen).
+ */
+static int take_unsubscribe(session_t *ss, message_t *m, refusal_t *r)
+{
+    char why[256];
+    size_t skip;
+    pmx_buf_t v = PMX_BUF_INIT;
+    int n = pmx_mime_header_get(m->buf.data + m->off, m->len, "X-Postmux-Unsubscribe", &v, why,
+                                sizeof why);
+    const char *val = pmx_buf_cstr(&v);
+    bool yes = strcasecmp(val, "yes") == 0, no = strcasecmp(val, "no") == 0;
+    pmx_buf_free(&v);
+    if (n < 0) return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    if (n == 0) return 0;
+    if (n > 1) return refuse(r, 550, "5.6.0", "More than one X-Postmux-Unsubscribe header");
+    if (!yes && !no) return refuse(r, 550, "5.6.0", "X-Postmux-Unsubscribe must be yes or no");
+    const pmx_config_t *cfg = ss->sub->cfg;
+    const char *off = yes ? pmx_verp_unsubscribe_unavailable(cfg->http_public_url,
+                                                             cfg->inbound_listen)
+                          : NULL;
+    if (off) return refuse(r, 550, "5.6.0", "Message refused: %s", off);
+    if (pmx_mime_header_cut(m->buf.data + m->off, m->len, "X-Postmux-Unsubscribe", &skip, why,
+                            sizeof why) < 0)
+        return refuse(r, 550, "5.6.0", "Message refused: %s", why);
+    m->off += skip;
+    m->len -= skip;
+    m->unsubscribe = yes ? "yes" : "no";
+    return 0;
+}
+
+/* The optional job fields of a message (category, unsubscribe) after the
+ * first k of f; returns the new count. */
+static size_t optional_fields(const message_t *m, pmx_job_field_t *f, size_t k)
+{
+    if (m->category.len)
+        f[k++] = (pmx_job_field_t){ "category", 8, pmx_buf_cstr(&m->category), m->category.len };
+    if (m->unsubscribe)
+        f[k++] = (pmx_job_field_t){ "unsubscribe", 11, m->unsubscribe, strlen(m->unsubscribe) };
+    return k;
+}
+
+/*
  * The message as the pipeline will decode it, after X-Workspace-Id is cut
  * out in place, and X-Postmux-Category too (its value becomes the job's
- * category: docs/feedback.md); to gets the job's to field. Exactly what the
- * pipeline will run, so a 250 is never followed by a rejection for the
- * message's form.
+ * category: docs/feedback.md) and X-Postmux-Unsubscribe; to gets the job's
+ * to field. Exactly what the pipeline will run, so a 250 is never followed
+ * by a rejection for the message's form.
  */
 static int check_job(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m, pmx_buf_t *to,
                      refusal_t *r)
@@ -725,18 +774,18 @@ static int check_job(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m
         m->off += skip;
         m->len -= skip;
     }
+    if (take_unsubscribe(ss, m, r) < 0) return -1;
     for (size_t i = 0; i < env->nrcpts; i++) {
         if (i) pmx_buf_append_str(to, ", ");
         pmx_buf_append_str(to, env->rcpts[i]);
     }
-    pmx_job_field_t f[4] = {
+    pmx_job_field_t f[5] = {
         { "from", 4, env->mail_from, strlen(env->mail_from) },
         { "to", 2, pmx_buf_cstr(to), to->len },
         { "raw", 3, m->buf.data + m->off, m->len },
-        { "category", 8, pmx_buf_cstr(&m->category), m->category.len },
     };
-    if (pmx_job_check(f, ncat == 1 ? 4 : 3, (size_t)ss->sub->cfg->submission_max_message_size,
-                      why, sizeof why) < 0)
+    if (pmx_job_check(f, optional_fields(m, f, 3),
+                      (size_t)ss->sub->cfg->submission_max_message_size, why, sizeof why) < 0)
         return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
     if (pmx_mime_check_raw(m->buf.data + m->off, m->len, why, sizeof why) < 0)
         return refuse(r, 550, "5.6.0", "Message refused: %s", strip_raw(why));
@@ -797,13 +846,13 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
     /* raw is the entry's last field: its value is the message, where it is
      * (see the top of this file). */
-    const pmx_job_field_t f[4] = {
+    pmx_job_field_t f[5] = {
         { "from", 4, env->mail_from, strlen(env->mail_from) },
         { "to", 2, pmx_buf_cstr(&to), to.len },
         { PMX_SUBMISSION_SOURCE_FIELD, strlen(PMX_SUBMISSION_SOURCE_FIELD),
           PMX_SUBMISSION_SOURCE_VALUE, strlen(PMX_SUBMISSION_SOURCE_VALUE) },
-        { "category", 8, pmx_buf_cstr(&m.category), m.category.len },
     };
+    size_t nf = optional_fields(&m, f, 3);
     enqueue_t *q = pmx_xcalloc(1, sizeof *q);
     q->sub = sub;
     q->ss = ss;
@@ -813,7 +862,7 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     q->nrcpts = env->nrcpts;
     q->size = m.len;
     m.buf.len = m.off + m.len;
-    if (pmx_queue_enqueue_last(rc, sub->cfg->redis_prefix, ws, f, m.category.len ? 4 : 3, "raw",
+    if (pmx_queue_enqueue_last(rc, sub->cfg->redis_prefix, ws, f, nf, "raw",
                                &m.buf, m.off,
                                xadd_done, q) < 0) {
         free(q);

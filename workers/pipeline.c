@@ -30,6 +30,7 @@
 #include "inbound/classify.h"
 #include "lib/encode.h"
 #include "lib/job.h"
+#include "lib/verp.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/mime.h"
@@ -38,6 +39,7 @@
 #include "sql/outcomes.h"
 #include "workers/metrics.h"
 #include "workers/plan.h"
+#include "workers/txn.h"
 #include "workers/gate.h"
 
 #define RESUBMIT_MS      1000
@@ -69,15 +71,6 @@ struct pmx_pipeline {
     void                 *done_arg;
     pmx_pipeline_stats_t  stats;
 };
-
-/* One delivery of a job: the message as built for it, and what the relay said. */
-typedef struct {
-    bool               used;
-    pmx_buf_t          data;        /* DKIM-Signature fields + message */
-    pmx_smtp_status_t *status;      /* per envelope recipient */
-    char             **response;
-    struct job        *job;
-} delivery_t;
 
 /* What will be recorded for one original recipient. */
 typedef struct {
@@ -111,8 +104,9 @@ struct job {
 
     pmx_plan_t               plan;
     bool                     planned;
-    delivery_t               d[2];
-    int                      sends;         /* deliveries still at the relay */
+    pmx_buf_t                data;          /* what every transaction sends after its head */
+    pmx_txns_t               tx;            /* the SMTP transactions (workers/txn.h) */
+    int                      sends;         /* transactions still at the relay */
     result_t                *res;           /* per plan recipient */
     uint64_t                 defer_ms;      /* > 0: some recipient is deferred */
 };
@@ -171,14 +165,8 @@ static void job_free(job_t *j)
     p->stats.in_flight--;
     if (j->decoded || j->partial) pmx_job_free(&j->dj);
     if (j->ws) pmx_settings_ws_unref(j->ws);
-    for (int i = 0; i < 2; i++) {
-        delivery_t *d = &j->d[i];
-        pmx_buf_free(&d->data);
-        if (d->response)
-            for (size_t k = 0; k < j->plan.d[i].n; k++) free(d->response[k]);
-        free(d->response);
-        free(d->status);
-    }
+    pmx_buf_free(&j->data);
+    pmx_txns_free(&j->tx);
     if (j->res) {
         for (size_t i = 0; i < j->plan.nr; i++) {
             free(j->res[i].response);
@@ -343,9 +331,12 @@ static void record(job_t *j)
     for (size_t i = 0; i < n; i++) {
         result_t *r = &j->res[i];
         if (!r->status) continue;          /* SKIP: already final */
+        /* idx: the plan keeps the job's order (to, cc, bcc, each address once) on
+         * every attempt, SKIPped recipients included, so i is stable. */
         rc[nr++] = (pmx_outcome_rcpt_t){ .address = j->plan.r[i].addr, .status = r->status,
                                          .attempts = r->attempts, .last_response = r->response,
-                                         .next_attempt_ms = r->next_ms, .bounce_class = r->cls };
+                                         .next_attempt_ms = r->next_ms, .bounce_class = r->cls,
+                                         .idx = (int)i };
         snprintf(type[ne], sizeof type[ne], "message.%s", r->status);
         ev[ne] = (pmx_outcome_event_t){ .type = type[ne], .recipient = j->plan.r[i].addr,
                                         .detail = r->detail ? r->detail : r->response };
@@ -376,6 +367,7 @@ static void record(job_t *j)
         .subject = j->subject ? j->subject : (j->decoded ? j->dj.subject : NULL),
         .metadata = j->decoded ? j->dj.metadata : NULL,
         .source = qj->source ? qj->source : "redis",
+        .category = j->decoded ? j->dj.category : NULL,
         .rcpts = rc, .nrcpts = nr, .events = ev, .nevents = ne,
     };
     j->req = pmx_outcomes_submit(p->outcomes, &item, on_recorded, j);
@@ -438,9 +430,10 @@ static void results_ready(job_t *j)
             log_attempt(j, pr->addr, r);
             continue;
         }
-        const delivery_t *d = &j->d[pr->delivery];
-        pmx_smtp_status_t st = d->status[pr->slot];
-        r->response = pmx_xstrdup(d->response[pr->slot] ? d->response[pr->slot] : "");
+        const pmx_txn_t *t = &j->tx.v[j->tx.of[i]];
+        size_t slot = j->tx.slot[i];
+        pmx_smtp_status_t st = t->status[slot];
+        r->response = pmx_xstrdup(t->response[slot] ? t->response[slot] : "");
         r->attempts = pr->attempts + 1;
         if (st == PMX_SMTP_SENT) {
             r->status = "sent";
@@ -477,13 +470,12 @@ static void results_ready(job_t *j)
 
 static void on_sent(void *arg, const pmx_smtp_result_t *res)
 {
-    delivery_t *d = arg;
-    job_t *j = d->job;
-    int di = (int)(d - j->d);
-    for (size_t k = 0; k < j->plan.d[di].n; k++) {
+    pmx_txn_t *t = arg;
+    job_t *j = t->owner;
+    for (size_t k = 0; k < t->n; k++) {
         const pmx_smtp_outcome_t *o = k < res->nrcpts ? &res->rcpts[k] : &res->message;
-        d->status[k] = o->status;
-        d->response[k] = pmx_xstrdup(o->response ? o->response : "");
+        t->status[k] = o->status;
+        t->response[k] = pmx_xstrdup(o->response ? o->response : "");
     }
     if (--j->sends > 0) return;
     if (j->p->freeing) {
@@ -493,14 +485,19 @@ static void on_sent(void *arg, const pmx_smtp_result_t *res)
     results_ready(j);
 }
 
-/* Every recipient of delivery di gets status st with response (no relay involved). */
-static void delivery_fail(job_t *j, int di, pmx_smtp_status_t st, const char *response)
+/* Every recipient of transaction t gets status st with response (no relay involved). */
+static void txn_fail(pmx_txn_t *t, pmx_smtp_status_t st, const char *response)
 {
-    delivery_t *d = &j->d[di];
-    for (size_t k = 0; k < j->plan.d[di].n; k++) {
-        d->status[k] = st;
-        d->response[k] = pmx_xstrdup(response);
+    for (size_t k = 0; k < t->n; k++) {
+        free(t->response[k]);
+        t->response[k] = pmx_xstrdup(response);
+        t->status[k] = st;
     }
+}
+
+static void txns_fail(job_t *j, pmx_smtp_status_t st, const char *response)
+{
+    for (size_t k = 0; k < j->tx.n; k++) txn_fail(&j->tx.v[k], st, response);
 }
 
 /* ---- build, sign, relay ------------------------------------------------------------------- */
@@ -516,29 +513,23 @@ static bool header_8bit(const char *msg, size_t n)
 }
 
 /*
- * Builds the message of delivery di into m. Returns 0; or -1 with a reason
+ * Builds the message into m, once for every transaction (what differs per
+ * transaction is in its head: workers/txn.h). Returns 0; or -1 with a reason
  * in err (the job is then rejected: the same job would fail the same way
  * every time).
  */
-static int build(job_t *j, int di, pmx_buf_t *m, char *err, size_t errlen)
+static int build(job_t *j, pmx_buf_t *m, char *err, size_t errlen)
 {
-    pmx_mime_field_t *fields = NULL;
-    size_t nfields = 0;
-    if (di == 1) {
-        fields = pmx_xcalloc(j->plan.noriginal_to, sizeof *fields);
-        for (size_t i = 0; i < j->plan.noriginal_to; i++)
-            fields[nfields++] = (pmx_mime_field_t){ "X-Original-To", j->plan.original_to[i] };
-    }
     /* Raw messages: Bcc would reveal the blind recipients to everyone (Postfix's
      * cleanup drops it too); X-Workspace-Id only named the workspace for SMTP
-     * submission. */
-    static const char *const drop[] = { "Bcc", "X-Workspace-Id" };
-    pmx_mime_opts_t opts = { .msgid = j->msg_id, .date = time(NULL), .fields = fields,
-                             .nfields = nfields, .drop = drop, .ndrop = 2 };
-    int rc = j->dj.raw ? pmx_mime_prepare_raw(j->dj.raw, j->dj.raw_len, &opts, m, err, errlen)
-                       : pmx_mime_build(&j->dj, &opts, m, err, errlen);
-    free(fields);
-    return rc;
+     * submission; X-Postmux-Ref and, with unsubscribe, List-Unsubscribe(-Post)
+     * are postmux's to write (docs/delivery.md). */
+    static const char *const drop[] = { "Bcc", "X-Workspace-Id", "X-Postmux-Ref",
+                                        "List-Unsubscribe", "List-Unsubscribe-Post" };
+    pmx_mime_opts_t opts = { .msgid = j->msg_id, .date = time(NULL), .drop = drop,
+                             .ndrop = j->dj.unsubscribe ? 5 : 3 };
+    return j->dj.raw ? pmx_mime_prepare_raw(j->dj.raw, j->dj.raw_len, &opts, m, err, errlen)
+                     : pmx_mime_build(&j->dj, &opts, m, err, errlen);
 }
 
 /* The domain whose keys sign the message, checked against the workspace. */
@@ -570,65 +561,73 @@ static int signing_domain(job_t *j, const char *msg, size_t n,
     return 0;
 }
 
-/* Builds, signs and hands one delivery to the relay. Returns 0; or -1 with
- * the reason the message cannot be built (the job is to be rejected). */
-static int send_delivery(job_t *j, int di, char *err, size_t errlen)
+/* Hands transaction t to the relay; a transaction the relay client refuses
+ * at once gets its outcome here. */
+static void send_txn(job_t *j, pmx_txn_t *t, unsigned flags)
+{
+    pmx_smtp_envelope_t env = { .mail_from = t->mail_from ? t->mail_from : j->dj.from.addr,
+                                .rcpts = t->rcpts, .nrcpts = t->n, .flags = flags,
+                                .head = t->head.data, .head_len = t->head.len };
+    t->owner = j;
+    int rc = pmx_smtp_pool_send(j->p->pool, &env, j->data.data, j->data.len, on_sent, t);
+    if (rc == 0) {
+        j->sends++;
+        return;
+    }
+    /* UV_EINVAL is about the sender, which every recipient shares (a
+     * recipient the relay client cannot send fails alone, in on_sent). */
+    txn_fail(t, rc == UV_EINVAL ? PMX_SMTP_PERMFAIL : PMX_SMTP_TEMPFAIL,
+             rc == UV_EINVAL ? "553 5.1.7 envelope sender refused by postmux (not an "
+                               "RFC 5321 mailbox)"
+                             : "451 4.3.0 relay client shutting down");
+}
+
+/* Builds and signs the message, lays out its transactions (workers/txn.h) and
+ * hands them to the relay. Returns 0; or -1 with the reason the message cannot
+ * be built (the job is to be rejected). */
+static int send_all(job_t *j, char *err, size_t errlen)
 {
     pmx_pipeline_t *p = j->p;
-    delivery_t *d = &j->d[di];
-    size_t n = j->plan.d[di].n;
-    d->used = true;
-    d->job = j;
-    d->status = pmx_xcalloc(n, sizeof *d->status);
-    d->response = pmx_xcalloc(n, sizeof *d->response);
-
+    const pmx_config_t *cfg = p->cfg;
     pmx_buf_t m = PMX_BUF_INIT;
     const pmx_settings_domain_t *dom = NULL;
-    if (build(j, di, &m, err, errlen) < 0 || signing_domain(j, m.data, m.len, &dom, err, errlen) < 0) {
+    if (build(j, &m, err, errlen) < 0 || signing_domain(j, m.data, m.len, &dom, err, errlen) < 0) {
         pmx_buf_free(&m);
         return -1;
     }
+    pmx_txn_opts_t o = {
+        .msg_id = j->msg_id, .ref_key = pmx_worker_ref_key(p->w),
+        .verp = cfg->inbound_hostname[0] != '\0', .return_domain = dom->return_path,
+        .unsubscribe = j->dj.unsubscribe, .public_url = cfg->http_public_url,
+        .mailto = cfg->inbound_listen[0] != '\0',
+        .signer = p->signer, .keys = dom->keys, .nkeys = dom->nkeys,
+    };
+    pmx_txns_layout(&j->tx, &j->plan, pmx_txn_per_recipient(&o));
     char why[512], resp[600];
     if (dom->nkeys == 0) {
         /* Verified, but no key can sign right now: never send unsigned; retry. */
         snprintf(resp, sizeof resp, "451 4.7.0 no usable DKIM key for %s", dom->name);
-        delivery_fail(j, di, PMX_SMTP_TEMPFAIL, resp);
+        txns_fail(j, PMX_SMTP_TEMPFAIL, resp);
         pmx_buf_free(&m);
         return 0;
     }
     uint64_t t0 = uv_hrtime();
-    int signed_ok = pmx_dkim_sign(p->signer, dom->keys, dom->nkeys, m.data, m.len, &d->data, why,
-                                  sizeof why);
+    int ok = pmx_txns_prepare(&j->tx, &j->plan, &o, m.data, m.len, &j->data, why, sizeof why);
     pmx_metrics_observe_dkim((double)(uv_hrtime() - t0) / 1e9);
-    if (signed_ok < 0) {
+    if (ok < 0) {
         pmx_log_error("dkim signing failed ws=%s msg=%s err=\"%s\"", j->qj->ws, j->msg_id, why);
         snprintf(resp, sizeof resp, "451 4.7.0 DKIM signing failed: %s", why);
-        delivery_fail(j, di, PMX_SMTP_TEMPFAIL, resp);
+        txns_fail(j, PMX_SMTP_TEMPFAIL, resp);
         pmx_buf_free(&m);
         return 0;
     }
-    pmx_buf_append(&d->data, m.data, m.len);
     pmx_buf_free(&m);
-
-    pmx_smtp_envelope_t env = { .mail_from = j->dj.from.addr, .rcpts = j->plan.d[di].rcpts,
-                                .nrcpts = n,
-                                .flags = header_8bit(d->data.data, d->data.len)
-                                             ? PMX_SMTP_ENV_SMTPUTF8 : 0 };
-    int rc = pmx_smtp_pool_send(p->pool, &env, d->data.data, d->data.len, on_sent, d);
-    if (rc == 0) {
-        j->sends++;
-        return 0;
-    }
-    /* UV_EINVAL is about the sender, which every recipient shares (a
-     * recipient the relay client cannot send fails alone, in on_sent). */
-    delivery_fail(j, di, rc == UV_EINVAL ? PMX_SMTP_PERMFAIL : PMX_SMTP_TEMPFAIL,
-                  rc == UV_EINVAL ? "553 5.1.7 envelope sender refused by postmux (not an "
-                                    "RFC 5321 mailbox)"
-                                  : "451 4.3.0 relay client shutting down");
+    unsigned flags = header_8bit(j->data.data, j->data.len) ? PMX_SMTP_ENV_SMTPUTF8 : 0;
+    for (size_t k = 0; k < j->tx.n; k++) send_txn(j, &j->tx.v[k], flags);
     return 0;
 }
 
-/* Builds, signs and relays every delivery of the plan. */
+/* Builds, signs and relays every transaction of the plan. */
 static void relay(job_t *j)
 {
     if (j->qj->flags & PMX_QUEUE_JOB_LOST) {
@@ -642,15 +641,7 @@ static void relay(job_t *j)
     }
     j->stage = ST_RELAY;
     char err[512];
-    for (int di = 0; di < 2; di++) {
-        if (j->plan.d[di].n == 0) continue;
-        if (send_delivery(j, di, err, sizeof err) == 0) continue;
-        if (j->sends) {
-            /* Delivery 0 is at the relay but the catch-all copy cannot be built
-             * (it differs only by X-Original-To): defer that copy. */
-            delivery_fail(j, di, PMX_SMTP_TEMPFAIL, "451 4.3.0 message could not be built");
-            continue;
-        }
+    if (j->plan.d[0].n + j->plan.d[1].n > 0 && send_all(j, err, sizeof err) < 0) {
         /* Nothing went out: the job is rejected, naming the field. */
         reject(j, err);
         return;
@@ -788,6 +779,15 @@ static void policy(job_t *j, const pmx_outcome_lookup_t *known)
     if (m != PMX_SETTINGS_DOMAIN_OK && m != PMX_SETTINGS_DOMAIN_NO_KEY) {
         snprintf(err, sizeof err, "domain_not_verified: %s", domain);
         reject(j, err);
+        return;
+    }
+    /* A job from Redis asking for what this configuration cannot offer (the
+     * other doors refuse it before it is queued: docs/queue.md). */
+    const char *why = j->dj.unsubscribe ? pmx_verp_unsubscribe_unavailable(
+                                              p->cfg->http_public_url, p->cfg->inbound_listen)
+                                        : NULL;
+    if (why) {
+        reject(j, why);
         return;
     }
     plan(j, known);

@@ -27,6 +27,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "lib/verp.h"
 #include "sql/q_settings.h"
 #include "workers/settings_keys.h"
 
@@ -71,6 +72,7 @@ static void snap_free(pmx_settings_snap_t *sn)
         free((char **)w->testers);
         for (size_t d = 0; d < w->ndomains; d++) {
             free((char *)w->domains[d].name);
+            free((char *)w->domains[d].return_path);
             free((pmx_dkim_key_t *)w->domains[d].keys);   /* shallow copies */
         }
         free((pmx_settings_domain_t *)w->domains);
@@ -435,6 +437,9 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
                 pmx_settings_domain_t *d = (pmx_settings_domain_t *)&w->domains[w->ndomains++];
                 d->name = pmx_xstrdup(v);
                 d->verified = verified;
+                pmx_buf_t rp = PMX_BUF_INIT;
+                pmx_verp_return_domain(&rp, v, cell(res, r, C5));
+                d->return_path = pmx_buf_detach(&rp);
                 drefs[ndrefs++] = (domref_t){ .id = did, .ws = w, .dom = d };
             }
         }

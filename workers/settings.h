@@ -54,6 +54,8 @@ typedef struct pmx_settings_snap pmx_settings_snap_t;
 typedef struct {
     const char           *name;          /* the domains row (lowercase): d= when signing */
     bool                  verified;      /* verified_at is set */
+    const char           *return_path;   /* its return-path domain: domains.return_path, else
+                                            bounces.<name> (docs/feedback.md) */
     const pmx_dkim_key_t *keys;          /* usable active keys, in selector order */
     size_t                nkeys;
     size_t                nkeys_failed;  /* active keys that could not be decrypted/parsed */

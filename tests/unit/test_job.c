@@ -488,6 +488,45 @@ static void test_category(void **state)
     expect_bad(&fs, "category: only a-z, 0-9, '_', '.' and '-' are allowed");
 }
 
+/* unsubscribe: yes|no; with yes the List-Unsubscribe headers are postmux's;
+ * X-Postmux-Ref is never the job's. */
+static void test_unsubscribe(void **state)
+{
+    (void)state;
+    fields_t fs;
+    pmx_job_t j;
+    base(&fs); add(&fs, "unsubscribe", "yes");
+    expect_ok(&fs, BIG, &j);
+    assert_true(j.unsubscribe);
+    pmx_job_free(&j);
+    base(&fs); add(&fs, "unsubscribe", "no");
+    expect_ok(&fs, BIG, &j);
+    assert_false(j.unsubscribe);
+    pmx_job_free(&j);
+    base(&fs);
+    expect_ok(&fs, BIG, &j);
+    assert_false(j.unsubscribe);
+    pmx_job_free(&j);
+    base(&fs); add(&fs, "unsubscribe", "YES");
+    expect_bad(&fs, "unsubscribe: must be yes or no");
+    base(&fs); add(&fs, "unsubscribe", "");
+    expect_bad(&fs, "unsubscribe: must be yes or no");
+    base(&fs); add(&fs, "unsubscribe", "true");
+    expect_bad(&fs, "unsubscribe: must be yes or no");
+    base(&fs); add(&fs, "unsubscribe", "yes"); add(&fs, "header:list-unsubscribe", "<x>");
+    expect_bad(&fs, "header:list-unsubscribe: header not allowed with unsubscribe = yes "
+                    "(postmux writes it for each recipient)");
+    base(&fs); add(&fs, "unsubscribe", "yes"); add(&fs, "header:List-Unsubscribe-Post", "x");
+    expect_bad(&fs, "header:List-Unsubscribe-Post: header not allowed with unsubscribe = yes "
+                    "(postmux writes it for each recipient)");
+    /* Without unsubscribe the job may write its own. */
+    base(&fs); add(&fs, "header:List-Unsubscribe", "<mailto:x@example.com>");
+    expect_ok(&fs, BIG, &j);
+    pmx_job_free(&j);
+    base(&fs); add(&fs, "header:X-Postmux-Ref", "forged");
+    expect_bad(&fs, "header:X-Postmux-Ref: header not allowed (postmux writes it on every message)");
+}
+
 static void test_id_and_metadata(void **state)
 {
     (void)state;
@@ -589,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_id_and_metadata),
         cmocka_unit_test(test_category),
+        cmocka_unit_test(test_unsubscribe),
         cmocka_unit_test(test_size),
         cmocka_unit_test(test_late_errors_free),
     };
