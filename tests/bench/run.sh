@@ -67,7 +67,9 @@ TIMEOUT=${BENCH_TIMEOUT:-900}
 LIM_NWS=${BENCH_LIMIT_WORKSPACES:-100}
 LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
 SUPP_N=${BENCH_SUPPRESSIONS:-1000000}
-SCENARIOS=${BENCH_SCENARIOS:-delivery latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
+ED_N=${BENCH_ED25519_MESSAGES:-$N}
+NEWS_N=${BENCH_NEWSLETTER_MESSAGES:-5000}
+SCENARIOS=${BENCH_SCENARIOS:-delivery ed25519 newsletter latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -75,6 +77,7 @@ build=$root/build/release
 source "$root/scripts/services.sh"
 
 declare -A R=()        # results for the summary
+WS=() WS_ED=()         # the RSA and the Ed25519-only workspaces
 declare -a ORDER=()    # summary lines in order: "label|key|unit"
 failed=0
 
@@ -164,6 +167,17 @@ setup() {
         "$PMX" domain verify "b$i.bench.example" --skip-dns >/dev/null || die "domain verify failed"
         WS+=("$ws")
     done
+    WS_ED=()
+    if [[ " $SCENARIOS " == *" ed25519 "* || ${BENCH_PROFILE:-0} == 1 ]]; then
+        say "setup: $NWS more workspaces, each with a verified Ed25519-only domain"
+        for ((i = 0; i < NWS; i++)); do
+            ws=$("$PMX" workspace create "Bench Ed25519 $i") || die "workspace create failed"
+            "$PMX" domain add "$ws" "e$i.bench.example" --algorithm ed25519 >/dev/null ||
+                die "domain add failed"
+            "$PMX" domain verify "e$i.bench.example" --skip-dns >/dev/null || die "domain verify failed"
+            WS_ED+=("$ws")
+        done
+    fi
     pmx_svc_run postmuxd "$PMXD" -c "$POSTMUX_CONFIG" || die "postmuxd did not start"
     DPID=$PMX_RUN_PID
     DLOG=$PMX_RUN_LOG
@@ -175,7 +189,7 @@ setup() {
         ok=1
         c=$(rcli CLIENT LIST | grep -c 'cmd=xreadgroup')
         ((c >= NWORKERS)) || ok=0
-        for ws in "${WS[@]}"; do
+        for ws in "${WS[@]}" "${WS_ED[@]}"; do
             ((ok)) || break
             rcli XINFO GROUPS "pmx:{$ws}:jobs" 2>/dev/null | grep -qx postmux || ok=0
         done
@@ -188,33 +202,16 @@ setup() {
 }
 
 # ---- enqueue --------------------------------------------------------------------
-# gen_resp COUNT FILE: COUNT XADD commands of ~2 KB composed jobs, round-robin over
-# the workspaces, as RESP for `redis-cli --pipe`.
+# gen_resp COUNT FILE [KIND DOMPREFIX WS...]: COUNT XADD commands, round-robin over the
+# workspaces (default: WS, domains b<i>.bench.example), as RESP for `redis-cli --pipe`.
+# KIND small: a ~2 KB composed text job; news: a ~100 KB newsletter, html (~85 KB of
+# table layout with inline styles, tracking links, a few non-ASCII characters, so
+# quoted-printable) + text (~15 KB): multipart/alternative, each one personalised.
 gen_resp() {
-    "$PY" - "$1" "$2" "${WS[@]}" <<'EOF'
-import sys
-n, out, wss = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-words = ("delivery engine workspace message signature relay queue outcome postgres "
-         "redis stream worker domain selector recipient envelope header body").split()
-lines, i = [], 0
-while sum(len(l) + 1 for l in lines) < 1800:
-    l = []
-    while sum(len(w) + 1 for w in l) < 66:
-        l.append(words[i % len(words)]); i += 7
-    lines.append(" ".join(l))
-body = "\n".join(lines) + "\n"
-def cmd(*a):
-    b = [x.encode() for x in a]
-    return b"*%d\r\n" % len(b) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in b)
-with open(out, "wb") as f:
-    for k in range(n):
-        w = k % len(wss)
-        f.write(cmd("XADD", "pmx:{%s}:jobs" % wss[w], "*",
-                    "from", "Bench %d <news@b%d.bench.example>" % (w, w),
-                    "to", "user%d@example.net" % k,
-                    "subject", "Bench message %d of %d" % (k + 1, n),
-                    "text", "Hello user%d,\n\n%s\n-- \nbench\n" % (k, body)))
-EOF
+    local n=$1 out=$2 kind=${3:-small} dom=${4:-b}
+    shift 4 2>/dev/null || shift $#
+    (($#)) || set -- "${WS[@]}"
+    "$PY" "$root/tests/bench/gen_jobs.py" "$n" "$out" "$kind" "$dom" "$@"
 }
 
 # "count sum_seconds" of postmux_dkim_sign_seconds (every signature, all workers).
@@ -264,19 +261,24 @@ latency_row() {
 }
 
 # ---- scenarios ------------------------------------------------------------------
-# run_burst COUNT: enqueue COUNT jobs at once, wait for all, print nothing; sets
-# BURST_* (enqueue seconds, CPU ticks before/after, redis/pg counters).
+# run_burst COUNT [KIND DOMPREFIX WS...]: enqueue COUNT jobs (gen_resp) at once, wait for
+# all, print nothing; sets BURST_* (enqueue seconds, CPU ticks before/after, redis/pg
+# counters). Every worker's peak RSS is reset first (clear_refs 5), so VmHWM afterwards
+# is this burst's.
 run_burst() {
-    local n=$1 resp=$dir/jobs.resp
+    local n=$1 resp=$dir/jobs.resp w
+    shift
     reset_tables
-    say "generating $n jobs (~2 KB each) as RESP"
-    gen_resp "$n" "$resp" || return 1
+    say "generating $n jobs (${1:-small}) as RESP"
+    gen_resp "$n" "$resp" "$@" || return 1
     BURST_BYTES=$(stat -c %s "$resp")
+    for w in $(workers); do echo 5 >"/proc/$w/clear_refs" 2>/dev/null; done
     rcli CONFIG RESETSTAT >/dev/null
     local xact0
     xact0=$(q "select xact_commit from pg_stat_database where datname = 'postmux'")
     BURST_DKIM0=$(dkim_metrics)
     BURST_CPU0=$(cpu_snapshot)
+    BURST_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     local t0 t1
     say "enqueueing with redis-cli --pipe, postmuxd running"
     t0=$(now_ms)
@@ -293,57 +295,83 @@ run_burst() {
     rm -f "$resp"
 }
 
-bench_delivery() {
-    say "scenario delivery: $N messages over $NWS workspaces, workers = auto ($NWORKERS)"
-    run_burst "$N" || return 1
+# report_burst P TITLE: the summary lines of the last run_burst, keys prefixed P_ (d:
+# delivery, e: ed25519, n: newsletter), plus one row of the side-by-side table (SIDE).
+declare -a SIDE=()
+report_burst() {
+    local P=$1 title=$2
     local cnt first last p50 p99 max
     read -r cnt first last p50 p99 max <<<"$(latency_row)"
     local span=$((last - first))
     ((span > 0)) || span=1
     local hz
     hz=$(getconf CLK_TCK)
-    local names=(postmuxd redis postgres smtp-sink) i
-    put "messages" d_n "$cnt" ""
-    put "enqueue (redis-cli --pipe)" d_enq "$(awk -v n="$N" -v ms="$BURST_ENQ_MS" -v b="$BURST_BYTES" \
+    local names=(postmuxd redis postgres smtp-sink) i w hwm rss=() rssmax=0
+    put "[$title] messages" "${P}_n" "$cnt" ""
+    put "[$title] enqueue (redis-cli --pipe)" "${P}_enq" "$(awk -v n="$cnt" -v ms="$BURST_ENQ_MS" -v b="$BURST_BYTES" \
         'BEGIN { printf "%.2f s, %.0f jobs/s, %.1f MB of RESP", ms / 1000, n * 1000 / (ms ? ms : 1), b / 1e6 }')"
-    put "end to end (first XADD -> last outcome)" d_span "$(awk -v s="$span" 'BEGIN { printf "%.2f s", s / 1000 }')"
-    put "throughput" d_rate "$(awk -v n="$cnt" -v s="$span" 'BEGIN { printf "%.0f", n * 1000 / s }')" "messages/s"
-    put "latency p50 / p99 / max (burst, queueing included)" d_lat "$p50 / $p99 / $max ms"
+    put "[$title] end to end (first XADD -> last outcome)" "${P}_span" "$(awk -v s="$span" 'BEGIN { printf "%.2f s", s / 1000 }')"
+    put "[$title] throughput" "${P}_rate" "$(awk -v n="$cnt" -v s="$span" 'BEGIN { printf "%.0f", n * 1000 / s }')" "messages/s"
+    put "[$title] latency p50 / p99 / max (burst, queueing)" "${P}_lat" "$p50 / $p99 / $max ms"
     for i in 0 1 2 3; do
-        put "CPU per message: ${names[i]}" "d_cpu_${names[i]}" \
+        put "[$title] CPU per message: ${names[i]}" "${P}_cpu_${names[i]}" \
             "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt" $((i + 1)))" "µs"
     done
-    put "CPU per message: all four" d_cpu_all "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt")" "µs"
+    put "[$title] CPU per message: all four" "${P}_cpu_all" "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt")" "µs"
     # The whole machine's busy time over the burst, against the four above: what else
     # ran (the bench's own polling, other work on the machine) skews the numbers.
-    put "machine CPU busy during the burst" d_busy "$(awk -v hz="$hz" -v a="$BURST_CPU0" -v b="$BURST_CPU1" \
-        -v ms="$BURST_MS" -v np="$(getconf _NPROCESSORS_ONLN)" 'BEGIN {
+    put "[$title] machine CPU busy during the burst" "${P}_busy" "$(awk -v hz="$hz" -v a="$BURST_CPU0" -v b="$BURST_CPU1" \
+        -v ms="$BURST_MS" -v np="$(getconf _NPROCESSORS_ONLN)" -v la="$BURST_LOAD" 'BEGIN {
         split(a, x, " "); split(b, y, " "); s = 0; for (i = 1; i <= 4; i++) s += y[i] - x[i]
         all = (y[5] - x[5]) / hz; ours = s / hz; wall = ms / 1000
-        printf "%.0f%% of %d CPUs (postmux stack %.0f%%, anything else %.0f%%)",
-            100 * all / wall / np, np, 100 * ours / wall / np, 100 * (all - ours) / wall / np }')"
-    put "DKIM signing (postmux_dkim_sign_seconds)" d_dkim "$(awk -v a="$BURST_DKIM0" -v b="$BURST_DKIM1" \
-        -v n="$cnt" -v ms="$BURST_MS" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        printf "%.0f%% of %d CPUs (postmux stack %.0f%%, anything else %.0f%%; load before: %s)",
+            100 * all / wall / np, np, 100 * ours / wall / np, 100 * (all - ours) / wall / np, la }')"
+    put "[$title] DKIM signing (postmux_dkim_sign_seconds)" "${P}_dkim" "$(awk -v a="$BURST_DKIM0" -v b="$BURST_DKIM1" \
+        'BEGIN { split(a, x, " "); split(b, y, " ")
         c = y[1] - x[1]; s = y[2] - x[2]
         if (c <= 0) { print "no samples"; exit }
-        printf "%d signatures, %.0f µs each (mean)", c, s * 1e6 / c }')"
+        printf "%d signatures, %.0f µs each (mean, wall time on the loop)", c, s * 1e6 / c }')"
     for w in $(workers); do
         hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$w/status" 2>/dev/null)
-        rss+=("$w:$((hwm / 1024)) MB")
+        hwm=$((${hwm:-0} / 1024))
+        ((hwm > rssmax)) && rssmax=$hwm
+        rss+=("$w:$hwm MB")
     done
-    put "peak RSS per worker (VmHWM)" d_rss "${rss[*]}"
-    put "Postgres commits per 1000 messages" d_xact "$(awk -v x="$BURST_XACT" -v n="$cnt" 'BEGIN { printf "%.1f", x * 1000 / n }')"
-    put "Redis commands (calls)" d_cmds "$BURST_CMDS"
+    put "[$title] peak RSS per worker (VmHWM)" "${P}_rss" "${rss[*]}"
+    put "[$title] Postgres commits per 1000 messages" "${P}_xact" "$(awk -v x="$BURST_XACT" -v n="$cnt" 'BEGIN { printf "%.1f", x * 1000 / n }')"
+    put "[$title] Redis commands (calls)" "${P}_cmds" "$BURST_CMDS"
     local pend=0 ws p
-    for ws in "${WS[@]}"; do
+    for ws in "${WS[@]}" "${WS_ED[@]}"; do
         p=$(rcli XPENDING "pmx:{$ws}:jobs" postmux | head -n 1)
         pend=$((pend + ${p:-0}))
     done
-    put "pending entries left" d_pending "$pend"
+    put "[$title] pending entries left" "${P}_pending" "$pend"
     local errs
     errs=$(grep -cE ' (warn|error):' "$DLOG")
-    put "postmuxd warnings/errors logged" d_log "$errs"
-    ((pend == 0)) || return 1
+    put "[$title] postmuxd warnings/errors logged (whole run)" "${P}_log" "$errs"
+    SIDE+=("$title|${R[${P}_rate]}|$p50|$p99|${R[${P}_cpu_postmuxd]}|${R[${P}_cpu_postgres]}|${R[${P}_cpu_redis]}|${R[${P}_cpu_smtp-sink]}|${R[${P}_cpu_all]}|$rssmax|${P}")
+    ((pend == 0))
+}
+
+# 2 KB text, RSA-2048 (the original `make bench`).
+bench_delivery() {
+    say "scenario delivery: $N messages (2 KB, RSA-2048) over $NWS workspaces, workers = auto ($NWORKERS)"
+    run_burst "$N" small b "${WS[@]}" || return 1
+    report_burst d "2 KB RSA"
+}
+
+# 2 KB text, Ed25519 only (workspaces whose one domain has only an Ed25519 key).
+bench_ed25519() {
+    say "scenario ed25519: $ED_N messages (2 KB, Ed25519 only) over $NWS workspaces"
+    run_burst "$ED_N" small e "${WS_ED[@]}" || return 1
+    report_burst e "2 KB Ed25519"
+}
+
+# ~100 KB multipart/alternative newsletters (HTML + text), RSA-2048.
+bench_newsletter() {
+    say "scenario newsletter: $NEWS_N messages (~100 KB HTML + text, RSA-2048) over $NWS workspaces"
+    run_burst "$NEWS_N" news b "${WS[@]}" || return 1
+    report_burst n "100 KB RSA"
 }
 
 bench_latency() {
@@ -430,46 +458,73 @@ bench_openssl() {
     [[ -n $rsa && -n $ed ]] || { echo "bench: cannot parse openssl speed output" >&2; return 1; }
     put "openssl RSA-2048 sign/s ($np processes)" o_rsa "$rsa"
     put "openssl Ed25519 sign/s ($np processes)" o_ed "$ed"
+    # One signature's CPU: np processes, each on a core, for the whole run.
+    O_RSA_US=$(awk -v r="$rsa" -v np="$np" 'BEGIN { printf "%.0f", np * 1e6 / r }')
+    O_ED_US=$(awk -v r="$ed" -v np="$np" 'BEGIN { printf "%.0f", np * 1e6 / r }')
+    put "openssl CPU per signature: RSA-2048 / Ed25519" o_us "$O_RSA_US / $O_ED_US µs"
     if [[ -n ${R[d_rate]-} ]]; then
         put "ratio: messages/s over RSA-2048 sign/s" o_ratio "$(awk -v m="${R[d_rate]}" -v r="$rsa" 'BEGIN { printf "%.2f", m / r }')"
+        put "goal 2 KB RSA: half the RSA ceiling" o_goal "$(awk -v m="${R[d_rate]}" -v r="$rsa" \
+            'BEGIN { printf "%.0f of %.0f messages/s (%s)", m, r / 2, (m >= r / 2 ? "reached" : "not reached") }')"
     fi
 }
 
-bench_profile() {
-    [[ ${BENCH_PROFILE:-0} == 1 ]] || return 0
-    command -v perf >/dev/null || { say "profile: no perf, skipped"; return 0; }
-    say "scenario profile: $PROF_N messages under perf record -g (the postmux stack's processes)"
-    local data=$dir/perf.data pids
+# profile_one LABEL COUNT KIND DOMPREFIX WS...: a burst under perf record (only the
+# stack's processes); writes $dir/profile-LABEL.txt and prints it.
+profile_one() {
+    local label=$1 n=$2
+    shift 2
+    say "profile $label: $n messages under perf record -g (the postmux stack's processes)"
+    local data=$dir/perf-$label.data pids
     # Only our processes (the machine may run other work): postmuxd and its workers,
     # redis-server, the postmaster and its backends, smtp-sink.
     pids=$( { tree "$DPID"; svc_pid redis; tree "$(svc_pid pg)"; tree "$(svc_pid smtp-sink)"; } | paste -sd, -)
     perf record -q -F 1999 -g -p "$pids" -o "$data" >"$dir/perf.log" 2>&1 &
     local ppid=$!
     sleep 1
-    run_burst "$PROF_N" || { kill -INT "$ppid"; wait "$ppid"; return 1; }
+    run_burst "$n" "$@" || { kill -INT "$ppid"; wait "$ppid"; return 1; }
     kill -INT "$ppid"
     wait "$ppid"
     local rep=(perf report -i "$data" --no-children -g none --stdio)
-    PROFILE_OUT=$dir/profile.txt
+    local out=$dir/profile-$label.txt
     {
-        echo "## CPU samples by process"
+        echo "## [$label] CPU samples by process"
         "${rep[@]}" --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
         "${rep[@]}" --comm postmuxd --percentage relative --sort dso,sym 2>/dev/null |
             grep -E '^ +[0-9]' >"$dir/prof-pmxd.txt"
-        echo "## postmuxd by shared object (% of postmuxd)"
+        echo "## [$label] postmuxd by shared object (% of postmuxd)"
         awk '{ sub("%", "", $1); t[$2] += $1 } END { for (d in t) printf "%8.2f%%  %s\n", t[d], d }' \
             "$dir/prof-pmxd.txt" | sort -rn | head -n 12
-        echo "## postmuxd by function, top 30 (% of postmuxd; libcrypto has no symbols here:"
-        echo "##   its addresses 0x1297xx-0x1299xx lie among the BN_* code, i.e. RSA's bignum arithmetic)"
+        echo "## [$label] postmuxd by function, top 30 (% of postmuxd; libcrypto has no symbols here:"
+        echo "##   its unsymbolised addresses are RSA's bignum arithmetic and the hashes)"
         awk '{ sub("%", "", $1); k = $2 " " $4; if ($4 ~ /^0x/) k = $2 " (unsymbolised)"; t[k] += $1 }
              END { for (k in t) printf "%8.2f%%  %s\n", t[k], k }' "$dir/prof-pmxd.txt" | sort -rn | head -n 30
-        echo "## postgres by function, top 15 (% of postgres)"
+        echo "## [$label] postgres by function, top 15 (% of postgres)"
         "${rep[@]}" --comm postgres --percentage relative --sort dso,sym 2>/dev/null |
             grep -E '^ +[0-9]' | head -n 15
-    } >"$PROFILE_OUT"
-    cat "$PROFILE_OUT"
-    [[ -n ${BENCH_PROFILE_KEEP-} ]] && cp "$data" "$BENCH_PROFILE_KEEP"
-    put "profile" p_file "printed above (perf record -F 1999 -g, $PROF_N messages)"
+    } >"$out"
+    cat "$out"
+    [[ -n ${BENCH_PROFILE_KEEP-} ]] && cp "$data" "$BENCH_PROFILE_KEEP.$label"
+    rm -f "$data"
+}
+
+# BENCH_PROFILE=1: one profiled burst per kind of BENCH_PROFILE_KINDS (rsa, ed25519,
+# newsletter; newsletters are BENCH_PROFILE_MESSAGES / 5).
+bench_profile() {
+    [[ ${BENCH_PROFILE:-0} == 1 ]] || return 0
+    command -v perf >/dev/null || { say "profile: no perf, skipped"; return 0; }
+    local k done=()
+    for k in ${BENCH_PROFILE_KINDS:-rsa ed25519 newsletter}; do
+        case $k in
+        rsa) profile_one rsa "$PROF_N" small b "${WS[@]}" || return 1 ;;
+        ed25519) ((${#WS_ED[@]})) || continue
+            profile_one ed25519 "$PROF_N" small e "${WS_ED[@]}" || return 1 ;;
+        newsletter) profile_one newsletter $((PROF_N / 5)) news b "${WS[@]}" || return 1 ;;
+        *) echo "bench: unknown profile kind $k" >&2; return 1 ;;
+        esac
+        done+=("$k")
+    done
+    put "profile" p_file "printed above (perf record -F 1999 -g; ${done[*]})"
 }
 
 # Workspace i of the limits scenario: "rate burst" (recipients/s).
@@ -662,6 +717,24 @@ summary() {
         IFS='|' read -r label key unit <<<"$l"
         printf '%-52s %s%s\n' "$label" "${R[$key]}" "${unit:+ $unit}"
     done
+    if ((${#SIDE[@]})); then
+        # Side by side. "outside sig": all four minus one signature's CPU as openssl
+        # speed measured it in this run (RSA-2048 or Ed25519), when it ran.
+        echo
+        printf '%-13s %7s %9s %9s | %8s %8s %6s %6s %6s %11s | %7s\n' scenario msgs/s "p50 ms" "p99 ms" \
+            postmuxd postgres redis sink "all 4" "outside sig" "RSS MB"
+        local row t rate p50 p99 c1 c2 c3 c4 call rss P sig out
+        for row in "${SIDE[@]}"; do
+            IFS='|' read -r t rate p50 p99 c1 c2 c3 c4 call rss P <<<"$row"
+            sig=${O_RSA_US-}
+            [[ $P == e ]] && sig=${O_ED_US-}
+            out=n/a
+            [[ -n $sig ]] && out=$((call - sig))
+            printf '%-13s %7s %9s %9s | %8s %8s %6s %6s %6s %11s | %7s\n' "$t" "$rate" "$p50" "$p99" \
+                "$c1" "$c2" "$c3" "$c4" "$call" "$out" "$rss"
+        done
+        echo "(CPU in µs per message; p50/p99 from XADD to the committed outcome, queueing included)"
+    fi
     echo "================================================================"
 }
 
