@@ -31,6 +31,7 @@
 
 #include "lib/encode.h"
 #include "lib/mem.h"
+#include "lib/swar.h"
 
 #define FOLD_AT 76   /* fold the field before a line would pass this many octets */
 
@@ -79,7 +80,18 @@ static int body_digest(EVP_MD_CTX *md, const char *b, size_t n)
         if (crlf && end > i && b[end - 1] == '\r') end--;
         bool blank = true, change = !crlf;
         char prev = 'x';
-        for (size_t p = i; p < end; p++) {
+        size_t p = i;
+        /* Eight octets at a time: a tab, two white space octets in a row, or
+         * anything but white space (lib/swar.h). */
+        for (; p + 8 <= end; p += 8) {
+            uint64_t x = pmx_swar_load(b + p);
+            uint64_t sp = pmx_swar_eq(x, ' '), tab = pmx_swar_eq(x, '\t');
+            if (tab || (sp & (sp << 8)) || (sp & (sp >> 8)) || (is_wsp(prev) && is_wsp(b[p])))
+                change = true;
+            if (~(sp | tab) & PMX_SWAR_HIGH) blank = false;
+            prev = b[p + 7];
+        }
+        for (; p < end; p++) {
             char c = b[p];
             if (c == ' ') {
                 if (prev == ' ' || prev == '\t') change = true;

@@ -8,6 +8,7 @@
 
 #include "lib/addr.h"
 #include "lib/encode.h"
+#include "lib/swar.h"
 #include "lib/text.h"
 #include "lib/utf8.h"
 
@@ -109,26 +110,39 @@ static void octet_class_init(void)
     }
 }
 
+/* Eight octets QP writes as they are, whatever follows: 33..126 but '=', or SP
+ * before the last one (a space is only escaped at the end of a line). */
+static bool qp_plain8(const char *p)
+{
+    uint64_t x = pmx_swar_load(p);
+    return !(pmx_swar_lt(x, 32) | pmx_swar_gt(x, 126) | pmx_swar_eq(x, '=')) && p[7] != ' ';
+}
+
 pmx_text_cte_t pmx_text_cte_choose(const char *s, size_t n)
 {
     octet_class_init();
-    size_t escapes = 0, i = 0;
+    size_t escapes = 0, line = 0, i = 0;
     bool seven = true;
     while (i < n) {
-        /* one line: up to CRLF (a bare CR or LF is an octet of the line) */
-        size_t start = i;
-        uint8_t any = 0;
-        for (; i < n; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c == '\r' && i + 1 < n && s[i + 1] == '\n') break;
-            uint8_t k = octet_class[c];
-            any |= k;
-            escapes += k >> 1;
+        if (i + 8 <= n && qp_plain8(s + i)) {
+            line += 8;
+            i += 8;
+            continue;
         }
-        if (any & 1) seven = false;
-        if (i - start > PMX_TEXT_LINE_MAX) seven = false;
-        if (i < n) i += 2;
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
+            if (line > PMX_TEXT_LINE_MAX) seven = false;
+            line = 0;
+            i += 2;
+            continue;
+        }
+        uint8_t k = octet_class[c];
+        if (k & 1) seven = false;
+        escapes += k >> 1;
+        line++;
+        i++;
     }
+    if (line > PMX_TEXT_LINE_MAX) seven = false;
     if (seven) return PMX_TEXT_7BIT;
     return escapes * 6 <= n ? PMX_TEXT_QP : PMX_TEXT_BASE64;
 }
@@ -150,6 +164,14 @@ void pmx_text_qp_encode(pmx_buf_t *out, const char *s, size_t n)
     char *w = out->data + out->len;
     size_t col = 0;
     for (size_t i = 0; i < n; i++) {
+        /* Eight plain octets that fit on the line: copied as they are. */
+        while (col + 8 <= 75 && i + 8 <= n && qp_plain8(s + i)) {
+            memcpy(w, s + i, 8);
+            w += 8;
+            col += 8;
+            i += 8;
+        }
+        if (i >= n) break;
         unsigned char c = (unsigned char)s[i];
         if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
             *w++ = '\r';

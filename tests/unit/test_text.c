@@ -16,6 +16,7 @@
 
 #include "lib/buf.h"
 #include "lib/encode.h"
+#include "lib/swar.h"
 #include "lib/text.h"
 
 /* ---- helpers ---- */
@@ -418,6 +419,42 @@ static void test_dot_unstuff_refuses(void **state)
     }
 }
 
+/* lib/swar.h: every byte value at every position, against the plain comparison. */
+static void test_swar_exact(void **state)
+{
+    (void)state;
+    static const unsigned char fill[] = { 0, ' ', 'a', 0x80, 0xff, '=', 0x7f, 0x01 };
+    static const unsigned char cs[] = { 0, 1, ' ', '\t', '=', 32, 33, 126, 127, 128 };
+    for (unsigned v = 0; v < 256; v++)
+        for (int pos = 0; pos < 8; pos++)
+            for (size_t f = 0; f < sizeof fill; f++) {
+                unsigned char b[8];
+                memset(b, fill[f], 8);
+                b[pos] = (unsigned char)v;
+                uint64_t x = pmx_swar_load(b);
+                for (size_t k = 0; k < sizeof cs; k++) {
+                    unsigned char c = cs[k];
+                    uint64_t eq = 0, lt = 0, gt = 0, hi = 0, want_eq = 0, want_lt = 0, want_gt = 0,
+                             want_hi = 0;
+                    eq = pmx_swar_eq(x, c);
+                    if (c <= 128) lt = pmx_swar_lt(x, c);
+                    if (c < 128) gt = pmx_swar_gt(x, c);
+                    hi = pmx_swar_high(x);
+                    for (int i = 0; i < 8; i++) {
+                        unsigned char m[8] = { 0 };
+                        m[i] = 0x80;
+                        uint64_t bit = pmx_swar_load(m);
+                        if (b[i] == c) want_eq |= bit;
+                        if (c <= 128 && b[i] < c) want_lt |= bit;
+                        if (c < 128 && b[i] > c) want_gt |= bit;
+                        if (b[i] >= 0x80) want_hi |= bit;
+                    }
+                    if (eq != want_eq || lt != want_lt || gt != want_gt || hi != want_hi)
+                        fail_msg("swar: byte %u at %d (fill %u), c=%u", v, pos, fill[f], c);
+                }
+            }
+}
+
 /* ---- the earlier, octet-at-a-time versions, as references for the fast ones ---- */
 
 static bool ref_wsp(unsigned char c) { return c == ' ' || c == '\t'; }
@@ -572,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_dot_stuff),
         cmocka_unit_test(test_dot_unstuff_refuses),
         cmocka_unit_test(test_fast_paths_match_reference),
+        cmocka_unit_test(test_swar_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
