@@ -37,6 +37,16 @@
 
 static bool is_wsp(char c) { return c == ' ' || c == '\t'; }
 
+/* SHA-256 fetched once per process: EVP_sha256() is fetched again on every
+ * init with OpenSSL 3 (a lock and a lookup per digest). Kept for the life of
+ * the process; EVP_sha256() if the fetch fails. */
+static const EVP_MD *sha256(void)
+{
+    static EVP_MD *md;
+    if (!md) md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    return md ? md : EVP_sha256();
+}
+
 /* ---- body ------------------------------------------------------------------------ */
 
 /* Appends line[0..n) relaxed (no trailing white space, runs made one SP) + CRLF. */
@@ -131,7 +141,7 @@ int pmx__dkim_body_hash(const char *body, size_t n, uint8_t md[32])
 {
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     unsigned int len = 0;
-    int rc = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) && body_digest(c, body, n) == 0 &&
+    int rc = c && EVP_DigestInit_ex(c, sha256(), NULL) && body_digest(c, body, n) == 0 &&
                      EVP_DigestFinal_ex(c, md, &len) && len == 32
                  ? 0 : -1;
     EVP_MD_CTX_free(c);
@@ -270,7 +280,7 @@ static int sign_digest(const pmx_dkim_key_t *k, const uint8_t md[32], uint8_t *s
         EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
         ok = c && EVP_PKEY_sign_init(c) == 1 &&
              EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1 &&
-             EVP_PKEY_CTX_set_signature_md(c, EVP_sha256()) == 1 &&
+             EVP_PKEY_CTX_set_signature_md(c, sha256()) == 1 &&
              EVP_PKEY_sign(c, sig, len, md, 32) == 1;
         EVP_PKEY_CTX_free(c);
     }
@@ -344,7 +354,7 @@ int pmx__dkim_own_sign(const pmx_dkim_key_t *k, const char *msg, size_t n,
 
     /* The header hash: every h= entry's field (bottom up per name), then this field. */
     md = EVP_MD_CTX_new();
-    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+    if (!md || !EVP_DigestInit_ex(md, sha256(), NULL)) {
         ssl_fail(err, errlen, "header hash failed");
         goto out;
     }
