@@ -112,7 +112,7 @@ static void octet_class_init(void)
 
 /* Eight octets QP writes as they are, whatever follows: 33..126 but '=', or SP
  * before the last one (a space is only escaped at the end of a line). */
-static bool qp_plain8(const char *p)
+static inline __attribute__((always_inline)) bool qp_plain8(const char *p)
 {
     uint64_t x = pmx_swar_load(p);
     return !(pmx_swar_lt(x, 32) | pmx_swar_gt(x, 126) | pmx_swar_eq(x, '=')) && p[7] != ' ';
