@@ -315,8 +315,10 @@ int pmx__dkim_own_sign(const pmx_dkim_key_t *k, const char *msg, size_t n,
         hl[nh++] = strlen(oversign_fields[k2]);
     }
 
-    uint8_t bh[32], hh[32], sig[1024];
-    size_t siglen = sizeof sig;
+    uint8_t bh[32], hh[32];
+    int pk_size = EVP_PKEY_get_size(k->pkey);
+    size_t siglen = pk_size > 0 ? (size_t)pk_size : 1024;
+    uint8_t *sig = pmx_xmalloc(siglen);
     pmx_buf_t field = PMX_BUF_INIT, canon = PMX_BUF_INIT, b64 = PMX_BUF_INIT;
     EVP_MD_CTX *md = NULL;
     int rc = -1;
@@ -405,6 +407,7 @@ int pmx__dkim_own_sign(const pmx_dkim_key_t *k, const char *msg, size_t n,
     rc = 0;
 out:
     EVP_MD_CTX_free(md);
+    free(sig);
     pmx_buf_free(&field);
     pmx_buf_free(&canon);
     pmx_buf_free(&b64);
