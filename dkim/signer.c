@@ -1,7 +1,11 @@
 /*
- * The DKIM signer (see signer.h): libopendkim does the canonicalisation, the
- * header selection, the oversigning and the DKIM-Signature field; we give it
- * its options once per worker and one signing handle per key and message.
+ * The DKIM signer (see signer.h). Two engines make the same signatures: our
+ * own (dkim/dkimsig.c, the default: canonicalisation and hashing without a
+ * call per octet, docs/bench.md "Where the time goes") and libopendkim, kept
+ * as the reference the tests compare against and as a fallback
+ * (pmx_dkim_signer_set_engine). Both sign the fields of sign_fields below and
+ * oversign From. What follows is about the libopendkim engine: we give it its
+ * options once per worker and one signing handle per key and message.
  *
  * Library options (set once on the DKIM_LIB):
  *   DKIM_OPTS_SIGNHDRS      the fields of docs/delivery.md (only those present are signed);
@@ -44,6 +48,7 @@
 #include <opendkim/dkim.h>
 
 #include "dkim/signer.h"
+#include "dkim/dkimsig.h"
 #include "dkim/pem_override.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -62,6 +67,8 @@ struct pmx_dkim_signer {
     DKIM_LIB               *lib;
     block_t                 live;              /* list head: blocks of the current handle */
     bool                    reuse;
+    bool                    own;               /* dkim/dkimsig.c signs (default) */
+    time_t                  fixed_time;        /* t= for tests; 0 = now */
     bool                    keeps_ref[3];      /* by pmx_dkim_alg_t: libopendkim leaks its key ref */
     pmx_dkim_signer_stats_t stats;
 };
@@ -209,6 +216,18 @@ static int sign_one(pmx_dkim_signer_t *s, const pmx_dkim_key_t *k, const char *m
                              k->domain ? k->domain : "?", k->selector ? k->selector : "?");
         return -1;
     }
+    if (s->own) {
+        if (pmx__dkim_own_sign(k, msg, n, (const char *const *)sign_fields,
+                               (const char *const *)oversign_fields,
+                               s->fixed_time ? s->fixed_time : time(NULL), out, err, errlen) != 0) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", errlen ? err : "");
+            if (errlen) snprintf(err, errlen, "d=%s s=%s: %s", k->domain, k->selector, why);
+            return -1;
+        }
+        s->stats.signatures++;
+        return 0;
+    }
     DKIM_STAT st = DKIM_STAT_OK;
     dkim_alg_t alg = k->alg == PMX_DKIM_ALG_ED25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256;
     EVP_PKEY *given = NULL;
@@ -301,12 +320,14 @@ static int probe_key_release(pmx_dkim_signer_t *s, pmx_dkim_alg_t alg)
     static const char msg[] = "From: probe@probe.invalid\r\nSubject: probe\r\n\r\nprobe\r\n";
     pmx_buf_t sig = PMX_BUF_INIT;
     char err[256];
-    bool was_reuse = s->reuse;
+    bool was_reuse = s->reuse, was_own = s->own;
     unsigned long long reused = s->stats.key_reused;
     s->reuse = true;
+    s->own = false;   /* the probe is about libopendkim */
     s->keeps_ref[alg] = false;
     int rc = sign_one(s, &k, msg, sizeof msg - 1, &sig, err, sizeof err);
     s->reuse = was_reuse;
+    s->own = was_own;
     pmx_buf_free(&sig);
     bool handed = s->stats.key_reused > reused;
 
@@ -340,6 +361,7 @@ pmx_dkim_signer_t *pmx_dkim_signer_new(void)
     s->lib = lib;
     s->live.l.prev = s->live.l.next = &s->live;
     s->reuse = true;
+    s->own = true;
     if (probe_key_release(s, PMX_DKIM_ALG_RSA) != 0 || probe_key_release(s, PMX_DKIM_ALG_ED25519) != 0) {
         pmx_dkim_signer_free(s);
         return NULL;
@@ -358,6 +380,20 @@ void pmx_dkim_signer_free(pmx_dkim_signer_t *s)
 void pmx_dkim_signer_set_key_reuse(pmx_dkim_signer_t *s, bool on)
 {
     s->reuse = on;
+}
+
+void pmx_dkim_signer_set_engine(pmx_dkim_signer_t *s, pmx_dkim_engine_t e)
+{
+    s->own = e == PMX_DKIM_ENGINE_OWN;
+}
+
+int pmx_dkim_signer_set_time(pmx_dkim_signer_t *s, time_t t)
+{
+    uint64_t v = (uint64_t)t;
+    if (dkim_options(s->lib, DKIM_OP_SETOPT, DKIM_OPTS_FIXEDTIME, &v, sizeof v) != DKIM_STAT_OK)
+        return -1;
+    s->fixed_time = t;
+    return 0;
 }
 
 void pmx_dkim_signer_stats(const pmx_dkim_signer_t *s, pmx_dkim_signer_stats_t *out)

@@ -24,6 +24,7 @@
 #define PMX_DKIM_SIGNER_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "dkim/keygen.h"   /* pmx_dkim_alg_t */
 #include "lib/buf.h"
@@ -77,6 +78,17 @@ int  pmx_dkim_sign(pmx_dkim_signer_t *s, const pmx_dkim_key_t *keys, size_t nkey
  * own; kept for measurements and as a fallback switch.
  */
 void pmx_dkim_signer_set_key_reuse(pmx_dkim_signer_t *s, bool on);
+
+/*
+ * Which code signs: postmux's own (dkim/dkimsig.c, the default) or
+ * libopendkim. Both make c=relaxed/relaxed signatures of the same fields; for
+ * the same message, key and time, bh= and b= are the same (test_signer).
+ */
+typedef enum { PMX_DKIM_ENGINE_OWN, PMX_DKIM_ENGINE_LIBOPENDKIM } pmx_dkim_engine_t;
+void pmx_dkim_signer_set_engine(pmx_dkim_signer_t *s, pmx_dkim_engine_t e);
+
+/* t= of every later signature, both engines (tests); 0 or -1 (libopendkim refused). */
+int  pmx_dkim_signer_set_time(pmx_dkim_signer_t *s, time_t t);
 
 typedef struct {
     unsigned long long signatures;     /* DKIM-Signature fields produced */

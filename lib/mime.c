@@ -172,34 +172,39 @@ static int check_job_headers(const pmx_job_t *job, pmx_buf_t *out, size_t base, 
     return 0;
 }
 
-/* A body part's content: CRLF text ending with CRLF, then transfer-encoded. */
+/* A body part's content: CRLF text ending with CRLF, transfer-encoded only
+ * when written into the message (no encoded copy of its own). */
 typedef struct {
     const char    *type;   /* "text/plain" or "text/html" */
     pmx_text_cte_t cte;
-    pmx_buf_t      enc;
+    pmx_buf_t      text;   /* CRLF text */
 } part_t;
 
 static void part_prepare(part_t *p, const char *type, const char *s, size_t n)
 {
-    pmx_buf_t crlf = PMX_BUF_INIT;
-    pmx_text_crlf(&crlf, s, n);
-    if (crlf.len < 2 || crlf.data[crlf.len - 2] != '\r' || crlf.data[crlf.len - 1] != '\n')
-        pmx_buf_append(&crlf, "\r\n", 2);
+    pmx_buf_init(&p->text);
+    pmx_text_crlf(&p->text, s, n);
+    if (p->text.len < 2 || p->text.data[p->text.len - 2] != '\r' ||
+        p->text.data[p->text.len - 1] != '\n')
+        pmx_buf_append(&p->text, "\r\n", 2);
     p->type = type;
-    p->cte = pmx_text_cte_choose(crlf.data, crlf.len);
-    pmx_buf_init(&p->enc);
+    p->cte = pmx_text_cte_choose(p->text.data, p->text.len);
+}
+
+/* Appends the part's content, transfer-encoded. */
+static void put_part_body(pmx_buf_t *out, const part_t *p)
+{
     switch (p->cte) {
     case PMX_TEXT_7BIT:
-        p->enc = crlf;
-        return;
+        pmx_buf_append(out, p->text.data, p->text.len);
+        break;
     case PMX_TEXT_QP:
-        pmx_text_qp_encode(&p->enc, crlf.data, crlf.len);
+        pmx_text_qp_encode(out, p->text.data, p->text.len);
         break;
     case PMX_TEXT_BASE64:
-        pmx_text_base64_lines(&p->enc, crlf.data, crlf.len);
+        pmx_text_base64_lines(out, p->text.data, p->text.len);
         break;
     }
-    pmx_buf_free(&crlf);
 }
 
 static void put_part_headers(pmx_buf_t *out, const part_t *p)
@@ -210,8 +215,9 @@ static void put_part_headers(pmx_buf_t *out, const part_t *p)
 
 /*
  * A boundary that occurs in no part: "=_pmx_" + random base32, or derived
- * from the seed. "=_" cannot occur in quoted-printable or base64 text, and
- * 7bit parts are searched.
+ * from the seed. "=_" cannot occur in quoted-printable or base64 text (QP
+ * writes '=' only before two hex digits or a line break), so only 7bit parts
+ * are searched.
  */
 static int choose_boundary(uint64_t seed, const part_t *parts, size_t nparts, pmx_buf_t *b)
 {
@@ -227,7 +233,8 @@ static int choose_boundary(uint64_t seed, const part_t *parts, size_t nparts, pm
         }
         bool clash = false;
         for (size_t i = 0; i < nparts && !clash; i++)
-            clash = parts[i].enc.len && memmem(parts[i].enc.data, parts[i].enc.len, b->data, b->len);
+            clash = parts[i].cte == PMX_TEXT_7BIT && parts[i].text.len &&
+                    memmem(parts[i].text.data, parts[i].text.len, b->data, b->len);
         if (!clash) return 0;
     }
     return -1;
@@ -275,7 +282,7 @@ int pmx_mime_build(const pmx_job_t *job, const pmx_mime_opts_t *opts, pmx_buf_t 
     if (nparts == 1) {
         put_part_headers(out, &parts[0]);
         pmx_buf_append(out, "\r\n", 2);
-        pmx_buf_append(out, parts[0].enc.data, parts[0].enc.len);
+        put_part_body(out, &parts[0]);
     } else {
         pmx_buf_t b = PMX_BUF_INIT;
         if (choose_boundary(opts->boundary_seed, parts, nparts, &b) != 0) {
@@ -287,13 +294,13 @@ int pmx_mime_build(const pmx_job_t *job, const pmx_mime_opts_t *opts, pmx_buf_t 
                 pmx_buf_appendf(out, "--%s\r\n", b.data);
                 put_part_headers(out, &parts[i]);
                 pmx_buf_append(out, "\r\n", 2);
-                pmx_buf_append(out, parts[i].enc.data, parts[i].enc.len);
+                put_part_body(out, &parts[i]);
             }
             pmx_buf_appendf(out, "--%s--\r\n", b.data);
         }
         pmx_buf_free(&b);
     }
-    for (size_t i = 0; i < nparts; i++) pmx_buf_free(&parts[i].enc);
+    for (size_t i = 0; i < nparts; i++) pmx_buf_free(&parts[i].text);
     return rc;
 }
 

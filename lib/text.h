@@ -103,6 +103,23 @@ void pmx_text_hdr_unstructured(pmx_buf_t *out, const char *name, const char *val
  * line ending a server might read differently.
  */
 void pmx_text_dot_stuff(pmx_buf_t *out, const char *msg, size_t n);
+
+/*
+ * The same output in pieces, without copying (for scatter/gather writes):
+ * each piece is either a run of msg itself or a short constant ("." before a
+ * line's leading dot, CRLF for a bare CR or LF, the terminator). Concatenated,
+ * the pieces are exactly what pmx_text_dot_stuff appends.
+ *   pmx_text_dot_t d; pmx_text_dot_init(&d, msg, n);
+ *   while (pmx_text_dot_next(&d, &p, &len)) write(p, len);
+ * msg must stay valid while pieces are used.
+ */
+typedef struct {
+    const char *msg;
+    size_t      n, i;
+    bool        bol, dotted, done;
+} pmx_text_dot_t;
+void pmx_text_dot_init(pmx_text_dot_t *d, const char *msg, size_t n);
+bool pmx_text_dot_next(pmx_text_dot_t *d, const char **p, size_t *len);
 /*
  * The reverse: data[0..n) must be CRLF lines ending with the line "."; the
  * message without the terminator and without the stuffed dots is appended.

@@ -1,4 +1,5 @@
 /* UTF-8 validation; see utf8.h. Strict RFC 3629: no overlongs, no surrogates. */
+#include "lib/swar.h"
 #include "lib/utf8.h"
 
 size_t pmx_utf8_seq(const char *s, size_t n, unsigned *cp)
@@ -27,6 +28,9 @@ bool pmx_utf8_valid(const char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        /* ASCII eight octets at a time (lib/swar.h) */
+        while (i + 8 <= n && !pmx_swar_high(pmx_swar_load(s + i))) i += 8;
+        if (i >= n) break;
         if ((unsigned char)s[i] < 0x80) { i++; continue; }
         size_t k = pmx_utf8_seq(s + i, n - i, NULL);
         if (k == 0) return false;

@@ -83,7 +83,7 @@ static const char *const state_after[] = {
 #define MAX_ADDRS        8
 #define BODY_CHUNK       (64 * 1024)     /* bytes handed to the stream at a time */
 #define BODY_HIGH_WATER  (256 * 1024)    /* stop writing while this much is queued */
-#define STUFFED_KEEP_CAP (1024 * 1024)   /* drop a bigger body buffer after use */
+#define BODY_PIECES      64              /* buffers per writev */
 
 typedef struct {
     bool      set;
@@ -133,8 +133,11 @@ struct pmx_smtp_session {
     size_t                  rr_cap;
     pmx_smtp_outcome_t     *outs;
     size_t                  outs_cap;
-    pmx_buf_t               body;           /* the dot-stuffed message */
-    size_t                  body_off;
+    /* The body goes out dot-stuffed in pieces of the message itself
+     * (pmx_text_dot_next), written with writev: no stuffed copy. */
+    pmx_text_dot_t          dot;
+    const char             *piece;          /* the rest of the current piece */
+    size_t                  piece_len;
 
     char                   *close_reason;
     const char             *close_where;    /* state_after[] of the state it closed in */
@@ -296,7 +299,6 @@ static void complete_msg(pmx_smtp_session_t *s, const pmx_smtp_outcome_t *rest)
     res.nrcpts = n;
 
     s->msg = NULL;
-    if (s->body.cap > STUFFED_KEEP_CAP) pmx_buf_free(&s->body);
     msg->cb(msg->arg, &res);
     free(msg);
 }
@@ -320,7 +322,6 @@ static void session_free(pmx_smtp_session_t *s)
 {
     pmx_buf_free(&s->in);
     pmx_buf_free(&s->cmd);
-    pmx_buf_free(&s->body);
     pmx_smtp_reply_free(&s->reply);
     pmx_buf_free(&s->mail_r.text);
     pmx_buf_free(&s->final_r.text);
@@ -649,17 +650,27 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
 /* Hands the body to the stream while it drains; then waits for the final reply. */
 static void write_body(pmx_smtp_session_t *s)
 {
-    while (s->state == S_BODY && s->body_off < s->body.len
-           && pmx_smtp_stream_pending(s->stream) < BODY_HIGH_WATER) {
-        size_t n = s->body.len - s->body_off;
-        if (n > BODY_CHUNK) n = BODY_CHUNK;
-        if (pmx_smtp_stream_write(s->stream, s->body.data + s->body_off, n) < 0) {
+    bool more = true;
+    while (s->state == S_BODY && more && pmx_smtp_stream_pending(s->stream) < BODY_HIGH_WATER) {
+        uv_buf_t v[BODY_PIECES];
+        size_t nv = 0, budget = BODY_CHUNK;
+        while (nv < BODY_PIECES && budget > 0) {
+            if (s->piece_len == 0 && !pmx_text_dot_next(&s->dot, &s->piece, &s->piece_len)) {
+                more = false;
+                break;
+            }
+            size_t take = s->piece_len < budget ? s->piece_len : budget;
+            v[nv++] = uv_buf_init((char *)s->piece, (unsigned)take);
+            s->piece += take;
+            s->piece_len -= take;
+            budget -= take;
+        }
+        if (nv && pmx_smtp_stream_writev(s->stream, v, nv) < 0) {
             session_fail(s, "write to relay failed: %s", pmx_smtp_stream_reason(s->stream));
             return;
         }
-        s->body_off += n;
     }
-    if (s->state == S_BODY && s->body_off == s->body.len) {
+    if (s->state == S_BODY && !more) {
         s->state = S_DOT;
         arm(s, s->cfg->data_timeout_ms);
     }
@@ -667,13 +678,12 @@ static void write_body(pmx_smtp_session_t *s)
 
 static void start_body(pmx_smtp_session_t *s, bool empty)
 {
-    pmx_buf_reset(&s->body);
-    if (empty) pmx_buf_append_str(&s->body, ".\r\n");   /* 354 with no recipient left */
-    else {
-        if (s->msg->env.head_len) pmx_buf_append(&s->body, s->msg->env.head, s->msg->env.head_len);
-        pmx_text_dot_stuff(&s->body, s->msg->data, s->msg->len);
-    }
-    s->body_off = 0;
+    /* 354 with no recipient left: the terminator alone (the stuffing of nothing). */
+    if (empty) pmx_text_dot_init(&s->dot, "", 0);
+    else pmx_text_dot_init(&s->dot, s->msg->data, s->msg->len);
+    /* The per-transaction head goes first, as it is (no line of it starts with '.'). */
+    s->piece = empty ? NULL : s->msg->env.head;
+    s->piece_len = empty ? 0 : s->msg->env.head_len;
     s->state = S_BODY;
     arm(s, s->cfg->data_timeout_ms);
     write_body(s);

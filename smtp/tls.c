@@ -45,6 +45,7 @@ struct pmx_smtp_stream {
     SSL                  *ssl;
     BIO                  *rbio, *wbio;   /* owned by ssl */
     pmx_buf_t             hs_pending;    /* clear text written during the handshake */
+    pmx_buf_t             stage;         /* small pieces joined into one TLS record */
     bool                  hs_secret;
 
     bool                  closing;
@@ -249,34 +250,101 @@ static int tls_write(pmx_smtp_stream_t *s, const char *p, size_t n)
     return 0;
 }
 
-static int write_common(pmx_smtp_stream_t *s, const void *data, size_t n, bool secret)
+#define TLS_RECORD (16 * 1024)   /* the largest TLS record's clear text */
+
+/* A failed write: no more writes, no more reads. Returns rc. */
+static int write_failed(pmx_smtp_stream_t *s, int rc)
+{
+    s->failed = true;
+    uv_read_stop((uv_stream_t *)&s->tcp);
+    return rc;
+}
+
+/*
+ * Clear text without TLS, not secret: straight from the caller's buffers
+ * with one writev when nothing is queued (no copy); only what the kernel did
+ * not take is copied into the pending output.
+ */
+static int plain_writev(pmx_smtp_stream_t *s, const uv_buf_t *v, size_t nv)
+{
+    size_t i = 0, off = 0;
+    if (!s->writing && s->out[s->cur].len == 0) {
+        int n = uv_try_write((uv_stream_t *)&s->tcp, v, (unsigned)nv);
+        if (n < 0 && n != UV_EAGAIN) {
+            snprintf(s->reason, sizeof s->reason, "write: %s", uv_strerror(n));
+            return n;
+        }
+        size_t done = n > 0 ? (size_t)n : 0;
+        while (i < nv && done >= v[i].len) done -= v[i++].len;
+        off = done;
+    }
+    for (; i < nv; i++, off = 0) pmx_buf_append(&s->out[s->cur], v[i].base + off, v[i].len - off);
+    return 0;
+}
+
+/*
+ * Through TLS: pieces under a record's size are joined (a "." or a CRLF of
+ * dot-stuffing never becomes a record of its own); a piece of a record or
+ * more goes to SSL_write as it is.
+ */
+static int tls_writev(pmx_smtp_stream_t *s, const uv_buf_t *v, size_t nv)
+{
+    for (size_t i = 0; i < nv; i++) {
+        if (v[i].len >= TLS_RECORD) {
+            if (s->stage.len && tls_write(s, s->stage.data, s->stage.len) < 0) return -1;
+            pmx_buf_reset(&s->stage);
+            if (tls_write(s, v[i].base, v[i].len) < 0) return -1;
+            continue;
+        }
+        pmx_buf_append(&s->stage, v[i].base, v[i].len);
+        if (s->stage.len >= TLS_RECORD) {
+            if (tls_write(s, s->stage.data, s->stage.len) < 0) return -1;
+            pmx_buf_reset(&s->stage);
+        }
+    }
+    if (s->stage.len && tls_write(s, s->stage.data, s->stage.len) < 0) return -1;
+    pmx_buf_reset(&s->stage);
+    return 0;
+}
+
+static int writev_common(pmx_smtp_stream_t *s, const uv_buf_t *v, size_t nv, bool secret)
 {
     if (s->closing) return UV_ECANCELED;
     if (s->failed || s->tls == TLS_FAILED) return UV_EPIPE;
-    if (n == 0) return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < nv; i++) total += v[i].len;
+    if (total == 0) return 0;
     switch (s->tls) {
     case TLS_HANDSHAKE:
-        pmx_buf_append(&s->hs_pending, data, n);
+        for (size_t i = 0; i < nv; i++) pmx_buf_append(&s->hs_pending, v[i].base, v[i].len);
         s->hs_secret |= secret;
         return 0;
     case TLS_ON:
-        if (tls_write(s, data, n) < 0) {
-            s->failed = true;
-            uv_read_stop((uv_stream_t *)&s->tcp);
-            return UV_EPROTO;
-        }
+        if (tls_writev(s, v, nv) < 0) return write_failed(s, UV_EPROTO);
         break;
     default:
-        pmx_buf_append(&s->out[s->cur], data, n);
-        s->out_secret[s->cur] |= secret;
+        if (secret) {
+            for (size_t i = 0; i < nv; i++) pmx_buf_append(&s->out[s->cur], v[i].base, v[i].len);
+            s->out_secret[s->cur] = true;
+        } else {
+            int rc = plain_writev(s, v, nv);
+            if (rc < 0) return write_failed(s, rc);
+        }
         break;
     }
     int rc = flush(s);
-    if (rc < 0) {
-        s->failed = true;
-        uv_read_stop((uv_stream_t *)&s->tcp);
-    }
-    return rc;
+    return rc < 0 ? write_failed(s, rc) : 0;
+}
+
+static int write_common(pmx_smtp_stream_t *s, const void *data, size_t n, bool secret)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+    return writev_common(s, &b, 1, secret);
+}
+
+int pmx_smtp_stream_writev(pmx_smtp_stream_t *s, const uv_buf_t *v, size_t nv)
+{
+    return writev_common(s, v, nv, false);
 }
 
 int pmx_smtp_stream_write(pmx_smtp_stream_t *s, const void *data, size_t n)
@@ -563,6 +631,7 @@ static void on_close(uv_handle_t *h)
     }
     if (s->hs_secret) pmx_wipe(s->hs_pending.data, s->hs_pending.len);
     pmx_buf_free(&s->hs_pending);
+    pmx_buf_free(&s->stage);
     free(s);
 }
 

@@ -98,6 +98,14 @@ const char *pmx_smtp_stream_tls_desc(pmx_smtp_stream_t *s);
  */
 int  pmx_smtp_stream_write(pmx_smtp_stream_t *s, const void *data, size_t n);
 int  pmx_smtp_stream_write_secret(pmx_smtp_stream_t *s, const void *data, size_t n);
+/*
+ * The same for nv buffers in order, scatter/gather: without TLS they go to
+ * the kernel in one writev straight from the caller's memory when nothing is
+ * queued (only what it does not take is copied); with TLS, pieces under a
+ * record's size are joined before SSL_write. The buffers may be reused as
+ * soon as this returns.
+ */
+int  pmx_smtp_stream_writev(pmx_smtp_stream_t *s, const uv_buf_t *v, size_t nv);
 /* Bytes queued and not yet handed to the kernel. */
 size_t pmx_smtp_stream_pending(const pmx_smtp_stream_t *s);
 /* The reason of the last failure (start_tls, handshake, error), or "". */

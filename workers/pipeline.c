@@ -477,6 +477,7 @@ static void on_sent(void *arg, const pmx_smtp_result_t *res)
         t->status[k] = o->status;
         t->response[k] = pmx_xstrdup(o->response ? o->response : "");
     }
+    pmx_buf_free(&d->data);   /* the relay has answered: the signed copy is not needed */
     if (--j->sends > 0) return;
     if (j->p->freeing) {
         job_release(j);

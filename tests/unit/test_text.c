@@ -5,6 +5,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "lib/buf.h"
 #include "lib/encode.h"
+#include "lib/swar.h"
 #include "lib/text.h"
 
 /* ---- helpers ---- */
@@ -417,6 +419,184 @@ static void test_dot_unstuff_refuses(void **state)
     }
 }
 
+/* lib/swar.h: every byte value at every position, against the plain comparison. */
+static void test_swar_exact(void **state)
+{
+    (void)state;
+    static const unsigned char fill[] = { 0, ' ', 'a', 0x80, 0xff, '=', 0x7f, 0x01 };
+    static const unsigned char cs[] = { 0, 1, ' ', '\t', '=', 32, 33, 126, 127, 128 };
+    for (unsigned v = 0; v < 256; v++)
+        for (int pos = 0; pos < 8; pos++)
+            for (size_t f = 0; f < sizeof fill; f++) {
+                unsigned char b[8];
+                memset(b, fill[f], 8);
+                b[pos] = (unsigned char)v;
+                uint64_t x = pmx_swar_load(b);
+                for (size_t k = 0; k < sizeof cs; k++) {
+                    unsigned char c = cs[k];
+                    uint64_t eq = 0, lt = 0, gt = 0, hi = 0, want_eq = 0, want_lt = 0, want_gt = 0,
+                             want_hi = 0;
+                    eq = pmx_swar_eq(x, c);
+                    if (c <= 128) lt = pmx_swar_lt(x, c);
+                    if (c < 128) gt = pmx_swar_gt(x, c);
+                    hi = pmx_swar_high(x);
+                    for (int i = 0; i < 8; i++) {
+                        unsigned char m[8] = { 0 };
+                        m[i] = 0x80;
+                        uint64_t bit = pmx_swar_load(m);
+                        if (b[i] == c) want_eq |= bit;
+                        if (c <= 128 && b[i] < c) want_lt |= bit;
+                        if (c < 128 && b[i] > c) want_gt |= bit;
+                        if (b[i] >= 0x80) want_hi |= bit;
+                    }
+                    if (eq != want_eq || lt != want_lt || gt != want_gt || hi != want_hi)
+                        fail_msg("swar: byte %u at %d (fill %u), c=%u", v, pos, fill[f], c);
+                }
+            }
+}
+
+/* ---- the earlier, octet-at-a-time versions, as references for the fast ones ---- */
+
+static bool ref_wsp(unsigned char c) { return c == ' ' || c == '\t'; }
+static bool ref_qp_literal(unsigned char c) { return c >= 33 && c <= 126 && c != '='; }
+
+static void ref_crlf(pmx_buf_t *out, const char *s, size_t n)
+{
+    size_t start = 0, i = 0;
+    while (i < n) {
+        char c = s[i];
+        if (c != '\r' && c != '\n') { i++; continue; }
+        pmx_buf_append(out, s + start, i - start);
+        pmx_buf_append(out, "\r\n", 2);
+        i += (c == '\r' && i + 1 < n && s[i + 1] == '\n') ? 2 : 1;
+        start = i;
+    }
+    pmx_buf_append(out, s + start, n - start);
+}
+
+static bool ref_is_crlf(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r') {
+            if (i + 1 >= n || s[i + 1] != '\n') return false;
+            i++;
+        } else if (s[i] == '\n') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static pmx_text_cte_t ref_cte_choose(const char *s, size_t n)
+{
+    size_t escapes = 0, line = 0;
+    bool seven = true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\r' && i + 1 < n && s[i + 1] == '\n') { i++; line = 0; continue; }
+        if (++line > PMX_TEXT_LINE_MAX) seven = false;
+        if (c >= 0x80 || c == 0 || c == '\r' || c == '\n') seven = false;
+        if (!ref_qp_literal(c) && !ref_wsp(c)) escapes++;
+    }
+    if (seven) return PMX_TEXT_7BIT;
+    return escapes * 6 <= n ? PMX_TEXT_QP : PMX_TEXT_BASE64;
+}
+
+static void ref_qp_encode(pmx_buf_t *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t col = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
+            pmx_buf_append(out, "\r\n", 2); col = 0; i++; continue;
+        }
+        bool at_eol = i + 1 == n || (s[i + 1] == '\r' && i + 2 < n && s[i + 2] == '\n');
+        bool literal = ref_qp_literal(c) || (ref_wsp(c) && !at_eol);
+        size_t len = literal ? 1 : 3;
+        if (col + len > 75) { pmx_buf_append(out, "=\r\n", 3); col = 0; }
+        if (literal) pmx_buf_append_char(out, (char)c);
+        else { char e[3] = { '=', hex[c >> 4], hex[c & 15] }; pmx_buf_append(out, e, 3); }
+        col += len;
+    }
+}
+
+static void ref_dot_stuff(pmx_buf_t *out, const char *msg, size_t n)
+{
+    bool bol = true;
+    size_t i = 0;
+    while (i < n) {
+        if (bol && msg[i] == '.') pmx_buf_append_char(out, '.');
+        size_t j = i;
+        while (j < n && msg[j] != '\r' && msg[j] != '\n') j++;
+        pmx_buf_append(out, msg + i, j - i);
+        if (j == n) { bol = false; break; }
+        pmx_buf_append(out, "\r\n", 2);
+        i = (msg[j] == '\r' && j + 1 < n && msg[j + 1] == '\n') ? j + 2 : j + 1;
+        bol = true;
+    }
+    if (!bol) pmx_buf_append(out, "\r\n", 2);
+    pmx_buf_append(out, ".\r\n", 3);
+}
+
+static void expect_same(const char *what, const pmx_buf_t *a, const pmx_buf_t *b, const char *in, size_t n)
+{
+    if (a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0)) return;
+    pmx_buf_t hex = PMX_BUF_INIT;
+    for (size_t i = 0; i < n && i < 64; i++) pmx_buf_appendf(&hex, "%02x", (unsigned char)in[i]);
+    fail_msg("%s differs from the reference on %zu octets (%s...)", what, n, hex.data ? hex.data : "");
+}
+
+/* Random inputs rich in what the fast paths treat specially: CR, LF, '.', WSP,
+ * '=', 8-bit octets, NUL, long lines. Same output as the references, always. */
+static void test_fast_paths_match_reference(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "\r\n\r\n.. \t=aZ\x80\xc3\xa9\0xyz";
+    uint32_t seed = 12345;
+    char in[3000];
+    for (int round = 0; round < 4000; round++) {
+        size_t n = (size_t)(round % 50 == 0 ? 2500 : round % 300);
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            uint32_t r = seed >> 16;
+            /* long runs of letters sometimes, so lines pass 76 and 998 octets */
+            in[i] = (round % 7 == 0 && r % 40) ? 'a' : alphabet[r % (sizeof alphabet - 1)];
+        }
+        pmx_buf_t a = PMX_BUF_INIT, b = PMX_BUF_INIT;
+        pmx_text_crlf(&a, in, n);
+        ref_crlf(&b, in, n);
+        expect_same("pmx_text_crlf", &a, &b, in, n);
+        if (pmx_text_is_crlf(in, n) != ref_is_crlf(in, n)) fail_msg("pmx_text_is_crlf differs");
+        if (pmx_text_is_crlf(a.data ? a.data : "", a.len) != ref_is_crlf(a.data ? a.data : "", a.len))
+            fail_msg("pmx_text_is_crlf differs on CRLF text");
+        if (pmx_text_cte_choose(in, n) != ref_cte_choose(in, n)) fail_msg("pmx_text_cte_choose differs");
+        pmx_buf_reset(&a); pmx_buf_reset(&b);
+        pmx_text_qp_encode(&a, in, n);
+        ref_qp_encode(&b, in, n);
+        expect_same("pmx_text_qp_encode", &a, &b, in, n);
+        pmx_buf_reset(&a); pmx_buf_reset(&b);
+        pmx_text_dot_stuff(&a, in, n);
+        ref_dot_stuff(&b, in, n);
+        expect_same("pmx_text_dot_stuff", &a, &b, in, n);
+        /* the pieces: every one either a run of the input or a short constant */
+        pmx_text_dot_t d;
+        pmx_text_dot_init(&d, in, n);
+        const char *p;
+        size_t len, total = 0, pieces = 0;
+        while (pmx_text_dot_next(&d, &p, &len)) {
+            assert_true(len > 0);
+            assert_true((p >= in && p + len <= in + n) || len <= 5);
+            total += len;
+            pieces++;
+        }
+        assert_int_equal(total, b.len);
+        assert_false(pmx_text_dot_next(&d, &p, &len));
+        pmx_buf_free(&a);
+        pmx_buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +608,8 @@ int main(void)
         cmocka_unit_test(test_phrase),
         cmocka_unit_test(test_dot_stuff),
         cmocka_unit_test(test_dot_unstuff_refuses),
+        cmocka_unit_test(test_fast_paths_match_reference),
+        cmocka_unit_test(test_swar_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
