@@ -477,8 +477,8 @@ static void on_sent(void *arg, const pmx_smtp_result_t *res)
         t->status[k] = o->status;
         t->response[k] = pmx_xstrdup(o->response ? o->response : "");
     }
-    pmx_buf_free(&d->data);   /* the relay has answered: the signed copy is not needed */
     if (--j->sends > 0) return;
+    pmx_buf_free(&j->data);   /* every transaction is answered: the signed copy is not needed */
     if (j->p->freeing) {
         job_release(j);
         return;
