@@ -253,6 +253,17 @@ t_run "$PY" "$SEND" --conns 11 "$IPORT"
 t_expect_eq "$(grep -c '^220 ' <<<"$T_OUT")" 10 "ten sessions from one address"
 t_expect_match "$(tail -n 1 <<<"$T_OUT")" '^421 4\.7\.0 .*Too many connections from your address' "the eleventh refused"
 
+t_case "postmux stats: bounce and complaint rates (over recipients sent or bounced)"
+# Sent: h3..h7 (5); bounced: h1 (hard, async) and h2 (soft, async); h1b suppressed.
+t_run $PMX stats --json
+t_expect_eq "$(printf '%s' "$T_OUT" | "$PY" -c "import json,sys; j=json.load(sys.stdin)
+r=[w for w in j['workspaces'] if w['workspace_id']=='$WS'][0]['rates']
+print(r['attempted'], r['hard_bounces'], r['complaints'], round(r['bounce_rate'], 4), round(r['complaint_rate'], 4))")" \
+    "7 1 1 0.1429 0.1429" "rates in --json"
+t_run $PMX stats --workspace Acme
+t_expect_match "$T_OUT" '^Rates \(hard bounces and complaints' "a rates table"
+t_expect_match "$T_OUT" "^$WS +Acme +7 +1 +14\.29% +1 +14\.29%\$" "the workspace's rates"
+
 t_case "postmux_feedback_total counts reports by workspace and kind"
 t_run curl -sf "http://127.0.0.1:$MPORT/metrics"
 t_expect_match "$T_OUT" "postmux_feedback_total\{workspace=\"$WS\",kind=\"bounce\"\} [4-9]" "bounces"

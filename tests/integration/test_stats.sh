@@ -93,6 +93,7 @@ for line in sys.stdin:
     f = line.split()
     if line.startswith("Recipients by status"): kind = "r"; continue
     if line.startswith("Events by type"): kind = "e"; continue
+    if line.startswith("Rates"): kind = None; continue
     if not f or kind is None or f[0] in ("WORKSPACE", "total"): continue
     nums = [int(x) for x in f[-7:]]
     assert sum(nums[:6]) == nums[6], line
