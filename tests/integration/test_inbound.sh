@@ -5,7 +5,7 @@
 # format apart from lib/reftoken.c) under the test's master key. Covered: an async
 # bounce of a recipient really sent through postmuxd (status bounced, event, hard
 # suppression, the next job suppressed), a soft async bounce, a delay, an ARF
-# complaint to fbl@ matched through X-Postmux-Ref, a mailto unsubscribe to u-,
+# complaint to fbl@ matched through X-Postmux-Ref, a mailto unsubscribe to u-, STARTTLS,
 # auto-replies counted only, forged tokens and strangers refused with 550 and
 # nothing stored, bare LF, oversize, too many connections from one address,
 # inbound_reports rows kept whole, a report applied once, and the metric.
@@ -20,6 +20,10 @@ t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
 t_conf_set inbound listen "127.0.0.1:$IPORT"
 t_conf_set inbound hostname mx.postmux.test
 t_conf_set inbound max_message_size 64K
+source "$(dirname "$0")/relay_lib.sh"
+make_certs || t__setup_fail "openssl could not make the test certificates"
+t_conf_set inbound tls_cert "$CERTS/localhost.crt"
+t_conf_set inbound tls_key "$CERTS/localhost.key"
 WS=$($PMX workspace create Acme)
 $PMX domain add Acme acme.test --algorithm ed25519 >/dev/null
 $PMX domain verify acme.test --skip-dns >/dev/null
@@ -206,6 +210,13 @@ t_expect_eq "$(t_psql "select reason || ' ' || scope || ' ' || detail from suppr
 t_expect_eq "$(t_psql "select count(*) from events where message_id = '$M6' and type = 'message.unsubscribed'")" 1 "event"
 t_wait_for 20 "[[ \$(t_psql \"select applied_at is not null from inbound_reports where kind = 'unsubscribe'\") == t ]]"
 t_expect_eq "$(t_psql "select applied_at is not null from inbound_reports where kind = 'unsubscribe'")" t "applied"
+
+t_case "STARTTLS (tls_cert/tls_key): a report over TLS is stored"
+N0=$(reports)
+t_run "$PY" "$SEND" --starttls "$IPORT" "" "b-$T1@bounces.acme.test" "$R"
+t_expect_match "$T_OUT" '^STARTTLS 220' "STARTTLS offered and started"
+t_expect_match "$T_OUT" 'DATA 250' "accepted over TLS"
+t_expect_eq "$(reports)" "$((N0 + 1))" "stored"
 
 t_case "an auto-reply is stored and counted, nothing acted on"
 M7=$(send_one h7 away@cust.test)
