@@ -397,14 +397,23 @@ static rcpt_type_t rcpt_classify(const pmx_inbound_t *in, const char *addr, rcpt
     return RCPT_NONE;
 }
 
-static bool srv_rcpt(void *arg, const char *addr)
+static int srv_rcpt(void *arg, const char *addr)
 {
     session_t *ss = arg;
     rcpt_ref_t r;
-    if (rcpt_classify(ss->in, addr, &r) != RCPT_NONE) return true;
+    if (rcpt_classify(ss->in, addr, &r) != RCPT_NONE) return 250;
+    /* fbl@ before the verified domains are known: not now, rather than never. */
+    const char *at = strrchr(addr, '@');
+    if (at && at - addr == 3 && strncasecmp(addr, "fbl", 3) == 0 &&
+        !pmx_settings_ready(ss->in->settings)) {
+        pmx_log_info("inbound recipient deferred session=%llu client=%s rcpt=\"%s\" "
+                     "reason=\"settings not loaded yet\"", (unsigned long long)ss->id, ss->client,
+                     addr);
+        return 451;
+    }
     pmx_log_info("inbound recipient refused session=%llu client=%s rcpt=\"%s\"",
                  (unsigned long long)ss->id, ss->client, addr);
-    return false;
+    return 550;
 }
 
 /* ---- applying a report ------------------------------------------------------------- */

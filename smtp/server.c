@@ -283,8 +283,12 @@ static void cmd_rcpt(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
     if (p.addr_len == 0) return reply(s, 553, "5.1.3", "A recipient address is required");
     char *addr = path_address(&p, why, sizeof why);
     if (!addr) return reply(s, 553, "5.1.3", "Bad recipient address syntax: %s", why);
-    if (s->cbs.rcpt && !s->cbs.rcpt(s->arg, addr)) {
-        reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: no such mailbox here", addr);
+    int ok = s->cbs.rcpt ? s->cbs.rcpt(s->arg, addr) : 250;
+    if (ok != 250) {
+        if (ok == 451)
+            reply(s, 451, "4.3.0", "<%s>: Cannot check the recipient now; try again later", addr);
+        else
+            reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: no such mailbox here", addr);
         free(addr);
         return;
     }

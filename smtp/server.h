@@ -15,7 +15,7 @@
  * - the command order (EHLO/HELO, then AUTH, then MAIL, RCPT..., DATA); MAIL
  *   without AUTH is "530 5.7.0"; AUTH before STARTTLS when auth_requires_tls
  *   is "530 5.7.0" and EHLO does not offer it (opts.no_auth: no AUTH at all);
- * - RCPT: what the rcpt callback refuses is "550 5.1.1";
+ * - RCPT: what the rcpt callback refuses is "550 5.1.1" (or "451 4.3.0");
  * - DATA: the only end is CRLF "." CRLF after a CRLF; a bare CR or LF
  *   anywhere, or a NUL byte, makes the message "550 5.6.0" (read to the real
  *   end, never queued: no SMTP smuggling); over max_message_size is
@@ -124,10 +124,11 @@ typedef struct {
     void (*mail)(void *arg, const char *mail_from);
     /*
      * Optional (NULL = every well-formed RCPT is accepted): may this
-     * forward-path (canonical, lib/addr) receive mail? false = "550 5.1.1".
+     * forward-path (canonical, lib/addr) receive mail? 250 = yes, 451 = not
+     * now ("451 4.3.0 ... try again later"), anything else = "550 5.1.1".
      * Synchronous: the answer must not need a lookup.
      */
-    bool (*rcpt)(void *arg, const char *rcpt);
+    int  (*rcpt)(void *arg, const char *rcpt);
 } pmx_smtp_server_cbs_t;
 
 /* cbs is copied. Nothing is written until pmx_smtp_server_start. */

@@ -215,11 +215,11 @@ static void answer_pending(harness_t *h)
     }
 }
 
-/* Recipients starting with "x" are refused (the inbound listener checks RCPT). */
-static bool cb_rcpt(void *arg, const char *rcpt)
+/* Recipients starting with "x" are refused, "y" not now (the inbound listener checks RCPT). */
+static int cb_rcpt(void *arg, const char *rcpt)
 {
     (void)arg;
-    return rcpt[0] != 'x';
+    return rcpt[0] == 'x' ? 550 : rcpt[0] == 'y' ? 451 : 250;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

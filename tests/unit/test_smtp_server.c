@@ -688,10 +688,10 @@ static void test_drain_and_timeout(void **state)
 }
 
 /* The inbound listener's mode: no AUTH, the null sender, RCPT checked by the owner. */
-static bool o_rcpt(void *arg, const char *rcpt)
+static int o_rcpt(void *arg, const char *rcpt)
 {
     (void)arg;
-    return strncmp(rcpt, "b-", 2) == 0;
+    return strncmp(rcpt, "b-", 2) == 0 ? 250 : strncmp(rcpt, "later", 5) == 0 ? 451 : 550;
 }
 static const pmx_smtp_server_cbs_t cbs_rcpt = { o_write, o_starttls, o_auth, o_message, o_close,
                                                 NULL, NULL, NULL, o_rcpt };
@@ -713,10 +713,11 @@ static void test_no_auth_and_rcpt(void **state)
     free(r);
     send_str(o, "AUTH PLAIN AGFwaWtleQBwbXhfa2V5\r\n");
     EXPECT(o, "502 5.5.1 AUTH not offered\r\n");
-    send_str(o, "MAIL FROM:<>\r\nRCPT TO:<x@bounces.example.com>\r\n"
+    send_str(o, "MAIL FROM:<>\r\nRCPT TO:<x@bounces.example.com>\r\nRCPT TO:<later@b.example>\r\n"
                 "RCPT TO:<b-tok@bounces.example.com>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
     EXPECT(o, "250 2.1.0 Ok\r\n"
               "550 5.1.1 <x@bounces.example.com>: Recipient address rejected: no such mailbox here\r\n"
+              "451 4.3.0 <later@b.example>: Cannot check the recipient now; try again later\r\n"
               "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
               "250 2.0.0 Ok: queued as 1-0\r\n");
     assert_int_equal(o->msgs, 1);
