@@ -44,8 +44,9 @@ typedef struct delivery delivery_t;
 
 /* A return-path domain of a verified domain, and its workspace. */
 typedef struct {
-    char *domain;
+    char *domain;    /* the return-path domain */
     char *ws;
+    char *base;      /* the verified domain */
 } rp_domain_t;
 
 struct pmx_inbound {
@@ -149,6 +150,7 @@ static void maybe_free(pmx_inbound_t *in)
     for (size_t i = 0; i < in->nrp; i++) {
         free(in->rp[i].domain);
         free(in->rp[i].ws);
+        free(in->rp[i].base);
     }
     free(in->rp);
     pmx_fb_rules_free(in->rules);
@@ -346,13 +348,16 @@ static bool srv_room(void *arg, uint64_t n)
 /* ---- recipients ---------------------------------------------------------------------- */
 
 /* The workspace whose verified domain has return-path domain d, or NULL:
- * domains.return_path (loaded by the upkeep), else bounces.<verified domain>
- * (from the settings cache, so a domain verified a moment ago counts). */
+ * domains.return_path, else bounces.<verified domain>, as the upkeep loaded
+ * them; a domain verified since that load (in the settings cache, not in the
+ * list) counts with bounces.<domain> at once. */
 static const char *rp_workspace(const pmx_inbound_t *in, const char *d)
 {
     for (size_t i = 0; i < in->nrp; i++)
         if (strcasecmp(in->rp[i].domain, d) == 0) return in->rp[i].ws;
     if (strncasecmp(d, "bounces.", 8) != 0) return NULL;
+    for (size_t i = 0; i < in->nrp; i++)
+        if (strcasecmp(in->rp[i].base, d + 8) == 0) return NULL;   /* it has another one */
     size_t n = pmx_settings_count(in->settings);
     for (size_t i = 0; i < n; i++) {
         const pmx_settings_ws_t *ws = pmx_settings_at(in->settings, i);
@@ -714,6 +719,7 @@ static void domains_done(pmx_db_async_t *db, const PGresult *res, void *arg)
         for (size_t i = 0; i < in->nrp; i++) {
             free(in->rp[i].domain);
             free(in->rp[i].ws);
+            free(in->rp[i].base);
         }
         free(in->rp);
         in->nrp = (size_t)PQntuples(res);
@@ -721,6 +727,7 @@ static void domains_done(pmx_db_async_t *db, const PGresult *res, void *arg)
         for (size_t i = 0; i < in->nrp; i++) {
             in->rp[i].domain = pmx_xstrdup(PQgetvalue(res, (int)i, 0));
             in->rp[i].ws = pmx_xstrdup(PQgetvalue(res, (int)i, 1));
+            in->rp[i].base = pmx_xstrdup(PQgetvalue(res, (int)i, 2));
         }
         in->rp_loaded_ms = uv_now(in->loop);
     } else if (!in->stopping) {

@@ -154,6 +154,6 @@ pmx_db_async_req_t *pmx_db_inbound_prune(pmx_db_async_t *db, unsigned keep_days,
 pmx_db_async_req_t *pmx_db_inbound_domains(pmx_db_async_t *db, pmx_db_async_result_fn cb, void *arg)
 {
     return pmx_db_async_query(db,
-        "SELECT COALESCE(return_path, 'bounces.' || domain), workspace_id FROM domains"
+        "SELECT COALESCE(return_path, 'bounces.' || domain), workspace_id, domain FROM domains"
         " WHERE verified_at IS NOT NULL", cb, arg);
 }

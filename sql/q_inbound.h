@@ -66,7 +66,7 @@ pmx_db_async_req_t *pmx_db_inbound_unapplied(pmx_db_async_t *db, unsigned older_
 /* Deletes reports older than keep_days (at most 10,000 rows a call). */
 pmx_db_async_req_t *pmx_db_inbound_prune(pmx_db_async_t *db, unsigned keep_days,
                                          pmx_db_async_result_fn cb, void *arg);
-/* The return-path domains of verified domains: domain, workspace_id. */
+/* The return-path domains of verified domains: return-path domain, workspace_id, domain. */
 pmx_db_async_req_t *pmx_db_inbound_domains(pmx_db_async_t *db, pmx_db_async_result_fn cb, void *arg);
 
 #endif

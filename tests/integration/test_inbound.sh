@@ -27,6 +27,10 @@ t_conf_set inbound tls_key "$CERTS/localhost.key"
 WS=$($PMX workspace create Acme)
 $PMX domain add Acme acme.test --algorithm ed25519 >/dev/null
 $PMX domain verify acme.test --skip-dns >/dev/null
+# A second domain whose return-path domain was chosen (domains.return_path).
+$PMX domain add Acme acme2.test --algorithm ed25519 >/dev/null
+$PMX domain verify acme2.test --skip-dns >/dev/null
+t_psql "update domains set return_path = 'rp.acme2.test' where domain = 'acme2.test'"
 
 PY=/usr/bin/python3
 SEND=$PMX_ROOT/tests/tools/smtp_send.py
@@ -196,6 +200,16 @@ t_expect_eq "$(t_psql "select detail from events where message_id = '$M4' and ty
     '{"feedback_type":"abuse"}' "message.complained"
 t_expect_eq "$(t_psql "select kind || ' ' || message_id || ' ' || workspace_id from inbound_reports where rcpt like 'fbl@%'")" \
     "complaint $M4 $WS" "row names the recipient"
+
+t_case "fbl@ a chosen return-path domain (domains.return_path) is accepted, bounces.<that domain> is not"
+printf 'From: feedback@fbl.provider.test\r\nTo: fbl@rp.acme2.test\r\nSubject: hello\r\n\r\nnothing known\r\n' >"$R"
+t_run "$PY" "$SEND" "$IPORT" "feedback@fbl.provider.test" "fbl@rp.acme2.test" "$R"
+t_expect_match "$T_OUT" 'RCPT <fbl@rp.acme2.test> 250' "domains.return_path"
+t_expect_match "$T_OUT" 'DATA 250' "stored"
+t_expect_eq "$(t_psql "select workspace_id from inbound_reports where rcpt = 'fbl@rp.acme2.test'")" "$WS" \
+    "the domain's workspace"
+t_run "$PY" "$SEND" "$IPORT" "feedback@fbl.provider.test" "fbl@bounces.acme2.test" "$R"
+t_expect_match "$T_OUT" 'RCPT <fbl@bounces.acme2.test> 550 5\.1\.1' "not its return-path domain"
 
 t_case "u-<token> unsubscribes (mailto), a b- token does not"
 M6=$(send_one h6 leaving@cust.test)
