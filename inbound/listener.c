@@ -1,5 +1,6 @@
 /*
- * The [inbound] listener; see listener.h. One session = a TLS-capable stream
+ * The [inbound] listener; see listener.h (and reports.c: applying what is
+ * stored, and the upkeep). One session = a TLS-capable stream
  * (smtp/tls.h), the protocol state machine (smtp/server.h, no AUTH), an
  * inactivity timer and a lifetime timer. A stored message becomes a
  * `delivery_t` that outlives its session: the session pointer is cleared when
@@ -11,7 +12,7 @@
  * Postgres request and libpq hold (twice its size) stay counted until
  * Postgres answers.
  */
-#include "inbound/listener.h"
+#include "inbound/listener_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,54 +31,16 @@
 #include "smtp/server.h"
 #include "smtp/tls.h"
 #include "sql/q_inbound.h"
-#include "sql/q_unsubscribe.h"
 #include "submission/budget.h"
 #include "submission/peerlimit.h"
 #include "workers/metrics.h"
 
 #define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
-#define RECOVER_BATCH  50      /* unapplied rows applied per upkeep */
-#define TICK_MS        5000u   /* the return-path domains are checked this often */
 
-typedef struct session session_t;
+typedef struct pmx_inbound_session session_t;
 typedef struct delivery delivery_t;
 
-/* A return-path domain of a verified domain, and its workspace. */
-typedef struct {
-    char *domain;    /* the return-path domain */
-    char *ws;
-    char *base;      /* the verified domain */
-} rp_domain_t;
-
-struct pmx_inbound {
-    pmx_worker_t           *w;
-    uv_loop_t              *loop;
-    const pmx_config_t     *cfg;
-    pmx_settings_t         *settings;
-    pmx_smtp_tls_ctx_t     *tls;
-    pmx_fb_rules_t         *rules;
-    uv_tcp_t                listener;
-    bool                    listener_open;   /* until its close callback */
-    uv_timer_t              upkeep;          /* every TICK_MS */
-    uint64_t                ticks;
-    bool                    upkeep_open;
-    session_t              *sessions;
-    size_t                  nsessions;       /* until each is freed */
-    uint64_t                next_id;
-    pmx_submission_budget_t mem;
-    size_t                  npending;        /* Postgres requests not yet answered */
-    rp_domain_t            *rp;              /* domains.return_path of verified domains */
-    size_t                  nrp;
-    bool                    rp_loading;
-    uint64_t                rp_gen;          /* settings generation of the last load */
-    uint64_t                rp_loaded_ms;
-    bool                    recovering;
-    bool                    draining, stopping;
-    void                  (*drain_done)(void *arg);
-    void                   *drain_arg;
-};
-
-struct session {
+struct pmx_inbound_session {
     pmx_inbound_t     *in;
     session_t         *prev, *next;
     uint64_t           id;
@@ -97,16 +60,6 @@ struct session {
     delivery_t        *dl;                /* a message being stored */
 };
 
-/* What an accepted recipient address names. */
-typedef enum { RCPT_NONE = 0, RCPT_BOUNCE, RCPT_UNSUB, RCPT_FBL } rcpt_type_t;
-
-typedef struct {
-    rcpt_type_t type;
-    char        msg_id[PMX_REF_MSG_ID_LEN + 1];   /* "" = names no recipient */
-    unsigned    idx;
-    const char *ws;                               /* fbl@: the domain's workspace (borrowed) */
-} rcpt_ref_t;
-
 /* One message being stored. */
 struct delivery {
     pmx_inbound_t  *in;
@@ -120,16 +73,7 @@ struct delivery {
     char          **rcpts;
 };
 
-/* One report being applied. */
-typedef struct {
-    pmx_inbound_t *in;
-    char           id[24];
-    char           act[16];
-    char           cls[24];
-} apply_t;
-
 static void session_close(session_t *ss);
-static void upkeep_cb(uv_timer_t *t);
 
 /* ---- drain / free bookkeeping ------------------------------------------------------ */
 
@@ -142,17 +86,12 @@ static void maybe_drained(pmx_inbound_t *in)
     fn(in->drain_arg);
 }
 
-static void maybe_free(pmx_inbound_t *in)
+void pmx_inbound__maybe_free(pmx_inbound_t *in)
 {
     if (!in->stopping || in->nsessions > 0 || in->listener_open || in->upkeep_open ||
         in->npending > 0 || in->rp_loading)
         return;
-    for (size_t i = 0; i < in->nrp; i++) {
-        free(in->rp[i].domain);
-        free(in->rp[i].ws);
-        free(in->rp[i].base);
-    }
-    free(in->rp);
+    pmx_inbound__rp_free(in);
     pmx_fb_rules_free(in->rules);
     free(in);
 }
@@ -161,14 +100,14 @@ static void listener_closed(uv_handle_t *h)
 {
     pmx_inbound_t *in = h->data;
     in->listener_open = false;
-    maybe_free(in);
+    pmx_inbound__maybe_free(in);
 }
 
 static void upkeep_closed(uv_handle_t *h)
 {
     pmx_inbound_t *in = h->data;
     in->upkeep_open = false;
-    maybe_free(in);
+    pmx_inbound__maybe_free(in);
 }
 
 static void stop_listening(pmx_inbound_t *in)
@@ -195,7 +134,7 @@ static void session_handle_closed(session_t *ss)
     in->nsessions--;
     pmx_metrics_sessions_add(PMX_METRICS_INBOUND, -1);
     maybe_drained(in);
-    maybe_free(in);
+    pmx_inbound__maybe_free(in);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -369,8 +308,8 @@ static const char *rp_workspace(const pmx_inbound_t *in, const char *d)
 }
 
 /* A token (any case) checked for purpose; out gets what it names. */
-static bool token_ok(const pmx_inbound_t *in, pmx_ref_purpose_t purpose, const char *tok, size_t n,
-                     rcpt_ref_t *out)
+bool pmx_inbound__token_ok(const pmx_inbound_t *in, pmx_ref_purpose_t purpose, const char *tok,
+                           size_t n, rcpt_ref_t *out)
 {
     char low[PMX_REF_TOKEN_LEN + 1];
     if (n != PMX_REF_TOKEN_LEN) return false;
@@ -389,10 +328,10 @@ static rcpt_type_t rcpt_classify(const pmx_inbound_t *in, const char *addr, rcpt
     if (!at) return RCPT_NONE;
     size_t local = (size_t)(at - addr);
     if (local > 2 && addr[1] == '-' && (addr[0] == 'b' || addr[0] == 'B') &&
-        token_ok(in, PMX_REF_BOUNCE, addr + 2, local - 2, out))
+        pmx_inbound__token_ok(in, PMX_REF_BOUNCE, addr + 2, local - 2, out))
         return out->type = RCPT_BOUNCE;
     if (local > 2 && addr[1] == '-' && (addr[0] == 'u' || addr[0] == 'U') &&
-        token_ok(in, PMX_REF_UNSUBSCRIBE, addr + 2, local - 2, out))
+        pmx_inbound__token_ok(in, PMX_REF_UNSUBSCRIBE, addr + 2, local - 2, out))
         return out->type = RCPT_UNSUB;
     if (local == 3 && strncasecmp(addr, "fbl", 3) == 0 && (out->ws = rp_workspace(in, at + 1))) {
         out->msg_id[0] = '\0';
@@ -421,167 +360,12 @@ static int srv_rcpt(void *arg, const char *addr)
     return 550;
 }
 
-/* ---- applying a report ------------------------------------------------------------- */
-
-static json_t *str_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
-/* The recipient of the report that says what happened: the first that failed
- * (a bounce) or was delayed (a delay); else the first. */
-static const pmx_fb_rcpt_t *report_rcpt(const pmx_fb_report_t *r, const char *action)
-{
-    for (size_t i = 0; i < r->nrcpts; i++)
-        if (r->rcpts[i].action && strcmp(r->rcpts[i].action, action) == 0) return &r->rcpts[i];
-    return r->nrcpts ? &r->rcpts[0] : NULL;
-}
-
-static void apply_done(pmx_db_async_t *db, const PGresult *res, void *arg)
-{
-    (void)db;
-    apply_t *a = arg;
-    pmx_inbound_t *in = a->in;
-    in->npending--;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        pmx_log_warn("inbound report not applied report=%s reason=\"%s\" (retried later)", a->id,
-                     res ? PQresultErrorMessage(res) : "postgres connection lost");
-    } else if (strcmp(PQgetvalue(res, 0, 0), "1") == 0) {
-        const char *ws = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
-        bool bounced = strcmp(PQgetvalue(res, 0, 2), "1") == 0;
-        if (bounced && ws) {
-            pmx_metrics_count_recipients(ws, "bounced", 1);
-            pmx_metrics_count_bounce(ws, a->cls);
-        }
-        pmx_log_info("inbound report applied report=%s act=%s ws=%s%s", a->id, a->act,
-                     ws ? ws : "-", bounced ? " bounced=async" : "");
-    }
-    free(a);
-    maybe_free(in);
-}
-
-static apply_t *apply_new(pmx_inbound_t *in, const char *id, const char *act, const char *cls)
-{
-    apply_t *a = pmx_xcalloc(1, sizeof *a);
-    a->in = in;
-    snprintf(a->id, sizeof a->id, "%s", id);
-    snprintf(a->act, sizeof a->act, "%s", act);
-    snprintf(a->cls, sizeof a->cls, "%s", cls ? cls : "");
-    return a;
-}
-
-static void mark_done(pmx_db_async_t *db, const PGresult *res, void *arg);
-
-/* The unsubscribe was written (or there was nobody to unsubscribe): mark the
- * report applied. */
-static void unsub_applied(pmx_db_async_t *db, const PGresult *res, void *arg)
-{
-    apply_t *a = arg;
-    pmx_inbound_t *in = a->in;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        pmx_log_warn("inbound unsubscribe failed report=%s reason=\"%s\" (retried later)", a->id,
-                     res ? PQresultErrorMessage(res) : "postgres connection lost");
-        in->npending--;
-        free(a);
-        maybe_free(in);
-        return;
-    }
-    if (PQntuples(res) == 1)
-        pmx_log_info("inbound unsubscribe report=%s ws=%s scope=%s added=%s", a->id,
-                     PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
-    if (!pmx_db_inbound_mark(db, a->id, mark_done, a)) {
-        in->npending--;
-        free(a);
-        maybe_free(in);
-    }
-}
-
-/* The mark's result: logged like an apply (command results carry no rows). */
-static void mark_done(pmx_db_async_t *db, const PGresult *res, void *arg)
-{
-    apply_t *a = arg;
-    (void)db;
-    a->in->npending--;
-    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
-        pmx_log_warn("inbound report not applied report=%s reason=\"%s\" (retried later)", a->id,
-                     res ? PQresultErrorMessage(res) : "postgres connection lost");
-    else
-        pmx_log_info("inbound report applied report=%s act=unsubscribe", a->id);
-    pmx_inbound_t *in = a->in;
-    free(a);
-    maybe_free(in);
-}
-
-/*
- * Applies stored report id: ref says which recipient (message id, idx) it
- * names and how it came (RCPT type); r is the parsed report. Nothing happens
- * when Postgres is down: the upkeep retries.
- */
-static void apply_report(pmx_inbound_t *in, const char *id, const rcpt_ref_t *ref,
-                         const pmx_fb_report_t *r)
-{
-    pmx_db_async_t *db = pmx_worker_db(in->w);
-    if (ref->type == RCPT_UNSUB) {
-        apply_t *a = apply_new(in, id, "unsubscribe", NULL);
-        in->npending++;
-        if (!pmx_db_unsub_apply(db, ref->msg_id, ref->idx, "mailto", unsub_applied, a)) {
-            in->npending--;
-            free(a);
-        }
-        return;
-    }
-    pmx_db_inbound_act_t act = {
-        .act = "none",
-        .soft_limit = (unsigned)in->cfg->soft_bounce_limit,
-        .soft_for_s = in->cfg->soft_bounce_suppress_for_ms / 1000,
-    };
-    json_t *detail = NULL;
-    const pmx_fb_rcpt_t *rc = NULL;
-    switch (r->kind) {
-    case PMX_FB_KIND_BOUNCE:
-    case PMX_FB_KIND_DELAY: {
-        bool bounce = r->kind == PMX_FB_KIND_BOUNCE;
-        act.act = bounce ? "bounce" : "delay";
-        rc = report_rcpt(r, bounce ? "failed" : "delayed");
-        if (rc) {
-            act.status = rc->status;
-            act.cls = rc->cls == PMX_FB_CLASS_NONE ? NULL : pmx_fb_class_name(rc->cls);
-            act.hard = bounce && rc->hard;
-            act.diagnostic = rc->diagnostic;
-        }
-        if (bounce && !act.cls) act.cls = "other";
-        detail = json_pack("{s:o, s:o, s:o}", "status", str_or_null(act.status),
-                           "class", str_or_null(act.cls), "diagnostic", str_or_null(act.diagnostic));
-        if (bounce) json_object_set_new(detail, "async", json_true());
-        break;
-    }
-    case PMX_FB_KIND_COMPLAINT:
-        act.act = "complaint";
-        act.feedback_type = r->feedback_type;
-        detail = json_pack("{s:o}", "feedback_type", str_or_null(r->feedback_type));
-        break;
-    case PMX_FB_KIND_AUTO_REPLY:
-    case PMX_FB_KIND_UNKNOWN:
-        break;
-    }
-    char *dtext = detail ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(detail);
-    act.detail = dtext;
-    apply_t *a = apply_new(in, id, act.act, act.cls);
-    in->npending++;
-    if (!pmx_db_inbound_apply(db, id, &act, apply_done, a)) {
-        in->npending--;
-        free(a);
-    }
-    free(dtext);
-}
-
 /* For an fbl@ report: the recipient its returned original names by token. */
 static void fbl_ref(const pmx_inbound_t *in, const pmx_fb_report_t *r, rcpt_ref_t *ref)
 {
     ref->msg_id[0] = '\0';
     const char *tok = r->ref;
-    if (tok && !token_ok(in, PMX_REF_BOUNCE, tok, strlen(tok), ref)) ref->msg_id[0] = '\0';
+    if (tok && !pmx_inbound__token_ok(in, PMX_REF_BOUNCE, tok, strlen(tok), ref)) ref->msg_id[0] = '\0';
 }
 
 /* ---- storing a message ------------------------------------------------------------- */
@@ -628,7 +412,7 @@ static void store_done(pmx_db_async_t *db, const PGresult *res, void *arg)
                          "ws=%s msg=%s", (unsigned long long)d->session_id, d->client, id, rcpt,
                          kind, ws ? ws : "-", d->refs[k].msg_id[0] ? d->refs[k].msg_id : "-");
             if (i == 0) snprintf(text, sizeof text, "Ok: stored as report %s", id);
-            apply_report(in, id, &d->refs[k], &d->rep);
+            pmx_inbound__apply(in, id, &d->refs[k], &d->rep);
         }
     }
     if (ss) {
@@ -638,7 +422,7 @@ static void store_done(pmx_db_async_t *db, const PGresult *res, void *arg)
                                           "Cannot store the message now; try again later");
     }
     delivery_free(d);
-    maybe_free(in);
+    pmx_inbound__maybe_free(in);
 }
 
 static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
@@ -706,120 +490,6 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     in->npending++;
     d->ss = ss;
     ss->dl = d;
-}
-
-/* ---- upkeep ---------------------------------------------------------------------------- */
-
-static void domains_done(pmx_db_async_t *db, const PGresult *res, void *arg)
-{
-    (void)db;
-    pmx_inbound_t *in = arg;
-    in->rp_loading = false;
-    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && !in->stopping) {
-        for (size_t i = 0; i < in->nrp; i++) {
-            free(in->rp[i].domain);
-            free(in->rp[i].ws);
-            free(in->rp[i].base);
-        }
-        free(in->rp);
-        in->nrp = (size_t)PQntuples(res);
-        in->rp = pmx_xcalloc(in->nrp + 1, sizeof *in->rp);
-        for (size_t i = 0; i < in->nrp; i++) {
-            in->rp[i].domain = pmx_xstrdup(PQgetvalue(res, (int)i, 0));
-            in->rp[i].ws = pmx_xstrdup(PQgetvalue(res, (int)i, 1));
-            in->rp[i].base = pmx_xstrdup(PQgetvalue(res, (int)i, 2));
-        }
-        in->rp_loaded_ms = uv_now(in->loop);
-    } else if (!in->stopping) {
-        in->rp_gen = 0;         /* try again on the next tick */
-    }
-    maybe_free(in);
-}
-
-static void prune_done(pmx_db_async_t *db, const PGresult *res, void *arg)
-{
-    (void)db;
-    pmx_inbound_t *in = arg;
-    in->npending--;
-    if (res && PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdTuples((PGresult *)res), "0"))
-        pmx_log_info("inbound reports pruned rows=%s older_than_days=%d",
-                     PQcmdTuples((PGresult *)res), PMX_INBOUND_KEEP_DAYS);
-    maybe_free(in);
-}
-
-/* Rows stored but not applied (Postgres went away in between): parsed again
- * from raw and applied (exactly once: sql/q_inbound.h). */
-static void unapplied_done(pmx_db_async_t *db, const PGresult *res, void *arg)
-{
-    (void)db;
-    pmx_inbound_t *in = arg;
-    in->npending--;
-    in->recovering = false;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || in->stopping) {
-        maybe_free(in);
-        return;
-    }
-    for (int i = 0; i < PQntuples(res); i++) {
-        rcpt_ref_t ref;
-        memset(&ref, 0, sizeof ref);
-        const char *rcpt = PQgetvalue(res, i, 1);
-        ref.type = (rcpt[0] == 'u' || rcpt[0] == 'U') && rcpt[1] == '-' ? RCPT_UNSUB : RCPT_BOUNCE;
-        if (!PQgetisnull(res, i, 2) && !PQgetisnull(res, i, 3)) {
-            snprintf(ref.msg_id, sizeof ref.msg_id, "%s", PQgetvalue(res, i, 2));
-            ref.idx = (unsigned)strtoul(PQgetvalue(res, i, 3), NULL, 10);
-        }
-        size_t n = 0;
-        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 4), &n);
-        pmx_fb_report_t rep;
-        pmx_fb_report_parse(in->rules, raw ? (const char *)raw : "", raw ? n : 0, &rep);
-        PQfreemem(raw);
-        pmx_log_info("inbound report retried report=%s rcpt=%s", PQgetvalue(res, i, 0), rcpt);
-        if (ref.type == RCPT_UNSUB && !ref.msg_id[0]) {
-            apply_t *a = apply_new(in, PQgetvalue(res, i, 0), "unsubscribe", NULL);
-            in->npending++;
-            if (!pmx_db_inbound_mark(pmx_worker_db(in->w), a->id, mark_done, a)) {
-                in->npending--;
-                free(a);
-            }
-        } else {
-            apply_report(in, PQgetvalue(res, i, 0), &ref, &rep);
-        }
-        pmx_fb_report_free(&rep);
-    }
-    maybe_free(in);
-}
-
-/* Prune and retry run on their own, slower timer period (every
- * PMX_INBOUND_UPKEEP_MS); the domains are checked every 5 s. */
-static void upkeep_slow(pmx_inbound_t *in)
-{
-    pmx_db_async_t *db = pmx_worker_db(in->w);
-    if (in->stopping || !db || !pmx_db_async_is_up(db)) return;
-    in->npending++;
-    if (!pmx_db_inbound_prune(db, PMX_INBOUND_KEEP_DAYS, prune_done, in)) in->npending--;
-    if (!in->recovering) {
-        in->npending++;
-        if (pmx_db_inbound_unapplied(db, PMX_INBOUND_RETRY_AFTER_S, RECOVER_BATCH, unapplied_done,
-                                     in))
-            in->recovering = true;
-        else
-            in->npending--;
-    }
-}
-
-static void upkeep_cb(uv_timer_t *t)
-{
-    pmx_inbound_t *in = t->data;
-    pmx_db_async_t *db = pmx_worker_db(in->w);
-    if (in->stopping || !db || !pmx_db_async_is_up(db)) return;
-    uint64_t now = uv_now(in->loop);
-    uint64_t gen = pmx_settings_generation(in->settings);
-    if (!in->rp_loading && (gen != in->rp_gen || now - in->rp_loaded_ms >= PMX_INBOUND_UPKEEP_MS)) {
-        in->rp_gen = gen;
-        if (pmx_db_inbound_domains(db, domains_done, in)) in->rp_loading = true;
-        else in->rp_gen = 0;
-    }
-    if (in->ticks++ % (PMX_INBOUND_UPKEEP_MS / TICK_MS) == 0) upkeep_slow(in);
 }
 
 static const char *so_hostname(const pmx_config_t *cfg)
@@ -962,7 +632,7 @@ int pmx_inbound_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_inbound_t *
         stop_listening(in);        /* frees in once the handles have closed */
         return -1;
     }
-    uv_timer_start(&in->upkeep, upkeep_cb, 1000, TICK_MS);
+    uv_timer_start(&in->upkeep, pmx_inbound__upkeep, 1000, PMX_INBOUND_TICK_MS);
     pmx_log_info("inbound listening address=%s hostname=%s tls=%s memory_budget=%llu",
                  cfg->inbound_listen, so_hostname(cfg), in->tls ? "starttls" : "none",
                  (unsigned long long)in->mem.limit);
@@ -995,5 +665,5 @@ void pmx_inbound_stop(pmx_inbound_t *in)
     for (session_t *ss = in->sessions; ss; ss = ss->next) session_close(ss);
     pmx_smtp_tls_ctx_free(in->tls);
     in->tls = NULL;
-    maybe_free(in);
+    pmx_inbound__maybe_free(in);
 }
