@@ -362,7 +362,7 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
                         (unsigned long long)dp[i].value[0]);
 
     family(body, "postmux_smtp_sessions", "gauge",
-           "Open SMTP sessions: outbound to the relay, inbound on submission.");
+           "Open SMTP sessions: outbound to the relay, inbound on submission and the [inbound] listener.");
     for (int d = 0; d < PMX_METRICS_NDIR; d++)
         pmx_buf_appendf(body, "postmux_smtp_sessions{direction=\"%s\"} %llu\n",
                         pmx_metrics_dir_name((pmx_metrics_dir_t)d),
