@@ -17,6 +17,7 @@
 
 #include "cli/cli.h"
 #include "inbound/report.h"
+#include "inbound/report_json.h"
 #include "lib/buf.h"
 
 #ifndef PMX_SHAREDIR
@@ -31,36 +32,6 @@ static const char *help =
     "from FILE or standard input and prints what postmux reads from it as JSON.\n"
     "  --rules FILE   bounce classification rules (default: " PMX_SHAREDIR "/bounce-rules.conf\n"
     "                 when installed, else the built-in copy)\n";
-
-static json_t *str_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
-/* The report as the JSON object postmux(1) documents. */
-static json_t *report_json(const pmx_fb_report_t *r)
-{
-    json_t *rcpts = json_array();
-    for (size_t i = 0; i < r->nrcpts; i++) {
-        const pmx_fb_rcpt_t *rc = &r->rcpts[i];
-        json_array_append_new(rcpts, json_pack("{s:o, s:o, s:o, s:o, s:o, s:b}",
-            "address", str_or_null(rc->address),
-            "action", str_or_null(rc->action),
-            "status", str_or_null(rc->status),
-            "diagnostic", str_or_null(rc->diagnostic),
-            "class", rc->cls == PMX_FB_CLASS_NONE ? json_null()
-                                                  : json_string(pmx_fb_class_name(rc->cls)),
-            "hard", rc->hard));
-    }
-    return json_pack("{s:s, s:o, s:o, s:{s:o, s:o, s:o}}",
-        "kind", pmx_fb_kind_name(r->kind),
-        "recipients", rcpts,
-        "feedback_type", str_or_null(r->feedback_type),
-        "original",
-            "message_id", str_or_null(r->message_id),
-            "ref", str_or_null(r->ref),
-            "return_path", str_or_null(r->return_path));
-}
 
 static int read_all(const char *path, pmx_buf_t *out)
 {
@@ -117,7 +88,7 @@ static int parse_cmd(int argc, char **argv)
     if (rc == PMX_EXIT_OK) {
         pmx_fb_report_t rep;
         pmx_fb_report_parse(rules, in.data, in.len, &rep);
-        json_t *j = report_json(&rep);
+        json_t *j = pmx_fb_report_json(&rep);
         pmx_fb_report_free(&rep);
         rc = j ? pmx_cli_print_json(j) : pmx_cli_error("cannot build the JSON output");
     }

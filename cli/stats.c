@@ -12,6 +12,12 @@
  * - recipients: the recipients of the messages created in the window, by
  *   their status now (queued, sent, deferred, bounced, rejected, suppressed);
  * - events: the message.* events created in the window, by type.
+ * - rates: bounce rate = hard bounces / attempted, complaint rate = complaints
+ *   / attempted, where attempted = recipients now sent or bounced (of the
+ *   counts above: an async bounce moves a recipient from sent to bounced, so
+ *   it is counted once), and hard bounces and complaints are the workspace's
+ *   hard_bounce and complaint suppressions made in the window that name a
+ *   message (what the reputation guard counts, docs/feedback.md).
  * Workspaces listed: every workspace (zero rows too), plus any workspace id
  * that has counts but no workspaces row (jobs rejected as unknown_workspace),
  * named "(unknown)".
@@ -46,6 +52,8 @@ typedef struct {
     char    *name;                  /* NULL: no workspaces row */
     int64_t  status[N_COUNTS];      /* recipients by status */
     int64_t  event[N_COUNTS];       /* events message.<status> */
+    int64_t  hard;                  /* hard_bounce suppressions naming a message */
+    int64_t  complaints;            /* complaint suppressions naming a message */
 } ws_row_t;
 
 typedef struct {
@@ -132,6 +140,24 @@ static int load(pmx_cli_t *c, const char *ws_id, const char *since_ms, stats_t *
         }
     }
     PQclear(res);
+
+    /* Hard bounces and complaints: one index range per workspace and reason. */
+    res = pmx_cli_query(c,
+        "SELECT workspace_id, reason, count(*) FROM suppressions"
+        " WHERE reason IN ('hard_bounce', 'complaint') AND message_id IS NOT NULL"
+        "   AND created_at >= $2::timestamptz AND ($1::text IS NULL OR workspace_id = $1)"
+        " GROUP BY 1, 2", 2, p2);
+    if (!res) return -1;
+    for (int r = 0; r < PQntuples(res); r++) {
+        int64_t v = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        bool hard = strcmp(PQgetvalue(res, r, 1), "hard_bounce") == 0;
+        for (size_t i = 0; i < st->n; i++) {
+            if (strcmp(st->rows[i].id, PQgetvalue(res, r, 0)) != 0) continue;
+            *(hard ? &st->rows[i].hard : &st->rows[i].complaints) += v;
+            *(hard ? &st->total.hard : &st->total.complaints) += v;
+        }
+    }
+    PQclear(res);
     return 0;
 }
 
@@ -152,6 +178,28 @@ static int64_t sum(const int64_t *v)
 }
 
 /* ---- output ---- */
+
+/* Recipients attempted: now sent or bounced (the rates' denominator). */
+static int64_t attempted(const ws_row_t *w)
+{
+    return w->status[1] + w->status[3];     /* sent, bounced */
+}
+
+static json_t *rate_json(int64_t n, int64_t of)
+{
+    return of > 0 ? json_real((double)n / (double)of) : json_null();
+}
+
+static json_t *rates_json(const ws_row_t *w)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "attempted", json_integer(attempted(w)));
+    json_object_set_new(o, "hard_bounces", json_integer(w->hard));
+    json_object_set_new(o, "complaints", json_integer(w->complaints));
+    json_object_set_new(o, "bounce_rate", rate_json(w->hard, attempted(w)));
+    json_object_set_new(o, "complaint_rate", rate_json(w->complaints, attempted(w)));
+    return o;
+}
 
 static json_t *counts_json(const int64_t *v, const char *prefix)
 {
@@ -178,12 +226,14 @@ static int print_json(const stats_t *st)
         json_object_set_new(o, "name", w->name ? json_string(w->name) : json_null());
         json_object_set_new(o, "recipients", counts_json(w->status, ""));
         json_object_set_new(o, "events", counts_json(w->event, "message."));
+        json_object_set_new(o, "rates", rates_json(w));
         json_array_append_new(a, o);
     }
     json_object_set_new(root, "workspaces", a);
     json_t *t = json_object();
     json_object_set_new(t, "recipients", counts_json(st->total.status, ""));
     json_object_set_new(t, "events", counts_json(st->total.event, "message."));
+    json_object_set_new(t, "rates", rates_json(&st->total));
     json_object_set_new(root, "total", t);
     return pmx_cli_print_json(root);
 }
@@ -236,6 +286,59 @@ static void print_table(const stats_t *st, bool events, bool with_total)
     }
 }
 
+static void rate_text(char *b, size_t n, int64_t num, int64_t of)
+{
+    if (of > 0) snprintf(b, n, "%.2f%%", 100.0 * (double)num / (double)of);
+    else snprintf(b, n, "-");
+}
+
+/* WORKSPACE NAME ATTEMPTED HARD BOUNCE_RATE COMPLAINTS COMPLAINT_RATE. */
+static void print_rates(const stats_t *st, bool with_total)
+{
+    enum { NC = 5 };
+    static const char *const head[NC] = { "ATTEMPTED", "HARD", "BOUNCE_RATE", "COMPLAINTS",
+                                          "COMPLAINT_RATE" };
+    size_t nrows = st->n + (with_total ? 1 : 0);
+    char (*cell)[NC][32] = pmx_xcalloc(nrows + 1, sizeof *cell);
+    int wid = (int)strlen("WORKSPACE"), wname = (int)strlen("NAME"), wnum[NC];
+    for (size_t k = 0; k < NC; k++) wnum[k] = (int)strlen(head[k]);
+    for (size_t i = 0; i < nrows; i++) {
+        const ws_row_t *w = i < st->n ? &st->rows[i] : &st->total;
+        if (i < st->n) {
+            if (pmx_cli_text_width(w->id) > wid) wid = pmx_cli_text_width(w->id);
+            int nl = pmx_cli_text_width(w->name ? w->name : "(unknown)");
+            if (nl > wname) wname = nl;
+        }
+        snprintf(cell[i][0], 32, "%" PRId64, attempted(w));
+        snprintf(cell[i][1], 32, "%" PRId64, w->hard);
+        rate_text(cell[i][2], 32, w->hard, attempted(w));
+        snprintf(cell[i][3], 32, "%" PRId64, w->complaints);
+        rate_text(cell[i][4], 32, w->complaints, attempted(w));
+        for (size_t k = 0; k < NC; k++)
+            if ((int)strlen(cell[i][k]) > wnum[k]) wnum[k] = (int)strlen(cell[i][k]);
+    }
+    pmx_cli_print_cell("WORKSPACE", wid, false);
+    fputs("  ", stdout);
+    pmx_cli_print_cell("NAME", wname, false);
+    for (size_t k = 0; k < NC; k++) {
+        fputs("  ", stdout);
+        pmx_cli_print_cell(head[k], wnum[k], true);
+    }
+    putchar('\n');
+    for (size_t i = 0; i < nrows; i++) {
+        const ws_row_t *w = i < st->n ? &st->rows[i] : &st->total;
+        pmx_cli_print_cell(i < st->n ? w->id : "total", wid, false);
+        fputs("  ", stdout);
+        pmx_cli_print_cell(i < st->n ? (w->name ? w->name : "(unknown)") : "", wname, false);
+        for (size_t k = 0; k < NC; k++) {
+            fputs("  ", stdout);
+            pmx_cli_print_cell(cell[i][k], wnum[k], true);
+        }
+        putchar('\n');
+    }
+    free(cell);
+}
+
 static void print_text(const stats_t *st, bool with_total)
 {
     if (st->since[0]) printf("since %s (whole UTC hour) until %s\n\n", st->since, st->until);
@@ -244,6 +347,8 @@ static void print_text(const stats_t *st, bool with_total)
     print_table(st, false, with_total);
     printf("\nEvents by type (message.*):\n");
     print_table(st, true, with_total);
+    printf("\nRates (hard bounces and complaints over recipients sent or bounced):\n");
+    print_rates(st, with_total);
 }
 
 int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv)

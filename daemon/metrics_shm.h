@@ -19,7 +19,8 @@
  *   one key may then live in two cells: readers merge equal keys.
  *   The same table also counts the feedback families: a cell's key is
  *   (workspace id, family × 256 + column), family 0 being the recipients
- *   above, 1 suppressed recipients by reason, 2 bounces by class; each family
+ *   above, 1 suppressed recipients by reason, 2 bounces by class, 3 inbound
+ *   reports by kind; each family
  *   has its own "_other" counters.
  * - queue depth: a second table of PMX_METRICS_DEPTH_SLOTS cells, workspace
  *   id -> the last XLEN seen, each stamped with the refresh generation that
@@ -71,6 +72,7 @@ typedef enum {
     PMX_METRICS_FAM_RECIPIENTS = 0,   /* postmux_recipients_total{workspace,status} */
     PMX_METRICS_FAM_SUPPRESSED,       /* postmux_suppressed_total{workspace,reason} */
     PMX_METRICS_FAM_BOUNCES,          /* postmux_bounces_total{workspace,class} */
+    PMX_METRICS_FAM_FEEDBACK,         /* postmux_feedback_total{workspace,kind} */
     PMX_METRICS_NFAM
 } pmx_metrics_family_t;
 /* Columns (labels) a family may have; a row holds one value per column. */

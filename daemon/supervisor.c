@@ -67,6 +67,8 @@ typedef struct {
     char                     *metrics_addr;
     int                       http_fd;
     char                     *http_addr;
+    int                       inbound_fd;
+    char                     *inbound_addr;
     daemon_worker_t           workers[PMX_SHM_SLOTS];
     unsigned                  gen;
     pmx_daemon_backoff_t     throttle;
@@ -139,6 +141,11 @@ static int conf_load(const char *path, daemon_conf_t *out, char *err, size_t err
     if (is_set(cfg->http_listen) &&
         pmx_daemon_listen_check(cfg->http_listen, why, sizeof why) < 0) {
         snprintf(err, errlen, "%s: [http] listen: %s", path, why);
+        goto fail;
+    }
+    if (is_set(cfg->inbound_listen) &&
+        pmx_daemon_listen_check(cfg->inbound_listen, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: [inbound] listen: %s", path, why);
         goto fail;
     }
     if (is_set(cfg->redis_password_file) &&
@@ -294,6 +301,7 @@ static void worker_child(pmx_daemon_t *d, int idx)
         .submission_fd = d->submission_fd,
         .metrics_fd = d->metrics_fd,
         .http_fd = d->http_fd,
+        .inbound_fd = d->inbound_fd,
         .redis_password = d->conf.redis_pw,
         .redis_pwlen = d->conf.redis_pwlen,
         .hooks = d->hooks,
@@ -489,17 +497,20 @@ static void reload(pmx_daemon_t *d)
         if (d->ready_sent) sd_notify(0, "READY=1");
         return;
     }
-    int sub_fd, met_fd, http_fd = -1;
-    bool sub_new = false, met_new = false, http_new = false;
+    int sub_fd, met_fd, http_fd = -1, in_fd = -1;
+    bool sub_new = false, met_new = false, http_new = false, in_new = false;
     char why[512];
     if (listener_for(d->submission_addr, d->submission_fd, nc.cfg.submission_listen, &sub_fd,
                      &sub_new, why, sizeof why) < 0 ||
         listener_for(d->metrics_addr, d->metrics_fd, nc.cfg.metrics_listen, &met_fd,
                      &met_new, why, sizeof why) < 0 ||
         listener_for(d->http_addr, d->http_fd, nc.cfg.http_listen, &http_fd,
-                     &http_new, why, sizeof why) < 0) {
+                     &http_new, why, sizeof why) < 0 ||
+        listener_for(d->inbound_addr, d->inbound_fd, nc.cfg.inbound_listen, &in_fd,
+                     &in_new, why, sizeof why) < 0) {
         if (sub_new) close(sub_fd);
         if (met_new) close(met_fd);
+        if (http_new) close(http_fd);
         pmx_log_error("reload failed, keeping the running config: %s", why);
         conf_free(&nc);
         if (d->ready_sent) sd_notify(0, "READY=1");
@@ -509,6 +520,10 @@ static void reload(pmx_daemon_t *d)
     if (d->submission_fd >= 0 && d->submission_fd != sub_fd) close(d->submission_fd);
     if (d->metrics_fd >= 0 && d->metrics_fd != met_fd) close(d->metrics_fd);
     if (d->http_fd >= 0 && d->http_fd != http_fd) close(d->http_fd);
+    if (d->inbound_fd >= 0 && d->inbound_fd != in_fd) close(d->inbound_fd);
+    d->inbound_fd = in_fd;
+    free(d->inbound_addr);
+    d->inbound_addr = in_fd >= 0 ? pmx_xstrdup(nc.cfg.inbound_listen) : NULL;
     d->submission_fd = sub_fd;
     d->metrics_fd = met_fd;
     d->http_fd = http_fd;
@@ -561,9 +576,11 @@ static void cleanup(pmx_daemon_t *d)
     if (d->submission_fd >= 0) close(d->submission_fd);
     if (d->metrics_fd >= 0) close(d->metrics_fd);
     if (d->http_fd >= 0) close(d->http_fd);
+    if (d->inbound_fd >= 0) close(d->inbound_fd);
     free(d->submission_addr);
     free(d->metrics_addr);
     free(d->http_addr);
+    free(d->inbound_addr);
     conf_free(&d->conf);
     pmx_shm_destroy(d->shm);
     pmx_metrics_shm_destroy(d->metrics);
@@ -579,7 +596,7 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
     d->pid = getpid();
     d->path = pmx_xstrdup(path);
     d->hooks = hooks;
-    d->submission_fd = d->metrics_fd = d->http_fd = -1;
+    d->submission_fd = d->metrics_fd = d->http_fd = d->inbound_fd = -1;
     pmx_daemon_backoff_init(&d->throttle);
     snprintf(tag, sizeof tag, "postmuxd[%d]", (int)d->pid);
     pmx_log_set_tag(tag);
@@ -596,6 +613,8 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
         listener_for(NULL, -1, d->conf.cfg.metrics_listen, &d->metrics_fd, &opened,
                      err, sizeof err) < 0 ||
         listener_for(NULL, -1, d->conf.cfg.http_listen, &d->http_fd, &opened,
+                     err, sizeof err) < 0 ||
+        listener_for(NULL, -1, d->conf.cfg.inbound_listen, &d->inbound_fd, &opened,
                      err, sizeof err) < 0) {
         pmx_log_error("%s", err);
         cleanup(d);
@@ -604,6 +623,7 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
     if (d->submission_fd >= 0) d->submission_addr = pmx_xstrdup(d->conf.cfg.submission_listen);
     if (d->metrics_fd >= 0) d->metrics_addr = pmx_xstrdup(d->conf.cfg.metrics_listen);
     if (d->http_fd >= 0) d->http_addr = pmx_xstrdup(d->conf.cfg.http_listen);
+    if (d->inbound_fd >= 0) d->inbound_addr = pmx_xstrdup(d->conf.cfg.inbound_listen);
     d->shm = pmx_shm_create();
     if (!d->shm) {
         pmx_log_error("cannot map the worker scoreboard: %s", strerror(errno));
@@ -636,9 +656,10 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
         return 1;
     }
     pmx_log_info("starting workers=%d config=%s metrics_listen=%s submission_listen=%s "
-                 "watchdog_ms=%llu", d->conf.cfg.workers, path,
+                 "inbound_listen=%s watchdog_ms=%llu", d->conf.cfg.workers, path,
                  d->metrics_addr ? d->metrics_addr : "off",
                  d->submission_addr ? d->submission_addr : "off",
+                 d->inbound_addr ? d->inbound_addr : "off",
                  (unsigned long long)(d->watchdog_half_ms * 2));
 
     uint64_t now = pmx_shm_now_ms();

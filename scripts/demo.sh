@@ -9,7 +9,9 @@
 # postmuxd in the background, enqueues jobs with `redis-cli XADD` exactly as an
 # application would, waits for their outcomes, prints them from Postgres, and shows
 # each delivered message with its DKIM signatures checked by python3-dkim against the
-# keys found in DNS. Then everything stops.
+# keys found in DNS. Then the loop back: a bounce for one delivered recipient arrives
+# at the [inbound] SMTP listener (docs/feedback.md), which suppresses the address, and
+# the next job to it is suppressed. Then everything stops.
 #
 #   make demo                  (or: bash scripts/demo.sh)
 #   DEMO_KEEP=1 make demo      keep everything running (logs follow) until Ctrl-C
@@ -64,6 +66,9 @@ echo "  relay     smtp-sink on 127.0.0.1:$PMX_SINK_PORT, dumping into $sink"
 export POSTMUX_CONFIG=$dir/postmux.conf
 pmx_svc_postmux_conf "$POSTMUX_CONFIG" postmux || die "cannot write the config"
 pmx_svc_conf_set "$POSTMUX_CONFIG" daemon workers "$WORKERS"
+iport=$(pmx_svc_free_port) || die "no free port for the inbound listener"
+pmx_svc_conf_set "$POSTMUX_CONFIG" inbound listen "127.0.0.1:$iport"
+pmx_svc_conf_set "$POSTMUX_CONFIG" inbound hostname "mx.$DOMAIN"
 step "config ($POSTMUX_CONFIG)"
 sed 's/^/    /' "$POSTMUX_CONFIG"
 
@@ -268,6 +273,81 @@ print("  %d messages, %s" % (len(os.listdir(sink)),
       "every DKIM signature verifies" if bad == 0 else "%d failures" % bad))
 sys.exit(1 if bad else 0)
 PYEOF
+
+# --- what comes back --------------------------------------------------------------
+step "what comes back: alice's mailbox is gone, and her provider's bounce reaches the [inbound] listener"
+mid=$(q "select id from messages where client_id = 'welcome-1'")
+# The recipient token (docs/feedback.md "Recipient tokens") names (message id, the
+# recipient's position in its job); the return path of real mail carries it. Until
+# the pipeline records recipients.idx, the demo records it for alice's row.
+q "update recipients set idx = 0 where message_id = '$mid' and idx is null" >/dev/null
+master=$(sed -n 's/^master_key_file = //p' "$POSTMUX_CONFIG")
+token=$("$PY" "$root/tests/tools/reftoken.py" make "$master" b "$mid" 0) || die "reftoken.py failed"
+echo "  alice's message $mid, recipient 0: return path b-$token@bounces.$DOMAIN"
+cat >bounce.eml <<EOF
+From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: b-$token@bounces.$DOMAIN
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+Your message to alice@example.net could not be delivered: no such mailbox.
+
+--b1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; alice@example.net
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <alice@example.net>: Recipient address rejected: User unknown
+
+--b1--
+EOF
+echo "  (bounce.eml, an RFC 3464 report, sent with python's smtplib as a remote MTA would:)"
+"$PY" - "$iport" "b-$token@bounces.$DOMAIN" bounce.eml <<'PYEOF' || die "the inbound listener did not take the bounce"
+import smtplib, sys
+port, rcpt, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = open(path, "rb").read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+s = smtplib.SMTP("127.0.0.1", port)
+code, text = s.ehlo("mx.example.net")
+print("  -> EHLO mx.example.net\n  <- %d %s" % (code, text.decode().splitlines()[0]))
+for cmd, fn in (("MAIL FROM:<>", lambda: s.mail("")), ("RCPT TO:<%s>" % rcpt, lambda: s.rcpt(rcpt)),
+                ("DATA (bounce.eml)", lambda: s.data(data))):
+    code, text = fn()
+    print("  -> %s\n  <- %d %s" % (cmd, code, text.decode()))
+s.quit()
+sys.exit(0 if code == 250 else 1)
+PYEOF
+for ((i = 0; i < 100; i++)); do
+    [[ $(q "select status from recipients where message_id = '$mid'") == bounced ]] && break
+    sleep 0.1
+done
+show_log
+"${psqlc[@]}" -d postmux -P pager=off -c "
+    select r.address, r.status, r.bounce_class, e.type as event, e.detail
+      from recipients r join events e on e.message_id = r.message_id and e.type = 'message.bounced'
+     where r.message_id = '$mid'" || die "psql failed"
+[[ $(q "select status from recipients where message_id = '$mid'") == bounced ]] ||
+    die "alice's recipient row did not become bounced"
+shown "postmux suppression list Demo" || die "suppression list failed"
+echo "  (the next job to alice is not relayed:)"
+shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'alice@example.net' \\
+    subject 'Are you there?' text 'Hello again.' id welcome-2" || die "XADD failed"
+st2() { q "select r.status from recipients r join messages m on m.id = r.message_id where m.client_id = 'welcome-2'"; }
+for ((i = 0; i < 100; i++)); do
+    [[ -n $(st2) ]] && break
+    sleep 0.1
+done
+"${psqlc[@]}" -d postmux -P pager=off -c "
+    select m.client_id as id, r.address, r.status, r.last_response
+      from recipients r join messages m on m.id = r.message_id
+     where m.client_id in ('welcome-1', 'welcome-2') order by m.created_at" || die "psql failed"
+[[ $(st2) == suppressed ]] || die "the next job to alice was not suppressed"
 
 if [[ -n ${DEMO_KEEP-} && ${DEMO_KEEP} != 0 ]]; then
     step "DEMO_KEEP=1: everything keeps running; Ctrl-C stops it all"

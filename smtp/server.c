@@ -244,13 +244,14 @@ static void mail_request(pmx_smtp_server_t *s, char *addr)
 static void cmd_mail(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
 {
     if (!s->helo) return proto_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
-    if (!s->authed) return proto_error(s, 530, "5.7.0", "Authentication required");
+    if (!s->authed && !s->opts.no_auth)
+        return proto_error(s, 530, "5.7.0", "Authentication required");
     if (s->mail_from) return proto_error(s, 503, "5.5.1", "Error: nested MAIL command");
     pmx_smtp_path_t p;
     char why[200];
     if (pmx_smtp_path_parse(c->arg, c->arg_len, "FROM", &p, why, sizeof why) < 0)
         return proto_error(s, 501, "5.5.4", "Syntax: MAIL FROM:<address> (%s)", why);
-    if (p.addr_len == 0)
+    if (p.addr_len == 0 && !s->opts.no_auth)
         return reply(s, 553, "5.1.7",
                      "A sender address is required (the null sender <> is not accepted)");
     for (size_t i = 0; i < p.nparams; i++)
@@ -258,7 +259,8 @@ static void cmd_mail(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
             s->declared = 0;
             return;
         }
-    char *addr = path_address(&p, why, sizeof why);
+    /* The null sender (opts.no_auth only): what bounces come from. */
+    char *addr = p.addr_len == 0 ? pmx_xstrdup("") : path_address(&p, why, sizeof why);
     if (!addr) {
         s->declared = 0;
         return reply(s, 553, "5.1.7", "Bad sender address syntax: %s", why);
@@ -281,6 +283,15 @@ static void cmd_rcpt(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
     if (p.addr_len == 0) return reply(s, 553, "5.1.3", "A recipient address is required");
     char *addr = path_address(&p, why, sizeof why);
     if (!addr) return reply(s, 553, "5.1.3", "Bad recipient address syntax: %s", why);
+    int ok = s->cbs.rcpt ? s->cbs.rcpt(s->arg, addr) : 250;
+    if (ok != 250) {
+        if (ok == 451)
+            reply(s, 451, "4.3.0", "<%s>: Cannot check the recipient now; try again later", addr);
+        else
+            reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: no such mailbox here", addr);
+        free(addr);
+        return;
+    }
     for (size_t i = 0; i < s->nrcpts; i++) {
         if (strcmp(s->rcpts[i], addr) == 0) {
             free(addr);
@@ -342,7 +353,7 @@ static void cmd_ehlo(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c, bool extende
     pmx_buf_appendf(&t, "%s\nPIPELINING\nSIZE %llu\n", s->hostname,
                     (unsigned long long)s->opts.max_message_size);
     if (s->opts.starttls && !s->tls) pmx_buf_append_str(&t, "STARTTLS\n");
-    if (auth_offered(s)) pmx_buf_append_str(&t, "AUTH PLAIN LOGIN\n");
+    if (auth_offered(s) && !s->opts.no_auth) pmx_buf_append_str(&t, "AUTH PLAIN LOGIN\n");
     pmx_buf_append_str(&t, "8BITMIME\nENHANCEDSTATUSCODES");
     pmx_smtp_reply_format(&s->out, 250, NULL, t.data);
     pmx_buf_free(&t);
@@ -385,6 +396,7 @@ static void auth_plain(pmx_smtp_server_t *s, const char *b64, size_t n)
 
 static void cmd_auth(pmx_smtp_server_t *s, const pmx_smtp_cmd_t *c)
 {
+    if (s->opts.no_auth) return proto_error(s, 502, "5.5.1", "AUTH not offered");
     if (!s->ehlo) return proto_error(s, 503, "5.5.1", "Error: send EHLO first");
     if (s->authed) return proto_error(s, 503, "5.5.1", "Error: already authenticated");
     if (s->mail_from) return proto_error(s, 503, "5.5.1", "Error: MAIL transaction in progress");

@@ -14,7 +14,8 @@
  *   RFC 4954), printable ASCII only; otherwise "500 5.5.2";
  * - the command order (EHLO/HELO, then AUTH, then MAIL, RCPT..., DATA); MAIL
  *   without AUTH is "530 5.7.0"; AUTH before STARTTLS when auth_requires_tls
- *   is "530 5.7.0" and EHLO does not offer it;
+ *   is "530 5.7.0" and EHLO does not offer it (opts.no_auth: no AUTH at all);
+ * - RCPT: what the rcpt callback refuses is "550 5.1.1" (or "451 4.3.0");
  * - DATA: the only end is CRLF "." CRLF after a CRLF; a bare CR or LF
  *   anywhere, or a NUL byte, makes the message "550 5.6.0" (read to the real
  *   end, never queued: no SMTP smuggling); over max_message_size is
@@ -67,6 +68,10 @@ typedef struct {
      * to write what precedes it there (pmx_smtp_server_take_message). */
     size_t      msg_headroom;
     unsigned    junk_limit;         /* commands before AUTH, then "421 4.7.0"; 0 = no limit */
+    /* Receiving for postmux itself (the [inbound] listener, docs/feedback.md):
+     * AUTH is neither offered nor accepted ("502 5.5.1"), MAIL needs none,
+     * and the null sender <> (bounces are sent from it) is accepted. */
+    bool        no_auth;
 } pmx_smtp_server_opts_t;
 
 /* One accepted message, handed to the owner after DATA. */
@@ -117,6 +122,13 @@ typedef struct {
      * input is held until then. mail_from is valid until then.
      */
     void (*mail)(void *arg, const char *mail_from);
+    /*
+     * Optional (NULL = every well-formed RCPT is accepted): may this
+     * forward-path (canonical, lib/addr) receive mail? 250 = yes, 451 = not
+     * now ("451 4.3.0 ... try again later"), anything else = "550 5.1.1".
+     * Synchronous: the answer must not need a lookup.
+     */
+    int  (*rcpt)(void *arg, const char *rcpt);
 } pmx_smtp_server_cbs_t;
 
 /* cbs is copied. Nothing is written until pmx_smtp_server_start. */

@@ -42,6 +42,8 @@ struct pmx_db_async_req {
     bool                   is_prepare;  /* PQsendPrepare of stmt (internal) */
     int                    nparams;
     char                 **values;
+    int                   *lengths;     /* binary parameters (NULL = all text) */
+    int                   *formats;
     pmx_db_async_result_fn cb;          /* NULL = cancelled (zombie) */
     void                  *arg;
 };
@@ -233,6 +235,8 @@ static void req_free(pmx_db_async_req_t *r)
 {
     for (int i = 0; i < r->nparams; i++) free(r->values[i]);
     free(r->values);
+    free(r->lengths);
+    free(r->formats);
     free(r->sql);
     free(r->stmt);
     free(r);
@@ -322,7 +326,8 @@ static void send_next(pmx_db_async_t *db)
         else if (r->stmt && prep_ready(db, r->stmt))
             ok = PQsendQueryPrepared(db->conn, r->stmt, r->nparams, values, NULL, NULL, 0);
         else if (r->extended)
-            ok = PQsendQueryParams(db->conn, r->sql, r->nparams, NULL, values, NULL, NULL, 0);
+            ok = PQsendQueryParams(db->conn, r->sql, r->nparams, NULL, values, r->lengths,
+                                   r->formats, 0);
         else
             ok = PQsendQuery(db->conn, r->sql);
         if (!ok) {
@@ -349,6 +354,31 @@ pmx_db_async_req_t *pmx_db_async_query_params(pmx_db_async_t *db, const char *sq
 {
     if (!pmx_db_async_is_up(db) || nparams < 0) return NULL;
     pmx_db_async_req_t *r = enqueue(db, sql, true, nparams, values, cb, arg);
+    send_next(db);
+    return r;
+}
+
+pmx_db_async_req_t *pmx_db_async_query_binary(pmx_db_async_t *db, const char *sql, int nparams,
+                                              const char *const *values, const int *lengths,
+                                              pmx_db_async_result_fn cb, void *arg)
+{
+    if (!pmx_db_async_is_up(db) || nparams <= 0) return NULL;
+    pmx_db_async_req_t *r = enqueue(db, sql, true, 0, NULL, cb, arg);
+    r->nparams = nparams;
+    r->values = pmx_xcalloc((size_t)nparams, sizeof *r->values);
+    r->lengths = pmx_xcalloc((size_t)nparams, sizeof *r->lengths);
+    r->formats = pmx_xcalloc((size_t)nparams, sizeof *r->formats);
+    for (int i = 0; i < nparams; i++) {
+        if (!values[i]) continue;
+        if (lengths[i] < 0) {
+            r->values[i] = pmx_xstrdup(values[i]);
+            continue;
+        }
+        r->values[i] = pmx_xmalloc((size_t)lengths[i] + 1);
+        memcpy(r->values[i], values[i], (size_t)lengths[i]);
+        r->lengths[i] = lengths[i];
+        r->formats[i] = 1;
+    }
     send_next(db);
     return r;
 }

@@ -66,6 +66,14 @@ pmx_db_async_req_t *pmx_db_async_query_params(pmx_db_async_t *db, const char *sq
                                               int nparams, const char *const *values,
                                               pmx_db_async_result_fn cb, void *arg);
 /*
+ * Like pmx_db_async_query_params, with binary parameters: lengths[i] >= 0
+ * sends values[i] as lengths[i] raw octets (e.g. a bytea), -1 as text.
+ * Values are copied.
+ */
+pmx_db_async_req_t *pmx_db_async_query_binary(pmx_db_async_t *db, const char *sql, int nparams,
+                                              const char *const *values, const int *lengths,
+                                              pmx_db_async_result_fn cb, void *arg);
+/*
  * Like pmx_db_async_query_params, for a statement run again and again: the
  * first call on a connection queues a PREPARE of sql under name ahead of it,
  * later ones send only the name and the values (no parse, and a cached plan).

@@ -885,7 +885,7 @@ out:
 
 static const pmx_smtp_stream_cbs_t stream_cbs = { stream_data, stream_event };
 static const pmx_smtp_server_cbs_t server_cbs = { srv_write, srv_starttls, srv_auth, srv_message,
-                                                  srv_close, srv_hold, srv_room, srv_mail };
+                                                  srv_close, srv_hold, srv_room, srv_mail, NULL };
 
 /*
  * Whether a new session may start ([submission] max_connections,

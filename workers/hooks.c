@@ -3,7 +3,7 @@
  * worker that run on its loop, started, fed and stopped in one place. Today:
  * the settings cache (workers/settings.h) and SMTP submission
  * (submission/session.h), the public HTTP API (http/api.h), the delivery pipeline
- * (workers/pipeline.h), and the webhook sender (webhooks/sender.h) with its own
+ * (workers/pipeline.h), the [inbound] listener (inbound/listener.h), and the webhook sender (webhooks/sender.h) with its own
  * Postgres connection, the suppression list (inbound/suppress.h) the pipeline
  * checks, and the reputation guard (inbound/guard.h).
  *
@@ -16,6 +16,7 @@
 
 #include "dkim/keycrypt.h"
 #include "inbound/guard.h"
+#include "inbound/listener.h"
 #include "inbound/suppress.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -33,6 +34,7 @@ typedef struct {
     pmx_guard_t             *guard;
     pmx_worker_submission_t *submission;
     pmx_http_api_t          *http;
+    pmx_inbound_t           *inbound;
     pmx_pipeline_t          *pipeline;
     pmx_webhooks_t          *webhooks;
     pmx_worker_done_fn       done;
@@ -65,8 +67,10 @@ static int hooks_start(pmx_worker_t *w)
         || pmx_supp_cache_start(st->suppress) < 0
         || !(st->pipeline = pmx_pipeline_start(w, st->settings, st->suppress))
         || pmx_worker_submission_start(w, st->settings, &st->submission) < 0
-        || pmx_http_api_start(w, st->settings, &st->http) < 0) {
+        || pmx_http_api_start(w, st->settings, &st->http) < 0
+        || pmx_inbound_start(w, st->settings, &st->inbound) < 0) {
         /* stop is not called when start fails: undo here. */
+        pmx_http_api_stop(st->http);
         pmx_worker_submission_stop(st->submission);
         pmx_pipeline_free(st->pipeline);
         pmx_webhooks_free(st->webhooks);
@@ -108,8 +112,9 @@ static void hooks_drain(pmx_worker_t *w, pmx_worker_done_fn done)
 {
     hooks_state_t *st = state_of(w);
     st->done = done;
-    st->draining = 4;
+    st->draining = 5;
     pmx_http_api_drain(st->http, part_drained, st);
+    pmx_inbound_drain(st->inbound, part_drained, st);
     pmx_worker_submission_drain(st->submission, part_drained, st);
     pmx_pipeline_drain(st->pipeline, part_drained, st);
     pmx_webhooks_drain(st->webhooks, part_drained, st);
@@ -120,6 +125,7 @@ static void hooks_stop(pmx_worker_t *w)
     hooks_state_t *st = state_of(w);
     if (!st) return;
     pmx_http_api_stop(st->http);
+    pmx_inbound_stop(st->inbound);
     pmx_worker_submission_stop(st->submission);
     pmx_pipeline_free(st->pipeline);
     pmx_webhooks_free(st->webhooks);

@@ -37,6 +37,9 @@ static const char *const bounce_cols[] = {
     "user_unknown", "domain_unknown", "has_moved", "mailbox_full", "message_too_big",
     "content_rejected", "policy", "rate_limited", "network", "expired", "system", "other",
 };
+static const char *const feedback_cols[] = {
+    "bounce", "delay", "complaint", "auto_reply", "unknown", "unsubscribe",
+};
 #define NCOLS(a) (sizeof a / sizeof a[0])
 _Static_assert(NCOLS(bounce_cols) <= PMX_METRICS_COLS, "too many bounce classes");
 
@@ -60,6 +63,12 @@ void pmx_metrics_count_suppressed(const char *ws_id, const char *reason)
 void pmx_metrics_count_bounce(const char *ws_id, const char *cls)
 {
     count_col(ws_id, PMX_METRICS_FAM_BOUNCES, bounce_cols, NCOLS(bounce_cols), cls);
+}
+
+void pmx_metrics_count_feedback(const char *ws_id, const char *kind)
+{
+    count_col(ws_id ? ws_id : PMX_METRICS_OTHER, PMX_METRICS_FAM_FEEDBACK, feedback_cols,
+              NCOLS(feedback_cols), kind);
 }
 
 void pmx_metrics_observe_dkim(double seconds)
@@ -329,6 +338,9 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
           suppressed_cols, NCOLS(suppressed_cols) },
         { PMX_METRICS_FAM_BOUNCES, "postmux_bounces_total", "class",
           "Recipients bounced, by bounce class.", bounce_cols, NCOLS(bounce_cols) },
+        { PMX_METRICS_FAM_FEEDBACK, "postmux_feedback_total", "kind",
+          "Messages accepted by the inbound listener, by kind (per envelope recipient).",
+          feedback_cols, NCOLS(feedback_cols) },
     };
     for (size_t f = 0; f < NCOLS(fb); f++) {
         pmx_metrics_row_t *rows = NULL;
@@ -350,7 +362,7 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
                         (unsigned long long)dp[i].value[0]);
 
     family(body, "postmux_smtp_sessions", "gauge",
-           "Open SMTP sessions: outbound to the relay, inbound on submission.");
+           "Open SMTP sessions: outbound to the relay, inbound on submission and the [inbound] listener.");
     for (int d = 0; d < PMX_METRICS_NDIR; d++)
         pmx_buf_appendf(body, "postmux_smtp_sessions{direction=\"%s\"} %llu\n",
                         pmx_metrics_dir_name((pmx_metrics_dir_t)d),

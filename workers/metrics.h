@@ -7,6 +7,7 @@
  *   postmux_recipients_total{workspace,status}  counter
  *   postmux_suppressed_total{workspace,reason}  counter (the list's reasons, and test_mode)
  *   postmux_bounces_total{workspace,class}      counter (bounced recipients by class)
+ *   postmux_feedback_total{workspace,kind}      counter (inbound reports by kind)
  *   postmux_queue_depth{workspace}              gauge (XLEN {prefix}:{ws}:jobs)
  *   postmux_smtp_sessions{direction}            gauge (outbound, inbound)
  *   postmux_dkim_sign_seconds                   histogram
@@ -57,6 +58,9 @@ void pmx_metrics_count_recipients(const char *ws_id, const char *status, uint64_
  */
 void pmx_metrics_count_suppressed(const char *ws_id, const char *reason);
 void pmx_metrics_count_bounce(const char *ws_id, const char *cls);
+/* The inbound listener stored a report of kind ("bounce", "delay", "complaint",
+ * "auto_reply", "unknown", "unsubscribe") for ws_id (NULL: none of ours). */
+void pmx_metrics_count_feedback(const char *ws_id, const char *kind);
 /* One DKIM signature took seconds. */
 void pmx_metrics_observe_dkim(double seconds);
 /* This worker's open sessions in a direction: changed by delta, or set. */

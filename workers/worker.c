@@ -43,6 +43,7 @@ pmx_redis_conn_t *pmx_worker_redis(pmx_worker_t *w) { return w->redis; }
 pmx_db_async_t *pmx_worker_db(pmx_worker_t *w) { return w->db; }
 int pmx_worker_submission_fd(const pmx_worker_t *w) { return w->opts.submission_fd; }
 int pmx_worker_http_fd(const pmx_worker_t *w) { return w->opts.http_fd; }
+int pmx_worker_inbound_fd(const pmx_worker_t *w) { return w->opts.inbound_fd; }
 const pmx_shm_t *pmx_worker_shm(const pmx_worker_t *w) { return w->opts.shm; }
 bool pmx_worker_is_draining(const pmx_worker_t *w) { return w->draining; }
 void *pmx_worker_data(const pmx_worker_t *w) { return w->data; }

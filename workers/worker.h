@@ -65,6 +65,7 @@ typedef struct {
     int                       submission_fd;  /* listening, -1 = off */
     int                       metrics_fd;     /* listening, -1 = off */
     int                       http_fd;        /* [http] listen, -1 = off */
+    int                       inbound_fd;     /* [inbound] listen, -1 = off */
     const char               *redis_password; /* NULL = no AUTH */
     size_t                    redis_pwlen;
     const pmx_worker_hooks_t *hooks;          /* NULL = none */
@@ -86,6 +87,8 @@ pmx_db_async_t     *pmx_worker_db(pmx_worker_t *w);
 int                 pmx_worker_submission_fd(const pmx_worker_t *w);
 /* The public HTTP listening socket ([http] listen), -1 when off. */
 int                 pmx_worker_http_fd(const pmx_worker_t *w);
+/* The [inbound] listening socket (inbound/listener.h), -1 when off. */
+int                 pmx_worker_inbound_fd(const pmx_worker_t *w);
 /* The scoreboard, e.g. for /metrics sums (pmx_shm_total_sent). */
 const pmx_shm_t    *pmx_worker_shm(const pmx_worker_t *w);
 bool                pmx_worker_is_draining(const pmx_worker_t *w);

@@ -215,6 +215,13 @@ static void answer_pending(harness_t *h)
     }
 }
 
+/* Recipients starting with "x" are refused, "y" not now (the inbound listener checks RCPT). */
+static int cb_rcpt(void *arg, const char *rcpt)
+{
+    (void)arg;
+    return rcpt[0] == 'x' ? 550 : rcpt[0] == 'y' ? 451 : 250;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
@@ -230,9 +237,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .max_recipients = MAX_RCPT,
         .msg_headroom = h.headroom = (size_t)(data[0] % 7) * 5,
         .junk_limit = (h.flags & 0x40) ? 10 : 0,
+        .no_auth = (h.flags & 0x48) == 0x48,   /* the [inbound] listener's mode */
     };
     static const pmx_smtp_server_cbs_t cbs = { cb_write, cb_starttls, cb_auth, cb_message, cb_close,
-                                               cb_hold, cb_room, cb_mail };
+                                               cb_hold, cb_room, cb_mail, cb_rcpt };
     h.s = pmx_smtp_server_new(&o, &cbs, &h);
     pmx_smtp_server_start(h.s);
 

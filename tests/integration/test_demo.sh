@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo` (scripts/demo.sh, issue 4 item 7) runs to the end non-interactively with
 # the binaries under test: throwaway services, a workspace with a verified domain, jobs
-# XADDed with redis-cli, outcomes in Postgres, DKIM checked by python3-dkim — and it
-# stops everything it started.
+# XADDed with redis-cli, outcomes in Postgres, DKIM checked by python3-dkim, a bounce
+# taken back by the [inbound] listener (the address suppressed, the next job to it
+# suppressed) — and it stops everything it started.
 source "$(dirname "$0")/lib.sh"
 
 [[ -x $PMX && -x $PMXD ]] || t__setup_fail "no postmux/postmuxd in $PMX_BIN_DIR: build first (make)"
@@ -23,6 +24,12 @@ t_expect_eq "$(grep -cE 'DKIM signature [01]: a=(rsa|ed25519)-sha256 d=demo\.exa
 t_expect_nomatch "$T_OUT" 'FAIL|WRONG' "a failed verification"
 t_expect_match "$T_OUT" 'Subject changed\): DKIM signature 0 -> fail, as it must' "tampered copy fails"
 t_expect_match "$T_OUT" '^  3 messages, every DKIM signature verifies$' "summary"
+t_expect_match "$T_OUT" '<- 250 2\.0\.0 Ok: stored as report [0-9]+$' "the bounce stored by the inbound listener"
+t_expect_match "$T_OUT" '^ alice@example\.net \| bounced +\| user_unknown +\| message\.bounced \| \{"async":true' \
+    "alice bounced async"
+t_expect_match "$T_OUT" '^alice@example\.net +\* +hard_bounce ' "alice suppressed"
+t_expect_match "$T_OUT" '^ welcome-2 +\| alice@example\.net +\| suppressed +\| suppressed: hard_bounce' \
+    "the next job to alice suppressed"
 t_expect_match "$T_OUT" 'postmuxd \| postmuxd\[[0-9]+\] info: stopped exit=0' "postmuxd stopped cleanly"
 
 demo_out=$T_OUT

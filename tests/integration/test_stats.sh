@@ -93,6 +93,7 @@ for line in sys.stdin:
     f = line.split()
     if line.startswith("Recipients by status"): kind = "r"; continue
     if line.startswith("Events by type"): kind = "e"; continue
+    if line.startswith("Rates"): kind = None; continue
     if not f or kind is None or f[0] in ("WORKSPACE", "total"): continue
     nums = [int(x) for x in f[-7:]]
     assert sum(nums[:6]) == nums[6], line
@@ -146,8 +147,8 @@ t_run $PMX stats
 t_expect_rc 0
 t_expect_match "$T_OUT" "(^|$(printf '\n'))$IDLE +Idle +0 +0 +0 +0 +0 +0 +0($(printf '\n')|$)" "idle workspace row"
 t_expect_match "$T_OUT" "$GHOST +\\(unknown\\) +0 +1 +0 +0 +2 +0 +3" "unknown workspace row"
-t_expect_eq "$(grep -c '^total ' <<<"$T_OUT")" 2 "a total row per table"
-t_expect_eq "$(grep -cE "^($ACME|$GLOBEX|$IDLE|$GHOST) " <<<"$T_OUT")" 8 "4 rows per table"
+t_expect_eq "$(grep -c '^total ' <<<"$T_OUT")" 3 "a total row per table (counts, events, rates)"
+t_expect_eq "$(grep -cE "^($ACME|$GLOBEX|$IDLE|$GHOST) " <<<"$T_OUT")" 12 "4 rows per table"
 t_run $PMX stats --json
 t_expect_eq "$(json_get "$T_OUT" "[(w['name'], w['workspace_id']) for w in j['workspaces']]")" \
     "[('Acme', '$ACME'), ('Globex', '$GLOBEX'), ('Idle', '$IDLE'), (None, '$GHOST')]" "JSON rows"
@@ -165,7 +166,7 @@ t_case "stats --workspace: one workspace, no total row in text"
 check_window --workspace Acme
 check_window --workspace "$GLOBEX" --since all
 t_run $PMX stats --workspace Acme --json
-t_expect_eq "$(json_get "$T_OUT" "(len(j['workspaces']), j['total'] == {k: j['workspaces'][0][k] for k in ('recipients', 'events')})")" \
+t_expect_eq "$(json_get "$T_OUT" "(len(j['workspaces']), j['total'] == {k: j['workspaces'][0][k] for k in ('recipients', 'events', 'rates')})")" \
     "(1, True)" "JSON: one row, total = the row"
 t_run $PMX stats --workspace Acme
 t_expect_eq "$(grep -c '^total ' <<<"$T_OUT")" 0 "no total row"

@@ -340,6 +340,7 @@ static void test_render_format(void **state)
     pmx_metrics_shm_add_recipients(m, "ws_b", PMX_METRICS_SUPPRESSED, 1);
     pmx_metrics_shm_add(m, "ws_b", PMX_METRICS_FAM_SUPPRESSED, 0, 1);   /* hard_bounce */
     pmx_metrics_shm_add(m, "ws_a", PMX_METRICS_FAM_BOUNCES, 3, 2);      /* mailbox_full */
+    pmx_metrics_shm_add(m, "ws_a", PMX_METRICS_FAM_FEEDBACK, 2, 1);     /* complaint */
     const char *ids[] = { "ws_a", "ws_b" };
     uint64_t depths[] = { 7, 0 };
     pmx_metrics_shm_store_depths(m, ids, depths, 2);
@@ -378,13 +379,17 @@ static void test_render_format(void **state)
         "# HELP postmux_bounces_total Recipients bounced, by bounce class.\n"
         "# TYPE postmux_bounces_total counter\n"
         "postmux_bounces_total{workspace=\"ws_a\",class=\"mailbox_full\"} 2\n"
+        "# HELP postmux_feedback_total Messages accepted by the inbound listener, by kind (per "
+        "envelope recipient).\n"
+        "# TYPE postmux_feedback_total counter\n"
+        "postmux_feedback_total{workspace=\"ws_a\",kind=\"complaint\"} 1\n"
         "# HELP postmux_queue_depth Jobs in the workspace's stream {prefix}:{ws}:jobs (XLEN), "
         "refreshed every 5 s.\n"
         "# TYPE postmux_queue_depth gauge\n"
         "postmux_queue_depth{workspace=\"ws_a\"} 7\n"
         "postmux_queue_depth{workspace=\"ws_b\"} 0\n"
         "# HELP postmux_smtp_sessions Open SMTP sessions: outbound to the relay, inbound on "
-        "submission.\n"
+        "submission and the [inbound] listener.\n"
         "# TYPE postmux_smtp_sessions gauge\n"
         "postmux_smtp_sessions{direction=\"outbound\"} 2\n"
         "postmux_smtp_sessions{direction=\"inbound\"} 1\n"

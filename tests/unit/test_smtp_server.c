@@ -199,10 +199,10 @@ static void send_str_raw(pmx_smtp_server_t *s, const char *str)
 }
 
 static const pmx_smtp_server_cbs_t cbs = { o_write, o_starttls, o_auth, o_message, o_close,
-                                           NULL, NULL, NULL };
+                                           NULL, NULL, NULL, NULL };
 
 static const pmx_smtp_server_cbs_t cbs_mem = { o_write, o_starttls, o_auth, o_message, o_close,
-                                               o_hold, o_room, NULL };
+                                               o_hold, o_room, NULL, NULL };
 
 /* A session whose message memory is limited to limit octets, logged in. */
 static owner_t *owner_mem(uint64_t limit, size_t headroom)
@@ -233,7 +233,7 @@ static void o_mail(void *arg, const char *from)
     else if (mail_code) pmx_smtp_server_mail_done(o->s, mail_code, "5.7.8", "revoked");
 }
 static const pmx_smtp_server_cbs_t cbs_mail = { o_write, o_starttls, o_auth, o_message, o_close,
-                                                NULL, NULL, o_mail };
+                                                NULL, NULL, o_mail, NULL };
 
 static owner_t *owner_new(bool starttls, bool requires_tls)
 {
@@ -687,6 +687,45 @@ static void test_drain_and_timeout(void **state)
     owner_free(o);
 }
 
+/* The inbound listener's mode: no AUTH, the null sender, RCPT checked by the owner. */
+static int o_rcpt(void *arg, const char *rcpt)
+{
+    (void)arg;
+    return strncmp(rcpt, "b-", 2) == 0 ? 250 : strncmp(rcpt, "later", 5) == 0 ? 451 : 550;
+}
+static const pmx_smtp_server_cbs_t cbs_rcpt = { o_write, o_starttls, o_auth, o_message, o_close,
+                                                NULL, NULL, NULL, o_rcpt };
+
+static void test_no_auth_and_rcpt(void **state)
+{
+    (void)state;
+    owner_t *o = calloc(1, sizeof *o);
+    o->sync = true;
+    o->msg_code = 250;
+    pmx_smtp_server_opts_t opts = { .hostname = "mx.test", .max_message_size = 2000,
+                                    .max_recipients = 3, .no_auth = true };
+    o->s = pmx_smtp_server_new(&opts, &cbs_rcpt, o);
+    pmx_smtp_server_start(o->s);
+    EXPECT(o, "220 mx.test ESMTP postmux\r\n");
+    send_str(o, "EHLO c.test\r\n");
+    char *r = take(o);
+    assert_null(strstr(r, "AUTH"));
+    free(r);
+    send_str(o, "AUTH PLAIN AGFwaWtleQBwbXhfa2V5\r\n");
+    EXPECT(o, "502 5.5.1 AUTH not offered\r\n");
+    send_str(o, "MAIL FROM:<>\r\nRCPT TO:<x@bounces.example.com>\r\nRCPT TO:<later@b.example>\r\n"
+                "RCPT TO:<b-tok@bounces.example.com>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+    EXPECT(o, "250 2.1.0 Ok\r\n"
+              "550 5.1.1 <x@bounces.example.com>: Recipient address rejected: no such mailbox here\r\n"
+              "451 4.3.0 <later@b.example>: Cannot check the recipient now; try again later\r\n"
+              "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+              "250 2.0.0 Ok: queued as 1-0\r\n");
+    assert_int_equal(o->msgs, 1);
+    assert_string_equal(o->from, "");
+    assert_string_equal(o->rcpts, "b-tok@bounces.example.com");
+    owner_free(o);
+}
+
 static void test_mail_hook(void **state)
 {
     (void)state;
@@ -804,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_drain_and_timeout),
         cmocka_unit_test(test_error_limit),
         cmocka_unit_test(test_mail_hook),
+        cmocka_unit_test(test_no_auth_and_rcpt),
         cmocka_unit_test(test_junk_limit_and_expire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
