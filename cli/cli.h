@@ -111,6 +111,7 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_doctor(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_webhook(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_audit(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_queue(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_suppression(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_feedback(pmx_cli_t *c, int argc, char **argv);

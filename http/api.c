@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "config/config.h"
+#include "http/api_call.h"
 #include "http/email.h"
 #include "http/openapi.h"
 #include "http/server.h"
@@ -437,7 +438,13 @@ static void handler(void *arg, pmx_http_req_t *req)
     op_kind_t kind;
     if (strcmp(path, "/v1/emails") == 0) kind = OP_EMAIL;
     else if (strcmp(path, "/v1/emails/batch") == 0) kind = OP_BATCH;
-    else {
+    else if (strncmp(path, "/v1/", 4) == 0 && !api->draining) {
+        pmx_api_call_start(api, req);      /* read and manage endpoints: http/api_call.h */
+        return;
+    } else if (api->draining) {
+        pmx_http_problem(req, 503, "this worker is stopping; try again", NULL);
+        return;
+    } else {
         pmx_http_problem(req, 404, "no such endpoint", NULL);
         return;
     }
@@ -476,6 +483,20 @@ static void handler(void *arg, pmx_http_req_t *req)
     op->checking = false;
     op->auth = r;
     op_release(op);
+}
+
+/* ---- for the call module (http/api_call.h) ------------------------------------------ */
+
+pmx_worker_apikeys_t *pmx__http_api_keys(pmx_http_api_t *api) { return api->keys; }
+pmx_db_async_t *pmx__http_api_db(pmx_http_api_t *api) { return pmx_worker_db(api->w); }
+const pmx_config_t *pmx__http_api_config(pmx_http_api_t *api) { return api->cfg; }
+pmx_worker_t *pmx__http_api_worker(pmx_http_api_t *api) { return api->w; }
+void pmx__http_api_hold(pmx_http_api_t *api) { api->waiting++; }
+
+void pmx__http_api_unhold(pmx_http_api_t *api)
+{
+    api->waiting--;
+    maybe_drained(api);
 }
 
 /* ---- start, drain, stop --------------------------------------------------------------- */
