@@ -21,6 +21,7 @@ typedef enum {
     WS_REQUIRED,   /* a workspace: the key's, or an organization key's X-Workspace-Id */
     WS_OPTIONAL,   /* as WS_REQUIRED, but an organization key without the header acts on
                       the organization (organization keys, organization webhooks) */
+    WS_NONE,       /* /v1/workspaces: the route looks at the key itself */
 } ws_mode_t;
 
 typedef struct {
@@ -44,6 +45,10 @@ static const route_t routes[] = {
     { "GET",    "/v1/api-keys",        "read",   WS_OPTIONAL, pmx_api_list_keys },
     { "POST",   "/v1/api-keys",        "manage", WS_OPTIONAL, pmx_api_create_key },
     { "DELETE", "/v1/api-keys/{}",     "manage", WS_OPTIONAL, pmx_api_revoke_key },
+    { "GET",    "/v1/workspaces",      "read",   WS_NONE,     pmx_api_list_workspaces },
+    { "POST",   "/v1/workspaces",      "manage", WS_NONE,     pmx_api_create_workspace },
+    { "GET",    "/v1/workspaces/{}",   "read",   WS_NONE,     pmx_api_get_workspace },
+    { "PATCH",  "/v1/workspaces/{}",   "manage", WS_NONE,     pmx_api_patch_workspace },
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -224,6 +229,10 @@ static void pick_workspace(pmx_api_call_t *c)
 {
     const route_t *r = c->route;
     const char *hdr = pmx_http_req_header(c->req, "X-Workspace-Id");
+    if (r->ws == WS_NONE) {
+        run_route(c);
+        return;
+    }
     if (c->key_ws[0]) {
         if (hdr && strcmp(hdr, c->key_ws) != 0) {
             pmx_api_call_problem(c, 403, "X-Workspace-Id names another workspace than the API "

@@ -100,5 +100,9 @@ void pmx_api_remove_suppression(pmx_api_call_t *c);
 void pmx_api_list_keys(pmx_api_call_t *c);
 void pmx_api_create_key(pmx_api_call_t *c);
 void pmx_api_revoke_key(pmx_api_call_t *c);
+void pmx_api_list_workspaces(pmx_api_call_t *c);
+void pmx_api_create_workspace(pmx_api_call_t *c);
+void pmx_api_get_workspace(pmx_api_call_t *c);
+void pmx_api_patch_workspace(pmx_api_call_t *c);
 
 #endif

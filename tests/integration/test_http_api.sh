@@ -274,6 +274,76 @@ api GET "/v1/stats" "key=$K_BETA"
 expect_api 200
 t_expect_eq "$(jget 'd["recipients"]["sent"]')" 0 "Beta's own counts"
 
+# ---- workspaces -------------------------------------------------------------------------------------
+t_case "workspaces: an organization key lists and creates; a workspace key sees only its own"
+api GET /v1/workspaces "key=$K_ORG"
+expect_api 200
+t_expect_eq "$(jget 'sorted(w["name"] for w in d["workspaces"])')" "['Acme', 'Beta']" "all"
+api GET /v1/workspaces "key=$K_READ"
+expect_api 200
+t_expect_eq "$(jget '[w["id"] for w in d["workspaces"]]')" "['$ACME']" "own only"
+api POST /v1/workspaces "key=$K_ALL" 'body={"name":"Gamma"}'
+expect_api 403
+api POST /v1/workspaces "key=$K_ORG" 'body={"name":"Gamma","website":"https://gamma.example"}'
+expect_api 201
+GAMMA=$(jget 'd["id"]')
+t_expect_eq "$(t_psql "select name || ' ' || website from workspaces where id = '$GAMMA'")" \
+    "Gamma https://gamma.example" "row"
+t_expect_eq "$(t_psql "select api_key_id || ' ' || action || ' ' || target from audit_log where workspace_id = '$GAMMA'")" \
+    "$ORG_ID workspace.create Gamma" "audit"
+api POST /v1/workspaces "key=$K_ORG" 'body={"name":"Gamma"}'
+expect_api 409
+api POST /v1/workspaces "key=$K_ORG" 'body={"name":"ws_aaaaaaaaaaaaaaaa"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" name "id-shaped name: field"
+api POST /v1/workspaces "key=$K_ORG" 'body={"name":"Delta","website":"ftp://x"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" website "field"
+api POST /v1/workspaces "key=$K_ORG" 'body={"name":"Delta\r\nX-Evil: 1"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" name "control characters: field"
+
+t_case "workspaces: GET and PATCH one; another workspace's is 404"
+api GET "/v1/workspaces/$ACME" "key=$K_READ"
+expect_api 200
+t_expect_eq "$(jget 'd["rate"], d["test_mode"]')" "('unlimited', False)" "defaults"
+api GET "/v1/workspaces/$BETA" "key=$K_READ"
+expect_api 404
+api PATCH "/v1/workspaces/$BETA" "key=$K_ALL" 'body={"burst":5}'
+expect_api 404
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"rate":"3000/m","burst":20,"daily_quota":1000,"test_mode":true,"catch_all":"sink@example.net","max_bounce_rate":"5%"}'
+expect_api 200
+t_expect_eq "$(jget 'd["rate"], d["burst"], d["daily_quota"], d["test_mode"], d["catch_all"], d["max_bounce_rate"]')" \
+    "('50/s', 20, 1000, True, 'sink@example.net', '5%')" "applied"
+t_run "$PMX" workspace show Acme
+t_expect_match "$T_OUT" 'rate: +50/s' "the CLI sees it"
+t_expect_eq "$(t_psql "select target from audit_log where action = 'workspace.set' and api_key_id = '$ALL_ID'")" \
+    "rate,burst,daily_quota,test_mode,catch_all,max_bounce_rate" "audit names the settings"
+BEFORE=$(t_psql "select rate_per_second || ' ' || burst from workspaces where id = '$ACME'")
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"burst":7,"rate":"5/fortnight"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" rate "field"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"burst":7,"color":"red"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" color "unknown member"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"burst":0}'
+expect_api 422
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"test_mode":"on"}'
+expect_api 422
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"catch_all":"a@example.net\r\nBcc: evil@example.net"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" catch_all "header injection: field"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={}'
+expect_api 422
+t_expect_eq "$(t_psql "select rate_per_second || ' ' || burst from workspaces where id = '$ACME'")" \
+    "$BEFORE" "nothing half-applied"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"rate":null,"daily_quota":null,"test_mode":false,"catch_all":null,"max_bounce_rate":null}'
+expect_api 200
+t_expect_eq "$(jget 'd["rate"], d["daily_quota"], d["catch_all"], d["max_bounce_rate"]')" \
+    "('unlimited', None, None, 'default')" "null clears"
+api PATCH "/v1/workspaces/$ACME" "key=$K_READ" 'body={"burst":3}'
+expect_api 403
+
 t_case "the daemon logged no error and never a key"
 t_expect_nomatch "$(grep -E 'level=error|ERROR' "$DLOG")" . "no error lines"
 t_expect_nomatch "$(cat "$DLOG")" "$K_ALL" "keys never logged"
