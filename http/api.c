@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "config/config.h"
+#include "dkim/keycrypt.h"
 #include "http/api_call.h"
 #include "http/email.h"
 #include "http/openapi.h"
@@ -37,6 +38,7 @@ struct pmx_http_api {
     pmx_http_server_t    *srv;
     char                 *cert_pem;
     pmx_buf_t             key_pem;
+    uint8_t               master[PMX_DKIM_MASTER_KEY_LEN];  /* seals webhook secrets, DKIM keys */
     op_t                 *ops;           /* alive, doubly linked */
     size_t                waiting;       /* ops whose request still waits for its answer */
     bool                  draining;
@@ -491,6 +493,7 @@ pmx_worker_apikeys_t *pmx__http_api_keys(pmx_http_api_t *api) { return api->keys
 pmx_db_async_t *pmx__http_api_db(pmx_http_api_t *api) { return pmx_worker_db(api->w); }
 const pmx_config_t *pmx__http_api_config(pmx_http_api_t *api) { return api->cfg; }
 pmx_worker_t *pmx__http_api_worker(pmx_http_api_t *api) { return api->w; }
+const uint8_t *pmx__http_api_master(pmx_http_api_t *api) { return api->master; }
 void pmx__http_api_hold(pmx_http_api_t *api) { api->waiting++; }
 
 void pmx__http_api_unhold(pmx_http_api_t *api)
@@ -537,6 +540,11 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
     api->w = w;
     api->cfg = cfg;
     api->settings = settings;
+    if (pmx_dkim_master_key_load(cfg->master_key_file, api->master, err, sizeof err) < 0) {
+        pmx_log_error("%s", err);
+        free(api);
+        return -1;
+    }
     pmx_buf_t cert = PMX_BUF_INIT;
     if (cfg->http_tls_cert[0]) {
         if (read_pem(cfg->http_tls_cert, &cert, err, sizeof err) < 0 ||
@@ -544,6 +552,7 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
             pmx_log_error("[http] tls: %s", err);
             pmx_buf_free(&cert);
             pmx_buf_free_secret(&api->key_pem);
+            pmx_wipe(api->master, sizeof api->master);
             free(api);
             return -1;
         }
@@ -565,6 +574,7 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
         pmx_log_error("%s", err);
         free(api->cert_pem);
         pmx_buf_free_secret(&api->key_pem);
+        pmx_wipe(api->master, sizeof api->master);
         free(api);
         return -1;
     }
@@ -598,5 +608,6 @@ void pmx_http_api_stop(pmx_http_api_t *api)
     pmx_worker_apikeys_free(api->keys);
     free(api->cert_pem);
     pmx_buf_free_secret(&api->key_pem);
+    pmx_wipe(api->master, sizeof api->master);
     free(api);
 }

@@ -57,6 +57,8 @@ pmx_worker_apikeys_t *pmx__http_api_keys(pmx_http_api_t *api);
 pmx_db_async_t       *pmx__http_api_db(pmx_http_api_t *api);
 const pmx_config_t   *pmx__http_api_config(pmx_http_api_t *api);
 pmx_worker_t         *pmx__http_api_worker(pmx_http_api_t *api);
+/* The master key (dkim/keycrypt.h), loaded when the API started. */
+const uint8_t        *pmx__http_api_master(pmx_http_api_t *api);
 /* A request waits for an answer / was answered (drain waits for none). */
 void pmx__http_api_hold(pmx_http_api_t *api);
 void pmx__http_api_unhold(pmx_http_api_t *api);
@@ -104,5 +106,8 @@ void pmx_api_list_workspaces(pmx_api_call_t *c);
 void pmx_api_create_workspace(pmx_api_call_t *c);
 void pmx_api_get_workspace(pmx_api_call_t *c);
 void pmx_api_patch_workspace(pmx_api_call_t *c);
+void pmx_api_list_webhooks(pmx_api_call_t *c);
+void pmx_api_add_webhook(pmx_api_call_t *c);
+void pmx_api_remove_webhook(pmx_api_call_t *c);
 
 #endif

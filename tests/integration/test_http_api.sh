@@ -344,6 +344,63 @@ t_expect_eq "$(jget 'd["rate"], d["daily_quota"], d["catch_all"], d["max_bounce_
 api PATCH "/v1/workspaces/$ACME" "key=$K_READ" 'body={"burst":3}'
 expect_api 403
 
+# ---- webhooks -------------------------------------------------------------------------------------
+t_case "webhooks: add through the API; the endpoint gets events signed with the secret shown once"
+WH_LOG=$T_DIR/wh.log
+"$PY" "$PMX_ROOT/tests/tools/webhook_receiver.py" --port-file "$T_DIR/wh.port" --log "$WH_LOG" &
+t_wait_for 10 "[[ -s $T_DIR/wh.port ]]"
+WH_PORT=$(cat "$T_DIR/wh.port")
+api POST /v1/webhooks "key=$K_ALL" "body={\"url\":\"http://127.0.0.1:$WH_PORT/hook\",\"events\":[\"message.sent\"]}"
+expect_api 201
+WH_ID=$(jget 'd["id"]')
+WH_SECRET=$(jget 'd["secret"]')
+t_expect_eq "$(t_psql "select workspace_id || ' ' || array_to_string(events, ',') || ' ' || (secret like 'v1:%') from webhooks where id = '$WH_ID'")" \
+    "$ACME message.sent true" "row, secret sealed"
+t_expect_eq "$(t_psql "select count(*) from webhooks where secret like '%$WH_SECRET%'")" 0 "secret not stored in clear"
+api POST /v1/webhooks "key=$K_ALL" "body={\"url\":\"http://127.0.0.1:$WH_PORT/hook\"}"
+expect_api 409
+api POST /v1/webhooks "key=$K_ALL" 'body={"url":"http://user:pw@example.net/"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" url "field"
+api POST /v1/webhooks "key=$K_ALL" 'body={"url":"https://example.net/","events":["message.nope"]}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" events "field"
+api POST /v1/emails "key=$K_ALL" 'body={"from":"n@acme.test","to":"hooked@example.net","subject":"hooked","text":"x"}'
+expect_api 202
+t_wait_for 30 "grep -q hooked@example.net $WH_LOG"
+t_run "$PY" -c '
+import hashlib, hmac, json, sys
+secret = sys.argv[2].encode()
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "hooked@example.net" not in r["body"]: continue
+    sig = dict(p.split("=", 1) for p in r["headers"]["postmux-signature"].split(","))
+    want = hmac.new(secret, (sig["t"] + "." + r["body"]).encode(), hashlib.sha256).hexdigest()
+    print("good" if hmac.compare_digest(want, sig["v1"]) else "bad")
+    break' "$WH_LOG" "$WH_SECRET"
+t_expect_eq "$T_OUT" good "signature made with the API's secret"
+
+t_case "webhooks: list, another workspace's 404, organization-wide with an organization key, remove"
+api GET /v1/webhooks "key=$K_READ"
+expect_api 200
+t_expect_eq "$(jget '[h["id"] for h in d["webhooks"]]')" "['$WH_ID']" "listed"
+t_expect_nomatch "$T_OUT" "$WH_SECRET" "no secret in the list"
+api DELETE "/v1/webhooks/$WH_ID" "key=$K_BETA"
+expect_api 404
+api POST /v1/webhooks "key=$K_ORG" 'body={"url":"https://org.example.net/hook"}'
+expect_api 201
+ORG_WH=$(jget 'd["id"]')
+t_expect_eq "$(jget 'd["workspace_id"]')" None "organization-wide"
+api DELETE "/v1/webhooks/$ORG_WH" "key=$K_ALL"
+expect_api 404
+api DELETE "/v1/webhooks/$ORG_WH" "key=$K_ORG"
+expect_api 200
+api DELETE "/v1/webhooks/$WH_ID" "key=$K_ALL"
+expect_api 200
+t_expect_eq "$(audit_rows "action in ('webhook.add', 'webhook.remove')")" 4 "audit rows"
+$PMX webhook add --workspace Beta --url https://beta.example.net/h >/dev/null 2>&1
+t_expect_eq "$(audit_rows "action = 'webhook.add' and api_key_id = 'cli'")" 1 "the CLI's add"
+
 t_case "the daemon logged no error and never a key"
 t_expect_nomatch "$(grep -E 'level=error|ERROR' "$DLOG")" . "no error lines"
 t_expect_nomatch "$(cat "$DLOG")" "$K_ALL" "keys never logged"
