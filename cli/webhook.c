@@ -91,7 +91,7 @@ static int hook_add(pmx_cli_t *c, int argc, char **argv)
     int rc = PMX_EXIT_USER;
     bool have_master = false;
     if (pmx_hook_check_url("--url", url, &norm, err, sizeof err) < 0 ||
-        (events && pmx_hook_parse_events(events, &array, err, sizeof err) < 0)) {
+        (events && pmx_hook_parse_events("--events", events, &array, err, sizeof err) < 0)) {
         pmx_cli_error("%s", err);
         goto done;
     }

@@ -79,7 +79,7 @@ void pmx_api_add_webhook(pmx_api_call_t *c)
             pmx_buf_append_str(&joined, s);
         }
     }
-    if (ok && joined.len && pmx_hook_parse_events(pmx_buf_cstr(&joined), &events, err,
+    if (ok && joined.len && pmx_hook_parse_events("events", pmx_buf_cstr(&joined), &events, err,
                                                   sizeof err) < 0) {
         ok = false;
     } else if (!ok) {

@@ -116,7 +116,8 @@ int pmx_hook_check_url(const char *label, const char *url, pmx_buf_t *out, char 
     return 0;
 }
 
-int pmx_hook_parse_events(const char *s, pmx_buf_t *array, char *err, size_t en)
+int pmx_hook_parse_events(const char *label, const char *s, pmx_buf_t *array, char *err,
+                          size_t en)
 {
     bool seen[N_EVENTS] = { false };
     size_t start = array->len;
@@ -128,7 +129,7 @@ int pmx_hook_parse_events(const char *s, pmx_buf_t *array, char *err, size_t en)
         while (k < N_EVENTS && !(strlen(known_events[k]) == len &&
                                  strncmp(known_events[k], p, len) == 0))
             k++;
-        if (len == 0) return fail(err, en, "events has an empty name: '%.200s'", s);
+        if (len == 0) return fail(err, en, "%s has an empty name: '%.200s'", label, s);
         if (k == N_EVENTS)
             return fail(err, en, "unknown event '%.*s' (known: message.queued, message.sent, "
                         "message.deferred, message.bounced, message.rejected, "

@@ -21,7 +21,8 @@
 int pmx_hook_check_url(const char *label, const char *url, pmx_buf_t *out, char *err, size_t n);
 /* "message.sent,message.bounced" -> "{message.sent,message.bounced}" appended
  * to array; each a known event type, once. 0, or -1 with the reason. */
-int pmx_hook_parse_events(const char *s, pmx_buf_t *array, char *err, size_t n);
+int pmx_hook_parse_events(const char *label, const char *s, pmx_buf_t *array, char *err,
+                          size_t n);
 /* A fresh webhook id (id: 24 bytes) and secret text, and the secret sealed
  * for that id under master into stored ("v1:" + base64). 0, or -1 (OpenSSL). */
 int pmx_hook_make_secret(const uint8_t master[32], char *id, pmx_buf_t *secret,
