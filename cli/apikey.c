@@ -65,9 +65,9 @@ static int key_create(pmx_cli_t *c, int argc, char **argv)
     if (pmx_apikey_name_check(name, err, sizeof err) < 0)
         return pmx_cli_error("--name %s", err);
     pmx_buf_t array = PMX_BUF_INIT;
-    if (pmx_apikey_scopes_parse(scopes ? scopes : "send", &array, err, sizeof err) < 0) {
+    if (pmx_apikey_scopes_parse("--scopes", scopes ? scopes : "send", &array, err, sizeof err) < 0) {
         pmx_buf_free(&array);
-        return pmx_cli_error("--scopes %s", err);
+        return pmx_cli_error("%s", err);
     }
 
     char ws_id[20];

@@ -246,7 +246,7 @@ static int check_email(op_t *op, const pmx_settings_ws_t *ws, const json_t *item
 
 /* ---- after authentication ------------------------------------------------------------ */
 
-static bool ws_id_valid(const char *s)
+bool pmx__http_ws_id_valid(const char *s)
 {
     if (strlen(s) != WS_ID_LEN || strncmp(s, "ws_", 3) != 0) return false;
     for (size_t i = 3; i < WS_ID_LEN; i++)
@@ -266,7 +266,7 @@ static const pmx_settings_ws_t *pick_workspace(op_t *op, const pmx_apikey_t *key
                        "X-Workspace-Id header", "X-Workspace-Id");
             return NULL;
         }
-        if (!ws_id_valid(hdr)) {
+        if (!pmx__http_ws_id_valid(hdr)) {
             op_problem(op, 400, "X-Workspace-Id is not a workspace id (ws_ and 16 characters "
                        "a-z, 2-7)", "X-Workspace-Id");
             return NULL;
@@ -409,7 +409,7 @@ static void auth_checked(op_t *op, const pmx_apikey_t *key)
 /* ---- routing -------------------------------------------------------------------------- */
 
 /* "Bearer <token>" (scheme in any case, RFC 6750). */
-static const char *bearer(const char *h, size_t *len)
+const char *pmx__http_bearer(const char *h, size_t *len)
 {
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
     const char *t = h + 7;
@@ -472,7 +472,7 @@ static void handler(void *arg, pmx_http_req_t *req)
     pmx_http_req_on_abort(req, op_aborted, op);
 
     size_t klen;
-    const char *key = bearer(pmx_http_req_header(req, "Authorization"), &klen);
+    const char *key = pmx__http_bearer(pmx_http_req_header(req, "Authorization"), &klen);
     if (!key) {
         op_problem(op, 401, "send an API key as Authorization: Bearer <key>", NULL);
         op_release(op);

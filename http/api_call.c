@@ -13,8 +13,6 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 
-#define WS_ID_LEN   19     /* "ws_" + 16 base32 */
-#define MAX_KEY_LEN 512
 
 /* Which workspace a route acts on. */
 typedef enum {
@@ -180,20 +178,23 @@ const char *pmx_api_call_str(pmx_api_call_t *c, const char *name, bool required,
     return json_string_value(v);
 }
 
+json_t *pmx_api_split_list(const char *s)
+{
+    json_t *a = json_array();
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        json_array_append_new(a, json_stringn(s, len));
+        s += len + (s[len] == ',');
+    }
+    return a;
+}
+
 json_t *pmx_api_text_or_null(const PGresult *res, int r, int k)
 {
     return PQgetisnull(res, r, k) ? json_null() : json_string(PQgetvalue(res, r, k));
 }
 
 /* ---- after authentication ------------------------------------------------------------ */
-
-static bool ws_id_valid(const char *s)
-{
-    if (strlen(s) != WS_ID_LEN || strncmp(s, "ws_", 3) != 0) return false;
-    for (size_t i = 3; i < WS_ID_LEN; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '2' && s[i] <= '7'))) return false;
-    return true;
-}
 
 static void run_route(pmx_api_call_t *c)
 {
@@ -255,7 +256,7 @@ static void pick_workspace(pmx_api_call_t *c)
                              "X-Workspace-Id header", "X-Workspace-Id");
         return;
     }
-    if (!ws_id_valid(hdr)) {
+    if (!pmx__http_ws_id_valid(hdr)) {
         pmx_api_call_problem(c, 400, "X-Workspace-Id is not a workspace id (ws_ and 16 "
                              "characters a-z, 2-7)", "X-Workspace-Id");
         return;
@@ -298,19 +299,6 @@ static void auth_done(void *arg, const pmx_apikey_t *key)
     pick_workspace(c);
 }
 
-/* "Bearer <token>" (scheme in any case, RFC 6750). */
-static const char *bearer(const char *h, size_t *len)
-{
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
-    const char *t = h + 7;
-    while (*t == ' ') t++;
-    size_t n = strlen(t);
-    while (n && t[n - 1] == ' ') n--;
-    if (n == 0 || n > MAX_KEY_LEN) return NULL;
-    *len = n;
-    return t;
-}
-
 void pmx_api_call_start(pmx_http_api_t *api, pmx_http_req_t *req)
 {
     const char *m = pmx_http_req_method(req), *path = pmx_http_req_path(req);
@@ -344,7 +332,7 @@ void pmx_api_call_start(pmx_http_api_t *api, pmx_http_req_t *req)
     pmx_http_req_on_abort(req, call_aborted, c);
 
     size_t klen;
-    const char *key = bearer(pmx_http_req_header(req, "Authorization"), &klen);
+    const char *key = pmx__http_bearer(pmx_http_req_header(req, "Authorization"), &klen);
     if (!key) {
         pmx_api_call_problem(c, 401, "send an API key as Authorization: Bearer <key>", NULL);
         return;

@@ -59,6 +59,10 @@ const pmx_config_t   *pmx__http_api_config(pmx_http_api_t *api);
 pmx_worker_t         *pmx__http_api_worker(pmx_http_api_t *api);
 /* The master key (dkim/keycrypt.h), loaded when the API started. */
 const uint8_t        *pmx__http_api_master(pmx_http_api_t *api);
+/* The token of "Authorization: Bearer <token>" (NULL: none, or too long). */
+const char           *pmx__http_bearer(const char *header, size_t *len);
+/* "ws_" + 16 of a-z 2-7. */
+bool                  pmx__http_ws_id_valid(const char *s);
 /* A request waits for an answer / was answered (drain waits for none). */
 void pmx__http_api_hold(pmx_http_api_t *api);
 void pmx__http_api_unhold(pmx_http_api_t *api);
@@ -86,6 +90,8 @@ const char *pmx_api_call_actor(const pmx_api_call_t *c);
  * a string (*bad true, and the call answered 422 naming it). */
 const char *pmx_api_call_str(pmx_api_call_t *c, const char *name, bool required, bool *bad);
 
+/* "a,b" (array_to_string's form) as a JSON array of strings. */
+json_t *pmx_api_split_list(const char *s);
 /* Column r,k as JSON: a string, or null when SQL NULL. */
 json_t *pmx_api_text_or_null(const PGresult *res, int r, int k);
 

@@ -191,17 +191,6 @@ void pmx_api_remove_suppression(pmx_api_call_t *c)
 
 /* ---- API keys ---- */
 
-static json_t *scopes_json(const char *s)
-{
-    json_t *a = json_array();
-    while (*s) {
-        size_t len = strcspn(s, ",");
-        json_array_append_new(a, json_stringn(s, len));
-        s += len + (s[len] == ',');
-    }
-    return a;
-}
-
 static void key_rows(pmx_api_call_t *c, const PGresult *res)
 {
     json_t *a = json_array();
@@ -209,7 +198,7 @@ static void key_rows(pmx_api_call_t *c, const PGresult *res)
         json_array_append_new(a, json_pack("{s:s,s:o,s:s,s:s,s:o,s:s,s:o,s:o}",
             "id", PQgetvalue(res, r, 0), "workspace_id", pmx_api_text_or_null(res, r, 1),
             "name", PQgetvalue(res, r, 2), "prefix", PQgetvalue(res, r, 3),
-            "scopes", scopes_json(PQgetvalue(res, r, 4)), "created_at", PQgetvalue(res, r, 5),
+            "scopes", pmx_api_split_list(PQgetvalue(res, r, 4)), "created_at", PQgetvalue(res, r, 5),
             "revoked_at", pmx_api_text_or_null(res, r, 6),
             "last_used_at", pmx_api_text_or_null(res, r, 7)));
     pmx_api_call_json(c, 200, json_pack("{s:o}", "api_keys", a));
@@ -264,12 +253,11 @@ void pmx_api_create_key(pmx_api_call_t *c)
         if (i) pmx_buf_append_char(&joined, ',');
         pmx_buf_append_str(&joined, s);
     }
-    int r = pmx_apikey_scopes_parse(pmx_buf_cstr(&joined), &array, err, sizeof err);
+    int r = pmx_apikey_scopes_parse("scopes", pmx_buf_cstr(&joined), &array, err, sizeof err);
     pmx_buf_free(&joined);
     if (r < 0) {
         pmx_buf_free(&array);
-        snprintf(detail, sizeof detail, "scopes %s", err);
-        pmx_api_call_problem(c, 422, detail, "scopes");
+        pmx_api_call_problem(c, 422, err, "scopes");
         return;
     }
     pmx_apikey_new_t k;

@@ -12,24 +12,13 @@
 #include "lib/mem.h"
 #include "webhooks/hookadmin.h"
 
-static json_t *split(const char *s)
-{
-    json_t *a = json_array();
-    while (*s) {
-        size_t len = strcspn(s, ",");
-        json_array_append_new(a, json_stringn(s, len));
-        s += len + (s[len] == ',');
-    }
-    return a;
-}
-
 static void hook_rows(pmx_api_call_t *c, const PGresult *res)
 {
     json_t *a = json_array();
     for (int r = 0; r < PQntuples(res); r++)
         json_array_append_new(a, json_pack("{s:s,s:o,s:s,s:o,s:s}",
             "id", PQgetvalue(res, r, 0), "workspace_id", pmx_api_text_or_null(res, r, 1),
-            "url", PQgetvalue(res, r, 2), "events", split(PQgetvalue(res, r, 3)),
+            "url", PQgetvalue(res, r, 2), "events", pmx_api_split_list(PQgetvalue(res, r, 3)),
             "created_at", PQgetvalue(res, r, 4)));
     pmx_api_call_json(c, 200, json_pack("{s:o}", "webhooks", a));
 }

@@ -10,6 +10,7 @@
 #include "lib/encode.h"
 #include "lib/mem.h"
 #include "lib/utf8.h"
+#include "sql/pgarray.h"
 
 #define KEY_RANDOM_BYTES 32
 
@@ -75,38 +76,8 @@ int pmx_apikey_name_check(const char *s, char *err, size_t errlen)
     return 0;
 }
 
-int pmx_apikey_scopes_parse(const char *s, pmx_buf_t *array, char *err, size_t errlen)
+int pmx_apikey_scopes_parse(const char *label, const char *s, pmx_buf_t *array, char *err,
+                            size_t errlen)
 {
-    bool seen[N_SCOPES] = { false };
-    size_t start = array->len;
-    pmx_buf_append_char(array, '{');
-    const char *p = s;
-    for (;;) {
-        size_t len = strcspn(p, ",");
-        size_t k = 0;
-        while (k < N_SCOPES && !(strlen(known_scopes[k]) == len &&
-                                 strncmp(known_scopes[k], p, len) == 0))
-            k++;
-        if (len == 0) {
-            snprintf(err, errlen, "has an empty scope: '%s'", s);
-            return -1;
-        }
-        if (k == N_SCOPES) {
-            snprintf(err, errlen, "has an unknown scope '%.*s' (known: send, read, manage)",
-                     (int)(len > 64 ? 64 : len), p);
-            return -1;
-        }
-        if (seen[k]) {
-            snprintf(err, errlen, "names scope '%s' twice", known_scopes[k]);
-            return -1;
-        }
-        seen[k] = true;
-        if (array->len > start + 1) pmx_buf_append_char(array, ',');
-        pmx_buf_append_str(array, known_scopes[k]);
-        if (p[len] == '\0') break;
-        p += len + 1;
-    }
-    pmx_buf_append_char(array, '}');
-    pmx_buf_cstr(array);
-    return 0;
+    return pmx_pgarray_known_list(known_scopes, N_SCOPES, label, "scope", s, array, err, errlen);
 }

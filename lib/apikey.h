@@ -33,6 +33,7 @@ void pmx_apikey_free(pmx_apikey_new_t *k);
 int  pmx_apikey_name_check(const char *s, char *err, size_t errlen);
 /* "send,read" -> the Postgres array literal "{send,read}" appended to array;
  * each scope known and given once. 0, or -1 with the reason in err. */
-int  pmx_apikey_scopes_parse(const char *s, pmx_buf_t *array, char *err, size_t errlen);
+int  pmx_apikey_scopes_parse(const char *label, const char *s, pmx_buf_t *array, char *err,
+                             size_t errlen);
 
 #endif

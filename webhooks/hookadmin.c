@@ -11,6 +11,7 @@
 #include "dkim/keycrypt.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
+#include "sql/pgarray.h"
 #include "sql/q_admin.h"
 
 #define SECRET_RANDOM_BYTES 32
@@ -119,32 +120,7 @@ int pmx_hook_check_url(const char *label, const char *url, pmx_buf_t *out, char 
 int pmx_hook_parse_events(const char *label, const char *s, pmx_buf_t *array, char *err,
                           size_t en)
 {
-    bool seen[N_EVENTS] = { false };
-    size_t start = array->len;
-    pmx_buf_append_char(array, '{');
-    const char *p = s;
-    for (;;) {
-        size_t len = strcspn(p, ",");
-        size_t k = 0;
-        while (k < N_EVENTS && !(strlen(known_events[k]) == len &&
-                                 strncmp(known_events[k], p, len) == 0))
-            k++;
-        if (len == 0) return fail(err, en, "%s has an empty name: '%.200s'", label, s);
-        if (k == N_EVENTS)
-            return fail(err, en, "unknown event '%.*s' (known: message.queued, message.sent, "
-                        "message.deferred, message.bounced, message.rejected, "
-                        "message.suppressed, message.delayed, message.complained, "
-                        "message.unsubscribed, workspace.paused)", (int)(len > 64 ? 64 : len), p);
-        if (seen[k]) return fail(err, en, "event '%s' given twice", known_events[k]);
-        seen[k] = true;
-        if (array->len > start + 1) pmx_buf_append_char(array, ',');
-        pmx_buf_append_str(array, known_events[k]);
-        if (p[len] == '\0') break;
-        p += len + 1;
-    }
-    pmx_buf_append_char(array, '}');
-    pmx_buf_cstr(array);
-    return 0;
+    return pmx_pgarray_known_list(known_events, N_EVENTS, label, "event", s, array, err, en);
 }
 
 int pmx_hook_make_secret(const uint8_t master[32], char *id, pmx_buf_t *secret, pmx_buf_t *stored)
