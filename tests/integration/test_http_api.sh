@@ -52,6 +52,7 @@ t_expect_match "$T_ERR" "unknown scope 'admin'" "message"
 
 DLOG=$T_DIR/postmuxd.log
 "$PMXD" -c "$T_CONF" >>"$DLOG" 2>&1 &
+DPID=$!
 t_wait_for 20 "[[ \$(curl -s -m 2 -o /dev/null -w '%{http_code}' http://127.0.0.1:$MPORT/healthz) == 200 ]]"
 
 # ---- authentication and scopes -------------------------------------------------------------
@@ -404,4 +405,17 @@ t_expect_eq "$(audit_rows "action = 'webhook.add' and api_key_id = 'cli'")" 1 "t
 t_case "the daemon logged no error and never a key"
 t_expect_nomatch "$(grep -E 'level=error|ERROR' "$DLOG")" . "no error lines"
 t_expect_nomatch "$(cat "$DLOG")" "$K_ALL" "keys never logged"
+
+t_case "a client that goes away while its statement runs: the worker stays well"
+t_run "$PY" -c '
+import socket, sys
+for i in range(20):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(("GET /v1/events?limit=1000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % sys.argv[2]).encode())
+    s.close()
+print("sent")' "$HPORT" "$K_READ"
+t_expect_eq "$T_OUT" sent "20 abandoned requests"
+api GET /v1/stats "key=$K_READ"
+expect_api 200
+t_stop_postmuxd "$DPID"
 t_done
