@@ -46,6 +46,8 @@ static const route_t routes[] = {
     { "GET",    "/v1/webhooks",        "read",   WS_OPTIONAL, pmx_api_list_webhooks },
     { "POST",   "/v1/webhooks",        "manage", WS_OPTIONAL, pmx_api_add_webhook },
     { "DELETE", "/v1/webhooks/{}",     "manage", WS_OPTIONAL, pmx_api_remove_webhook },
+    { "GET",    "/v1/domains",         "read",   WS_REQUIRED, pmx_api_list_domains },
+    { "DELETE", "/v1/domains/{}",      "manage", WS_REQUIRED, pmx_api_remove_domain },
     { "GET",    "/v1/workspaces",      "read",   WS_NONE,     pmx_api_list_workspaces },
     { "POST",   "/v1/workspaces",      "manage", WS_NONE,     pmx_api_create_workspace },
     { "GET",    "/v1/workspaces/{}",   "read",   WS_NONE,     pmx_api_get_workspace },
@@ -76,6 +78,7 @@ static bool path_match(const char *pattern, const char *path, char *param, size_
 static void call_free(pmx_api_call_t *c)
 {
     json_decref(c->body);
+    if (c->held) PQclear(c->held);
     free(c);
 }
 

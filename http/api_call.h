@@ -49,6 +49,8 @@ struct pmx_api_call {
     char                      ws[32];      /* the workspace acted on; "" = the organization */
     char                      param[512];  /* the path's {…} segment */
     json_t                   *body;        /* parsed JSON body of POST/PATCH, else NULL */
+    PGresult                 *held;        /* a route's copy of a result (PQcopyResult),
+                                              cleared with the call */
     char                      text[600];   /* a route's scratch between statements */
 };
 
@@ -115,5 +117,7 @@ void pmx_api_patch_workspace(pmx_api_call_t *c);
 void pmx_api_list_webhooks(pmx_api_call_t *c);
 void pmx_api_add_webhook(pmx_api_call_t *c);
 void pmx_api_remove_webhook(pmx_api_call_t *c);
+void pmx_api_list_domains(pmx_api_call_t *c);
+void pmx_api_remove_domain(pmx_api_call_t *c);
 
 #endif

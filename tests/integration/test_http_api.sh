@@ -402,6 +402,25 @@ t_expect_eq "$(audit_rows "action in ('webhook.add', 'webhook.remove')")" 4 "aud
 $PMX webhook add --workspace Beta --url https://beta.example.net/h >/dev/null 2>&1
 t_expect_eq "$(audit_rows "action = 'webhook.add' and api_key_id = 'cli'")" 1 "the CLI's add"
 
+# ---- domains ----------------------------------------------------------------------------------------
+t_case "domains: list with keys, another workspace's 404, remove with an audit row"
+$PMX domain add Beta beta.test --algorithm ed25519 >/dev/null
+$PMX domain add Acme gone.test --algorithm ed25519 >/dev/null
+api GET /v1/domains "key=$K_READ"
+expect_api 200
+t_expect_eq "$(jget '[(x["domain"], x["verified"], [k["algorithm"] for k in x["keys"]]) for x in d["domains"]]')" \
+    "[('acme.test', True, ['ed25519-sha256']), ('gone.test', False, ['ed25519-sha256'])]" "Acme's only"
+t_expect_eq "$(jget 'd["domains"][0]["keys"][0]["dns_name"]')" "pmx-ed25519._domainkey.acme.test" "dns name"
+api DELETE /v1/domains/beta.test "key=$K_ALL"
+expect_api 404
+api DELETE /v1/domains/bad..name "key=$K_ALL"
+expect_api 400
+t_expect_eq "$(jget 'd["field"]')" domain "field"
+api DELETE /v1/domains/GONE.test "key=$K_ALL"
+expect_api 200
+t_expect_eq "$(t_psql "select count(*) from domains where domain in ('gone.test', 'beta.test')")" 1 "removed, Beta's kept"
+t_expect_eq "$(audit_rows "action = 'domain.remove' and target = 'gone.test' and api_key_id = '$ALL_ID'")" 1 "audit"
+
 t_case "the daemon logged no error and never a key"
 t_expect_nomatch "$(grep -E 'level=error|ERROR' "$DLOG")" . "no error lines"
 t_expect_nomatch "$(cat "$DLOG")" "$K_ALL" "keys never logged"
