@@ -410,7 +410,7 @@ api GET /v1/domains "key=$K_READ"
 expect_api 200
 t_expect_eq "$(jget '[(x["domain"], x["verified"], [k["algorithm"] for k in x["keys"]]) for x in d["domains"]]')" \
     "[('acme.test', True, ['ed25519-sha256']), ('gone.test', False, ['ed25519-sha256'])]" "Acme's only"
-t_expect_eq "$(jget 'd["domains"][0]["keys"][0]["dns_name"]')" "pmx-ed25519._domainkey.acme.test" "dns name"
+t_expect_eq "$(jget 'd["domains"][0]["keys"][0]["dns_name"]')" "pmx._domainkey.acme.test" "dns name"
 api DELETE /v1/domains/beta.test "key=$K_ALL"
 expect_api 404
 api DELETE /v1/domains/bad..name "key=$K_ALL"
