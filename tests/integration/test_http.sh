@@ -33,17 +33,7 @@ K_LATE=$($PMX apikey create --workspace Acme --name late 2>"$T_DIR/late.err")
 LATE_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/late.err" | head -n 1)
 
 # ---- the client: one request, checked against the OpenAPI document -------------------
-API=$PMX_ROOT/tests/tools/api_check.py     # one request, checked against the document
-SPEC=$PMX_ROOT/http/openapi.json
-# api METHOD PATH [key=K ws=WS idem=I body=JSON bodyfile=F]: T_RC, T_OUT = "STATUS\nBODY".
-api() { t_run "$PY" "$API" "$HPORT" "$SPEC" "$@"; }
-status() { printf '%s\n' "$T_OUT" | head -n 1; }
-jbody() { printf '%s\n' "$T_OUT" | sed -n 2p; }
-jget() { jbody | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
-expect_api() {   # expect_api STATUS: documented, schema-valid, that status
-    t_expect_rc 0 || { echo "# $T_ERR" >&2; return 1; }
-    t_expect_eq "$(status)" "$1" "status"
-}
+source "$PMX_ROOT/tests/integration/api_lib.sh"
 EMAIL='{"from":"News <news@acme.test>","to":["a@example.net","b@example.net"],"subject":"api one","text":"hello"}'
 
 DLOG=$T_DIR/postmuxd.log

@@ -30,16 +30,7 @@ K_BETA=$($PMX apikey create --workspace Beta --name beta --scopes read,manage 2>
 K_ORG=$($PMX apikey create --org --name org --scopes read,manage 2>"$T_DIR/org.err")
 ORG_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/org.err" | head -n 1)
 
-SPEC=$PMX_ROOT/http/openapi.json
-# api METHOD PATH [key=K ws=WS body=JSON header=N:V]: T_RC, T_OUT = "STATUS\nBODY".
-api() { t_run "$PY" "$PMX_ROOT/tests/tools/api_check.py" "$HPORT" "$SPEC" "$@"; }
-status() { printf '%s\n' "$T_OUT" | head -n 1; }
-jget() { printf '%s\n' "$T_OUT" | sed -n 2p |
-         "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
-expect_api() {   # expect_api STATUS: documented, schema-valid, that status
-    t_expect_rc 0 || { echo "# $T_ERR" >&2; return 1; }
-    t_expect_eq "$(status)" "$1" "status"
-}
+source "$PMX_ROOT/tests/integration/api_lib.sh"
 audit_rows() { t_psql "select count(*) from audit_log where $1"; }
 
 t_case "postmux apikey create --scopes: manage is known, an unknown scope is refused"
