@@ -58,6 +58,13 @@ void pmx_cli_rollback(pmx_cli_t *c);
  */
 int pmx_cli_workspace_id(pmx_cli_t *c, const char *id_or_name, char *id_out);
 
+/*
+ * --since of stats and audit: a duration (30m, 24h, 7d: postmux.conf(5)'s
+ * form) up to 100 years, or "all". Writes the milliseconds into ms_out (32
+ * bytes; "" for all). 0, or prints why not and returns -1.
+ */
+int pmx_cli_since_ms(const char *since, char *ms_out);
+
 /* ---- output (cli/output.c) ---- */
 
 /* Prints J indented with a final newline and releases it; PMX_EXIT_OK or a user error. */
@@ -111,6 +118,7 @@ int pmx_cli_send(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_doctor(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_webhook(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_audit(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_queue(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_suppression(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_feedback(pmx_cli_t *c, int argc, char **argv);

@@ -2,6 +2,7 @@
  * What every verb shares: error printing with the CLI's exit codes, and the
  * lazily opened config, Postgres and Redis connections of pmx_cli_t.
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,5 +158,29 @@ int pmx_cli_workspace_id(pmx_cli_t *c, const char *id_or_name, char *id_out)
     }
     snprintf(id_out, 20, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
+    return 0;
+}
+
+#define SINCE_MAX_MS (36500ULL * 24 * 3600 * 1000)   /* 100 years */
+
+int pmx_cli_since_ms(const char *since, char *ms_out)
+{
+    ms_out[0] = '\0';
+    if (strcmp(since, "all") == 0) return 0;
+    uint64_t ms;
+    if (pmx_config_parse_duration(since, &ms) < 0) {
+        pmx_cli_error("--since: expected a duration such as 30m, 24h or 7d, or all; got '%.40s'",
+                      since);
+        return -1;
+    }
+    if (ms == 0) {
+        pmx_cli_error("--since must be longer than 0 (or all)");
+        return -1;
+    }
+    if (ms > SINCE_MAX_MS) {
+        pmx_cli_error("--since is longer than 100 years; use --since all");
+        return -1;
+    }
+    snprintf(ms_out, 32, "%" PRIu64, ms);
     return 0;
 }

@@ -42,13 +42,14 @@
 #include "lib/encode.h"
 #include "lib/mem.h"
 #include "lib/verp.h"
+#include "sql/q_domain.h"
 
 #define DEFAULT_SELECTOR   "pmx"
 #define ED25519_SUFFIX     "-ed25519"
 #define TOKEN_BYTES        15            /* 24 base32 characters */
 #define TOKEN_PREFIX       "postmux-verify="
 #define VERIFY_LABEL       "_postmux"
-#define DOMAIN_MAX         253
+#define DOMAIN_MAX         PMX_DOMAIN_MAX
 #define LABEL_MAX          63
 #define KEY_FILE_MAX       (1024 * 1024)
 #define TXT_CHUNK          255           /* longest DNS character-string */
@@ -66,64 +67,10 @@ static const char usage_text[] =
 
 /* ---- input checks ---- */
 
-/*
- * A domain name as we store it: lowercased, one trailing dot dropped, LDH
- * labels of 1..63 characters (no leading or trailing hyphen), at least two
- * labels, at most 253 characters. out holds DOMAIN_MAX + 1 bytes.
- */
+/* The name check is shared with API v1 (sql/q_domain.h). */
 static int normalize_domain(const char *in, char *out, char *why, size_t whylen)
 {
-    size_t n = strlen(in);
-    if (n > 0 && in[n - 1] == '.') n--;
-    if (n == 0) {
-        snprintf(why, whylen, "empty");
-        return -1;
-    }
-    if (n > DOMAIN_MAX) {
-        snprintf(why, whylen, "longer than %d characters", DOMAIN_MAX);
-        return -1;
-    }
-    size_t label = 0, dots = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = in[i];
-        if (ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
-        out[i] = ch;
-        if (ch == '.') {
-            if (label == 0) {
-                snprintf(why, whylen, "empty label");
-                return -1;
-            }
-            if (out[i - 1] == '-') {
-                snprintf(why, whylen, "a label ends with '-'");
-                return -1;
-            }
-            label = 0;
-            dots++;
-            continue;
-        }
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-')) {
-            snprintf(why, whylen, "only letters, digits, '-' and '.' are allowed");
-            return -1;
-        }
-        if (ch == '-' && label == 0) {
-            snprintf(why, whylen, "a label starts with '-'");
-            return -1;
-        }
-        if (++label > LABEL_MAX) {
-            snprintf(why, whylen, "a label is longer than %d characters", LABEL_MAX);
-            return -1;
-        }
-    }
-    out[n] = '\0';
-    if (out[n - 1] == '-') {
-        snprintf(why, whylen, "a label ends with '-'");
-        return -1;
-    }
-    if (dots == 0) {
-        snprintf(why, whylen, "needs at least one dot");
-        return -1;
-    }
-    return 0;
+    return pmx_domain_normalize(in, out, why, whylen);
 }
 
 /* The domain argument of verify/show/remove: normalised, or an error printed. */
@@ -566,62 +513,16 @@ done:
 
 /* ---- domain list / show ---- */
 
-enum { D_ID, D_DOMAIN, D_WS, D_WS_NAME, D_TOKEN, D_VERIFIED_AT, D_CREATED, D_RETURN_PATH };
-#define DOMAIN_SELECT \
-    "SELECT d.id, d.domain, d.workspace_id, w.name, d.verify_token," \
-    " to_char(d.verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')," \
-    " to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')," \
-    " d.return_path" \
-    " FROM domains d JOIN workspaces w ON w.id = d.workspace_id"
-
-enum { K_DOMAIN_ID, K_SELECTOR, K_ALG, K_PUB, K_ACTIVE, K_BLOB };
-#define KEY_SELECT \
-    "SELECT k.domain_id, k.selector, k.algorithm, k.public_key, k.active, k.private_key_enc" \
-    " FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
-
-static json_t *key_json(const PGresult *keys, int r, const char *domain)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "selector", json_string(col(keys, r, K_SELECTOR)));
-    json_object_set_new(o, "algorithm", json_string(col(keys, r, K_ALG)));
-    json_object_set_new(o, "active", json_boolean(col_bool(keys, r, K_ACTIVE)));
-    json_object_set_new(o, "public_key", json_string(col(keys, r, K_PUB)));
-    pmx_buf_t name = PMX_BUF_INIT;
-    pmx_buf_appendf(&name, "%s._domainkey.%s", col(keys, r, K_SELECTOR), domain);
-    json_object_set_new(o, "dns_name", json_string(name.data));
-    pmx_buf_free(&name);
-    return o;
-}
-
-/* The domain's return-path domain: its return_path, else bounces.DOMAIN. */
-static void return_domain(pmx_buf_t *out, const PGresult *d, int r)
-{
-    pmx_verp_return_domain(out, col(d, r, D_DOMAIN),
-                           col_null(d, r, D_RETURN_PATH) ? NULL : col(d, r, D_RETURN_PATH));
-}
-
-static json_t *domain_json(const PGresult *d, int r, const PGresult *keys)
-{
-    json_t *o = json_object();
-    const char *domain = col(d, r, D_DOMAIN);
-    json_object_set_new(o, "domain", json_string(domain));
-    json_object_set_new(o, "workspace_id", json_string(col(d, r, D_WS)));
-    json_object_set_new(o, "workspace_name", json_string(col(d, r, D_WS_NAME)));
-    json_object_set_new(o, "verified", json_boolean(!col_null(d, r, D_VERIFIED_AT)));
-    json_object_set_new(o, "verified_at", pmx_cli_json_text_or_null(d, r, D_VERIFIED_AT));
-    json_object_set_new(o, "verify_token", json_string(col(d, r, D_TOKEN)));
-    json_object_set_new(o, "created_at", json_string(col(d, r, D_CREATED)));
-    pmx_buf_t rp = PMX_BUF_INIT;
-    return_domain(&rp, d, r);
-    json_object_set_new(o, "return_path", json_string(rp.data));
-    pmx_buf_free(&rp);
-    json_t *a = json_array();
-    for (int k = 0; k < PQntuples(keys); k++)
-        if (strcmp(col(keys, k, K_DOMAIN_ID), col(d, r, D_ID)) == 0)
-            json_array_append_new(a, key_json(keys, k, domain));
-    json_object_set_new(o, "keys", a);
-    return o;
-}
+/* The SELECTs and the JSON form are shared with API v1 (sql/q_domain.h). */
+enum { D_ID = PMX_D_ID, D_DOMAIN = PMX_D_DOMAIN, D_WS = PMX_D_WS, D_WS_NAME = PMX_D_WS_NAME,
+       D_TOKEN = PMX_D_TOKEN, D_VERIFIED_AT = PMX_D_VERIFIED_AT, D_CREATED = PMX_D_CREATED,
+       D_RETURN_PATH = PMX_D_RETURN_PATH };
+#define DOMAIN_SELECT PMX_SQL_DOMAIN_SELECT
+enum { K_DOMAIN_ID = PMX_K_DOMAIN_ID, K_SELECTOR = PMX_K_SELECTOR, K_ALG = PMX_K_ALG,
+       K_PUB = PMX_K_PUB, K_ACTIVE = PMX_K_ACTIVE, K_BLOB = PMX_K_BLOB };
+#define KEY_SELECT PMX_SQL_DOMAIN_KEY_SELECT
+#define domain_json pmx_domain_json
+#define return_domain pmx_domain_return_path
 
 /* "pmx (rsa-sha256), pmx-ed25519 (ed25519-sha256, pending)" for one domain. */
 static void keys_text(pmx_buf_t *out, const PGresult *keys, const char *domain_id)
@@ -656,15 +557,10 @@ static int domain_list(pmx_cli_t *c, int argc, char **argv)
 
     char ws[32] = "";
     if (argc - optind == 1 && pmx_cli_workspace_id(c, argv[optind], ws) < 0) return PMX_EXIT_USER;
-    const char *params[1] = { ws };
-    int np = ws[0] ? 1 : 0;
-    PGresult *d = pmx_cli_query(c, ws[0]
-        ? DOMAIN_SELECT " WHERE d.workspace_id = $1 ORDER BY d.domain"
-        : DOMAIN_SELECT " ORDER BY d.domain", np, params);
+    const char *params[1] = { ws[0] ? ws : NULL };
+    PGresult *d = pmx_cli_query(c, pmx_sql_domain_list, 1, params);
     if (!d) return PMX_EXIT_USER;
-    PGresult *keys = pmx_cli_query(c, ws[0]
-        ? KEY_SELECT " WHERE d.workspace_id = $1 ORDER BY k.domain_id, k.selector"
-        : KEY_SELECT " ORDER BY k.domain_id, k.selector", np, params);
+    PGresult *keys = pmx_cli_query(c, pmx_sql_domain_list_keys, 1, params);
     if (!keys) {
         PQclear(d);
         return PMX_EXIT_USER;
@@ -856,9 +752,9 @@ static int domain_remove(pmx_cli_t *c, int argc, char **argv)
     char domain[DOMAIN_MAX + 1];
     if (domain_arg(argv[optind], domain) < 0) return PMX_EXIT_USER;
 
-    const char *params[1] = { domain };
-    /* The keys go with it (ON DELETE CASCADE). */
-    PGresult *res = pmx_cli_query(c, "DELETE FROM domains WHERE domain = $1 RETURNING id", 1, params);
+    const char *params[3] = { "cli", domain, NULL };
+    /* The keys go with it (ON DELETE CASCADE); audit_log gets its row. */
+    PGresult *res = pmx_cli_query(c, pmx_sql_domain_remove, 3, params);
     if (!res) return PMX_EXIT_USER;
     int n = PQntuples(res);
     PQclear(res);

@@ -49,6 +49,8 @@ static const verb_t verbs[] = {
       "  suppression check WS ADDR [--category C]" },
     { "queue",     pmx_cli_queue,
       "queue [--workspace WS] [--json]" },
+    { "audit",     pmx_cli_audit,
+      "audit [--workspace WS] [--since 24h|7d|all] [--json]" },
     { "stats",     pmx_cli_stats,
       "stats [--workspace WS] [--since 24h|7d|all] [--json]" },
     { "doctor",    pmx_cli_doctor,

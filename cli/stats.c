@@ -35,7 +35,6 @@
 #include "lib/mem.h"
 
 #define SINCE_DEFAULT "24h"
-#define SINCE_MAX_MS  (36500ULL * 24 * 3600 * 1000)   /* 100 years */
 
 static const char usage_text[] =
     "usage: postmux stats [--workspace WS] [--since 24h|7d|all] [--json]\n"
@@ -376,16 +375,8 @@ int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv)
     }
     if (optind < argc) return pmx_cli_usage("stats: unexpected argument '%s'", argv[optind]);
 
-    char since_ms[32] = "";
-    if (strcmp(since, "all") != 0) {
-        uint64_t ms;
-        if (pmx_config_parse_duration(since, &ms) < 0)
-            return pmx_cli_error("--since: expected a duration such as 30m, 24h or 7d, or all; "
-                                 "got '%.40s'", since);
-        if (ms == 0) return pmx_cli_error("--since must be longer than 0 (or all)");
-        if (ms > SINCE_MAX_MS) return pmx_cli_error("--since is longer than 100 years; use --since all");
-        snprintf(since_ms, sizeof since_ms, "%" PRIu64, ms);
-    }
+    char since_ms[32];
+    if (pmx_cli_since_ms(since, since_ms) < 0) return PMX_EXIT_USER;
 
     char ws_id[20];
     if (ws && pmx_cli_workspace_id(c, ws, ws_id) < 0) return PMX_EXIT_USER;

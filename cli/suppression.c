@@ -9,7 +9,8 @@
  * `add` of an existing (address, scope) replaces its reason and detail and
  * clears its expiry: an operator's word is the newest. `remove` of an address
  * that is not on the list is an error (most likely a typo). `check` answers
- * with its exit code, for scripts: 0 suppressed, 3 not.
+ * with its exit code, for scripts: 0 suppressed, 3 not. The statements are
+ * shared with API v1 (sql/q_admin.h); a change writes audit_log as "cli".
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -24,6 +25,7 @@
 #include "lib/addr.h"
 #include "lib/job.h"
 #include "lib/mem.h"
+#include "sql/q_admin.h"
 
 #define EXIT_NOT_SUPPRESSED 3
 #define DETAIL_MAX          1000
@@ -115,23 +117,11 @@ static int change(pmx_cli_t *c, int argc, char **argv, bool add)
     }
     PGresult *res;
     if (add) {
-        const char *params[5] = { id, addr, scope, reason, detail };
-        res = pmx_cli_query(c,
-            "WITH a AS (SELECT lower($2) AS address)"
-            " INSERT INTO suppressions (workspace_id, address, scope, reason, detail)"
-            " SELECT $1, address, $3, $4, $5 FROM a"
-            " ON CONFLICT (workspace_id, address, scope) DO UPDATE"
-            "   SET reason = EXCLUDED.reason, detail = EXCLUDED.detail,"
-            "       created_at = now(), expires_at = NULL, message_id = NULL"
-            " RETURNING address",
-            5, params);
+        const char *params[6] = { "cli", id, addr, scope, reason, detail };
+        res = pmx_cli_query(c, pmx_sql_suppression_add, 6, params);
     } else {
-        const char *params[3] = { id, addr, scope };
-        res = pmx_cli_query(c,
-            "DELETE FROM suppressions"
-            " WHERE workspace_id = $1 AND address = lower($2) AND scope = $3"
-            " RETURNING address",
-            3, params);
+        const char *params[4] = { "cli", id, addr, scope };
+        res = pmx_cli_query(c, pmx_sql_suppression_remove, 4, params);
     }
     if (!res) {
         free(addr);
@@ -180,15 +170,7 @@ static int list(pmx_cli_t *c, int argc, char **argv)
     if (pmx_cli_workspace_id(c, argv[optind], id) < 0) return PMX_EXIT_USER;
 
     const char *params[2] = { id, reason };
-    PGresult *res = pmx_cli_query(c,
-        "SELECT address, scope, reason, detail, message_id,"
-        "  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "  to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-        " FROM suppressions"
-        " WHERE workspace_id = $1 AND ($2::text IS NULL OR reason = $2)"
-        "   AND (expires_at IS NULL OR expires_at > now())"
-        " ORDER BY address, scope",
-        2, params);
+    PGresult *res = pmx_cli_query(c, pmx_sql_suppression_list, 2, params);
     if (!res) return PMX_EXIT_USER;
     int n = PQntuples(res);
     if (json) {

@@ -6,7 +6,8 @@
  *
  * `add` of an address that is already a tester succeeds and says so (adding
  * is idempotent, so scripts can re-run it); `remove` of an address that is not
- * a tester is an error, since it most likely is a typo.
+ * a tester is an error, since it most likely is a typo. The statements are
+ * shared with API v1 (sql/q_admin.h); a change writes audit_log as "cli".
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -19,6 +20,7 @@
 #include "cli/cli.h"
 #include "lib/addr.h"
 #include "lib/mem.h"
+#include "sql/q_admin.h"
 
 static const char usage_text[] =
     "usage: postmux tester add WS ADDR\n"
@@ -89,17 +91,8 @@ static int tester_change(pmx_cli_t *c, int argc, char **argv, bool add)
     }
 
     /* One row back: the stored (lowercased) form, and whether a row changed. */
-    const char *params[2] = { id, addr };
-    PGresult *res = pmx_cli_query(c, add
-        ? "WITH a AS (SELECT lower($2) AS address),"
-          " w AS (INSERT INTO workspace_testers (workspace_id, address)"
-          "       SELECT $1, address FROM a ON CONFLICT DO NOTHING RETURNING 1)"
-          " SELECT address, (SELECT count(*) FROM w) FROM a"
-        : "WITH a AS (SELECT lower($2) AS address),"
-          " w AS (DELETE FROM workspace_testers t USING a"
-          "       WHERE t.workspace_id = $1 AND t.address = a.address RETURNING 1)"
-          " SELECT address, (SELECT count(*) FROM w) FROM a",
-        2, params);
+    const char *params[3] = { "cli", id, addr };
+    PGresult *res = pmx_cli_query(c, add ? pmx_sql_tester_add : pmx_sql_tester_remove, 3, params);
     free(addr);
     if (!res) return PMX_EXIT_USER;
     addr = pmx_xstrdup(PQgetvalue(res, 0, 0));
@@ -127,10 +120,7 @@ static int tester_list(pmx_cli_t *c, int argc, char **argv)
     char id[32];
     if (pmx_cli_workspace_id(c, argv[optind], id) < 0) return PMX_EXIT_USER;
     const char *params[1] = { id };
-    PGresult *res = pmx_cli_query(c,
-        "SELECT address, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-        " FROM workspace_testers WHERE workspace_id = $1 ORDER BY address",
-        1, params);
+    PGresult *res = pmx_cli_query(c, pmx_sql_tester_list, 1, params);
     if (!res) return PMX_EXIT_USER;
     int n = PQntuples(res);
 

@@ -26,7 +26,9 @@
  * does not open. The secret never appears in a listing or a log.
  *
  * One webhook per URL per scope (sql/002_stats.sql's unique index), so an
- * endpoint never gets one event twice by mistake.
+ * endpoint never gets one event twice by mistake. The checks, the secret and
+ * the statements are shared with API v1 (webhooks/hookadmin.h); every change
+ * writes audit_log as "cli".
  */
 #include <ctype.h>
 #include <getopt.h>
@@ -43,18 +45,7 @@
 #include "lib/buf.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
-
-#define SECRET_RANDOM_BYTES 32
-#define URL_MAX_LEN         2000
-#define SECRET_AAD_PREFIX   "postmux-webhook-v1:"
-#define SECRET_STORED_V1    "v1:"
-
-static const char *const known_events[] = {
-    "message.queued", "message.sent", "message.deferred",
-    "message.bounced", "message.rejected", "message.suppressed", "message.delayed",
-    "message.complained", "message.unsubscribed", "workspace.paused",
-};
-#define N_EVENTS (sizeof known_events / sizeof known_events[0])
+#include "webhooks/hookadmin.h"
 
 static const char usage_text[] =
     "usage: postmux webhook add [--workspace WS] --url URL [--events message.sent,...]\n"
@@ -65,143 +56,7 @@ static const char usage_text[] =
     "        message.rejected, message.suppressed, message.delayed, message.complained,\n"
     "        message.unsubscribed, workspace.paused (default: all).\n";
 
-/* ---- checks ---- */
-
-static bool is_alnum(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-}
-
-/* ":PORT" with PORT 1..65535, or nothing. */
-static bool port_ok(const char *p, size_t n)
-{
-    if (n == 0) return true;
-    if (p[0] != ':' || n < 2 || n > 6) return false;
-    unsigned v = 0;
-    for (size_t i = 1; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return false;
-        v = v * 10 + (unsigned)(p[i] - '0');
-    }
-    return v >= 1 && v <= 65535;
-}
-
-/*
- * The URL a webhook posts to; on success writes it into out with the scheme
- * in lower case and returns 0. Prints why not and returns non-zero.
- */
-static int check_url(const char *url, pmx_buf_t *out)
-{
-    size_t n = strlen(url);
-    if (n == 0) return pmx_cli_error("--url is empty");
-    if (n > URL_MAX_LEN) return pmx_cli_error("--url is longer than %d characters", URL_MAX_LEN);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)url[i];
-        if (ch == ' ') return pmx_cli_error("--url contains a space");
-        if (ch < 0x20 || ch == 0x7f) return pmx_cli_error("--url contains a control character");
-        if (ch > 0x7f)
-            return pmx_cli_error("--url contains a non-ASCII character (percent-encode it, "
-                                 "or use the punycode host name)");
-    }
-    size_t skip;
-    const char *scheme;
-    if (strncasecmp(url, "https://", 8) == 0) {
-        scheme = "https://";
-        skip = 8;
-    } else if (strncasecmp(url, "http://", 7) == 0) {
-        scheme = "http://";
-        skip = 7;
-    } else {
-        return pmx_cli_error("--url must start with http:// or https://: %s", url);
-    }
-    const char *auth = url + skip;
-    size_t alen = strcspn(auth, "/?#");
-    if (memchr(auth, '@', alen))
-        return pmx_cli_error("--url must not contain user:password@ (the signature "
-                             "authenticates postmux to the endpoint)");
-    if (alen == 0) return pmx_cli_error("--url has no host: %s", url);
-
-    size_t hlen;
-    if (auth[0] == '[') {
-        /* IPv6 literal. */
-        const char *close = memchr(auth, ']', alen);
-        if (!close || close == auth + 1) return pmx_cli_error("--url has a bad IPv6 host: %s", url);
-        for (const char *p = auth + 1; p < close; p++)
-            if (!(isxdigit((unsigned char)*p) || *p == ':' || *p == '.'))
-                return pmx_cli_error("--url has a bad IPv6 host: %s", url);
-        hlen = (size_t)(close - auth) + 1;
-    } else {
-        hlen = strcspn(auth, ":/?#");
-        if (hlen == 0) return pmx_cli_error("--url has no host: %s", url);
-        for (size_t i = 0; i < hlen; i++) {
-            char ch = auth[i];
-            if (!(is_alnum(ch) || ch == '.' || ch == '-' || ch == '_'))
-                return pmx_cli_error("--url has a bad character '%c' in its host: %s", ch, url);
-        }
-        bool bad = auth[0] == '.' || auth[0] == '-';
-        for (size_t i = 1; i < hlen; i++) bad |= auth[i] == '.' && auth[i - 1] == '.';
-        if (bad) return pmx_cli_error("--url has a bad host name: %s", url);
-    }
-    if (!port_ok(auth + hlen, alen - hlen)) return pmx_cli_error("--url has a bad port: %s", url);
-
-    pmx_buf_append_str(out, scheme);
-    pmx_buf_append_str(out, url + skip);
-    return 0;
-}
-
-/* "message.sent,message.bounced" -> "{message.sent,message.bounced}"; each known, once. */
-static int parse_events(const char *s, pmx_buf_t *array)
-{
-    bool seen[N_EVENTS] = { false };
-    pmx_buf_append_char(array, '{');
-    const char *p = s;
-    for (;;) {
-        size_t len = strcspn(p, ",");
-        size_t k = 0;
-        while (k < N_EVENTS && !(strlen(known_events[k]) == len &&
-                                 strncmp(known_events[k], p, len) == 0))
-            k++;
-        if (len == 0) return pmx_cli_error("--events has an empty name: '%s'", s);
-        if (k == N_EVENTS)
-            return pmx_cli_error("unknown event '%.*s' (known: message.queued, message.sent, "
-                                 "message.deferred, message.bounced, message.rejected, "
-                                 "message.suppressed)", (int)len, p);
-        if (seen[k]) return pmx_cli_error("event '%s' given twice", known_events[k]);
-        seen[k] = true;
-        if (array->len > 1) pmx_buf_append_char(array, ',');
-        pmx_buf_append_str(array, known_events[k]);
-        if (p[len] == '\0') break;
-        p += len + 1;
-    }
-    pmx_buf_append_char(array, '}');
-    return 0;
-}
-
 /* ---- add ---- */
-
-/* Seals secret for webhook id into the stored form (see the top of this file). */
-static int seal_secret(pmx_cli_t *c, const char *id, const pmx_buf_t *secret, pmx_buf_t *stored)
-{
-    uint8_t master[PMX_DKIM_MASTER_KEY_LEN];
-    char err[600];
-    if (pmx_cli_config(c) < 0) return -1;
-    if (pmx_dkim_master_key_load(c->cfg.master_key_file, master, err, sizeof err) < 0) {
-        pmx_cli_error("%s", err);
-        return -1;
-    }
-    pmx_buf_t aad = PMX_BUF_INIT, blob = PMX_BUF_INIT;
-    pmx_buf_appendf(&aad, SECRET_AAD_PREFIX "%s", id);
-    int rc = pmx_dkim_key_seal(master, aad.data, (const uint8_t *)secret->data, secret->len, &blob);
-    pmx_wipe(master, sizeof master);
-    if (rc == 0) {
-        pmx_buf_append_str(stored, SECRET_STORED_V1);
-        pmx_base64_encode(stored, (const uint8_t *)blob.data, blob.len);
-    } else {
-        pmx_cli_error("cannot encrypt the webhook secret (OpenSSL)");
-    }
-    pmx_buf_free(&aad);
-    pmx_buf_free(&blob);
-    return rc < 0 ? -1 : 0;
-}
 
 static int hook_add(pmx_cli_t *c, int argc, char **argv)
 {
@@ -231,30 +86,31 @@ static int hook_add(pmx_cli_t *c, int argc, char **argv)
 
     pmx_buf_t norm = PMX_BUF_INIT, array = PMX_BUF_INIT, secret = PMX_BUF_INIT,
               stored = PMX_BUF_INIT;
-    uint8_t rnd[SECRET_RANDOM_BYTES];
-    char ws_id[20], id[24];
+    uint8_t master[PMX_DKIM_MASTER_KEY_LEN];
+    char ws_id[20], id[24], err[600];
     int rc = PMX_EXIT_USER;
-    if (check_url(url, &norm) != 0) goto done;
-    if (events) {
-        if (parse_events(events, &array) != 0) goto done;
-    } else {
-        pmx_buf_append_str(&array, "{}");
-    }
-    if (ws && pmx_cli_workspace_id(c, ws, ws_id) < 0) goto done;
-
-    if (pmx_random_bytes(rnd, sizeof rnd) < 0 || pmx_random_id("wh_", id, sizeof id) < 0) {
-        pmx_cli_error("no random bytes from OpenSSL");
+    bool have_master = false;
+    if (pmx_hook_check_url("--url", url, &norm, err, sizeof err) < 0 ||
+        (events && pmx_hook_parse_events("--events", events, &array, err, sizeof err) < 0)) {
+        pmx_cli_error("%s", err);
         goto done;
     }
-    pmx_buf_append_str(&secret, "whsec_");
-    pmx_base64url_encode(&secret, rnd, sizeof rnd);
-    if (seal_secret(c, id, &secret, &stored) < 0) goto done;
+    if (!events) pmx_buf_append_str(&array, "{}");
+    if (ws && pmx_cli_workspace_id(c, ws, ws_id) < 0) goto done;
+    if (pmx_cli_config(c) < 0) goto done;
+    if (pmx_dkim_master_key_load(c->cfg.master_key_file, master, err, sizeof err) < 0) {
+        pmx_cli_error("%s", err);
+        goto done;
+    }
+    have_master = true;
+    if (pmx_hook_make_secret(master, id, &secret, &stored) < 0) {
+        pmx_cli_error("cannot make or encrypt the webhook secret (OpenSSL)");
+        goto done;
+    }
 
-    const char *params[5] = { id, ws ? ws_id : NULL, norm.data, array.data, stored.data };
-    PGresult *res = pmx_cli_query(c,
-        "INSERT INTO webhooks (id, workspace_id, url, events, secret)"
-        " VALUES ($1, $2, $3, $4::text[], $5)"
-        " ON CONFLICT ((COALESCE(workspace_id, '')), url) DO NOTHING RETURNING id", 5, params);
+    const char *params[6] = { "cli", id, ws ? ws_id : NULL, pmx_buf_cstr(&norm),
+                              pmx_buf_cstr(&array), pmx_buf_cstr(&stored) };
+    PGresult *res = pmx_cli_query(c, pmx_sql_hook_add, 6, params);
     if (!res) goto done;
     bool added = PQntuples(res) == 1;
     PQclear(res);
@@ -270,7 +126,7 @@ static int hook_add(pmx_cli_t *c, int argc, char **argv)
             ws ? ws_id : "organization-wide");
     rc = PMX_EXIT_OK;
 done:
-    pmx_wipe(rnd, sizeof rnd);
+    if (have_master) pmx_wipe(master, sizeof master);
     pmx_buf_free_secret(&secret);
     pmx_buf_free(&stored);
     pmx_buf_free(&norm);
@@ -333,11 +189,7 @@ static int hook_list(pmx_cli_t *c, int argc, char **argv)
     int early = pmx_cli_list_args(c, argc, argv, "webhook", usage_text, &json, ws_id);
     if (early >= 0) return early;
     const char *params[1] = { ws_id[0] ? ws_id : NULL };
-    PGresult *res = pmx_cli_query(c,
-        "SELECT id, workspace_id, url, array_to_string(events, ','),"
-        " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-        " FROM webhooks WHERE $1::text IS NULL OR workspace_id = $1"
-        " ORDER BY created_at, id", 1, params);
+    PGresult *res = pmx_cli_query(c, pmx_sql_hook_list, 1, params);
     if (!res) return PMX_EXIT_USER;
 
     int rc = PMX_EXIT_OK;
@@ -357,8 +209,8 @@ static int hook_list(pmx_cli_t *c, int argc, char **argv)
 static int hook_remove(pmx_cli_t *c, int argc, char **argv)
 {
     if (argc != 2) return pmx_cli_usage("usage: webhook remove ID");
-    const char *params[1] = { argv[1] };
-    PGresult *res = pmx_cli_query(c, "DELETE FROM webhooks WHERE id = $1 RETURNING id", 1, params);
+    const char *params[3] = { "cli", argv[1], NULL };
+    PGresult *res = pmx_cli_query(c, pmx_sql_hook_remove, 3, params);
     if (!res) return PMX_EXIT_USER;
     bool removed = PQntuples(res) == 1;
     PQclear(res);

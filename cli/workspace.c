@@ -5,7 +5,9 @@
  * Every value is checked before anything is written, and `set` writes all its
  * changes in one UPDATE, so a bad option leaves the workspace exactly as it was.
  * Workers cache these settings and refresh on the postmux_settings NOTIFY that
- * a trigger sends for each change (sql/001_init.sql).
+ * a trigger sends for each change (sql/001_init.sql). The checks, the UPDATE
+ * and the JSON form are shared with API v1 (sql/q_workspace.h); every change
+ * writes audit_log as "cli".
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -23,12 +25,7 @@
 #include "lib/encode.h"
 #include "lib/mem.h"
 #include "lib/rate.h"
-#include "lib/utf8.h"
-
-#define NAME_MAX_CHARS     200
-#define INDUSTRY_MAX_CHARS 200
-#define WEBSITE_MAX_CHARS  2000
-#define BURST_MAX          1000000
+#include "sql/q_workspace.h"
 
 static const char usage_text[] =
     "usage: postmux workspace create NAME [--industry I] [--website URL]\n"
@@ -42,187 +39,25 @@ static const char usage_text[] =
     "WS is a workspace id (ws_...) or name. --resume also lifts a pause of the\n"
     "reputation guard and starts its window afresh.\n";
 
-/* ---- input checks: each prints its own one-line error and returns -1 ---- */
-
-/*
- * Text a person typed for a name-like field: well-formed UTF-8, no control
- * characters (C0, DEL, C1), 1..max characters.
- */
-static int check_text(const char *what, const char *s, size_t max_chars)
-{
-    size_t n = strlen(s), chars = 0;
-    if (n == 0) {
-        pmx_cli_error("%s is empty", what);
-        return -1;
-    }
-    for (size_t i = 0; i < n; chars++) {
-        unsigned cp;
-        size_t len = pmx_utf8_seq(s + i, n - i, &cp);
-        if (len == 0) {
-            pmx_cli_error("%s is not valid UTF-8", what);
-            return -1;
-        }
-        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
-            pmx_cli_error("%s contains a control character", what);
-            return -1;
-        }
-        i += len;
-    }
-    if (chars > max_chars) {
-        pmx_cli_error("%s is longer than %zu characters", what, max_chars);
-        return -1;
-    }
-    return 0;
-}
-
-static bool looks_like_id(const char *s)
-{
-    if (strncmp(s, "ws_", 3) != 0 || strlen(s) != 19) return false;
-    for (const char *p = s + 3; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '2' && *p <= '7'))) return false;
-    return true;
-}
-
-static int check_name(const char *s)
-{
-    if (check_text("workspace name", s, NAME_MAX_CHARS) < 0) return -1;
-    size_t n = strlen(s);
-    if (s[0] == ' ' || s[n - 1] == ' ') {
-        pmx_cli_error("workspace name has leading or trailing spaces: '%s'", s);
-        return -1;
-    }
-    /* WS arguments take an id or a name: a name shaped like an id would be ambiguous. */
-    if (looks_like_id(s)) {
-        pmx_cli_error("workspace name cannot look like a workspace id: %s", s);
-        return -1;
-    }
-    return 0;
-}
-
-/* http(s)://HOST..., no spaces, at most WEBSITE_MAX_CHARS. */
-static int check_website(const char *s)
-{
-    if (check_text("--website", s, WEBSITE_MAX_CHARS) < 0) return -1;
-    size_t skip = strncasecmp(s, "http://", 7) == 0    ? 7
-                  : strncasecmp(s, "https://", 8) == 0 ? 8
-                                                       : 0;
-    const char *host = s + skip;
-    if (skip == 0 || *host == '\0' || strchr("/?#", *host) || strpbrk(s, " \t")) {
-        pmx_cli_error("--website must be an http:// or https:// URL: %s", s);
-        return -1;
-    }
-    return 0;
-}
-
-/* A whole decimal number 1..max, digits only. */
-static int parse_count(const char *opt, const char *s, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    const char *p = s;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > (UINT64_MAX - 9) / 10) break;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    if (p == s || *p != '\0' || v < 1 || v > max) {
-        pmx_cli_error("%s must be a whole number from 1 to %llu: %s", opt,
-                      (unsigned long long)max, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* ---- reading and printing workspaces ---- */
-
-/* Columns of WS_SELECT, in order. */
+/* Shortcuts to the shared columns (sql/q_workspace.h). */
 enum {
-    COL_ID, COL_NAME, COL_INDUSTRY, COL_WEBSITE, COL_TEST_MODE, COL_CATCH_ALL, COL_RATE,
-    COL_BURST, COL_QUOTA, COL_SUSPENDED, COL_CREATED, COL_UPDATED,
-    COL_TESTERS, COL_DOMAINS, COL_VERIFIED, COL_SUSPENDED_AT,
-    COL_PAUSED_AT, COL_PAUSE_REASON, COL_MAX_BOUNCE, COL_MAX_COMPLAINT
+    COL_ID = PMX_WS_COL_ID, COL_NAME = PMX_WS_COL_NAME, COL_INDUSTRY = PMX_WS_COL_INDUSTRY,
+    COL_WEBSITE = PMX_WS_COL_WEBSITE, COL_TEST_MODE = PMX_WS_COL_TEST_MODE,
+    COL_CATCH_ALL = PMX_WS_COL_CATCH_ALL, COL_BURST = PMX_WS_COL_BURST,
+    COL_QUOTA = PMX_WS_COL_QUOTA, COL_SUSPENDED = PMX_WS_COL_SUSPENDED,
+    COL_CREATED = PMX_WS_COL_CREATED, COL_UPDATED = PMX_WS_COL_UPDATED,
+    COL_TESTERS = PMX_WS_COL_TESTERS, COL_DOMAINS = PMX_WS_COL_DOMAINS,
+    COL_VERIFIED = PMX_WS_COL_VERIFIED, COL_SUSPENDED_AT = PMX_WS_COL_SUSPENDED_AT,
+    COL_PAUSED_AT = PMX_WS_COL_PAUSED_AT, COL_PAUSE_REASON = PMX_WS_COL_PAUSE_REASON,
+    COL_MAX_BOUNCE = PMX_WS_COL_MAX_BOUNCE, COL_MAX_COMPLAINT = PMX_WS_COL_MAX_COMPLAINT,
 };
-
-#define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-#define WS_SELECT                                                                          \
-    "SELECT w.id, w.name, w.industry, w.website, w.test_mode, w.catch_all,"                \
-    " w.rate_per_second, w.burst, w.daily_quota, w.suspended, "                            \
-    ISO_UTC("w.created_at") ", " ISO_UTC("w.updated_at") ","                              \
-    " (SELECT count(*) FROM workspace_testers t WHERE t.workspace_id = w.id),"             \
-    " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id),"                       \
-    " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id"                         \
-    "   AND d.verified_at IS NOT NULL), "                                                  \
-    ISO_UTC("w.suspended_at") ", " ISO_UTC("w.paused_at") ", w.pause_reason,"             \
-    " trim_scale(w.max_bounce_rate), trim_scale(w.max_complaint_rate)"                    \
-    " FROM workspaces w"
 
 static bool col_null(const PGresult *res, int r, int col) { return PQgetisnull(res, r, col); }
 static const char *col(const PGresult *res, int r, int c) { return PQgetvalue(res, r, c); }
 static bool col_bool(const PGresult *res, int r, int c) { return col(res, r, c)[0] == 't'; }
-
-static void rate_text(const PGresult *res, int r, char *out, size_t outlen)
-{
-    bool unlimited = col_null(res, r, COL_RATE);
-    pmx_rate_spec_format(unlimited ? 0 : strtod(col(res, r, COL_RATE), NULL), unlimited, out,
-                         outlen);
-}
-
-static json_t *json_text_or_null(const PGresult *res, int r, int c)
-{
-    return col_null(res, r, c) ? json_null() : json_string(col(res, r, c));
-}
-
-/* A workspace's guard limit as written: "10%", "none", or "default" (NULL). */
-static const char *limit_text(const PGresult *res, int r, int c, char *buf, size_t n)
-{
-    if (col_null(res, r, c)) return "default";
-    if (strcmp(col(res, r, c), "Infinity") == 0) return "none";
-    snprintf(buf, n, "%s%%", col(res, r, c));
-    return buf;
-}
-
-static json_t *ws_json(const PGresult *res, int r, bool counts)
-{
-    char rate[64];
-    rate_text(res, r, rate, sizeof rate);
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(col(res, r, COL_ID)));
-    json_object_set_new(o, "name", json_string(col(res, r, COL_NAME)));
-    json_object_set_new(o, "industry", json_text_or_null(res, r, COL_INDUSTRY));
-    json_object_set_new(o, "website", json_text_or_null(res, r, COL_WEBSITE));
-    json_object_set_new(o, "test_mode", json_boolean(col_bool(res, r, COL_TEST_MODE)));
-    json_object_set_new(o, "catch_all", json_text_or_null(res, r, COL_CATCH_ALL));
-    json_object_set_new(o, "rate_per_second",
-                        col_null(res, r, COL_RATE)
-                            ? json_null()
-                            : json_real(strtod(col(res, r, COL_RATE), NULL)));
-    json_object_set_new(o, "rate", json_string(rate));
-    json_object_set_new(o, "burst", json_integer(strtoll(col(res, r, COL_BURST), NULL, 10)));
-    json_object_set_new(o, "daily_quota",
-                        col_null(res, r, COL_QUOTA)
-                            ? json_null()
-                            : json_integer(strtoll(col(res, r, COL_QUOTA), NULL, 10)));
-    json_object_set_new(o, "suspended", json_boolean(col_bool(res, r, COL_SUSPENDED)));
-    json_object_set_new(o, "suspended_at", json_text_or_null(res, r, COL_SUSPENDED_AT));
-    char lb[32], lc[32];
-    json_object_set_new(o, "paused", json_boolean(!col_null(res, r, COL_PAUSED_AT)));
-    json_object_set_new(o, "paused_at", json_text_or_null(res, r, COL_PAUSED_AT));
-    json_object_set_new(o, "pause_reason", json_text_or_null(res, r, COL_PAUSE_REASON));
-    json_object_set_new(o, "max_bounce_rate",
-                        json_string(limit_text(res, r, COL_MAX_BOUNCE, lb, sizeof lb)));
-    json_object_set_new(o, "max_complaint_rate",
-                        json_string(limit_text(res, r, COL_MAX_COMPLAINT, lc, sizeof lc)));
-    json_object_set_new(o, "created_at", json_string(col(res, r, COL_CREATED)));
-    json_object_set_new(o, "updated_at", json_string(col(res, r, COL_UPDATED)));
-    if (counts) {
-        json_object_set_new(o, "tester_count",
-                            json_integer(strtoll(col(res, r, COL_TESTERS), NULL, 10)));
-        json_object_set_new(o, "domain_count",
-                            json_integer(strtoll(col(res, r, COL_DOMAINS), NULL, 10)));
-        json_object_set_new(o, "verified_domain_count",
-                            json_integer(strtoll(col(res, r, COL_VERIFIED), NULL, 10)));
-    }
-    return o;
-}
+#define rate_text  pmx_ws_rate_text
+#define limit_text pmx_ws_limit_text
+#define ws_json    pmx_ws_json
 
 /* The `show` form of one workspace, also printed after `set`. */
 static void ws_print(const PGresult *res, int r)
@@ -261,7 +96,10 @@ static void ws_print(const PGresult *res, int r)
 static int ws_show_id(pmx_cli_t *c, const char *id, bool json)
 {
     const char *params[1] = { id };
-    PGresult *res = pmx_cli_query(c, WS_SELECT " WHERE w.id = $1", 1, params);
+    pmx_buf_t sql = PMX_BUF_INIT;
+    pmx_buf_appendf(&sql, "%s WHERE w.id = $1", pmx_sql_ws_select);
+    PGresult *res = pmx_cli_query(c, pmx_buf_cstr(&sql), 1, params);
+    pmx_buf_free(&sql);
     if (!res) return PMX_EXIT_USER;
     if (PQntuples(res) != 1) {
         PQclear(res);
@@ -300,18 +138,17 @@ static int ws_create(pmx_cli_t *c, int argc, char **argv)
     if (argc - optind != 1) return pmx_cli_usage("usage: workspace create NAME [--industry I] [--website URL]");
     const char *name = argv[optind];
 
-    if (check_name(name) < 0) return PMX_EXIT_USER;
-    if (industry && check_text("--industry", industry, INDUSTRY_MAX_CHARS) < 0)
-        return PMX_EXIT_USER;
-    if (website && check_website(website) < 0) return PMX_EXIT_USER;
+    char err[400];
+    if (pmx_ws_check_name(name, err, sizeof err) < 0 ||
+        (industry && pmx_ws_check_text("--industry", industry, PMX_WS_INDUSTRY_MAX_CHARS, err,
+                                       sizeof err) < 0) ||
+        (website && pmx_ws_check_website("--website", website, err, sizeof err) < 0))
+        return pmx_cli_error("%s", err);
 
     char id[32];
     if (pmx_random_id("ws_", id, sizeof id) < 0) return pmx_cli_error("no randomness for an id");
-    const char *params[4] = { id, name, industry, website };
-    PGresult *res = pmx_cli_query(c,
-        "INSERT INTO workspaces (id, name, industry, website) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (name) DO NOTHING RETURNING id",
-        4, params);
+    const char *params[5] = { "cli", id, name, industry, website };
+    PGresult *res = pmx_cli_query(c, pmx_sql_ws_create, 5, params);
     if (!res) return PMX_EXIT_USER;
     int n = PQntuples(res);
     PQclear(res);
@@ -339,7 +176,10 @@ static int ws_list(pmx_cli_t *c, int argc, char **argv)
     }
     if (optind != argc) return pmx_cli_usage("usage: workspace list [--json]");
 
-    PGresult *res = pmx_cli_query(c, WS_SELECT " ORDER BY w.name", 0, NULL);
+    pmx_buf_t sql = PMX_BUF_INIT;
+    pmx_buf_appendf(&sql, "%s ORDER BY w.name", pmx_sql_ws_select);
+    PGresult *res = pmx_cli_query(c, pmx_buf_cstr(&sql), 0, NULL);
+    pmx_buf_free(&sql);
     if (!res) return PMX_EXIT_USER;
     int n = PQntuples(res);
 
@@ -415,110 +255,6 @@ static int ws_show(pmx_cli_t *c, int argc, char **argv)
     return ws_show_id(c, id, json);
 }
 
-/* What `workspace set` was asked to change; NULL/false = leave as is. */
-typedef struct {
-    const char     *name;
-    bool            rate_set;
-    pmx_rate_spec_t rate;
-    const char     *burst;        /* validated digits */
-    bool            quota_set;
-    const char     *quota;        /* validated digits, or NULL = none */
-    const char     *test_mode;    /* "true" / "false" */
-    bool            catch_all_set;
-    pmx_addr_t      catch_all;    /* .addr NULL = none */
-    const char     *suspended;    /* "true" / "false" */
-    const char     *max_bounce;   /* "10", "Infinity" (none), "" = default (NULL) */
-    const char     *max_complaint;
-    char            mb[24], mc[24];
-} ws_changes_t;
-
-/* --max-bounce-rate / --max-complaint-rate: PCT, none or default. */
-static int limit_arg(const char *opt, const char *v, char *out, size_t n, const char **res)
-{
-    double x;
-    if (strcmp(v, "default") == 0) {
-        *res = "";
-        return 0;
-    }
-    if (pmx_config_parse_percent(v, &x) < 0) {
-        pmx_cli_error("bad %s '%s': expected a percentage such as 10%% or 0.5%%, none or default",
-                      opt, v);
-        return -1;
-    }
-    if (x < 0) snprintf(out, n, "Infinity");
-    else snprintf(out, n, "%.6g", x);
-    *res = out;
-    return 0;
-}
-
-/* Checks every option's value; prints the first problem. 0 or -1. */
-static int check_changes(ws_changes_t *ch, const char *rate, const char *burst,
-                         const char *quota, const char *test_mode, const char *catch_all)
-{
-    uint64_t v;
-    if (ch->name && check_name(ch->name) < 0) return -1;
-    if (rate) {
-        if (pmx_rate_spec_parse_ex(rate, &ch->rate) < 0) {
-            pmx_cli_error("bad --rate '%s': expected N/s, N/m, N/h (N > 0, up to %d decimals,"
-                          " at most %.0f per second) or unlimited",
-                          rate, PMX_RATE_MAX_DECIMALS, PMX_RATE_MAX_PER_SECOND);
-            return -1;
-        }
-        ch->rate_set = true;
-    }
-    if (burst) {
-        if (parse_count("--burst", burst, BURST_MAX, &v) < 0) return -1;
-        ch->burst = burst;
-    }
-    if (quota) {
-        ch->quota_set = true;
-        if (strcmp(quota, "none") != 0) {
-            if (parse_count("--daily-quota", quota, INT64_MAX, &v) < 0) return -1;
-            ch->quota = quota;
-        }
-    }
-    if (test_mode) {
-        if (strcmp(test_mode, "on") == 0) {
-            ch->test_mode = "true";
-        } else if (strcmp(test_mode, "off") == 0) {
-            ch->test_mode = "false";
-        } else {
-            pmx_cli_error("--test-mode must be on or off: %s", test_mode);
-            return -1;
-        }
-    }
-    if (catch_all) {
-        ch->catch_all_set = true;
-        if (strcmp(catch_all, "none") != 0) {
-            char err[256];
-            if (pmx_addr_parse(catch_all, strlen(catch_all), &ch->catch_all, err, sizeof err) < 0) {
-                pmx_cli_error("bad --catch-all address: %s", err);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-/* Appends ", col = <expr>" with its parameters to the UPDATE being built. */
-static void add_set(pmx_buf_t *sql, const char **params, int *np, const char *column,
-                    const char *expr_fmt, const char *p1, const char *p2)
-{
-    if (sql->len) pmx_buf_append_str(sql, ", ");
-    pmx_buf_appendf(sql, "%s = ", column);
-    if (!p1) {
-        pmx_buf_append_str(sql, "NULL");
-        return;
-    }
-    params[(*np)++] = p1;
-    int a = *np, b = 0;
-    if (p2) {
-        params[(*np)++] = p2;
-        b = *np;
-    }
-    pmx_buf_appendf(sql, expr_fmt, a, b);
-}
-
 static int ws_set(pmx_cli_t *c, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -535,16 +271,16 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    ws_changes_t chg;
+    pmx_ws_changes_t chg;
     memset(&chg, 0, sizeof chg);
-    const char *rate = NULL, *burst = NULL, *quota = NULL, *test_mode = NULL, *catch_all = NULL;
+    const char *name = NULL, *rate = NULL, *burst = NULL, *quota = NULL, *test_mode = NULL;
+    const char *catch_all = NULL, *max_bounce = NULL, *max_complaint = NULL;
     bool suspend = false, resume = false;
-    const char *max_bounce = NULL, *max_complaint = NULL;
     int ch, rc = PMX_EXIT_USAGE;
     pmx_cli_opts_start();
     while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
         switch (ch) {
-        case 'n': chg.name = optarg; break;
+        case 'n': name = optarg; break;
         case 'r': rate = optarg; break;
         case 'b': burst = optarg; break;
         case 'q': quota = optarg; break;
@@ -564,62 +300,37 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
                              "[--catch-all ADDR|none] [--suspend|--resume] "
                              "[--max-bounce-rate PCT|none] [--max-complaint-rate PCT|none]");
     if (suspend && resume) return pmx_cli_usage("workspace set: --suspend and --resume conflict");
-    if (!chg.name && !rate && !burst && !quota && !test_mode && !catch_all && !suspend && !resume
+    if (!name && !rate && !burst && !quota && !test_mode && !catch_all && !suspend && !resume
         && !max_bounce && !max_complaint)
         return pmx_cli_usage("workspace set: nothing to change");
-    if ((max_bounce && limit_arg("--max-bounce-rate", max_bounce, chg.mb, sizeof chg.mb,
-                                 &chg.max_bounce) < 0) ||
-        (max_complaint && limit_arg("--max-complaint-rate", max_complaint, chg.mc, sizeof chg.mc,
-                                    &chg.max_complaint) < 0))
-        return PMX_EXIT_USER;
-    if (suspend) chg.suspended = "true";
-    if (resume) chg.suspended = "false";
 
-    if (check_changes(&chg, rate, burst, quota, test_mode, catch_all) < 0) {
-        pmx_addr_free(&chg.catch_all);
-        return PMX_EXIT_USER;
+    /* Every value checked before anything is written. */
+    char err[400];
+    if ((max_bounce && pmx_ws_set_limit(&chg, true, "--max-bounce-rate", max_bounce, err,
+                                        sizeof err) < 0) ||
+        (max_complaint && pmx_ws_set_limit(&chg, false, "--max-complaint-rate", max_complaint,
+                                           err, sizeof err) < 0) ||
+        (name && pmx_ws_set_name(&chg, name, err, sizeof err) < 0) ||
+        (rate && pmx_ws_set_rate(&chg, "--rate", rate, err, sizeof err) < 0) ||
+        (burst && pmx_ws_set_burst(&chg, "--burst", burst, err, sizeof err) < 0) ||
+        (quota && pmx_ws_set_quota(&chg, "--daily-quota", quota, err, sizeof err) < 0) ||
+        (test_mode && pmx_ws_set_test_mode(&chg, "--test-mode", test_mode, err, sizeof err) < 0) ||
+        (catch_all && pmx_ws_set_catch_all(&chg, "--catch-all", catch_all, err, sizeof err) < 0)) {
+        pmx_ws_changes_free(&chg);
+        return pmx_cli_error("%s", err);
     }
+    if (suspend || resume) pmx_ws_set_suspended(&chg, suspend);
 
     char id[32];
     if (pmx_cli_workspace_id(c, argv[optind], id) < 0) {
-        pmx_addr_free(&chg.catch_all);
+        pmx_ws_changes_free(&chg);
         return PMX_EXIT_USER;
     }
 
-    /* One UPDATE with every change: all of them or none. */
-    char unit[16];
-    const char *params[16];
-    int np = 0;
-    pmx_buf_t set = PMX_BUF_INIT;
-    if (chg.name) add_set(&set, params, &np, "name", "$%d", chg.name, NULL);
-    if (chg.rate_set) {
-        /* numeric division keeps the digits a double would lose (100000/h). */
-        snprintf(unit, sizeof unit, "%u", chg.rate.unit_seconds);
-        add_set(&set, params, &np, "rate_per_second", "trim_scale($%d::numeric / $%d::numeric)",
-                chg.rate.unlimited ? NULL : chg.rate.count, chg.rate.unlimited ? NULL : unit);
-    }
-    if (chg.burst) add_set(&set, params, &np, "burst", "$%d::integer", chg.burst, NULL);
-    if (chg.quota_set) add_set(&set, params, &np, "daily_quota", "$%d::bigint", chg.quota, NULL);
-    if (chg.test_mode) add_set(&set, params, &np, "test_mode", "$%d::boolean", chg.test_mode, NULL);
-    if (chg.catch_all_set)
-        add_set(&set, params, &np, "catch_all", "$%d", chg.catch_all.addr, NULL);
-    if (chg.suspended) add_set(&set, params, &np, "suspended", "$%d::boolean", chg.suspended, NULL);
-    if (chg.max_bounce)
-        add_set(&set, params, &np, "max_bounce_rate", "$%d::numeric",
-                *chg.max_bounce ? chg.max_bounce : NULL, NULL);
-    if (chg.max_complaint)
-        add_set(&set, params, &np, "max_complaint_rate", "$%d::numeric",
-                *chg.max_complaint ? chg.max_complaint : NULL, NULL);
-    /* --resume lifts a pause of the reputation guard too, and its window starts
-     * afresh; changing a limit alone does not lift a pause. */
-    if (resume) pmx_buf_append_str(&set, ", paused_at = NULL, pause_reason = NULL, guard_since = now()");
-    pmx_buf_append_str(&set, ", updated_at = now()");
-    params[np++] = id;
-
+    /* One statement with every change and its audit row: all of them or none. */
+    const char *params[PMX_WS_MAX_PARAMS];
     pmx_buf_t sql = PMX_BUF_INIT;
-    pmx_buf_appendf(&sql, "UPDATE workspaces SET %s WHERE id = $%d RETURNING id",
-                    pmx_buf_cstr(&set), np);
-    pmx_buf_free(&set);
+    int np = pmx_ws_update_sql(&chg, "cli", id, &sql, params);
 
     rc = PMX_EXIT_OK;
     PGconn *pg = pmx_cli_db(c);
@@ -635,7 +346,7 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         rc = pmx_cli_error("unknown workspace: %s", argv[optind]);   /* deleted meanwhile */
     }
     PQclear(res);
-    pmx_addr_free(&chg.catch_all);
+    pmx_ws_changes_free(&chg);
     if (rc != PMX_EXIT_OK) return rc;
     return ws_show_id(c, id, false);
 }

@@ -14,6 +14,8 @@
 #include <jansson.h>
 
 #include "config/config.h"
+#include "dkim/keycrypt.h"
+#include "http/api_call.h"
 #include "http/email.h"
 #include "http/openapi.h"
 #include "http/server.h"
@@ -38,6 +40,7 @@ struct pmx_http_api {
     pmx_http_unsub_t     *unsub;         /* /u/<token> (http/unsubscribe.h) */
     char                 *cert_pem;
     pmx_buf_t             key_pem;
+    uint8_t               master[PMX_DKIM_MASTER_KEY_LEN];  /* seals webhook secrets, DKIM keys */
     op_t                 *ops;           /* alive, doubly linked */
     size_t                waiting;       /* ops whose request still waits for its answer */
     bool                  draining;
@@ -250,7 +253,7 @@ static int check_email(op_t *op, const pmx_settings_ws_t *ws, const json_t *item
 
 /* ---- after authentication ------------------------------------------------------------ */
 
-static bool ws_id_valid(const char *s)
+bool pmx__http_ws_id_valid(const char *s)
 {
     if (strlen(s) != WS_ID_LEN || strncmp(s, "ws_", 3) != 0) return false;
     for (size_t i = 3; i < WS_ID_LEN; i++)
@@ -270,7 +273,7 @@ static const pmx_settings_ws_t *pick_workspace(op_t *op, const pmx_apikey_t *key
                        "X-Workspace-Id header", "X-Workspace-Id");
             return NULL;
         }
-        if (!ws_id_valid(hdr)) {
+        if (!pmx__http_ws_id_valid(hdr)) {
             op_problem(op, 400, "X-Workspace-Id is not a workspace id (ws_ and 16 characters "
                        "a-z, 2-7)", "X-Workspace-Id");
             return NULL;
@@ -413,7 +416,7 @@ static void auth_checked(op_t *op, const pmx_apikey_t *key)
 /* ---- routing -------------------------------------------------------------------------- */
 
 /* "Bearer <token>" (scheme in any case, RFC 6750). */
-static const char *bearer(const char *h, size_t *len)
+const char *pmx__http_bearer(const char *h, size_t *len)
 {
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
     const char *t = h + 7;
@@ -445,7 +448,13 @@ static void handler(void *arg, pmx_http_req_t *req)
     op_kind_t kind;
     if (strcmp(path, "/v1/emails") == 0) kind = OP_EMAIL;
     else if (strcmp(path, "/v1/emails/batch") == 0) kind = OP_BATCH;
-    else {
+    else if (strncmp(path, "/v1/", 4) == 0 && !api->draining) {
+        pmx_api_call_start(api, req);      /* read and manage endpoints: http/api_call.h */
+        return;
+    } else if (api->draining) {
+        pmx_http_problem(req, 503, "this worker is stopping; try again", NULL);
+        return;
+    } else {
         pmx_http_problem(req, 404, "no such endpoint", NULL);
         return;
     }
@@ -471,7 +480,7 @@ static void handler(void *arg, pmx_http_req_t *req)
     pmx_http_req_on_abort(req, op_aborted, op);
 
     size_t klen;
-    const char *key = bearer(pmx_http_req_header(req, "Authorization"), &klen);
+    const char *key = pmx__http_bearer(pmx_http_req_header(req, "Authorization"), &klen);
     if (!key) {
         op_problem(op, 401, "send an API key as Authorization: Bearer <key>", NULL);
         op_release(op);
@@ -484,6 +493,21 @@ static void handler(void *arg, pmx_http_req_t *req)
     op->checking = false;
     op->auth = r;
     op_release(op);
+}
+
+/* ---- for the call module (http/api_call.h) ------------------------------------------ */
+
+pmx_worker_apikeys_t *pmx__http_api_keys(pmx_http_api_t *api) { return api->keys; }
+pmx_db_async_t *pmx__http_api_db(pmx_http_api_t *api) { return pmx_worker_db(api->w); }
+const pmx_config_t *pmx__http_api_config(pmx_http_api_t *api) { return api->cfg; }
+pmx_worker_t *pmx__http_api_worker(pmx_http_api_t *api) { return api->w; }
+const uint8_t *pmx__http_api_master(pmx_http_api_t *api) { return api->master; }
+void pmx__http_api_hold(pmx_http_api_t *api) { api->waiting++; }
+
+void pmx__http_api_unhold(pmx_http_api_t *api)
+{
+    api->waiting--;
+    maybe_drained(api);
 }
 
 /* ---- start, drain, stop --------------------------------------------------------------- */
@@ -524,6 +548,11 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
     api->w = w;
     api->cfg = cfg;
     api->settings = settings;
+    if (pmx_dkim_master_key_load(cfg->master_key_file, api->master, err, sizeof err) < 0) {
+        pmx_log_error("%s", err);
+        free(api);
+        return -1;
+    }
     pmx_buf_t cert = PMX_BUF_INIT;
     if (cfg->http_tls_cert[0]) {
         if (read_pem(cfg->http_tls_cert, &cert, err, sizeof err) < 0 ||
@@ -531,6 +560,7 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
             pmx_log_error("[http] tls: %s", err);
             pmx_buf_free(&cert);
             pmx_buf_free_secret(&api->key_pem);
+            pmx_wipe(api->master, sizeof api->master);
             free(api);
             return -1;
         }
@@ -554,6 +584,7 @@ int pmx_http_api_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_http_api_t
         pmx_http_unsub_free(api->unsub);
         free(api->cert_pem);
         pmx_buf_free_secret(&api->key_pem);
+        pmx_wipe(api->master, sizeof api->master);
         free(api);
         return -1;
     }
@@ -588,5 +619,6 @@ void pmx_http_api_stop(pmx_http_api_t *api)
     pmx_worker_apikeys_free(api->keys);
     free(api->cert_pem);
     pmx_buf_free_secret(&api->key_pem);
+    pmx_wipe(api->master, sizeof api->master);
     free(api);
 }

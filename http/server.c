@@ -411,6 +411,11 @@ const char *pmx_http_req_header(const pmx_http_req_t *r, const char *name)
     return MHD_lookup_connection_value(r->mc, MHD_HEADER_KIND, name);
 }
 
+const char *pmx_http_req_arg(const pmx_http_req_t *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->mc, MHD_GET_ARGUMENT_KIND, name);
+}
+
 const char *pmx_http_req_body(const pmx_http_req_t *r, size_t *len)
 {
     *len = r->body.len;

@@ -66,6 +66,8 @@ const char *pmx_http_req_method(const pmx_http_req_t *req);
 const char *pmx_http_req_path(const pmx_http_req_t *req);     /* without the query */
 /* A request header (case-insensitive name), NULL when absent. */
 const char *pmx_http_req_header(const pmx_http_req_t *req, const char *name);
+/* A query-string argument (percent-decoded), NULL when absent. */
+const char *pmx_http_req_arg(const pmx_http_req_t *req, const char *name);
 const char *pmx_http_req_body(const pmx_http_req_t *req, size_t *len);
 const char *pmx_http_req_client(const pmx_http_req_t *req);   /* "1.2.3.4" for logs */
 /* fn(arg) is called if the server closes before the answer; see above. */

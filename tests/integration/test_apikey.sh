@@ -60,7 +60,7 @@ for args in "--workspace Acme --name x --scopes send,admin" "--workspace Acme --
     t_expect_eq "$T_OUT" "" "stdout of $args"
 done
 t_run $PMX apikey create --workspace Acme --name x --scopes admin
-t_expect_eq "$T_ERR" "postmux: unknown scope 'admin' (known: send, read)" "scope error"
+t_expect_eq "$T_ERR" "postmux: unknown scope 'admin' (known: send, read, manage)" "scope error"
 t_expect_eq "$(nkeys)" "$before" "api_keys unchanged"
 
 t_case "apikey create: usage errors exit 2"

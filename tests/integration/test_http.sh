@@ -33,65 +33,7 @@ K_LATE=$($PMX apikey create --workspace Acme --name late 2>"$T_DIR/late.err")
 LATE_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/late.err" | head -n 1)
 
 # ---- the client: one request, checked against the OpenAPI document -------------------
-API=$T_DIR/api.py
-cat >"$API" <<'EOF'
-import json, sys, urllib.request, urllib.error
-import jsonschema
-from jsonschema import RefResolver
-
-port, spec_path, method, path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-opts = dict(a.split("=", 1) for a in sys.argv[5:])
-doc = json.load(open(spec_path))
-headers = {}
-if "key" in opts: headers["Authorization"] = "Bearer " + opts["key"]
-if "ws" in opts: headers["X-Workspace-Id"] = opts["ws"]
-if "idem" in opts: headers["Idempotency-Key"] = opts["idem"]
-data = None
-if "body" in opts: data = opts["body"].encode()
-if "bodyfile" in opts: data = open(opts["bodyfile"], "rb").read()
-if data is not None: headers["Content-Type"] = "application/json"
-req = urllib.request.Request("http://127.0.0.1:%s%s" % (port, path), data=data, method=method,
-                             headers=headers)
-try:
-    r = urllib.request.urlopen(req, timeout=20)
-except urllib.error.HTTPError as e:
-    r = e
-status, ctype, body = r.status, r.headers.get("Content-Type", ""), r.read()
-
-# The response as documented?
-op = doc["paths"].get(path, {}).get(method.lower())
-if op is None:
-    sys.exit("SCHEMA: %s %s is not in the document" % (method, path))
-resp = op["responses"].get(str(status))
-if resp is None:
-    sys.exit("SCHEMA: status %d is not documented for %s %s" % (status, method, path))
-if "$ref" in resp:
-    resp = doc["components"]["responses"][resp["$ref"].rsplit("/", 1)[1]]
-media = ctype.split(";")[0].strip()
-if media not in resp.get("content", {}):
-    sys.exit("SCHEMA: content type %r is not documented for %d" % (ctype, status))
-try:
-    inst = json.loads(body)
-except ValueError as e:
-    sys.exit("SCHEMA: body is not JSON: %s" % e)
-schema = resp["content"][media]["schema"]
-try:
-    jsonschema.Draft202012Validator(schema, resolver=RefResolver.from_schema(doc)).validate(inst)
-except jsonschema.ValidationError as e:
-    sys.exit("SCHEMA: %s" % e.message)
-print(status)
-print(json.dumps(inst))
-EOF
-SPEC=$PMX_ROOT/http/openapi.json
-# api METHOD PATH [key=K ws=WS idem=I body=JSON bodyfile=F]: T_RC, T_OUT = "STATUS\nBODY".
-api() { t_run "$PY" "$API" "$HPORT" "$SPEC" "$@"; }
-status() { printf '%s\n' "$T_OUT" | head -n 1; }
-jbody() { printf '%s\n' "$T_OUT" | sed -n 2p; }
-jget() { jbody | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
-expect_api() {   # expect_api STATUS: documented, schema-valid, that status
-    t_expect_rc 0 || { echo "# $T_ERR" >&2; return 1; }
-    t_expect_eq "$(status)" "$1" "status"
-}
+source "$PMX_ROOT/tests/integration/api_lib.sh"
 EMAIL='{"from":"News <news@acme.test>","to":["a@example.net","b@example.net"],"subject":"api one","text":"hello"}'
 
 DLOG=$T_DIR/postmuxd.log
