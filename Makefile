@@ -29,18 +29,18 @@ OPT     += -fsanitize=fuzzer-no-link
 endif
 
 CC      ?= cc
-PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih libmicrohttpd
+PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih libmicrohttpd libunbound
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  += -std=c11 -Wall -Wextra -Werror $(OPT) -D_GNU_SOURCE -I. -I$(BUILD)/gen $(PKG_CFLAGS)
 LDFLAGS += $(OPT)
-LDLIBS  += $(PKG_LIBS) -lresolv -lm
+LDLIBS  += $(PKG_LIBS) -lm
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql
+ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql routing
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)

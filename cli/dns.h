@@ -1,13 +1,13 @@
 /*
- * TXT lookups for `postmux domain verify`, through the system resolver
- * (libresolv res_ninit/res_nquery) or one name server given on the command
- * line (--nameserver IP[:PORT], IPv4 or IPv6). Blocking, with short timeouts:
- * this is CLI code, never used on a worker's event loop.
+ * TXT lookups for `postmux domain verify`, through the name servers of
+ * /etc/resolv.conf or one name server given on the command line
+ * (--nameserver IP[:PORT], IPv4 or IPv6), with libunbound set up as the
+ * workers' MX lookups are (routing/resolver.h). Blocking, each query bounded
+ * by PMX_RESOLVER_TIMEOUT_MS: this is CLI code, never used on a worker's loop.
  *
- * The answer is outside input and is parsed with ns_initparse/ns_parserr:
- * only IN TXT records owned by the name asked for (or by a CNAME target of
- * it, in the chain the answer gives) are returned, every character-string
- * length is checked against its record, and a malformed answer is an error.
+ * The answer is outside input: libunbound returns only IN TXT records of the
+ * name asked for (following its CNAME chain), every character-string length
+ * is checked against its record here, and a malformed record is an error.
  */
 #ifndef PMX_CLI_DNS_H
 #define PMX_CLI_DNS_H
