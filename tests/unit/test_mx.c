@@ -1,0 +1,139 @@
+/*
+ * routing/mx.c and routing/resolver.c without DNS: [mx] allow_networks parsing,
+ * the refused address ranges and what allow_networks lets through, site names,
+ * MX RDATA, and the [mx] resolver syntax. (Lookups against a real DNS server are
+ * tests/integration/test_mx.sh.)
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "routing/mx.h"
+#include "routing/resolver.h"
+
+static bool refused(const char *ip, const pmx_mx_net_t *nets, size_t n)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+        v6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, ip, &v6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+        v4->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, ip, &v4->sin_addr), 1);
+    }
+    return pmx_mx_address_refused((struct sockaddr *)&ss, nets, n);
+}
+
+static void test_ranges(void **state)
+{
+    (void)state;
+    const char *bad[] = { "127.0.0.1", "127.9.9.9", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+                          "192.168.1.1", "169.254.0.1", "0.0.0.0", "100.64.0.1", "224.0.0.1",
+                          "255.255.255.255", "::", "::1", "fe80::1", "fd00::1", "ff02::1",
+                          "::ffff:127.0.0.1", "::ffff:10.0.0.1" };
+    const char *good[] = { "192.0.2.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1",
+                           "2a00:1450::1", "::ffff:8.8.8.8" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (!refused(bad[i], NULL, 0)) fail_msg("%s should be refused", bad[i]);
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (refused(good[i], NULL, 0)) fail_msg("%s should be allowed", good[i]);
+}
+
+static void test_allow_networks(void **state)
+{
+    (void)state;
+    pmx_mx_net_t *nets;
+    size_t n;
+    char err[200];
+    assert_int_equal(pmx_mx_parse_networks("127.0.0.0/8, ::1/128,10.1.2.3", &nets, &n, err,
+                                           sizeof err), 0);
+    assert_int_equal(n, 3);
+    assert_false(refused("127.0.0.2", nets, n));
+    assert_false(refused("::1", nets, n));
+    assert_false(refused("10.1.2.3", nets, n));
+    assert_true(refused("10.1.2.4", nets, n));
+    assert_true(refused("192.168.0.1", nets, n));
+    free(nets);
+    assert_int_equal(pmx_mx_parse_networks("", &nets, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    free(nets);
+    assert_int_equal(pmx_mx_parse_networks("127.0.0.0/33", &nets, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "prefix length"));
+    assert_int_equal(pmx_mx_parse_networks("localhost", &nets, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not an IP address"));
+    assert_int_equal(pmx_mx_parse_networks("10.0.0.0/8, ::1/200", &nets, &n, err, sizeof err), -1);
+    assert_null(nets);
+}
+
+static void test_site_name(void **state)
+{
+    (void)state;
+    const char *h[] = { "ALT1.aspmx.l.google.com", "aspmx.l.google.com", "alt1.aspmx.l.google.com" };
+    char *s = pmx_mx_site_name(h, 3);
+    assert_string_equal(s, "alt1.aspmx.l.google.com,aspmx.l.google.com");
+    free(s);
+    const char *one[] = { "example.com" };
+    s = pmx_mx_site_name(one, 1);
+    assert_string_equal(s, "example.com");
+    free(s);
+}
+
+static void test_rdata(void **state)
+{
+    (void)state;
+    char name[300];
+    int pref;
+    const unsigned char mx[] = "\x00\x0a\x03MX1\x07" "example\x03" "com";   /* + the final 0 */
+    assert_int_equal(pmx__mx_rdata(mx, sizeof mx, &pref, name, sizeof name), 0);
+    assert_int_equal(pref, 10);
+    assert_string_equal(name, "mx1.example.com");
+    const unsigned char null_mx[] = { 0, 0, 0 };
+    assert_int_equal(pmx__mx_rdata(null_mx, 3, &pref, name, sizeof name), 0);
+    assert_string_equal(name, "");
+    const unsigned char cut[] = { 0, 5, 9, 'a', 'b' };
+    assert_int_equal(pmx__mx_rdata(cut, sizeof cut, &pref, name, sizeof name), -1);
+    const unsigned char comma[] = { 0, 5, 3, 'a', ',', 'b', 0 };
+    assert_int_equal(pmx__mx_rdata(comma, sizeof comma, &pref, name, sizeof name), -1);
+    assert_int_equal(pmx__mx_rdata(null_mx, 2, &pref, name, sizeof name), -1);
+}
+
+static void test_resolver_spec(void **state)
+{
+    (void)state;
+    char fwd[80], err[200];
+    assert_int_equal(pmx_resolver_parse_spec("", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "");
+    assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:5353", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "127.0.0.1@5353");
+    assert_int_equal(pmx_resolver_parse_spec("192.0.2.53", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "192.0.2.53@53");
+    assert_int_equal(pmx_resolver_parse_spec("[::1]:53", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "::1@53");
+    assert_int_equal(pmx_resolver_parse_spec("2001:db8::53", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "2001:db8::53@53");
+    assert_int_equal(pmx_resolver_parse_spec("dns.example", fwd, sizeof fwd, err, sizeof err), -1);
+    assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:0", fwd, sizeof fwd, err, sizeof err), -1);
+    assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:x", fwd, sizeof fwd, err, sizeof err), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_allow_networks),
+        cmocka_unit_test(test_site_name),
+        cmocka_unit_test(test_rdata),
+        cmocka_unit_test(test_resolver_spec),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
