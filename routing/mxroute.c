@@ -21,7 +21,9 @@
 #include "routing/sites.h"
 
 #define SWEEP_MS      10000u
-#define SITE_ADDRS    16
+/* Addresses a session tries before it gives up, as Postfix's smtp_mx_address_limit
+ * (5): a site whose hosts black-hole connections costs at most 5 connect timeouts. */
+#define SITE_ADDRS    5
 
 typedef struct site site_t;
 typedef struct msg msg_t;
@@ -548,6 +550,17 @@ void pmx_mxroute_abort(pmx_mxroute_t *r)
     if (!r->closing) pmx_mxroute_close(r, NULL, NULL);
     r->aborting = true;
     for (site_t *s = r->sites; s; s = s->next) pmx_smtp_pool_abort(s->pool);
+}
+
+size_t pmx_mxroute_queued(const pmx_mxroute_t *r)
+{
+    size_t n = 0;
+    for (const site_t *s = r->sites; s; s = s->next) {
+        pmx_smtp_pool_stats_t st;
+        pmx_smtp_pool_stats(s->pool, &st);
+        n += st.queued;
+    }
+    return n;
 }
 
 void pmx_mxroute_stats(const pmx_mxroute_t *r, pmx_smtp_pool_stats_t *out)

@@ -44,6 +44,8 @@ int  pmx_mxroute_send(pmx_mxroute_t *r, const pmx_smtp_envelope_t *env, const ch
                       size_t len, pmx_smtp_send_cb cb, void *arg);
 void pmx_mxroute_close(pmx_mxroute_t *r, void (*closed)(void *arg), void *arg);
 void pmx_mxroute_abort(pmx_mxroute_t *r);
+/* Messages waiting in site pools for a session (a full or slow site). */
+size_t pmx_mxroute_queued(const pmx_mxroute_t *r);
 /* Summed over the site pools (sessions, busy, queued, counters). */
 void pmx_mxroute_stats(const pmx_mxroute_t *r, pmx_smtp_pool_stats_t *out);
 

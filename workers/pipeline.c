@@ -202,6 +202,7 @@ static void job_release(job_t *j)
 }
 
 static void record(job_t *j);
+static void update_capacity(pmx_pipeline_t *p);
 static void lookup(job_t *j);
 
 /* Postgres did not answer: hold the job and try again on the next tick. */
@@ -217,6 +218,7 @@ static void resubmit_cb(uv_timer_t *t)
         pmx_smtp_pool_stats_t ps;
         pmx_sender_stats(p->pool, &ps);
         pmx_metrics_sessions_set(PMX_METRICS_OUTBOUND, ps.sessions);
+        if (p->cfg->delivery_route == PMX_ROUTE_MX && !p->draining) update_capacity(p);
     }
     for (job_t *j = p->head, *next; j; j = next) {
         next = j->next;
@@ -666,6 +668,9 @@ static void update_capacity(pmx_pipeline_t *p)
     /* Jobs waiting at a gate do not take the room of other workspaces' jobs;
      * a paused workspace is not read, so at most one read's worth waits. */
     size_t waiting = p->throttle ? pmx_gate_waiting(p->throttle) : 0;
+    /* Direct delivery: jobs queued behind a full or slow site give their room
+     * to other sites' jobs, up to 4 × capacity (workers/sender.h). */
+    if (p->pool) waiting += pmx_sender_parked(p->pool, 4 * (size_t)p->capacity);
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 

@@ -83,3 +83,10 @@ void pmx_sender_stats(const pmx_sender_t *s, pmx_smtp_pool_stats_t *out)
     if (s->mx) pmx_mxroute_stats(s->mx, out);
     else pmx_smtp_pool_stats(s->pool, out);
 }
+
+size_t pmx_sender_parked(const pmx_sender_t *s, size_t cap)
+{
+    if (!s->mx) return 0;
+    size_t n = pmx_mxroute_queued(s->mx);
+    return n < cap ? n : cap;
+}

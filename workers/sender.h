@@ -33,5 +33,13 @@ void pmx_sender_close(pmx_sender_t *s, void (*closed)(void *arg), void *arg);
 /* After close: ends what is left at once (TEMPFAIL). */
 void pmx_sender_abort(pmx_sender_t *s);
 void pmx_sender_stats(const pmx_sender_t *s, pmx_smtp_pool_stats_t *out);
+/*
+ * Messages parked behind a busy destination that should not hold the
+ * worker's job capacity, at most cap: with route = mx, those waiting in a
+ * site's queue (a slow site must not starve the others); with the relay, 0
+ * (the relay is the only destination, and its in-flight bound is the
+ * duplicate window's, docs/delivery.md).
+ */
+size_t pmx_sender_parked(const pmx_sender_t *s, size_t cap);
 
 #endif

@@ -8,7 +8,8 @@
 #   greet.test: MX 10 -> 127.0.0.7 (421 greeting), MX 20 -> 127.0.0.2
 #   tls.test -> 127.0.0.8 (offers STARTTLS, then breaks the handshake)
 #   busy.test -> 127.0.0.6 (slow end of data), for the per-site session limit
-#   nullmx.test (RFC 7505), nx.test (NXDOMAIN), private.test -> 10.1.2.3 (refused range)
+#   nullmx.test (RFC 7505), nx.test (NXDOMAIN), private.test -> 10.1.2.3 (refused range),
+#   servfail.test (dnsmasq forwards it to a dead port: SERVFAIL or a timeout)
 source "$(dirname "$0")/lib.sh"
 t_setup
 
@@ -36,6 +37,7 @@ dns-rr=nullmx.test,15,000000
 mx-host=private.test,mx.private.test,10
 host-record=mx.private.test,10.1.2.3
 address=/nx.test/
+server=/servfail.test/127.0.0.1#1
 EOF
 DNS_PORT=$(t_dns_start "$ZONE") || t__setup_fail "dnsmasq did not start"
 
@@ -138,6 +140,12 @@ t_expect_eq "$(row dns m@nx.test)" "bounced domain_unknown" "NXDOMAIN"
 t_expect_match "$(resp dns m@nx.test)" '^550 5\.1\.2 domain nx\.test does not exist' "NXDOMAIN reply"
 t_expect_match "$(row dns p@private.test)" '^deferred ' "refused range"
 t_expect_match "$(resp dns p@private.test)" '^451 4\.4\.1 ' "unreachable"
+
+t_case "SERVFAIL (or no answer in time) defers"
+xadd from news@acme.test to q@servfail.test subject s text t id servfail >/dev/null
+t_wait_for 60 "[[ -n \$(row servfail q@servfail.test) ]]"
+t_expect_match "$(row servfail q@servfail.test)" '^deferred ' "deferred"
+t_expect_match "$(resp servfail q@servfail.test)" '^451 4\.4\.3 DNS lookup of the MX of servfail\.test failed: (SERVFAIL|timeout)' "its reply"
 
 t_case "STARTTLS offered but the handshake fails: deferred, nothing sent in clear text"
 xadd from news@acme.test to w@tls.test subject s text t id tls >/dev/null
