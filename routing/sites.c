@@ -61,6 +61,11 @@ void pmx_sites_shm_attach(pmx_sites_shm_t *t)
     attached = t;
 }
 
+pmx_sites_shm_t *pmx_sites_shm_get(void)
+{
+    return attached;
+}
+
 void pmx_sites_shm_set_slot(int slot)
 {
     my_slot = slot >= 0 && slot < PMX_SHM_SLOTS ? slot : -1;

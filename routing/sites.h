@@ -38,6 +38,7 @@ typedef struct pmx_sites_shm pmx_sites_shm_t;
 pmx_sites_shm_t *pmx_sites_shm_create(void);     /* NULL with errno */
 void pmx_sites_shm_destroy(pmx_sites_shm_t *t);
 void pmx_sites_shm_attach(pmx_sites_shm_t *t);   /* inherited by every fork */
+pmx_sites_shm_t *pmx_sites_shm_get(void);        /* NULL: none attached (CLI, unit tests) */
 void pmx_sites_shm_set_slot(int slot);           /* the worker's scoreboard slot */
 /* Supervisor: the worker of slot is gone; its sessions are taken off every site. */
 void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot);

@@ -299,9 +299,11 @@ static bool has_row(const pmx_metrics_row_t *rows, size_t n, const char *ws)
 }
 
 /* Direct delivery's sites (routing/sites.h): their names are MX host names
- * (letters, digits, '-', '.', '_', ','), so they need no label escaping. */
+ * (letters, digits, '-', '.', '_', ','), so they need no label escaping. Only
+ * in a process with the site table (postmuxd's workers). */
 static void render_sites(pmx_buf_t *body)
 {
+    if (!pmx_sites_shm_get()) return;
     pmx_sites_row_t *rows;
     size_t n = pmx_sites_rows(&rows);
     family(body, "postmux_site_sessions", "gauge",

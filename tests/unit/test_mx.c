@@ -1,7 +1,8 @@
 /*
  * routing/mx.c and routing/resolver.c without DNS: [mx] allow_networks parsing,
  * the refused address ranges and what allow_networks lets through, site names,
- * MX RDATA, and the [mx] resolver syntax. (Lookups against a real DNS server are
+ * MX RDATA, and the [mx] resolver syntax; routing/sites.c: the session limit per
+ * site, a dead worker's sessions taken off, and the site metrics. (Lookups against a real DNS server are
  * tests/integration/test_mx.sh.)
  */
 #include <setjmp.h>
@@ -15,8 +16,12 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 
+#include "daemon/metrics_shm.h"
+#include "lib/buf.h"
 #include "routing/mx.h"
 #include "routing/resolver.h"
+#include "routing/sites.h"
+#include "workers/metrics.h"
 
 static bool refused(const char *ip, const pmx_mx_net_t *nets, size_t n)
 {
@@ -126,6 +131,55 @@ static void test_resolver_spec(void **state)
     assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:x", fwd, sizeof fwd, err, sizeof err), -1);
 }
 
+static void test_sites(void **state)
+{
+    (void)state;
+    assert_true(pmx_sites_acquire("mx.example", 1));     /* no table: always yes */
+    pmx_sites_shm_t *t = pmx_sites_shm_create();
+    assert_non_null(t);
+    pmx_sites_shm_attach(t);
+    pmx_sites_shm_set_slot(3);
+    assert_true(pmx_sites_acquire("mx.example", 2));
+    assert_true(pmx_sites_acquire("mx.example", 2));
+    assert_false(pmx_sites_acquire("mx.example", 2));   /* the limit */
+    assert_true(pmx_sites_acquire("other.example", 2)); /* another site is apart */
+    pmx_sites_release("mx.example");
+    assert_true(pmx_sites_acquire("mx.example", 2));
+    pmx_sites_count_sent("mx.example", 5);
+
+    pmx_sites_row_t *rows;
+    size_t n = pmx_sites_rows(&rows);
+    assert_int_equal(n, 2);
+    assert_string_equal(rows[0].name, "mx.example");
+    assert_int_equal(rows[0].sessions, 2);
+    assert_int_equal(rows[0].sent, 5);
+    assert_false(rows[0].suspended);
+    assert_int_equal(rows[1].sessions, 1);
+    free(rows);
+
+    pmx_metrics_shm_t *m = pmx_metrics_shm_create();
+    pmx_buf_t b = PMX_BUF_INIT;
+    pmx_metrics_render_shm(m, NULL, &b);
+    const char *out = pmx_buf_cstr(&b);
+    assert_non_null(strstr(out, "postmux_site_sessions{site=\"mx.example\"} 2\n"));
+    assert_non_null(strstr(out, "postmux_site_sent_total{site=\"mx.example\"} 5\n"));
+    assert_non_null(strstr(out, "postmux_site_suspended{site=\"other.example\"} 0\n"));
+    assert_non_null(strstr(out, "# TYPE postmux_site_sent_total counter\n"));
+    pmx_buf_free(&b);
+    pmx_metrics_shm_destroy(m);
+
+    /* The worker of slot 3 died: its sessions are off every site. */
+    pmx_sites_shm_slot_reset(t, 3);
+    n = pmx_sites_rows(&rows);
+    assert_int_equal(rows[0].sessions, 0);
+    assert_int_equal(rows[1].sessions, 0);
+    assert_int_equal(rows[0].sent, 5);
+    free(rows);
+    assert_true(pmx_sites_acquire("mx.example", 1));
+    pmx_sites_shm_destroy(t);
+    assert_null(pmx_sites_shm_get());
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_site_name),
         cmocka_unit_test(test_rdata),
         cmocka_unit_test(test_resolver_spec),
+        cmocka_unit_test(test_sites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
