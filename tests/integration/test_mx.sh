@@ -7,6 +7,7 @@
 #   down.test: MX 10 -> 127.0.0.9 (nothing listens), MX 20 -> 127.0.0.3
 #   greet.test: MX 10 -> 127.0.0.7 (421 greeting), MX 20 -> 127.0.0.2
 #   tls.test -> 127.0.0.8 (offers STARTTLS, then breaks the handshake)
+#   tlsok.test -> 127.0.0.4 (STARTTLS with a self-signed certificate)
 #   busy.test -> 127.0.0.6 (slow end of data), for the per-site session limit
 #   nullmx.test (RFC 7505), nx.test (NXDOMAIN), private.test -> 10.1.2.3 (refused range),
 #   servfail.test (dnsmasq forwards it to a dead port: SERVFAIL or a timeout)
@@ -31,6 +32,8 @@ host-record=mx1.greet.test,127.0.0.7
 host-record=mx2.greet.test,127.0.0.2
 mx-host=tls.test,mx.tls.test,10
 host-record=mx.tls.test,127.0.0.8
+mx-host=tlsok.test,mx.tlsok.test,10
+host-record=mx.tlsok.test,127.0.0.4
 mx-host=busy.test,mx.busy.test,10
 host-record=mx.busy.test,127.0.0.6
 dns-rr=nullmx.test,15,000000
@@ -42,9 +45,13 @@ EOF
 DNS_PORT=$(t_dns_start "$ZONE") || t__setup_fail "dnsmasq did not start"
 
 MXLOG=$T_DIR/mx.log
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=mx.tlsok.test" -keyout "$T_DIR/mx.key" -out "$T_DIR/mx.crt" 2>/dev/null ||
+    t__setup_fail "openssl could not make a certificate"
 "$PMX_SVC_PYTHON" "$PMX_ROOT/tests/tools/mx_server.py" --port-file "$T_DIR/mx.port" --log "$MXLOG" \
     --listen 127.0.0.2 --listen 127.0.0.3 --listen 127.0.0.5 --listen 127.0.0.6 \
-    --listen 127.0.0.7 --listen 127.0.0.8 \
+    --listen 127.0.0.7 --listen 127.0.0.8 --listen 127.0.0.4 \
+    --starttls 127.0.0.4 --cert "$T_DIR/mx.crt" --key "$T_DIR/mx.key" \
     --greet '127.0.0.7=421 4.3.2 too busy, try another MX' --starttls-broken 127.0.0.8 \
     --rcpt-fail 'nouser=550 5.1.1 no such user here' --data-delay 0.2 \
     2>"$T_DIR/mx.err" &
@@ -146,6 +153,14 @@ xadd from news@acme.test to q@servfail.test subject s text t id servfail >/dev/n
 t_wait_for 60 "[[ -n \$(row servfail q@servfail.test) ]]"
 t_expect_match "$(row servfail q@servfail.test)" '^deferred ' "deferred"
 t_expect_match "$(resp servfail q@servfail.test)" '^451 4\.4\.3 DNS lookup of the MX of servfail\.test failed: (SERVFAIL|timeout)' "its reply"
+
+t_case "opportunistic TLS: STARTTLS when offered, whatever the certificate"
+xadd from news@acme.test to s@tlsok.test subject s text t id tlsok >/dev/null
+t_wait_for 60 "[[ -n \$(row tlsok s@tlsok.test) ]]"
+t_expect_eq "$(row tlsok s@tlsok.test)" "sent -" "sent"
+t_expect_match "$(grep '"ev": "message"' "$MXLOG" | grep '"local": "127.0.0.4"')" '"tls": "TLSv1\.[23]"' "the message went inside TLS"
+t_expect_eq "$(grep '"local": "127.0.0.4"' "$MXLOG" | grep '"ev": "rcpt"' | grep -vc '"tls"')" 0 "no RCPT in clear"
+t_expect_eq "$(grep '"ev": "message"' "$MXLOG" | grep -v '"local": "127.0.0.4"' | grep -c '"tls"')" 0 "the others in clear (no STARTTLS offered)"
 
 t_case "STARTTLS offered but the handshake fails: deferred, nothing sent in clear text"
 xadd from news@acme.test to w@tls.test subject s text t id tls >/dev/null

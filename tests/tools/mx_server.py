@@ -15,6 +15,8 @@ JSON line per event to --log:
   --greet ADDR=REPLY       greeting instead of 220 (e.g. "421 4.3.2 busy"), then close
   --starttls-broken ADDR   offers STARTTLS, answers 220, then sends junk and closes
                            (a client must not carry on in clear text)
+  --starttls ADDR          offers STARTTLS and does it (--cert/--key); every later
+                           event of the session carries "tls": the protocol version
   --rcpt-fail PREFIX=REPLY a recipient whose local part starts with PREFIX gets REPLY
   --data-delay SECONDS     wait before answering the end of data (holds sessions open)
 Port 0 picks a free port for the first address and uses it for the others;
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 
@@ -35,12 +38,19 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--greet", action="append", default=[])
     ap.add_argument("--starttls-broken", action="append", default=[])
+    ap.add_argument("--starttls", action="append", default=[])
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     ap.add_argument("--rcpt-fail", action="append", default=[])
     ap.add_argument("--data-delay", type=float, default=0.0)
     a = ap.parse_args()
     greet = dict(g.split("=", 1) for g in a.greet)
     rcpt_fail = [tuple(r.split("=", 1)) for r in a.rcpt_fail]
     logf = open(a.log, "a", buffering=1)
+    tls_ctx = None
+    if a.starttls:
+        tls_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_ctx.load_cert_chain(a.cert, a.key)
     conc = {}
     counter = [0]
 
@@ -55,8 +65,15 @@ def main():
         conc[local] = conc.get(local, 0) + 1
         log(ev="connect", local=local, peer=peer, conn=conn, conc=conc[local])
 
+        tls = [None]
+
         def send(line):
             writer.write((line + "\r\n").encode())
+
+        def log_s(**kw):
+            if tls[0]:
+                kw["tls"] = tls[0]
+            log(**kw)
 
         try:
             if local in greet:
@@ -74,7 +91,7 @@ def main():
                 if verb in ("EHLO", "HELO"):
                     log(ev="ehlo", local=local, conn=conn, name=line[5:].strip())
                     ext = ["PIPELINING", "8BITMIME", "SIZE 52428800"]
-                    if local in a.starttls_broken:
+                    if (local in a.starttls_broken or local in a.starttls) and not tls[0]:
                         ext.append("STARTTLS")
                     lines = ["250-" + local] + ["250-" + e for e in ext[:-1]] + ["250 " + ext[-1]]
                     send("\r\n".join(lines))
@@ -85,6 +102,14 @@ def main():
                     await writer.drain()
                     log(ev="starttls_broken", local=local, conn=conn)
                     return
+                elif verb == "STAR" and local in a.starttls and not tls[0]:
+                    send("220 2.0.0 ready to start TLS")
+                    await writer.drain()
+                    await writer.start_tls(tls_ctx)
+                    tls[0] = writer.get_extra_info("ssl_object").version()
+                    log_s(ev="tls", local=local, conn=conn)
+                    mail, rcpts = False, []
+                    continue
                 elif verb == "MAIL":
                     mail, rcpts = True, []
                     send("250 2.1.0 ok")
@@ -96,7 +121,7 @@ def main():
                             reply = r
                     if reply.startswith("250"):
                         rcpts.append(addr)
-                    log(ev="rcpt", local=local, conn=conn, rcpt=addr, code=int(reply[:3]))
+                    log_s(ev="rcpt", local=local, conn=conn, rcpt=addr, code=int(reply[:3]))
                     send(reply)
                 elif verb == "DATA":
                     if not mail or not rcpts:
@@ -115,7 +140,7 @@ def main():
                     if a.data_delay:
                         await asyncio.sleep(a.data_delay)
                     nmsg += 1
-                    log(ev="message", local=local, conn=conn, n=nmsg, rcpts=rcpts, size=size)
+                    log_s(ev="message", local=local, conn=conn, n=nmsg, rcpts=rcpts, size=size)
                     send("250 2.0.0 queued as %d.%d" % (conn, nmsg))
                     mail, rcpts = False, []
                 elif verb == "RSET":
