@@ -145,6 +145,7 @@ install: $(BUILD)/bin/postmuxd $(BUILD)/bin/postmux
 	install -D -m 0755 $(BUILD)/bin/postmuxd $(DESTDIR)$(PREFIX)/sbin/postmuxd
 	install -D -m 0755 $(BUILD)/bin/postmux $(DESTDIR)$(PREFIX)/bin/postmux
 	install -D -m 0644 inbound/bounce-rules.conf $(DESTDIR)$(PREFIX)/share/postmux/bounce-rules.conf
+	install -D -m 0644 routing/shaping.ini $(DESTDIR)$(PREFIX)/share/postmux/shaping.ini
 	install -D -m 0644 man/postmux.1 $(DESTDIR)$(PREFIX)/share/man/man1/postmux.1
 	install -D -m 0644 man/postmuxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/postmuxd.8
 	install -D -m 0644 man/postmux.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/postmux.conf.5

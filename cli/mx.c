@@ -17,6 +17,7 @@
 #include "lib/mem.h"
 #include "routing/mx.h"
 #include "routing/resolver.h"
+#include "routing/shaping.h"
 
 static const char *const mx_usage = "usage: postmux mx DOMAIN [--json]\n";
 
@@ -32,7 +33,30 @@ static const char *status_name(pmx_mx_status_t s)
     return s == PMX_MX_OK ? "ok" : s == PMX_MX_BOUNCE ? "bounce" : "defer";
 }
 
-static int print_json(const pmx_mx_route_t *r, const pmx_config_t *cfg)
+/* The rule of the route's site: its name and limits ([mx]'s when none matches). */
+typedef struct {
+    const char *name;
+    int         connections, per_conn;
+    const pmx_shaping_rule_t *rule;
+} rule_t;
+
+static rule_t rule_of(const pmx_mx_route_t *r, const pmx_shaping_t *sh, const pmx_config_t *cfg)
+{
+    rule_t out = { "default", cfg->mx_connections_per_site, cfg->mx_messages_per_connection, NULL };
+    if (r->status != PMX_MX_OK) return out;
+    const char **names = pmx_xcalloc(r->nhosts, sizeof *names);
+    for (size_t i = 0; i < r->nhosts; i++) names[i] = r->hosts[i].name;
+    const pmx_shaping_rule_t *rule = pmx_shaping_match(sh, names, r->nhosts);
+    free(names);
+    if (!rule) return out;
+    out.rule = rule;
+    out.name = rule->name;
+    if (rule->connections) out.connections = rule->connections;
+    if (rule->messages_per_connection) out.per_conn = rule->messages_per_connection;
+    return out;
+}
+
+static int print_json(const pmx_mx_route_t *r, const rule_t *ru)
 {
     json_t *o = json_object();
     json_object_set_new(o, "domain", json_string(r->domain));
@@ -40,11 +64,17 @@ static int print_json(const pmx_mx_route_t *r, const pmx_config_t *cfg)
     json_object_set_new(o, "reply", r->reply ? json_string(r->reply) : json_null());
     json_object_set_new(o, "implicit_mx", json_boolean(r->implicit));
     json_object_set_new(o, "site", r->site ? json_string(r->site) : json_null());
-    json_t *rule = json_object();
-    json_object_set_new(rule, "name", json_string("default"));
-    json_object_set_new(rule, "connections", json_integer(cfg->mx_connections_per_site));
-    json_object_set_new(rule, "messages_per_connection",
-                        json_integer(cfg->mx_messages_per_connection));
+    json_t *rule = json_object(), *onr = json_array();
+    json_object_set_new(rule, "name", json_string(ru->name));
+    json_object_set_new(rule, "connections", json_integer(ru->connections));
+    json_object_set_new(rule, "messages_per_connection", json_integer(ru->per_conn));
+    for (size_t i = 0; ru->rule && i < ru->rule->non_reply; i++) {
+        json_t *o2 = json_object();
+        json_object_set_new(o2, "regex", json_string(ru->rule->on_reply[i].text));
+        json_object_set_new(o2, "suspend_s", json_integer((json_int_t)(ru->rule->on_reply[i].suspend_ms / 1000)));
+        json_array_append_new(onr, o2);
+    }
+    json_object_set_new(rule, "on_reply", onr);
     json_object_set_new(o, "rule", rule);
     json_t *hosts = json_array();
     for (size_t i = 0; i < r->nhosts; i++) {
@@ -66,14 +96,17 @@ static int print_json(const pmx_mx_route_t *r, const pmx_config_t *cfg)
     return pmx_cli_print_json(o);
 }
 
-static void print_text(const pmx_mx_route_t *r, const pmx_config_t *cfg)
+static void print_text(const pmx_mx_route_t *r, const rule_t *ru)
 {
     printf("domain  %s\n", r->domain);
     printf("status  %s%s%s\n", status_name(r->status), r->reply ? ": " : "",
            r->reply ? r->reply : "");
     if (r->site) printf("site    %s\n", r->site);
-    printf("rule    default (connections_per_site %d, messages_per_connection %d)\n",
-           cfg->mx_connections_per_site, cfg->mx_messages_per_connection);
+    printf("rule    %s (connections_per_site %d, messages_per_connection %d)\n", ru->name,
+           ru->connections, ru->per_conn);
+    for (size_t i = 0; ru->rule && i < ru->rule->non_reply; i++)
+        printf("        on_reply %s => suspend %llus\n", ru->rule->on_reply[i].text,
+               (unsigned long long)(ru->rule->on_reply[i].suspend_ms / 1000));
     for (size_t i = 0; i < r->nhosts; i++) {
         const pmx_mx_host_t *h = &r->hosts[i];
         printf("%s %5d %s%s", i ? "       " : "mx     ", h->pref, h->name,
@@ -148,9 +181,16 @@ int pmx_cli_mx(pmx_cli_t *c, int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     if (!route) return pmx_cli_error("mx: no answer for %s", domain);
+    pmx_shaping_t sh;
+    if (pmx_shaping_load(cfg->mx_shaping_file, &sh, err, sizeof err) < 0) {
+        pmx_mx_route_unref(route);
+        return pmx_cli_error("[mx] shaping_file: %s", err);
+    }
+    rule_t ru = rule_of(route, &sh, cfg);
     int out = PMX_EXIT_OK;
-    if (json) out = print_json(route, cfg);
-    else print_text(route, cfg);
+    if (json) out = print_json(route, &ru);
+    else print_text(route, &ru);
+    pmx_shaping_free(&sh);
     pmx_mx_route_unref(route);
     return out;
 }

@@ -36,6 +36,7 @@
 #include "queue/endpoint.h"
 #include "routing/mx.h"
 #include "routing/resolver.h"
+#include "routing/shaping.h"
 
 #define CFG_MAX_FILE    (1024 * 1024)   /* a config file is a few KiB */
 #define CFG_MAX_SECRET  (64 * 1024)     /* a password or a base64 key */
@@ -469,6 +470,17 @@ static int set_resolver(const struct cfg_key *k, const char *v, pmx_config_t *c,
     return 0;
 }
 
+/* [mx] shaping_file: "" or a rules file that loads (routing/shaping.h). */
+static int set_shaping_file(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                            size_t n)
+{
+    pmx_shaping_t s;
+    if (pmx_shaping_load(v, &s, why, n) < 0) return -1;
+    pmx_shaping_free(&s);
+    cfg_replace_str(c, k->off, v);
+    return 0;
+}
+
 /* A listening address: "" (off) or HOST:PORT / [IPv6]:PORT, in the [redis] address syntax. */
 static int set_listen(const struct cfg_key *k, const char *v, pmx_config_t *c,
                       char *why, size_t n)
@@ -655,6 +667,7 @@ static const struct cfg_key cfg_keys[] = {
     { "mx", "connect_timeout", set_duration, F(mx_connect_timeout_ms), MS_SECOND, 10 * MS_MINUTE },
     { "mx", "tls", set_mx_tls, F(mx_tls), 0, 0 },
     { "mx", "helo_name", set_helo_name, F(mx_helo_name), 0, 0 },
+    { "mx", "shaping_file", set_shaping_file, F(mx_shaping_file), 0, 0 },
     { "feedback", "soft_bounce_limit", set_int, F(soft_bounce_limit), 0, 1000 },
     { "feedback", "soft_bounce_suppress_for", set_duration, F(soft_bounce_suppress_for_ms),
       MS_SECOND, 3650 * MS_DAY },
@@ -729,6 +742,7 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->mx_connect_timeout_ms = 30 * MS_SECOND;
     c->mx_tls = PMX_TLS_OPPORTUNISTIC;
     c->mx_helo_name = pmx_xstrdup("");
+    c->mx_shaping_file = pmx_xstrdup("");
     c->soft_bounce_limit = 5;
     c->soft_bounce_suppress_for_ms = 7 * MS_DAY;
     c->max_bounce_rate = 10;
@@ -1051,7 +1065,7 @@ void pmx_config_free(pmx_config_t *cfg)
         &cfg->submission_tls_cert, &cfg->submission_tls_key, &cfg->master_key_file, &cfg->path,
         &cfg->http_listen, &cfg->http_public_url, &cfg->http_tls_cert, &cfg->http_tls_key,
         &cfg->inbound_listen, &cfg->inbound_hostname, &cfg->inbound_tls_cert, &cfg->inbound_tls_key,
-        &cfg->mx_allow_networks, &cfg->mx_resolver, &cfg->mx_helo_name,
+        &cfg->mx_allow_networks, &cfg->mx_resolver, &cfg->mx_helo_name, &cfg->mx_shaping_file,
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) free(*fields[i]);
     memset(cfg, 0, sizeof *cfg);

@@ -91,6 +91,7 @@ typedef struct {
     uint64_t       mx_connect_timeout_ms;
     pmx_tls_mode_t mx_tls;              /* OPPORTUNISTIC | STARTTLS (required) | NONE */
     char          *mx_helo_name;        /* resolved: default [relay] helo_name */
+    char          *mx_shaping_file;     /* "" = no per-site rules (routing/shaping.h) */
 
     /* [feedback] */
     int      soft_bounce_limit;         /* soft bounces in a row that suppress an address; 0 = never */

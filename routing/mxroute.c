@@ -18,6 +18,7 @@
 #include "lib/mem.h"
 #include "routing/mx.h"
 #include "routing/resolver.h"
+#include "routing/shaping.h"
 #include "routing/sites.h"
 
 #define SWEEP_MS      10000u
@@ -36,6 +37,9 @@ struct site {
     uint64_t         used_ms;
     size_t           inflight;      /* groups handed to the pool, not called back yet */
     bool             closing;
+    const pmx_shaping_rule_t *rule; /* its shaping rule, or NULL */
+    int              limit;         /* sessions per host, all workers */
+    bool             suspend_due;   /* a reply suspended it: fail its queue on the next turn */
 };
 
 typedef struct {
@@ -78,6 +82,7 @@ struct pmx_mxroute {
     char             *helo;
     pmx_resolver_t   *res;
     pmx_mx_t         *mx;
+    pmx_shaping_t     shaping;
     site_t           *sites;
     msg_t            *msgs;             /* waiting for their groups */
     msg_t            *ready;            /* done, callback due on the next idle turn */
@@ -184,7 +189,7 @@ static void finish_ready(pmx_mxroute_t *r)
 static bool site_admit(void *arg)
 {
     site_t *s = arg;
-    return pmx_sites_acquire(s->name, s->r->per_site);
+    return pmx_sites_acquire(s->name, s->limit);
 }
 
 static void site_release(void *arg)
@@ -255,13 +260,21 @@ static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, char *err
             host = route->hosts[i].name;
             break;
         }
+    const char **names = pmx_xcalloc(route->nhosts, sizeof *names);
+    for (size_t i = 0; i < route->nhosts; i++) names[i] = route->hosts[i].name;
+    const pmx_shaping_rule_t *rule = pmx_shaping_match(&r->shaping, names, route->nhosts);
+    free(names);
+    int limit = rule && rule->connections ? rule->connections : r->per_site;
     pmx_smtp_relay_t cfg = {
         .host = host, .port = r->port, .tls = r->tls, .tls_verify = false, .helo_name = r->helo,
-        .max_sessions = r->per_site, .connect_timeout_ms = r->connect_timeout_ms,
+        .max_sessions = limit, .connect_timeout_ms = r->connect_timeout_ms,
         .addrs = addrs, .naddrs = (int)naddrs, .next_on_greeting = true,
-        .messages_per_connection = r->per_conn,
+        .messages_per_connection = rule && rule->messages_per_connection
+                                       ? rule->messages_per_connection : r->per_conn,
     };
     site_t *s = pmx_xcalloc(1, sizeof *s);
+    s->rule = rule;
+    s->limit = limit;
     if (pmx_smtp_pool_new(r->loop, &cfg, &s->pool, err, errlen) < 0) {
         free(s);
         return NULL;
@@ -271,7 +284,8 @@ static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, char *err
     pmx_smtp_pool_set_admission(s->pool, site_admit, site_release, s);
     s->next = r->sites;
     r->sites = s;
-    pmx_log_debug("mx site opened site=%s addresses=%zu", s->name, naddrs);
+    pmx_log_debug("mx site opened site=%s addresses=%zu rule=%s", s->name, naddrs,
+                  rule ? rule->name : "default");
     return s;
 }
 
@@ -292,6 +306,15 @@ static void on_group_sent(void *arg, const pmx_smtp_result_t *res)
         out->response = pmx_xstrdup(o->response ? o->response : "");
         out->after = o->after;       /* static strings of smtp/client.c */
         sent += o->status == PMX_SMTP_SENT;
+        uint64_t ms = o->status != PMX_SMTP_SENT && o->code ? pmx_shaping_on_reply(s->rule, out->response)
+                                                            : 0;
+        if (ms) {
+            pmx_sites_suspend(s->name, ms);
+            pmx_log_warn("mx site suspended site=%s rule=%s for_ms=%llu reply=\"%.200s\"", s->name,
+                         s->rule->name, (unsigned long long)ms, out->response);
+            s->suspend_due = true;
+            schedule(s->r);
+        }
     }
     pmx_sites_count_sent(s->name, sent);
     group_done(g);
@@ -312,6 +335,14 @@ static void group_route(group_t *g, pmx_mx_route_t *route)
     }
     if (r->closing) {
         group_fail(g, PMX_SMTP_TEMPFAIL, "451 4.3.0 direct delivery shutting down", "connect");
+        return;
+    }
+    uint64_t left = pmx_sites_suspended_ms(route->site);
+    if (left) {
+        char reply[300];
+        snprintf(reply, sizeof reply, "451 4.7.0 site_suspended: new sessions to %.200s wait %llu s "
+                 "more (shaping on_reply)", route->site, (unsigned long long)(left + 999) / 1000);
+        group_fail(g, PMX_SMTP_TEMPFAIL, reply, "connect");
         return;
     }
     char err[300];
@@ -350,6 +381,14 @@ static void on_idle(uv_idle_t *h)
     pmx_mxroute_t *r = h->data;
     uv_idle_stop(&r->idle);
     r->idle_on = false;
+    for (site_t *s = r->sites; s; s = s->next) {
+        if (!s->suspend_due) continue;
+        s->suspend_due = false;
+        char reply[300];
+        snprintf(reply, sizeof reply, "451 4.7.0 site_suspended: new sessions to %.200s suspended "
+                 "(shaping on_reply)", s->name);
+        pmx_smtp_pool_fail_queued(s->pool, PMX_SMTP_TEMPFAIL, "connect", reply);
+    }
     finish_ready(r);
     maybe_finish(r);
 }
@@ -381,6 +420,7 @@ static void handle_closed(uv_handle_t *h)
     if (--r->handles > 0) return;
     void (*closed)(void *) = r->closed;
     void *arg = r->closed_arg;
+    pmx_shaping_free(&r->shaping);
     free(r->helo);
     free(r);
     if (closed) closed(arg);
@@ -412,7 +452,13 @@ int pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **ou
         return -1;
     }
     pmx_mxroute_t *r = pmx_xcalloc(1, sizeof *r);
+    if (pmx_shaping_load(cfg->mx_shaping_file, &r->shaping, err, errlen) < 0) {
+        free(nets);
+        free(r);
+        return -1;
+    }
     if (pmx_resolver_new(loop, cfg->mx_resolver, &r->res, err, errlen) < 0) {
+        pmx_shaping_free(&r->shaping);
         free(nets);
         free(r);
         return -1;

@@ -195,3 +195,24 @@ size_t pmx_sites_rows(pmx_sites_row_t **rows)
     *rows = r;
     return k;
 }
+
+void pmx_sites_suspend(const char *site, uint64_t ms)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return;
+    cell_t *c = find(t, site, true);
+    uint64_t until = pmx_shm_now_ms() + ms;
+    if (c && c->suspended_until_ms < until) c->suspended_until_ms = until;
+    pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t pmx_sites_suspended_ms(const char *site)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return 0;
+    cell_t *c = find(t, site, false);
+    uint64_t now = pmx_shm_now_ms();
+    uint64_t left = c && c->suspended_until_ms > now ? c->suspended_until_ms - now : 0;
+    pthread_mutex_unlock(&t->lock);
+    return left;
+}

@@ -47,6 +47,10 @@ void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot);
 bool pmx_sites_acquire(const char *site, int limit);
 void pmx_sites_release(const char *site);
 void pmx_sites_count_sent(const char *site, uint64_t n);
+/* Stops new sessions to site for ms (routing/shaping.h on_reply); all workers. */
+void pmx_sites_suspend(const char *site, uint64_t ms);
+/* How much longer site is suspended, in ms (0 = not). */
+uint64_t pmx_sites_suspended_ms(const char *site);
 
 typedef struct {
     char     name[PMX_SITES_NAME_MAX + 1];

@@ -394,6 +394,19 @@ void pmx_smtp_pool_set_addrs(pmx_smtp_pool_t *p, const struct sockaddr_storage *
     p->cfg.naddrs = (int)n;
 }
 
+void pmx_smtp_pool_fail_queued(pmx_smtp_pool_t *p, pmx_smtp_status_t status, const char *after,
+                               const char *reason)
+{
+    pmx_smtp_msg_t *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m) {
+        pmx_smtp_msg_t *next = m->next;
+        pmx__smtp_msg_fail(m, status, after, reason);
+        m = next;
+    }
+}
+
 void pmx_smtp_pool_set_admission(pmx_smtp_pool_t *p, bool (*admit)(void *arg),
                                  void (*release)(void *arg), void *arg)
 {

@@ -91,6 +91,12 @@ void pmx_smtp_pool_set_addrs(pmx_smtp_pool_t *p, const struct sockaddr_storage *
 void pmx_smtp_pool_set_admission(pmx_smtp_pool_t *p, bool (*admit)(void *arg),
                                  void (*release)(void *arg), void *arg);
 
+/* Ends every message waiting for a session with status and reason (their
+ * callbacks run from here); messages in a transaction go on. Not from inside
+ * one of this pool's callbacks. */
+void pmx_smtp_pool_fail_queued(pmx_smtp_pool_t *p, pmx_smtp_status_t status, const char *after,
+                               const char *reason);
+
 typedef struct {
     uint64_t connections;    /* sessions started since the pool was made */
     uint64_t sent;           /* messages whose result was SENT */

@@ -54,6 +54,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     --starttls 127.0.0.4 --cert "$T_DIR/mx.crt" --key "$T_DIR/mx.key" \
     --greet '127.0.0.7=421 4.3.2 too busy, try another MX' --starttls-broken 127.0.0.8 \
     --rcpt-fail 'nouser=550 5.1.1 no such user here' --data-delay 0.2 \
+    --rcpt-fail 'tss=421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred' \
     2>"$T_DIR/mx.err" &
 MX_PID=$!
 for ((i = 0; i < 100; i++)); do [[ -s $T_DIR/mx.port ]] && break; sleep 0.1; done
@@ -68,6 +69,16 @@ t_conf_set mx messages_per_connection 3
 t_conf_set mx connect_timeout 5s
 t_conf_set mx helo_name mta.postmux.test
 t_conf_set daemon log_level debug
+SHAPING=$T_DIR/shaping.ini
+cat >"$SHAPING" <<'EOF'
+; b.test's site: one session at a time, one message per session, Yahoo's TSS04 suspends
+[site slowb]
+match = MX.B.TEST
+connections = 1
+messages_per_connection = 1
+on_reply = \[TSS04\] => suspend 1h
+EOF
+t_conf_set mx shaping_file "$SHAPING"
 MPORT=$(pmx_svc_free_port)
 t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
 WS=$($PMX workspace create Acme)
@@ -191,6 +202,35 @@ t_expect_match "$m" 'postmux_site_sent_total\{site="mx1\.down\.test,mx2\.down\.t
 t_expect_match "$m" 'postmux_site_sessions\{site="mx\.busy\.test"\} [0-2]' "sessions"
 t_expect_match "$m" 'postmux_site_suspended\{site="mx\.busy\.test"\} 0' "suspended"
 t_expect_match "$m" '# TYPE postmux_site_sent_total counter' "type line"
+
+t_case "shaping: the site's rule, and a reply that suspends the site for every worker"
+t_run "$PMX" mx b.test
+t_expect_match "$T_OUT" 'rule +slowb \(connections_per_site 1, messages_per_connection 1\)' "the rule"
+t_expect_match "$T_OUT" 'on_reply \\\[TSS04\\\] => suspend 3600s' "its on_reply"
+xadd from news@acme.test to tss@b.test subject s text t id tss >/dev/null
+t_wait_for 60 "[[ -n \$(row tss tss@b.test) ]]"
+t_expect_match "$(row tss tss@b.test)" '^deferred ' "the 421 [TSS04] defers"
+t_wait_for 20 "grep -q 'mx site suspended site=mx.b.test rule=slowb' '$LOG'"
+xadd from news@acme.test to after@b.test subject s text t id after >/dev/null
+t_wait_for 60 "[[ -n \$(row after after@b.test) ]]"
+t_expect_match "$(row after after@b.test)" '^deferred ' "the next one waits"
+t_expect_match "$(resp after after@b.test)" '^451 4\.7\.0 site_suspended: ' "site_suspended"
+t_expect_eq "$(grep -c 'after@b.test' "$MXLOG")" 0 "no session to the suspended site"
+m=$(curl -s -m 5 "http://127.0.0.1:$MPORT/metrics")
+t_expect_match "$m" 'postmux_site_suspended\{site="mx\.b\.test"\} 1' "postmux_site_suspended"
+t_expect_match "$m" 'postmux_site_suspended\{site="mx\.a\.test"\} 0' "other sites go on"
+
+t_case "the shipped shaping.ini loads; a bad shaping file is refused with its line"
+cp "$T_CONF" "$T_DIR/shipped.conf"
+pmx_svc_conf_set "$T_DIR/shipped.conf" mx shaping_file "$PMX_ROOT/routing/shaping.ini"
+t_run "$PMX" -c "$T_DIR/shipped.conf" mx a.test
+t_expect_rc 0
+t_expect_match "$T_OUT" 'rule +default' "a.test matches no rule"
+printf '[site x]\nmatch = *.x.test\non_reply = ([ => suspend 1h\n' >"$T_DIR/bad.ini"
+pmx_svc_conf_set "$T_DIR/shipped.conf" mx shaping_file "$T_DIR/bad.ini"
+t_run "$PMXD" -c "$T_DIR/shipped.conf" --check-config
+t_expect_rc 1
+t_expect_match "$T_ERR" 'bad\.ini:3: on_reply: bad regex' "FILE:LINE of the shaping file"
 
 t_stop_postmuxd "$DPID"
 kill "$MX_PID" 2>/dev/null
