@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <cmocka.h>
@@ -20,6 +21,7 @@
 #include "lib/buf.h"
 #include "routing/mx.h"
 #include "routing/resolver.h"
+#include "routing/shaping.h"
 #include "routing/sites.h"
 #include "workers/metrics.h"
 
@@ -180,6 +182,67 @@ static void test_sites(void **state)
     assert_null(pmx_sites_shm_get());
 }
 
+static const char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/pmx_shaping_%d.ini", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void test_shaping(void **state)
+{
+    (void)state;
+    pmx_shaping_t sh;
+    char err[400];
+    const char *p = write_tmp("; rules\n[site google]\nmatch = *.google.com, *.GOOGLEMAIL.com\n"
+                              "connections = 7\nmessages_per_connection = 9\n"
+                              "on_reply = 4\\.7\\.28 => suspend 1h\non_reply = tss0[4] => suspend 90s\n"
+                              "[site other]\nmatch = mx.*.test\n");
+    assert_int_equal(pmx_shaping_load(p, &sh, err, sizeof err), 0);
+    assert_int_equal(sh.n, 2);
+    const char *g[] = { "mx.example.net", "Alt1.Aspmx.L.Google.com" };
+    const pmx_shaping_rule_t *r = pmx_shaping_match(&sh, g, 2);
+    assert_non_null(r);
+    assert_string_equal(r->name, "google");
+    assert_int_equal(r->connections, 7);
+    assert_int_equal(r->messages_per_connection, 9);
+    assert_int_equal(pmx_shaping_on_reply(r, "421 4.7.28 unusual rate"), 3600000);
+    assert_int_equal(pmx_shaping_on_reply(r, "421 4.7.0 [TSS04] deferred"), 90000);
+    assert_int_equal(pmx_shaping_on_reply(r, "550 5.1.1 no such user"), 0);
+    const char *o[] = { "mx.a.test" };
+    assert_string_equal(pmx_shaping_match(&sh, o, 1)->name, "other");
+    const char *none[] = { "mail.example.org" };
+    assert_null(pmx_shaping_match(&sh, none, 1));
+    pmx_shaping_free(&sh);
+
+    assert_int_equal(pmx_shaping_load("", &sh, err, sizeof err), 0);
+    assert_int_equal(sh.n, 0);
+    static const struct { const char *text, *want; } bad[] = {
+        { "[google]\nmatch = x\n", ":2: [google]: sections are [site NAME]" },
+        { "[site a]\nmatch = x\nspeed = 3\n", ":3: unknown key 'speed'" },
+        { "[site a]\nmatch = x\nconnections = 0\n", ":3: connections: expected a number" },
+        { "[site a]\nmatch = x\non_reply = x => wait 1h\n", ":3: on_reply: expected 'suspend DURATION'" },
+        { "[site a]\nmatch = x\non_reply = ([ => suspend 1h\n", ":3: on_reply: bad regex" },
+        { "[site a]\nmatch = x\non_reply = just text\n", ":3: on_reply: expected 'REGEX => suspend" },
+        { "[site a]\nconnections = 3\n", "[site a] has no match" },
+        { "[site a]\nmatch = x\n[site b]\nmatch = y\n[site a]\nmatch = z\n", ":6: [site a] is there twice" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = write_tmp(bad[i].text);
+        err[0] = '\0';
+        assert_int_equal(pmx_shaping_load(p, &sh, err, sizeof err), -1);
+        if (!strstr(err, bad[i].want)) fail_msg("case %zu: got '%s', want '%s'", i, err, bad[i].want);
+        assert_int_equal(sh.n, 0);
+    }
+    assert_int_equal(pmx_shaping_load("/nonexistent/shaping.ini", &sh, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot read"));
+    unlink(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_rdata),
         cmocka_unit_test(test_resolver_spec),
         cmocka_unit_test(test_sites),
+        cmocka_unit_test(test_shaping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
