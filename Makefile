@@ -29,18 +29,18 @@ OPT     += -fsanitize=fuzzer-no-link
 endif
 
 CC      ?= cc
-PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih libmicrohttpd
+PKGS    := libuv libpq libssl libcrypto opendkim hiredis libsystemd jansson libcurl inih libmicrohttpd libunbound
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  += -std=c11 -Wall -Wextra -Werror $(OPT) -D_GNU_SOURCE -I. -I$(BUILD)/gen $(PKG_CFLAGS)
 LDFLAGS += $(OPT)
-LDLIBS  += $(PKG_LIBS) -lresolv -lm
+LDLIBS  += $(PKG_LIBS) -lm
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql
+ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql routing
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)
@@ -145,6 +145,7 @@ install: $(BUILD)/bin/postmuxd $(BUILD)/bin/postmux
 	install -D -m 0755 $(BUILD)/bin/postmuxd $(DESTDIR)$(PREFIX)/sbin/postmuxd
 	install -D -m 0755 $(BUILD)/bin/postmux $(DESTDIR)$(PREFIX)/bin/postmux
 	install -D -m 0644 inbound/bounce-rules.conf $(DESTDIR)$(PREFIX)/share/postmux/bounce-rules.conf
+	install -D -m 0644 routing/shaping.ini $(DESTDIR)$(PREFIX)/share/postmux/shaping.ini
 	install -D -m 0644 man/postmux.1 $(DESTDIR)$(PREFIX)/share/man/man1/postmux.1
 	install -D -m 0644 man/postmuxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/postmuxd.8
 	install -D -m 0644 man/postmux.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/postmux.conf.5

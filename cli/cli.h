@@ -122,5 +122,6 @@ int pmx_cli_audit(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_queue(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_suppression(pmx_cli_t *c, int argc, char **argv);
 int pmx_cli_feedback(pmx_cli_t *c, int argc, char **argv);
+int pmx_cli_mx(pmx_cli_t *c, int argc, char **argv);
 
 #endif

@@ -1,24 +1,20 @@
 /*
- * TXT lookups with libresolv for `domain verify`; see dns.h. The resolver
- * state is per call (res_ninit/res_nclose), so --nameserver never leaks into
- * anything else in the process.
+ * TXT lookups for `domain verify`; see dns.h. The same libunbound set-up as
+ * the workers' MX lookups (routing/resolver.h), one context per call, so
+ * --nameserver never leaks into anything else in the process.
  */
 #include <arpa/inet.h>
-#include <arpa/nameser.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "cli/dns.h"
 #include "lib/mem.h"
+#include "routing/mx.h"
+#include "routing/resolver.h"
 
-#define ANSWER_MAX   65535     /* largest DNS message (TCP) */
-#define CHAIN_MAX    8         /* CNAMEs followed inside one answer */
 
 static int parse_port(const char *s, in_port_t *out)
 {
@@ -75,35 +71,19 @@ bad:
     return -1;
 }
 
-/* Points the resolver at exactly one server (after res_ninit). */
-static int use_nameserver(res_state st, const pmx_cli_nameserver_t *ns)
+/* The [mx] resolver form of ns ("" = /etc/resolv.conf). */
+static void spec_of(const pmx_cli_nameserver_t *ns, char *out, size_t outlen)
 {
-    for (int i = 0; i < MAXNS; i++) memset(&st->nsaddr_list[i], 0, sizeof st->nsaddr_list[i]);
-    st->nscount = 1;
+    char host[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (!ns || !ns->set) return;
     if (ns->family == AF_INET) {
-        st->nsaddr_list[0] = ns->v4;
-        return 0;
+        inet_ntop(AF_INET, &ns->v4.sin_addr, host, sizeof host);
+        snprintf(out, outlen, "%s:%u", host, ntohs(ns->v4.sin_port));
+    } else {
+        inet_ntop(AF_INET6, &ns->v6.sin6_addr, host, sizeof host);
+        snprintf(out, outlen, "[%s]:%u", host, ntohs(ns->v6.sin6_port));
     }
-    /*
-     * glibc reads an IPv6 server from _u._ext.nsaddrs[i] when nsaddr_list[i]
-     * has family 0; res_nclose frees those slots, so the slot must be heap.
-     */
-    struct sockaddr_in6 *sa6 = st->_u._ext.nsaddrs[0];
-    if (!sa6) {
-        sa6 = malloc(sizeof *sa6);
-        if (!sa6) return -1;
-        st->_u._ext.nsaddrs[0] = sa6;
-    }
-    *sa6 = ns->v6;
-    return 0;
-}
-
-static bool name_eq(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la && a[la - 1] == '.') la--;
-    if (lb && b[lb - 1] == '.') lb--;
-    return la == lb && strncasecmp(a, b, la) == 0;
 }
 
 static void list_add(pmx_cli_txt_list_t *l, const pmx_buf_t *txt)
@@ -114,115 +94,84 @@ static void list_add(pmx_cli_txt_list_t *l, const pmx_buf_t *txt)
     l->n++;
 }
 
-/*
- * Collects the TXT records of qname (and of the CNAME chain the answer gives
- * for it) from a DNS message; 0, or -1 when the message is malformed.
- */
-static int parse_answer(const unsigned char *ans, int len, const char *qname,
-                        pmx_cli_txt_list_t *out, char *err, size_t errlen)
+/* RDATA of one TXT record: one or more <length byte><bytes> character-strings. */
+static int parse_txt(const unsigned char *rd, size_t rdlen, pmx_cli_txt_list_t *out)
 {
-    ns_msg msg;
-    if (ns_initparse(ans, len, &msg) < 0) {
-        snprintf(err, errlen, "malformed DNS answer for %s", qname);
-        return -1;
-    }
-    char chain[CHAIN_MAX + 1][NS_MAXDNAME];
-    int nchain = 1;
-    snprintf(chain[0], sizeof chain[0], "%s", qname);
-
-    int count = ns_msg_count(msg, ns_s_an);
-    for (int i = 0; i < count; i++) {
-        ns_rr rr;
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) {
-            snprintf(err, errlen, "malformed record in the DNS answer for %s", qname);
+    pmx_buf_t txt = PMX_BUF_INIT;
+    size_t p = 0;
+    while (p < rdlen) {
+        size_t l = rd[p++];
+        if (l > rdlen - p) {
+            pmx_buf_free(&txt);
             return -1;
         }
-        if (ns_rr_class(rr) != ns_c_in) continue;
-
-        bool ours = false;
-        for (int k = 0; k < nchain; k++)
-            if (name_eq(ns_rr_name(rr), chain[k])) ours = true;
-        if (!ours) continue;
-
-        const unsigned char *rd = ns_rr_rdata(rr);
-        size_t rdlen = ns_rr_rdlen(rr);
-
-        if (ns_rr_type(rr) == ns_t_cname) {
-            if (nchain > CHAIN_MAX) continue;
-            if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg), rd,
-                                   chain[nchain], sizeof chain[nchain]) < 0) {
-                snprintf(err, errlen, "malformed CNAME in the DNS answer for %s", qname);
-                return -1;
-            }
-            nchain++;
-            continue;
-        }
-        if (ns_rr_type(rr) != ns_t_txt) continue;
-
-        /* RDATA: one or more <length byte><bytes> character-strings. */
-        pmx_buf_t txt = PMX_BUF_INIT;
-        size_t p = 0;
-        while (p < rdlen) {
-            size_t l = rd[p++];
-            if (l > rdlen - p) {
-                pmx_buf_free(&txt);
-                snprintf(err, errlen, "malformed TXT record in the DNS answer for %s", qname);
-                return -1;
-            }
-            pmx_buf_append(&txt, rd + p, l);
-            p += l;
-        }
-        list_add(out, &txt);
-        pmx_buf_free(&txt);
+        pmx_buf_append(&txt, rd + p, l);
+        p += l;
     }
+    list_add(out, &txt);
+    pmx_buf_free(&txt);
     return 0;
+}
+
+/* RDATA of one MX record: the exchange host name (lower-case, no final dot). */
+static int parse_mx(const unsigned char *rd, size_t rdlen, pmx_cli_txt_list_t *out)
+{
+    int pref;
+    char host[256];
+    if (pmx__mx_rdata(rd, rdlen, &pref, host, sizeof host) < 0) return -1;
+    pmx_buf_t b = PMX_BUF_INIT;
+    pmx_buf_append_str(&b, host);
+    list_add(out, &b);
+    pmx_buf_free(&b);
+    return 0;
+}
+
+/* One blocking query of type for name; each record's RDATA goes through parse. */
+static int lookup(const pmx_cli_nameserver_t *ns, const char *name, int type, const char *what,
+                  int (*parse)(const unsigned char *, size_t, pmx_cli_txt_list_t *),
+                  pmx_cli_txt_list_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    char spec[INET6_ADDRSTRLEN + 16];
+    spec_of(ns, spec, sizeof spec);
+    char why[300];
+    void *ctx = pmx_resolver_sync_new(spec, why, sizeof why);
+    if (!ctx) {
+        snprintf(err, errlen, "cannot initialise the DNS resolver: %s", why);
+        return -1;
+    }
+    pmx_dns_answer_t a;
+    void *keep = NULL;
+    pmx_resolver_sync_query(ctx, name, type, &a, &keep);
+    int rc = 0;
+    if (a.status == PMX_DNS_TEMPFAIL) {
+        snprintf(err, errlen, "DNS lookup of %s failed: timed out or server failure (%s)", name,
+                 a.why ? a.why : "");
+        rc = -1;
+    } else {
+        /* libunbound follows CNAMEs itself: the records are the final name's. */
+        for (size_t i = 0; i < a.n && rc == 0; i++)
+            if (parse((const unsigned char *)a.rdata[i], (size_t)a.rdlen[i], out) < 0) {
+                snprintf(err, errlen, "malformed %s record in the DNS answer for %s", what, name);
+                pmx_cli_dns_txt_free(out);
+                rc = -1;
+            }
+    }
+    pmx_resolver_sync_free_answer(keep);
+    pmx_resolver_sync_free(ctx);
+    return rc;
 }
 
 int pmx_cli_dns_txt(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt_list_t *out,
                     char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
+    return lookup(ns, name, PMX_DNS_TYPE_TXT, "TXT", parse_txt, out, err, errlen);
+}
 
-    struct __res_state st;
-    memset(&st, 0, sizeof st);
-    if (res_ninit(&st) < 0) {
-        snprintf(err, errlen, "cannot initialise the DNS resolver");
-        return -1;
-    }
-    st.retrans = 2;                      /* seconds per try */
-    st.retry = 2;
-    st.options |= RES_USE_EDNS0;
-    st.options &= ~(unsigned long)(RES_DNSRCH | RES_DEFNAMES);
-    if (ns && ns->set && use_nameserver(&st, ns) < 0) {
-        res_nclose(&st);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-
-    unsigned char *ans = pmx_xmalloc(ANSWER_MAX);
-    int rc = -1;
-    int len = res_nquery(&st, name, ns_c_in, ns_t_txt, ans, ANSWER_MAX);
-    if (len < 0) {
-        switch (st.res_h_errno) {
-        case HOST_NOT_FOUND:              /* NXDOMAIN */
-        case NO_DATA:                     /* the name exists, no TXT */
-            rc = 0;
-            break;
-        case TRY_AGAIN:
-            snprintf(err, errlen, "DNS lookup of %s failed: timed out or server failure", name);
-            break;
-        default:
-            snprintf(err, errlen, "DNS lookup of %s failed: %s", name, hstrerror(st.res_h_errno));
-            break;
-        }
-    } else {
-        if (len > ANSWER_MAX) len = ANSWER_MAX;      /* a truncated copy: parse what we have */
-        rc = parse_answer(ans, len, name, out, err, errlen);
-        if (rc < 0) pmx_cli_dns_txt_free(out);
-    }
-    free(ans);
-    res_nclose(&st);
-    return rc;
+int pmx_cli_dns_mx(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt_list_t *out,
+                   char *err, size_t errlen)
+{
+    return lookup(ns, name, PMX_DNS_TYPE_MX, "MX", parse_mx, out, err, errlen);
 }
 
 void pmx_cli_dns_txt_free(pmx_cli_txt_list_t *list)

@@ -1,13 +1,13 @@
 /*
- * TXT lookups for `postmux domain verify`, through the system resolver
- * (libresolv res_ninit/res_nquery) or one name server given on the command
- * line (--nameserver IP[:PORT], IPv4 or IPv6). Blocking, with short timeouts:
- * this is CLI code, never used on a worker's event loop.
+ * TXT and MX lookups for `postmux domain verify`, through the name servers of
+ * /etc/resolv.conf or one name server given on the command line
+ * (--nameserver IP[:PORT], IPv4 or IPv6), with libunbound set up as the
+ * workers' MX lookups are (routing/resolver.h). Blocking, each query bounded
+ * by PMX_RESOLVER_TIMEOUT_MS: this is CLI code, never used on a worker's loop.
  *
- * The answer is outside input and is parsed with ns_initparse/ns_parserr:
- * only IN TXT records owned by the name asked for (or by a CNAME target of
- * it, in the chain the answer gives) are returned, every character-string
- * length is checked against its record, and a malformed answer is an error.
+ * The answer is outside input: libunbound returns only IN TXT records of the
+ * name asked for (following its CNAME chain), every character-string length
+ * is checked against its record here, and a malformed record is an error.
  */
 #ifndef PMX_CLI_DNS_H
 #define PMX_CLI_DNS_H
@@ -45,5 +45,14 @@ typedef struct {
 int  pmx_cli_dns_txt(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt_list_t *out,
                      char *err, size_t errlen);
 void pmx_cli_dns_txt_free(pmx_cli_txt_list_t *list);
+
+/*
+ * Looks up the MX records of name (for `domain verify`'s return-path report,
+ * docs/feedback.md "Return path (VERP)"): *out holds the exchange host names
+ * (lower-case, no final dot; out->n is 0 when the name or its MX records do
+ * not exist), or -1 with a reason in err. Free with pmx_cli_dns_txt_free.
+ */
+int  pmx_cli_dns_mx(const pmx_cli_nameserver_t *ns, const char *name, pmx_cli_txt_list_t *out,
+                    char *err, size_t errlen);
 
 #endif

@@ -15,7 +15,8 @@
  *   relay          accepts TCP and greets with 220; with tls = starttls it must
  *                  offer STARTTLS and complete the handshake, with tls = tls the
  *                  handshake comes first; certificates verified as postmuxd would
- *                  (tls_verify, ca_file). QUIT at the end.
+ *                  (tls_verify, ca_file). QUIT at the end. With [delivery]
+ *                  route = mx instead: the resolver of [mx] can be set up.
  *
  * Exit 1 if any check FAILs, else 0 (WARN is fine). Each check opens its own
  * connection with a short timeout, so one dead service does not hide the rest.
@@ -45,6 +46,7 @@
 #include "lib/buf.h"
 #include "lib/mem.h"
 #include "queue/endpoint.h"
+#include "routing/resolver.h"
 #include "sql/db.h"
 
 #define TIMEOUT_S 5
@@ -416,6 +418,21 @@ static int tls_start(conn_t *cn, SSL_CTX **ctxp, pmx_cli_t *c, char *err, size_t
     return 0;
 }
 
+/* [delivery] route = mx: the resolver can be set up as the workers set it up
+ * (postmux mx DOMAIN looks a domain up), and the shaping file loads. */
+static void check_mx(doctor_t *d, pmx_cli_t *c)
+{
+    char err[300];
+    void *ctx = pmx_resolver_sync_new(c->cfg.mx_resolver, err, sizeof err);
+    if (!ctx) {
+        line(d, "FAIL", "mx resolver", "%s", err);
+        return;
+    }
+    pmx_resolver_sync_free(ctx);
+    line(d, "OK", "mx resolver", "%s (route = mx; the relay is not used; try postmux mx DOMAIN)",
+         c->cfg.mx_resolver[0] ? c->cfg.mx_resolver : "/etc/resolv.conf");
+}
+
 static void check_relay(doctor_t *d, pmx_cli_t *c)
 {
     const pmx_config_t *cfg = &c->cfg;
@@ -500,6 +517,7 @@ int pmx_cli_doctor(pmx_cli_t *c, int argc, char **argv)
     check_postgres(&d, c);
     check_redis(&d, c);
     check_master_key(&d, c);
-    check_relay(&d, c);
+    if (c->cfg.delivery_route == PMX_ROUTE_MX) check_mx(&d, c);
+    else check_relay(&d, c);
     return d.fails ? PMX_EXIT_USER : PMX_EXIT_OK;
 }

@@ -35,7 +35,6 @@
 
 #include "cli/cli.h"
 #include "cli/dns.h"
-#include "cli/dns_mx.h"
 #include "dkim/keycrypt.h"
 #include "dkim/keygen.h"
 #include "lib/buf.h"
@@ -883,7 +882,7 @@ static void report_return_path(const pmx_cli_nameserver_t *ns, const char *rp, c
                                              : "no MX record");
         return_path_records(stderr, rp, hostname);
     }
-    if (looked == 0) pmx_cli_dns_mx_free(&mx);
+    if (looked == 0) pmx_cli_dns_txt_free(&mx);
 }
 
 /* Marks the domain verified and its keys active, in one transaction; exit code. */

@@ -57,6 +57,8 @@ static const verb_t verbs[] = {
       "doctor" },
     { "feedback",  pmx_cli_feedback,
       "feedback parse [--rules FILE] [FILE|-]" },
+    { "mx",        pmx_cli_mx,
+      "mx DOMAIN [--json]" },
 };
 
 static void usage(FILE *f)

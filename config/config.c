@@ -34,6 +34,9 @@
 #include "config/config.h"
 #include "lib/mem.h"
 #include "queue/endpoint.h"
+#include "routing/mx.h"
+#include "routing/resolver.h"
+#include "routing/shaping.h"
 
 #define CFG_MAX_FILE    (1024 * 1024)   /* a config file is a few KiB */
 #define CFG_MAX_SECRET  (64 * 1024)     /* a password or a base64 key */
@@ -69,11 +72,12 @@ typedef struct {
     char        *err;
     size_t       errlen;
     pmx_config_t cfg;
-    int          seen_line[96]; /* per key of cfg_keys: line it was set on, 0 = not yet */
+    int          seen_line[128]; /* per key of cfg_keys: line it was set on, 0 = not yet */
 } cfg_load_t;
 
 static const char *const cfg_sections[] = {
-    "daemon", "postgres", "redis", "relay", "submission", "http", "inbound", "delivery", "feedback", "keys",
+    "daemon", "postgres", "redis", "relay", "submission", "http", "inbound", "delivery", "mx", "feedback",
+    "keys",
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -414,6 +418,69 @@ static int set_tls_mode(const struct cfg_key *k, const char *v, pmx_config_t *c,
     return 0;
 }
 
+/* [delivery] route: relay | mx. */
+static int set_route(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why, size_t n)
+{
+    (void)k;
+    char shown[80];
+    if (strcmp(v, "relay") == 0) c->delivery_route = PMX_ROUTE_RELAY;
+    else if (strcmp(v, "mx") == 0) c->delivery_route = PMX_ROUTE_MX;
+    else {
+        snprintf(why, n, "expected relay or mx, got '%s'", cfg_show(v, shown, sizeof shown));
+        return -1;
+    }
+    return 0;
+}
+
+/* [mx] tls: opportunistic | required | none. */
+static int set_mx_tls(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why, size_t n)
+{
+    (void)k;
+    char shown[80];
+    if (strcmp(v, "opportunistic") == 0) c->mx_tls = PMX_TLS_OPPORTUNISTIC;
+    else if (strcmp(v, "required") == 0) c->mx_tls = PMX_TLS_STARTTLS;
+    else if (strcmp(v, "none") == 0) c->mx_tls = PMX_TLS_NONE;
+    else {
+        snprintf(why, n, "expected opportunistic, required or none, got '%s'",
+                 cfg_show(v, shown, sizeof shown));
+        return -1;
+    }
+    return 0;
+}
+
+/* [mx] allow_networks: a list of IP networks (routing/mx.h). */
+static int set_networks(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                        size_t n)
+{
+    pmx_mx_net_t *nets;
+    size_t nn;
+    if (pmx_mx_parse_networks(v, &nets, &nn, why, n) < 0) return -1;
+    free(nets);
+    cfg_replace_str(c, k->off, v);
+    return 0;
+}
+
+/* [mx] resolver: "" or HOST[:PORT] (routing/resolver.h). */
+static int set_resolver(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                        size_t n)
+{
+    char fwd[80];
+    if (pmx_resolver_parse_spec(v, fwd, sizeof fwd, why, n) < 0) return -1;
+    cfg_replace_str(c, k->off, v);
+    return 0;
+}
+
+/* [mx] shaping_file: "" or a rules file that loads (routing/shaping.h). */
+static int set_shaping_file(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                            size_t n)
+{
+    pmx_shaping_t s;
+    if (pmx_shaping_load(v, &s, why, n) < 0) return -1;
+    pmx_shaping_free(&s);
+    cfg_replace_str(c, k->off, v);
+    return 0;
+}
+
 /* A listening address: "" (off) or HOST:PORT / [IPv6]:PORT, in the [redis] address syntax. */
 static int set_listen(const struct cfg_key *k, const char *v, pmx_config_t *c,
                       char *why, size_t n)
@@ -591,6 +658,16 @@ static const struct cfg_key cfg_keys[] = {
     { "delivery", "max_queue_lifetime", set_duration, F(max_queue_lifetime_ms), 100, 365 * MS_DAY },
     { "delivery", "reclaim_idle", set_duration, F(reclaim_idle_ms), 1000, MS_DAY },
     { "delivery", "suspend_hold", set_duration, F(suspend_hold_ms), 0, MS_DAY },
+    { "delivery", "route", set_route, F(delivery_route), 0, 0 },
+    { "mx", "port", set_int, F(mx_port), 1, 65535 },
+    { "mx", "allow_networks", set_networks, F(mx_allow_networks), 0, 0 },
+    { "mx", "resolver", set_resolver, F(mx_resolver), 0, 0 },
+    { "mx", "connections_per_site", set_int, F(mx_connections_per_site), 1, 10000 },
+    { "mx", "messages_per_connection", set_int, F(mx_messages_per_connection), 1, 100000 },
+    { "mx", "connect_timeout", set_duration, F(mx_connect_timeout_ms), MS_SECOND, 10 * MS_MINUTE },
+    { "mx", "tls", set_mx_tls, F(mx_tls), 0, 0 },
+    { "mx", "helo_name", set_helo_name, F(mx_helo_name), 0, 0 },
+    { "mx", "shaping_file", set_shaping_file, F(mx_shaping_file), 0, 0 },
     { "feedback", "soft_bounce_limit", set_int, F(soft_bounce_limit), 0, 1000 },
     { "feedback", "soft_bounce_suppress_for", set_duration, F(soft_bounce_suppress_for_ms),
       MS_SECOND, 3650 * MS_DAY },
@@ -656,6 +733,16 @@ static void cfg_set_defaults(pmx_config_t *c)
     c->max_queue_lifetime_ms = 5 * MS_DAY;
     c->reclaim_idle_ms = 30 * MS_SECOND;
     c->suspend_hold_ms = 45 * MS_SECOND;
+    c->delivery_route = PMX_ROUTE_RELAY;
+    c->mx_port = 25;
+    c->mx_allow_networks = pmx_xstrdup("");
+    c->mx_resolver = pmx_xstrdup("");
+    c->mx_connections_per_site = 20;
+    c->mx_messages_per_connection = 100;
+    c->mx_connect_timeout_ms = 30 * MS_SECOND;
+    c->mx_tls = PMX_TLS_OPPORTUNISTIC;
+    c->mx_helo_name = pmx_xstrdup("");
+    c->mx_shaping_file = pmx_xstrdup("");
     c->soft_bounce_limit = 5;
     c->soft_bounce_suppress_for_ms = 7 * MS_DAY;
     c->max_bounce_rate = 10;
@@ -908,6 +995,10 @@ static int cfg_load_text(const char *name, const char *text, size_t len, pmx_con
         return -1;
     }
     cfg_resolve_helo(&l.cfg);
+    if (!l.cfg.mx_helo_name[0]) {     /* [mx] helo_name: default the relay's (the host name) */
+        free(l.cfg.mx_helo_name);
+        l.cfg.mx_helo_name = pmx_xstrdup(l.cfg.relay_helo_name);
+    }
     l.cfg.path = pmx_xstrdup(name);
     *out = l.cfg;
     return 0;
@@ -974,6 +1065,7 @@ void pmx_config_free(pmx_config_t *cfg)
         &cfg->submission_tls_cert, &cfg->submission_tls_key, &cfg->master_key_file, &cfg->path,
         &cfg->http_listen, &cfg->http_public_url, &cfg->http_tls_cert, &cfg->http_tls_key,
         &cfg->inbound_listen, &cfg->inbound_hostname, &cfg->inbound_tls_cert, &cfg->inbound_tls_key,
+        &cfg->mx_allow_networks, &cfg->mx_resolver, &cfg->mx_helo_name, &cfg->mx_shaping_file,
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) free(*fields[i]);
     memset(cfg, 0, sizeof *cfg);

@@ -14,6 +14,8 @@
 #include "smtp/tls.h"           /* pmx_tls_mode_t */
 
 
+enum { PMX_ROUTE_RELAY = 0, PMX_ROUTE_MX = 1 };
+
 typedef struct {
     /* [daemon] */
     int             workers;            /* resolved: "auto" = online CPUs */
@@ -78,6 +80,18 @@ typedef struct {
     uint64_t max_queue_lifetime_ms;
     uint64_t reclaim_idle_ms;           /* a job pending this long on a dead worker is taken over */
     uint64_t suspend_hold_ms;           /* a suspended workspace's jobs wait this long, then are rejected */
+    int      delivery_route;            /* PMX_ROUTE_RELAY | PMX_ROUTE_MX */
+
+    /* [mx] (docs/delivery.md "Direct delivery") */
+    int            mx_port;
+    char          *mx_allow_networks;   /* "" = none; checked by routing/mx.h */
+    char          *mx_resolver;         /* "" = /etc/resolv.conf; HOST[:PORT] */
+    int            mx_connections_per_site;
+    int            mx_messages_per_connection;
+    uint64_t       mx_connect_timeout_ms;
+    pmx_tls_mode_t mx_tls;              /* OPPORTUNISTIC | STARTTLS (required) | NONE */
+    char          *mx_helo_name;        /* resolved: default [relay] helo_name */
+    char          *mx_shaping_file;     /* "" = no per-site rules (routing/shaping.h) */
 
     /* [feedback] */
     int      soft_bounce_limit;         /* soft bounces in a row that suppress an address; 0 = never */

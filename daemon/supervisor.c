@@ -29,6 +29,7 @@
 #include "daemon/listen.h"
 #include "daemon/metrics_shm.h"
 #include "submission/peers_shm.h"
+#include "routing/sites.h"
 #include "daemon/shm.h"
 #include "daemon/backoff.h"
 #include "lib/log.h"
@@ -61,6 +62,7 @@ typedef struct {
     pmx_shm_t                *shm;
     pmx_metrics_shm_t        *metrics;   /* counters summed by GET /metrics */
     pmx_peers_shm_t          *peers;     /* failed AUTH per client address, all workers */
+    pmx_sites_shm_t          *sites;     /* direct delivery: sessions per site, all workers */
     int                       submission_fd;
     char                     *submission_addr;
     int                       metrics_fd;
@@ -293,6 +295,7 @@ static void worker_child(pmx_daemon_t *d, int idx)
     pmx_shm_slot_set_pid(&d->shm->slots[idx], (int32_t)getpid());
     pmx_metrics_shm_attach(d->metrics, idx);
     pmx_peers_shm_set_slot(idx);   /* its submission sessions are counted under idx */
+    pmx_sites_shm_set_slot(idx);   /* ... and its sessions to MX sites */
 
     pmx_worker_opts_t opts = {
         .cfg = &d->conf.cfg,
@@ -323,6 +326,7 @@ static int spawn_worker(pmx_daemon_t *d, uint64_t now)
     pmx_shm_slot_claim(slot, 0, now);
     pmx_metrics_shm_slot_reset(d->metrics, idx);
     pmx_peers_shm_slot_reset(d->peers, idx);
+    pmx_sites_shm_slot_reset(d->sites, idx);
     pid_t pid = fork();
     if (pid < 0) {
         pmx_log_warn("fork failed: %s", strerror(errno));
@@ -400,6 +404,7 @@ static void reap(pmx_daemon_t *d)
         pmx_shm_slot_release(d->shm, slot);
         pmx_metrics_shm_slot_reset(d->metrics, idx);   /* its sessions are gone */
         pmx_peers_shm_slot_reset(d->peers, idx);       /* ... and their per-address counts */
+        pmx_sites_shm_slot_reset(d->sites, idx);       /* ... and their sessions to MX sites */
         memset(w, 0, sizeof *w);
         if (give_up) {
             pmx_log_error("workers died more than %d times in %u s: giving up, exiting with "
@@ -585,6 +590,7 @@ static void cleanup(pmx_daemon_t *d)
     pmx_shm_destroy(d->shm);
     pmx_metrics_shm_destroy(d->metrics);
     pmx_peers_shm_destroy(d->peers);
+    pmx_sites_shm_destroy(d->sites);
     free(d->path);
     free(d);
 }
@@ -644,6 +650,13 @@ int pmx_daemon_run(const char *path, const pmx_worker_hooks_t *hooks)
         return 1;
     }
     pmx_peers_shm_attach(d->peers);   /* inherited by every worker */
+    d->sites = pmx_sites_shm_create();
+    if (!d->sites) {
+        pmx_log_error("cannot map the MX site table: %s", strerror(errno));
+        cleanup(d);
+        return 1;
+    }
+    pmx_sites_shm_attach(d->sites);
 
     uint64_t wd_usec = 0;
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) d->watchdog_half_ms = wd_usec / 2000;

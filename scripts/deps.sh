@@ -10,7 +10,8 @@ set -euo pipefail
 PKGS=(
     build-essential pkg-config clang libclang-rt-14-dev
     libuv1-dev libpq-dev libssl-dev libopendkim-dev opendkim-tools libhiredis-dev
-    libsystemd-dev libcmocka-dev libjansson-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev
+    libsystemd-dev libcmocka-dev libjansson-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev libunbound-dev
+    libevent-dev  # only for pkg-config: libunbound.pc requires libevent.pc
     postgresql redis-server postfix
     python3 python3-dkim python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl dnsmasq-base valgrind
     chromium

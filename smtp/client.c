@@ -80,7 +80,7 @@ static const char *const state_after[] = {
     [S_QUIT] = "QUIT",               [S_CLOSING] = "close",
 };
 
-#define MAX_ADDRS        8
+#define MAX_ADDRS        16
 #define BODY_CHUNK       (64 * 1024)     /* bytes handed to the stream at a time */
 #define BODY_HIGH_WATER  (256 * 1024)    /* stop writing while this much is queued */
 #define BODY_PIECES      64              /* buffers per writev */
@@ -402,6 +402,37 @@ static void fail_with_reply(pmx_smtp_session_t *s, const char *what, const pmx_s
 
 /* ---- timer ---- */
 
+static void connect_next(pmx_smtp_session_t *s);
+
+/*
+ * Gives up on the address being tried (no greeting, a refused greeting, a
+ * connect that timed out) and moves to the next one. Returns false, changing
+ * nothing, when there is none left or the session may not (a refused
+ * greeting only moves on with next_on_greeting: direct delivery).
+ */
+static bool try_next_address(pmx_smtp_session_t *s, bool in_reply, const char *where,
+                             const char *why)
+{
+    if (s->addr_i >= s->naddrs || s->msg) return false;
+    if (s->state == S_GREETING && !s->cfg->next_on_greeting) return false;
+    char addr[64] = "?";
+    const struct sockaddr_storage *sa = &s->addrs[s->addr_i - 1];
+    if (sa->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof addr);
+    else if (sa->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof addr);
+    snprintf(s->last_connect_error, sizeof s->last_connect_error, "%s: %s: %s", addr, where, why);
+    pmx_log_info("smtp session: trying the next address host=%s after=\"%s\"", s->cfg->host,
+                 s->last_connect_error);
+    pmx_smtp_stream_close(s->stream);
+    s->stream = NULL;
+    /* Whatever the old connection sent is not for the new one. */
+    if (in_reply) s->drop_input = true;     /* process_input drops the rest after this reply */
+    else pmx_buf_reset(&s->in);
+    connect_next(s);
+    return true;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     pmx_smtp_session_t *s = t->data;
@@ -412,7 +443,21 @@ static void on_timer(uv_timer_t *t)
     case S_QUIT:
         close_session(s, NULL);
         break;
-    case S_RESOLVING: case S_CONNECTING: case S_TLS_IMPLICIT: case S_TLS_STARTTLS:
+    case S_CONNECTING: case S_GREETING:
+        if (s->state == S_CONNECTING || s->cfg->next_on_greeting) {
+            char why[80];
+            snprintf(why, sizeof why, "timeout after %llu ms",
+                     (unsigned long long)(s->state == S_CONNECTING ? s->cfg->connect_timeout_ms
+                                                                   : s->cfg->command_timeout_ms));
+            if (try_next_address(s, false, state_after[s->state], why)) break;
+        }
+        if (s->state == S_GREETING) {
+            session_fail(s, "timeout after %llu ms waiting for the reply to %s",
+                         (unsigned long long)s->cfg->command_timeout_ms, state_after[s->state]);
+            break;
+        }
+        /* fall through */
+    case S_RESOLVING: case S_TLS_IMPLICIT: case S_TLS_STARTTLS:
         session_fail(s, "timeout after %llu ms in %s with %s:%d",
                      (unsigned long long)s->cfg->connect_timeout_ms, state_after[s->state],
                      s->cfg->host, s->cfg->port);
@@ -504,6 +549,13 @@ static void send_login_password(pmx_smtp_session_t *s)
 /* After a successful EHLO/HELO: STARTTLS, AUTH, or ready. */
 static void after_hello(pmx_smtp_session_t *s)
 {
+    /* Opportunistic: STARTTLS whenever offered; a handshake that then fails
+     * ends the session (deferred), never a quiet fall-back to clear text. */
+    if (s->cfg->tls == PMX_TLS_OPPORTUNISTIC && !s->tls_up
+        && (s->ehlo.ext & PMX_SMTP_EXT_STARTTLS)) {
+        send_cmd(s, S_STARTTLS, "STARTTLS");
+        return;
+    }
     if (s->cfg->tls == PMX_TLS_STARTTLS && !s->tls_up) {
         if (!(s->ehlo.ext & PMX_SMTP_EXT_STARTTLS)) {
             session_fail(s, "relay does not offer STARTTLS (tls = starttls); not sending in clear text");
@@ -626,6 +678,8 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
     s->msg = msg;
     s->nsend = nsend;
     s->ntxn++;
+    if (s->cfg->messages_per_connection > 0 && s->ntxn >= (unsigned long)s->cfg->messages_per_connection)
+        s->quit_after = true;          /* QUIT after this one: a fresh session takes the next */
     s->got_reply = false;
     s->pipelined = (s->ehlo.ext & PMX_SMTP_EXT_PIPELINING) != 0;
     s->rcpt_replied = s->accepted = 0;
@@ -697,14 +751,16 @@ static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r)
     switch (s->state) {
     case S_GREETING:
         if (c == 220) send_ehlo(s);
-        else fail_with_reply(s, "relay refused the session", r);
+        else if (!try_next_address(s, true, "greeting", pmx_buf_cstr(&r->text)))
+            fail_with_reply(s, "relay refused the session", r);
         break;
 
     case S_EHLO:
         if (c / 100 == 2) {
             pmx_smtp_ehlo_parse(r, &s->ehlo);
             after_hello(s);
-        } else if (c / 100 == 5 && s->cfg->tls == PMX_TLS_NONE
+        } else if (c / 100 == 5
+                   && (s->cfg->tls == PMX_TLS_NONE || s->cfg->tls == PMX_TLS_OPPORTUNISTIC)
                    && !(s->cfg->auth_user && *s->cfg->auth_user)) {
             send_cmd(s, S_HELO, "HELO %s", s->cfg->helo_name);
         } else {
@@ -877,8 +933,6 @@ static void on_data(void *arg, const char *data, size_t n)
     process_input(s);
 }
 
-static void connect_next(pmx_smtp_session_t *s);
-
 static void on_event(void *arg, pmx_smtp_stream_event_t ev, int status, const char *reason)
 {
     pmx_smtp_session_t *s = arg;
@@ -995,6 +1049,12 @@ pmx_smtp_session_t *pmx_smtp_session_new(const pmx_smtp_session_env_t *env)
     s->state = S_RESOLVING;
 
     const char *host = s->cfg->host;
+    if (s->cfg->naddrs > 0) {                /* direct delivery: the route's addresses */
+        for (int i = 0; i < s->cfg->naddrs && s->naddrs < MAX_ADDRS; i++)
+            s->addrs[s->naddrs++] = s->cfg->addrs[i];
+        connect_next(s);
+        return s;
+    }
     struct sockaddr_in *v4 = (struct sockaddr_in *)&s->addrs[0];
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&s->addrs[0];
     if (uv_ip4_addr(host, s->cfg->port, v4) == 0 || uv_ip6_addr(host, s->cfg->port, v6) == 0) {

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "smtp/reply.h"
@@ -43,6 +44,15 @@ typedef struct {
     uint64_t       command_timeout_ms;
     uint64_t       data_timeout_ms;
     uint64_t       idle_timeout_ms;
+    /* Direct delivery (routing/mxroute.h): the addresses to try, in order
+     * (naddrs 0 = resolve host); a greeting other than 220, or no greeting
+     * in time, moves on to the next one as a failed connect does; and at most
+     * messages_per_connection transactions per session (0 = no limit). host
+     * is then only a name for SNI and logs. */
+    const struct sockaddr_storage *addrs;
+    int            naddrs;
+    bool           next_on_greeting;
+    int            messages_per_connection;
 } pmx_smtp_relay_t;
 
 /* Envelope flags: force an extension the client would otherwise detect itself. */

@@ -48,6 +48,12 @@ struct pmx_smtp_pool {
 
     uv_idle_t               idle;
     bool                    idle_on;
+    struct sockaddr_storage *addrs;       /* cfg.addrs: the pool's copy */
+    bool                  (*admit)(void *arg);
+    void                  (*release)(void *arg);
+    void                   *admit_arg;
+    uv_timer_t              admit_timer;  /* asks admit again while refused */
+    bool                    admit_timer_on;
     bool                    failing;      /* the last set-up failed; none succeeded since */
     bool                    closing, aborting, finished;
     void                  (*closed)(void *);
@@ -142,6 +148,7 @@ static void on_closed(void *owner, pmx_smtp_session_t *s, bool was_ready, const 
             break;
         }
     }
+    if (p->release) p->release(p->admit_arg);
     if (unsent) {
         unsent->retried = true;
         q_push_front(p, unsent);
@@ -173,6 +180,21 @@ static void spawn(pmx_smtp_pool_t *p)
 
 /* ---- the dispatcher ---- */
 
+static void on_idle_closed(uv_handle_t *h);
+
+static void on_admit_timer_closed(uv_handle_t *h)
+{
+    pmx_smtp_pool_t *p = h->data;
+    uv_close((uv_handle_t *)&p->idle, on_idle_closed);
+}
+
+static void on_admit_timer(uv_timer_t *t)
+{
+    pmx_smtp_pool_t *p = t->data;
+    p->admit_timer_on = false;
+    schedule(p);
+}
+
 static void on_idle_closed(uv_handle_t *h)
 {
     pmx_smtp_pool_t *p = h->data;
@@ -187,6 +209,7 @@ static void on_idle_closed(uv_handle_t *h)
         free(p->password);
     }
     free(p->helo);
+    free(p->addrs);
     free(p);
 }
 
@@ -214,6 +237,14 @@ static void dispatch(uv_idle_t *h)
         }
         while (p->qlen > connecting && live < (unsigned)p->cfg.max_sessions
                && (!p->failing || connecting == 0)) {
+            if (p->admit && !p->admit(p->admit_arg)) {
+                /* The site is full on this host: ask again shortly. */
+                if (!p->admit_timer_on) {
+                    p->admit_timer_on = true;
+                    uv_timer_start(&p->admit_timer, on_admit_timer, PMX_SMTP_POOL_ADMIT_RETRY_MS, 0);
+                }
+                break;
+            }
             spawn(p);
             connecting++;
             live++;
@@ -224,7 +255,8 @@ static void dispatch(uv_idle_t *h)
         for (unsigned i = 0; i < p->nsess; i++) pmx_smtp_session_quit(p->sess[i]);
         if (p->nsess == 0 && !p->finished) {
             p->finished = true;
-            uv_close((uv_handle_t *)&p->idle, on_idle_closed);
+            uv_timer_stop(&p->admit_timer);
+            uv_close((uv_handle_t *)&p->admit_timer, on_admit_timer_closed);
         }
     }
 }
@@ -346,8 +378,41 @@ int pmx_smtp_pool_new(uv_loop_t *loop, const pmx_smtp_relay_t *cfg, pmx_smtp_poo
     };
     uv_idle_init(loop, &p->idle);
     p->idle.data = p;
+    uv_timer_init(loop, &p->admit_timer);
+    p->admit_timer.data = p;
+    if (cfg->naddrs > 0) pmx_smtp_pool_set_addrs(p, cfg->addrs, (size_t)cfg->naddrs);
     *out = p;
     return 0;
+}
+
+void pmx_smtp_pool_set_addrs(pmx_smtp_pool_t *p, const struct sockaddr_storage *addrs, size_t n)
+{
+    free(p->addrs);
+    p->addrs = n ? pmx_xcalloc(n, sizeof *addrs) : NULL;
+    if (n) memcpy(p->addrs, addrs, n * sizeof *addrs);
+    p->cfg.addrs = p->addrs;
+    p->cfg.naddrs = (int)n;
+}
+
+void pmx_smtp_pool_fail_queued(pmx_smtp_pool_t *p, pmx_smtp_status_t status, const char *after,
+                               const char *reason)
+{
+    pmx_smtp_msg_t *m = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->qlen = 0;
+    while (m) {
+        pmx_smtp_msg_t *next = m->next;
+        pmx__smtp_msg_fail(m, status, after, reason);
+        m = next;
+    }
+}
+
+void pmx_smtp_pool_set_admission(pmx_smtp_pool_t *p, bool (*admit)(void *arg),
+                                 void (*release)(void *arg), void *arg)
+{
+    p->admit = admit;
+    p->release = release;
+    p->admit_arg = arg;
 }
 
 int pmx_smtp_pool_send(pmx_smtp_pool_t *p, const pmx_smtp_envelope_t *env,

@@ -76,6 +76,27 @@ void pmx_smtp_pool_close(pmx_smtp_pool_t *p, void (*closed)(void *arg), void *ar
 /* Immediate shutdown of whatever is left; call after pmx_smtp_pool_close. */
 void pmx_smtp_pool_abort(pmx_smtp_pool_t *p);
 
+/*
+ * Direct delivery (routing/mxroute.h): replaces the addresses sessions
+ * connect to (copied; sessions already started keep theirs).
+ */
+void pmx_smtp_pool_set_addrs(pmx_smtp_pool_t *p, const struct sockaddr_storage *addrs, size_t n);
+/*
+ * Admission: before each new session the pool asks admit(arg); a "no" leaves
+ * the messages queued and asks again PMX_SMTP_POOL_ADMIT_RETRY_MS later (or
+ * when one of its sessions ends), so a full site costs a timer, not a spin.
+ * Every admitted session calls release(arg) once when it is gone.
+ */
+#define PMX_SMTP_POOL_ADMIT_RETRY_MS 250
+void pmx_smtp_pool_set_admission(pmx_smtp_pool_t *p, bool (*admit)(void *arg),
+                                 void (*release)(void *arg), void *arg);
+
+/* Ends every message waiting for a session with status and reason (their
+ * callbacks run from here); messages in a transaction go on. Not from inside
+ * one of this pool's callbacks. */
+void pmx_smtp_pool_fail_queued(pmx_smtp_pool_t *p, pmx_smtp_status_t status, const char *after,
+                               const char *reason);
+
 typedef struct {
     uint64_t connections;    /* sessions started since the pool was made */
     uint64_t sent;           /* messages whose result was SENT */

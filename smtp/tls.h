@@ -27,8 +27,11 @@
 #include <uv.h>
 
 /* How a client session protects its connection: clear text, STARTTLS after
- * EHLO, or TLS from the first byte (implicit, port 465). */
-typedef enum { PMX_TLS_NONE = 0, PMX_TLS_STARTTLS, PMX_TLS_IMPLICIT } pmx_tls_mode_t;
+ * EHLO, or TLS from the first byte (implicit, port 465); OPPORTUNISTIC (direct
+ * delivery to MX hosts): STARTTLS when the server offers it, clear text only
+ * when it does not. */
+typedef enum { PMX_TLS_NONE = 0, PMX_TLS_STARTTLS, PMX_TLS_IMPLICIT,
+               PMX_TLS_OPPORTUNISTIC } pmx_tls_mode_t;
 
 typedef struct pmx_smtp_tls_ctx pmx_smtp_tls_ctx_t;
 

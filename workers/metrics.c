@@ -4,6 +4,7 @@
  * shared region of daemon/metrics_shm.h.
  */
 #include "workers/metrics.h"
+#include "routing/sites.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -306,6 +307,32 @@ static bool has_row(const pmx_metrics_row_t *rows, size_t n, const char *ws)
     return false;
 }
 
+/* Direct delivery's sites (routing/sites.h): their names are MX host names
+ * (letters, digits, '-', '.', '_', ','), so they need no label escaping. Only
+ * in a process with the site table (postmuxd's workers). */
+static void render_sites(pmx_buf_t *body)
+{
+    if (!pmx_sites_shm_get()) return;
+    pmx_sites_row_t *rows;
+    size_t n = pmx_sites_rows(&rows);
+    family(body, "postmux_site_sessions", "gauge",
+           "Open SMTP sessions to each MX site, all workers of this host.");
+    for (size_t i = 0; i < n; i++)
+        pmx_buf_appendf(body, "postmux_site_sessions{site=\"%s\"} %lld\n", rows[i].name,
+                        (long long)rows[i].sessions);
+    family(body, "postmux_site_sent_total", "counter",
+           "Recipients each MX site accepted (direct delivery).");
+    for (size_t i = 0; i < n; i++)
+        pmx_buf_appendf(body, "postmux_site_sent_total{site=\"%s\"} %llu\n", rows[i].name,
+                        (unsigned long long)rows[i].sent);
+    family(body, "postmux_site_suspended", "gauge",
+           "1 while new sessions to the MX site are suspended.");
+    for (size_t i = 0; i < n; i++)
+        pmx_buf_appendf(body, "postmux_site_suspended{site=\"%s\"} %d\n", rows[i].name,
+                        rows[i].suspended ? 1 : 0);
+    free(rows);
+}
+
 void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pmx_buf_t *body)
 {
     pmx_metrics_row_t *rc = NULL, *dp = NULL;
@@ -395,6 +422,7 @@ void pmx_metrics_render_shm(const pmx_metrics_shm_t *m, const pmx_shm_t *shm, pm
            "Workers that died unexpectedly and were replaced by postmuxd.");
     pmx_buf_appendf(body, "postmux_worker_restarts_total %llu\n",
                     (unsigned long long)(shm ? pmx_shm_worker_restarts(shm) : 0));
+    render_sites(body);
     free(rc);
     free(dp);
 }

@@ -13,6 +13,9 @@
  *   postmux_dkim_sign_seconds                   histogram
  *   postmux_submission_memory_refusals_total    counter (submission/budget.h)
  *   postmux_worker_restarts_total               counter (the supervisor's)
+ *   postmux_site_sessions{site}                 gauge   (direct delivery, routing/sites.h:
+ *   postmux_site_sent_total{site}               counter  rendered from the site table,
+ *   postmux_site_suspended{site}                gauge    only where it is mapped)
  *
  * Queue depth is a gauge kept by a periodic job, not asked of Redis during
  * the scrape: the /metrics hook answers synchronously (http/server.h), and a

@@ -36,6 +36,7 @@
 #include "lib/mime.h"
 #include "queue/consumer.h"
 #include "smtp/pool.h"
+#include "workers/sender.h"
 #include "sql/outcomes.h"
 #include "workers/metrics.h"
 #include "workers/plan.h"
@@ -58,7 +59,7 @@ struct pmx_pipeline {
     pmx_fb_rules_t       *rules;        /* bounce classes of the relay's failures */
     pmx_queue_consumer_t *consumer;
     pmx_outcomes_t       *outcomes;
-    pmx_smtp_pool_t      *pool;
+    pmx_sender_t         *pool;        /* the relay, or direct delivery (workers/sender.h) */
     pmx_dkim_signer_t    *signer;
     pmx_ratelimit_t      *rl;
     pmx_gate_t       *throttle;     /* jobs waiting for their workspace's rate limit */
@@ -189,6 +190,7 @@ static void job_release(job_t *j)
 }
 
 static void record(job_t *j);
+static void update_capacity(pmx_pipeline_t *p);
 static void lookup(job_t *j);
 
 /* Postgres did not answer: hold the job and try again on the next tick. */
@@ -202,8 +204,9 @@ static void resubmit_cb(uv_timer_t *t)
     pmx_pipeline_t *p = t->data;
     if (p->pool) {
         pmx_smtp_pool_stats_t ps;
-        pmx_smtp_pool_stats(p->pool, &ps);
+        pmx_sender_stats(p->pool, &ps);
         pmx_metrics_sessions_set(PMX_METRICS_OUTBOUND, ps.sessions);
+        if (p->cfg->delivery_route == PMX_ROUTE_MX && !p->draining) update_capacity(p);
     }
     for (job_t *j = p->head, *next; j; j = next) {
         next = j->next;
@@ -570,7 +573,7 @@ static void send_txn(job_t *j, pmx_txn_t *t, unsigned flags)
                                 .rcpts = t->rcpts, .nrcpts = t->n, .flags = flags,
                                 .head = t->head.data, .head_len = t->head.len };
     t->owner = j;
-    int rc = pmx_smtp_pool_send(j->p->pool, &env, j->data.data, j->data.len, on_sent, t);
+    int rc = pmx_sender_send(j->p->pool, j->qj->ws, &env, j->data.data, j->data.len, on_sent, t);
     if (rc == 0) {
         j->sends++;
         return;
@@ -657,6 +660,9 @@ static void update_capacity(pmx_pipeline_t *p)
     /* Jobs waiting at a gate do not take the room of other workspaces' jobs;
      * a paused workspace is not read, so at most one read's worth waits. */
     size_t waiting = p->throttle ? pmx_gate_waiting(p->throttle) : 0;
+    /* Direct delivery: jobs queued behind a full or slow site give their room
+     * to other sites' jobs, up to 4 × capacity (workers/sender.h). */
+    if (p->pool) waiting += pmx_sender_parked(p->pool, 4 * (size_t)p->capacity);
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 
@@ -930,19 +936,8 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
     p->signer = pmx_dkim_signer_new();
     if (!p->signer) goto fail;
 
-    pmx_smtp_relay_t relay_cfg;
-    char *password = NULL;
-    if (pmx_smtp_relay_from_config(cfg, &relay_cfg, &password, err, sizeof err) < 0) {
-        pmx_log_error("relay: %s", err);
-        goto fail;
-    }
-    int rc = pmx_smtp_pool_new(p->loop, &relay_cfg, &p->pool, err, sizeof err);
-    if (password) {
-        pmx_wipe(password, strlen(password));
-        free(password);
-    }
-    if (rc < 0) {
-        pmx_log_error("relay: %s", err);
+    if (pmx_sender_new(p->loop, cfg, &p->pool, err, sizeof err) < 0) {
+        pmx_log_error("%s: %s", cfg->delivery_route == PMX_ROUTE_MX ? "mx" : "relay", err);
         goto fail;
     }
 
@@ -999,8 +994,8 @@ fail:
     if (p->consumer) pmx_queue_consumer_close(p->consumer);
     if (p->outcomes) pmx_outcomes_free(p->outcomes);
     if (p->pool) {
-        pmx_smtp_pool_close(p->pool, NULL, NULL);
-        pmx_smtp_pool_abort(p->pool);
+        pmx_sender_close(p->pool, NULL, NULL);
+        pmx_sender_abort(p->pool);
     }
     if (p->signer) pmx_dkim_signer_free(p->signer);
     pmx_fb_rules_free(p->rules);
@@ -1040,7 +1035,7 @@ static void consumer_drained(pmx_queue_consumer_t *c, void *arg)
     pmx_pipeline_t *p = arg;
     pmx_outcomes_flush(p->outcomes);
     p->pool_closing = true;
-    pmx_smtp_pool_close(p->pool, pool_closed, p);
+    pmx_sender_close(p->pool, pool_closed, p);
 }
 
 void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
@@ -1070,8 +1065,8 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
     pmx_supp_cache_set_ready_cb(p->suppress, NULL, NULL);
     if (p->pool) {
         /* The drain may have closed it already (its closed callback not run yet). */
-        if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
-        pmx_smtp_pool_abort(p->pool);
+        if (!p->pool_closing) pmx_sender_close(p->pool, pool_closed, p);
+        pmx_sender_abort(p->pool);
     }
     pmx_gate_free(p->throttle);    /* its jobs are released below */
     pmx_ratelimit_free(p->rl);

@@ -388,11 +388,11 @@ static void test_structure_errors(void **state)
     (void)state;
     load_err("[daemon]\nworkers = 2\n\n[relya]\nhost = x\n",
              "test.conf:4: unknown section [relya] (expected daemon, postgres, redis, relay, "
-             "submission, http, inbound, delivery, feedback or keys)");
+             "submission, http, inbound, delivery, mx, feedback or keys)");
     /* An unknown section is refused even with no keys under it. */
     load_err("[daemon]\n[Relay]\n",
              "test.conf:2: unknown section [Relay] (expected daemon, postgres, redis, relay, "
-             "submission, http, inbound, delivery, feedback or keys)");
+             "submission, http, inbound, delivery, mx, feedback or keys)");
     load_err("; c\n[relay]\nhost = a\nhots = b\n", "test.conf:4: [relay] unknown key 'hots'");
     load_err("[daemon]\nhost = a\n", "test.conf:2: [daemon] unknown key 'host'");
     load_err("workers = 2\n[daemon]\n",
@@ -582,6 +582,54 @@ static void test_value_errors(void **state)
 }
 
 /* A failed load leaves *out byte for byte as it was, and frees what it built (LSan). */
+/* [delivery] route and [mx] (docs/delivery.md "Direct delivery"). */
+static void test_mx_keys(void **state)
+{
+    (void)state;
+    pmx_config_t c;
+    char err[512];
+    assert_int_equal(pmx_config_load_string("test.conf", "[relay]\nhelo_name = relay.example\n",
+                                            &c, err, sizeof err), 0);
+    assert_int_equal(c.delivery_route, PMX_ROUTE_RELAY);
+    assert_int_equal(c.mx_port, 25);
+    assert_string_equal(c.mx_allow_networks, "");
+    assert_string_equal(c.mx_resolver, "");
+    assert_int_equal(c.mx_connections_per_site, 20);
+    assert_int_equal(c.mx_messages_per_connection, 100);
+    assert_int_equal(c.mx_connect_timeout_ms, 30000);
+    assert_int_equal(c.mx_tls, PMX_TLS_OPPORTUNISTIC);
+    assert_string_equal(c.mx_helo_name, "relay.example");     /* defaults to [relay]'s */
+    pmx_config_free(&c);
+    assert_int_equal(pmx_config_load_string("test.conf",
+                                            "[delivery]\nroute = mx\n[mx]\nport = 2525\n"
+                                            "allow_networks = 127.0.0.0/8, ::1\n"
+                                            "resolver = [::1]:5353\nconnections_per_site = 3\n"
+                                            "messages_per_connection = 7\nconnect_timeout = 5s\n"
+                                            "tls = required\nhelo_name = mta.example\n",
+                                            &c, err, sizeof err), 0);
+    assert_int_equal(c.delivery_route, PMX_ROUTE_MX);
+    assert_int_equal(c.mx_port, 2525);
+    assert_string_equal(c.mx_allow_networks, "127.0.0.0/8, ::1");
+    assert_string_equal(c.mx_resolver, "[::1]:5353");
+    assert_int_equal(c.mx_connections_per_site, 3);
+    assert_int_equal(c.mx_messages_per_connection, 7);
+    assert_int_equal(c.mx_connect_timeout_ms, 5000);
+    assert_int_equal(c.mx_tls, PMX_TLS_STARTTLS);
+    assert_string_equal(c.mx_helo_name, "mta.example");
+    pmx_config_free(&c);
+    load_err("[delivery]\nroute = smarthost\n",
+             "test.conf:2: [delivery] route: expected relay or mx, got 'smarthost'");
+    load_err("[mx]\ntls = starttls\n",
+             "test.conf:2: [mx] tls: expected opportunistic, required or none, got 'starttls'");
+    load_err("[mx]\nallow_networks = 127.0.0.0/40\n",
+             "test.conf:2: [mx] allow_networks: '127.0.0.0/40': bad prefix length");
+    load_err("[mx]\nresolver = dns.example\n",
+             "test.conf:2: [mx] resolver: resolver 'dns.example': expected an IP address, IP:PORT "
+             "or [IPV6]:PORT");
+    load_err("[mx]\nconnections_per_site = 0\n",
+             "test.conf:2: [mx] connections_per_site: expected a number from 1 to 10000, got '0'");
+}
+
 static void test_atomic(void **state)
 {
     (void)state;
@@ -753,6 +801,7 @@ int main(void)
         cmocka_unit_test(test_bools),
         cmocka_unit_test(test_structure_errors),
         cmocka_unit_test(test_value_errors),
+        cmocka_unit_test(test_mx_keys),
         cmocka_unit_test(test_atomic),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_default_path),

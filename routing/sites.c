@@ -1,0 +1,218 @@
+/*
+ * The per-site session table shared by the workers; see sites.h.
+ */
+#include "routing/sites.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "daemon/shm.h"
+#include "lib/mem.h"
+
+typedef struct {
+    char     name[PMX_SITES_NAME_MAX + 1];    /* "" = free */
+    int32_t  total;
+    uint16_t per_slot[PMX_SHM_SLOTS];
+    uint64_t sent;
+    uint64_t used_ms;                         /* last acquire, for reuse of idle cells */
+    uint64_t suspended_until_ms;
+} cell_t;
+
+struct pmx_sites_shm {
+    pthread_mutex_t lock;
+    cell_t          cells[PMX_SITES_SLOTS];
+};
+
+static pmx_sites_shm_t *attached;
+static int my_slot = -1;
+
+pmx_sites_shm_t *pmx_sites_shm_create(void)
+{
+    void *p = mmap(NULL, sizeof(pmx_sites_shm_t), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    pmx_sites_shm_t *t = p;
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (rc == 0) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (rc == 0) rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0) rc = pthread_mutex_init(&t->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    if (rc != 0) {
+        munmap(p, sizeof *t);
+        errno = rc;
+        return NULL;
+    }
+    return t;
+}
+
+void pmx_sites_shm_destroy(pmx_sites_shm_t *t)
+{
+    if (!t) return;
+    if (attached == t) attached = NULL;
+    munmap(t, sizeof *t);      /* no mutex destroy: a dying worker may hold it */
+}
+
+void pmx_sites_shm_attach(pmx_sites_shm_t *t)
+{
+    attached = t;
+}
+
+pmx_sites_shm_t *pmx_sites_shm_get(void)
+{
+    return attached;
+}
+
+void pmx_sites_shm_set_slot(int slot)
+{
+    my_slot = slot >= 0 && slot < PMX_SHM_SLOTS ? slot : -1;
+}
+
+static bool lock(pmx_sites_shm_t *t)
+{
+    int rc = pthread_mutex_lock(&t->lock);
+    if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(&t->lock);
+    return rc == 0;
+}
+
+static uint32_t hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) h = (h ^ *p) * 0x100000001b3ULL;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+/* The cell of site (claimed if new and claim), or NULL; under the lock. */
+static cell_t *find(pmx_sites_shm_t *t, const char *site, bool claim)
+{
+    char key[PMX_SITES_NAME_MAX + 1];
+    size_t n = strlen(site);
+    if (n > PMX_SITES_NAME_MAX) n = PMX_SITES_NAME_MAX;
+    memcpy(key, site, n);
+    key[n] = '\0';
+    uint32_t h = hash(key);
+    cell_t *free_cell = NULL, *idle = NULL;
+    for (unsigned i = 0; i < PMX_SITES_PROBE; i++) {
+        cell_t *c = &t->cells[(h + i) % PMX_SITES_SLOTS];
+        if (!c->name[0]) {
+            if (!free_cell) free_cell = c;
+            continue;
+        }
+        if (strcmp(c->name, key) == 0) return c;
+        if (c->total == 0 && c->suspended_until_ms <= pmx_shm_now_ms()
+            && (!idle || c->used_ms < idle->used_ms))
+            idle = c;
+    }
+    if (!claim) return NULL;
+    cell_t *c = free_cell ? free_cell : idle;
+    if (!c) return NULL;
+    memset(c, 0, sizeof *c);
+    memcpy(c->name, key, n + 1);
+    return c;
+}
+
+void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot)
+{
+    if (!t || slot < 0 || slot >= PMX_SHM_SLOTS || !lock(t)) return;
+    for (size_t i = 0; i < PMX_SITES_SLOTS; i++) {
+        cell_t *c = &t->cells[i];
+        c->total -= c->per_slot[slot];
+        if (c->total < 0) c->total = 0;
+        c->per_slot[slot] = 0;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+bool pmx_sites_acquire(const char *site, int limit)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return true;
+    bool ok = true;
+    cell_t *c = find(t, site, true);
+    if (c) {
+        ok = c->total < limit && c->suspended_until_ms <= pmx_shm_now_ms();
+        if (ok) {
+            c->total++;
+            if (my_slot >= 0) c->per_slot[my_slot]++;
+            c->used_ms = pmx_shm_now_ms();
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return ok;
+}
+
+void pmx_sites_release(const char *site)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return;
+    cell_t *c = find(t, site, false);
+    if (c && c->total > 0 && (my_slot < 0 || c->per_slot[my_slot] > 0)) {
+        c->total--;
+        if (my_slot >= 0) c->per_slot[my_slot]--;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+void pmx_sites_count_sent(const char *site, uint64_t n)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !n || !lock(t)) return;
+    cell_t *c = find(t, site, true);
+    if (c) c->sent += n;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+    return strcmp(((const pmx_sites_row_t *)a)->name, ((const pmx_sites_row_t *)b)->name);
+}
+
+size_t pmx_sites_rows(pmx_sites_row_t **rows)
+{
+    *rows = NULL;
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < PMX_SITES_SLOTS; i++) n += t->cells[i].name[0] != '\0';
+    pmx_sites_row_t *r = pmx_xcalloc(n ? n : 1, sizeof *r);
+    size_t k = 0;
+    uint64_t now = pmx_shm_now_ms();
+    for (size_t i = 0; i < PMX_SITES_SLOTS && k < n; i++) {
+        const cell_t *c = &t->cells[i];
+        if (!c->name[0]) continue;
+        memcpy(r[k].name, c->name, sizeof r[k].name);
+        r[k].sessions = c->total;
+        r[k].sent = c->sent;
+        r[k].suspended = c->suspended_until_ms > now;
+        k++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    qsort(r, k, sizeof *r, cmp_row);
+    *rows = r;
+    return k;
+}
+
+void pmx_sites_suspend(const char *site, uint64_t ms)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return;
+    cell_t *c = find(t, site, true);
+    uint64_t until = pmx_shm_now_ms() + ms;
+    if (c && c->suspended_until_ms < until) c->suspended_until_ms = until;
+    pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t pmx_sites_suspended_ms(const char *site)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return 0;
+    cell_t *c = find(t, site, false);
+    uint64_t now = pmx_shm_now_ms();
+    uint64_t left = c && c->suspended_until_ms > now ? c->suspended_until_ms - now : 0;
+    pthread_mutex_unlock(&t->lock);
+    return left;
+}

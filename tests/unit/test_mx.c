@@ -1,0 +1,258 @@
+/*
+ * routing/mx.c and routing/resolver.c without DNS: [mx] allow_networks parsing,
+ * the refused address ranges and what allow_networks lets through, site names,
+ * MX RDATA, and the [mx] resolver syntax; routing/sites.c: the session limit per
+ * site, a dead worker's sessions taken off, and the site metrics. (Lookups against a real DNS server are
+ * tests/integration/test_mx.sh.)
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "daemon/metrics_shm.h"
+#include "lib/buf.h"
+#include "routing/mx.h"
+#include "routing/resolver.h"
+#include "routing/shaping.h"
+#include "routing/sites.h"
+#include "workers/metrics.h"
+
+static bool refused(const char *ip, const pmx_mx_net_t *nets, size_t n)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+        v6->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, ip, &v6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+        v4->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, ip, &v4->sin_addr), 1);
+    }
+    return pmx_mx_address_refused((struct sockaddr *)&ss, nets, n);
+}
+
+static void test_ranges(void **state)
+{
+    (void)state;
+    const char *bad[] = { "127.0.0.1", "127.9.9.9", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+                          "192.168.1.1", "169.254.0.1", "0.0.0.0", "100.64.0.1", "224.0.0.1",
+                          "255.255.255.255", "::", "::1", "fe80::1", "fd00::1", "ff02::1",
+                          "::ffff:127.0.0.1", "::ffff:10.0.0.1" };
+    const char *good[] = { "192.0.2.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1",
+                           "2a00:1450::1", "::ffff:8.8.8.8" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (!refused(bad[i], NULL, 0)) fail_msg("%s should be refused", bad[i]);
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (refused(good[i], NULL, 0)) fail_msg("%s should be allowed", good[i]);
+}
+
+static void test_allow_networks(void **state)
+{
+    (void)state;
+    pmx_mx_net_t *nets;
+    size_t n;
+    char err[200];
+    assert_int_equal(pmx_mx_parse_networks("127.0.0.0/8, ::1/128,10.1.2.3", &nets, &n, err,
+                                           sizeof err), 0);
+    assert_int_equal(n, 3);
+    assert_false(refused("127.0.0.2", nets, n));
+    assert_false(refused("::1", nets, n));
+    assert_false(refused("10.1.2.3", nets, n));
+    assert_true(refused("10.1.2.4", nets, n));
+    assert_true(refused("192.168.0.1", nets, n));
+    free(nets);
+    assert_int_equal(pmx_mx_parse_networks("", &nets, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    free(nets);
+    assert_int_equal(pmx_mx_parse_networks("127.0.0.0/33", &nets, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "prefix length"));
+    assert_int_equal(pmx_mx_parse_networks("localhost", &nets, &n, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not an IP address"));
+    assert_int_equal(pmx_mx_parse_networks("10.0.0.0/8, ::1/200", &nets, &n, err, sizeof err), -1);
+    assert_null(nets);
+}
+
+static void test_site_name(void **state)
+{
+    (void)state;
+    const char *h[] = { "ALT1.aspmx.l.google.com", "aspmx.l.google.com", "alt1.aspmx.l.google.com" };
+    char *s = pmx_mx_site_name(h, 3);
+    assert_string_equal(s, "alt1.aspmx.l.google.com,aspmx.l.google.com");
+    free(s);
+    const char *one[] = { "example.com" };
+    s = pmx_mx_site_name(one, 1);
+    assert_string_equal(s, "example.com");
+    free(s);
+}
+
+static void test_rdata(void **state)
+{
+    (void)state;
+    char name[300];
+    int pref;
+    const unsigned char mx[] = "\x00\x0a\x03MX1\x07" "example\x03" "com";   /* + the final 0 */
+    assert_int_equal(pmx__mx_rdata(mx, sizeof mx, &pref, name, sizeof name), 0);
+    assert_int_equal(pref, 10);
+    assert_string_equal(name, "mx1.example.com");
+    const unsigned char null_mx[] = { 0, 0, 0 };
+    assert_int_equal(pmx__mx_rdata(null_mx, 3, &pref, name, sizeof name), 0);
+    assert_string_equal(name, "");
+    const unsigned char cut[] = { 0, 5, 9, 'a', 'b' };
+    assert_int_equal(pmx__mx_rdata(cut, sizeof cut, &pref, name, sizeof name), -1);
+    const unsigned char comma[] = { 0, 5, 3, 'a', ',', 'b', 0 };
+    assert_int_equal(pmx__mx_rdata(comma, sizeof comma, &pref, name, sizeof name), -1);
+    assert_int_equal(pmx__mx_rdata(null_mx, 2, &pref, name, sizeof name), -1);
+}
+
+static void test_resolver_spec(void **state)
+{
+    (void)state;
+    char fwd[80], err[200];
+    assert_int_equal(pmx_resolver_parse_spec("", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "");
+    assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:5353", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "127.0.0.1@5353");
+    assert_int_equal(pmx_resolver_parse_spec("192.0.2.53", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "192.0.2.53@53");
+    assert_int_equal(pmx_resolver_parse_spec("[::1]:53", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "::1@53");
+    assert_int_equal(pmx_resolver_parse_spec("2001:db8::53", fwd, sizeof fwd, err, sizeof err), 0);
+    assert_string_equal(fwd, "2001:db8::53@53");
+    assert_int_equal(pmx_resolver_parse_spec("dns.example", fwd, sizeof fwd, err, sizeof err), -1);
+    assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:0", fwd, sizeof fwd, err, sizeof err), -1);
+    assert_int_equal(pmx_resolver_parse_spec("127.0.0.1:x", fwd, sizeof fwd, err, sizeof err), -1);
+}
+
+static void test_sites(void **state)
+{
+    (void)state;
+    assert_true(pmx_sites_acquire("mx.example", 1));     /* no table: always yes */
+    pmx_sites_shm_t *t = pmx_sites_shm_create();
+    assert_non_null(t);
+    pmx_sites_shm_attach(t);
+    pmx_sites_shm_set_slot(3);
+    assert_true(pmx_sites_acquire("mx.example", 2));
+    assert_true(pmx_sites_acquire("mx.example", 2));
+    assert_false(pmx_sites_acquire("mx.example", 2));   /* the limit */
+    assert_true(pmx_sites_acquire("other.example", 2)); /* another site is apart */
+    pmx_sites_release("mx.example");
+    assert_true(pmx_sites_acquire("mx.example", 2));
+    pmx_sites_count_sent("mx.example", 5);
+
+    pmx_sites_row_t *rows;
+    size_t n = pmx_sites_rows(&rows);
+    assert_int_equal(n, 2);
+    assert_string_equal(rows[0].name, "mx.example");
+    assert_int_equal(rows[0].sessions, 2);
+    assert_int_equal(rows[0].sent, 5);
+    assert_false(rows[0].suspended);
+    assert_int_equal(rows[1].sessions, 1);
+    free(rows);
+
+    pmx_metrics_shm_t *m = pmx_metrics_shm_create();
+    pmx_buf_t b = PMX_BUF_INIT;
+    pmx_metrics_render_shm(m, NULL, &b);
+    const char *out = pmx_buf_cstr(&b);
+    assert_non_null(strstr(out, "postmux_site_sessions{site=\"mx.example\"} 2\n"));
+    assert_non_null(strstr(out, "postmux_site_sent_total{site=\"mx.example\"} 5\n"));
+    assert_non_null(strstr(out, "postmux_site_suspended{site=\"other.example\"} 0\n"));
+    assert_non_null(strstr(out, "# TYPE postmux_site_sent_total counter\n"));
+    pmx_buf_free(&b);
+    pmx_metrics_shm_destroy(m);
+
+    /* The worker of slot 3 died: its sessions are off every site. */
+    pmx_sites_shm_slot_reset(t, 3);
+    n = pmx_sites_rows(&rows);
+    assert_int_equal(rows[0].sessions, 0);
+    assert_int_equal(rows[1].sessions, 0);
+    assert_int_equal(rows[0].sent, 5);
+    free(rows);
+    assert_true(pmx_sites_acquire("mx.example", 1));
+    pmx_sites_shm_destroy(t);
+    assert_null(pmx_sites_shm_get());
+}
+
+static const char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/pmx_shaping_%d.ini", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void test_shaping(void **state)
+{
+    (void)state;
+    pmx_shaping_t sh;
+    char err[400];
+    const char *p = write_tmp("; rules\n[site google]\nmatch = *.google.com, *.GOOGLEMAIL.com\n"
+                              "connections = 7\nmessages_per_connection = 9\n"
+                              "on_reply = 4\\.7\\.28 => suspend 1h\non_reply = tss0[4] => suspend 90s\n"
+                              "[site other]\nmatch = mx.*.test\n");
+    assert_int_equal(pmx_shaping_load(p, &sh, err, sizeof err), 0);
+    assert_int_equal(sh.n, 2);
+    const char *g[] = { "mx.example.net", "Alt1.Aspmx.L.Google.com" };
+    const pmx_shaping_rule_t *r = pmx_shaping_match(&sh, g, 2);
+    assert_non_null(r);
+    assert_string_equal(r->name, "google");
+    assert_int_equal(r->connections, 7);
+    assert_int_equal(r->messages_per_connection, 9);
+    assert_int_equal(pmx_shaping_on_reply(r, "421 4.7.28 unusual rate"), 3600000);
+    assert_int_equal(pmx_shaping_on_reply(r, "421 4.7.0 [TSS04] deferred"), 90000);
+    assert_int_equal(pmx_shaping_on_reply(r, "550 5.1.1 no such user"), 0);
+    const char *o[] = { "mx.a.test" };
+    assert_string_equal(pmx_shaping_match(&sh, o, 1)->name, "other");
+    const char *none[] = { "mail.example.org" };
+    assert_null(pmx_shaping_match(&sh, none, 1));
+    pmx_shaping_free(&sh);
+
+    assert_int_equal(pmx_shaping_load("", &sh, err, sizeof err), 0);
+    assert_int_equal(sh.n, 0);
+    static const struct { const char *text, *want; } bad[] = {
+        { "[google]\nmatch = x\n", ":2: [google]: sections are [site NAME]" },
+        { "[site a]\nmatch = x\nspeed = 3\n", ":3: unknown key 'speed'" },
+        { "[site a]\nmatch = x\nconnections = 0\n", ":3: connections: expected a number" },
+        { "[site a]\nmatch = x\non_reply = x => wait 1h\n", ":3: on_reply: expected 'suspend DURATION'" },
+        { "[site a]\nmatch = x\non_reply = ([ => suspend 1h\n", ":3: on_reply: bad regex" },
+        { "[site a]\nmatch = x\non_reply = just text\n", ":3: on_reply: expected 'REGEX => suspend" },
+        { "[site a]\nconnections = 3\n", "[site a] has no match" },
+        { "[site a]\nmatch = x\n[site b]\nmatch = y\n[site a]\nmatch = z\n", ":6: [site a] is there twice" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = write_tmp(bad[i].text);
+        err[0] = '\0';
+        assert_int_equal(pmx_shaping_load(p, &sh, err, sizeof err), -1);
+        if (!strstr(err, bad[i].want)) fail_msg("case %zu: got '%s', want '%s'", i, err, bad[i].want);
+        assert_int_equal(sh.n, 0);
+    }
+    assert_int_equal(pmx_shaping_load("/nonexistent/shaping.ini", &sh, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot read"));
+    unlink(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_allow_networks),
+        cmocka_unit_test(test_site_name),
+        cmocka_unit_test(test_rdata),
+        cmocka_unit_test(test_resolver_spec),
+        cmocka_unit_test(test_sites),
+        cmocka_unit_test(test_shaping),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
