@@ -40,7 +40,7 @@ LDLIBS  += $(PKG_LIBS) -lresolv -lm
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql
+ROOMS     := lib config daemon workers submission webhooks http inbound queue dkim smtp sql routing
 MAINS     := daemon/main.c cli/main.c
 LIB_SRCS  := $(filter-out $(MAINS),$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
 CLI_SRCS  := $(wildcard cli/*.c)

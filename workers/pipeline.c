@@ -34,11 +34,11 @@
 #include "lib/mem.h"
 #include "lib/mime.h"
 #include "queue/consumer.h"
-#include "smtp/pool.h"
 #include "sql/outcomes.h"
 #include "workers/metrics.h"
 #include "workers/plan.h"
 #include "workers/gate.h"
+#include "workers/routes.h"
 
 #define RESUBMIT_MS      1000
 #define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
@@ -56,7 +56,7 @@ struct pmx_pipeline {
     pmx_fb_rules_t       *rules;        /* bounce classes of the relay's failures */
     pmx_queue_consumer_t *consumer;
     pmx_outcomes_t       *outcomes;
-    pmx_smtp_pool_t      *pool;
+    pmx_routes_t         *pool;         /* session pools by route and egress pool */
     pmx_dkim_signer_t    *signer;
     pmx_ratelimit_t      *rl;
     pmx_gate_t       *throttle;     /* jobs waiting for their workspace's rate limit */
@@ -213,9 +213,10 @@ static void resubmit_cb(uv_timer_t *t)
 {
     pmx_pipeline_t *p = t->data;
     if (p->pool) {
-        pmx_smtp_pool_stats_t ps;
-        pmx_smtp_pool_stats(p->pool, &ps);
-        pmx_metrics_sessions_set(PMX_METRICS_OUTBOUND, ps.sessions);
+        unsigned sessions;
+        size_t queued;
+        pmx_routes_stats(p->pool, &sessions, &queued);
+        pmx_metrics_sessions_set(PMX_METRICS_OUTBOUND, sessions);
     }
     for (job_t *j = p->head, *next; j; j = next) {
         next = j->next;
@@ -614,9 +615,16 @@ static int send_delivery(job_t *j, int di, char *err, size_t errlen)
                                 .nrcpts = n,
                                 .flags = header_8bit(d->data.data, d->data.len)
                                              ? PMX_SMTP_ENV_SMTPUTF8 : 0 };
-    int rc = pmx_smtp_pool_send(p->pool, &env, d->data.data, d->data.len, on_sent, d);
+    char route_why[512];
+    int rc = pmx_routes_send(p->pool, j->ws, &env, d->data.data, d->data.len, on_sent, d,
+                             route_why, sizeof route_why);
     if (rc == 0) {
         j->sends++;
+        return 0;
+    }
+    if (rc == UV_EAGAIN) {
+        /* Its pool or route cannot be used from here now (workers/routes.h). */
+        delivery_fail(j, di, PMX_SMTP_TEMPFAIL, route_why);
         return 0;
     }
     /* UV_EINVAL is about the sender, which every recipient shares (a
@@ -900,6 +908,7 @@ void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
     pmx_settings_ids(p->settings, true, ids, n);
     pmx_queue_consumer_set_workspaces(p->consumer, ids, n);
     free(ids);
+    pmx_routes_settings_changed(p->pool, p->settings);
     if (p->throttle) pmx_gate_wake(p->throttle);   /* limits may have changed */
 }
 
@@ -929,18 +938,8 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
     p->signer = pmx_dkim_signer_new();
     if (!p->signer) goto fail;
 
-    pmx_smtp_relay_t relay_cfg;
-    char *password = NULL;
-    if (pmx_smtp_relay_from_config(cfg, &relay_cfg, &password, err, sizeof err) < 0) {
-        pmx_log_error("relay: %s", err);
-        goto fail;
-    }
-    int rc = pmx_smtp_pool_new(p->loop, &relay_cfg, &p->pool, err, sizeof err);
-    if (password) {
-        pmx_wipe(password, strlen(password));
-        free(password);
-    }
-    if (rc < 0) {
+    p->pool = pmx_routes_new(p->loop, cfg, err, sizeof err);
+    if (!p->pool) {
         pmx_log_error("relay: %s", err);
         goto fail;
     }
@@ -998,8 +997,8 @@ fail:
     if (p->consumer) pmx_queue_consumer_close(p->consumer);
     if (p->outcomes) pmx_outcomes_free(p->outcomes);
     if (p->pool) {
-        pmx_smtp_pool_close(p->pool, NULL, NULL);
-        pmx_smtp_pool_abort(p->pool);
+        pmx_routes_close(p->pool, NULL, NULL);
+        pmx_routes_abort(p->pool);
     }
     if (p->signer) pmx_dkim_signer_free(p->signer);
     pmx_fb_rules_free(p->rules);
@@ -1039,7 +1038,7 @@ static void consumer_drained(pmx_queue_consumer_t *c, void *arg)
     pmx_pipeline_t *p = arg;
     pmx_outcomes_flush(p->outcomes);
     p->pool_closing = true;
-    pmx_smtp_pool_close(p->pool, pool_closed, p);
+    pmx_routes_close(p->pool, pool_closed, p);
 }
 
 void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
@@ -1069,8 +1068,8 @@ void pmx_pipeline_free(pmx_pipeline_t *p)
     pmx_supp_cache_set_ready_cb(p->suppress, NULL, NULL);
     if (p->pool) {
         /* The drain may have closed it already (its closed callback not run yet). */
-        if (!p->pool_closing) pmx_smtp_pool_close(p->pool, pool_closed, p);
-        pmx_smtp_pool_abort(p->pool);
+        if (!p->pool_closing) pmx_routes_close(p->pool, pool_closed, p);
+        pmx_routes_abort(p->pool);
     }
     pmx_gate_free(p->throttle);    /* its jobs are released below */
     pmx_ratelimit_free(p->rl);
