@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "cli/ws_route.h"
 #include "lib/addr.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
@@ -39,6 +40,9 @@ static const char usage_text[] =
     "                         [--catch-all ADDR|none] [--suspend|--resume]\n"
     "                         [--max-bounce-rate PCT|none|default]\n"
     "                         [--max-complaint-rate PCT|none|default]\n"
+    "                         [--pool NAME|default]\n"
+    "                         [--route default|mx|smtp://[USER@]HOST:PORT[?tls=none]|\n"
+    "                                  smtps://[USER@]HOST:PORT] [--route-password-file F]\n"
     "WS is a workspace id (ws_...) or name. --resume also lifts a pause of the\n"
     "reputation guard and starts its window afresh.\n";
 
@@ -139,7 +143,8 @@ enum {
     COL_ID, COL_NAME, COL_INDUSTRY, COL_WEBSITE, COL_TEST_MODE, COL_CATCH_ALL, COL_RATE,
     COL_BURST, COL_QUOTA, COL_SUSPENDED, COL_CREATED, COL_UPDATED,
     COL_TESTERS, COL_DOMAINS, COL_VERIFIED, COL_SUSPENDED_AT,
-    COL_PAUSED_AT, COL_PAUSE_REASON, COL_MAX_BOUNCE, COL_MAX_COMPLAINT
+    COL_PAUSED_AT, COL_PAUSE_REASON, COL_MAX_BOUNCE, COL_MAX_COMPLAINT,
+    COL_POOL, COL_ROUTE, COL_ROUTE_PASSWORD
 };
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -152,7 +157,9 @@ enum {
     " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id"                         \
     "   AND d.verified_at IS NOT NULL), "                                                  \
     ISO_UTC("w.suspended_at") ", " ISO_UTC("w.paused_at") ", w.pause_reason,"             \
-    " trim_scale(w.max_bounce_rate), trim_scale(w.max_complaint_rate)"                    \
+    " trim_scale(w.max_bounce_rate), trim_scale(w.max_complaint_rate),"                   \
+    " COALESCE(w.pool, 'default'), COALESCE(w.route, 'default'),"                         \
+    " w.route_password_enc IS NOT NULL"                                                    \
     " FROM workspaces w"
 
 static bool col_null(const PGresult *res, int r, int col) { return PQgetisnull(res, r, col); }
@@ -211,6 +218,9 @@ static json_t *ws_json(const PGresult *res, int r, bool counts)
                         json_string(limit_text(res, r, COL_MAX_BOUNCE, lb, sizeof lb)));
     json_object_set_new(o, "max_complaint_rate",
                         json_string(limit_text(res, r, COL_MAX_COMPLAINT, lc, sizeof lc)));
+    json_object_set_new(o, "pool", json_string(col(res, r, COL_POOL)));
+    json_object_set_new(o, "route", json_string(col(res, r, COL_ROUTE)));
+    json_object_set_new(o, "route_password", json_boolean(col_bool(res, r, COL_ROUTE_PASSWORD)));
     json_object_set_new(o, "created_at", json_string(col(res, r, COL_CREATED)));
     json_object_set_new(o, "updated_at", json_string(col(res, r, COL_UPDATED)));
     if (counts) {
@@ -250,6 +260,9 @@ static void ws_print(const PGresult *res, int r)
            col_null(res, r, COL_PAUSE_REASON) ? dash : col(res, r, COL_PAUSE_REASON));
     printf("max_bounce_rate: %s\n", limit_text(res, r, COL_MAX_BOUNCE, lb, sizeof lb));
     printf("max_complaint_rate: %s\n", limit_text(res, r, COL_MAX_COMPLAINT, lc, sizeof lc));
+    printf("pool:        %s\n", col(res, r, COL_POOL));
+    printf("route:       %s\n", col(res, r, COL_ROUTE));
+    printf("route_password: %s\n", col_bool(res, r, COL_ROUTE_PASSWORD) ? "set" : "-");
     printf("testers:     %s\n", col(res, r, COL_TESTERS));
     printf("domains:     %s (%s verified)\n", col(res, r, COL_DOMAINS),
            col(res, r, COL_VERIFIED));
@@ -532,6 +545,9 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         { "resume", no_argument, NULL, 'R' },
         { "max-bounce-rate", required_argument, NULL, 'B' },
         { "max-complaint-rate", required_argument, NULL, 'C' },
+        { "pool", required_argument, NULL, 'P' },
+        { "route", required_argument, NULL, 'T' },
+        { "route-password-file", required_argument, NULL, 'W' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -540,6 +556,7 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     const char *rate = NULL, *burst = NULL, *quota = NULL, *test_mode = NULL, *catch_all = NULL;
     bool suspend = false, resume = false;
     const char *max_bounce = NULL, *max_complaint = NULL;
+    const char *pool = NULL, *route = NULL, *route_pw = NULL;
     int ch, rc = PMX_EXIT_USAGE;
     pmx_cli_opts_start();
     while ((ch = pmx_cli_next_opt("workspace", argc, argv, longopts, &rc)) != -1) {
@@ -554,6 +571,9 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         case 'R': resume = true; break;
         case 'B': max_bounce = optarg; break;
         case 'C': max_complaint = optarg; break;
+        case 'P': pool = optarg; break;
+        case 'T': route = optarg; break;
+        case 'W': route_pw = optarg; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
         default: return rc;
         }
@@ -562,10 +582,11 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         return pmx_cli_usage("usage: workspace set WS [--name N] [--rate R] [--burst N] "
                              "[--daily-quota N|none] [--test-mode on|off] "
                              "[--catch-all ADDR|none] [--suspend|--resume] "
-                             "[--max-bounce-rate PCT|none] [--max-complaint-rate PCT|none]");
+                             "[--max-bounce-rate PCT|none] [--max-complaint-rate PCT|none] "
+                             "[--pool NAME|default] [--route ROUTE] [--route-password-file F]");
     if (suspend && resume) return pmx_cli_usage("workspace set: --suspend and --resume conflict");
     if (!chg.name && !rate && !burst && !quota && !test_mode && !catch_all && !suspend && !resume
-        && !max_bounce && !max_complaint)
+        && !max_bounce && !max_complaint && !pool && !route && !route_pw)
         return pmx_cli_usage("workspace set: nothing to change");
     if ((max_bounce && limit_arg("--max-bounce-rate", max_bounce, chg.mb, sizeof chg.mb,
                                  &chg.max_bounce) < 0) ||
@@ -581,14 +602,18 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     }
 
     char id[32];
-    if (pmx_cli_workspace_id(c, argv[optind], id) < 0) {
+    pmx_cli_ws_route_t rt;
+    memset(&rt, 0, sizeof rt);
+    if (pmx_cli_workspace_id(c, argv[optind], id) < 0 ||
+        pmx_cli_ws_route_prepare(c, id, pool, route, route_pw, &rt) < 0) {
+        pmx_cli_ws_route_free(&rt);
         pmx_addr_free(&chg.catch_all);
         return PMX_EXIT_USER;
     }
 
     /* One UPDATE with every change: all of them or none. */
     char unit[16];
-    const char *params[16];
+    const char *params[24];
     int np = 0;
     pmx_buf_t set = PMX_BUF_INIT;
     if (chg.name) add_set(&set, params, &np, "name", "$%d", chg.name, NULL);
@@ -610,6 +635,10 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     if (chg.max_complaint)
         add_set(&set, params, &np, "max_complaint_rate", "$%d::numeric",
                 *chg.max_complaint ? chg.max_complaint : NULL, NULL);
+    if (rt.pool_set) add_set(&set, params, &np, "pool", "$%d", rt.pool, NULL);
+    if (rt.route_set) add_set(&set, params, &np, "route", "$%d", rt.route, NULL);
+    if (rt.password_set)
+        add_set(&set, params, &np, "route_password_enc", "$%d::bytea", rt.password_hex, NULL);
     /* --resume lifts a pause of the reputation guard too, and its window starts
      * afresh; changing a limit alone does not lift a pause. */
     if (resume) pmx_buf_append_str(&set, ", paused_at = NULL, pause_reason = NULL, guard_since = now()");
@@ -617,8 +646,13 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     params[np++] = id;
 
     pmx_buf_t sql = PMX_BUF_INIT;
-    pmx_buf_appendf(&sql, "UPDATE workspaces SET %s WHERE id = $%d RETURNING id",
-                    pmx_buf_cstr(&set), np);
+    pmx_buf_appendf(&sql, "UPDATE workspaces SET %s WHERE id = $%d", pmx_buf_cstr(&set), np);
+    if (rt.guard_route) {
+        /* Only the password changes: it was sealed for this route. */
+        params[np++] = rt.current_route;
+        pmx_buf_appendf(&sql, " AND route = $%d", np);
+    }
+    pmx_buf_append_str(&sql, " RETURNING id");
     pmx_buf_free(&set);
 
     rc = PMX_EXIT_OK;
@@ -632,9 +666,12 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         else
             rc = pmx_cli_error("Postgres: %s", PQresultErrorMessage(res));
     } else if (PQntuples(res) != 1) {
-        rc = pmx_cli_error("unknown workspace: %s", argv[optind]);   /* deleted meanwhile */
+        rc = rt.guard_route ? pmx_cli_error("the workspace's route changed meanwhile; nothing "
+                                            "was written")
+                            : pmx_cli_error("unknown workspace: %s", argv[optind]);
     }
     PQclear(res);
+    pmx_cli_ws_route_free(&rt);
     pmx_addr_free(&chg.catch_all);
     if (rc != PMX_EXIT_OK) return rc;
     return ws_show_id(c, id, false);

@@ -6,11 +6,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -37,6 +39,10 @@ void pmx_egress_set_init(pmx_egress_set_t *set, const pmx_config_t *cfg)
             }
             e->shown[e->n++] = pmx_xstrdup(cp->addresses[k]);
         }
+        /* Each worker (and host) starts the round at its own place, so the
+         * first sessions of many workers do not all leave from one address. */
+        uint32_t start = 0;
+        if (e->n > 1 && pmx_random_bytes((uint8_t *)&start, sizeof start) == 0) e->next = start % e->n;
     }
 }
 

@@ -7,8 +7,9 @@
  *   postmux.conf(5): each pool's addresses as bindable socket addresses and
  *   its helo_name. pmx_egress_source is the smtp client's source callback
  *   (smtp/client.h pmx_smtp_relay_t.source): each new connection takes the
- *   pool's next address of the family it connects to, round-robin, shared
- *   by every session pool that uses the egress pool.
+ *   pool's next address of the family it connects to, round-robin (from a
+ *   random place in each worker), shared by every session pool that uses
+ *   the egress pool.
  * - A session key names one set of sessions that may carry each other's
  *   messages. Sessions are shared only between messages with equal keys;
  *   the key carries the egress pool, so two pools never share a session, and
