@@ -861,7 +861,7 @@ static int cfg_check_line(cfg_load_t *l, const char *line)
     for (size_t i = 0; i < nsec; i++)
         snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
                  i == 0 ? "" : (i + 1 == nsec ? " or " : ", "), cfg_sections[i]);
-    return cfg_fail(l, l->lineno, "unknown section [%s] (expected %s, or pool NAME)",
+    return cfg_fail(l, l->lineno, "unknown section [%s] (expected %s)",
                     cfg_show(name, shown, sizeof shown), known), -1;
     return cfg_fail(l, l->lineno, "unknown section [%s] (expected daemon, postgres, redis, relay, "
                     "submission, http, delivery or keys)", cfg_show(name, shown, sizeof shown)), -1;
