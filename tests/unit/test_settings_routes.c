@@ -38,7 +38,7 @@ static PGresult *result_of(const row_t *rows, size_t n)
 {
     PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
     PGresAttDesc attrs[NCOLS];
-    static char names[NCOLS][8];
+    static char names[NCOLS][16];
     memset(attrs, 0, sizeof attrs);
     for (int c = 0; c < NCOLS; c++) {
         snprintf(names[c], sizeof names[c], "c%d", c);
