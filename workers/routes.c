@@ -135,6 +135,8 @@ static int spec_for(pmx_routes_t *r, const pmx_settings_ws_t *ws, spec_t *sp, ch
     }
     pmx_route_key_t k = { .kind = PMX_ROUTE_RELAY, .pool = ws->pool };
     const pmx_wsroute_t *rt = ws->route;
+    /* Direct delivery (docs/delivery.md) belongs here once built: its sessions are
+     * keyed by site and pool, { PMX_ROUTE_MX, .dest = site, .pool = ws->pool }. */
     if (rt && rt->kind == PMX_WSROUTE_MX) {
         snprintf(why, whylen, "451 4.3.5 route mx: direct delivery is not available in this "
                  "postmuxd");

@@ -1,6 +1,7 @@
 /*
  * The worker's settings cache: every workspace (name, suspension, test mode,
- * catch-all, testers, rate, burst, daily quota) and its domains, with each
+ * catch-all, testers, rate, burst, daily quota, egress pool, route and its
+ * decrypted password) and its domains, with each
  * verified domain's active DKIM keys decrypted with the master key and parsed
  * once (pmx_dkim_key_t, ready for pmx_dkim_sign). The pipeline asks it, for
  * every job, "which workspace, may it send from this domain, with which keys,
