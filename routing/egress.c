@@ -84,24 +84,30 @@ int pmx_egress_source(void *arg, int family, struct sockaddr_storage *out, char 
     return -1;
 }
 
+int pmx_egress_bind_check(const pmx_egress_t *e, size_t k, char *why, size_t whylen)
+{
+    int fam = e->addrs[k].ss_family;
+    int fd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t len = fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int rc = fd < 0 ? -1 : bind(fd, (const struct sockaddr *)&e->addrs[k], len);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (rc == 0) return 0;
+    snprintf(why, whylen, "%s cannot be bound: %s", e->shown[k], strerror(err));
+    return -1;
+}
+
 size_t pmx_egress_probe(const pmx_egress_set_t *set)
 {
     size_t bad = 0;
+    char why[300];
     for (size_t i = 0; i < set->n; i++) {
         const pmx_egress_t *e = &set->v[i];
         for (size_t k = 0; k < e->n; k++) {
-            int fam = e->addrs[k].ss_family;
-            int fd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            socklen_t len = fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-            int rc = fd < 0 ? -1 : bind(fd, (const struct sockaddr *)&e->addrs[k], len);
-            int err = errno;
-            if (fd >= 0) close(fd);
-            if (rc < 0) {
-                bad++;
-                pmx_log_warn("egress pool %s: source address %s cannot be bound: %s (its sessions "
-                             "will fail and their mail is deferred)", e->name, e->shown[k],
-                             strerror(err));
-            }
+            if (pmx_egress_bind_check(e, k, why, sizeof why) == 0) continue;
+            bad++;
+            pmx_log_warn("egress pool %s: source address %s (its sessions will fail and their "
+                         "mail is deferred)", e->name, why);
         }
     }
     return bad;

@@ -56,6 +56,9 @@ pmx_egress_t *pmx_egress_find(const pmx_egress_set_t *set, const char *name);
 int pmx_egress_source(void *arg, int family, struct sockaddr_storage *out, char *why,
                       size_t whylen);
 
+/* Tries to bind address k of e (port 0, closed at once): 0, or -1 with the reason. */
+int pmx_egress_bind_check(const pmx_egress_t *e, size_t k, char *why, size_t whylen);
+
 /*
  * Tries to bind every address of every pool (port 0, then closed at once).
  * Returns how many cannot be bound; each is logged as a warning naming the

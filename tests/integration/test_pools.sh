@@ -81,6 +81,17 @@ t_run "$PMX" workspace show PlainCo
 t_expect_match "$T_OUT" '^pool: +default$' "default again"
 t_expect_eq "$(t_psql "select pool from workspaces where id = '$PLAIN'")" "" "stored as NULL"
 
+t_case "postmux doctor: one line per pool; an address not on this host is a FAIL"
+t_run "$PMX" doctor
+t_expect_rc 0
+t_expect_match "$T_OUT" '^OK   pool blue: 127\.0\.0\.2 bindable, helo blue\.test$' "pool blue"
+t_expect_match "$T_OUT" '^OK   pool rr: 127\.0\.0\.4, 127\.0\.0\.5 bindable, helo of the route$' "pool rr"
+cp "$T_CONF" "$T_DIR/far.conf"
+pmx_svc_conf_set "$T_DIR/far.conf" "pool far" addresses "127.0.0.7, 192.0.2.10"
+t_run env POSTMUX_CONFIG="$T_DIR/far.conf" "$PMX" doctor
+t_expect_rc 1
+t_expect_match "$T_OUT" '^FAIL pool far: 192\.0\.2\.10 cannot be bound: ' "pool far"
+
 "$PMXD" -c "$T_CONF" >>"$T_DIR/postmuxd.log" 2>&1 &
 DPID=$!
 
