@@ -113,18 +113,18 @@ size_t pmx_egress_probe(const pmx_egress_set_t *set)
     return bad;
 }
 
-void pmx_route_key_format(const pmx_route_key_t *k, pmx_buf_t *out)
+void pmx_session_key_format(const pmx_session_key_t *k, pmx_buf_t *out)
 {
     const char *pool = k->pool ? k->pool : "-";
     switch (k->kind) {
-    case PMX_ROUTE_RELAY:
+    case PMX_SESSION_RELAY:
         pmx_buf_appendf(out, "relay pool=%s", pool);
         break;
-    case PMX_ROUTE_SMTP:
+    case PMX_SESSION_SMTP:
         pmx_buf_appendf(out, "smtp ws=%s dest=%s pool=%s", k->owner ? k->owner : "-",
                         k->dest ? k->dest : "-", pool);
         break;
-    case PMX_ROUTE_MX:
+    case PMX_SESSION_MX:
         pmx_buf_appendf(out, "mx site=%s pool=%s", k->dest ? k->dest : "-", pool);
         break;
     }

@@ -67,23 +67,23 @@ int pmx_egress_bind_check(const pmx_egress_t *e, size_t k, char *why, size_t why
 size_t pmx_egress_probe(const pmx_egress_set_t *set);
 
 typedef enum {
-    PMX_ROUTE_RELAY = 0,   /* [relay] */
-    PMX_ROUTE_SMTP,        /* a workspace's own provider (routing/wsroute.h) */
-    PMX_ROUTE_MX,          /* direct delivery: one site */
-} pmx_route_kind_t;
+    PMX_SESSION_RELAY = 0,   /* [relay] */
+    PMX_SESSION_SMTP,        /* a workspace's own provider (routing/wsroute.h) */
+    PMX_SESSION_MX,          /* direct delivery: one site */
+} pmx_session_kind_t;
 
 typedef struct {
-    pmx_route_kind_t kind;
+    pmx_session_kind_t kind;
     const char      *owner;   /* SMTP: the workspace whose route it is; else NULL */
     const char      *dest;    /* SMTP: the canonical route; MX: the site; RELAY: NULL */
     const char      *pool;    /* the egress pool; NULL = none (the kernel's source address) */
-} pmx_route_key_t;
+} pmx_session_key_t;
 
 /*
  * Appends the key's one-line text to out, e.g. "relay pool=-",
  * "smtp ws=ws_... dest=smtp://a@b:587 pool=blue", "mx site=... pool=-".
  * Equal texts = the same sessions; it is also what logs print.
  */
-void pmx_route_key_format(const pmx_route_key_t *k, pmx_buf_t *out);
+void pmx_session_key_format(const pmx_session_key_t *k, pmx_buf_t *out);
 
 #endif

@@ -133,17 +133,17 @@ static int spec_for(pmx_routes_t *r, const pmx_settings_ws_t *ws, spec_t *sp, ch
                  "(%s)", ws->pool, r->cfg->path ? r->cfg->path : "postmux.conf");
         return -1;
     }
-    pmx_route_key_t k = { .kind = PMX_ROUTE_RELAY, .pool = ws->pool };
+    pmx_session_key_t k = { .kind = PMX_SESSION_RELAY, .pool = ws->pool };
     const pmx_wsroute_t *rt = ws->route;
     /* Direct delivery (docs/delivery.md) belongs here once built: its sessions are
-     * keyed by site and pool, { PMX_ROUTE_MX, .dest = site, .pool = ws->pool }. */
+     * keyed by site and pool, { PMX_SESSION_MX, .dest = site, .pool = ws->pool }. */
     if (rt && rt->kind == PMX_WSROUTE_MX) {
         snprintf(why, whylen, "451 4.3.5 route mx: direct delivery is not available in this "
                  "postmuxd");
         return -1;
     }
     if (rt && rt->kind == PMX_WSROUTE_SMTP) {
-        k.kind = PMX_ROUTE_SMTP;
+        k.kind = PMX_SESSION_SMTP;
         k.owner = ws->id;
         k.dest = rt->canonical;
         sp->relay.host = rt->host;
@@ -157,7 +157,7 @@ static int spec_for(pmx_routes_t *r, const pmx_settings_ws_t *ws, spec_t *sp, ch
         sp->relay.source_arg = eg;
         if (eg->helo_name[0]) sp->relay.helo_name = eg->helo_name;
     }
-    pmx_route_key_format(&k, &sp->key);
+    pmx_session_key_format(&k, &sp->key);
     return 0;
 }
 
@@ -205,8 +205,8 @@ pmx_routes_t *pmx_routes_new(uv_loop_t *loop, const pmx_config_t *cfg, char *err
     pmx_egress_set_init(&r->egress, cfg);
     pmx_egress_probe(&r->egress);
     spec_t sp = { .key = PMX_BUF_INIT, .relay = r->relay };
-    pmx_route_key_t k = { .kind = PMX_ROUTE_RELAY };
-    pmx_route_key_format(&k, &sp.key);
+    pmx_session_key_t k = { .kind = PMX_SESSION_RELAY };
+    pmx_session_key_format(&k, &sp.key);
     entry_t *e = make_entry(r, &sp, true, err, errlen);
     pmx_buf_free(&sp.key);
     if (!e) {

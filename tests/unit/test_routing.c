@@ -270,16 +270,16 @@ static void test_session_keys(void **state)
 {
     (void)state;
     pmx_buf_t b = PMX_BUF_INIT;
-    pmx_route_key_t k = { .kind = PMX_ROUTE_RELAY };
-    pmx_route_key_format(&k, &b);
+    pmx_session_key_t k = { .kind = PMX_SESSION_RELAY };
+    pmx_session_key_format(&k, &b);
     assert_string_equal(pmx_buf_cstr(&b), "relay pool=-");
     b.len = 0;
-    k = (pmx_route_key_t){ .kind = PMX_ROUTE_SMTP, .owner = "ws_x", .dest = "smtp://h:25", .pool = "blue" };
-    pmx_route_key_format(&k, &b);
+    k = (pmx_session_key_t){ .kind = PMX_SESSION_SMTP, .owner = "ws_x", .dest = "smtp://h:25", .pool = "blue" };
+    pmx_session_key_format(&k, &b);
     assert_string_equal(pmx_buf_cstr(&b), "smtp ws=ws_x dest=smtp://h:25 pool=blue");
     b.len = 0;
-    k = (pmx_route_key_t){ .kind = PMX_ROUTE_MX, .dest = "google.com", .pool = "green" };
-    pmx_route_key_format(&k, &b);
+    k = (pmx_session_key_t){ .kind = PMX_SESSION_MX, .dest = "google.com", .pool = "green" };
+    pmx_session_key_format(&k, &b);
     assert_string_equal(pmx_buf_cstr(&b), "mx site=google.com pool=green");
     pmx_buf_free(&b);
 }
