@@ -47,6 +47,7 @@
 #include "lib/mem.h"
 #include "queue/endpoint.h"
 #include "routing/resolver.h"
+#include "routing/egress.h"
 #include "sql/db.h"
 
 #define TIMEOUT_S 5
@@ -229,6 +230,32 @@ static void check_master_key(doctor_t *d, pmx_cli_t *c)
         line(d, "WARN", "master key", "%s is readable or writable by others: chmod o-rw", path);
     else
         line(d, "OK", "master key", "%s (32 bytes)", path);
+}
+
+/* ---- egress pools (docs/delivery.md "Egress pools") ---- */
+
+/* One line per [pool NAME]: every address must be one this host can bind. */
+static void check_pools(doctor_t *d, pmx_cli_t *c)
+{
+    pmx_egress_set_t set;
+    pmx_egress_set_init(&set, &c->cfg);
+    for (size_t i = 0; i < set.n; i++) {
+        const pmx_egress_t *e = &set.v[i];
+        char what[80], why[300];
+        snprintf(what, sizeof what, "pool %s", e->name);
+        size_t k = 0;
+        while (k < e->n && pmx_egress_bind_check(e, k, why, sizeof why) == 0) k++;
+        if (k < e->n) {
+            line(d, "FAIL", what, "%s (the pool's sessions would fail)", why);
+            continue;
+        }
+        pmx_buf_t list = PMX_BUF_INIT;
+        for (k = 0; k < e->n; k++) pmx_buf_appendf(&list, "%s%s", k ? ", " : "", e->shown[k]);
+        line(d, "OK", what, "%s bindable, helo %s", pmx_buf_cstr(&list),
+             e->helo_name[0] ? e->helo_name : "of the route");
+        pmx_buf_free(&list);
+    }
+    pmx_egress_set_free(&set);
 }
 
 /* ---- relay ---- */
@@ -519,5 +546,6 @@ int pmx_cli_doctor(pmx_cli_t *c, int argc, char **argv)
     check_master_key(&d, c);
     if (c->cfg.delivery_route == PMX_ROUTE_MX) check_mx(&d, c);
     else check_relay(&d, c);
+    check_pools(&d, c);
     return d.fails ? PMX_EXIT_USER : PMX_EXIT_OK;
 }

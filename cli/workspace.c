@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "cli/ws_route.h"
 #include "lib/addr.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
@@ -36,6 +37,9 @@ static const char usage_text[] =
     "                         [--catch-all ADDR|none] [--suspend|--resume]\n"
     "                         [--max-bounce-rate PCT|none|default]\n"
     "                         [--max-complaint-rate PCT|none|default]\n"
+    "                         [--pool NAME|default]\n"
+    "                         [--route default|mx|smtp://[USER@]HOST:PORT[?tls=none]|\n"
+    "                                  smtps://[USER@]HOST:PORT] [--route-password-file F]\n"
     "WS is a workspace id (ws_...) or name. --resume also lifts a pause of the\n"
     "reputation guard and starts its window afresh.\n";
 
@@ -50,6 +54,8 @@ enum {
     COL_VERIFIED = PMX_WS_COL_VERIFIED, COL_SUSPENDED_AT = PMX_WS_COL_SUSPENDED_AT,
     COL_PAUSED_AT = PMX_WS_COL_PAUSED_AT, COL_PAUSE_REASON = PMX_WS_COL_PAUSE_REASON,
     COL_MAX_BOUNCE = PMX_WS_COL_MAX_BOUNCE, COL_MAX_COMPLAINT = PMX_WS_COL_MAX_COMPLAINT,
+    COL_POOL = PMX_WS_COL_POOL, COL_ROUTE = PMX_WS_COL_ROUTE,
+    COL_ROUTE_PASSWORD = PMX_WS_COL_ROUTE_PASSWORD,
 };
 
 static bool col_null(const PGresult *res, int r, int col) { return PQgetisnull(res, r, col); }
@@ -85,6 +91,9 @@ static void ws_print(const PGresult *res, int r)
            col_null(res, r, COL_PAUSE_REASON) ? dash : col(res, r, COL_PAUSE_REASON));
     printf("max_bounce_rate: %s\n", limit_text(res, r, COL_MAX_BOUNCE, lb, sizeof lb));
     printf("max_complaint_rate: %s\n", limit_text(res, r, COL_MAX_COMPLAINT, lc, sizeof lc));
+    printf("pool:        %s\n", col(res, r, COL_POOL));
+    printf("route:       %s\n", col(res, r, COL_ROUTE));
+    printf("route_password: %s\n", col_bool(res, r, COL_ROUTE_PASSWORD) ? "set" : "-");
     printf("testers:     %s\n", col(res, r, COL_TESTERS));
     printf("domains:     %s (%s verified)\n", col(res, r, COL_DOMAINS),
            col(res, r, COL_VERIFIED));
@@ -268,6 +277,9 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         { "resume", no_argument, NULL, 'R' },
         { "max-bounce-rate", required_argument, NULL, 'B' },
         { "max-complaint-rate", required_argument, NULL, 'C' },
+        { "pool", required_argument, NULL, 'P' },
+        { "route", required_argument, NULL, 'T' },
+        { "route-password-file", required_argument, NULL, 'W' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -275,6 +287,7 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     memset(&chg, 0, sizeof chg);
     const char *name = NULL, *rate = NULL, *burst = NULL, *quota = NULL, *test_mode = NULL;
     const char *catch_all = NULL, *max_bounce = NULL, *max_complaint = NULL;
+    const char *pool = NULL, *route = NULL, *route_pw = NULL;
     bool suspend = false, resume = false;
     int ch, rc = PMX_EXIT_USAGE;
     pmx_cli_opts_start();
@@ -290,6 +303,9 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         case 'R': resume = true; break;
         case 'B': max_bounce = optarg; break;
         case 'C': max_complaint = optarg; break;
+        case 'P': pool = optarg; break;
+        case 'T': route = optarg; break;
+        case 'W': route_pw = optarg; break;
         case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
         default: return rc;
         }
@@ -298,10 +314,11 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         return pmx_cli_usage("usage: workspace set WS [--name N] [--rate R] [--burst N] "
                              "[--daily-quota N|none] [--test-mode on|off] "
                              "[--catch-all ADDR|none] [--suspend|--resume] "
-                             "[--max-bounce-rate PCT|none] [--max-complaint-rate PCT|none]");
+                             "[--max-bounce-rate PCT|none] [--max-complaint-rate PCT|none] "
+                             "[--pool NAME|default] [--route ROUTE] [--route-password-file F]");
     if (suspend && resume) return pmx_cli_usage("workspace set: --suspend and --resume conflict");
     if (!name && !rate && !burst && !quota && !test_mode && !catch_all && !suspend && !resume
-        && !max_bounce && !max_complaint)
+        && !max_bounce && !max_complaint && !pool && !route && !route_pw)
         return pmx_cli_usage("workspace set: nothing to change");
 
     /* Every value checked before anything is written. */
@@ -322,10 +339,16 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
     if (suspend || resume) pmx_ws_set_suspended(&chg, suspend);
 
     char id[32];
-    if (pmx_cli_workspace_id(c, argv[optind], id) < 0) {
+    pmx_cli_ws_route_t rt;
+    memset(&rt, 0, sizeof rt);
+    if (pmx_cli_workspace_id(c, argv[optind], id) < 0 ||
+        pmx_cli_ws_route_prepare(c, id, pool, route, route_pw, &rt) < 0) {
+        pmx_cli_ws_route_free(&rt);
         pmx_ws_changes_free(&chg);
         return PMX_EXIT_USER;
     }
+    pmx_ws_set_routing(&chg, rt.pool_set, rt.pool, rt.route_set, rt.route, rt.password_set,
+                       rt.password_hex, rt.guard_route ? rt.current_route : NULL);
 
     /* One statement with every change and its audit row: all of them or none. */
     const char *params[PMX_WS_MAX_PARAMS];
@@ -343,9 +366,12 @@ static int ws_set(pmx_cli_t *c, int argc, char **argv)
         else
             rc = pmx_cli_error("Postgres: %s", PQresultErrorMessage(res));
     } else if (PQntuples(res) != 1) {
-        rc = pmx_cli_error("unknown workspace: %s", argv[optind]);   /* deleted meanwhile */
+        rc = rt.guard_route ? pmx_cli_error("the workspace's route changed meanwhile; nothing "
+                                            "was written")
+                            : pmx_cli_error("unknown workspace: %s", argv[optind]);
     }
     PQclear(res);
+    pmx_cli_ws_route_free(&rt);
     pmx_ws_changes_free(&chg);
     if (rc != PMX_EXIT_OK) return rc;
     return ws_show_id(c, id, false);

@@ -32,6 +32,7 @@
 #include <microhttpd.h>
 
 #include "config/config.h"
+#include "config/config_int.h"
 #include "lib/mem.h"
 #include "queue/endpoint.h"
 #include "routing/mx.h"
@@ -79,6 +80,8 @@ static const char *const cfg_sections[] = {
     "daemon", "postgres", "redis", "relay", "submission", "http", "inbound", "delivery", "mx", "feedback",
     "keys",
 };
+/* Sections that carry a name, "[pool NAME]"; their keys go to config/pools.c. */
+static const char *const cfg_named_sections[] = { "pool" };
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -556,8 +559,7 @@ static int set_optional_host(const struct cfg_key *k, const char *v, pmx_config_
     return 0;
 }
 
-static int set_helo_name(const struct cfg_key *k, const char *v, pmx_config_t *c,
-                         char *why, size_t n)
+bool pmx__config_helo_ok(const char *v)
 {
     bool ok = true;
     size_t len = strlen(v);
@@ -574,7 +576,13 @@ static int set_helo_name(const struct cfg_key *k, const char *v, pmx_config_t *c
     } else if (len) {
         ok = !strchr(v, ':') && cfg_valid_host(v);
     }
-    if (!ok) {
+    return ok;
+}
+
+static int set_helo_name(const struct cfg_key *k, const char *v, pmx_config_t *c,
+                         char *why, size_t n)
+{
+    if (!pmx__config_helo_ok(v)) {
         char shown[80];
         snprintf(why, n, "expected a domain name or an address literal such as [192.0.2.1], got '%s'",
                  cfg_show(v, shown, sizeof shown));
@@ -602,6 +610,13 @@ static int set_conninfo(const struct cfg_key *k, const char *v, pmx_config_t *c,
     PQconninfoFree(opts);
     cfg_replace_str(c, k->off, v);
     return 0;
+}
+
+/* A key of a [pool NAME] section: config/pools.c, on the pool opened last. */
+static int set_pool_key(const struct cfg_key *k, const char *v, pmx_config_t *c, char *why,
+                        size_t n)
+{
+    return pmx__config_pool_set(c, k->name, v, why, n);
 }
 
 #define F(field) offsetof(pmx_config_t, field)
@@ -676,6 +691,8 @@ static const struct cfg_key cfg_keys[] = {
     { "feedback", "guard_window", set_duration, F(guard_window_ms), MS_MINUTE, 90 * MS_DAY },
     { "feedback", "guard_min_sent", set_int, F(guard_min_sent), 1, 1000000000 },
     { "keys", "master_key_file", set_required_str, F(master_key_file), 0, 0 },
+    { "pool", "addresses", set_pool_key, 0, 0, 0 },
+    { "pool", "helo_name", set_pool_key, 0, 0, 0 },
 };
 #undef F
 #define CFG_NKEYS (sizeof cfg_keys / sizeof cfg_keys[0])
@@ -855,6 +872,10 @@ static int cfg_check_rules(cfg_load_t *l)
                         "than max_connections (%d)", c->submission_max_connections_per_address,
                         c->submission_max_connections), -1;
     if (cfg_check_http(l) < 0) return -1;
+    int pool_line = 0;
+    char why[300];
+    if (pmx__config_pools_check(c, &pool_line, why, sizeof why) < 0)
+        return cfg_fail(l, pool_line, "%s", why), -1;
     if (!c->inbound_tls_cert[0] != !c->inbound_tls_key[0])
         return cfg_fail(l, 0, "[inbound] tls_cert and tls_key must be set together (or neither)"), -1;
     if (c->retry_max_interval_ms < c->retry_base_ms)
@@ -869,6 +890,23 @@ static int cfg_check_rules(cfg_load_t *l)
 }
 
 /* ---- the inih side ---------------------------------------------------------- */
+
+/*
+ * A "[KIND NAME]" header: a new named section (only pools so far), whose keys
+ * may each be given once again.
+ */
+static int cfg_open_named(cfg_load_t *l, const char *kind, const char *name, size_t len)
+{
+    char nm[PMX_CONFIG_POOL_NAME_MAX + 2], why[300], shown[80];
+    if (len >= sizeof nm) len = sizeof nm - 1;      /* too long: the name check says so */
+    memcpy(nm, name, len);
+    nm[len] = '\0';
+    for (size_t i = 0; i < CFG_NKEYS; i++)
+        if (strcmp(cfg_keys[i].section, kind) == 0) l->seen_line[i] = 0;
+    if (pmx__config_pool_open(&l->cfg, nm, l->lineno, why, sizeof why) < 0)
+        return cfg_fail(l, l->lineno, "%s (got [%s %s])", why, kind, cfg_show(nm, shown, sizeof shown)), -1;
+    return 0;
+}
 
 /*
  * Checks what inih would let through: a "[name]" line must name a known section
@@ -900,6 +938,11 @@ static int cfg_check_line(cfg_load_t *l, const char *line)
     size_t nsec = sizeof cfg_sections / sizeof cfg_sections[0];
     for (size_t i = 0; i < nsec; i++)
         if (len == strlen(cfg_sections[i]) && memcmp(s + 1, cfg_sections[i], len) == 0) return 0;
+    for (size_t i = 0; i < sizeof cfg_named_sections / sizeof cfg_named_sections[0]; i++) {
+        size_t kl = strlen(cfg_named_sections[i]);
+        if (len > kl + 1 && memcmp(s + 1, cfg_named_sections[i], kl) == 0 && s[1 + kl] == ' ')
+            return cfg_open_named(l, cfg_named_sections[i], s + 2 + kl, len - kl - 1);
+    }
     /* "daemon, postgres, ... or keys", from the one list of sections. */
     char known[256] = "";
     for (size_t i = 0; i < nsec; i++)
@@ -941,6 +984,10 @@ static int cfg_on_key(void *user, const char *section, const char *name, const c
     if (!*section)
         return cfg_fail(l, l->lineno, "'%s' is outside any section (put it under [daemon], [relay], ...)",
                         cfg_show(name, s1, sizeof s1));
+    /* A named section "pool NAME" has the keys of "pool". */
+    char kind[32];
+    snprintf(kind, sizeof kind, "%.*s", (int)strcspn(section, " "), section);
+    if (strchr(section, ' ')) section = kind;
     size_t i = 0;
     while (i < CFG_NKEYS && !(strcmp(cfg_keys[i].section, section) == 0 &&
                               strcmp(cfg_keys[i].name, name) == 0))
@@ -1068,6 +1115,7 @@ void pmx_config_free(pmx_config_t *cfg)
         &cfg->mx_allow_networks, &cfg->mx_resolver, &cfg->mx_helo_name, &cfg->mx_shaping_file,
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) free(*fields[i]);
+    pmx__config_pools_free(cfg);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -16,6 +16,21 @@
 
 enum { PMX_ROUTE_RELAY = 0, PMX_ROUTE_MX = 1 };
 
+/*
+ * One [pool NAME] section (docs/delivery.md "Egress pools"): the source
+ * addresses a workspace's sessions bind, and the EHLO name they use.
+ */
+typedef struct {
+    char  *name;                        /* [A-Za-z0-9._-], 1-63, not "default" */
+    char **addresses;                   /* IPv4 / IPv6 literals as written, distinct */
+    size_t naddresses;                  /* at least 1 */
+    char  *helo_name;                   /* "" = the helo_name of the route ([relay] ...) */
+    int    line;                        /* where the section starts, for messages */
+} pmx_config_pool_t;
+
+#define PMX_CONFIG_POOL_NAME_MAX      63
+#define PMX_CONFIG_POOL_ADDRESSES_MAX 64
+
 typedef struct {
     /* [daemon] */
     int             workers;            /* resolved: "auto" = online CPUs */
@@ -104,6 +119,10 @@ typedef struct {
     /* [keys] */
     char *master_key_file;
 
+    /* [pool NAME] sections, in file order */
+    pmx_config_pool_t *pools;
+    size_t             npools;
+
     char *path;                         /* the file this came from */
 } pmx_config_t;
 
@@ -130,6 +149,11 @@ int pmx_config_parse_percent(const char *s, double *out);
 int pmx_config_parse_size(const char *s, uint64_t *bytes);
 /* yes|no|true|false|on|off|1|0 */
 int pmx_config_parse_bool(const char *s, bool *out);
+
+/* The [pool NAME] section called name (case-sensitive), or NULL. */
+const pmx_config_pool_t *pmx_config_pool(const pmx_config_t *cfg, const char *name);
+/* Whether name has the shape of a pool name (not whether such a section exists). */
+bool pmx_config_pool_name_ok(const char *name);
 
 /*
  * Reads a secret file (password_file, master key) whole, trimming one trailing

@@ -115,6 +115,26 @@ void pmx_hex_encode(pmx_buf_t *out, const uint8_t *in, size_t n)
     }
 }
 
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+int pmx_hex_decode(pmx_buf_t *out, const char *s, size_t n)
+{
+    if (n % 2) return -1;
+    pmx_buf_reserve(out, n / 2);
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0) return -1;
+        pmx_buf_append_char(out, (char)(hi << 4 | lo));
+    }
+    return 0;
+}
+
 int pmx_random_bytes(uint8_t *buf, size_t n)
 {
     return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "lib/addr.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "routing/mx.h"
@@ -33,6 +34,8 @@ struct site {
     site_t          *next;
     pmx_mxroute_t   *r;
     char            *name;
+    char            *key;           /* the site table's key: the site, + " pool=NAME" */
+    pmx_egress_t    *egress;        /* the egress pool its sessions bind, or NULL */
     pmx_smtp_pool_t *pool;
     uint64_t         used_ms;
     size_t           inflight;      /* groups handed to the pool, not called back yet */
@@ -69,6 +72,7 @@ struct msg {
     size_t              len;
     pmx_smtp_send_cb    cb;
     void               *arg;
+    pmx_egress_t       *egress;         /* the workspace's egress pool, or NULL */
     group_t            *g;
     size_t              ng, pending;
     out_t              *out;
@@ -189,13 +193,13 @@ static void finish_ready(pmx_mxroute_t *r)
 static bool site_admit(void *arg)
 {
     site_t *s = arg;
-    return pmx_sites_acquire(s->name, s->limit);
+    return pmx_sites_acquire(s->key, s->limit);
 }
 
 static void site_release(void *arg)
 {
     site_t *s = arg;
-    pmx_sites_release(s->name);
+    pmx_sites_release(s->key);
 }
 
 static void add_stats(pmx_smtp_pool_stats_t *to, const pmx_smtp_pool_stats_t *st)
@@ -219,6 +223,7 @@ static void site_closed(void *arg)
             break;
         }
     free(s->name);
+    free(s->key);
     free(s);
     maybe_finish(r);
 }
@@ -245,12 +250,13 @@ static size_t route_addrs(const pmx_mx_route_t *route, struct sockaddr_storage *
     return n;
 }
 
-static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, char *err, size_t errlen)
+static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, pmx_egress_t *egress,
+                        char *err, size_t errlen)
 {
     struct sockaddr_storage addrs[SITE_ADDRS];
     size_t naddrs = route_addrs(route, addrs);
     for (site_t *s = r->sites; s; s = s->next)
-        if (!s->closing && strcmp(s->name, route->site) == 0) {
+        if (!s->closing && s->egress == egress && strcmp(s->name, route->site) == 0) {
             pmx_smtp_pool_set_addrs(s->pool, addrs, naddrs);
             return s;
         }
@@ -266,7 +272,9 @@ static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, char *err
     free(names);
     int limit = rule && rule->connections ? rule->connections : r->per_site;
     pmx_smtp_relay_t cfg = {
-        .host = host, .port = r->port, .tls = r->tls, .tls_verify = false, .helo_name = r->helo,
+        .host = host, .port = r->port, .tls = r->tls, .tls_verify = false,
+        .helo_name = egress && egress->helo_name[0] ? egress->helo_name : r->helo,
+        .source = egress ? pmx_egress_source : NULL, .source_arg = egress,
         .max_sessions = limit, .connect_timeout_ms = r->connect_timeout_ms,
         .addrs = addrs, .naddrs = (int)naddrs, .next_on_greeting = true,
         .messages_per_connection = rule && rule->messages_per_connection
@@ -281,6 +289,11 @@ static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, char *err
     }
     s->r = r;
     s->name = pmx_xstrdup(route->site);
+    s->egress = egress;
+    pmx_buf_t key = PMX_BUF_INIT;
+    pmx_buf_appendf(&key, "%s%s%s", route->site, egress ? " pool=" : "", egress ? egress->name : "");
+    s->key = pmx_xstrdup(key.data);
+    pmx_buf_free(&key);
     pmx_smtp_pool_set_admission(s->pool, site_admit, site_release, s);
     s->next = r->sites;
     r->sites = s;
@@ -346,7 +359,7 @@ static void group_route(group_t *g, pmx_mx_route_t *route)
         return;
     }
     char err[300];
-    site_t *s = site_for(r, route, err, sizeof err);
+    site_t *s = site_for(r, route, g->m->egress, err, sizeof err);
     if (!s) {
         char reply[400];
         snprintf(reply, sizeof reply, "451 4.3.0 cannot open a session pool for %s: %s",
@@ -500,8 +513,8 @@ static bool rcpt_domain(const char *rcpt, char *out, size_t outlen)
     return k > 0 && out[0] != '.' && out[k - 1] != '.';
 }
 
-int pmx_mxroute_send(pmx_mxroute_t *r, const pmx_smtp_envelope_t *env, const char *data,
-                     size_t len, pmx_smtp_send_cb cb, void *arg)
+int pmx_mxroute_send(pmx_mxroute_t *r, pmx_egress_t *egress, const pmx_smtp_envelope_t *env,
+                     const char *data, size_t len, pmx_smtp_send_cb cb, void *arg)
 {
     if (r->closing) return UV_ESHUTDOWN;
     if (!env || !cb || !env->mail_from || !env->rcpts || env->nrcpts == 0 || (!data && len)) {
@@ -519,6 +532,7 @@ int pmx_mxroute_send(pmx_mxroute_t *r, const pmx_smtp_envelope_t *env, const cha
     m->len = len;
     m->cb = cb;
     m->arg = arg;
+    m->egress = egress;
     size_t n = env->nrcpts;
     m->out = pmx_xcalloc(n, sizeof *m->out);
     m->g = pmx_xcalloc(n, sizeof *m->g);

@@ -32,6 +32,7 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "routing/egress.h"
 #include "smtp/pool.h"
 
 #define PMX_MXROUTE_SITE_IDLE_MS 60000u
@@ -40,8 +41,11 @@ typedef struct pmx_mxroute pmx_mxroute_t;
 
 int  pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **out, char *err,
                      size_t errlen);
-int  pmx_mxroute_send(pmx_mxroute_t *r, const pmx_smtp_envelope_t *env, const char *data,
-                      size_t len, pmx_smtp_send_cb cb, void *arg);
+/* egress: the workspace's egress pool (routing/egress.h), or NULL for none.
+ * Site pools are kept per (site, egress pool): two egress pools never share a
+ * session, and [mx] connections_per_site counts per site and pool. */
+int  pmx_mxroute_send(pmx_mxroute_t *r, pmx_egress_t *egress, const pmx_smtp_envelope_t *env,
+                      const char *data, size_t len, pmx_smtp_send_cb cb, void *arg);
 void pmx_mxroute_close(pmx_mxroute_t *r, void (*closed)(void *arg), void *arg);
 void pmx_mxroute_abort(pmx_mxroute_t *r);
 /* Messages waiting in site pools for a session (a full or slow site). */

@@ -995,15 +995,32 @@ static void connect_next(pmx_smtp_session_t *s)
 {
     while (s->addr_i < s->naddrs) {
         const struct sockaddr *sa = (const struct sockaddr *)&s->addrs[s->addr_i++];
+        struct sockaddr_storage src;
+        if (s->cfg->source &&
+            s->cfg->source(s->cfg->source_arg, sa->sa_family, &src, s->last_connect_error,
+                           sizeof s->last_connect_error) < 0)
+            continue;
         s->stream = pmx_smtp_stream_new(s->env.loop, &stream_cbs, s);
         s->open_handles++;
-        int rc = pmx_smtp_stream_connect(s->stream, sa);
-        if (rc == 0) {
-            s->state = S_CONNECTING;
-            arm(s, s->cfg->connect_timeout_ms);
-            return;
+        int rc = s->cfg->source ? pmx_smtp_stream_bind(s->stream, (const struct sockaddr *)&src) : 0;
+        if (rc < 0) {
+            char a[INET6_ADDRSTRLEN] = "?";
+            if (src.ss_family == AF_INET6)
+                uv_ip6_name((const struct sockaddr_in6 *)&src, a, sizeof a);
+            else
+                uv_ip4_name((const struct sockaddr_in *)&src, a, sizeof a);
+            snprintf(s->last_connect_error, sizeof s->last_connect_error,
+                     "cannot bind source address %s: %s", a, uv_strerror(rc));
         }
-        snprintf(s->last_connect_error, sizeof s->last_connect_error, "%s", uv_strerror(rc));
+        if (rc == 0) {
+            rc = pmx_smtp_stream_connect(s->stream, sa);
+            if (rc == 0) {
+                s->state = S_CONNECTING;
+                arm(s, s->cfg->connect_timeout_ms);
+                return;
+            }
+            snprintf(s->last_connect_error, sizeof s->last_connect_error, "%s", uv_strerror(rc));
+        }
         pmx_smtp_stream_close(s->stream);
         s->stream = NULL;
     }

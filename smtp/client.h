@@ -40,6 +40,13 @@ typedef struct {
     const char    *auth_password;
     const char    *helo_name;         /* NULL or "": this machine's host name */
     int            max_sessions;      /* connections_per_worker; 0 = 16 */
+    /* An egress pool (docs/delivery.md "Egress pools"): when set, each connection
+     * first binds the source address this gives for the family of the address
+     * it connects to; -1 (reason in why) skips that address. NULL: the kernel
+     * picks. source_arg must outlive every session. */
+    int          (*source)(void *arg, int family, struct sockaddr_storage *out, char *why,
+                           size_t whylen);
+    void          *source_arg;
     uint64_t       connect_timeout_ms;
     uint64_t       command_timeout_ms;
     uint64_t       data_timeout_ms;

@@ -528,6 +528,11 @@ static void on_connect(uv_connect_t *req, int status)
     emit(s, PMX_SMTP_STREAM_CONNECTED, status, status ? s->reason : NULL);
 }
 
+int pmx_smtp_stream_bind(pmx_smtp_stream_t *s, const struct sockaddr *addr)
+{
+    return uv_tcp_bind(&s->tcp, addr, 0);
+}
+
 int pmx_smtp_stream_connect(pmx_smtp_stream_t *s, const struct sockaddr *addr)
 {
     return uv_tcp_connect(&s->connect_req, &s->tcp, addr, on_connect);

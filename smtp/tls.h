@@ -72,6 +72,8 @@ typedef struct {
 
 /* A new, unconnected stream on loop. cbs is copied. Never fails. */
 pmx_smtp_stream_t *pmx_smtp_stream_new(uv_loop_t *loop, const pmx_smtp_stream_cbs_t *cbs, void *arg);
+/* Binds the source address of a stream not yet connected (port 0: any). 0 or a uv error. */
+int  pmx_smtp_stream_bind(pmx_smtp_stream_t *s, const struct sockaddr *addr);
 /* Connects to addr (TCP_NODELAY); CONNECTED follows, then reading starts. 0 or a uv error. */
 int  pmx_smtp_stream_connect(pmx_smtp_stream_t *s, const struct sockaddr *addr);
 /* Accepts a pending connection of a listening uv_stream_t and starts reading. 0 or a uv error. */

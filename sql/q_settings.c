@@ -11,6 +11,11 @@ static const char LOAD_SQL[] =
     "       (w.paused_at IS NOT NULL)::text"
     "  FROM workspaces w"
     " UNION ALL "
+    /* A workspace's pool and route (sql/013_pools_routes.sql), only when set. */
+    "SELECT 'r', w.id, w.pool, w.route, encode(w.route_password_enc, 'hex'),"
+    "       NULL, NULL, NULL, NULL, NULL, NULL"
+    "  FROM workspaces w WHERE w.pool IS NOT NULL OR w.route IS NOT NULL"
+    " UNION ALL "
     "SELECT 't', t.workspace_id, t.address, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
     "  FROM workspace_testers t"
     " UNION ALL "

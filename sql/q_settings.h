@@ -13,6 +13,9 @@
  *
  *   'w'  C1 workspace id, C2 name, C3 suspended, C4 test_mode, C5 catch_all,
  *        C6 rate_per_second, C7 burst, C8 daily_quota, C9 ms since suspended_at
+ *   'r'  C1 workspace id, C2 pool (NULL = default), C3 route (NULL = default),
+ *        C4 route password blob in hex (NULL = none); only for workspaces with
+ *        a pool or a route
  *   't'  C1 workspace id, C2 tester address
  *   'd'  C1 workspace id, C2 domain, C3 verified, C4 domain id, C5 return_path (NULL:
  *        bounces.<domain>)

@@ -174,6 +174,22 @@ void pmx_ws_set_suspended(pmx_ws_changes_t *ch, bool suspended)
     add_field(ch, "suspended");
 }
 
+void pmx_ws_set_routing(pmx_ws_changes_t *ch, bool pool_set, const char *pool, bool route_set,
+                        const char *route, bool password_set, const char *password_hex,
+                        const char *guard_route)
+{
+    ch->pool_set = pool_set;
+    ch->pool = pool;
+    ch->route_set = route_set;
+    ch->route = route;
+    ch->password_set = password_set;
+    ch->password_hex = password_hex;
+    ch->guard_route = guard_route;
+    if (pool_set) add_field(ch, "pool");
+    if (route_set) add_field(ch, "route");
+    if (password_set) add_field(ch, "route_password");
+}
+
 int pmx_ws_set_limit(pmx_ws_changes_t *ch, bool bounce, const char *label, const char *s,
                      char *err, size_t n)
 {
@@ -252,16 +268,25 @@ int pmx_ws_update_sql(const pmx_ws_changes_t *ch, const char *actor, const char 
     if (ch->max_complaint)
         add_set(&set, params, &np, "max_complaint_rate", "$%d::numeric",
                 *ch->max_complaint ? ch->max_complaint : NULL, NULL);
+    if (ch->pool_set) add_set(&set, params, &np, "pool", "$%d", ch->pool, NULL);
+    if (ch->route_set) add_set(&set, params, &np, "route", "$%d", ch->route, NULL);
+    if (ch->password_set)
+        add_set(&set, params, &np, "route_password_enc", "$%d::bytea", ch->password_hex, NULL);
     /* A resume lifts a pause of the reputation guard too, and its window
      * starts afresh; changing a limit alone does not lift a pause. */
     if (ch->suspended && strcmp(ch->suspended, "false") == 0)
         pmx_buf_append_str(&set, ", paused_at = NULL, pause_reason = NULL, guard_since = now()");
     pmx_buf_append_str(&set, set.len ? ", updated_at = now()" : "updated_at = now()");
     pmx_buf_appendf(sql,
-                    "WITH u AS (UPDATE workspaces SET %s WHERE id = $2 RETURNING id),"
-                    " l AS (INSERT INTO audit_log (api_key_id, workspace_id, action, target)"
-                    "       SELECT $1, id, 'workspace.set', $3 FROM u)"
-                    " SELECT id FROM u", pmx_buf_cstr(&set));
+                    "WITH u AS (UPDATE workspaces SET %s WHERE id = $2", pmx_buf_cstr(&set));
+    if (ch->guard_route) {
+        params[np++] = ch->guard_route;
+        pmx_buf_appendf(sql, " AND route = $%d", np);
+    }
+    pmx_buf_append_str(sql, " RETURNING id),"
+                            " l AS (INSERT INTO audit_log (api_key_id, workspace_id, action, target)"
+                            "       SELECT $1, id, 'workspace.set', $3 FROM u)"
+                            " SELECT id FROM u");
     pmx_buf_free(&set);
     return np;
 }
@@ -282,7 +307,9 @@ const char pmx_sql_ws_select[] =
     " (SELECT count(*) FROM domains d WHERE d.workspace_id = w.id"
     "   AND d.verified_at IS NOT NULL), "
     PMX_SQL_ISO_UTC("w.suspended_at") ", " PMX_SQL_ISO_UTC("w.paused_at") ", w.pause_reason,"
-    " trim_scale(w.max_bounce_rate), trim_scale(w.max_complaint_rate)"
+    " trim_scale(w.max_bounce_rate), trim_scale(w.max_complaint_rate),"
+    " COALESCE(w.pool, 'default'), COALESCE(w.route, 'default'),"
+    " w.route_password_enc IS NOT NULL"
     " FROM workspaces w";
 
 static bool col_null(const PGresult *res, int r, int c) { return PQgetisnull(res, r, c); }
@@ -341,6 +368,10 @@ json_t *pmx_ws_json(const PGresult *res, int r, bool counts)
     json_object_set_new(o, "max_complaint_rate",
                         json_string(pmx_ws_limit_text(res, r, PMX_WS_COL_MAX_COMPLAINT, lc,
                                                       sizeof lc)));
+    json_object_set_new(o, "pool", json_string(col(res, r, PMX_WS_COL_POOL)));
+    json_object_set_new(o, "route", json_string(col(res, r, PMX_WS_COL_ROUTE)));
+    json_object_set_new(o, "route_password",
+                        json_boolean(col(res, r, PMX_WS_COL_ROUTE_PASSWORD)[0] == 't'));
     json_object_set_new(o, "created_at", json_string(col(res, r, PMX_WS_COL_CREATED)));
     json_object_set_new(o, "updated_at", json_string(col(res, r, PMX_WS_COL_UPDATED)));
     if (counts) {

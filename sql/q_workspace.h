@@ -25,7 +25,7 @@
 #define PMX_WS_INDUSTRY_MAX_CHARS 200
 #define PMX_WS_WEBSITE_MAX_CHARS  2000
 #define PMX_WS_BURST_MAX          1000000
-#define PMX_WS_MAX_PARAMS         16
+#define PMX_WS_MAX_PARAMS         24
 
 /* What a `set` changes; zeroed = nothing. Filled by the pmx_ws_set_* checks. */
 typedef struct {
@@ -42,6 +42,16 @@ typedef struct {
     const char     *max_bounce;       /* "10", "Infinity" (none), "" = default (NULL) */
     const char     *max_complaint;
     char            mb[24], mc[24], unit[16];
+    /* Egress pool and own route (docs/delivery.md), checked by the caller
+     * (routing/wsroute.h; the CLI: cli/ws_route.h). */
+    bool            pool_set;
+    const char     *pool;             /* NULL = default */
+    bool            route_set;
+    const char     *route;            /* canonical; NULL = default */
+    bool            password_set;
+    const char     *password_hex;     /* sealed, "\\x..." bytea input; NULL = none */
+    const char     *guard_route;      /* only the password changes: the row must still have
+                                         this route (it was sealed for it); NULL = no guard */
     char            fields[200];      /* "name,rate,..." for the audit row */
 } pmx_ws_changes_t;
 
@@ -63,6 +73,10 @@ int pmx_ws_set_test_mode(pmx_ws_changes_t *ch, const char *label, const char *s,
 int pmx_ws_set_catch_all(pmx_ws_changes_t *ch, const char *label, const char *s, char *err,
                          size_t n);
 void pmx_ws_set_suspended(pmx_ws_changes_t *ch, bool suspended);
+/* Pool, route and sealed route password, as checked and prepared by the caller. */
+void pmx_ws_set_routing(pmx_ws_changes_t *ch, bool pool_set, const char *pool, bool route_set,
+                        const char *route, bool password_set, const char *password_hex,
+                        const char *guard_route);
 /* A percentage ("10%", "0.5"), "none" or "default"; bounce: max_bounce_rate,
  * else max_complaint_rate. */
 int pmx_ws_set_limit(pmx_ws_changes_t *ch, bool bounce, const char *label, const char *s,
@@ -89,7 +103,7 @@ enum {
     PMX_WS_COL_QUOTA, PMX_WS_COL_SUSPENDED, PMX_WS_COL_CREATED, PMX_WS_COL_UPDATED,
     PMX_WS_COL_TESTERS, PMX_WS_COL_DOMAINS, PMX_WS_COL_VERIFIED, PMX_WS_COL_SUSPENDED_AT,
     PMX_WS_COL_PAUSED_AT, PMX_WS_COL_PAUSE_REASON, PMX_WS_COL_MAX_BOUNCE,
-    PMX_WS_COL_MAX_COMPLAINT
+    PMX_WS_COL_MAX_COMPLAINT, PMX_WS_COL_POOL, PMX_WS_COL_ROUTE, PMX_WS_COL_ROUTE_PASSWORD
 };
 /* Row r as `workspace show --json` prints it (counts: with the tester and domain counts). */
 json_t *pmx_ws_json(const PGresult *res, int r, bool counts);

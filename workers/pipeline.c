@@ -573,9 +573,16 @@ static void send_txn(job_t *j, pmx_txn_t *t, unsigned flags)
                                 .rcpts = t->rcpts, .nrcpts = t->n, .flags = flags,
                                 .head = t->head.data, .head_len = t->head.len };
     t->owner = j;
-    int rc = pmx_sender_send(j->p->pool, j->qj->ws, &env, j->data.data, j->data.len, on_sent, t);
+    char why[512];
+    int rc = pmx_sender_send(j->p->pool, j->ws, &env, j->data.data, j->data.len, on_sent, t, why,
+                             sizeof why);
     if (rc == 0) {
         j->sends++;
+        return;
+    }
+    if (rc == UV_EAGAIN) {
+        /* Its pool or route cannot be used from here now (workers/sender.h). */
+        txn_fail(t, PMX_SMTP_TEMPFAIL, why);
         return;
     }
     /* UV_EINVAL is about the sender, which every recipient shares (a
@@ -907,6 +914,7 @@ void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
     pmx_settings_ids(p->settings, true, ids, n);
     pmx_queue_consumer_set_workspaces(p->consumer, ids, n);
     free(ids);
+    pmx_sender_settings_changed(p->pool, p->settings);
     if (p->throttle) pmx_gate_wake(p->throttle);   /* limits may have changed */
 }
 

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "lib/buf.h"
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/verp.h"
@@ -76,6 +77,13 @@ static void snap_free(pmx_settings_snap_t *sn)
             free((pmx_dkim_key_t *)w->domains[d].keys);   /* shallow copies */
         }
         free((pmx_settings_domain_t *)w->domains);
+        free((char *)w->pool);
+        free((pmx_wsroute_t *)w->route);
+        free((char *)w->route_error);
+        if (w->route_password) {
+            pmx_wipe((char *)w->route_password, strlen(w->route_password));
+            free((char *)w->route_password);
+        }
     }
     free(sn->ws);
     free(sn->dix);
@@ -317,6 +325,51 @@ static pmx_settings_ws_t *find_ws(pmx_settings_ws_t *v, size_t n, const char *id
 
 /* ---- building a snapshot ------------------------------------------------ */
 
+/*
+ * A workspace's pool and route (an 'r' row): the route parsed, its password
+ * opened with the master key. What cannot be used becomes route_error (the
+ * workspace's mail is deferred with it) and is logged here, without secrets.
+ */
+static void apply_routing(pmx_settings_t *s, pmx_settings_ws_t *w, const char *pool,
+                          const char *route, const char *hex)
+{
+    char why[300];
+    w->pool = pool ? pmx_xstrdup(pool) : NULL;
+    if (!route) return;
+    pmx_wsroute_t *rt = pmx_xcalloc(1, sizeof *rt);
+    if (pmx_wsroute_parse(route, rt, why, sizeof why) < 0) {
+        free(rt);
+        char e[400];
+        snprintf(e, sizeof e, "stored route is unusable (%s)", why);
+        w->route_error = pmx_xstrdup(e);
+        pmx_log_error("workspace route unusable ws=%s err=\"%s\"", w->id, why);
+        return;
+    }
+    w->route = rt;
+    if (!hex) {
+        if (rt->kind == PMX_WSROUTE_SMTP && rt->user[0]) {
+            w->route_error = pmx_xstrdup("route names a user but has no password");
+            pmx_log_error("workspace route unusable ws=%s err=\"a user but no password\"", w->id);
+        }
+        return;
+    }
+    pmx_buf_t blob = PMX_BUF_INIT, pw = PMX_BUF_INIT;
+    int rc = pmx_hex_decode(&blob, hex, strlen(hex));
+    if (rc == 0)
+        rc = pmx_wsroute_open(s->keys.master, w->id, rt, (const uint8_t *)blob.data, blob.len, &pw);
+    if (rc == 0 && (memchr(pw.data, '\0', pw.len) || pw.len == 0)) rc = -EINVAL;
+    if (rc == 0) {
+        w->route_password = pmx_xstrdup(pmx_buf_cstr(&pw));
+    } else {
+        w->route_error = pmx_xstrdup("route password cannot be decrypted (wrong master key or "
+                                     "changed data)");
+        pmx_log_error("workspace route password cannot be decrypted ws=%s route=%s", w->id,
+                      rt->canonical);
+    }
+    pmx_buf_free(&blob);
+    pmx_buf_free_secret(&pw);
+}
+
 typedef struct {
     int64_t                id;
     pmx_settings_ws_t     *ws;
@@ -355,7 +408,8 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
         if (strcmp(k, "w") == 0) nw++;
         else if (strcmp(k, "d") == 0) nd++;
         else if (strcmp(k, "k") == 0) nk++;
-        else if (strcmp(k, "t") != 0 && strcmp(k, "a") != 0) {   /* 'a': the digest only */
+        else if (strcmp(k, "t") != 0 && strcmp(k, "a") != 0 && strcmp(k, "r") != 0) {
+            /* 'a': the digest only; 'r': routing, after the workspaces */
             snprintf(why, whylen, "row %d: unknown kind '%s'", r, k);
             free(sn);
             return NULL;
@@ -406,6 +460,13 @@ static pmx_settings_snap_t *build(pmx_settings_t *s, const PGresult *res, uint64
             snprintf(why, whylen, "workspace %s listed twice", sn->ws[i].id);
             goto fail;
         }
+
+    /* Pools and routes. */
+    for (int r = 0; r < nrows; r++) {
+        if (strcmp(PQgetvalue(res, r, C_KIND), "r") != 0) continue;
+        pmx_settings_ws_t *w = find_ws(sn->ws, sn->nws, cell(res, r, C1));
+        if (w) apply_routing(s, w, cell(res, r, C2), cell(res, r, C3), cell(res, r, C4));
+    }
 
     /* Testers and domains: count per workspace, then fill. */
     for (int pass = 0; pass < 2; pass++) {

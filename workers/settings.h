@@ -1,6 +1,7 @@
 /*
  * The worker's settings cache: every workspace (name, suspension, test mode,
- * catch-all, testers, rate, burst, daily quota) and its domains, with each
+ * catch-all, testers, rate, burst, daily quota, egress pool, route and its
+ * decrypted password) and its domains, with each
  * verified domain's active DKIM keys decrypted with the master key and parsed
  * once (pmx_dkim_key_t, ready for pmx_dkim_sign). The pipeline asks it, for
  * every job, "which workspace, may it send from this domain, with which keys,
@@ -43,6 +44,7 @@
 
 #include "dkim/keycrypt.h"
 #include "dkim/signer.h"
+#include "routing/wsroute.h"
 #include "sql/db_async.h"
 
 #define PMX_SETTINGS_REFRESH_MS  60000u
@@ -78,6 +80,14 @@ typedef struct {
     size_t                       ntesters;
     const pmx_settings_domain_t *domains;          /* sorted by name */
     size_t                       ndomains;
+    /* Routing (docs/delivery.md "Egress pools", "Per-workspace routes"). */
+    const char                  *pool;             /* egress pool name; NULL = default */
+    const pmx_wsroute_t         *route;            /* NULL = default */
+    const char                  *route_password;   /* decrypted (wiped with the snapshot);
+                                                      NULL = none */
+    const char                  *route_error;      /* the stored route or its password is
+                                                      unusable (logged once per load): its
+                                                      mail is deferred with this; NULL = ok */
     pmx_settings_snap_t         *snap;             /* internal: the snapshot it belongs to */
 } pmx_settings_ws_t;
 

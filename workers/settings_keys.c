@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -71,26 +72,6 @@ pmx__skey_t *pmx__skeys_get(pmx__skeys_t *c, int64_t id, int64_t created_us, con
     return NULL;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-static int hex_decode(pmx_buf_t *out, const char *s, size_t n)
-{
-    if (n % 2) return -1;
-    pmx_buf_reserve(out, n / 2);
-    for (size_t i = 0; i < n; i += 2) {
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-        if (hi < 0 || lo < 0) return -1;
-        pmx_buf_append_char(out, (char)(hi << 4 | lo));
-    }
-    return 0;
-}
-
 pmx__skey_t *pmx__skeys_open(pmx__skeys_t *c, const char *ws, int64_t id, int64_t created_us,
                              const char *domain, const char *selector, pmx_dkim_alg_t alg,
                              const char *hex)
@@ -105,7 +86,7 @@ pmx__skey_t *pmx__skeys_open(pmx__skeys_t *c, const char *ws, int64_t id, int64_
 
     pmx_buf_t blob = PMX_BUF_INIT, aad = PMX_BUF_INIT, pem = PMX_BUF_INIT;
     char why[200] = "";
-    if (hex_decode(&blob, hex, strlen(hex)) < 0) {
+    if (pmx_hex_decode(&blob, hex, strlen(hex)) < 0) {
         snprintf(why, sizeof why, "stored blob is not hex");
     } else {
         pmx_dkim_key_aad(&aad, domain, selector);

@@ -29,18 +29,22 @@ keys_config_c() {
 # postmux.conf.example: "key = value" lines under "[section]" (comment lines skipped),
 # and ";key = value" (no space after the ';'): a key left unset on purpose because its
 # default depends on another key ([submission] memory_budget), shown commented out.
+# A named section "[pool NAME]" (or ";[pool NAME]", an example left commented out)
+# counts as its kind, "pool".
 keys_example() {
-    awk '/^;[a-z_]+ = / { k = substr($0, 2); sub(/[[:space:]]*=.*/, "", k); print sec " " k; next }
+    awk '/^;?\[[a-z_]+ [^]]+\]/ { sec = $0; sub(/^;?\[/, "", sec); sub(/ .*/, "", sec); next }
+         /^;[a-z_]+ = / { k = substr($0, 2); sub(/[[:space:]]*=.*/, "", k); print sec " " k; next }
          /^[[:space:]]*[;#]/ { next }
          /^\[[a-z_]+\]/ { sec = $0; gsub(/[][[:space:]]/, "", sec); next }
          /^[a-z_]+[[:space:]]*=/ { k = $0; sub(/[[:space:]]*=.*/, "", k); print sec " " k }' "$1" |
         LC_ALL=C sort
 }
-# postmux.conf(5): in KEYS, `.SS "[section]"` then one `.TP` + `.B key` per key.
+# postmux.conf(5): in KEYS, `.SS "[section]"` then one `.TP` + `.B key` per key;
+# `.SS "[pool NAME]"` counts as its kind, "pool".
 keys_man() {
     awk '/^\.SH / { on = ($0 ~ /^\.SH "?KEYS"?$/); next }
          !on { next }
-         /^\.SS / { sec = $0; sub(/^\.SS "?\[/, "", sec); sub(/\]"?$/, "", sec); next }
+         /^\.SS / { sec = $0; sub(/^\.SS "?\[/, "", sec); sub(/\]"?$/, "", sec); sub(/ .*/, "", sec); next }
          /^\.TP/ { tp = 1; next }
          tp && /^\.B / { print sec " " $2 }
          { tp = 0 }' "$1" |
@@ -79,6 +83,15 @@ keys_config_c "$PMX_ROOT/config/config.c" | grep -qx 'relay tls_verify' ||
     t_fail "config.c parser misses [relay] tls_verify"
 keys_man "$MAN_DIR/postmux.conf.5" | grep -qx 'keys master_key_file' ||
     t_fail "man parser misses [keys] master_key_file"
+# A named section: [pool NAME] counts as "pool" in each source.
+keys_config_c "$PMX_ROOT/config/config.c" | grep -qx 'pool addresses' ||
+    t_fail "config.c parser misses [pool NAME] addresses"
+keys_example "$PMX_ROOT/postmux.conf.example" | grep -qx 'pool addresses' ||
+    t_fail "example parser misses [pool NAME] addresses"
+keys_man "$MAN_DIR/postmux.conf.5" | grep -qx 'pool helo_name' ||
+    t_fail "man parser misses [pool NAME] helo_name"
+t_expect_eq "$(printf '[keys]\nmaster_key_file = x\n;[pool a]\n;addresses = 1\n' | keys_example /dev/stdin |
+               paste -sd' ')" "keys master_key_file pool addresses" "a commented-out [pool NAME] example"
 
 # diff_keys A_NAME A_FILE B_NAME B_FILE: fails naming every key one has and the other lacks.
 diff_keys() {
@@ -159,7 +172,7 @@ for o in $opts; do
 done
 
 t_case "every doc the code cites exists (docs/*.md, man pages, README Install)"
-cited=$(grep -rhoE 'docs/[a-z_/-]+\.md' "$PMX_ROOT"/{lib,config,daemon,workers,submission,webhooks,http,inbound,queue,dkim,smtp,sql,cli,tests,scripts} \
+cited=$(grep -rhoE 'docs/[a-z_/-]+\.md' "$PMX_ROOT"/{lib,config,daemon,workers,submission,webhooks,http,inbound,queue,dkim,smtp,sql,routing,cli,tests,scripts} \
             --include='*.c' --include='*.h' --include='*.sh' --include='*.sql' --include='*.py' 2>/dev/null |
         sort -u)
 [[ -n $cited ]] || t_fail "found no docs/*.md citation at all (the grep is broken?)"

@@ -6,6 +6,7 @@ python3-aiosmtpd (an SMTP server postmux did not write). Run with
     tls_relay.py --port-file F --cert C --key K --dir D --log L
                  [--user U --password P] [--mode MODE]
                  [--size-limit N] [--no-smtputf8] [--login-only] [--pipelining]
+                 [--log-sessions]
 
 It listens on 127.0.0.1 on a port the kernel picks and writes that port to
 --port-file once it accepts connections. Every message is stored as
@@ -17,6 +18,9 @@ goes to the log L, one line each, with whether the connection was under TLS:
 Addresses choose their fate: a sender or recipient whose local part starts
 with "temp" gets a 4xx, with "perm" a 5xx; everything else is accepted.
 --pipelining announces PIPELINING (aiosmtpd reads commands in order anyway).
+--log-sessions adds, for every message, the connection it came on (egress pools,
+docs/delivery.md):
+    SESSION peer=SOURCE_IP:PORT ehlo=NAME mail=<a> tls=yes|no
 
 Modes:
   starttls   (default) STARTTLS offered and required; AUTH (when --user is
@@ -54,6 +58,8 @@ def parse_args():
     ap.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8")
     ap.add_argument("--login-only", action="store_true", help="offer AUTH LOGIN but not PLAIN")
     ap.add_argument("--pipelining", action="store_true", help="announce PIPELINING")
+    ap.add_argument("--log-sessions", action="store_true",
+                    help="log the source address and EHLO name of each message's connection")
     ap.add_argument("--mode", default="starttls",
                     choices=["starttls", "implicit", "refuse", "absent", "inject"])
     return ap.parse_args()
@@ -110,6 +116,10 @@ class Handler:
         COUNT += 1
         data = envelope.original_content or b""
         event(f"DATA bytes={len(data)} tls={tls_of(server)}")
+        if ARGS.log_sessions:
+            peer = server.transport.get_extra_info("peername") or ("?", 0)
+            event(f"SESSION peer={peer[0]}:{peer[1]} ehlo={session.host_name} "
+                  f"mail=<{envelope.mail_from}> tls={tls_of(server)}")
         path = os.path.join(ARGS.dir, f"msg.{COUNT}")
         with open(path + ".tmp", "wb") as f:
             f.write(f"X-Mail-From: <{envelope.mail_from}>\r\n".encode())
