@@ -19,11 +19,11 @@ t_expect_match "$T_OUT" '^ invoice-1 +\| erin@example\.net +\| sent ' "raw job s
 t_expect_match "$T_OUT" '^ spoof-1 +\| frank@example\.net +\| rejected +\| +0 \| domain_not_verified: other\.example' "unverified From rejected"
 t_expect_match "$T_OUT" 'pending entries left in .*: 0$' "nothing pending"
 t_expect_match "$T_OUT" '\(decodes to: Grüße aus Köln — 東京 ✉\)' "RFC 2047 subject round trip"
-t_expect_eq "$(grep -cE 'DKIM signature [01]: a=(rsa|ed25519)-sha256 d=demo\.example .* -> pass ' <<<"$T_OUT")" 6 \
-    "rsa + ed25519 signatures pass on 3 messages"
+t_expect_eq "$(grep -cE 'DKIM signature [01]: a=(rsa|ed25519)-sha256 d=demo\.example .* -> pass ' <<<"$T_OUT")" 12 \
+    "rsa + ed25519 signatures pass on 6 messages (VERP: one per recipient of the multipart job)"
 t_expect_nomatch "$T_OUT" 'FAIL|WRONG' "a failed verification"
 t_expect_match "$T_OUT" 'Subject changed\): DKIM signature 0 -> fail, as it must' "tampered copy fails"
-t_expect_match "$T_OUT" '^  3 messages, every DKIM signature verifies$' "summary"
+t_expect_match "$T_OUT" '^  6 messages, every DKIM signature verifies$' "summary"
 t_expect_match "$T_OUT" '<- 250 2\.0\.0 Ok: stored as report [0-9]+$' "the bounce stored by the inbound listener"
 t_expect_match "$T_OUT" '^ alice@example\.net \| bounced +\| user_unknown +\| message\.bounced \| \{"async":true' \
     "alice bounced async"
