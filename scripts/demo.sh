@@ -2,16 +2,18 @@
 # scripts/demo.sh — `make demo`: postmux end to end on throwaway services, in one go.
 #
 # Installs missing Debian packages (scripts/deps.sh) and builds the release binaries
-# when needed, starts a private PostgreSQL, Redis, smtp-sink (the relay; it dumps every
-# message it receives to a file) and dnsmasq (the DNS stand-in that publishes the DKIM
+# when needed, starts a private PostgreSQL, Redis, a relay (tests/tools/tls_relay.py on
+# Debian's python3-aiosmtpd: it stores every message it receives in a file, and refuses
+# recipients whose local part starts with "perm" as unknown) and dnsmasq (the DNS stand-in that publishes the DKIM
 # records `postmux domain add` printed), migrates, creates the workspace "Demo" with
 # the domain demo.example (RSA-2048 + Ed25519 keys, verified with --skip-dns), runs
 # postmuxd in the background, enqueues jobs with `redis-cli XADD` exactly as an
 # application would, waits for their outcomes, prints them from Postgres, and shows
 # each delivered message with its DKIM signatures checked by python3-dkim against the
-# keys found in DNS. Then the loop back: a bounce for one delivered recipient arrives
-# at the [inbound] SMTP listener (docs/feedback.md), which suppresses the address, and
-# the next job to it is suppressed. Then everything stops.
+# keys found in DNS. Then the loop back (docs/feedback.md): the relay refused one
+# recipient as unknown (a hard bounce, suppressed at once), and a bounce report for
+# another, delivered recipient arrives at the [inbound] SMTP listener, which suppresses
+# that address too; the next job to both is suppressed. Then everything stops.
 #
 #   make demo                  (or: bash scripts/demo.sh)
 #   DEMO_KEEP=1 make demo      keep everything running (logs follow) until Ctrl-C
@@ -49,23 +51,38 @@ PMXD=$bin/postmuxd
 [[ -x $PMX && -x $PMXD ]] || die "no postmux/postmuxd in $bin"
 
 # --- services -------------------------------------------------------------------
-step "starting throwaway PostgreSQL, Redis and smtp-sink"
+step "starting throwaway PostgreSQL, Redis and a relay"
 pmx_svc_init || die "cannot create a temp dir"
 dir=$PMX_SVC_DIR
 pmx_svc_pg_start || die "PostgreSQL did not start"
 pmx_svc_redis_start >/dev/null || die "redis-server did not start"
 sink=$dir/sink
-pmx_svc_sink_start "$sink" >/dev/null || die "smtp-sink did not start"
+# pmx_svc_postmux_conf writes the relay of the last smtp-sink started; the demo's
+# relay is the aiosmtpd one below, which can refuse a chosen recipient.
+pmx_svc_sink_start - >/dev/null || die "smtp-sink did not start"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$dir/relay.key" -out "$dir/relay.crt" 2>/dev/null ||
+    die "openssl could not make the relay's certificate"
+pmx_svc_run relay "$PY" "$root/tests/tools/tls_relay.py" --port-file "$dir/relay.port" \
+    --cert "$dir/relay.crt" --key "$dir/relay.key" --dir "$sink" --log "$dir/relay.log" \
+    --mode absent --pipelining || die "the relay did not start"
+for ((i = 0; i < 100; i++)); do
+    [[ -s $dir/relay.port ]] && break
+    sleep 0.1
+done
+rport=$(cat "$dir/relay.port" 2>/dev/null) || rport=""
+[[ -n $rport ]] || die "the relay did not start: $(head -c 300 "$PMX_RUN_LOG" 2>/dev/null)"
 psqlc=("$PMX_PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" -U "$PMX_PG_USER")
 "${psqlc[@]}" -q -d postgres -c 'CREATE DATABASE postmux' || die "cannot create the database"
 q() { "${psqlc[@]}" -Atq -d postmux -c "$1"; }
 echo "  postgres  $PMX_PG_HOST (port $PMX_PG_PORT), database postmux"
 echo "  redis     $PMX_REDIS_SOCK"
-echo "  relay     smtp-sink on 127.0.0.1:$PMX_SINK_PORT, dumping into $sink"
+echo "  relay     tls_relay.py (aiosmtpd) on 127.0.0.1:$rport, storing into $sink"
 
 export POSTMUX_CONFIG=$dir/postmux.conf
 pmx_svc_postmux_conf "$POSTMUX_CONFIG" postmux || die "cannot write the config"
 pmx_svc_conf_set "$POSTMUX_CONFIG" daemon workers "$WORKERS"
+pmx_svc_conf_set "$POSTMUX_CONFIG" relay port "$rport"
 iport=$(pmx_svc_free_port) || die "no free port for the inbound listener"
 pmx_svc_conf_set "$POSTMUX_CONFIG" inbound listen "127.0.0.1:$iport"
 pmx_svc_conf_set "$POSTMUX_CONFIG" inbound hostname "mx.$DOMAIN"
@@ -151,10 +168,13 @@ echo "  (invoice.eml, a complete message for a raw job:)"
 sed 's/^/    | /' invoice.eml
 shown "$rc XADD '$key' '*' from billing@$DOMAIN to erin@example.net raw \"\$(cat invoice.eml)\" id invoice-1" ||
     die "XADD failed"
+echo "  (one to an address the recipient's server does not know: the relay refuses it)"
+shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'perm-gone@example.net' \\
+    subject 'Welcome' text 'Hello.' id welcome-gone" || die "XADD failed"
 echo "  (and one that must be refused: a From domain the workspace has not verified)"
 shown "$rc XADD '$key' '*' from 'spoof@other.example' to frank@example.net subject Hi text Hi id spoof-1" ||
     die "XADD failed"
-want=7   # recipients: 1 + 4 (to, to, cc, bcc) + 1 + 1 (rejected)
+want=8   # recipients: 1 + 4 (to, to, cc, bcc) + 1 + 1 (bounced) + 1 (rejected)
 
 step "waiting for every recipient's outcome"
 for ((i = 0; i < 300; i++)); do
@@ -179,13 +199,15 @@ step "outcomes (psql: messages ⋈ recipients)"
      order by m.created_at, m.client_id, r.address" || die "psql failed"
 sent=$(q "select count(*) from recipients where status = 'sent'")
 rejected=$(q "select count(*) from recipients where status = 'rejected'")
-[[ $sent == 6 && $rejected == 1 ]] || die "expected 6 sent and 1 rejected, got $sent sent and $rejected rejected"
+bounced=$(q "select count(*) from recipients where status = 'bounced'")
+[[ $sent == 6 && $rejected == 1 && $bounced == 1 ]] ||
+    die "expected 6 sent, 1 bounced and 1 rejected, got $sent, $bounced and $rejected"
 pending=$(/usr/bin/redis-cli -s "$PMX_REDIS_SOCK" XPENDING "$key" postmux | head -n 1)
 echo "  pending entries left in $key: $pending"
 
 # --- what the relay received ----------------------------------------------------
 for ((i = 0; i < 50; i++)); do
-    (($(find "$sink" -type f | wc -l) >= 3)) && break
+    (($(find "$sink" -type f -name 'msg.*[0-9]' | wc -l) >= 6)) && break
     sleep 0.1
 done
 step "what the relay received, with DKIM checked by python3-dkim (keys from the DNS stand-in)"
@@ -209,20 +231,21 @@ def dnsfunc(name, timeout=5):
     return txt
 
 bad = 0
-for f in sorted(os.listdir(sink)):
+msgs = sorted((f for f in os.listdir(sink) if not f.endswith(".tmp")),
+              key=lambda f: int(f.rsplit(".", 1)[1]))
+for f in msgs:
     data = open(os.path.join(sink, f), "rb").read()
     if b"\r" not in data:
         data = data.replace(b"\n", b"\r\n")
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("utf-8", "replace").split("\r\n")
-    env = [l for l in lines if l.startswith(("X-Mail-Args:", "X-Rcpt-Args:"))]
+    env = [l for l in lines if l.startswith(("X-Mail-From:", "X-Rcpt-To:"))]
     print("\n  --- %s ---" % f)
     print("  envelope: MAIL FROM %s; RCPT TO %s" % (
         env[0].split(":", 1)[1].strip() if env else "?",
         ", ".join(l.split(":", 1)[1].strip() for l in env[1:])))
     for l in lines:
-        if l.startswith("X-") and l.split(":")[0] in ("X-Client-Addr", "X-Client-Proto",
-                                                        "X-Helo-Args", "X-Mail-Args", "X-Rcpt-Args"):
+        if l.startswith("X-") and l.split(":")[0] in ("X-Mail-From", "X-Rcpt-To"):
             continue
         short = l if len(l) <= 100 else l[:97] + "..."
         print("  | " + short)
@@ -256,7 +279,7 @@ for f in sorted(os.listdir(sink)):
         bad += 0 if ok else 1
 
 # The other way round: a copy of a delivered message with its Subject changed must fail.
-f = sorted(os.listdir(sink))[0]
+f = msgs[0]
 data = open(os.path.join(sink, f), "rb").read()
 if b"\r" not in data:
     data = data.replace(b"\n", b"\r\n")
@@ -269,21 +292,32 @@ print("\n  tampered copy of %s (Subject changed): DKIM signature 0 -> %s" % (
     f, "pass (WRONG)" if still else "fail, as it must"))
 bad += 1 if still else 0
 print()
-print("  %d messages, %s" % (len(os.listdir(sink)),
+print("  %d messages, %s" % (len(msgs),
       "every DKIM signature verifies" if bad == 0 else "%d failures" % bad))
 sys.exit(1 if bad else 0)
 PYEOF
 
 # --- what comes back --------------------------------------------------------------
-step "what comes back: alice's mailbox is gone, and her provider's bounce reaches the [inbound] listener"
+step "what comes back: perm-gone was refused at once; alice's mailbox is gone, and her provider's bounce reaches the [inbound] listener"
+"${psqlc[@]}" -d postmux -P pager=off -c "
+    select r.address, r.status, r.bounce_class, left(r.last_response, 50) as last_response
+      from recipients r where r.status = 'bounced'" || die "psql failed"
 mid=$(q "select id from messages where client_id = 'welcome-1'")
-# The recipient token (docs/feedback.md "Recipient tokens") names (message id, the
-# recipient's position in its job); the return path of real mail carries it. Until
-# the pipeline records recipients.idx, the demo records it for alice's row.
-q "update recipients set idx = 0 where message_id = '$mid' and idx is null" >/dev/null
-master=$(sed -n 's/^master_key_file = //p' "$POSTMUX_CONFIG")
-token=$("$PY" "$root/tests/tools/reftoken.py" make "$master" b "$mid" 0) || die "reftoken.py failed"
-echo "  alice's message $mid, recipient 0: return path b-$token@bounces.$DOMAIN"
+# Alice's message went out with its own return path, b-<token>@bounces.demo.example
+# (docs/feedback.md "Return path (VERP)"); the token is also in its X-Postmux-Ref.
+token=$("$PY" - "$sink" <<'PYEOF'
+import os, re, sys
+for f in sorted(os.listdir(sys.argv[1])):
+    data = open(os.path.join(sys.argv[1], f), "rb").read()
+    if re.search(rb"(?mi)^X-Rcpt-To: <?alice@example\.net>?\r?$", data):
+        m = re.search(rb"(?mi)^X-Postmux-Ref: ([a-z2-7]+)\r?$", data)
+        if m:
+            print(m.group(1).decode())
+            break
+PYEOF
+) || die "cannot read alice's message"
+[[ -n $token ]] || die "alice's message carries no X-Postmux-Ref"
+echo "  alice's message $mid: X-Postmux-Ref $token, return path b-$token@bounces.$DOMAIN"
 cat >bounce.eml <<EOF
 From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
 To: b-$token@bounces.$DOMAIN
@@ -335,10 +369,10 @@ show_log
 [[ $(q "select status from recipients where message_id = '$mid'") == bounced ]] ||
     die "alice's recipient row did not become bounced"
 shown "postmux suppression list Demo" || die "suppression list failed"
-echo "  (the next job to alice is not relayed:)"
-shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'alice@example.net' \\
+echo "  (the next job to alice and perm-gone relays nothing:)"
+shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'alice@example.net, perm-gone@example.net' \\
     subject 'Are you there?' text 'Hello again.' id welcome-2" || die "XADD failed"
-st2() { q "select r.status from recipients r join messages m on m.id = r.message_id where m.client_id = 'welcome-2'"; }
+st2() { q "select string_agg(distinct r.status, ',') from recipients r join messages m on m.id = r.message_id where m.client_id = 'welcome-2' having count(*) = 2"; }
 for ((i = 0; i < 100; i++)); do
     [[ -n $(st2) ]] && break
     sleep 0.1
@@ -346,8 +380,9 @@ done
 "${psqlc[@]}" -d postmux -P pager=off -c "
     select m.client_id as id, r.address, r.status, r.last_response
       from recipients r join messages m on m.id = r.message_id
-     where m.client_id in ('welcome-1', 'welcome-2') order by m.created_at" || die "psql failed"
-[[ $(st2) == suppressed ]] || die "the next job to alice was not suppressed"
+     where m.client_id in ('welcome-1', 'welcome-gone', 'welcome-2')
+     order by m.created_at, r.address" || die "psql failed"
+[[ $(st2) == suppressed ]] || die "the next job to alice and perm-gone was not suppressed"
 
 if [[ -n ${DEMO_KEEP-} && ${DEMO_KEEP} != 0 ]]; then
     step "DEMO_KEEP=1: everything keeps running; Ctrl-C stops it all"

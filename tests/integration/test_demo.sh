@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo` (scripts/demo.sh, issue 4 item 7) runs to the end non-interactively with
 # the binaries under test: throwaway services, a workspace with a verified domain, jobs
-# XADDed with redis-cli, outcomes in Postgres, DKIM checked by python3-dkim, a bounce
-# taken back by the [inbound] listener (the address suppressed, the next job to it
-# suppressed) — and it stops everything it started.
+# XADDed with redis-cli, outcomes in Postgres, DKIM checked by python3-dkim, the loop
+# back (a recipient the relay refuses as unknown, a bounce taken back by the [inbound]
+# listener for another: both suppressed, the next job to them suppressed) — and it
+# stops everything it started.
 source "$(dirname "$0")/lib.sh"
 
 [[ -x $PMX && -x $PMXD ]] || t__setup_fail "no postmux/postmuxd in $PMX_BIN_DIR: build first (make)"
@@ -28,8 +29,13 @@ t_expect_match "$T_OUT" '<- 250 2\.0\.0 Ok: stored as report [0-9]+$' "the bounc
 t_expect_match "$T_OUT" '^ alice@example\.net \| bounced +\| user_unknown +\| message\.bounced \| \{"async":true' \
     "alice bounced async"
 t_expect_match "$T_OUT" '^alice@example\.net +\* +hard_bounce ' "alice suppressed"
+t_expect_match "$T_OUT" '^ perm-gone@example\.net \| bounced +\| user_unknown +\| 550 5\.1\.1' \
+    "the recipient the relay refused bounced, class user_unknown"
+t_expect_match "$T_OUT" '^perm-gone@example\.net +\* +hard_bounce ' "perm-gone suppressed"
 t_expect_match "$T_OUT" '^ welcome-2 +\| alice@example\.net +\| suppressed +\| suppressed: hard_bounce' \
     "the next job to alice suppressed"
+t_expect_match "$T_OUT" '^ welcome-2 +\| perm-gone@example\.net +\| suppressed +\| suppressed: hard_bounce' \
+    "... and to perm-gone"
 t_expect_match "$T_OUT" 'postmuxd \| postmuxd\[[0-9]+\] info: stopped exit=0' "postmuxd stopped cleanly"
 
 demo_out=$T_OUT
