@@ -16,6 +16,7 @@ PKGS=(
     python3 python3-dkim python3-aiosmtpd python3-jsonschema swaks libnet-ssleay-perl dnsmasq-base valgrind
     chromium
     prometheus man-db groff-base
+    apache2-utils  # ab: the HTTP scenario of make bench (tests/bench/http.sh)
     systemd openssl ca-certificates procps iproute2 util-linux
 )
 
@@ -25,7 +26,7 @@ FILES=(
     /usr/lib/postgresql/15/bin/pg_isready /usr/lib/postgresql/15/bin/psql
     /usr/bin/redis-server /usr/bin/redis-cli /usr/sbin/smtp-sink /usr/sbin/dnsmasq
     /usr/bin/swaks /usr/bin/python3 /usr/bin/setpriv /usr/bin/ss /usr/bin/timeout
-    /usr/bin/man /usr/bin/groff /usr/bin/chromium
+    /usr/bin/man /usr/bin/groff /usr/bin/chromium /usr/bin/ab
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }

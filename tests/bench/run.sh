@@ -26,6 +26,10 @@
 #               side-by-side table at the end, with each scenario's CPU per message
 #               outside the signature (all four processes minus one signature's CPU
 #               as `openssl speed` measured it in the same run).
+#   http        tests/bench/http.sh: BENCH_HTTP_REQUESTS (20,000) POST /v1/emails from
+#               BENCH_HTTP_CLIENTS (8) keep-alive clients (ab -k) against the public
+#               listener, delivery running: requests/s, p50/p99, CPU per request, RSS,
+#               load average, every 202 sent.
 #   latency     BENCH_LATENCY_MESSAGES jobs paced at BENCH_LATENCY_RATE/s (no backlog):
 #               p50/p99/max latency of a lightly loaded system.
 #   openssl     `openssl speed -seconds 3 -multi $(nproc) rsa2048 ed25519` (after the
@@ -81,12 +85,14 @@ LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
 SUPP_N=${BENCH_SUPPRESSIONS:-1000000}
 ED_N=${BENCH_ED25519_MESSAGES:-$N}
 NEWS_N=${BENCH_NEWSLETTER_MESSAGES:-5000}
-SCENARIOS=${BENCH_SCENARIOS:-delivery ed25519 newsletter latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
+SCENARIOS=${BENCH_SCENARIOS:-delivery ed25519 newsletter http latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
 PY=/usr/bin/python3
 build=$root/build/release
 
 # shellcheck source=../../scripts/services.sh
 source "$root/scripts/services.sh"
+# shellcheck source=http.sh
+source "$root/tests/bench/http.sh"
 
 declare -A R=()        # results for the summary
 WS=() WS_ED=()         # the RSA and the Ed25519-only workspaces
@@ -168,6 +174,12 @@ setup() {
     pmx_svc_conf_set "$POSTMUX_CONFIG" daemon workers auto
     pmx_svc_conf_set "$POSTMUX_CONFIG" daemon metrics_listen "127.0.0.1:$MPORT"
     pmx_svc_conf_set "$POSTMUX_CONFIG" daemon log_level warn
+    HPORT=
+    if [[ " $SCENARIOS " == *" http "* ]]; then
+        HPORT=$(pmx_svc_free_port) || die "no free port"
+        pmx_svc_conf_set "$POSTMUX_CONFIG" http listen "127.0.0.1:$HPORT"
+        pmx_svc_conf_set "$POSTMUX_CONFIG" http public_url "http://127.0.0.1:$HPORT"
+    fi
     "$PMX" migrate >/dev/null || die "postmux migrate failed"
     WS=()
     local i ws
