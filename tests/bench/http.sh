@@ -18,6 +18,16 @@
 
 HTTP_N=${BENCH_HTTP_REQUESTS:-20000}
 HTTP_C=${BENCH_HTTP_CLIENTS:-8}
+# rsa: the From domain is b0.bench.example (RSA-2048); ed25519: e0.bench.example (run.sh's
+# setup then creates the Ed25519-only workspaces too), to see the cost outside an RSA
+# signature.
+HTTP_ALG=${BENCH_HTTP_ALG:-rsa}
+
+# Established connections on the public listener per worker pid, sampled once: "pid:n ...".
+http_conns_per_worker() {
+    ss -tnpH state established "( sport = :$HPORT )" 2>/dev/null |
+        grep -oE 'pid=[0-9]+' | sort | uniq -c | awk '{ sub("pid=", "", $2); printf "%s:%s ", $2, $1 }'
+}
 
 # "seq_scan idx_scan" of api_keys, summed.
 http_key_scans() {
@@ -28,16 +38,23 @@ bench_http() {
     [[ -n ${HPORT-} ]] || { echo "bench: the public listener was not configured" >&2; return 1; }
     command -v ab >/dev/null || { echo "bench: ab (apache2-utils) is missing: scripts/deps.sh" >&2; return 1; }
     say "scenario http: $HTTP_N x POST /v1/emails, $HTTP_C keep-alive clients (ab -k), delivery running"
+    local ws dom
+    case $HTTP_ALG in
+        rsa) ws=${WS[0]} dom=b0 ;;
+        ed25519) ws=${WS_ED[0]-} dom=e0 ;;
+        *) echo "bench: BENCH_HTTP_ALG must be rsa or ed25519" >&2; return 1 ;;
+    esac
+    [[ -n $ws ]] || { echo "bench: no Ed25519 workspace" >&2; return 1; }
     reset_tables
     local key body=$dir/email.json out=$dir/ab.out csv=$dir/ab.csv
-    key=$("$PMX" apikey create --workspace "${WS[0]}" --name bench-http --scopes send 2>/dev/null) ||
+    key=$("$PMX" apikey create --workspace "$ws" --name bench-http --scopes send 2>/dev/null) ||
         { echo "bench: apikey create failed" >&2; return 1; }
     [[ -n $key ]] || { echo "bench: apikey create printed no key" >&2; return 1; }
     # A ~1.9 KB text email, like the delivery scenario's jobs.
-    "$PY" - "$body" <<'EOF' || return 1
+    "$PY" - "$body" "$dom" <<'EOF' || return 1
 import json, sys
 text = "Hello,\n\n" + ("This is a postmux HTTP bench message, line of some length. " * 30) + "\n"
-json.dump({"from": "Bench <news@b0.bench.example>", "to": "user@example.net",
+json.dump({"from": "Bench <news@%s.bench.example>" % sys.argv[2], "to": "user@example.net",
            "subject": "Bench HTTP message", "text": text}, open(sys.argv[1], "w"))
 EOF
     local url=http://127.0.0.1:$HPORT/v1/emails code
@@ -58,8 +75,11 @@ EOF
     t0=$(now_ms)
     # -l: the answers' lengths differ (entry ids), which is not a failure.
     ab -q -k -l -c "$HTTP_C" -n "$HTTP_N" -s 30 -p "$body" -T application/json \
-        -H "Authorization: Bearer $key" -e "$csv" "$url" >"$out" 2>&1 ||
-        { echo "bench: ab failed:" >&2; tail -n 20 "$out" >&2; return 1; }
+        -H "Authorization: Bearer $key" -e "$csv" "$url" >"$out" 2>&1 &
+    local abpid=$! conns
+    sleep 1
+    conns=$(http_conns_per_worker)
+    wait "$abpid" || { echo "bench: ab failed:" >&2; tail -n 20 "$out" >&2; return 1; }
     t1=$(now_ms)
     cpu1=$(cpu_snapshot)
     load1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -86,6 +106,7 @@ EOF
     sent=$(q "select count(*) from recipients where status = 'sent'")
     local ms=$((t1 - t0)) names=(postmuxd redis postgres smtp-sink) i
     ((ms > 0)) || ms=1
+    put "[http] From domain" h_alg "$dom.bench.example ($HTTP_ALG)"
     put "[http] requests (ab -k -c $HTTP_C), complete / non-2xx / failed" h_n "$complete / ${non2xx:-0} / ${failed:-0}"
     put "[http] throughput (ab)" h_rate "$rps" "requests/s"
     put "[http] latency p50 / p99 / max (ab, request -> answer)" h_lat "$p50 / $p99 / $pmax ms"
@@ -108,6 +129,7 @@ EOF
         hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$w/status" 2>/dev/null)
         rss+=("$w:$((${hwm:-0} / 1024)) MB")
     done
+    put "[http] keep-alive connections per worker (pid:n, 1 s in)" h_conns "${conns:-none seen}"
     put "[http] peak RSS per worker (VmHWM)" h_rss "${rss[*]}"
     put "[http] api_keys scans in Postgres during the load" h_scans "$((scans1 - scans0)) for $complete requests"
     put "[http] Postgres commits during the load" h_xact "$((xact1 - xact0))"

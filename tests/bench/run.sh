@@ -192,7 +192,8 @@ setup() {
         WS+=("$ws")
     done
     WS_ED=()
-    if [[ " $SCENARIOS " == *" ed25519 "* || ${BENCH_PROFILE:-0} == 1 ]]; then
+    if [[ " $SCENARIOS " == *" ed25519 "* || ${BENCH_PROFILE:-0} == 1 ||
+          ( " $SCENARIOS " == *" http "* && ${BENCH_HTTP_ALG:-rsa} == ed25519 ) ]]; then
         say "setup: $NWS more workspaces, each with a verified Ed25519-only domain"
         for ((i = 0; i < NWS; i++)); do
             ws=$("$PMX" workspace create "Bench Ed25519 $i") || die "workspace create failed"
