@@ -85,13 +85,14 @@ EOF
     load1=$(cut -d' ' -f1-3 /proc/loadavg)
     scans1=$(http_key_scans)
     xact1=$(q "select xact_commit from pg_stat_database where datname = 'postmux'")
-    local calls accepted complete non2xx failed rps
+    local calls accepted complete non2xx failed rps keepalive
     calls=$(redis_calls)
     accepted=$(grep -oE '(^| )xadd=[0-9]+' <<<"$calls" | cut -d= -f2)
     accepted=${accepted:-0}
     complete=$(awk -F: '/^Complete requests/ { gsub(/ /, "", $2); print $2 }' "$out")
     non2xx=$(awk -F: '/^Non-2xx responses/ { gsub(/ /, "", $2); print $2 }' "$out")
     failed=$(awk -F: '/^Failed requests/ { gsub(/ /, "", $2); print $2 }' "$out")
+    keepalive=$(awk -F: '/^Keep-Alive requests/ { gsub(/ /, "", $2); print $2 }' "$out")
     rps=$(awk -F: '/^Requests per second/ { split($2, a, " "); print a[1] }' "$out")
     local p50 p99 pmax
     p50=$(awk -F, '$1 == 50 { print $2 }' "$csv")
@@ -108,6 +109,7 @@ EOF
     ((ms > 0)) || ms=1
     put "[http] From domain" h_alg "$dom.bench.example ($HTTP_ALG)"
     put "[http] requests (ab -k -c $HTTP_C), complete / non-2xx / failed" h_n "$complete / ${non2xx:-0} / ${failed:-0}"
+    put "[http] requests on a kept-alive connection (ab)" h_ka "${keepalive:-0}"
     put "[http] throughput (ab)" h_rate "$rps" "requests/s"
     put "[http] latency p50 / p99 / max (ab, request -> answer)" h_lat "$p50 / $p99 / $pmax ms"
     for i in 0 1 2 3; do
