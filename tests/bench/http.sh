@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # dir, PMX, PY, WS... are run.sh's
 # tests/bench/http.sh — the `http` scenario of `make bench` (sourced by tests/bench/run.sh,
 # which starts the services and postmuxd; see docs/bench.md "The HTTP API").
 #
