@@ -37,6 +37,7 @@
 #include "cli/dns.h"
 #include "dkim/keycrypt.h"
 #include "dkim/keygen.h"
+#include "dkim/newkey.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
@@ -44,10 +45,7 @@
 #include "sql/q_domain.h"
 
 #define DEFAULT_SELECTOR   "pmx"
-#define ED25519_SUFFIX     "-ed25519"
-#define TOKEN_BYTES        15            /* 24 base32 characters */
-#define TOKEN_PREFIX       "postmux-verify="
-#define VERIFY_LABEL       "_postmux"
+#define ED25519_SUFFIX     PMX_DKIM_ED25519_SUFFIX
 #define DOMAIN_MAX         PMX_DOMAIN_MAX
 #define LABEL_MAX          63
 #define KEY_FILE_MAX       (1024 * 1024)
@@ -154,10 +152,10 @@ static void print_txt(FILE *f, const char *name, const char *value)
     fputc('\n', f);
 }
 
+/* The records are shared with API v1's POST /v1/domains (dkim/newkey.h). */
 static void token_record(pmx_buf_t *name, pmx_buf_t *value, const char *domain, const char *token)
 {
-    pmx_buf_appendf(name, VERIFY_LABEL ".%s", domain);
-    pmx_buf_appendf(value, TOKEN_PREFIX "%s", token);
+    pmx_dkim_token_record(name, value, domain, token);
 }
 
 static void key_record(pmx_buf_t *name, pmx_buf_t *value, const char *domain,
@@ -180,7 +178,7 @@ static void return_path_records(FILE *f, const char *rp, const char *hostname)
 {
     fprintf(f, "%s. MX 10 %s.\n", rp, hostname);
     pmx_buf_t spf = PMX_BUF_INIT;
-    pmx_buf_appendf(&spf, "v=spf1 a:%s ~all", hostname);
+    pmx_dkim_spf_value(&spf, hostname);
     print_txt(f, rp, spf.data);
     pmx_buf_free(&spf);
 }
@@ -191,11 +189,8 @@ static bool col_bool(const PGresult *res, int r, int c) { return col(res, r, c)[
 
 /* ---- domain add ---- */
 
-typedef struct {
-    char               selector[LABEL_MAX + sizeof ED25519_SUFFIX];
-    pmx_dkim_keypair_t kp;
-    pmx_buf_t          blob_hex;     /* "\x..." bytea literal of the sealed key */
-} new_key_t;
+/* Generation and sealing are shared with API v1 (dkim/newkey.h). */
+typedef pmx_dkim_newkey_t new_key_t;
 
 /* Parses --bits: a whole number (range checked by the generator). */
 static int parse_bits(const char *s, int *out)
@@ -443,37 +438,25 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
                        &token, &exists, &verified) < 0)
         goto done;
     if (!exists) {
-        uint8_t r[TOKEN_BYTES];
-        if (pmx_random_bytes(r, sizeof r) < 0) {
+        pmx_buf_reset(&token);
+        if (pmx_dkim_verify_token_make(&token) < 0) {
             pmx_cli_error("no randomness for a verification token");
             goto done;
         }
-        pmx_buf_reset(&token);
-        pmx_base32_encode(&token, r, sizeof r);
     }
 
     for (int i = 0; i < nkeys && !key_file; i++) {
         bool rsa = want_rsa && i == 0;
-        int g = rsa ? pmx_dkim_keygen_rsa(bits, &keys[i].kp, err, sizeof err)
-                    : pmx_dkim_keygen_ed25519(&keys[i].kp, err, sizeof err);
+        int g = pmx_dkim_newkey_generate(&keys[i], rsa ? PMX_DKIM_ALG_RSA : PMX_DKIM_ALG_ED25519,
+                                         bits, err, sizeof err);
         if (g < 0) {
             pmx_cli_error("%s", err);
             goto done;
         }
     }
     for (int i = 0; i < nkeys; i++) {
-        pmx_buf_t aad = PMX_BUF_INIT, blob = PMX_BUF_INIT;
-        pmx_dkim_key_aad(&aad, domain, keys[i].selector);
-        int s = pmx_dkim_key_seal(master, aad.data, (const uint8_t *)keys[i].kp.pem.data,
-                                  keys[i].kp.pem.len, &blob);
-        if (s == 0) {
-            pmx_buf_append_str(&keys[i].blob_hex, "\\x");
-            pmx_hex_encode(&keys[i].blob_hex, (const uint8_t *)blob.data, blob.len);
-        }
-        pmx_buf_free(&aad);
-        pmx_buf_free(&blob);
-        if (s < 0) {
-            pmx_cli_error("cannot encrypt the DKIM key for %s/%s", domain, keys[i].selector);
+        if (pmx_dkim_newkey_seal(&keys[i], master, domain, err, sizeof err) < 0) {
+            pmx_cli_error("%s", err);
             goto done;
         }
     }
@@ -499,10 +482,7 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
                         " finds %s in DNS\n", domain, nkeys > 1 ? "s" : "", domain,
                 nkeys > 1 ? "them" : "it");
 done:
-    for (int i = 0; i < 2; i++) {
-        pmx_dkim_keypair_free(&keys[i].kp);
-        pmx_buf_free(&keys[i].blob_hex);
-    }
+    for (int i = 0; i < 2; i++) pmx_dkim_newkey_free(&keys[i]);
     pmx_buf_free_secret(&pem_in);
     pmx_buf_free(&token);
     pmx_buf_free(&rp_eff);
