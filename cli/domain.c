@@ -35,6 +35,7 @@
 
 #include "cli/cli.h"
 #include "cli/dns.h"
+#include "dkim/dnscheck.h"
 #include "dkim/keycrypt.h"
 #include "dkim/keygen.h"
 #include "dkim/newkey.h"
@@ -744,40 +745,25 @@ static int domain_remove(pmx_cli_t *c, int argc, char **argv)
 
 /* ---- domain verify ---- */
 
-static void trim(const char **s, size_t *n)
+/* The checks are shared with API v1's domain verify (dkim/dnscheck.h). */
+
+/* Prints why a record is not right and what to publish; -1. */
+static int report_check(const pmx_dns_check_t *r)
 {
-    while (*n && (**s == ' ' || **s == '\t')) { (*s)++; (*n)--; }
-    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
+    if (r->bare) return pmx_cli_error("%s", pmx_buf_cstr(&r->why));
+    pmx_cli_error("%s: %s", r->name.data, pmx_buf_cstr(&r->why));
+    fprintf(stderr, "  publish: ");
+    print_txt(stderr, r->name.data, r->want.data);
+    return -1;
 }
 
 /* Checks _postmux.DOMAIN; prints the problem and returns -1 if it is not right. */
 static int verify_token(const pmx_cli_nameserver_t *ns, const char *domain, const char *token)
 {
-    pmx_buf_t name = PMX_BUF_INIT, want = PMX_BUF_INIT;
-    token_record(&name, &want, domain, token);
-    pmx_cli_txt_list_t txt;
-    char err[512];
-    int rc = -1;
-    if (pmx_cli_dns_txt(ns, name.data, &txt, err, sizeof err) < 0) {
-        pmx_cli_error("%s", err);
-        goto done;
-    }
-    for (size_t i = 0; i < txt.n && rc < 0; i++) {
-        const char *s = txt.txt[i].data ? txt.txt[i].data : "";
-        size_t n = txt.txt[i].len;
-        trim(&s, &n);
-        if (n == want.len && memcmp(s, want.data, n) == 0) rc = 0;
-    }
-    if (rc < 0) {
-        if (txt.n == 0) pmx_cli_error("%s: no TXT record", name.data);
-        else pmx_cli_error("%s: no TXT record says \"%s\"", name.data, want.data);
-        fprintf(stderr, "  publish: ");
-        print_txt(stderr, name.data, want.data);
-    }
-    pmx_cli_dns_txt_free(&txt);
-done:
-    pmx_buf_free(&name);
-    pmx_buf_free(&want);
+    pmx_dns_check_t r;
+    int rc = pmx_dns_check_token(ns, domain, token, &r);
+    if (rc < 0) report_check(&r);
+    pmx_dns_check_free(&r);
     return rc;
 }
 
@@ -785,57 +771,13 @@ done:
 static int verify_key(const pmx_cli_nameserver_t *ns, const char *domain, const char *selector,
                       const char *algorithm, const char *pub)
 {
-    pmx_dkim_alg_t alg;
-    if (pmx_dkim_alg_parse(algorithm, &alg) < 0) {
-        pmx_cli_error("%s/%s: unknown algorithm %s in the database", domain, selector, algorithm);
-        return -1;
-    }
-    pmx_buf_t name = PMX_BUF_INIT;
-    pmx_buf_appendf(&name, "%s._domainkey.%s", selector, domain);
-    pmx_cli_txt_list_t txt;
-    char err[512];
-    if (pmx_cli_dns_txt(ns, name.data, &txt, err, sizeof err) < 0) {
-        pmx_cli_error("%s", err);
-        pmx_buf_free(&name);
-        return -1;
-    }
-
-    /* The first record that is the key wins; otherwise report the best reason. */
-    int rc = -1;
-    pmx_buf_t why = PMX_BUF_INIT;
-    for (size_t i = 0; i < txt.n && rc < 0; i++) {
-        pmx_dkim_record_t rec;
-        const char *s = txt.txt[i].data ? txt.txt[i].data : "";
-        pmx_buf_reset(&why);
-        if (pmx_dkim_record_parse(s, txt.txt[i].len, &rec, err, sizeof err) < 0) {
-            pmx_buf_appendf(&why, "not a DKIM key record (%s)", err);
-            continue;
-        }
-        if (strcmp(rec.k, pmx_dkim_alg_k(alg)) != 0)
-            pmx_buf_appendf(&why, "k=%s, but the key is %s", rec.k, pmx_dkim_alg_k(alg));
-        else if (rec.p.len == 0)
-            pmx_buf_appendf(&why, "the key is revoked (empty p=)");
-        else if (!pmx_dkim_pub_equal(rec.p.data, rec.p.len, pub, strlen(pub)))
-            pmx_buf_appendf(&why, "p= is not the key postmux holds for this selector");
-        else
-            rc = 0;
-        pmx_dkim_record_free(&rec);
-    }
-    if (rc == 0 && txt.n > 1)
+    pmx_dns_check_t r;
+    int rc = pmx_dns_check_key(ns, domain, selector, algorithm, pub, &r);
+    if (rc < 0) report_check(&r);
+    else if (r.ntxt > 1)
         fprintf(stderr, "postmux: warning: %s has %zu TXT records; receivers may pick the wrong one\n",
-                name.data, txt.n);
-    if (rc < 0) {
-        if (txt.n == 0) pmx_cli_error("%s: no TXT record", name.data);
-        else pmx_cli_error("%s: %s", name.data, why.data);
-        pmx_buf_t value = PMX_BUF_INIT;
-        pmx_dkim_dns_value(&value, alg, pub);
-        fprintf(stderr, "  publish: ");
-        print_txt(stderr, name.data, value.data);
-        pmx_buf_free(&value);
-    }
-    pmx_buf_free(&why);
-    pmx_cli_dns_txt_free(&txt);
-    pmx_buf_free(&name);
+                r.name.data, r.ntxt);
+    pmx_dns_check_free(&r);
     return rc;
 }
 

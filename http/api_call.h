@@ -53,6 +53,8 @@ struct pmx_api_call {
     PGresult                 *held;        /* a route's copy of a result (PQcopyResult),
                                               cleared with the call */
     char                      text[600];   /* a route's scratch between statements */
+    json_t                   *out;         /* a route's JSON kept between statements,
+                                              released with the call */
 };
 
 /* ---- api.c exports these to the call module ---- */
@@ -134,5 +136,6 @@ void pmx_api_remove_webhook(pmx_api_call_t *c);
 void pmx_api_list_domains(pmx_api_call_t *c);
 void pmx_api_remove_domain(pmx_api_call_t *c);
 void pmx_api_add_domain(pmx_api_call_t *c);
+void pmx_api_verify_domain(pmx_api_call_t *c);
 
 #endif
