@@ -155,7 +155,7 @@ static void have_keys(pmx_api_call_t *c, const PGresult *keys)
         pmx_api_call_problem(c, 503, "no usable DNS resolver; the error is logged", NULL);
         return;
     }
-    snprintf(j->domain, sizeof j->domain, "%s", c->text);
+    memcpy(j->domain, c->text, strnlen(c->text, PMX_DOMAIN_MAX));   /* normalised: fits */
     j->token = pmx_xstrdup(PQgetvalue(c->held, 0, PMX_D_TOKEN));
     j->nkeys = PQntuples(keys);
     j->keys = pmx_xcalloc((size_t)j->nkeys + 1, sizeof *j->keys);
