@@ -18,6 +18,7 @@ t_conf_set daemon shutdown_timeout 5s
 t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
 t_conf_set submission listen ""
 t_conf_set http listen "127.0.0.1:$HPORT"
+t_conf_set http public_url "http://127.0.0.1:$HPORT"
 t_conf_set inbound hostname mx.postmux.test
 
 ACME=$($PMX workspace create Acme)
