@@ -270,6 +270,17 @@ static int check_existing(pmx_cli_t *c, const char *domain, const char *ws, bool
     return 0;
 }
 
+/* The audit_log row of a change, inside its transaction (docs/http.md "Audit log"). */
+static int audit(pmx_cli_t *c, const char *ws, const char *action, const char *domain)
+{
+    const char *p[3] = { ws, action, domain };
+    PGresult *res = pmx_cli_query(c, "INSERT INTO audit_log (api_key_id, workspace_id, action,"
+                                     " target) VALUES ('cli', $1, $2, $3)", 3, p);
+    if (!res) return -1;
+    PQclear(res);
+    return 0;
+}
+
 /* Writes the domain (when new) and its keys in one transaction; exit code. */
 static int add_write(pmx_cli_t *c, const char *ws, const char *domain, new_key_t *keys,
                      int nkeys, pmx_buf_t *token, bool *pending, const char *return_path,
@@ -316,6 +327,7 @@ static int add_write(pmx_cli_t *c, const char *ws, const char *domain, new_key_t
         if (!res) goto fail;
         PQclear(res);
     }
+    if (audit(c, ws, "domain.add", domain) < 0) goto fail;
     if (pmx_cli_commit(c) < 0) goto fail;
     return PMX_EXIT_OK;
 fail:
@@ -832,6 +844,7 @@ static int mark_verified(pmx_cli_t *c, const char *domain, bool skip_dns)
     if (!res) goto fail;
     PQclear(res);
 
+    if (audit(c, ws, "domain.verify", domain) < 0) goto fail;
     if (skip_dns) {
         const char *p_ev[2] = { ws, domain };
         res = pmx_cli_query(c,

@@ -141,6 +141,13 @@ t_expect_nomatch "$(jget 'd["detail"]')" '_postmux' "the token is fine"
 t_expect_eq "$(t_psql "select verified_at is null from domains where domain = 'two.test'")" t "not verified"
 t_expect_eq "$(audit_rows "action = 'domain.verify' and target = 'two.test'")" 0 "no audit row"
 
+t_case "the CLI's domain add and verify write their audit rows too (as cli)"
+$PMX domain add Beta cli.test --algorithm ed25519 >/dev/null
+t_run $PMX domain verify cli.test --skip-dns
+t_expect_rc 0
+t_expect_eq "$(t_psql "select action from audit_log where api_key_id = 'cli' and target = 'cli.test' and workspace_id = '$BETA' order by id")" \
+    "$(printf 'domain.add\ndomain.verify')" "audit rows"
+
 t_case "verify: another workspace's domain 404, unknown 404, malformed 400, read key 403"
 api POST /v1/domains/beta.test/verify "key=$K_ALL"
 expect_api 404
