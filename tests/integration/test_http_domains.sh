@@ -102,7 +102,7 @@ expect_api 422
 api POST /v1/domains "key=$K_READ" 'body={"domain":"x.test"}'
 expect_api 403
 t_expect_eq "$(t_psql "select count(*) from domains")/$(t_psql "select count(*) from dkim_keys")" "$before" "unchanged"
-t_expect_eq "$(audit_rows "action = 'domain.add'")" 2 "two audit rows"
+t_expect_eq "$(audit_rows "action = 'domain.add' and api_key_id = '$ALL_ID'")" 2 "two audit rows"
 
 t_case "a client that goes away while keys are made: no harm, the daemon carries on"
 curl -s -m 0.01 -o /dev/null -X POST -H "Authorization: Bearer $K_ALL" \
