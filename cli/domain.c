@@ -35,8 +35,10 @@
 
 #include "cli/cli.h"
 #include "cli/dns.h"
+#include "dkim/dnscheck.h"
 #include "dkim/keycrypt.h"
 #include "dkim/keygen.h"
+#include "dkim/newkey.h"
 #include "lib/buf.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
@@ -44,10 +46,7 @@
 #include "sql/q_domain.h"
 
 #define DEFAULT_SELECTOR   "pmx"
-#define ED25519_SUFFIX     "-ed25519"
-#define TOKEN_BYTES        15            /* 24 base32 characters */
-#define TOKEN_PREFIX       "postmux-verify="
-#define VERIFY_LABEL       "_postmux"
+#define ED25519_SUFFIX     PMX_DKIM_ED25519_SUFFIX
 #define DOMAIN_MAX         PMX_DOMAIN_MAX
 #define LABEL_MAX          63
 #define KEY_FILE_MAX       (1024 * 1024)
@@ -154,10 +153,10 @@ static void print_txt(FILE *f, const char *name, const char *value)
     fputc('\n', f);
 }
 
+/* The records are shared with API v1's POST /v1/domains (dkim/newkey.h). */
 static void token_record(pmx_buf_t *name, pmx_buf_t *value, const char *domain, const char *token)
 {
-    pmx_buf_appendf(name, VERIFY_LABEL ".%s", domain);
-    pmx_buf_appendf(value, TOKEN_PREFIX "%s", token);
+    pmx_dkim_token_record(name, value, domain, token);
 }
 
 static void key_record(pmx_buf_t *name, pmx_buf_t *value, const char *domain,
@@ -180,7 +179,7 @@ static void return_path_records(FILE *f, const char *rp, const char *hostname)
 {
     fprintf(f, "%s. MX 10 %s.\n", rp, hostname);
     pmx_buf_t spf = PMX_BUF_INIT;
-    pmx_buf_appendf(&spf, "v=spf1 a:%s ~all", hostname);
+    pmx_dkim_spf_value(&spf, hostname);
     print_txt(f, rp, spf.data);
     pmx_buf_free(&spf);
 }
@@ -191,11 +190,8 @@ static bool col_bool(const PGresult *res, int r, int c) { return col(res, r, c)[
 
 /* ---- domain add ---- */
 
-typedef struct {
-    char               selector[LABEL_MAX + sizeof ED25519_SUFFIX];
-    pmx_dkim_keypair_t kp;
-    pmx_buf_t          blob_hex;     /* "\x..." bytea literal of the sealed key */
-} new_key_t;
+/* Generation and sealing are shared with API v1 (dkim/newkey.h). */
+typedef pmx_dkim_newkey_t new_key_t;
 
 /* Parses --bits: a whole number (range checked by the generator). */
 static int parse_bits(const char *s, int *out)
@@ -274,6 +270,17 @@ static int check_existing(pmx_cli_t *c, const char *domain, const char *ws, bool
     return 0;
 }
 
+/* The audit_log row of a change, inside its transaction (docs/http.md "Audit log"). */
+static int audit(pmx_cli_t *c, const char *ws, const char *action, const char *domain)
+{
+    const char *p[3] = { ws, action, domain };
+    PGresult *res = pmx_cli_query(c, "INSERT INTO audit_log (api_key_id, workspace_id, action,"
+                                     " target) VALUES ('cli', $1, $2, $3)", 3, p);
+    if (!res) return -1;
+    PQclear(res);
+    return 0;
+}
+
 /* Writes the domain (when new) and its keys in one transaction; exit code. */
 static int add_write(pmx_cli_t *c, const char *ws, const char *domain, new_key_t *keys,
                      int nkeys, pmx_buf_t *token, bool *pending, const char *return_path,
@@ -320,6 +327,7 @@ static int add_write(pmx_cli_t *c, const char *ws, const char *domain, new_key_t
         if (!res) goto fail;
         PQclear(res);
     }
+    if (audit(c, ws, "domain.add", domain) < 0) goto fail;
     if (pmx_cli_commit(c) < 0) goto fail;
     return PMX_EXIT_OK;
 fail:
@@ -443,37 +451,25 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
                        &token, &exists, &verified) < 0)
         goto done;
     if (!exists) {
-        uint8_t r[TOKEN_BYTES];
-        if (pmx_random_bytes(r, sizeof r) < 0) {
+        pmx_buf_reset(&token);
+        if (pmx_dkim_verify_token_make(&token) < 0) {
             pmx_cli_error("no randomness for a verification token");
             goto done;
         }
-        pmx_buf_reset(&token);
-        pmx_base32_encode(&token, r, sizeof r);
     }
 
     for (int i = 0; i < nkeys && !key_file; i++) {
         bool rsa = want_rsa && i == 0;
-        int g = rsa ? pmx_dkim_keygen_rsa(bits, &keys[i].kp, err, sizeof err)
-                    : pmx_dkim_keygen_ed25519(&keys[i].kp, err, sizeof err);
+        int g = pmx_dkim_newkey_generate(&keys[i], rsa ? PMX_DKIM_ALG_RSA : PMX_DKIM_ALG_ED25519,
+                                         bits, err, sizeof err);
         if (g < 0) {
             pmx_cli_error("%s", err);
             goto done;
         }
     }
     for (int i = 0; i < nkeys; i++) {
-        pmx_buf_t aad = PMX_BUF_INIT, blob = PMX_BUF_INIT;
-        pmx_dkim_key_aad(&aad, domain, keys[i].selector);
-        int s = pmx_dkim_key_seal(master, aad.data, (const uint8_t *)keys[i].kp.pem.data,
-                                  keys[i].kp.pem.len, &blob);
-        if (s == 0) {
-            pmx_buf_append_str(&keys[i].blob_hex, "\\x");
-            pmx_hex_encode(&keys[i].blob_hex, (const uint8_t *)blob.data, blob.len);
-        }
-        pmx_buf_free(&aad);
-        pmx_buf_free(&blob);
-        if (s < 0) {
-            pmx_cli_error("cannot encrypt the DKIM key for %s/%s", domain, keys[i].selector);
+        if (pmx_dkim_newkey_seal(&keys[i], master, domain, err, sizeof err) < 0) {
+            pmx_cli_error("%s", err);
             goto done;
         }
     }
@@ -499,10 +495,7 @@ static int domain_add(pmx_cli_t *c, int argc, char **argv)
                         " finds %s in DNS\n", domain, nkeys > 1 ? "s" : "", domain,
                 nkeys > 1 ? "them" : "it");
 done:
-    for (int i = 0; i < 2; i++) {
-        pmx_dkim_keypair_free(&keys[i].kp);
-        pmx_buf_free(&keys[i].blob_hex);
-    }
+    for (int i = 0; i < 2; i++) pmx_dkim_newkey_free(&keys[i]);
     pmx_buf_free_secret(&pem_in);
     pmx_buf_free(&token);
     pmx_buf_free(&rp_eff);
@@ -764,40 +757,25 @@ static int domain_remove(pmx_cli_t *c, int argc, char **argv)
 
 /* ---- domain verify ---- */
 
-static void trim(const char **s, size_t *n)
+/* The checks are shared with API v1's domain verify (dkim/dnscheck.h). */
+
+/* Prints why a record is not right and what to publish; -1. */
+static int report_check(const pmx_dns_check_t *r)
 {
-    while (*n && (**s == ' ' || **s == '\t')) { (*s)++; (*n)--; }
-    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
+    if (r->bare) return pmx_cli_error("%s", pmx_buf_cstr(&r->why));
+    pmx_cli_error("%s: %s", r->name.data, pmx_buf_cstr(&r->why));
+    fprintf(stderr, "  publish: ");
+    print_txt(stderr, r->name.data, r->want.data);
+    return -1;
 }
 
 /* Checks _postmux.DOMAIN; prints the problem and returns -1 if it is not right. */
 static int verify_token(const pmx_cli_nameserver_t *ns, const char *domain, const char *token)
 {
-    pmx_buf_t name = PMX_BUF_INIT, want = PMX_BUF_INIT;
-    token_record(&name, &want, domain, token);
-    pmx_cli_txt_list_t txt;
-    char err[512];
-    int rc = -1;
-    if (pmx_cli_dns_txt(ns, name.data, &txt, err, sizeof err) < 0) {
-        pmx_cli_error("%s", err);
-        goto done;
-    }
-    for (size_t i = 0; i < txt.n && rc < 0; i++) {
-        const char *s = txt.txt[i].data ? txt.txt[i].data : "";
-        size_t n = txt.txt[i].len;
-        trim(&s, &n);
-        if (n == want.len && memcmp(s, want.data, n) == 0) rc = 0;
-    }
-    if (rc < 0) {
-        if (txt.n == 0) pmx_cli_error("%s: no TXT record", name.data);
-        else pmx_cli_error("%s: no TXT record says \"%s\"", name.data, want.data);
-        fprintf(stderr, "  publish: ");
-        print_txt(stderr, name.data, want.data);
-    }
-    pmx_cli_dns_txt_free(&txt);
-done:
-    pmx_buf_free(&name);
-    pmx_buf_free(&want);
+    pmx_dns_check_t r;
+    int rc = pmx_dns_check_token(ns, domain, token, &r);
+    if (rc < 0) report_check(&r);
+    pmx_dns_check_free(&r);
     return rc;
 }
 
@@ -805,57 +783,13 @@ done:
 static int verify_key(const pmx_cli_nameserver_t *ns, const char *domain, const char *selector,
                       const char *algorithm, const char *pub)
 {
-    pmx_dkim_alg_t alg;
-    if (pmx_dkim_alg_parse(algorithm, &alg) < 0) {
-        pmx_cli_error("%s/%s: unknown algorithm %s in the database", domain, selector, algorithm);
-        return -1;
-    }
-    pmx_buf_t name = PMX_BUF_INIT;
-    pmx_buf_appendf(&name, "%s._domainkey.%s", selector, domain);
-    pmx_cli_txt_list_t txt;
-    char err[512];
-    if (pmx_cli_dns_txt(ns, name.data, &txt, err, sizeof err) < 0) {
-        pmx_cli_error("%s", err);
-        pmx_buf_free(&name);
-        return -1;
-    }
-
-    /* The first record that is the key wins; otherwise report the best reason. */
-    int rc = -1;
-    pmx_buf_t why = PMX_BUF_INIT;
-    for (size_t i = 0; i < txt.n && rc < 0; i++) {
-        pmx_dkim_record_t rec;
-        const char *s = txt.txt[i].data ? txt.txt[i].data : "";
-        pmx_buf_reset(&why);
-        if (pmx_dkim_record_parse(s, txt.txt[i].len, &rec, err, sizeof err) < 0) {
-            pmx_buf_appendf(&why, "not a DKIM key record (%s)", err);
-            continue;
-        }
-        if (strcmp(rec.k, pmx_dkim_alg_k(alg)) != 0)
-            pmx_buf_appendf(&why, "k=%s, but the key is %s", rec.k, pmx_dkim_alg_k(alg));
-        else if (rec.p.len == 0)
-            pmx_buf_appendf(&why, "the key is revoked (empty p=)");
-        else if (!pmx_dkim_pub_equal(rec.p.data, rec.p.len, pub, strlen(pub)))
-            pmx_buf_appendf(&why, "p= is not the key postmux holds for this selector");
-        else
-            rc = 0;
-        pmx_dkim_record_free(&rec);
-    }
-    if (rc == 0 && txt.n > 1)
+    pmx_dns_check_t r;
+    int rc = pmx_dns_check_key(ns, domain, selector, algorithm, pub, &r);
+    if (rc < 0) report_check(&r);
+    else if (r.ntxt > 1)
         fprintf(stderr, "postmux: warning: %s has %zu TXT records; receivers may pick the wrong one\n",
-                name.data, txt.n);
-    if (rc < 0) {
-        if (txt.n == 0) pmx_cli_error("%s: no TXT record", name.data);
-        else pmx_cli_error("%s: %s", name.data, why.data);
-        pmx_buf_t value = PMX_BUF_INIT;
-        pmx_dkim_dns_value(&value, alg, pub);
-        fprintf(stderr, "  publish: ");
-        print_txt(stderr, name.data, value.data);
-        pmx_buf_free(&value);
-    }
-    pmx_buf_free(&why);
-    pmx_cli_dns_txt_free(&txt);
-    pmx_buf_free(&name);
+                r.name.data, r.ntxt);
+    pmx_dns_check_free(&r);
     return rc;
 }
 
@@ -910,6 +844,7 @@ static int mark_verified(pmx_cli_t *c, const char *domain, bool skip_dns)
     if (!res) goto fail;
     PQclear(res);
 
+    if (audit(c, ws, "domain.verify", domain) < 0) goto fail;
     if (skip_dns) {
         const char *p_ev[2] = { ws, domain };
         res = pmx_cli_query(c,

@@ -12,6 +12,7 @@
 #include "http/email.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "workers/worker.h"
 
 
 /* Which workspace a route acts on. */
@@ -47,7 +48,9 @@ static const route_t routes[] = {
     { "POST",   "/v1/webhooks",        "manage", WS_OPTIONAL, pmx_api_add_webhook },
     { "DELETE", "/v1/webhooks/{}",     "manage", WS_OPTIONAL, pmx_api_remove_webhook },
     { "GET",    "/v1/domains",         "read",   WS_REQUIRED, pmx_api_list_domains },
+    { "POST",   "/v1/domains",         "manage", WS_REQUIRED, pmx_api_add_domain },
     { "DELETE", "/v1/domains/{}",      "manage", WS_REQUIRED, pmx_api_remove_domain },
+    { "POST",   "/v1/domains/{}/verify", "manage", WS_REQUIRED, pmx_api_verify_domain },
     { "GET",    "/v1/workspaces",      "read",   WS_NONE,     pmx_api_list_workspaces },
     { "POST",   "/v1/workspaces",      "manage", WS_NONE,     pmx_api_create_workspace },
     { "GET",    "/v1/workspaces/{}",   "read",   WS_NONE,     pmx_api_get_workspace },
@@ -78,6 +81,7 @@ static bool path_match(const char *pattern, const char *path, char *param, size_
 static void call_free(pmx_api_call_t *c)
 {
     json_decref(c->body);
+    json_decref(c->out);
     if (c->held) PQclear(c->held);
     free(c);
 }
@@ -88,7 +92,7 @@ static void call_end(pmx_api_call_t *c)
     c->req = NULL;
     c->done = true;
     pmx__http_api_unhold(c->api);
-    if (!c->checking) call_free(c);
+    if (!c->checking && !c->working) call_free(c);
 }
 
 void pmx_api_call_json(pmx_api_call_t *c, int status, json_t *doc)
@@ -156,6 +160,59 @@ void pmx_api_call_query(pmx_api_call_t *c, const char *sql, int n, const char *c
     if (!c->db) pmx_api_call_problem(c, 503, "the database is unavailable; try again later", NULL);
 }
 
+/* ---- work off the loop --------------------------------------------------------------- */
+
+typedef struct {
+    uv_work_t        req;
+    pmx_api_call_t  *c;
+    void            *arg;
+    pmx_api_work_fn  work;
+    pmx_api_after_fn after;
+    pmx_api_drop_fn  drop;
+} work_job_t;
+
+static void work_run(uv_work_t *req)
+{
+    work_job_t *j = req->data;
+    j->work(j->arg);
+}
+
+static void work_after(uv_work_t *req, int status)
+{
+    (void)status;
+    work_job_t *j = req->data;
+    pmx_api_call_t *c = j->c;
+    c->working = false;
+    if (c->done) {
+        j->drop(j->arg);
+        call_free(c);
+    } else {
+        j->after(c, j->arg);
+    }
+    free(j);
+}
+
+int pmx_api_call_work(pmx_api_call_t *c, void *arg, pmx_api_work_fn work,
+                      pmx_api_after_fn after, pmx_api_drop_fn drop)
+{
+    work_job_t *j = calloc(1, sizeof *j);
+    if (!j) {
+        drop(arg);
+        return -1;
+    }
+    *j = (work_job_t){ .c = c, .arg = arg, .work = work, .after = after, .drop = drop };
+    j->req.data = j;
+    if (uv_queue_work(pmx_worker_loop(pmx__http_api_worker(c->api)), &j->req, work_run,
+                      work_after) != 0) {
+        free(j);
+        drop(arg);
+        return -1;
+    }
+    /* call_end leaves the call to work_after while this is set. */
+    c->working = true;
+    return 0;
+}
+
 const char *pmx_api_call_arg(pmx_api_call_t *c, const char *name)
 {
     return pmx_http_req_arg(c->req, name);
@@ -207,7 +264,10 @@ static void run_route(pmx_api_call_t *c)
         size_t len;
         const char *body = pmx_http_req_body(c->req, &len);
         char err[300];
-        c->body = pmx_http_json_parse(body, len, err, sizeof err);
+        /* A verify takes no body: an empty one is {}. */
+        c->body = len == 0 && r->fn == pmx_api_verify_domain
+                      ? json_object()
+                                         : pmx_http_json_parse(body, len, err, sizeof err);
         if (!c->body) {
             pmx_api_call_problem(c, 400, err, NULL);
             return;
@@ -347,7 +407,7 @@ void pmx_api_call_start(pmx_http_api_t *api, pmx_http_req_t *req)
                                                            route->scope, auth_done, c);
     c->checking = false;
     if (c->done) {
-        call_free(c);
+        if (!c->working) call_free(c);
         return;
     }
     c->auth = r;

@@ -44,6 +44,7 @@ struct pmx_api_call {
     const void               *route;
     bool                      checking;    /* inside pmx_worker_apikeys_check */
     bool                      done;        /* answered or aborted */
+    bool                      working;     /* a pmx_api_call_work job is queued or running */
     char                      key_id[32];  /* the caller's key: the audit_log actor */
     char                      key_ws[32];  /* the key's workspace; "" = organization key */
     char                      ws[32];      /* the workspace acted on; "" = the organization */
@@ -52,6 +53,8 @@ struct pmx_api_call {
     PGresult                 *held;        /* a route's copy of a result (PQcopyResult),
                                               cleared with the call */
     char                      text[600];   /* a route's scratch between statements */
+    json_t                   *out;         /* a route's JSON kept between statements,
+                                              released with the call */
 };
 
 /* ---- api.c exports these to the call module ---- */
@@ -84,6 +87,19 @@ void pmx_api_call_problem(pmx_api_call_t *c, int status, const char *detail, con
  */
 void pmx_api_call_query(pmx_api_call_t *c, const char *sql, int n, const char *const *vals,
                         pmx_api_cont_fn cont);
+/*
+ * Runs work(arg) on libuv's thread pool (uv_queue_work): for what would block
+ * the loop (RSA key generation, DNS lookups). Back on the loop, after(c, arg)
+ * runs when the call is still alive; when the request was aborted meanwhile
+ * (a running job cannot be cancelled) the call is kept until then, and only
+ * drop(arg) runs. after and drop own arg. -1 (and drop(arg) run) when the job
+ * could not be queued: the caller answers.
+ */
+typedef void (*pmx_api_work_fn)(void *arg);
+typedef void (*pmx_api_after_fn)(pmx_api_call_t *c, void *arg);
+typedef void (*pmx_api_drop_fn)(void *arg);
+int pmx_api_call_work(pmx_api_call_t *c, void *arg, pmx_api_work_fn work,
+                      pmx_api_after_fn after, pmx_api_drop_fn drop);
 /* A query-string argument, NULL when absent. */
 const char *pmx_api_call_arg(pmx_api_call_t *c, const char *name);
 /* The actor written to audit_log: the key's id. */
@@ -119,5 +135,7 @@ void pmx_api_add_webhook(pmx_api_call_t *c);
 void pmx_api_remove_webhook(pmx_api_call_t *c);
 void pmx_api_list_domains(pmx_api_call_t *c);
 void pmx_api_remove_domain(pmx_api_call_t *c);
+void pmx_api_add_domain(pmx_api_call_t *c);
+void pmx_api_verify_domain(pmx_api_call_t *c);
 
 #endif
