@@ -8,6 +8,8 @@
 -- recipient of ours (an fbl@ report without a valid X-Postmux-Ref, or a token
 -- whose message was pruned). No foreign key: a report outlives the rows it
 -- names (pruning messages must not lose reports).
+--   recipient_id  the same pair as one value, "<message_id>:<rcpt_idx>" (derived,
+--              NULL with them): the name the product documents for the column
 --   rcpt       the envelope recipient it came to (b-<token>@…, u-<token>@…, fbl@…)
 --   kind       bounce | delay | complaint | auto_reply | unknown (the parser's
 --              kind, inbound/report.h) or unsubscribe (mail to u-<token>@…)
@@ -22,6 +24,7 @@ CREATE TABLE inbound_reports (
     workspace_id text,
     message_id   text,
     rcpt_idx     integer CHECK (rcpt_idx BETWEEN 0 AND 65535),
+    recipient_id text GENERATED ALWAYS AS (message_id || ':' || rcpt_idx::text) STORED,
     rcpt         text NOT NULL CHECK (length(rcpt) <= 320),
     mail_from    text NOT NULL CHECK (length(mail_from) <= 320),
     kind         text NOT NULL CHECK (kind IN

@@ -119,6 +119,8 @@ t_expect_match "$DET" '"diagnostic": ?"550 5\.1\.1 <gone@cust\.test>' "event det
 t_expect_eq "$(t_psql "select kind || ' ' || message_id || ' ' || rcpt_idx || ' ' || workspace_id ||
                        ' ' || (applied_at is not null)::text from inbound_reports")" \
     "bounce $M1 0 $WS true" "the inbound_reports row"
+t_expect_eq "$(t_psql "select recipient_id from inbound_reports")" "$M1:0" \
+    "recipient_id names the recipient row (message id and position)"
 t_psql "select encode(raw, 'escape') from inbound_reports where kind = 'bounce'" >"$T_DIR/raw.out"
 t_expect_eq "$(tr -d '\r' <"$T_DIR/raw.out")" "$(cat "$R")" "raw kept whole"
 t_expect_eq "$(t_psql "select parsed->>'kind' || ' ' || (parsed->'recipients'->0->>'class')
