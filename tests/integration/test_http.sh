@@ -7,16 +7,8 @@
 # that trickles its request), key revocation, Redis down -> 503.
 source "$(dirname "$0")/lib.sh"
 t_setup
-PY=/usr/bin/python3
-
-HPORT=$(pmx_svc_free_port)
-MPORT=$(pmx_svc_free_port)
-t_conf_set daemon workers 1
-t_conf_set daemon shutdown_timeout 5s
-t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
-t_conf_set submission listen ""
-t_conf_set http listen "127.0.0.1:$HPORT"
-t_conf_set http public_url "http://127.0.0.1:$HPORT"
+source "$PMX_ROOT/tests/integration/api_lib.sh"
+api_listener_conf
 t_conf_set http max_body_size 64K
 t_conf_set http max_connections_per_address 4
 t_conf_set http idle_timeout 3s
@@ -33,7 +25,6 @@ K_LATE=$($PMX apikey create --workspace Acme --name late 2>"$T_DIR/late.err")
 LATE_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/late.err" | head -n 1)
 
 # ---- the client: one request, checked against the OpenAPI document -------------------
-source "$PMX_ROOT/tests/integration/api_lib.sh"
 EMAIL='{"from":"News <news@acme.test>","to":["a@example.net","b@example.net"],"subject":"api one","text":"hello"}'
 
 DLOG=$T_DIR/postmuxd.log

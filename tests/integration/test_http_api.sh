@@ -7,16 +7,8 @@
 # tests/tools/api_check.py (documented status and content type, body valid).
 source "$(dirname "$0")/lib.sh"
 t_setup
-PY=/usr/bin/python3
-
-HPORT=$(pmx_svc_free_port)
-MPORT=$(pmx_svc_free_port)
-t_conf_set daemon workers 1
-t_conf_set daemon shutdown_timeout 5s
-t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
-t_conf_set submission listen ""
-t_conf_set http listen "127.0.0.1:$HPORT"
-t_conf_set http public_url "http://127.0.0.1:$HPORT"
+source "$PMX_ROOT/tests/integration/api_lib.sh"
+api_listener_conf
 
 ACME=$($PMX workspace create Acme)
 BETA=$($PMX workspace create Beta)
@@ -30,7 +22,6 @@ K_BETA=$($PMX apikey create --workspace Beta --name beta --scopes read,manage 2>
 K_ORG=$($PMX apikey create --org --name org --scopes read,manage 2>"$T_DIR/org.err")
 ORG_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/org.err" | head -n 1)
 
-source "$PMX_ROOT/tests/integration/api_lib.sh"
 audit_rows() { t_psql "select count(*) from audit_log where $1"; }
 
 t_case "postmux apikey create --scopes: manage is known, an unknown scope is refused"

@@ -9,16 +9,8 @@
 # Every answer is checked against http/openapi.json (tests/tools/api_check.py).
 source "$(dirname "$0")/lib.sh"
 t_setup
-PY=/usr/bin/python3
-
-HPORT=$(pmx_svc_free_port)
-MPORT=$(pmx_svc_free_port)
-t_conf_set daemon workers 1
-t_conf_set daemon shutdown_timeout 5s
-t_conf_set daemon metrics_listen "127.0.0.1:$MPORT"
-t_conf_set submission listen ""
-t_conf_set http listen "127.0.0.1:$HPORT"
-t_conf_set http public_url "http://127.0.0.1:$HPORT"
+source "$PMX_ROOT/tests/integration/api_lib.sh"
+api_listener_conf
 t_conf_set inbound hostname mx.postmux.test
 
 ACME=$($PMX workspace create Acme)
@@ -28,7 +20,6 @@ K_READ=$($PMX apikey create --workspace Acme --name read --scopes read 2>/dev/nu
 K_ALL=$($PMX apikey create --workspace Acme --name all --scopes read,manage 2>"$T_DIR/all.err")
 ALL_ID=$(grep -oE 'key_[a-z2-7]{16}' "$T_DIR/all.err" | head -n 1)
 
-source "$PMX_ROOT/tests/integration/api_lib.sh"
 audit_rows() { t_psql "select count(*) from audit_log where $1"; }
 # `domain show`'s records as "TYPE NAME VALUE" lines (TXT strings joined).
 show_records() {
