@@ -5,7 +5,6 @@
  * organization), the action and its target. --since takes the config's
  * durations (30m, 24h, 7d) or "all"; default 24h.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,38 +20,15 @@ static const char *const cols[] = { "at", "api_key_id", "workspace_id", "action"
 
 int pmx_cli_audit(pmx_cli_t *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "workspace", required_argument, NULL, 'w' },
-        { "since",     required_argument, NULL, 's' },
-        { "json",      no_argument,       NULL, 'j' },
-        { "help",      no_argument,       NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *ws = NULL, *since = "24h";
-    bool json = false;
-    int ch;
-    optind = 1;
-    opterr = 0;
-    while ((ch = getopt_long(argc, argv, "w:s:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'w': ws = optarg; break;
-        case 's': since = optarg; break;
-        case 'j': json = true; break;
-        case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
-        default: return pmx_cli_usage("audit: unknown option or missing value: %s", argv[optind - 1]);
-        }
-    }
-    if (optind < argc) return pmx_cli_usage("audit: unexpected argument '%s'", argv[optind]);
-    char since_ms[32];
-    if (pmx_cli_since_ms(since, since_ms) < 0) return PMX_EXIT_USER;
-    char ws_id[20];
-    if (ws && pmx_cli_workspace_id(c, ws, ws_id) < 0) return PMX_EXIT_USER;
+    pmx_cli_window_t win;
+    int done = pmx_cli_window_opts(c, "audit", argc, argv, usage_text, "24h", &win);
+    if (done >= 0) return done;
 
-    const char *params[2] = { ws ? ws_id : NULL, since_ms[0] ? since_ms : NULL };
+    const char *params[2] = { win.has_ws ? win.ws_id : NULL, win.since_ms[0] ? win.since_ms : NULL };
     PGresult *res = pmx_cli_query(c, pmx_sql_audit_list, 2, params);
     if (!res) return PMX_EXIT_USER;
     int n = PQntuples(res);
-    if (json) {
+    if (win.json) {
         json_t *a = json_array();
         for (int r = 0; r < n; r++) {
             json_t *o = json_object();

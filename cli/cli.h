@@ -65,6 +65,23 @@ int pmx_cli_workspace_id(pmx_cli_t *c, const char *id_or_name, char *id_out);
  */
 int pmx_cli_since_ms(const char *since, char *ms_out);
 
+/* What `stats` and `audit` are asked for: [--workspace WS] [--since D] [--json]. */
+typedef struct {
+    bool json;
+    bool has_ws;
+    char ws_id[20];     /* the workspace's id, with has_ws */
+    char since_ms[32];  /* pmx_cli_since_ms's form: "" = all */
+} pmx_cli_window_t;
+
+/*
+ * Reads those options for verb (--since defaults to since_default), checks
+ * --since and looks the workspace up. Returns -1 with out filled to go on;
+ * else the exit code to return (--help printed usage_text, or a usage or
+ * user error was printed).
+ */
+int pmx_cli_window_opts(pmx_cli_t *c, const char *verb, int argc, char **argv,
+                        const char *usage_text, const char *since_default, pmx_cli_window_t *out);
+
 /* ---- output (cli/output.c) ---- */
 
 /* Prints J indented with a final newline and releases it; PMX_EXIT_OK or a user error. */

@@ -2,6 +2,7 @@
  * What every verb shares: error printing with the CLI's exit codes, and the
  * lazily opened config, Postgres and Redis connections of pmx_cli_t.
  */
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -183,4 +184,36 @@ int pmx_cli_since_ms(const char *since, char *ms_out)
     }
     snprintf(ms_out, 32, "%" PRIu64, ms);
     return 0;
+}
+
+int pmx_cli_window_opts(pmx_cli_t *c, const char *verb, int argc, char **argv,
+                        const char *usage_text, const char *since_default, pmx_cli_window_t *out)
+{
+    static const struct option opts[] = {
+        { "workspace", required_argument, NULL, 'w' },
+        { "since",     required_argument, NULL, 's' },
+        { "json",      no_argument,       NULL, 'j' },
+        { "help",      no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    memset(out, 0, sizeof *out);
+    const char *ws = NULL, *since = since_default;
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "w:s:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'w': ws = optarg; break;
+        case 's': since = optarg; break;
+        case 'j': out->json = true; break;
+        case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
+        default:
+            return pmx_cli_usage("%s: unknown option or missing value: %s", verb, argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return pmx_cli_usage("%s: unexpected argument '%s'", verb, argv[optind]);
+    if (pmx_cli_since_ms(since, out->since_ms) < 0) return PMX_EXIT_USER;
+    out->has_ws = ws != NULL;
+    if (ws && pmx_cli_workspace_id(c, ws, out->ws_id) < 0) return PMX_EXIT_USER;
+    return -1;
 }

@@ -22,7 +22,6 @@
  * that has counts but no workspaces row (jobs rejected as unknown_workspace),
  * named "(unknown)".
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -352,43 +351,18 @@ static void print_text(const stats_t *st, bool with_total)
 
 int pmx_cli_stats(pmx_cli_t *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "workspace", required_argument, NULL, 'w' },
-        { "since",     required_argument, NULL, 's' },
-        { "json",      no_argument,       NULL, 'j' },
-        { "help",      no_argument,       NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *ws = NULL, *since = SINCE_DEFAULT;
-    bool json = false;
-    int ch;
-    optind = 1;
-    opterr = 0;
-    while ((ch = getopt_long(argc, argv, "w:s:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'w': ws = optarg; break;
-        case 's': since = optarg; break;
-        case 'j': json = true; break;
-        case 'h': fputs(usage_text, stdout); return PMX_EXIT_OK;
-        default: return pmx_cli_usage("stats: unknown option or missing value: %s", argv[optind - 1]);
-        }
-    }
-    if (optind < argc) return pmx_cli_usage("stats: unexpected argument '%s'", argv[optind]);
-
-    char since_ms[32];
-    if (pmx_cli_since_ms(since, since_ms) < 0) return PMX_EXIT_USER;
-
-    char ws_id[20];
-    if (ws && pmx_cli_workspace_id(c, ws, ws_id) < 0) return PMX_EXIT_USER;
+    pmx_cli_window_t w;
+    int done = pmx_cli_window_opts(c, "stats", argc, argv, usage_text, SINCE_DEFAULT, &w);
+    if (done >= 0) return done;
 
     stats_t st;
     memset(&st, 0, sizeof st);
     int rc = PMX_EXIT_USER;
-    if (load(c, ws ? ws_id : NULL, since_ms[0] ? since_ms : NULL, &st) == 0) {
-        if (json) {
+    if (load(c, w.has_ws ? w.ws_id : NULL, w.since_ms[0] ? w.since_ms : NULL, &st) == 0) {
+        if (w.json) {
             rc = print_json(&st);
         } else {
-            print_text(&st, !ws);
+            print_text(&st, !w.has_ws);
             rc = PMX_EXIT_OK;
         }
     }
