@@ -39,7 +39,7 @@ shown() { printf '%s$ %s%s\n' "$D" "$1" "$N"; eval "$1"; }
 
 # --- binaries -------------------------------------------------------------------
 if [[ -n ${DEMO_BIN_DIR-} ]]; then
-    bin=$DEMO_BIN_DIR
+    bin=$(cd "$DEMO_BIN_DIR" 2>/dev/null && pwd) || bin=$DEMO_BIN_DIR
 else
     step "packages (scripts/deps.sh) and the build (make -j2 bins)"
     bash "$root/scripts/deps.sh" || die "scripts/deps.sh failed"
@@ -86,30 +86,27 @@ pmx_svc_conf_set "$POSTMUX_CONFIG" relay port "$rport"
 iport=$(pmx_svc_free_port) || die "no free port for the inbound listener"
 pmx_svc_conf_set "$POSTMUX_CONFIG" inbound listen "127.0.0.1:$iport"
 pmx_svc_conf_set "$POSTMUX_CONFIG" inbound hostname "mx.$DOMAIN"
+# The public listener: the API and the one-click unsubscribe links (docs/http.md);
+# plain http:// is accepted for public_url on a loopback address only.
+hport=$(pmx_svc_free_port) || die "no free port for the HTTP listener"
+pmx_svc_conf_set "$POSTMUX_CONFIG" http listen "127.0.0.1:$hport"
+pmx_svc_conf_set "$POSTMUX_CONFIG" http public_url "http://127.0.0.1:$hport"
+# The DNS stand-in (dnsmasq) starts once the API has said which records to publish;
+# its port is chosen now so that [mx] resolver (what POST /v1/domains/{d}/verify asks)
+# can name it from the start.
+dport=$(pmx_svc_free_port) || die "no free port for the DNS stand-in"
+pmx_svc_conf_set "$POSTMUX_CONFIG" mx resolver "127.0.0.1:$dport"
 step "config ($POSTMUX_CONFIG)"
 sed 's/^/    /' "$POSTMUX_CONFIG"
 
 cd "$dir" || die "cannot cd to $dir"
-step "schema and a workspace"
+step "bootstrap with the CLI: the schema, and one organization API key (what the API cannot make itself)"
 PATH=$bin:$PATH
 shown "postmux migrate" || die "migrate failed"
-printf '%s$ %s%s\n' "$D" 'ws=$(postmux workspace create Demo)' "$N"
-ws=$(postmux workspace create Demo) || die "workspace create failed"
-echo "$ws"
-shown "postmux domain add Demo $DOMAIN --algorithm both | tee records.txt" || die "domain add failed"
-shown "postmux domain verify $DOMAIN --skip-dns" || die "domain verify failed"
-shown "postmux domain list" || die "domain list failed"
-
-# The DNS stand-in: the records exactly as printed above, served by dnsmasq.
-awk '$2 == "TXT" {
-        name = $1; sub(/\.$/, "", name)
-        rest = $0; sub(/^[^ ]+ TXT /, "", rest)
-        gsub(/" "/, "\",\"", rest)
-        print "txt-record=" name "," rest
-     }' records.txt >dns.conf
-echo 'txt-record=ready.pmx.invalid,"ok"' >>dns.conf
-pmx_svc_dns_start dns.conf >/dev/null || die "dnsmasq did not start"
-echo "  (DNS stand-in: dnsmasq on 127.0.0.1:$PMX_DNS_PORT serves those records)"
+printf '%s$ %s%s\n' "$D" 'ORG_KEY=$(postmux apikey create --org --name demo-admin --scopes manage,read)' "$N"
+ORG_KEY=$(postmux apikey create --org --name demo-admin --scopes manage,read) ||
+    die "apikey create --org failed"
+echo "  (ORG_KEY=${ORG_KEY:0:12}…: shown once; postmux stores only its SHA-256)"
 
 # --- postmuxd -------------------------------------------------------------------
 step "starting postmuxd ($WORKERS workers) in the background; its log:"
@@ -136,17 +133,150 @@ stop_daemon() {
     show_log
 }
 pmx_svc_atexit stop_daemon
+API=http://127.0.0.1:$hport
 for ((i = 0; i < 150; i++)); do
-    (($(grep -c 'pipeline started' "$dlog") >= WORKERS)) && break
+    (($(grep -c 'pipeline started' "$dlog") >= WORKERS)) &&
+        [[ $(curl -s -m 2 -o /dev/null -w '%{http_code}' "$API/v1/openapi.json") == 200 ]] && break
     pmx_svc__alive "$dpid" "$dst" || { show_log; die "postmuxd exited"; }
     sleep 0.1
 done
 show_log
 
+# --- the API --------------------------------------------------------------------
+# req KEYVAR METHOD PATH [JSON]: one API request with curl, shown as one would type it
+# (KEYVAR names the variable holding the key: ORG_KEY or APP_KEY). With WSH=1 it sends
+# X-Workspace-Id: $WS (an organization key names its workspace), with IDEM=K an
+# Idempotency-Key. The status goes to $code, the body to resp.json.
+req() {
+    local kv=$1 m=$2 p=$3 body=${4-} show args
+    show="curl"
+    [[ $m != GET ]] && show+=" -X $m"
+    show+=" \"\$API$p\" -H \"Authorization: Bearer \$$kv\""
+    args=(-sS -m 30 -o "$dir/resp.json" -w '%{http_code}' -X "$m" "$API$p"
+          -H "Authorization: Bearer ${!kv}")
+    if [[ ${WSH-} == 1 ]]; then
+        show+=" -H \"X-Workspace-Id: \$WS\""
+        args+=(-H "X-Workspace-Id: $WS")
+    fi
+    if [[ -n ${IDEM-} ]]; then
+        show+=" -H 'Idempotency-Key: $IDEM'"
+        args+=(-H "Idempotency-Key: $IDEM")
+    fi
+    [[ -n $body ]] && { show+=" --json '$body'"; args+=(--json "$body"); }
+    printf '%s$ %s%s\n' "$D" "$show" "$N"
+    code=$(curl "${args[@]}") || die "curl: $m $p failed"
+}
+# jq_ EXPR: a Python expression over the last answer's JSON body `d`, printed.
+jq_() { "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
+        "$dir/resp.json" "$1"; }
+# expect STATUS [SHOW]: the answer must have STATUS; prints "-> STATUS" and SHOW (a
+# Python expression over `d` giving the lines worth seeing), else the whole body.
+expect() {
+    printf '  -> %s\n' "$code"
+    if [[ $code != "$1" ]]; then
+        sed 's/^/     /' "$dir/resp.json"
+        echo
+        die "expected $1"
+    fi
+    [[ -n ${2-} ]] && jq_ "$2" | sed 's/^/     /'
+    return 0
+}
+# wait_msg ID STATUS: polls GET /v1/messages/ID (quietly, up to 15 s) until every
+# recipient has STATUS, then shows that request and its answer.
+wait_msg() {
+    local i c st=""
+    for ((i = 0; i < 150; i++)); do
+        c=$(curl -s -m 5 -o "$dir/resp.json" -w '%{http_code}' -H "Authorization: Bearer $ORG_KEY" \
+                 -H "X-Workspace-Id: $WS" "$API/v1/messages/$1")
+        [[ $c == 200 ]] && st=$(jq_ '",".join(sorted({r["status"] for r in d["recipients"]}))')
+        [[ $st == "$2" ]] && break
+        sleep 0.1
+    done
+    WSH=1 req ORG_KEY GET "/v1/messages/$1"
+    expect 200 '"%s %s  %s\n%s" % (d["id"], d["client_id"], d["subject"], "\n".join("  %s: %s (%s)" % (
+        r["address"], r["status"], r["last_response"]) for r in d["recipients"]))'
+    [[ $(jq_ '",".join(sorted({r["status"] for r in d["recipients"]}))') == "$2" ]] ||
+        die "message $1 is not $2 after 15 s"
+}
+WSH=0 IDEM=""
+# The lines of a GET /v1/suppressions answer.
+SUPP='"\n".join("%-22s scope %-11s %-12s %s" % (s["address"], s["scope"], s["reason"], s["detail"])
+                for s in d["suppressions"]) or "(none)"'
+
+step "the API (curl, the organization key): the workspace, its domain, DNS and a key for the app"
+echo "  (API=$API, the config's [http] public_url)"
+req ORG_KEY POST /v1/workspaces '{"name": "Demo", "website": "https://demo.example"}'
+expect 201 '"id: %s\nname: %s" % (d["id"], d["name"])'
+WS=$(jq_ 'd["id"]')
+[[ $WS =~ ^ws_[a-z2-7]{16}$ ]] || die "no workspace id in the answer"
+WSH=1
+req ORG_KEY POST /v1/domains "{\"domain\": \"$DOMAIN\", \"algorithm\": \"both\"}"
+expect 201 '"domain: %s, verified: %s, keys: %s\ndns_records (publish these):\n%s" % (d["domain"],
+    d["verified"], ", ".join("%s (%s)" % (k["selector"], k["algorithm"]) for k in d["keys"]),
+    "\n".join("  %-4s %-36s %s" % (r["type"], r["name"],
+              r["value"] if len(r["value"]) <= 60 else r["value"][:57] + "...")
+              for r in d["dns_records"]))'
+
+# The DNS stand-in: exactly the records the API answered, served by dnsmasq on the
+# port [mx] resolver names (TXT values in strings of at most 255 bytes, RFC 1035).
+jq_ '"\n".join(
+    ("txt-record=%s,%s" % (r["name"].rstrip("."), ",".join("\"%s\"" % r["value"][i:i + 255]
+        for i in range(0, len(r["value"]), 255))) if r["type"] == "TXT" else
+     "mx-host=%s,%s,%s" % (r["name"].rstrip("."), r["value"].split()[1].rstrip("."),
+                           r["value"].split()[0]) if r["type"] == "MX" else
+     "# not served: %s %s" % (r["type"], r["name"]))
+    for r in d["dns_records"])' >dns.conf || die "cannot write dns.conf"
+grep -q '["\\]' <(jq_ '"".join(r["value"] for r in d["dns_records"])') &&
+    die "a record holds a quote or a backslash"
+echo 'txt-record=ready.pmx.invalid,"ok"' >>dns.conf
+if ((EUID == 0)); then
+    as=(--user=nobody "--group=$(id -gn nobody)")
+else
+    as=("--user=$(id -un)" "--group=$(id -gn)")
+fi
+pmx_svc_run dnsmasq /usr/sbin/dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll \
+    --conf-file="$dir/dns.conf" --port="$dport" --listen-address=127.0.0.1 --bind-interfaces \
+    "${as[@]}" --log-facility=- || die "dnsmasq did not start"
+for ((i = 0; i < 50; i++)); do
+    [[ $(pmx_svc_dns_txt "$dport" ready.pmx.invalid 2>/dev/null) == ok ]] && break
+    sleep 0.1
+done
+[[ $(pmx_svc_dns_txt "$dport" ready.pmx.invalid 2>/dev/null) == ok ]] ||
+    die "dnsmasq does not answer on 127.0.0.1:$dport: $(tail -n 3 "$PMX_RUN_LOG")"
+echo "  (DNS stand-in: dnsmasq on 127.0.0.1:$dport, the config's [mx] resolver, now serves those records)"
+req ORG_KEY POST /v1/domains/$DOMAIN/verify
+expect 200 '"verified: %s\n%s" % (d["verified"], "\n".join("  %s %s: %s" % (r["type"], r["name"],
+    "ok" if r["ok"] else "MISSING") for r in d["records"]))'
+req ORG_KEY POST /v1/api-keys '{"name": "demo-app", "scopes": ["send"]}'
+expect 201 '"id: %s, workspace: %s, scopes: %s\nkey: %s   (shown this once)" % (d["id"],
+    d["workspace_id"], ",".join(d["scopes"]), d["key"])'
+APP_KEY=$(jq_ 'd["key"]')
+[[ $APP_KEY == pmx_* ]] || die "no key in the answer"
+echo "  (the audit log: who made each change — the CLI made the organization key, that key the rest)"
+"${psqlc[@]}" -d postmux -P pager=off -c "
+    select api_key_id as by, coalesce(workspace_id, '-') as workspace, action, left(target, 40) as target
+      from audit_log order by id" || die "psql failed"
+
+step "sending through the API (curl, the app's send key)"
+WSH=0 IDEM=receipt-1
+req APP_KEY POST /v1/emails "{\"from\": \"Demo <hello@$DOMAIN>\", \"to\": \"heidi@example.net\", \"subject\": \"Your receipt\", \"text\": \"Thank you, Heidi: order 1042 is paid.\"}"
+expect 202 '"id: " + d["id"]'
+id_receipt=$(jq_ 'd["id"]')
+echo "  (a newsletter: one-click unsubscribe links in the category \"newsletter\", docs/http.md)"
+IDEM=newsletter-1
+req APP_KEY POST /v1/emails "{\"from\": \"Demo News <news@$DOMAIN>\", \"to\": \"grace@example.net\", \"subject\": \"Demo newsletter #1\", \"text\": \"This month at Demo: ...\", \"unsubscribe\": true, \"category\": \"newsletter\"}"
+expect 202 '"id: " + d["id"]'
+id_news=$(jq_ 'd["id"]')
+IDEM=""
+echo "  (polling GET /v1/messages/{id} with the organization key, which may read, until both are sent:)"
+wait_msg "$id_receipt" sent
+wait_msg "$id_news" sent
+show_log
+
 # --- jobs -----------------------------------------------------------------------
 step "enqueueing jobs with redis-cli, as an application would"
 rc="redis-cli -s $PMX_REDIS_SOCK"
-key="pmx:{$ws}:jobs"
+key="pmx:{$WS}:jobs"
 shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'alice@example.net' \\
     subject 'Welcome to postmux' text 'Hello Alice, your account is ready.' id welcome-1" ||
     die "XADD failed"
@@ -174,7 +304,7 @@ shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'perm-gone@example.net
 echo "  (and one that must be refused: a From domain the workspace has not verified)"
 shown "$rc XADD '$key' '*' from 'spoof@other.example' to frank@example.net subject Hi text Hi id spoof-1" ||
     die "XADD failed"
-want=8   # recipients: 1 + 4 (to, to, cc, bcc) + 1 + 1 (bounced) + 1 (rejected)
+want=10  # recipients: 2 (the API's) + 1 + 4 (to, to, cc, bcc) + 1 + 1 (bounced) + 1 (rejected)
 
 step "waiting for every recipient's outcome"
 for ((i = 0; i < 300; i++)); do
@@ -200,18 +330,18 @@ step "outcomes (psql: messages ⋈ recipients)"
 sent=$(q "select count(*) from recipients where status = 'sent'")
 rejected=$(q "select count(*) from recipients where status = 'rejected'")
 bounced=$(q "select count(*) from recipients where status = 'bounced'")
-[[ $sent == 6 && $rejected == 1 && $bounced == 1 ]] ||
-    die "expected 6 sent, 1 bounced and 1 rejected, got $sent, $bounced and $rejected"
+[[ $sent == 8 && $rejected == 1 && $bounced == 1 ]] ||
+    die "expected 8 sent, 1 bounced and 1 rejected, got $sent, $bounced and $rejected"
 pending=$(/usr/bin/redis-cli -s "$PMX_REDIS_SOCK" XPENDING "$key" postmux | head -n 1)
 echo "  pending entries left in $key: $pending"
 
 # --- what the relay received ----------------------------------------------------
 for ((i = 0; i < 50; i++)); do
-    (($(find "$sink" -type f -name 'msg.*[0-9]' | wc -l) >= 6)) && break
+    (($(find "$sink" -type f -name 'msg.*[0-9]' | wc -l) >= 8)) && break
     sleep 0.1
 done
 step "what the relay received, with DKIM checked by python3-dkim (keys from the DNS stand-in)"
-"$PY" - "$sink" "$PMX_DNS_PORT" <<'PYEOF' || die "a DKIM signature did not verify"
+"$PY" - "$sink" "$dport" <<'PYEOF' || die "a DKIM signature did not verify"
 import email.header, os, re, sys
 import dkim, dns.resolver
 
@@ -368,7 +498,10 @@ show_log
      where r.message_id = '$mid'" || die "psql failed"
 [[ $(q "select status from recipients where message_id = '$mid'") == bounced ]] ||
     die "alice's recipient row did not become bounced"
-shown "postmux suppression list Demo" || die "suppression list failed"
+WSH=1
+req ORG_KEY GET /v1/suppressions
+expect 200 "$SUPP"
+WSH=0
 echo "  (the next job to alice and perm-gone relays nothing:)"
 shown "$rc XADD '$key' '*' from 'Demo <hello@$DOMAIN>' to 'alice@example.net, perm-gone@example.net' \\
     subject 'Are you there?' text 'Hello again.' id welcome-2" || die "XADD failed"
@@ -383,6 +516,94 @@ done
      where m.client_id in ('welcome-1', 'welcome-gone', 'welcome-2')
      order by m.created_at, r.address" || die "psql failed"
 [[ $(st2) == suppressed ]] || die "the next job to alice and perm-gone was not suppressed"
+
+# --- one-click unsubscribe --------------------------------------------------------
+step "one-click unsubscribe (RFC 8058): grace's newsletter, its link followed as her mail provider would"
+# The message the relay received for grace (the API's newsletter-1) and its headers.
+"$PY" - "$sink" >unsub.txt <<'PYEOF' || die "no newsletter for grace in the relay's store"
+import email, email.policy, os, re, sys
+d = sys.argv[1]
+for f in sorted(os.listdir(d), key=lambda f: int(f.rsplit(".", 1)[1]) if f[-1].isdigit() else 0):
+    data = open(os.path.join(d, f), "rb").read()
+    if not re.search(rb"(?mi)^X-Rcpt-To: <?grace@example\.net>?\r?$", data):
+        continue
+    m = email.message_from_bytes(data, policy=email.policy.compat32)
+    lu, lup = m.get("List-Unsubscribe"), m.get("List-Unsubscribe-Post")
+    if not lu:
+        sys.exit(1)
+    lu = re.sub(r"\s+", " ", lu)
+    url = re.search(r"<(https?://[^>]+)>", lu)
+    print("%s\n%s\n%s\n%s" % (f, lu, lup, url.group(1) if url else ""))
+    sys.exit(0)
+sys.exit(1)
+PYEOF
+{ read -r ufile; read -r uhdr; read -r upost; read -r U; } <unsub.txt
+echo "  $ufile (to grace@example.net, covered by both DKIM signatures above):"
+echo "  | List-Unsubscribe: $uhdr"
+echo "  | List-Unsubscribe-Post: $upost"
+[[ $U == "$API/u/"* ]] || die "no $API/u/ link in grace's List-Unsubscribe"
+echo "  U=$U"
+echo "  (GET: what a link scanner, or grace's browser, sees: a page with a button; nothing is written)"
+printf '%s$ %s%s\n' "$D" 'curl $U' "$N"
+code=$(curl -sS -m 10 -o page.html -w '%{http_code}' "$U") || die "curl GET $U failed"
+printf '  -> %s\n' "$code"
+[[ $code == 200 ]] || die "GET $U: $code"
+"$PY" - page.html <<'PYEOF' || die "the page is not the unsubscribe page"
+import html.parser, sys
+class P(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(); self.out, self.skip, self.state = [], 0, None
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("style", "title"): self.skip += 1
+        if tag == "p" and "data-state" in a: self.state = a["data-state"]
+        if tag == "button": self.out.append("[")
+    def handle_endtag(self, tag):
+        if tag in ("style", "title"): self.skip -= 1
+        if tag == "button": self.out.append("]")
+        if tag in ("h1", "p", "form"): self.out.append("\n")
+    def handle_data(self, t):
+        if not self.skip: self.out.append(t)
+p = P(); p.feed(open(sys.argv[1], encoding="utf-8").read())
+for line in "".join(p.out).splitlines():
+    if line.strip(): print("     page: " + line.strip())
+print("     (state: %s)" % p.state)
+sys.exit(0 if p.state == "subscribed" else 1)
+PYEOF
+WSH=1
+req ORG_KEY GET "/v1/suppressions?reason=unsubscribe"
+expect 200 "$SUPP"
+[[ $(jq_ 'len(d["suppressions"])') == 0 ]] || die "the GET wrote a suppression"
+WSH=0
+echo "  (POST: the one-click request of RFC 8058, as a mail provider sends it)"
+printf '%s$ %s%s\n' "$D" 'curl -X POST $U -d List-Unsubscribe=One-Click' "$N"
+code=$(curl -sS -m 10 -o done.txt -w '%{http_code}' -X POST "$U" -d List-Unsubscribe=One-Click) ||
+    die "curl POST $U failed"
+printf '  -> %s %s\n' "$code" "$(head -c 100 done.txt)"
+[[ $code == 200 && $(cat done.txt) == unsubscribed ]] || die "POST $U: $code"
+WSH=1
+req ORG_KEY GET "/v1/suppressions?reason=unsubscribe"
+expect 200 "$SUPP"
+[[ $(jq_ '[(s["address"], s["scope"]) for s in d["suppressions"]]') == "[('grace@example.net', 'newsletter')]" ]] ||
+    die "grace is not suppressed in the category newsletter"
+req ORG_KEY GET "/v1/events?type=message.unsubscribed"
+expect 200 '"\n".join("%s %s %s %s %s" % (e["id"], e["type"], e["recipient"], e["message_id"], e["detail"])
+                      for e in d["events"]) or "(none)"'
+[[ $(jq_ 'len(d["events"])') == 1 ]] || die "not one message.unsubscribed event"
+WSH=0
+echo "  (the next newsletter to grace is suppressed; mail outside that category still reaches her:)"
+IDEM=newsletter-2
+req APP_KEY POST /v1/emails "{\"from\": \"Demo News <news@$DOMAIN>\", \"to\": \"grace@example.net\", \"subject\": \"Demo newsletter #2\", \"text\": \"Next month at Demo: ...\", \"unsubscribe\": true, \"category\": \"newsletter\"}"
+expect 202 '"id: " + d["id"]'
+id_news2=$(jq_ 'd["id"]')
+IDEM=receipt-2
+req APP_KEY POST /v1/emails "{\"from\": \"Demo <hello@$DOMAIN>\", \"to\": \"grace@example.net\", \"subject\": \"Your receipt\", \"text\": \"Thank you, Grace: order 1043 is paid.\"}"
+expect 202 '"id: " + d["id"]'
+id_receipt2=$(jq_ 'd["id"]')
+IDEM=""
+wait_msg "$id_news2" suppressed
+wait_msg "$id_receipt2" sent
+show_log
 
 if [[ -n ${DEMO_KEEP-} && ${DEMO_KEEP} != 0 ]]; then
     step "DEMO_KEEP=1: everything keeps running; Ctrl-C stops it all"
