@@ -2,18 +2,29 @@
 # scripts/demo.sh — `make demo`: postmux end to end on throwaway services, in one go.
 #
 # Installs missing Debian packages (scripts/deps.sh) and builds the release binaries
-# when needed, starts a private PostgreSQL, Redis, a relay (tests/tools/tls_relay.py on
-# Debian's python3-aiosmtpd: it stores every message it receives in a file, and refuses
-# recipients whose local part starts with "perm" as unknown) and dnsmasq (the DNS stand-in that publishes the DKIM
-# records `postmux domain add` printed), migrates, creates the workspace "Demo" with
-# the domain demo.example (RSA-2048 + Ed25519 keys, verified with --skip-dns), runs
-# postmuxd in the background, enqueues jobs with `redis-cli XADD` exactly as an
-# application would, waits for their outcomes, prints them from Postgres, and shows
-# each delivered message with its DKIM signatures checked by python3-dkim against the
-# keys found in DNS. Then the loop back (docs/feedback.md): the relay refused one
-# recipient as unknown (a hard bounce, suppressed at once), and a bounce report for
-# another, delivered recipient arrives at the [inbound] SMTP listener, which suppresses
-# that address too; the next job to both is suppressed. Then everything stops.
+# when needed, starts a private PostgreSQL, Redis and a relay (tests/tools/tls_relay.py
+# on Debian's python3-aiosmtpd: it stores every message it receives in a file, and
+# refuses recipients whose local part starts with "perm" as unknown). The CLI does only
+# what the API cannot: it migrates and makes one organization API key (scopes
+# manage,read). postmuxd runs in the background with its public listener ([http] listen,
+# public_url on loopback), and everything else goes through the API with curl, as a
+# platform would (docs/http.md): POST /v1/workspaces (the workspace "Demo"), POST
+# /v1/domains (demo.example, RSA-2048 + Ed25519; the DNS records to publish), then
+# dnsmasq — the DNS stand-in, the config's [mx] resolver — serves exactly those records
+# and POST /v1/domains/demo.example/verify checks them; POST /v1/api-keys makes the
+# app's send key, which sends a receipt and a newsletter with one-click unsubscribe
+# (POST /v1/emails), polled with GET /v1/messages/{id} until sent. Jobs are also
+# enqueued with `redis-cli XADD` exactly as an application would; every outcome is
+# printed from Postgres, and each delivered message shown with its DKIM signatures
+# checked by python3-dkim against the keys found in DNS. Then the loop back
+# (docs/feedback.md): the relay refused one recipient as unknown (a hard bounce,
+# suppressed at once), and a bounce report for another, delivered recipient arrives at
+# the [inbound] SMTP listener, which suppresses that address too; the next job to both
+# is suppressed (GET /v1/suppressions). Last, the newsletter's List-Unsubscribe link is
+# followed: GET shows the page and writes nothing, the RFC 8058 one-click POST
+# suppresses the address in the category "newsletter" (GET /v1/suppressions, GET
+# /v1/events: message.unsubscribed); the next newsletter to it is suppressed, a receipt
+# still goes. Then everything stops.
 #
 #   make demo                  (or: bash scripts/demo.sh)
 #   DEMO_KEEP=1 make demo      keep everything running (logs follow) until Ctrl-C
@@ -104,8 +115,9 @@ step "bootstrap with the CLI: the schema, and one organization API key (what the
 PATH=$bin:$PATH
 shown "postmux migrate" || die "migrate failed"
 printf '%s$ %s%s\n' "$D" 'ORG_KEY=$(postmux apikey create --org --name demo-admin --scopes manage,read)' "$N"
-ORG_KEY=$(postmux apikey create --org --name demo-admin --scopes manage,read) ||
-    die "apikey create --org failed"
+ORG_KEY=$(postmux apikey create --org --name demo-admin --scopes manage,read 2>key.err) ||
+    die "apikey create --org failed: $(cat key.err)"
+cat key.err   # the key's id and a reminder, which postmux writes to stderr
 echo "  (ORG_KEY=${ORG_KEY:0:12}…: shown once; postmux stores only its SHA-256)"
 
 # --- postmuxd -------------------------------------------------------------------
@@ -609,7 +621,9 @@ if [[ -n ${DEMO_KEEP-} && ${DEMO_KEEP} != 0 ]]; then
     step "DEMO_KEEP=1: everything keeps running; Ctrl-C stops it all"
     cat <<EOF
   Try, in another terminal:
-    export POSTMUX_CONFIG=$POSTMUX_CONFIG PATH=$bin:\$PATH
+    export POSTMUX_CONFIG=$POSTMUX_CONFIG PATH=$bin:\$PATH API=$API WS=$WS APP_KEY=$APP_KEY ORG_KEY=$ORG_KEY
+    curl -X POST "\$API/v1/emails" -H "Authorization: Bearer \$APP_KEY" --json '{"from": "hello@$DOMAIN", "to": "you@example.net", "subject": "Hi", "text": "Hello"}'
+    curl "\$API/v1/events" -H "Authorization: Bearer \$ORG_KEY" -H "X-Workspace-Id: \$WS"
     redis-cli -s $PMX_REDIS_SOCK XADD '$key' '*' from hello@$DOMAIN to you@example.net subject Hi text Hello
     $PMX_PG_BIN/psql -h $PMX_PG_HOST -p $PMX_PG_PORT -U $PMX_PG_USER postmux -c 'select * from recipients'
     ls $sink

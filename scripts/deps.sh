@@ -18,6 +18,7 @@ PKGS=(
     prometheus man-db groff-base
     apache2-utils  # ab: the HTTP scenario of make bench (tests/bench/http.sh)
     systemd openssl ca-certificates procps iproute2 util-linux
+    curl  # the API requests of make demo and the HTTP tests
 )
 
 # The programs the harness calls by path; a package "installed" without them is broken.
@@ -26,7 +27,7 @@ FILES=(
     /usr/lib/postgresql/15/bin/pg_isready /usr/lib/postgresql/15/bin/psql
     /usr/bin/redis-server /usr/bin/redis-cli /usr/sbin/smtp-sink /usr/sbin/dnsmasq
     /usr/bin/swaks /usr/bin/python3 /usr/bin/setpriv /usr/bin/ss /usr/bin/timeout
-    /usr/bin/man /usr/bin/groff /usr/bin/chromium /usr/bin/ab
+    /usr/bin/man /usr/bin/groff /usr/bin/chromium /usr/bin/ab /usr/bin/curl
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }
