@@ -8,7 +8,7 @@
 #   make              release build in build/release  (-O2 -g)
 #   make SAN=1        ASan + UBSan build in build/asan
 #   make test         install missing packages, build both, run every suite
-#   make demo         throwaway services + a demo workspace + mail flowing
+#   make demo         throwaway services; a workspace set up and mail sent through the API
 #   make bench        the benchmark of tests/bench
 #   make install      binaries, man pages, systemd units, example config
 
