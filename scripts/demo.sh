@@ -178,8 +178,8 @@ req() {
     printf '%s$ %s%s\n' "$D" "$show" "$N"
     code=$(curl "${args[@]}") || die "curl: $m $p failed"
 }
-# jq_ EXPR: a Python expression over the last answer's JSON body `d`, printed.
-jq_() { "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
+# jget EXPR: a Python expression over the last answer's JSON body `d`, printed.
+jget() { "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
         "$dir/resp.json" "$1"; }
 # expect STATUS [SHOW]: the answer must have STATUS; prints "-> STATUS" and SHOW (a
 # Python expression over `d` giving the lines worth seeing), else the whole body.
@@ -190,7 +190,7 @@ expect() {
         echo
         die "expected $1"
     fi
-    [[ -n ${2-} ]] && jq_ "$2" | sed 's/^/     /'
+    [[ -n ${2-} ]] && jget "$2" | sed 's/^/     /'
     return 0
 }
 # wait_msg ID STATUS: polls GET /v1/messages/ID (quietly, up to 15 s) until every
@@ -200,14 +200,14 @@ wait_msg() {
     for ((i = 0; i < 150; i++)); do
         c=$(curl -s -m 5 -o "$dir/resp.json" -w '%{http_code}' -H "Authorization: Bearer $ORG_KEY" \
                  -H "X-Workspace-Id: $WS" "$API/v1/messages/$1")
-        [[ $c == 200 ]] && st=$(jq_ '",".join(sorted({r["status"] for r in d["recipients"]}))')
+        [[ $c == 200 ]] && st=$(jget '",".join(sorted({r["status"] for r in d["recipients"]}))')
         [[ $st == "$2" ]] && break
         sleep 0.1
     done
     WSH=1 req ORG_KEY GET "/v1/messages/$1"
     expect 200 '"%s %s  %s\n%s" % (d["id"], d["client_id"], d["subject"], "\n".join("  %s: %s (%s)" % (
         r["address"], r["status"], r["last_response"]) for r in d["recipients"]))'
-    [[ $(jq_ '",".join(sorted({r["status"] for r in d["recipients"]}))') == "$2" ]] ||
+    [[ $(jget '",".join(sorted({r["status"] for r in d["recipients"]}))') == "$2" ]] ||
         die "message $1 is not $2 after 15 s"
 }
 WSH=0 IDEM=""
@@ -219,7 +219,7 @@ step "the API (curl, the organization key): the workspace, its domain, DNS and a
 echo "  (API=$API, the config's [http] public_url)"
 req ORG_KEY POST /v1/workspaces '{"name": "Demo", "website": "https://demo.example"}'
 expect 201 '"id: %s\nname: %s" % (d["id"], d["name"])'
-WS=$(jq_ 'd["id"]')
+WS=$(jget 'd["id"]')
 [[ $WS =~ ^ws_[a-z2-7]{16}$ ]] || die "no workspace id in the answer"
 WSH=1
 req ORG_KEY POST /v1/domains "{\"domain\": \"$DOMAIN\", \"algorithm\": \"both\"}"
@@ -231,14 +231,14 @@ expect 201 '"domain: %s, verified: %s, keys: %s\ndns_records (publish these):\n%
 
 # The DNS stand-in: exactly the records the API answered, served by dnsmasq on the
 # port [mx] resolver names (TXT values in strings of at most 255 bytes, RFC 1035).
-jq_ '"\n".join(
+jget '"\n".join(
     ("txt-record=%s,%s" % (r["name"].rstrip("."), ",".join("\"%s\"" % r["value"][i:i + 255]
         for i in range(0, len(r["value"]), 255))) if r["type"] == "TXT" else
      "mx-host=%s,%s,%s" % (r["name"].rstrip("."), r["value"].split()[1].rstrip("."),
                            r["value"].split()[0]) if r["type"] == "MX" else
      "# not served: %s %s" % (r["type"], r["name"]))
     for r in d["dns_records"])' >dns.conf || die "cannot write dns.conf"
-grep -q '["\\]' <(jq_ '"".join(r["value"] for r in d["dns_records"])') &&
+grep -q '["\\]' <(jget '"".join(r["value"] for r in d["dns_records"])') &&
     die "a record holds a quote or a backslash"
 echo 'txt-record=ready.pmx.invalid,"ok"' >>dns.conf
 if ((EUID == 0)); then
@@ -262,7 +262,7 @@ expect 200 '"verified: %s\n%s" % (d["verified"], "\n".join("  %s %s: %s" % (r["t
 req ORG_KEY POST /v1/api-keys '{"name": "demo-app", "scopes": ["send"]}'
 expect 201 '"id: %s, workspace: %s, scopes: %s\nkey: %s   (shown this once)" % (d["id"],
     d["workspace_id"], ",".join(d["scopes"]), d["key"])'
-APP_KEY=$(jq_ 'd["key"]')
+APP_KEY=$(jget 'd["key"]')
 [[ $APP_KEY == pmx_* ]] || die "no key in the answer"
 echo "  (the audit log: who made each change — the CLI made the organization key, that key the rest)"
 "${psqlc[@]}" -d postmux -P pager=off -c "
@@ -273,12 +273,12 @@ step "sending through the API (curl, the app's send key)"
 WSH=0 IDEM=receipt-1
 req APP_KEY POST /v1/emails "{\"from\": \"Demo <hello@$DOMAIN>\", \"to\": \"heidi@example.net\", \"subject\": \"Your receipt\", \"text\": \"Thank you, Heidi: order 1042 is paid.\"}"
 expect 202 '"id: " + d["id"]'
-id_receipt=$(jq_ 'd["id"]')
+id_receipt=$(jget 'd["id"]')
 echo "  (a newsletter: one-click unsubscribe links in the category \"newsletter\", docs/http.md)"
 IDEM=newsletter-1
 req APP_KEY POST /v1/emails "{\"from\": \"Demo News <news@$DOMAIN>\", \"to\": \"grace@example.net\", \"subject\": \"Demo newsletter #1\", \"text\": \"This month at Demo: ...\", \"unsubscribe\": true, \"category\": \"newsletter\"}"
 expect 202 '"id: " + d["id"]'
-id_news=$(jq_ 'd["id"]')
+id_news=$(jget 'd["id"]')
 IDEM=""
 echo "  (polling GET /v1/messages/{id} with the organization key, which may read, until both are sent:)"
 wait_msg "$id_receipt" sent
@@ -585,7 +585,7 @@ PYEOF
 WSH=1
 req ORG_KEY GET "/v1/suppressions?reason=unsubscribe"
 expect 200 "$SUPP"
-[[ $(jq_ 'len(d["suppressions"])') == 0 ]] || die "the GET wrote a suppression"
+[[ $(jget 'len(d["suppressions"])') == 0 ]] || die "the GET wrote a suppression"
 WSH=0
 echo "  (POST: the one-click request of RFC 8058, as a mail provider sends it)"
 printf '%s$ %s%s\n' "$D" 'curl -X POST $U -d List-Unsubscribe=One-Click' "$N"
@@ -596,22 +596,22 @@ printf '  -> %s %s\n' "$code" "$(head -c 100 done.txt)"
 WSH=1
 req ORG_KEY GET "/v1/suppressions?reason=unsubscribe"
 expect 200 "$SUPP"
-[[ $(jq_ '[(s["address"], s["scope"]) for s in d["suppressions"]]') == "[('grace@example.net', 'newsletter')]" ]] ||
+[[ $(jget '[(s["address"], s["scope"]) for s in d["suppressions"]]') == "[('grace@example.net', 'newsletter')]" ]] ||
     die "grace is not suppressed in the category newsletter"
 req ORG_KEY GET "/v1/events?type=message.unsubscribed"
 expect 200 '"\n".join("%s %s %s %s %s" % (e["id"], e["type"], e["recipient"], e["message_id"], e["detail"])
                       for e in d["events"]) or "(none)"'
-[[ $(jq_ 'len(d["events"])') == 1 ]] || die "not one message.unsubscribed event"
+[[ $(jget 'len(d["events"])') == 1 ]] || die "not one message.unsubscribed event"
 WSH=0
 echo "  (the next newsletter to grace is suppressed; mail outside that category still reaches her:)"
 IDEM=newsletter-2
 req APP_KEY POST /v1/emails "{\"from\": \"Demo News <news@$DOMAIN>\", \"to\": \"grace@example.net\", \"subject\": \"Demo newsletter #2\", \"text\": \"Next month at Demo: ...\", \"unsubscribe\": true, \"category\": \"newsletter\"}"
 expect 202 '"id: " + d["id"]'
-id_news2=$(jq_ 'd["id"]')
+id_news2=$(jget 'd["id"]')
 IDEM=receipt-2
 req APP_KEY POST /v1/emails "{\"from\": \"Demo <hello@$DOMAIN>\", \"to\": \"grace@example.net\", \"subject\": \"Your receipt\", \"text\": \"Thank you, Grace: order 1043 is paid.\"}"
 expect 202 '"id: " + d["id"]'
-id_receipt2=$(jq_ 'd["id"]')
+id_receipt2=$(jget 'd["id"]')
 IDEM=""
 wait_msg "$id_news2" suppressed
 wait_msg "$id_receipt2" sent
