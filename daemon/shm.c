@@ -1,6 +1,7 @@
 /* The supervisor/worker scoreboard in shared memory; see shm.h. */
 #include "daemon/shm.h"
 
+#include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -19,6 +20,36 @@ pmx_shm_t *pmx_shm_create(void)
 void pmx_shm_destroy(pmx_shm_t *shm)
 {
     if (shm) munmap(shm, sizeof *shm);
+}
+
+void *pmx_shm_table_map(size_t size, size_t lock_offset)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (rc == 0) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (rc == 0) rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0) rc = pthread_mutex_init((pthread_mutex_t *)((char *)p + lock_offset), &a);
+    pthread_mutexattr_destroy(&a);
+    if (rc != 0) {
+        munmap(p, size);
+        errno = rc;
+        return NULL;
+    }
+    return p;
+}
+
+void pmx_shm_table_unmap(void *table, size_t size)
+{
+    if (table) munmap(table, size);
+}
+
+bool pmx_shm_table_lock(pthread_mutex_t *lock)
+{
+    int rc = pthread_mutex_lock(lock);
+    if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(lock);
+    return rc == 0;
 }
 
 uint64_t pmx_shm_now_ms(void)

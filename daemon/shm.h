@@ -18,8 +18,10 @@
  */
 #ifndef PMX_DAEMON_SHM_H
 #define PMX_DAEMON_SHM_H
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Slots available; a reload needs room for the old and new set at once. */
@@ -57,6 +59,21 @@ typedef struct {
 /* Maps a zeroed region; NULL with errno on failure. */
 pmx_shm_t *pmx_shm_create(void);
 void pmx_shm_destroy(pmx_shm_t *shm);
+
+/*
+ * The other tables shared by the workers (routing/sites.h, submission/peers_shm.h)
+ * are made the same way, with one lock each: a zeroed anonymous shared mapping
+ * of size octets, with a process-shared *robust* pthread mutex at lock_offset
+ * (a worker killed while holding it does not wedge the others: the next
+ * locker gets EOWNERDEAD and carries on). NULL with errno on failure.
+ * Released with pmx_shm_table_unmap (the mutex is never destroyed: a dying
+ * worker may hold it).
+ */
+void *pmx_shm_table_map(size_t size, size_t lock_offset);
+void  pmx_shm_table_unmap(void *table, size_t size);
+/* Locks a table's mutex: false when it cannot be had (the caller goes on
+ * without the table). What a dead holder left half-written stays so. */
+bool  pmx_shm_table_lock(pthread_mutex_t *lock);
 
 /* CLOCK_MONOTONIC in milliseconds: the one clock every heartbeat uses. */
 uint64_t pmx_shm_now_ms(void);

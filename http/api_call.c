@@ -160,6 +160,19 @@ void pmx_api_call_query(pmx_api_call_t *c, const char *sql, int n, const char *c
     if (!c->db) pmx_api_call_problem(c, 503, "the database is unavailable; try again later", NULL);
 }
 
+void pmx_api_call_hold_query(pmx_api_call_t *c, const PGresult *res, const char *sql,
+                             const char *val, pmx_api_cont_fn cont)
+{
+    if (c->held) PQclear(c->held);
+    c->held = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+    if (!c->held) {
+        pmx_api_call_problem(c, 500, "out of memory", NULL);
+        return;
+    }
+    const char *vals[1] = { val };
+    pmx_api_call_query(c, sql, 1, vals, cont);
+}
+
 /* ---- work off the loop --------------------------------------------------------------- */
 
 typedef struct {

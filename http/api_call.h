@@ -88,6 +88,14 @@ void pmx_api_call_problem(pmx_api_call_t *c, int status, const char *detail, con
 void pmx_api_call_query(pmx_api_call_t *c, const char *sql, int n, const char *const *vals,
                         pmx_api_cont_fn cont);
 /*
+ * Keeps a copy of res in c->held (replacing one held before; cleared with the
+ * call), then runs sql with the one text parameter val (copied), as
+ * pmx_api_call_query does: for a continuation that needs the rows of two
+ * statements. Out of memory: 500, cont is not called.
+ */
+void pmx_api_call_hold_query(pmx_api_call_t *c, const PGresult *res, const char *sql,
+                             const char *val, pmx_api_cont_fn cont);
+/*
  * Runs work(arg) on libuv's thread pool (uv_queue_work): for what would block
  * the loop (RSA key generation, DNS lookups). Back on the loop, after(c, arg)
  * runs when the call is still alive; when the request was aborted meanwhile

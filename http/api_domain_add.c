@@ -77,13 +77,7 @@ static void got_domain(pmx_api_call_t *c, const PGresult *res)
         pmx_api_call_problem(c, 404, "the domain was removed meanwhile", NULL);
         return;
     }
-    c->held = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
-    if (!c->held) {
-        pmx_api_call_problem(c, 500, "out of memory", NULL);
-        return;
-    }
-    const char *vals[1] = { c->text };
-    pmx_api_call_query(c, pmx_sql_domain_get_keys, 1, vals, got_keys);
+    pmx_api_call_hold_query(c, res, pmx_sql_domain_get_keys, c->text, got_keys);
 }
 
 static void added(pmx_api_call_t *c, const PGresult *res)

@@ -21,13 +21,7 @@ static void key_rows(pmx_api_call_t *c, const PGresult *keys)
 
 static void domain_rows(pmx_api_call_t *c, const PGresult *res)
 {
-    c->held = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
-    if (!c->held) {
-        pmx_api_call_problem(c, 500, "out of memory", NULL);
-        return;
-    }
-    const char *vals[1] = { c->ws };
-    pmx_api_call_query(c, pmx_sql_domain_list_keys, 1, vals, key_rows);
+    pmx_api_call_hold_query(c, res, pmx_sql_domain_list_keys, c->ws, key_rows);
 }
 
 void pmx_api_list_domains(pmx_api_call_t *c)

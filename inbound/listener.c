@@ -1,8 +1,10 @@
 /*
  * The [inbound] listener; see listener.h (and reports.c: applying what is
- * stored, and the upkeep). One session = a TLS-capable stream
- * (smtp/tls.h), the protocol state machine (smtp/server.h, no AUTH), an
- * inactivity timer and a lifetime timer. A stored message becomes a
+ * stored, and the upkeep). Accepting, the connection limits, the session
+ * list, the stream, the inactivity timer, drain and stop are smtp/listener.h's;
+ * here is what an inbound session adds: no AUTH (smtp/server.h), a lifetime
+ * timer, the recipients it accepts and storing what it receives. A stored
+ * message becomes a
  * `delivery_t` that outlives its session: the session pointer is cleared when
  * the session closes (the answer is then only logged).
  *
@@ -28,34 +30,21 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/reftoken.h"
+#include "smtp/listener.h"
 #include "smtp/server.h"
-#include "smtp/tls.h"
 #include "sql/q_inbound.h"
 #include "submission/budget.h"
 #include "submission/peerlimit.h"
 #include "workers/metrics.h"
 
-#define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
-
 typedef struct pmx_inbound_session session_t;
 typedef struct delivery delivery_t;
 
 struct pmx_inbound_session {
+    pmx_smtp_session_t s;                 /* first: the listener's part (smtp/listener.h) */
     pmx_inbound_t     *in;
-    session_t         *prev, *next;
-    uint64_t           id;
-    pmx_smtp_stream_t *stream;
-    pmx_smtp_server_t *smtp;
-    uv_timer_t         idle;
     uv_timer_t         deadline;          /* PMX_INBOUND_SESSION_MS */
-    int                handles;           /* stream + 2 timers not yet closed */
-    char               client[PMX_PEERLIMIT_KEY_MAX];
-    bool               counted;           /* admitted: counts toward the limits */
-    bool               closing;
-    bool               close_when_drained;
-    bool               timed_out;
     bool               life_over;
-    uint64_t           progress;
     uint64_t           held;              /* of in->mem: the DATA buffer */
     delivery_t        *dl;                /* a message being stored */
 };
@@ -73,34 +62,22 @@ struct delivery {
     char          **rcpts;
 };
 
-static void session_close(session_t *ss);
-
-/* ---- drain / free bookkeeping ------------------------------------------------------ */
-
-static void maybe_drained(pmx_inbound_t *in)
-{
-    if (!in->draining || !in->drain_done || in->nsessions > 0) return;
-    void (*fn)(void *) = in->drain_done;
-    in->drain_done = NULL;
-    pmx_log_info("inbound drained");
-    fn(in->drain_arg);
-}
+/* ---- free bookkeeping -------------------------------------------------------------- */
 
 void pmx_inbound__maybe_free(pmx_inbound_t *in)
 {
-    if (!in->stopping || in->nsessions > 0 || in->listener_open || in->upkeep_open ||
+    if (!in->stopping || (in->l && !pmx_smtp_listener_idle(in->l)) || in->upkeep_open ||
         in->npending > 0 || in->rp_loading)
         return;
+    pmx_smtp_listener_free(in->l);
     pmx_inbound__rp_free(in);
     pmx_fb_rules_free(in->rules);
     free(in);
 }
 
-static void listener_closed(uv_handle_t *h)
+static void released(void *arg)
 {
-    pmx_inbound_t *in = h->data;
-    in->listener_open = false;
-    pmx_inbound__maybe_free(in);
+    pmx_inbound__maybe_free(arg);
 }
 
 static void upkeep_closed(uv_handle_t *h)
@@ -110,72 +87,34 @@ static void upkeep_closed(uv_handle_t *h)
     pmx_inbound__maybe_free(in);
 }
 
-static void stop_listening(pmx_inbound_t *in)
+static void stop_upkeep(pmx_inbound_t *in)
 {
-    /* This process's copy of the socket only: the others keep accepting. */
-    if (in->listener_open && !uv_is_closing((uv_handle_t *)&in->listener))
-        uv_close((uv_handle_t *)&in->listener, listener_closed);
     if (in->upkeep_open && !uv_is_closing((uv_handle_t *)&in->upkeep))
         uv_close((uv_handle_t *)&in->upkeep, upkeep_closed);
 }
 
-/* ---- session lifetime --------------------------------------------------------------- */
+/* ---- session lifetime (the rest is smtp/listener.c's) -------------------------------- */
 
-static void session_handle_closed(session_t *ss)
+static void session_created(pmx_smtp_session_t *s)
 {
-    if (--ss->handles > 0) return;
-    pmx_inbound_t *in = ss->in;
-    if (ss->prev) ss->prev->next = ss->next;
-    else in->sessions = ss->next;
-    if (ss->next) ss->next->prev = ss->prev;
-    pmx_submission_budget_hold(&in->mem, &ss->held, 0);
-    pmx_smtp_server_free(ss->smtp);
-    free(ss);
-    in->nsessions--;
-    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, -1);
-    maybe_drained(in);
-    pmx_inbound__maybe_free(in);
+    session_t *ss = (session_t *)s;
+    ss->in = pmx_smtp_listener_arg(s->l);
+    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, 1);
+    pmx_smtp_session_add_timer(s, &ss->deadline);
 }
 
-static void timer_closed(uv_handle_t *h)
+static void session_closing(pmx_smtp_session_t *s)
 {
-    session_handle_closed(h->data);
-}
-
-static void session_close(session_t *ss)
-{
-    if (ss->closing) return;
-    ss->closing = true;
-    ss->counted = false;
+    session_t *ss = (session_t *)s;
     if (ss->dl) ss->dl->ss = NULL;
     ss->dl = NULL;
-    uv_close((uv_handle_t *)&ss->idle, timer_closed);
-    uv_close((uv_handle_t *)&ss->deadline, timer_closed);
-    pmx_smtp_stream_close(ss->stream);
-    pmx_log_debug("inbound session closed session=%llu client=%s", (unsigned long long)ss->id,
-                  ss->client);
 }
 
-static void idle_cb(uv_timer_t *t)
+static void session_freed(pmx_smtp_session_t *s)
 {
-    session_t *ss = t->data;
-    if (ss->closing) return;
-    if (ss->timed_out) {            /* the client does not even read the 421 */
-        session_close(ss);
-        return;
-    }
-    ss->timed_out = true;
-    pmx_log_info("inbound timeout session=%llu client=%s", (unsigned long long)ss->id, ss->client);
-    uv_timer_start(&ss->idle, idle_cb, CLOSE_GRACE_MS, 0);
-    pmx_smtp_server_timeout(ss->smtp);
-}
-
-static void bump_idle(session_t *ss)
-{
-    uint64_t p = pmx_smtp_server_progress(ss->smtp);
-    if (p == ss->progress || ss->closing || ss->timed_out) return;
-    ss->progress = p;
-    uv_timer_start(&ss->idle, idle_cb, PMX_INBOUND_IDLE_MS, 0);
+    session_t *ss = (session_t *)s;
+    pmx_submission_budget_hold(&ss->in->mem, &ss->held, 0);
+    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, -1);
 }
 
 /* The session's lifetime: the transaction in progress may finish, then "421
@@ -183,97 +122,41 @@ static void bump_idle(session_t *ss)
 static void deadline_cb(uv_timer_t *t)
 {
     session_t *ss = t->data;
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     if (ss->life_over) {
-        session_close(ss);
+        pmx_smtp_session_close(&ss->s);
         return;
     }
     ss->life_over = true;
-    pmx_log_info("inbound session time limit session=%llu client=%s", (unsigned long long)ss->id,
-                 ss->client);
-    pmx_smtp_server_expire(ss->smtp, "4.4.2", "Error: session time limit reached; closing connection");
-    if (!ss->closing) uv_timer_start(&ss->deadline, deadline_cb, PMX_INBOUND_IDLE_MS, 0);
+    pmx_log_info("inbound session time limit session=%llu client=%s", (unsigned long long)ss->s.id,
+                 ss->s.client);
+    pmx_smtp_server_expire(ss->s.smtp, "4.4.2", "Error: session time limit reached; closing connection");
+    if (!ss->s.closing) uv_timer_start(&ss->deadline, deadline_cb, PMX_INBOUND_IDLE_MS, 0);
 }
 
-/* ---- stream callbacks --------------------------------------------------------------- */
-
-static void stream_data(void *arg, const char *data, size_t n)
+static void session_accepted(pmx_smtp_session_t *s)
 {
-    session_t *ss = arg;
-    if (ss->closing) return;
-    pmx_smtp_server_input(ss->smtp, data, n);
-    bump_idle(ss);
-}
-
-static void stream_event(void *arg, pmx_smtp_stream_event_t ev, int status, const char *reason)
-{
-    session_t *ss = arg;
-    switch (ev) {
-    case PMX_SMTP_STREAM_CONNECTED:
-        break;
-    case PMX_SMTP_STREAM_HANDSHAKE:
-        if (status != 0)
-            pmx_log_info("inbound TLS handshake failed session=%llu client=%s reason=\"%s\"",
-                         (unsigned long long)ss->id, ss->client, reason ? reason : "");
-        pmx_smtp_server_tls_done(ss->smtp, status == 0);
-        break;
-    case PMX_SMTP_STREAM_DRAINED:
-        if (ss->close_when_drained) session_close(ss);
-        break;
-    case PMX_SMTP_STREAM_EOF:
-    case PMX_SMTP_STREAM_ERROR:
-        session_close(ss);
-        break;
-    case PMX_SMTP_STREAM_CLOSED:
-        session_handle_closed(ss);
-        break;
-    }
+    session_t *ss = (session_t *)s;
+    uv_timer_start(&ss->deadline, deadline_cb, PMX_INBOUND_SESSION_MS, 0);
 }
 
 /* ---- server callbacks --------------------------------------------------------------- */
-
-static void srv_write(void *arg, const char *data, size_t n)
-{
-    session_t *ss = arg;
-    if (ss->closing) return;
-    if (pmx_smtp_stream_write(ss->stream, data, n) < 0) session_close(ss);
-}
-
-static int srv_starttls(void *arg)
-{
-    session_t *ss = arg;
-    if (!ss->in->tls || ss->closing) return -1;
-    if (pmx_smtp_stream_start_tls(ss->stream, ss->in->tls, NULL) < 0) {
-        pmx_log_info("inbound STARTTLS failed session=%llu client=%s reason=\"%s\"",
-                     (unsigned long long)ss->id, ss->client, pmx_smtp_stream_reason(ss->stream));
-        return -1;
-    }
-    return 0;
-}
 
 static void srv_auth(void *arg, const char *password, size_t n)
 {
     (void)password;
     (void)n;
     session_t *ss = arg;     /* never called: no_auth refuses AUTH itself */
-    pmx_smtp_server_auth_done(ss->smtp, 502, "5.5.1", "AUTH not offered");
-}
-
-static void srv_close(void *arg)
-{
-    session_t *ss = arg;
-    if (ss->closing) return;
-    if (pmx_smtp_stream_pending(ss->stream) == 0) session_close(ss);
-    else ss->close_when_drained = true;
+    pmx_smtp_server_auth_done(ss->s.smtp, 502, "5.5.1", "AUTH not offered");
 }
 
 static bool srv_hold(void *arg, uint64_t n)
 {
     session_t *ss = arg;
-    if (ss->closing && n > ss->held) return false;
+    if (ss->s.closing && n > ss->held) return false;
     if (pmx_submission_budget_hold(&ss->in->mem, &ss->held, n)) return true;
     pmx_log_warn("inbound memory budget refused session=%llu client=%s want=%llu used=%llu "
-                 "budget=%llu", (unsigned long long)ss->id, ss->client, (unsigned long long)n,
+                 "budget=%llu", (unsigned long long)ss->s.id, ss->s.client, (unsigned long long)n,
                  (unsigned long long)ss->in->mem.used, (unsigned long long)ss->in->mem.limit);
     return false;
 }
@@ -351,12 +234,12 @@ static int srv_rcpt(void *arg, const char *addr)
     if (at && at - addr == 3 && strncasecmp(addr, "fbl", 3) == 0 &&
         !pmx_settings_ready(ss->in->settings)) {
         pmx_log_info("inbound recipient deferred session=%llu client=%s rcpt=\"%s\" "
-                     "reason=\"settings not loaded yet\"", (unsigned long long)ss->id, ss->client,
+                     "reason=\"settings not loaded yet\"", (unsigned long long)ss->s.id, ss->s.client,
                      addr);
         return 451;
     }
     pmx_log_info("inbound recipient refused session=%llu client=%s rcpt=\"%s\"",
-                 (unsigned long long)ss->id, ss->client, addr);
+                 (unsigned long long)ss->s.id, ss->s.client, addr);
     return 550;
 }
 
@@ -417,8 +300,8 @@ static void store_done(pmx_db_async_t *db, const PGresult *res, void *arg)
     }
     if (ss) {
         ss->dl = NULL;
-        if (ok) pmx_smtp_server_message_done(ss->smtp, 250, "2.0.0", text);
-        else pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0",
+        if (ok) pmx_smtp_server_message_done(ss->s.smtp, 250, "2.0.0", text);
+        else pmx_smtp_server_message_done(ss->s.smtp, 451, "4.3.0",
                                           "Cannot store the message now; try again later");
     }
     delivery_free(d);
@@ -429,18 +312,18 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
 {
     session_t *ss = arg;
     pmx_inbound_t *in = ss->in;
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     pmx_buf_t buf;
     size_t off;
-    pmx_smtp_server_take_message(ss->smtp, &buf, &off);
+    pmx_smtp_server_take_message(ss->s.smtp, &buf, &off);
     uint64_t held = ss->held;       /* the buffer's hold is ours now */
     ss->held = 0;
     const char *msg = buf.data ? buf.data + off : env->msg;
 
     delivery_t *d = pmx_xcalloc(1, sizeof *d);
     d->in = in;
-    d->session_id = ss->id;
-    snprintf(d->client, sizeof d->client, "%s", ss->client);
+    d->session_id = ss->s.id;
+    snprintf(d->client, sizeof d->client, "%s", ss->s.client);
     d->held = held;
     d->nr = env->nrcpts;
     d->refs = pmx_xcalloc(env->nrcpts, sizeof *d->refs);
@@ -479,11 +362,11 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     pmx_buf_free(&buf);
     if (!q) {
         pmx_log_warn("inbound store failed session=%llu client=%s reason=\"%s\"",
-                     (unsigned long long)ss->id, ss->client,
+                     (unsigned long long)ss->s.id, ss->s.client,
                      pmx_db_async_is_up(pmx_worker_db(in->w)) ? "no memory for the message"
                                                               : "postgres is down");
         delivery_free(d);
-        pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0",
+        pmx_smtp_server_message_done(ss->s.smtp, 451, "4.3.0",
                                      "Cannot store the message now; try again later");
         return;
     }
@@ -497,100 +380,16 @@ static const char *so_hostname(const pmx_config_t *cfg)
     return cfg->inbound_hostname[0] ? cfg->inbound_hostname : cfg->relay_helo_name;
 }
 
-/* ---- accepting ------------------------------------------------------------------------- */
+/* ---- public ------------------------------------------------------------------------------- */
 
-static const pmx_smtp_stream_cbs_t stream_cbs = { stream_data, stream_event };
-static const pmx_smtp_server_cbs_t server_cbs = {
-    .write = srv_write, .starttls = srv_starttls, .auth = srv_auth, .message = srv_message,
-    .close = srv_close, .hold = srv_hold, .room = srv_room, .rcpt = srv_rcpt,
+static const pmx_smtp_listener_cbs_t listener_cbs = {
+    .server = { .auth = srv_auth, .message = srv_message, .hold = srv_hold, .room = srv_room,
+                .rcpt = srv_rcpt },
+    .created = session_created, .accepted = session_accepted, .closing = session_closing,
+    .freed = session_freed, .released = released,
 };
 
-/* Sessions admitted from client (this worker's). */
-static size_t sessions_from(const pmx_inbound_t *in, const char *client)
-{
-    size_t n = 0;
-    for (const session_t *s = in->sessions; s; s = s->next)
-        if (s->counted && strcmp(s->client, client) == 0) n++;
-    return n;
-}
-
-/* The connection limits (listener.h); a refused session gets "421 4.7.0". */
-static void admit(session_t *ss)
-{
-    pmx_inbound_t *in = ss->in;
-    size_t total = 0;
-    for (const session_t *s = in->sessions; s; s = s->next)
-        if (s->counted) total++;
-    if (total >= PMX_INBOUND_MAX_SESSIONS) {
-        pmx_log_warn("inbound refused a connection client=%s reason=\"%d sessions open\"",
-                     ss->client, PMX_INBOUND_MAX_SESSIONS);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
-        return;
-    }
-    if (sessions_from(in, ss->client) >= PMX_INBOUND_MAX_PER_ADDRESS) {
-        pmx_log_warn("inbound refused a connection client=%s reason=\"%d sessions from this "
-                     "address\"", ss->client, PMX_INBOUND_MAX_PER_ADDRESS);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
-                               "Too many connections from your address; try again later");
-        return;
-    }
-    ss->counted = true;
-    pmx_smtp_server_start(ss->smtp);
-}
-
-static void on_connection(uv_stream_t *listener, int status)
-{
-    pmx_inbound_t *in = listener->data;
-    if (status < 0) {
-        pmx_log_warn("inbound accept failed: %s", uv_strerror(status));
-        return;
-    }
-    if (in->draining || in->stopping) return;
-
-    session_t *ss = pmx_xcalloc(1, sizeof *ss);
-    ss->in = in;
-    ss->id = ++in->next_id;
-    ss->handles = 3;
-    ss->next = in->sessions;
-    if (ss->next) ss->next->prev = ss;
-    in->sessions = ss;
-    in->nsessions++;
-    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, 1);
-    uv_timer_init(in->loop, &ss->idle);
-    uv_timer_init(in->loop, &ss->deadline);
-    ss->idle.data = ss->deadline.data = ss;
-    const pmx_config_t *cfg = in->cfg;
-    pmx_smtp_server_opts_t so = {
-        .hostname = so_hostname(cfg),
-        .starttls = in->tls != NULL,
-        .max_message_size = cfg->inbound_max_message_size,
-        .max_recipients = PMX_INBOUND_MAX_RCPTS,
-        .no_auth = true,
-    };
-    ss->smtp = pmx_smtp_server_new(&so, &server_cbs, ss);
-    ss->stream = pmx_smtp_stream_new(in->loop, &stream_cbs, ss);
-    snprintf(ss->client, sizeof ss->client, "-");
-
-    int rc = pmx_smtp_stream_accept(ss->stream, listener);
-    if (rc < 0) {
-        /* Another worker took it (EAGAIN), or the client left already. */
-        if (rc != UV_EAGAIN) pmx_log_debug("inbound accept: %s", uv_strerror(rc));
-        ss->closing = true;
-        uv_close((uv_handle_t *)&ss->idle, timer_closed);
-        uv_close((uv_handle_t *)&ss->deadline, timer_closed);
-        pmx_smtp_stream_close(ss->stream);
-        return;
-    }
-    struct sockaddr_storage peer;
-    if (pmx_smtp_stream_peer(ss->stream, &peer) == 0)
-        pmx_worker_peerlimit_key((const struct sockaddr *)&peer, ss->client);
-    uv_timer_start(&ss->idle, idle_cb, PMX_INBOUND_IDLE_MS, 0);
-    uv_timer_start(&ss->deadline, deadline_cb, PMX_INBOUND_SESSION_MS, 0);
-    pmx_log_debug("inbound session session=%llu client=%s", (unsigned long long)ss->id, ss->client);
-    admit(ss);
-}
-
-/* ---- public ------------------------------------------------------------------------------- */
+_Static_assert(PMX_PEERLIMIT_KEY_MAX == PMX_SMTP_LISTENER_CLIENT_MAX, "client keys");
 
 int pmx_inbound_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_inbound_t **out)
 {
@@ -606,9 +405,10 @@ int pmx_inbound_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_inbound_t *
     uint64_t budget = 4 * cfg->inbound_max_message_size;
     pmx_submission_budget_init(&in->mem, budget > PMX_INBOUND_MEMORY_MIN ? budget
                                                                          : PMX_INBOUND_MEMORY_MIN);
+    pmx_smtp_tls_ctx_t *tls = NULL;
     if (cfg->inbound_tls_cert[0]) {
         char err[512];
-        if (pmx_smtp_tls_ctx_new_server(&in->tls, cfg->inbound_tls_cert, cfg->inbound_tls_key, err,
+        if (pmx_smtp_tls_ctx_new_server(&tls, cfg->inbound_tls_cert, cfg->inbound_tls_key, err,
                                         sizeof err) < 0) {
             pmx_log_error("[inbound] %s", err);
             free(in);
@@ -616,25 +416,36 @@ int pmx_inbound_start(pmx_worker_t *w, pmx_settings_t *settings, pmx_inbound_t *
         }
     }
     in->rules = pmx_fb_rules_installed();
-    uv_tcp_init(in->loop, &in->listener);
-    in->listener.data = in;
-    in->listener_open = true;
+    pmx_smtp_listener_opts_t lo = {
+        .name = "inbound",
+        .session_size = sizeof(session_t),
+        .server = {
+            .hostname = so_hostname(cfg),
+            .max_message_size = cfg->inbound_max_message_size,
+            .max_recipients = PMX_INBOUND_MAX_RCPTS,
+            .no_auth = true,
+        },
+        .tls = tls,
+        .idle_ms = PMX_INBOUND_IDLE_MS,
+        .max_sessions = PMX_INBOUND_MAX_SESSIONS,
+        .max_per_address = PMX_INBOUND_MAX_PER_ADDRESS,
+        .client_key = pmx_worker_peerlimit_key,
+    };
+    in->l = pmx_smtp_listener_new(in->loop, &lo, &listener_cbs, in);
     uv_timer_init(in->loop, &in->upkeep);
     in->upkeep.data = in;
     in->upkeep_open = true;
-    int r = uv_tcp_open(&in->listener, fd);
-    if (r == 0) r = uv_listen((uv_stream_t *)&in->listener, 511, on_connection);
+    int r = pmx_smtp_listener_listen(in->l, fd);
     if (r != 0) {
         pmx_log_error("cannot serve the inbound listener: %s", uv_strerror(r));
-        pmx_smtp_tls_ctx_free(in->tls);
-        in->tls = NULL;
         in->stopping = true;
-        stop_listening(in);        /* frees in once the handles have closed */
+        pmx_smtp_listener_stop(in->l);   /* frees in once the handles have closed */
+        stop_upkeep(in);
         return -1;
     }
     uv_timer_start(&in->upkeep, pmx_inbound__upkeep, 1000, PMX_INBOUND_TICK_MS);
     pmx_log_info("inbound listening address=%s hostname=%s tls=%s memory_budget=%llu",
-                 cfg->inbound_listen, so_hostname(cfg), in->tls ? "starttls" : "none",
+                 cfg->inbound_listen, so_hostname(cfg), tls ? "starttls" : "none",
                  (unsigned long long)in->mem.limit);
     *out = in;
     return 0;
@@ -646,24 +457,15 @@ void pmx_inbound_drain(pmx_inbound_t *in, void (*done)(void *arg), void *arg)
         done(arg);
         return;
     }
-    in->draining = true;
-    in->drain_done = done;
-    in->drain_arg = arg;
-    stop_listening(in);
-    for (session_t *ss = in->sessions; ss; ss = ss->next)
-        if (!ss->closing) pmx_smtp_server_drain(ss->smtp);
-    pmx_log_info("inbound draining sessions=%zu", in->nsessions);
-    maybe_drained(in);
+    stop_upkeep(in);
+    pmx_smtp_listener_drain(in->l, done, arg);
 }
 
 void pmx_inbound_stop(pmx_inbound_t *in)
 {
     if (!in) return;
     in->stopping = true;
-    in->drain_done = NULL;
-    stop_listening(in);
-    for (session_t *ss = in->sessions; ss; ss = ss->next) session_close(ss);
-    pmx_smtp_tls_ctx_free(in->tls);
-    in->tls = NULL;
+    stop_upkeep(in);
+    pmx_smtp_listener_stop(in->l);
     pmx_inbound__maybe_free(in);
 }

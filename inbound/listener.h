@@ -3,8 +3,8 @@
  * postmuxd(8)): what comes back after the hand-off — bounces (DSNs and the
  * plain-text kind), delay notices, complaints (ARF feedback loops), auto-replies
  * and mailto unsubscribes — arrives here. Every worker accepts on the socket
- * the supervisor opened; each connection runs one smtp/server.h session with
- * no AUTH that never relays.
+ * the supervisor opened (smtp/listener.h); each connection runs one
+ * smtp/server.h session with no AUTH that never relays.
  *
  * RCPT TO accepts only (anything else "550 5.1.1"):
  * - b-<token>@<any domain>: a recipient token (lib/reftoken.h) whose tag is

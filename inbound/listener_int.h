@@ -16,12 +16,11 @@
 #include "inbound/listener.h"
 #include "inbound/report.h"
 #include "lib/reftoken.h"
-#include "smtp/tls.h"
+#include "smtp/listener.h"
 #include "submission/budget.h"
 
 #define PMX_INBOUND_TICK_MS 5000u   /* the return-path domains are checked this often */
 
-struct pmx_inbound_session;
 
 /* A return-path domain of a verified domain, and its workspace. */
 typedef struct {
@@ -35,16 +34,11 @@ struct pmx_inbound {
     uv_loop_t              *loop;
     const pmx_config_t     *cfg;
     pmx_settings_t         *settings;
-    pmx_smtp_tls_ctx_t     *tls;
     pmx_fb_rules_t         *rules;
-    uv_tcp_t                listener;
-    bool                    listener_open;   /* until its close callback */
+    pmx_smtp_listener_t    *l;               /* accepting, the sessions (smtp/listener.h) */
     uv_timer_t              upkeep;          /* every PMX_INBOUND_TICK_MS */
     uint64_t                ticks;
     bool                    upkeep_open;
-    struct pmx_inbound_session *sessions;
-    size_t                  nsessions;       /* until each is freed */
-    uint64_t                next_id;
     pmx_submission_budget_t mem;
     size_t                  npending;        /* Postgres requests not yet answered */
     rp_domain_t            *rp;              /* domains.return_path of verified domains */
@@ -53,9 +47,7 @@ struct pmx_inbound {
     uint64_t                rp_gen;          /* settings generation of the last load */
     uint64_t                rp_loaded_ms;
     bool                    recovering;
-    bool                    draining, stopping;
-    void                  (*drain_done)(void *arg);
-    void                   *drain_arg;
+    bool                    stopping;
 };
 
 /* What an accepted recipient address names. */

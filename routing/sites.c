@@ -3,11 +3,10 @@
  */
 #include "routing/sites.h"
 
-#include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "daemon/shm.h"
 #include "lib/mem.h"
@@ -31,29 +30,15 @@ static int my_slot = -1;
 
 pmx_sites_shm_t *pmx_sites_shm_create(void)
 {
-    void *p = mmap(NULL, sizeof(pmx_sites_shm_t), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    pmx_sites_shm_t *t = p;
-    pthread_mutexattr_t a;
-    int rc = pthread_mutexattr_init(&a);
-    if (rc == 0) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (rc == 0) rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0) rc = pthread_mutex_init(&t->lock, &a);
-    pthread_mutexattr_destroy(&a);
-    if (rc != 0) {
-        munmap(p, sizeof *t);
-        errno = rc;
-        return NULL;
-    }
-    return t;
+    /* Zero-filled: every cell free. */
+    return pmx_shm_table_map(sizeof(pmx_sites_shm_t), offsetof(pmx_sites_shm_t, lock));
 }
 
 void pmx_sites_shm_destroy(pmx_sites_shm_t *t)
 {
     if (!t) return;
     if (attached == t) attached = NULL;
-    munmap(t, sizeof *t);      /* no mutex destroy: a dying worker may hold it */
+    pmx_shm_table_unmap(t, sizeof *t);
 }
 
 void pmx_sites_shm_attach(pmx_sites_shm_t *t)
@@ -73,9 +58,7 @@ void pmx_sites_shm_set_slot(int slot)
 
 static bool lock(pmx_sites_shm_t *t)
 {
-    int rc = pthread_mutex_lock(&t->lock);
-    if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(&t->lock);
-    return rc == 0;
+    return pmx_shm_table_lock(&t->lock);
 }
 
 static uint32_t hash(const char *s)

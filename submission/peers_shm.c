@@ -3,8 +3,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "daemon/shm.h"
 #include "lib/encode.h"
@@ -29,24 +29,12 @@ static int attached_slot = -1;
 
 pmx_peers_shm_t *pmx_peers_shm_create(void)
 {
-    void *p = mmap(NULL, sizeof(pmx_peers_shm_t), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    pmx_peers_shm_t *t = p;   /* zero-filled: every cell free */
+    pmx_peers_shm_t *t = pmx_shm_table_map(sizeof(pmx_peers_shm_t),
+                                           offsetof(pmx_peers_shm_t, lock));
+    if (!t) return NULL;      /* zero-filled: every cell free */
     if (pmx_random_bytes((uint8_t *)&t->seed, sizeof t->seed) < 0) {
-        munmap(p, sizeof *t);
+        pmx_shm_table_unmap(t, sizeof *t);
         errno = EIO;
-        return NULL;
-    }
-    pthread_mutexattr_t a;
-    int rc = pthread_mutexattr_init(&a);
-    if (rc == 0) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    if (rc == 0) rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0) rc = pthread_mutex_init(&t->lock, &a);
-    pthread_mutexattr_destroy(&a);
-    if (rc != 0) {
-        munmap(p, sizeof *t);
-        errno = rc;
         return NULL;
     }
     return t;
@@ -56,8 +44,7 @@ void pmx_peers_shm_destroy(pmx_peers_shm_t *t)
 {
     if (!t) return;
     if (attached == t) attached = NULL;
-    /* No pthread_mutex_destroy: a worker may still hold it while it dies. */
-    munmap(t, sizeof *t);
+    pmx_shm_table_unmap(t, sizeof *t);
 }
 
 void pmx_peers_shm_attach(pmx_peers_shm_t *t)
@@ -87,9 +74,7 @@ static uint32_t hash(const pmx_peers_shm_t *t, const char *key)
 
 static bool lock(pmx_peers_shm_t *t)
 {
-    int rc = pthread_mutex_lock(&t->lock);
-    if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(&t->lock);
-    return rc == 0;
+    return pmx_shm_table_lock(&t->lock);
 }
 
 /* A cell in use: it has sessions, or failures / attempts not yet forgotten. */

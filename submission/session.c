@@ -1,10 +1,12 @@
 /*
- * SMTP submission glue; see submission.h. One session = a TLS-capable stream
- * (smtp/tls.h), the protocol state machine (smtp/server.h), an inactivity
- * timer and a timer for slowed AUTH answers. Everything the state machine asks
- * for is answered here: TLS, API key checks, message checks and the XADD.
+ * SMTP submission glue; see session.h. Accepting, the session list, the
+ * stream, the inactivity timer, STARTTLS, drain and stop are smtp/listener.h's;
+ * a submission session adds a timer for slowed AUTH answers and one for its
+ * deadlines. Everything else the state machine asks for is answered here: the
+ * connection limits over every worker (peerlimit.h), API key checks, message
+ * checks and the XADD.
  *
- * A session is freed only when its stream and both timers have closed. An
+ * A session is freed only when its stream and every timer have closed. An
  * XADD in flight outlives its session: the request holds the session pointer,
  * which is cleared when the session closes (the reply is then only logged).
  *
@@ -35,14 +37,13 @@
 #include "lib/mime.h"
 #include "lib/verp.h"
 #include "queue/enqueue.h"
+#include "smtp/listener.h"
 #include "smtp/server.h"
-#include "smtp/tls.h"
 #include "submission/apikeys.h"
 #include "submission/budget.h"
 #include "workers/metrics.h"
 #include "submission/peerlimit.h"
 
-#define CLOSE_GRACE_MS 10000   /* after "421 timeout", to let the reply out */
 #define WS_ID_LEN      19      /* "ws_" + 16 base32 */
 #define XADD_HEADROOM  4096    /* in front of a message: the XADD's RESP head */
 /* Allocations from this size are mmapped, so a freed message goes back to the kernel. */
@@ -56,45 +57,26 @@ struct pmx_worker_submission {
     uv_loop_t              *loop;
     const pmx_config_t     *cfg;
     pmx_settings_t         *settings;
-    pmx_smtp_tls_ctx_t     *tls;
     pmx_worker_apikeys_t   *keys;
     pmx_worker_peerlimit_t *peers;
-    uv_tcp_t                listener;
-    bool                    listener_open;   /* until its close callback */
-    session_t              *sessions;
-    size_t                  nsessions;       /* until each is freed */
-    uint64_t                next_id;
+    pmx_smtp_listener_t    *l;               /* accepting, the sessions (smtp/listener.h) */
     pmx_submission_budget_t mem;             /* [submission] memory_budget */
     size_t                  npending;        /* XADDs not yet answered */
-    bool                    draining, stopping;
-    void                  (*drain_done)(void *arg);
-    void                   *drain_arg;
+    bool                    stopping;
 };
 
 struct session {
+    pmx_smtp_session_t        s;             /* first: the listener's part (smtp/listener.h) */
     pmx_worker_submission_t  *sub;
-    session_t                *prev, *next;
-    uint64_t                  id;
-    pmx_smtp_stream_t        *stream;
-    pmx_smtp_server_t        *smtp;
-    uv_timer_t                idle;
     uv_timer_t                delay;
     uv_timer_t                deadline;      /* auth_timeout, then max_session_time */
-    int                       handles;       /* stream + 3 timers not yet closed */
-    char                      client[PMX_PEERLIMIT_KEY_MAX];  /* peerlimit key, logs */
-    bool                      counted;       /* pmx_worker_peerlimit_open succeeded */
-    bool                      tracked;       /* ... and gave the address a cell */
+    bool                      tracked;       /* pmx_worker_peerlimit_open gave the address a cell */
     bool                      auth_reserved; /* an AUTH attempt reserved (peerlimit.h) */
     bool                      auth_open;     /* ... not settled yet */
     bool                      life_over;     /* max_session_time reached */
-    uint64_t                  started;       /* uv_now() at accept */
     uint8_t                   digest[PMX_APIKEYS_DIGEST_LEN];  /* of the key; wiped at close */
     uint64_t                  key_gen;       /* the key was last found good in this generation */
     pmx_worker_apikeys_req_t *recheck_req;   /* the key checked again for MAIL */
-    bool                      closing;
-    bool                      close_when_drained;
-    bool                      timed_out;
-    uint64_t                  progress;
     pmx_worker_apikeys_req_t *auth_req;
     pmx_apikey_t              key;           /* status OK once authenticated */
     char                      delayed[160];  /* the 535 text answered by the delay timer */
@@ -112,70 +94,42 @@ struct enqueue {
     size_t     nrcpts, size;
 };
 
-static void session_close(session_t *ss);
-
-/* ---- drain / free bookkeeping ----------------------------------------------------- */
-
-static void maybe_drained(pmx_worker_submission_t *sub)
-{
-    if (!sub->draining || !sub->drain_done || sub->nsessions > 0) return;
-    void (*fn)(void *) = sub->drain_done;
-    sub->drain_done = NULL;
-    pmx_log_info("submission drained");
-    fn(sub->drain_arg);
-}
+/* ---- free bookkeeping ------------------------------------------------------------- */
 
 static void maybe_free(pmx_worker_submission_t *sub)
 {
-    if (!sub->stopping || sub->nsessions > 0 || sub->listener_open || sub->npending > 0) return;
+    if (!sub->stopping || !pmx_smtp_listener_idle(sub->l) || sub->npending > 0) return;
+    pmx_smtp_listener_free(sub->l);
     pmx_worker_peerlimit_free(sub->peers);
     free(sub);
 }
 
-static void listener_closed(uv_handle_t *h)
+static void released(void *arg)
 {
-    pmx_worker_submission_t *sub = h->data;
-    sub->listener_open = false;
-    maybe_free(sub);
+    maybe_free(arg);
 }
 
-static void stop_listening(pmx_worker_submission_t *sub)
+/* ---- session lifetime (the rest is smtp/listener.c's) -------------------------------- */
+
+static void session_close(session_t *ss)
 {
-    /* Closes this process's copy of the socket only: the supervisor and the
-     * other workers keep theirs, so the kernel keeps accepting for them. */
-    if (sub->listener_open && !uv_is_closing((uv_handle_t *)&sub->listener))
-        uv_close((uv_handle_t *)&sub->listener, listener_closed);
+    pmx_smtp_session_close(&ss->s);
 }
 
-/* ---- session lifetime ---------------------------------------------------------------- */
-
-static void session_handle_closed(session_t *ss)
+static void session_created(pmx_smtp_session_t *s)
 {
-    if (--ss->handles > 0) return;
-    pmx_worker_submission_t *sub = ss->sub;
-    if (ss->prev) ss->prev->next = ss->next;
-    else sub->sessions = ss->next;
-    if (ss->next) ss->next->prev = ss->prev;
-    pmx_submission_budget_hold(&sub->mem, &ss->held, 0);   /* the DATA buffer goes below */
-    pmx_smtp_server_free(ss->smtp);
-    free(ss);
-    sub->nsessions--;
-    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, -1);
-    maybe_drained(sub);
-    maybe_free(sub);
-}
-
-static void timer_closed(uv_handle_t *h)
-{
-    session_handle_closed(h->data);
+    session_t *ss = (session_t *)s;
+    ss->sub = pmx_smtp_listener_arg(s->l);
+    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, 1);
+    pmx_smtp_session_add_timer(s, &ss->delay);
+    pmx_smtp_session_add_timer(s, &ss->deadline);
 }
 
 static void auth_settle(session_t *ss, pmx_peerlimit_outcome_t outcome, int64_t *out);
 
-static void session_close(session_t *ss)
+static void session_closing(pmx_smtp_session_t *s)
 {
-    if (ss->closing) return;
-    ss->closing = true;
+    session_t *ss = (session_t *)s;
     pmx_worker_apikeys_cancel(ss->auth_req);
     ss->auth_req = NULL;
     auth_settle(ss, PMX_PEERLIMIT_AUTH_NONE, NULL);
@@ -184,39 +138,15 @@ static void session_close(session_t *ss)
     pmx_wipe(ss->digest, sizeof ss->digest);
     if (ss->enq) ss->enq->ss = NULL;
     ss->enq = NULL;
-    if (ss->counted)
-        pmx_worker_peerlimit_close(ss->sub->peers, ss->client, uv_now(ss->sub->loop), ss->tracked);
-    ss->counted = false;
-    uv_close((uv_handle_t *)&ss->idle, timer_closed);
-    uv_close((uv_handle_t *)&ss->delay, timer_closed);
-    uv_close((uv_handle_t *)&ss->deadline, timer_closed);
-    pmx_smtp_stream_close(ss->stream);
-    pmx_log_debug("submission session closed session=%llu client=%s",
-                  (unsigned long long)ss->id, ss->client);
+    if (ss->s.counted)
+        pmx_worker_peerlimit_close(ss->sub->peers, ss->s.client, uv_now(ss->sub->loop), ss->tracked);
 }
 
-/* Restarts the inactivity timer when the client completed a line. */
-static void idle_cb(uv_timer_t *t);
-static void bump_idle(session_t *ss)
+static void session_freed(pmx_smtp_session_t *s)
 {
-    uint64_t p = pmx_smtp_server_progress(ss->smtp);
-    if (p == ss->progress || ss->closing || ss->timed_out) return;
-    ss->progress = p;
-    uv_timer_start(&ss->idle, idle_cb, PMX_SUBMISSION_IDLE_MS, 0);
-}
-
-static void idle_cb(uv_timer_t *t)
-{
-    session_t *ss = t->data;
-    if (ss->closing) return;
-    if (ss->timed_out) {            /* the client does not even read the 421 */
-        session_close(ss);
-        return;
-    }
-    ss->timed_out = true;
-    pmx_log_info("submission timeout session=%llu client=%s", (unsigned long long)ss->id, ss->client);
-    uv_timer_start(&ss->idle, idle_cb, CLOSE_GRACE_MS, 0);
-    pmx_smtp_server_timeout(ss->smtp);
+    session_t *ss = (session_t *)s;
+    pmx_submission_budget_hold(&ss->sub->mem, &ss->held, 0);   /* the DATA buffer goes below */
+    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, -1);
 }
 
 /*
@@ -229,14 +159,14 @@ static void idle_cb(uv_timer_t *t)
 static void deadline_cb(uv_timer_t *t)
 {
     session_t *ss = t->data;
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     const pmx_config_t *cfg = ss->sub->cfg;
-    uint64_t age = uv_now(ss->sub->loop) - ss->started;
-    if (!pmx_smtp_server_is_authed(ss->smtp) && age >= cfg->submission_auth_timeout_ms &&
+    uint64_t age = uv_now(ss->sub->loop) - ss->s.started;
+    if (!pmx_smtp_server_is_authed(ss->s.smtp) && age >= cfg->submission_auth_timeout_ms &&
         !ss->life_over) {
         pmx_log_info("submission auth timeout session=%llu client=%s after_ms=%llu",
-                     (unsigned long long)ss->id, ss->client, (unsigned long long)age);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                     (unsigned long long)ss->s.id, ss->s.client, (unsigned long long)age);
+        pmx_smtp_server_refuse(ss->s.smtp, 421, "4.7.0",
                                "Error: authentication required in time; closing connection");
         return;
     }
@@ -247,88 +177,13 @@ static void deadline_cb(uv_timer_t *t)
     if (age >= cfg->submission_max_session_time_ms) {
         ss->life_over = true;
         pmx_log_info("submission session time limit session=%llu client=%s after_ms=%llu",
-                     (unsigned long long)ss->id, ss->client, (unsigned long long)age);
-        pmx_smtp_server_expire(ss->smtp, "4.4.2",
+                     (unsigned long long)ss->s.id, ss->s.client, (unsigned long long)age);
+        pmx_smtp_server_expire(ss->s.smtp, "4.4.2",
                                "Error: session time limit reached; closing connection");
-        if (!ss->closing) uv_timer_start(&ss->deadline, deadline_cb, PMX_SUBMISSION_IDLE_MS, 0);
+        if (!ss->s.closing) uv_timer_start(&ss->deadline, deadline_cb, PMX_SUBMISSION_IDLE_MS, 0);
         return;
     }
     uv_timer_start(&ss->deadline, deadline_cb, cfg->submission_max_session_time_ms - age, 0);
-}
-
-/* ---- stream callbacks ---------------------------------------------------------------- */
-
-static void stream_data(void *arg, const char *data, size_t n)
-{
-    session_t *ss = arg;
-    if (ss->closing) return;
-    pmx_smtp_server_input(ss->smtp, data, n);
-    bump_idle(ss);
-}
-
-static void stream_event(void *arg, pmx_smtp_stream_event_t ev, int status, const char *reason)
-{
-    session_t *ss = arg;
-    switch (ev) {
-    case PMX_SMTP_STREAM_CONNECTED:
-        break;
-    case PMX_SMTP_STREAM_HANDSHAKE:
-        if (status == 0) {
-            pmx_log_debug("submission tls session=%llu client=%s tls=\"%s\"",
-                          (unsigned long long)ss->id, ss->client,
-                          pmx_smtp_stream_tls_desc(ss->stream));
-        } else {
-            pmx_log_info("submission TLS handshake failed session=%llu client=%s reason=\"%s\"",
-                         (unsigned long long)ss->id, ss->client, reason ? reason : "");
-        }
-        pmx_smtp_server_tls_done(ss->smtp, status == 0);
-        break;
-    case PMX_SMTP_STREAM_DRAINED:
-        if (ss->close_when_drained) session_close(ss);
-        break;
-    case PMX_SMTP_STREAM_EOF:
-        pmx_log_debug("submission client closed session=%llu client=%s", (unsigned long long)ss->id,
-                      ss->client);
-        session_close(ss);
-        break;
-    case PMX_SMTP_STREAM_ERROR:
-        pmx_log_debug("submission connection error session=%llu client=%s reason=\"%s\"",
-                      (unsigned long long)ss->id, ss->client, reason ? reason : "");
-        session_close(ss);
-        break;
-    case PMX_SMTP_STREAM_CLOSED:
-        session_handle_closed(ss);
-        break;
-    }
-}
-
-/* ---- server callbacks: write, STARTTLS, close ------------------------------------------- */
-
-static void srv_write(void *arg, const char *data, size_t n)
-{
-    session_t *ss = arg;
-    if (ss->closing) return;
-    if (pmx_smtp_stream_write(ss->stream, data, n) < 0) session_close(ss);
-}
-
-static int srv_starttls(void *arg)
-{
-    session_t *ss = arg;
-    if (!ss->sub->tls || ss->closing) return -1;
-    if (pmx_smtp_stream_start_tls(ss->stream, ss->sub->tls, NULL) < 0) {
-        pmx_log_info("submission STARTTLS failed session=%llu client=%s reason=\"%s\"",
-                     (unsigned long long)ss->id, ss->client, pmx_smtp_stream_reason(ss->stream));
-        return -1;
-    }
-    return 0;
-}
-
-static void srv_close(void *arg)
-{
-    session_t *ss = arg;
-    if (ss->closing) return;
-    if (pmx_smtp_stream_pending(ss->stream) == 0) session_close(ss);
-    else ss->close_when_drained = true;
 }
 
 /* ---- AUTH ---------------------------------------------------------------------------------- */
@@ -336,8 +191,8 @@ static void srv_close(void *arg)
 static void delay_cb(uv_timer_t *t)
 {
     session_t *ss = t->data;
-    if (ss->closing) return;
-    pmx_smtp_server_auth_done(ss->smtp, 535, "5.7.8", ss->delayed);
+    if (ss->s.closing) return;
+    pmx_smtp_server_auth_done(ss->s.smtp, 535, "5.7.8", ss->delayed);
 }
 
 static const char *auth_failure_text(pmx_apikey_status_t st)
@@ -368,14 +223,14 @@ static void auth_settle(session_t *ss, pmx_peerlimit_outcome_t outcome, int64_t 
     if (out) *out = 0;
     if (!ss->auth_open) return;
     ss->auth_open = false;
-    int64_t r = pmx_worker_peerlimit_auth_end(ss->sub->peers, ss->client, uv_now(ss->sub->loop),
+    int64_t r = pmx_worker_peerlimit_auth_end(ss->sub->peers, ss->s.client, uv_now(ss->sub->loop),
                                               ss->auth_reserved, outcome);
     if (out) *out = r;
 }
 
 static void auth_blocked(session_t *ss)
 {
-    pmx_smtp_server_auth_done(ss->smtp, 421, "4.7.0",
+    pmx_smtp_server_auth_done(ss->s.smtp, 421, "4.7.0",
                               "Too many failed authentications from your address; try again later");
 }
 
@@ -388,7 +243,7 @@ static bool auth_ok(session_t *ss, const pmx_apikey_t *key)
     if (r < 0) {
         pmx_log_info("submission auth refused session=%llu client=%s key=%s "
                      "reason=\"address blocked while the key was checked\"",
-                     (unsigned long long)ss->id, ss->client, key->id);
+                     (unsigned long long)ss->s.id, ss->s.client, key->id);
         pmx_wipe(ss->digest, sizeof ss->digest);
         auth_blocked(ss);
         return false;
@@ -402,21 +257,21 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
     session_t *ss = arg;
     pmx_worker_submission_t *sub = ss->sub;
     ss->auth_req = NULL;
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     switch (key->status) {
     case PMX_APIKEY_OK:
         if (!auth_ok(ss, key)) return;
         ss->key = *key;
         pmx_worker_apikeys_touch(sub->keys, key->id);
         pmx_log_info("submission auth ok session=%llu client=%s key=%s ws=%s",
-                     (unsigned long long)ss->id, ss->client, key->id, key->ws[0] ? key->ws : "(org)");
-        pmx_smtp_server_auth_done(ss->smtp, 235, "2.7.0", "Authentication successful");
+                     (unsigned long long)ss->s.id, ss->s.client, key->id, key->ws[0] ? key->ws : "(org)");
+        pmx_smtp_server_auth_done(ss->s.smtp, 235, "2.7.0", "Authentication successful");
         return;
     case PMX_APIKEY_TEMPFAIL:
         auth_settle(ss, PMX_PEERLIMIT_AUTH_NONE, NULL);
         pmx_log_warn("submission auth tempfail session=%llu client=%s (postgres unavailable)",
-                     (unsigned long long)ss->id, ss->client);
-        pmx_smtp_server_auth_done(ss->smtp, 454, "4.7.0",
+                     (unsigned long long)ss->s.id, ss->s.client);
+        pmx_smtp_server_auth_done(ss->s.smtp, 454, "4.7.0",
                                   "Temporary authentication failure; try again later");
         return;
     case PMX_APIKEY_UNKNOWN:
@@ -428,15 +283,15 @@ static void auth_result(void *arg, const pmx_apikey_t *key)
     int64_t delay;
     auth_settle(ss, PMX_PEERLIMIT_AUTH_FAILED, &delay);
     pmx_log_info("submission auth failed session=%llu client=%s reason=%s%s%s",
-                 (unsigned long long)ss->id, ss->client, auth_failure_reason(key->status),
+                 (unsigned long long)ss->s.id, ss->s.client, auth_failure_reason(key->status),
                  key->id[0] ? " key=" : "", key->id);
     if (delay < 0) {
-        pmx_log_warn("submission client blocked client=%s failures=%d for_s=%d", ss->client,
+        pmx_log_warn("submission client blocked client=%s failures=%d for_s=%d", ss->s.client,
                      PMX_PEERLIMIT_MAX_FAILURES, PMX_PEERLIMIT_BLOCK_MS / 1000);
-        pmx_smtp_server_auth_done(ss->smtp, 421, "4.7.0",
+        pmx_smtp_server_auth_done(ss->s.smtp, 421, "4.7.0",
                                   "Too many failed authentications from your address; try again later");
     } else if (delay == 0) {
-        pmx_smtp_server_auth_done(ss->smtp, 535, "5.7.8", auth_failure_text(key->status));
+        pmx_smtp_server_auth_done(ss->s.smtp, 535, "5.7.8", auth_failure_text(key->status));
     } else {
         snprintf(ss->delayed, sizeof ss->delayed, "%s", auth_failure_text(key->status));
         uv_timer_start(&ss->delay, delay_cb, (uint64_t)delay, 0);
@@ -453,21 +308,21 @@ static void srv_auth(void *arg, const char *password, size_t n)
 {
     session_t *ss = arg;
     pmx_worker_submission_t *sub = ss->sub;
-    if (ss->closing) return;           /* a failed write closed it: nobody to answer */
+    if (ss->s.closing) return;           /* a failed write closed it: nobody to answer */
     /* Counted when it starts: parallel sessions cannot all slip past the block
      * while their lookups are in flight (peerlimit.h). */
-    if (pmx_worker_peerlimit_auth_begin(sub->peers, ss->client, uv_now(sub->loop),
+    if (pmx_worker_peerlimit_auth_begin(sub->peers, ss->s.client, uv_now(sub->loop),
                                         &ss->auth_reserved) < 0) {
         pmx_log_info("submission auth refused session=%llu client=%s "
                      "reason=\"too many failed or pending attempts from this address\"",
-                     (unsigned long long)ss->id, ss->client);
+                     (unsigned long long)ss->s.id, ss->s.client);
         auth_blocked(ss);
         return;
     }
     ss->auth_open = true;
     if (pmx_worker_apikeys_digest(password, n, ss->digest) < 0) {
         auth_settle(ss, PMX_PEERLIMIT_AUTH_NONE, NULL);
-        pmx_smtp_server_auth_done(ss->smtp, 454, "4.7.0",
+        pmx_smtp_server_auth_done(ss->s.smtp, 454, "4.7.0",
                                   "Temporary authentication failure; try again later");
         return;
     }
@@ -483,25 +338,25 @@ static void recheck_result(void *arg, const pmx_apikey_t *key)
 {
     session_t *ss = arg;
     ss->recheck_req = NULL;
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     if (key->status == PMX_APIKEY_OK && strcmp(key->id, ss->key.id) == 0) {
         ss->key_gen = key->gen;
-        pmx_smtp_server_mail_done(ss->smtp, 250, "2.1.0", "Ok");
+        pmx_smtp_server_mail_done(ss->s.smtp, 250, "2.1.0", "Ok");
         return;
     }
     if (key->status == PMX_APIKEY_TEMPFAIL) {
         pmx_log_warn("submission key recheck tempfail session=%llu client=%s (postgres unavailable)",
-                     (unsigned long long)ss->id, ss->client);
-        pmx_smtp_server_mail_done(ss->smtp, 451, "4.3.0",
+                     (unsigned long long)ss->s.id, ss->s.client);
+        pmx_smtp_server_mail_done(ss->s.smtp, 451, "4.3.0",
                                   "Temporary authentication failure; try again later");
         return;
     }
     pmx_log_info("submission key no longer valid session=%llu client=%s key=%s reason=%s",
-                 (unsigned long long)ss->id, ss->client, ss->key.id, auth_failure_reason(key->status));
+                 (unsigned long long)ss->s.id, ss->s.client, ss->key.id, auth_failure_reason(key->status));
     pmx_wipe(ss->digest, sizeof ss->digest);
     memset(&ss->key, 0, sizeof ss->key);
     ss->key.status = PMX_APIKEY_UNKNOWN;
-    pmx_smtp_server_mail_done(ss->smtp, 535, "5.7.8", auth_failure_text(key->status));
+    pmx_smtp_server_mail_done(ss->s.smtp, 535, "5.7.8", auth_failure_text(key->status));
 }
 
 /*
@@ -514,10 +369,10 @@ static void srv_mail(void *arg, const char *mail_from)
     session_t *ss = arg;
     pmx_worker_submission_t *sub = ss->sub;
     (void)mail_from;
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     keys_sync(sub);
     if (ss->key.status == PMX_APIKEY_OK && ss->key_gen == pmx_worker_apikeys_generation(sub->keys)) {
-        pmx_smtp_server_mail_done(ss->smtp, 250, "2.1.0", "Ok");
+        pmx_smtp_server_mail_done(ss->s.smtp, 250, "2.1.0", "Ok");
         return;
     }
     pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check_digest(sub->keys, ss->digest, "send",
@@ -658,7 +513,7 @@ static void log_budget_refusal(const session_t *ss, const char *when, uint64_t n
     const pmx_submission_budget_t *b = &ss->sub->mem;
     pmx_log(strcmp(when, "data") == 0 ? PMX_LOG_WARN : PMX_LOG_INFO,
             "submission memory budget refused session=%llu client=%s at=%s want=%llu held=%llu "
-            "used=%llu budget=%llu", (unsigned long long)ss->id, ss->client, when,
+            "used=%llu budget=%llu", (unsigned long long)ss->s.id, ss->s.client, when,
             (unsigned long long)n, (unsigned long long)ss->held, (unsigned long long)b->used,
             (unsigned long long)b->limit);
     pmx_metrics_submission_memory_refused();
@@ -668,7 +523,7 @@ static void log_budget_refusal(const session_t *ss, const char *when, uint64_t n
 static bool srv_hold(void *arg, uint64_t n)
 {
     session_t *ss = arg;
-    if (ss->closing && n > ss->held) return false;
+    if (ss->s.closing && n > ss->held) return false;
     if (pmx_submission_budget_hold(&ss->sub->mem, &ss->held, n)) return true;
     log_budget_refusal(ss, "data", n);
     return false;
@@ -686,7 +541,7 @@ static bool srv_room(void *arg, uint64_t n)
 /* Takes the message's buffer (and its hold) from the session. */
 static void message_take(session_t *ss, const pmx_smtp_envelope_t *env, message_t *m)
 {
-    pmx_smtp_server_take_message(ss->smtp, &m->buf, &m->off);
+    pmx_smtp_server_take_message(ss->s.smtp, &m->buf, &m->off);
     m->len = m->buf.data ? env->len : 0;
     m->held = ss->held;
     ss->held = 0;
@@ -820,8 +675,8 @@ static void xadd_done(redisAsyncContext *ac, void *reply, void *privdata)
     free(q);
     if (ss) {
         ss->enq = NULL;
-        if (code == 250) pmx_smtp_server_message_done(ss->smtp, 250, "2.0.0", text);
-        else pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
+        if (code == 250) pmx_smtp_server_message_done(ss->s.smtp, 250, "2.0.0", text);
+        else pmx_smtp_server_message_done(ss->s.smtp, 451, "4.3.0", "Queue unavailable; try again later");
     }
     maybe_free(sub);
 }
@@ -835,12 +690,12 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     message_t m;
     char ws[32] = "";
 
-    if (ss->closing) return;
+    if (ss->s.closing) return;
     message_take(ss, env, &m);
     if (check_message(ss, env, ws, &r) < 0 || check_job(ss, env, &m, &to, &r) < 0) {
         pmx_log_info("submission refused session=%llu client=%s ws=%s code=%d reason=\"%s\"",
-                     (unsigned long long)ss->id, ss->client, ws[0] ? ws : "-", r.code, r.text.data);
-        pmx_smtp_server_message_done(ss->smtp, r.code, r.enh, r.text.data);
+                     (unsigned long long)ss->s.id, ss->s.client, ws[0] ? ws : "-", r.code, r.text.data);
+        pmx_smtp_server_message_done(ss->s.smtp, r.code, r.enh, r.text.data);
         goto out;
     }
     pmx_redis_conn_t *rc = pmx_worker_redis(sub->w);
@@ -856,9 +711,9 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
     enqueue_t *q = pmx_xcalloc(1, sizeof *q);
     q->sub = sub;
     q->ss = ss;
-    q->session_id = ss->id;
+    q->session_id = ss->s.id;
     snprintf(q->ws, sizeof q->ws, "%s", ws);
-    snprintf(q->client, sizeof q->client, "%s", ss->client);
+    snprintf(q->client, sizeof q->client, "%s", ss->s.client);
     q->nrcpts = env->nrcpts;
     q->size = m.len;
     m.buf.len = m.off + m.len;
@@ -867,8 +722,8 @@ static void srv_message(void *arg, const pmx_smtp_envelope_t *env)
                                xadd_done, q) < 0) {
         free(q);
         pmx_log_warn("submission enqueue failed session=%llu ws=%s reason=\"redis is down\"",
-                     (unsigned long long)ss->id, ws);
-        pmx_smtp_server_message_done(ss->smtp, 451, "4.3.0", "Queue unavailable; try again later");
+                     (unsigned long long)ss->s.id, ws);
+        pmx_smtp_server_message_done(ss->s.smtp, 451, "4.3.0", "Queue unavailable; try again later");
         goto out;
     }
     q->held = m.held;               /* hiredis's copy, until Redis answers */
@@ -883,115 +738,73 @@ out:
 
 /* ---- accepting ---------------------------------------------------------------------------- */
 
-static const pmx_smtp_stream_cbs_t stream_cbs = { stream_data, stream_event };
-static const pmx_smtp_server_cbs_t server_cbs = { srv_write, srv_starttls, srv_auth, srv_message,
-                                                  srv_close, srv_hold, srv_room, srv_mail, NULL };
-
 /*
  * Whether a new session may start ([submission] max_connections,
  * max_connections_per_address, connection_reserve over every worker:
- * peerlimit.h); a refused one gets "421 4.7.0" and is closed.
+ * peerlimit.h), after the listener's own (none: max_sessions 0); a refused
+ * one gets "421 4.7.0" and is closed.
  */
-static void admit(session_t *ss, uint64_t now)
+static bool admit(pmx_smtp_session_t *s)
 {
+    session_t *ss = (session_t *)s;
     pmx_worker_submission_t *sub = ss->sub;
+    uint64_t now = s->started;
     const pmx_peers_limits_t *lim = pmx_worker_peerlimit_limits(sub->peers);
-    if (sub->nsessions > (size_t)lim->max_total) {   /* this worker alone: the last guard */
+    if (pmx_smtp_listener_sessions(sub->l) > (size_t)lim->max_total) {   /* this worker alone: the last guard */
         pmx_log_warn("submission refused a connection client=%s reason=\"%d sessions open\"",
-                     ss->client, lim->max_total);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
-        return;
+                     ss->s.client, lim->max_total);
+        pmx_smtp_server_refuse(ss->s.smtp, 421, "4.7.0", "Too many connections; try again later");
+        return false;
     }
-    if (pmx_worker_peerlimit_blocked(sub->peers, ss->client, now)) {
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+    if (pmx_worker_peerlimit_blocked(sub->peers, ss->s.client, now)) {
+        pmx_smtp_server_refuse(ss->s.smtp, 421, "4.7.0",
                                "Too many failed authentications from your address; try again later");
-        return;
+        return false;
     }
-    switch (pmx_worker_peerlimit_open(sub->peers, ss->client, now, &ss->tracked)) {
+    switch (pmx_worker_peerlimit_open(sub->peers, ss->s.client, now, &ss->tracked)) {
     case PMX_PEERS_ADMIT_OK:
-        ss->counted = true;
-        pmx_smtp_server_start(ss->smtp);
-        return;
+        return true;
     case PMX_PEERS_ADMIT_FULL:
         pmx_log_warn("submission refused a connection client=%s reason=\"max_connections (%d) "
-                     "sessions open\"", ss->client, lim->max_total);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0", "Too many connections; try again later");
-        return;
+                     "sessions open\"", ss->s.client, lim->max_total);
+        pmx_smtp_server_refuse(ss->s.smtp, 421, "4.7.0", "Too many connections; try again later");
+        return false;
     case PMX_PEERS_ADMIT_ADDRESS:
         pmx_log_warn("submission refused a connection client=%s "
                      "reason=\"max_connections_per_address (%d) sessions from this address\"",
-                     ss->client, lim->max_per_address);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                     ss->s.client, lim->max_per_address);
+        pmx_smtp_server_refuse(ss->s.smtp, 421, "4.7.0",
                                "Too many connections from your address; try again later");
-        return;
+        return false;
     case PMX_PEERS_ADMIT_BUSY:
         pmx_log_info("submission refused a connection client=%s reason=\"over %d sessions open: "
-                     "the rest is kept for addresses with none\"", ss->client, lim->high_water);
-        pmx_smtp_server_refuse(ss->smtp, 421, "4.7.0",
+                     "the rest is kept for addresses with none\"", ss->s.client, lim->high_water);
+        pmx_smtp_server_refuse(ss->s.smtp, 421, "4.7.0",
                                "Too many connections from your address; try again later");
-        return;
+        return false;
     }
+    return false;
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+
+/* The first of the session's deadlines (deadline_cb does the rest). */
+static void session_accepted(pmx_smtp_session_t *s)
 {
-    pmx_worker_submission_t *sub = listener->data;
-    if (status < 0) {
-        pmx_log_warn("submission accept failed: %s", uv_strerror(status));
-        return;
-    }
-    if (sub->draining || sub->stopping) return;
-
-    session_t *ss = pmx_xcalloc(1, sizeof *ss);
-    ss->sub = sub;
-    ss->id = ++sub->next_id;
-    ss->handles = 4;
-    ss->next = sub->sessions;
-    if (ss->next) ss->next->prev = ss;
-    sub->sessions = ss;
-    sub->nsessions++;
-    pmx_metrics_sessions_add(PMX_METRICS_INBOUND, 1);
-    uv_timer_init(sub->loop, &ss->idle);
-    uv_timer_init(sub->loop, &ss->delay);
-    uv_timer_init(sub->loop, &ss->deadline);
-    ss->idle.data = ss->delay.data = ss->deadline.data = ss;
-    const pmx_config_t *cfg = sub->cfg;
-    pmx_smtp_server_opts_t so = {
-        .hostname = cfg->relay_helo_name,
-        .starttls = sub->tls != NULL,
-        .auth_requires_tls = cfg->submission_auth_requires_tls,
-        .max_message_size = cfg->submission_max_message_size,
-        .max_recipients = PMX_SMTP_SERVER_MAX_RCPT,
-        .msg_headroom = XADD_HEADROOM,
-        .junk_limit = (unsigned)cfg->submission_junk_command_limit,
-    };
-    ss->smtp = pmx_smtp_server_new(&so, &server_cbs, ss);
-    ss->stream = pmx_smtp_stream_new(sub->loop, &stream_cbs, ss);
-    snprintf(ss->client, sizeof ss->client, "-");
-
-    int rc = pmx_smtp_stream_accept(ss->stream, listener);
-    if (rc < 0) {
-        /* Another worker took it (EAGAIN), or the client left already. */
-        if (rc != UV_EAGAIN) pmx_log_debug("submission accept: %s", uv_strerror(rc));
-        ss->closing = true;
-        uv_close((uv_handle_t *)&ss->idle, timer_closed);
-        uv_close((uv_handle_t *)&ss->delay, timer_closed);
-        uv_close((uv_handle_t *)&ss->deadline, timer_closed);
-        pmx_smtp_stream_close(ss->stream);
-        return;
-    }
-    struct sockaddr_storage peer;
-    if (pmx_smtp_stream_peer(ss->stream, &peer) == 0)
-        pmx_worker_peerlimit_key((const struct sockaddr *)&peer, ss->client);
-    uint64_t now = uv_now(sub->loop);
-    ss->started = now;
-    uv_timer_start(&ss->idle, idle_cb, PMX_SUBMISSION_IDLE_MS, 0);
+    session_t *ss = (session_t *)s;
+    const pmx_config_t *cfg = ss->sub->cfg;
     uint64_t first = cfg->submission_auth_timeout_ms < cfg->submission_max_session_time_ms
                          ? cfg->submission_auth_timeout_ms : cfg->submission_max_session_time_ms;
     uv_timer_start(&ss->deadline, deadline_cb, first, 0);
-    pmx_log_debug("submission session session=%llu client=%s", (unsigned long long)ss->id, ss->client);
-    admit(ss, now);
 }
+
+static const pmx_smtp_listener_cbs_t listener_cbs = {
+    .server = { .auth = srv_auth, .message = srv_message, .hold = srv_hold, .room = srv_room,
+                .mail = srv_mail },
+    .created = session_created, .accepted = session_accepted, .admit = admit,
+    .closing = session_closing, .freed = session_freed, .released = released,
+};
+
+_Static_assert(PMX_PEERLIMIT_KEY_MAX == PMX_SMTP_LISTENER_CLIENT_MAX, "client keys");
 
 /* ---- public ------------------------------------------------------------------------------------ */
 
@@ -1020,9 +833,10 @@ int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
     sub->settings = settings;
     submission_memory_init(sub);
 
+    pmx_smtp_tls_ctx_t *tls = NULL;
     if (cfg->submission_tls_cert[0]) {
         char err[512];
-        if (pmx_smtp_tls_ctx_new_server(&sub->tls, cfg->submission_tls_cert, cfg->submission_tls_key,
+        if (pmx_smtp_tls_ctx_new_server(&tls, cfg->submission_tls_cert, cfg->submission_tls_key,
                                         err, sizeof err) < 0) {
             pmx_log_error("[submission] %s", err);
             free(sub);
@@ -1032,18 +846,27 @@ int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
         pmx_log_warn("[submission] no tls_cert and auth_requires_tls = yes: AUTH is never offered, "
                      "so no client can submit mail");
     }
-    uv_tcp_init(sub->loop, &sub->listener);
-    sub->listener.data = sub;
-    sub->listener_open = true;
-    int r = uv_tcp_open(&sub->listener, fd);
-    if (r == 0) r = uv_listen((uv_stream_t *)&sub->listener, 511, on_connection);
+    pmx_smtp_listener_opts_t lo = {
+        .name = "submission",
+        .session_size = sizeof(session_t),
+        .server = {
+            .hostname = cfg->relay_helo_name,
+            .auth_requires_tls = cfg->submission_auth_requires_tls,
+            .max_message_size = cfg->submission_max_message_size,
+            .max_recipients = PMX_SMTP_SERVER_MAX_RCPT,
+            .msg_headroom = XADD_HEADROOM,
+            .junk_limit = (unsigned)cfg->submission_junk_command_limit,
+        },
+        .tls = tls,
+        .idle_ms = PMX_SUBMISSION_IDLE_MS,
+        .client_key = pmx_worker_peerlimit_key,   /* limits: admit() and peerlimit.h */
+    };
+    sub->l = pmx_smtp_listener_new(sub->loop, &lo, &listener_cbs, sub);
+    int r = pmx_smtp_listener_listen(sub->l, fd);
     if (r != 0) {
         pmx_log_error("cannot serve the submission listener: %s", uv_strerror(r));
-        pmx_smtp_tls_ctx_free(sub->tls);
-        sub->tls = NULL;
         sub->stopping = true;
-        sub->peers = NULL;
-        stop_listening(sub);       /* frees sub once the handle has closed */
+        pmx_smtp_listener_stop(sub->l);   /* frees sub once the handle has closed */
         return -1;
     }
     sub->keys = pmx_worker_apikeys_new(sub->loop, pmx_worker_db(w));
@@ -1052,7 +875,7 @@ int pmx_worker_submission_start(pmx_worker_t *w, pmx_settings_t *settings,
                                     cfg->submission_max_connections_per_address,
                                     cfg->submission_connection_reserve);
     pmx_log_info("submission listening address=%s tls=%s auth_requires_tls=%s",
-                 cfg->submission_listen, sub->tls ? "starttls" : "none",
+                 cfg->submission_listen, tls ? "starttls" : "none",
                  cfg->submission_auth_requires_tls ? "yes" : "no");
     *out = sub;
     return 0;
@@ -1064,33 +887,22 @@ void pmx_worker_submission_drain(pmx_worker_submission_t *sub, void (*done)(void
         done(arg);
         return;
     }
-    sub->draining = true;
-    sub->drain_done = done;
-    sub->drain_arg = arg;
-    stop_listening(sub);
     /* While Postgres is still there: the last last_used_at update. */
     pmx_worker_apikeys_flush(sub->keys);
-    for (session_t *ss = sub->sessions; ss; ss = ss->next)
-        if (!ss->closing) pmx_smtp_server_drain(ss->smtp);
-    pmx_log_info("submission draining sessions=%zu", sub->nsessions);
-    maybe_drained(sub);
+    pmx_smtp_listener_drain(sub->l, done, arg);
 }
 
 void pmx_worker_submission_stop(pmx_worker_submission_t *sub)
 {
     if (!sub) return;
     sub->stopping = true;
-    sub->drain_done = NULL;
-    stop_listening(sub);
-    for (session_t *ss = sub->sessions; ss; ss = ss->next) session_close(ss);
+    pmx_smtp_listener_stop(sub->l);
     pmx_worker_apikeys_free(sub->keys);
     sub->keys = NULL;
-    pmx_smtp_tls_ctx_free(sub->tls);
-    sub->tls = NULL;
     maybe_free(sub);
 }
 
 size_t pmx_worker_submission_sessions(const pmx_worker_submission_t *sub)
 {
-    return sub ? sub->nsessions : 0;
+    return sub ? pmx_smtp_listener_sessions(sub->l) : 0;
 }

@@ -21,33 +21,7 @@
 
 #include "dkim/dkimsig.h"
 #include "lib/text.h"
-
-static void ref_relaxed_body(pmx_buf_t *out, const char *b, size_t n)
-{
-    size_t i = 0, blanks = 0;
-    pmx_buf_t line = PMX_BUF_INIT;
-    while (i < n) {
-        size_t e = i;
-        while (e < n && !(b[e] == '\r' && e + 1 < n && b[e + 1] == '\n')) e++;
-        pmx_buf_reset(&line);
-        bool ws = false;
-        for (size_t k = i; k < e; k++) {
-            if (b[k] == ' ' || b[k] == '\t') { ws = true; continue; }
-            if (ws) pmx_buf_append_char(&line, ' ');
-            ws = false;
-            pmx_buf_append_char(&line, b[k]);
-        }
-        if (line.len == 0) {
-            blanks++;
-        } else {
-            for (; blanks; blanks--) pmx_buf_append(out, "\r\n", 2);
-            pmx_buf_append(out, line.data, line.len);
-            pmx_buf_append(out, "\r\n", 2);
-        }
-        i = e < n ? e + 2 : n;
-    }
-    pmx_buf_free(&line);
-}
+#include "tests/common/dkim_ref.h"
 
 static pmx_dkim_key_t *fuzz_key(void)
 {
@@ -79,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pmx__dkim_body_hash(in, size, got) != 0) abort();
     pmx_buf_t m = PMX_BUF_INIT, canon = PMX_BUF_INIT;
     pmx_text_crlf(&m, in, size);
-    ref_relaxed_body(&canon, m.data ? m.data : "", m.len);
+    pmx_test_ref_relaxed_body(&canon, m.data ? m.data : "", m.len);
     unsigned int wl = 0;
     if (EVP_Digest(canon.data ? canon.data : "", canon.len, want, &wl, EVP_sha256(), NULL) != 1)
         abort();
