@@ -71,6 +71,7 @@ void pmx_queue_consumer_opts_init(pmx_queue_consumer_opts_t *o)
     o->prefix = "pmx";
     o->group = PMX_QUEUE_GROUP;
     o->capacity = 64;
+    o->max_held_bytes = 8u << 20;
     o->block_ms = 1000;
     o->reclaim_idle_ms = 30000;
     o->reclaim_interval_ms = 5000;
@@ -114,6 +115,11 @@ unsigned pmx__queue_held(const pmx__queue_c_t *c)
     return (unsigned)(c->check.n + c->ready.n + c->inflight.n) + c->claiming;
 }
 
+size_t pmx__queue_held_bytes(const pmx__queue_c_t *c)
+{
+    return c->check.bytes + c->ready.bytes + c->inflight.bytes;
+}
+
 void pmx__queue_count_error(pmx__queue_c_t *c, const redisReply *r, const char *what,
                             const char *ws)
 {
@@ -131,6 +137,7 @@ void pmx__queue_jl_push(pmx__queue_jlist_t *l, int which, pmx_queue_job_t *j)
     else l->head = j;
     l->tail = j;
     l->n++;
+    l->bytes += j->bytes;
     j->p.list = which;
 }
 
@@ -143,6 +150,7 @@ void pmx__queue_jl_remove(pmx__queue_jlist_t *l, pmx_queue_job_t *j)
     j->p.prev = j->p.next = NULL;
     j->p.list = PMX__L_NONE;
     l->n--;
+    l->bytes -= j->bytes;
 }
 
 void pmx__queue_job_drop(pmx_queue_job_t *job)
@@ -465,6 +473,7 @@ void pmx_queue_consumer_stats(const pmx_queue_consumer_t *c, pmx_queue_stats_t *
 {
     *out = c->st;
     out->held = pmx__queue_held(c);
+    out->held_bytes = pmx__queue_held_bytes(c);
     out->in_flight = (unsigned)c->inflight.n;
     out->workspaces = (unsigned)c->nws;
 }
@@ -621,6 +630,18 @@ static void maybe_read(pmx__queue_c_t *c)
     unsigned room = cap - held;
     unsigned low = cap / 8 ? cap / 8 : 1;
     if (room < low && held > 0) return;
+    /* The byte budget: big entries (newsletters) fill memory long before the
+     * count does. No read while the held jobs' entries reach it; otherwise
+     * the room is also what the bytes left hold at the mean entry size seen
+     * so far (64 KiB until an entry was seen). An entry bigger than the
+     * budget still goes through, alone. */
+    if (c->o.max_held_bytes) {
+        size_t hb = pmx__queue_held_bytes(c);
+        if (held > 0 && hb >= c->o.max_held_bytes) return;
+        size_t avg = c->entry_avg ? c->entry_avg : 64u << 10;
+        size_t fit = hb < c->o.max_held_bytes ? (c->o.max_held_bytes - hb) / avg : 0;
+        if (fit < room) room = fit ? (unsigned)fit : 1;
+    }
     uint64_t now = pmx__queue_now(c);
     if (c->read_retry_at > now) {
         pmx__queue_wake_at(c, c->read_retry_at);
@@ -750,6 +771,8 @@ static size_t take_stream(pmx__queue_c_t *c, const redisReply *s, uint64_t now, 
         }
         job->batch = c->read_seq;
         job->p.ws = ws;
+        c->entry_avg = c->entry_avg ? (7 * c->entry_avg + job->bytes) / 8 : job->bytes;
+        if (c->entry_avg == 0) c->entry_avg = 1;
         pmx__queue_ws_ref(ws);
         pmx__queue_admit(c, job);
         taken++;

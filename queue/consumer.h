@@ -110,6 +110,8 @@ typedef struct {
     const char *read_password;       /* its AUTH password or NULL (copied, wiped) */
     size_t      read_pwlen;
     unsigned    capacity;            /* jobs held at most (64) */
+    size_t      max_held_bytes;      /* no read while the jobs held have this many entry
+                                        bytes (8 MiB); one read may pass it (below) */
     unsigned    block_ms;            /* XREADGROUP BLOCK (1000) */
     unsigned    reclaim_idle_ms;     /* reclaim entries idle this long (30000) */
     unsigned    reclaim_interval_ms; /* look for them this often (5000) */
@@ -146,6 +148,7 @@ typedef struct {
     uint64_t unblocks;       /* blocking reads ended early for a stream that became readable */
     uint64_t redis_errors;   /* error replies */
     unsigned held;           /* jobs held now (in flight + about to be handed over) */
+    size_t   held_bytes;     /* their entry bytes */
     unsigned in_flight;      /* held by the pipeline */
     unsigned workspaces;     /* streams known (given + discovered) */
 } pmx_queue_stats_t;

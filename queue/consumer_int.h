@@ -90,6 +90,7 @@ typedef struct pmx__queue_ws {
 typedef struct {
     pmx_queue_job_t *head, *tail;
     size_t           n;
+    size_t           bytes;   /* sum of the jobs' entry bytes */
 } pmx__queue_jlist_t;
 
 enum { PMX__L_NONE = 0, PMX__L_CHECK, PMX__L_READY, PMX__L_INFLIGHT, PMX__L_DONE };
@@ -145,6 +146,7 @@ struct pmx_queue_consumer {
     bool              read_busy;    /* the read is outstanding */
     uint64_t          read_seq;     /* reads sent so far: names the one outstanding */
     size_t            active_est;   /* streams that had data in the last read */
+    size_t            entry_avg;    /* running mean of an entry's bytes (for COUNT) */
     uint64_t          read_retry_at;/* no read before (loop ms), after an error reply */
     long long         rd_id;        /* CLIENT ID of the read connection (0 = unknown) */
     bool              unblock_sent; /* CLIENT UNBLOCK sent for read read_seq */
@@ -220,6 +222,8 @@ void pmx__queue_pump(pmx__queue_c_t *c);
 void pmx__queue_count_error(pmx__queue_c_t *c, const redisReply *r, const char *what,
                             const char *ws);
 
+/* Entry bytes of the jobs held (check + ready + inflight). */
+size_t pmx__queue_held_bytes(const pmx__queue_c_t *c);
 void pmx__queue_jl_push(pmx__queue_jlist_t *l, int which, pmx_queue_job_t *j);
 void pmx__queue_jl_remove(pmx__queue_jlist_t *l, pmx_queue_job_t *j);
 /* Frees a job and drops its workspace reference. */

@@ -8,9 +8,13 @@
  * (returning the existing row on a redelivered job), resolves every item's
  * message id, upserts the recipients and appends the events, and answers
  * (ordinal, message id) per item. Sub-statements of one statement commit or
- * fail together, and the foreign key from recipients to messages is checked
- * at its end, when the new message rows exist. Both statements are prepared
- * once per connection (pmx_db_async_query_prepared): no parse or plan per batch.
+ * fail together. A retried job's item names its message by id: the message
+ * must exist in the item's workspace, else the item gets no rows and no
+ * message id (it fails alone, -EINVAL); recipients have no foreign key to
+ * messages (migration 014: its check per row cost more than the row), so
+ * this is what keeps every recipient under an existing message. The
+ * statements are prepared once per connection (pmx_db_async_query_prepared):
+ * no parse per batch.
  *
  * Queues: waiting items (FIFO), "chunks" (items of a refused batch, split in
  * halves and retried before anything else until the bad item stands alone),
@@ -32,89 +36,165 @@
 
 #define DOWN_POLL_MS 50
 
-static const char WRITE_SQL[] =
-    "WITH it AS ("
-    "  SELECT * FROM unnest($1::int[], $2::bool[], $3::text[], $4::text[], $5::text[],"
-    "                       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],"
-    "                       $11::text[], $25::text[])"
-    "    AS t(i, ins, id, ws, job, client_id, mail_from, header_from, subject, metadata, source,"
-    "         category)"
-    "), ins AS ("
-    "  INSERT INTO messages AS m (id, workspace_id, job_id, client_id, mail_from, header_from,"
-    "                             subject, metadata, source, category)"
-    "  SELECT DISTINCT ON (ws, job) id, ws, job, client_id, mail_from, header_from, subject,"
-    "         metadata, source, category"
-    "    FROM it WHERE ins ORDER BY ws, job, i"
-    "  ON CONFLICT (workspace_id, job_id) DO UPDATE SET job_id = EXCLUDED.job_id"
-    "  RETURNING m.id, m.workspace_id, m.job_id"
-    "), res AS ("
-    "  SELECT it.i, it.ws, COALESCE(ins.id, it.id) AS mid"
-    "    FROM it LEFT JOIN ins ON it.ins AND ins.workspace_id = it.ws AND ins.job_id = it.job"
-    "), rc AS ("
-    "  INSERT INTO recipients AS r (message_id, address, status, attempts, last_response,"
-    "                               next_attempt_at, updated_at, bounce_class, idx)"
-    "  SELECT DISTINCT ON (res.mid, x.address) res.mid, x.address, x.status, x.attempts,"
-    "         x.resp, to_timestamp(x.next_ms / 1000.0), now(), x.cls, x.idx"
-    "    FROM unnest($12::int[], $13::text[], $14::text[], $15::int[], $16::text[],"
-    "                $17::bigint[], $22::text[], $26::int[])"
-    "         WITH ORDINALITY AS x(i, address, status, attempts, resp, next_ms, cls, idx, o)"
-    "    JOIN res ON res.i = x.i"
-    "   ORDER BY res.mid, x.address, x.o DESC"
-    "  ON CONFLICT (message_id, address) DO UPDATE"
-    "     SET status = EXCLUDED.status,"
-    "         attempts = GREATEST(r.attempts, EXCLUDED.attempts),"
-    "         last_response = EXCLUDED.last_response,"
-    "         next_attempt_at = EXCLUDED.next_attempt_at,"
-    "         updated_at = EXCLUDED.updated_at,"
-    "         bounce_class = COALESCE(EXCLUDED.bounce_class, r.bounce_class),"
-    "         idx = COALESCE(EXCLUDED.idx, r.idx)"
-    "   WHERE r.status <> 'sent'"
-    "), ev AS ("
-    "  INSERT INTO events (workspace_id, message_id, recipient, type, detail)"
-    "  SELECT res.ws, res.mid, e.recipient, e.type, e.detail"
-    "    FROM unnest($18::int[], $19::text[], $20::text[], $21::text[])"
-    "         WITH ORDINALITY AS e(i, type, recipient, detail, o)"
-    "    JOIN res ON res.i = e.i"
-    "   ORDER BY e.o"
-    /* The feedback loop (docs/feedback.md), in the same transaction as the
-     * outcome: a hard bounce suppresses the address; soft bounces (a 5xx with
-     * a soft class, or expiry) are counted per address and suppress it for
-     * $24 seconds at $23 in a row; a sent resets the count. */
-    "), rx AS ("
-    "  SELECT res.ws, res.mid, lower(x.address) AS a, x.status, x.cls, x.resp"
-    "    FROM unnest($12::int[], $13::text[], $14::text[], $16::text[], $22::text[])"
-    "         AS x(i, address, status, resp, cls)"
-    "    JOIN res ON res.i = x.i"
-    "   WHERE x.status IN ('sent', 'bounced')"
-    "), hard AS ("
-    "  INSERT INTO suppressions (workspace_id, address, scope, reason, detail, message_id)"
-    "  SELECT DISTINCT ON (ws, a) ws, a, '*', 'hard_bounce', left(resp, 1000), mid FROM rx"
-    "   WHERE status = 'bounced' AND cls IN ('user_unknown', 'domain_unknown', 'has_moved')"
-    "  ON CONFLICT (workspace_id, address, scope) DO NOTHING"
-    "), soft AS ("
-    "  INSERT INTO bounce_counts AS b (workspace_id, address, soft_bounces, updated_at)"
-    "  SELECT ws, a, count(*), now() FROM rx"
-    "   WHERE status = 'bounced' AND $23::int > 0"
-    "     AND cls NOT IN ('user_unknown', 'domain_unknown', 'has_moved')"
-    "   GROUP BY ws, a"
-    "  ON CONFLICT (workspace_id, address) DO UPDATE"
-    "     SET soft_bounces = b.soft_bounces + EXCLUDED.soft_bounces, updated_at = now()"
-    "  RETURNING b.workspace_id, b.address, b.soft_bounces"
-    "), soft_supp AS ("
-    "  INSERT INTO suppressions (workspace_id, address, scope, reason, detail, expires_at)"
-    "  SELECT workspace_id, address, '*', 'soft_bounce',"
-    "         soft_bounces || ' soft bounces in a row', now() + make_interval(secs => $24::bigint)"
-    "    FROM soft WHERE soft_bounces >= $23::int"
-    "  ON CONFLICT (workspace_id, address, scope) DO NOTHING"
-    "), reset AS ("
-    /* Skipped at once while nobody has a count (the usual case). */
-    "  DELETE FROM bounce_counts b USING rx"
-    "   WHERE rx.status = 'sent' AND b.workspace_id = rx.ws AND b.address = rx.a"
-    "     AND EXISTS (SELECT 1 FROM bounce_counts)"
-    "     AND NOT EXISTS (SELECT 1 FROM rx r2 WHERE r2.status = 'bounced'"
-    "                        AND r2.ws = rx.ws AND r2.a = rx.a)"
+/* The statement is three parts: the rows, the feedback loop, the answer.
+ *
+ * The rows. `stats_counts` (sql/002_stats.sql) is kept by statement triggers
+ * on events and recipients for every other writer; this statement, the one
+ * on the delivery path, writes its own deltas (st) instead and tells the
+ * triggers so with a transaction-local setting (migration 014), because three
+ * plpgsql triggers per batch cost more than the rows themselves. `it` sets it
+ * before any row is written: every sub-statement that writes an event or a
+ * recipient reads its rows through res, i.e. through it, and a trigger's
+ * WHEN is looked at when its sub-statement ends. The deltas are the
+ * triggers': events per (workspace, hour, type); recipients per (workspace,
+ * hour of the message's created_at, status), +1 for the new status of every
+ * row written and -1 for the old status of a row updated (`old`, read under
+ * the statement's snapshot, so before the update; only for messages that
+ * existed before: a fresh message has no recipients yet). A LATERAL that
+ * looks up one row by key has LIMIT 1: without it the planner may flatten it
+ * into a hash join over all of messages or recipients. */
+#define WRITE_ROWS_SQL \
+    "WITH it AS (" \
+    "  SELECT t.*, set_config('postmux.stats', 'inline', true) AS stats" \
+    "    FROM unnest($1::int[], $2::bool[], $3::text[], $4::text[], $5::text[]," \
+    "                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]," \
+    "                $11::text[], $25::text[])" \
+    "    AS t(i, ins, id, ws, job, client_id, mail_from, header_from, subject, metadata, source," \
+    "         category)" \
+    "), ins AS (" \
+    "  INSERT INTO messages AS m (id, workspace_id, job_id, client_id, mail_from, header_from," \
+    "                             subject, metadata, source, category)" \
+    "  SELECT DISTINCT ON (ws, job) id, ws, job, client_id, mail_from, header_from, subject," \
+    "         metadata, source, category" \
+    "    FROM it WHERE ins ORDER BY ws, job, i" \
+    "  ON CONFLICT (workspace_id, job_id) DO UPDATE SET job_id = EXCLUDED.job_id" \
+    "  RETURNING m.id, m.workspace_id, m.job_id, m.created_at, (m.xmax = 0) AS fresh" \
+    "), res AS (" \
+    "  SELECT it.i, it.ws," \
+    "         CASE WHEN it.ins THEN COALESCE(ins.id, it.id)" \
+    "              WHEN ex.workspace_id = it.ws THEN ex.id END AS mid," \
+    "         ins.fresh IS TRUE AS fresh, COALESCE(ins.created_at, ex.created_at) AS created_at," \
+    "         it.stats" \
+    "    FROM it LEFT JOIN ins ON it.ins AND ins.workspace_id = it.ws AND ins.job_id = it.job" \
+    "    LEFT JOIN LATERAL (SELECT id, workspace_id, created_at FROM messages" \
+    "                        WHERE NOT it.ins AND id = it.id LIMIT 1) ex ON true" \
+    "), mh AS (" \
+    "  SELECT DISTINCT ON (mid) mid, ws, fresh," \
+    "         date_trunc('hour', COALESCE(created_at, now()), 'UTC') AS hour" \
+    "    FROM res WHERE mid IS NOT NULL" \
+    "   ORDER BY mid, fresh DESC" \
+    "), old AS (" \
+    "  SELECT o.message_id, o.address, o.status" \
+    "    FROM (SELECT DISTINCT mh.mid, x.address" \
+    "            FROM unnest($12::int[], $13::text[]) AS x(i, address)" \
+    "            JOIN res ON res.i = x.i JOIN mh ON mh.mid = res.mid" \
+    "           WHERE NOT mh.fresh) k" \
+    "   CROSS JOIN LATERAL (SELECT r.message_id, r.address, r.status FROM recipients r" \
+    "                        WHERE r.message_id = k.mid AND r.address = k.address LIMIT 1) o" \
+    "), rc AS (" \
+    "  INSERT INTO recipients AS r (message_id, address, status, attempts, last_response," \
+    "                               next_attempt_at, updated_at, bounce_class, idx)" \
+    "  SELECT DISTINCT ON (res.mid, x.address) res.mid, x.address, x.status, x.attempts," \
+    "         x.resp, to_timestamp(x.next_ms / 1000.0), now(), x.cls, x.idx" \
+    "    FROM unnest($12::int[], $13::text[], $14::text[], $15::int[], $16::text[]," \
+    "                $17::bigint[], $22::text[], $26::int[])" \
+    "         WITH ORDINALITY AS x(i, address, status, attempts, resp, next_ms, cls, idx, o)" \
+    "    JOIN res ON res.i = x.i AND res.mid IS NOT NULL" \
+    "   ORDER BY res.mid, x.address, x.o DESC" \
+    "  ON CONFLICT (message_id, address) DO UPDATE" \
+    "     SET status = EXCLUDED.status," \
+    "         attempts = GREATEST(r.attempts, EXCLUDED.attempts)," \
+    "         last_response = EXCLUDED.last_response," \
+    "         next_attempt_at = EXCLUDED.next_attempt_at," \
+    "         updated_at = EXCLUDED.updated_at," \
+    "         bounce_class = COALESCE(EXCLUDED.bounce_class, r.bounce_class)," \
+    "         idx = COALESCE(EXCLUDED.idx, r.idx)" \
+    "   WHERE r.status <> 'sent'" \
+    "  RETURNING r.message_id, r.address, r.status" \
+    "), ev AS (" \
+    "  INSERT INTO events (workspace_id, message_id, recipient, type, detail)" \
+    "  SELECT res.ws, res.mid, e.recipient, e.type, e.detail" \
+    "    FROM unnest($18::int[], $19::text[], $20::text[], $21::text[])" \
+    "         WITH ORDINALITY AS e(i, type, recipient, detail, o)" \
+    "    JOIN res ON res.i = e.i AND res.mid IS NOT NULL" \
+    "   ORDER BY e.o" \
+    "  RETURNING workspace_id, type, created_at" \
+    "), st AS (" \
+    "  INSERT INTO stats_counts (workspace_id, hour, kind, name, n)" \
+    "  SELECT ws, hour, kind, name, sum(n) FROM (" \
+    "      SELECT ev.workspace_id AS ws, date_trunc('hour', ev.created_at, 'UTC') AS hour," \
+    "             'event' AS kind, ev.type AS name, 1 AS n FROM ev" \
+    "      UNION ALL" \
+    "      SELECT mh.ws, mh.hour, 'status', rc.status, 1" \
+    "        FROM rc JOIN mh ON mh.mid = rc.message_id" \
+    "      UNION ALL" \
+    "      SELECT mh.ws, mh.hour, 'status', old.status, -1" \
+    "        FROM rc JOIN old ON old.message_id = rc.message_id AND old.address = rc.address" \
+    "        JOIN mh ON mh.mid = rc.message_id) d" \
+    "   GROUP BY ws, hour, kind, name HAVING sum(n) <> 0" \
     ")"
-    "SELECT i, mid FROM res ORDER BY i";
+
+/* The feedback loop (docs/feedback.md), in the same transaction as the
+ * outcome: a hard bounce suppresses the address; soft bounces (a 5xx with a
+ * soft class, or expiry) are counted per address and suppress it for $24
+ * seconds at $23 in a row; a sent resets the count. */
+#define WRITE_FEEDBACK_SQL \
+    ", rx AS (" \
+    "  SELECT res.ws, res.mid, lower(x.address) AS a, x.status, x.cls, x.resp" \
+    "    FROM unnest($12::int[], $13::text[], $14::text[], $16::text[], $22::text[])" \
+    "         AS x(i, address, status, resp, cls)" \
+    "    JOIN res ON res.i = x.i AND res.mid IS NOT NULL" \
+    "   WHERE x.status IN ('sent', 'bounced')" \
+    "), hard AS (" \
+    "  INSERT INTO suppressions (workspace_id, address, scope, reason, detail, message_id)" \
+    "  SELECT DISTINCT ON (ws, a) ws, a, '*', 'hard_bounce', left(resp, 1000), mid FROM rx" \
+    "   WHERE status = 'bounced' AND cls IN ('user_unknown', 'domain_unknown', 'has_moved')" \
+    "  ON CONFLICT (workspace_id, address, scope) DO NOTHING" \
+    "), soft AS (" \
+    "  INSERT INTO bounce_counts AS b (workspace_id, address, soft_bounces, updated_at)" \
+    "  SELECT ws, a, count(*), now() FROM rx" \
+    "   WHERE status = 'bounced' AND $23::int > 0" \
+    "     AND cls NOT IN ('user_unknown', 'domain_unknown', 'has_moved')" \
+    "   GROUP BY ws, a" \
+    "  ON CONFLICT (workspace_id, address) DO UPDATE" \
+    "     SET soft_bounces = b.soft_bounces + EXCLUDED.soft_bounces, updated_at = now()" \
+    "  RETURNING b.workspace_id, b.address, b.soft_bounces" \
+    "), soft_supp AS (" \
+    "  INSERT INTO suppressions (workspace_id, address, scope, reason, detail, expires_at)" \
+    "  SELECT workspace_id, address, '*', 'soft_bounce'," \
+    "         soft_bounces || ' soft bounces in a row', now() + make_interval(secs => $24::bigint)" \
+    "    FROM soft WHERE soft_bounces >= $23::int" \
+    "  ON CONFLICT (workspace_id, address, scope) DO NOTHING" \
+    "), reset AS (" \
+    /* Skipped at once while nobody has a count (the usual case). */ \
+    "  DELETE FROM bounce_counts b USING rx" \
+    "   WHERE rx.status = 'sent' AND b.workspace_id = rx.ws AND b.address = rx.a" \
+    "     AND EXISTS (SELECT 1 FROM bounce_counts)" \
+    "     AND NOT EXISTS (SELECT 1 FROM rx r2 WHERE r2.status = 'bounced'" \
+    "                        AND r2.ws = rx.ws AND r2.a = rx.a)" \
+    ")"
+
+/* A batch without a bounce (nearly every one) needs only the reset of the
+ * feedback loop; the rest of it costs each batch ~100 us of executor set-up
+ * for nothing. `params` only gives $23 and $24 their types: a WITH query
+ * nothing reads is never run. */
+#define WRITE_RESET_SQL \
+    ", reset AS (" \
+    "  DELETE FROM bounce_counts b" \
+    "   USING (SELECT res.ws, lower(x.address) AS a" \
+    "            FROM unnest($12::int[], $13::text[], $14::text[]) AS x(i, address, status)" \
+    "            JOIN res ON res.i = x.i AND res.mid IS NOT NULL WHERE x.status = 'sent') s" \
+    "   WHERE EXISTS (SELECT 1 FROM bounce_counts) AND b.workspace_id = s.ws AND b.address = s.a" \
+    "), params AS (SELECT $23::int AS soft_limit, $24::bigint AS soft_for)"
+
+#define WRITE_ANSWER_SQL " SELECT i, mid FROM res ORDER BY i"
+
+static const char WRITE_SQL[] = WRITE_ROWS_SQL WRITE_FEEDBACK_SQL WRITE_ANSWER_SQL;
+static const char WRITE_SENT_SQL[] = WRITE_ROWS_SQL WRITE_RESET_SQL WRITE_ANSWER_SQL;
+
+/* The deltas the statements write are folded (pmx_stats_fold) once every
+ * this many batches, as the triggers do about once every 64 statements. */
+#define FOLD_EVERY 64
 
 enum { P_I, P_INS, P_ID, P_WS, P_JOB, P_CLIENT, P_FROM, P_HFROM, P_SUBJ, P_META, P_SRC,
        P_R_I, P_R_ADDR, P_R_STATUS, P_R_ATT, P_R_RESP, P_R_NEXT,
@@ -200,6 +280,9 @@ struct pmx_outcomes {
     fifo_t                lq;          /* lookups waiting */
     pmx_db_async_req_t   *l_req;
     reqvec_t              l_items;
+
+    pmx_db_async_req_t   *f_req;       /* a pmx_stats_fold() in flight */
+    unsigned              since_fold;  /* write batches committed since the last one */
 
     uv_timer_t            timer;
     pmx_outcomes_stats_t  stats;
@@ -527,8 +610,14 @@ static void send_writes(pmx_outcomes_t *o)
     for (int k = 0; k < NPARAMS; k++) pmx_buf_init(&p[k]);
     build_params(o, &v, p);
     for (int k = 0; k < NPARAMS; k++) vals[k] = pmx_buf_cstr(&p[k]);
-    o->w_req = pmx_db_async_query_prepared(o->db, "pmx_outcomes_write", WRITE_SQL, NPARAMS, vals,
-                                           writes_done, o);
+    bool bounced = false;
+    for (size_t i = 0; i < v.n && !bounced; i++)
+        for (size_t k = 0; k < v.v[i]->nrcpts && !bounced; k++)
+            bounced = strcmp(v.v[i]->rcpts[k].status, "bounced") == 0;
+    o->w_req = bounced ? pmx_db_async_query_prepared(o->db, "pmx_outcomes_write", WRITE_SQL,
+                                                     NPARAMS, vals, writes_done, o)
+                       : pmx_db_async_query_prepared(o->db, "pmx_outcomes_write_sent",
+                                                     WRITE_SENT_SQL, NPARAMS, vals, writes_done, o);
     for (int k = 0; k < NPARAMS; k++) pmx_buf_free(&p[k]);
     if (!o->w_req) {
         /* Went down just now: keep the items first in line. */
@@ -559,6 +648,26 @@ static void split(pmx_outcomes_t *o, reqvec_t v)
     o->chunks = a;
     free(v.v);
     o->stats.splits++;
+}
+
+static void fold_done(pmx_db_async_t *db, const PGresult *res, void *arg)
+{
+    (void)db;
+    pmx_outcomes_t *o = arg;
+    o->f_req = NULL;
+    /* Not folding only leaves more delta rows for readers to sum: no answer changes. */
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char err[300];
+        first_line(err, sizeof err, PQresultErrorMessage(res));
+        pmx_log_warn("stats fold failed err=\"%s\"", err);
+    }
+}
+
+static void fold(pmx_outcomes_t *o)
+{
+    if (o->f_req) return;
+    o->f_req = pmx_db_async_query(o->db, "SELECT pmx_stats_fold()", fold_done, o);
+    if (o->f_req) o->since_fold = 0;
 }
 
 static void writes_done(pmx_db_async_t *db, const PGresult *res, void *arg)
@@ -593,14 +702,16 @@ static void writes_done(pmx_db_async_t *db, const PGresult *res, void *arg)
             split(o, v);
         }
     } else {
+        if (++o->since_fold >= FOLD_EVERY) fold(o);
         int rows = PQntuples(res);
         for (size_t i = 0; i < v.n; i++) {
             int row = (int)i;
-            const char *mid = NULL;
-            if (row < rows && atol(PQgetvalue(res, row, 0)) == (long)i + 1 &&
-                !PQgetisnull(res, row, 1))
-                mid = PQgetvalue(res, row, 1);
+            bool here = row < rows && atol(PQgetvalue(res, row, 0)) == (long)i + 1;
+            const char *mid = here && !PQgetisnull(res, row, 1) ? PQgetvalue(res, row, 1) : NULL;
             if (mid) finish_item(o, v.v[i], 0, mid, NULL);
+            else if (here)
+                finish_item(o, v.v[i], -EINVAL, NULL,
+                             "the retried job's message is not in this workspace");
             else finish_item(o, v.v[i], -EIO, NULL, "no result row for the item");
         }
         free(v.v);
@@ -790,7 +901,8 @@ static void teardown(pmx_outcomes_t *o)
     const char *why = "outcome writer closed";
     if (o->w_req) pmx_db_async_cancel(o->w_req);
     if (o->l_req) pmx_db_async_cancel(o->l_req);
-    o->w_req = o->l_req = NULL;
+    if (o->f_req) pmx_db_async_cancel(o->f_req);
+    o->w_req = o->l_req = o->f_req = NULL;
     fail_vec(o, &o->w_items, -ECANCELED, why);
     fail_vec(o, &o->l_items, -ECANCELED, why);
     while (o->chunks) {

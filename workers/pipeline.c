@@ -45,7 +45,8 @@
 
 #define RESUBMIT_MS      1000
 #define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
-#define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker */
+#define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker
+                                   (and the consumer's byte budget, docs/queue.md) */
 #define DETAIL_MAX       512
 
 typedef struct job job_t;

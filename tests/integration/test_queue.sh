@@ -222,6 +222,21 @@ t_expect_eq "$(pending ws_big)" 0 "A's pending entries after the drain (the rest
 t_expect_eq "$(( $(xlen ws_big) + $(grep -c '^settled .*status=0 ws=ws_big ' <<<"$T_OUT") ))" 20000 \
     "A's entries acked + left"
 
+t_case "byte budget: big entries are held by bytes, not by count; a bigger one still passes"
+t_redis FLUSHALL >/dev/null
+big=$(head -c 10000 /dev/zero | tr '\0' x)
+add_jobs ws_bytes 100 body "$big"
+t_redis XADD "pmx:{ws_bytes}:jobs" '*' from a@example.com to b@example.com body "$big$big$big$big$big$big" >/dev/null
+# 64 jobs may be held, but only ~50 KB of entries: about 5 entries of 10 KB.
+t_run "$PROBE" --redis "$RA" --ws ws_bytes --capacity 64 --max-held-bytes 50000 --delay 20 --until 101 --quiet
+t_expect_rc 0
+S=$(grep '^summary ' <<<"$T_OUT")
+echo "# $S"
+t_expect_eq "$(val acked_distinct "$S")" 101 "every job handed over and acked, the 60 KB one too"
+mh=$(val max_held "$S") mb=$(val max_held_bytes "$S")
+((mh >= 2 && mh <= 8)) || t_fail "max_held=$mh: the byte budget should hold ~5 of 10 KB, not up to 64"
+((mb <= 50000 + 2 * 10100 || mh == 1)) || t_fail "max_held_bytes=$mb: over the budget by more than a read's worth"
+
 t_case "idle with 50 workspaces: one blocking read a second, ~0 CPU"
 t_redis FLUSHALL >/dev/null
 wss=$(printf 'ws_idle%02d,' $(seq 1 50))

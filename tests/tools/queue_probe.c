@@ -83,6 +83,8 @@ struct probe {
     unsigned              delay_ms;
     unsigned long         until;
     bool                  quiet;
+    size_t                max_held_bytes;  /* the most entry bytes held at a hand-over */
+    unsigned              max_held;        /* the most jobs held then */
     bool                  stopping;
     bool                  no_drain;
     pending_t            *pending;
@@ -233,9 +235,12 @@ static void print_job(probe_t *p, const pmx_queue_job_t *job)
 
 static void on_job(pmx_queue_consumer_t *c, pmx_queue_job_t *job, void *arg)
 {
-    (void)c;
     probe_t *p = arg;
     p->jobs++;
+    pmx_queue_stats_t st;
+    pmx_queue_consumer_stats(c, &st);
+    if (st.held_bytes > p->max_held_bytes) p->max_held_bytes = st.held_bytes;
+    if (st.held > p->max_held) p->max_held = st.held;
     if (!p->quiet || job->kind != PMX_QUEUE_JOB_OK) print_job(p, job);
     if (job->kind != PMX_QUEUE_JOB_OK) {
         schedule(p, job, A_ACK, 0);
@@ -301,11 +306,12 @@ static void probe_close(probe_t *p)
            " empty_reads=%" PRIu64 " delivered=%" PRIu64 " reclaimed=%" PRIu64
            " poison=%" PRIu64 " duplicates=%" PRIu64 " malformed=%" PRIu64
            " unknown_ws=%" PRIu64 " not_confirmed=%" PRIu64 " retries_moved=%" PRIu64
-           " lost=%" PRIu64 " unblocks=%" PRIu64 " held=%u workspaces=%u name=%s\n",
+           " lost=%" PRIu64 " unblocks=%" PRIu64 " held=%u workspaces=%u max_held=%u"
+           " max_held_bytes=%zu name=%s\n",
            p->acked_distinct, p->acked_total, p->deferred, p->jobs, st.reads, st.empty_reads,
            st.delivered, st.reclaimed, st.poison, st.duplicates, st.malformed, st.unknown_ws,
            st.not_confirmed, st.retries_moved, st.lost, st.unblocks, st.held, st.workspaces,
-           pmx_queue_consumer_name(p->c));
+           p->max_held, p->max_held_bytes, pmx_queue_consumer_name(p->c));
     fflush(stdout);
     pmx_queue_consumer_close(p->c);
     while (p->pending) {
@@ -386,6 +392,7 @@ static int usage(void)
             "  [--capacity N] [--until N] [--run MS] [--name NAME] [--prefix P]\n"
             "  [--reclaim-idle MS] [--reclaim-interval MS] [--refresh MS] [--max-deliveries N]\n"
             "  [--discover MS] [--block MS] [--retry-poll MS] [--max-entry-bytes N]\n"
+            "  [--max-held-bytes N]\n"
             "  [--pause WS:MS] [--later LIST@MS] [--quiet] [--shared-conn] [--no-drain]\n"
             "  [--log LEVEL]\n");
     return 2;
@@ -411,6 +418,7 @@ int main(int argc, char **argv)
         { "block", required_argument, NULL, 6 },
         { "retry-poll", required_argument, NULL, 7 },
         { "max-entry-bytes", required_argument, NULL, 8 },
+        { "max-held-bytes", required_argument, NULL, 13 },
         { "quiet", no_argument, NULL, 'q' },
         { "shared-conn", no_argument, NULL, 9 },
         { "no-drain", no_argument, NULL, 10 },
@@ -451,6 +459,7 @@ int main(int argc, char **argv)
         case 7: o.retry_poll_ms = (unsigned)strtoul(optarg, NULL, 10);
                 o.retry_idle_poll_ms = o.retry_poll_ms; break;
         case 8: o.limits.max_bytes = strtoul(optarg, NULL, 10); break;
+        case 13: o.max_held_bytes = strtoul(optarg, NULL, 10); break;
         case 'q': p->quiet = true; break;
         case 9: shared = true; break;
         case 10: p->no_drain = true; break;
