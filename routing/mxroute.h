@@ -11,7 +11,9 @@
  *   smtp/pool.h pool per site, holding the route's addresses in MX order,
  *   with at most [mx] connections_per_site sessions per host (routing/sites.h
  *   admits each new session), [mx] messages_per_connection, [mx] tls, port,
- *   helo_name and connect_timeout;
+ *   helo_name and connect_timeout; a site whose shaping rule has a rate
+ *   holds its deliveries in order until the rule's limiter (in Redis, shared
+ *   by every worker and host) gives each one its token;
  *   when every domain has answered, the callback gets one result with every
  *   recipient's outcome in envelope order.
  *
@@ -32,6 +34,7 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "queue/redis_conn.h"
 #include "routing/egress.h"
 #include "smtp/pool.h"
 
@@ -39,8 +42,10 @@
 
 typedef struct pmx_mxroute pmx_mxroute_t;
 
-int  pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **out, char *err,
-                     size_t errlen);
+/* redis: the worker's connection, for the limiter of shaping rules with a rate
+ * (borrowed; NULL: such a site's deliveries are deferred, never sent unpaced). */
+int  pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t *redis,
+                     pmx_mxroute_t **out, char *err, size_t errlen);
 /* egress: the workspace's egress pool (routing/egress.h), or NULL for none.
  * Site pools are kept per (site, egress pool): two egress pools never share a
  * session, and [mx] connections_per_site counts per site and pool. */

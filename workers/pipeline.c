@@ -944,7 +944,7 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
     p->signer = pmx_dkim_signer_new();
     if (!p->signer) goto fail;
 
-    if (pmx_sender_new(p->loop, cfg, &p->pool, err, sizeof err) < 0) {
+    if (pmx_sender_new(p->loop, cfg, pmx_worker_redis(w), &p->pool, err, sizeof err) < 0) {
         pmx_log_error("%s: %s", cfg->delivery_route == PMX_ROUTE_MX ? "mx" : "relay", err);
         goto fail;
     }

@@ -18,15 +18,17 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "queue/redis_conn.h"
 #include "smtp/pool.h"
 #include "workers/settings.h"
 
 typedef struct pmx_sender pmx_sender_t;
 
 /* Builds the sender for cfg (the [relay] pool; direct delivery when [delivery]
- * route = mx). 0, or -1 with a reason in err. */
-int  pmx_sender_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_sender_t **out, char *err,
-                    size_t errlen);
+ * route = mx). redis (borrowed) serves the per-site rates of direct delivery.
+ * 0, or -1 with a reason in err. */
+int  pmx_sender_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t *redis,
+                    pmx_sender_t **out, char *err, size_t errlen);
 /*
  * Sends one message of workspace ws. As pmx_smtp_pool_send: 0, UV_EINVAL (bad
  * envelope), UV_ESHUTDOWN; or UV_EAGAIN with a "451 ..." reply in why when the
