@@ -135,7 +135,8 @@ struct req {
     pmx_ratelimit_cb cb;
     void            *arg;
     uint64_t         seq;       /* ready list: delivery turn */
-    char             ws[WS_MAX + 1];
+    char             ws[WS_MAX + 1];   /* the workspace, or the site */
+    bool             site;
     pmx_ratelimit_result_t res;
 };
 
@@ -268,10 +269,12 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__ratelimit_parse_reply(r, &q->res);
     if (q->res.status == -EPROTO) {
         if (r->type == REDIS_REPLY_ERROR)
-            pmx_log_warn("ratelimit: redis refused the script ws=%s error=\"%.*s\"", q->ws,
+            pmx_log_warn("ratelimit: redis refused the script %s=%s error=\"%.*s\"",
+                         q->site ? "site" : "ws", q->ws,
                          (int)(r->len > 200 ? 200 : r->len), r->str ? r->str : "");
         else
-            pmx_log_warn("ratelimit: unexpected reply to the script ws=%s type=%d", q->ws,
+            pmx_log_warn("ratelimit: unexpected reply to the script %s=%s type=%d",
+                         q->site ? "site" : "ws", q->ws,
                          r->type);
     }
     q->cb(&q->res, q->arg);
@@ -329,6 +332,7 @@ static int take(pmx_ratelimit_t *rl, const char *what, const char *name, bool si
     q->cb = cb;
     q->arg = arg;
     snprintf(q->ws, sizeof q->ws, "%s", name);
+    q->site = site;
     q->res.quota_used = -1;
 
     if (rate_per_second == 0 && daily_quota == 0) {   /* nothing to check */
