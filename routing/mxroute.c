@@ -30,6 +30,9 @@
 /* The site's limiter did not answer (Redis): what its waiting deliveries are deferred with. */
 #define RATE_DOWN_REPLY "451 4.3.0 site_rate: the rate limiter of site %.100s is unavailable " \
                         "(Redis), not sent over its rate"
+/* A drain: what a delivery whose turn at its site's rate has not come is deferred with. */
+#define RATE_DRAIN_REPLY "451 4.3.0 site_rate: postmuxd is stopping before this delivery's " \
+                         "turn at the rate of site %.100s"
 
 typedef struct site site_t;
 typedef struct msg msg_t;
@@ -111,6 +114,7 @@ struct pmx_mxroute {
     uv_timer_t        rate_timer;       /* the next site whose limiter said "wait" */
     int               handles;          /* idle + sweep + rate_timer, until closed */
     bool              closing, aborting, finished;
+    bool              draining;         /* rated deliveries go only if their token is free now */
     void            (*closed)(void *);
     void             *closed_arg;
     pmx_smtp_pool_stats_t retired;      /* counters of site pools already closed */
@@ -470,6 +474,12 @@ static void on_rate(const pmx_ratelimit_result_t *res, void *arg)
         return;
     }
     if (!res->allowed) {
+        if (r->draining) {
+            char reply[300];
+            snprintf(reply, sizeof reply, RATE_DRAIN_REPLY, s->rule->name);
+            rate_fail_all(s, reply, "connect");
+            return;
+        }
         s->rate_at = uv_now(r->loop) + (res->wait_ms ? res->wait_ms : 1);
         rate_arm(r);
         return;
@@ -547,6 +557,20 @@ static void rate_arm(pmx_mxroute_t *r)
     }
     uint64_t now = uv_now(r->loop);
     uv_timer_start(&r->rate_timer, on_rate_timer, due > now ? due - now : 0, 0);
+}
+
+void pmx_mxroute_drain(pmx_mxroute_t *r)
+{
+    if (r->draining) return;
+    r->draining = true;
+    char reply[300];
+    for (site_t *s = r->sites; s; s = s->next) {
+        if (!s->rate_at || !s->wait_head || s->closing) continue;
+        s->rate_at = 0;                 /* parked on the timer: its turn is not now */
+        snprintf(reply, sizeof reply, RATE_DRAIN_REPLY, s->rule->name);
+        rate_fail_all(s, reply, "connect");
+    }
+    rate_arm(r);
 }
 
 /* ---- the dispatcher ---- */

@@ -51,6 +51,13 @@ int  pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t 
  * session, and [mx] connections_per_site counts per site and pool. */
 int  pmx_mxroute_send(pmx_mxroute_t *r, pmx_egress_t *egress, const pmx_smtp_envelope_t *env,
                       const char *data, size_t len, pmx_smtp_send_cb cb, void *arg);
+/*
+ * The worker is draining: deliveries waiting for their turn at a site's rate
+ * are deferred now (with "site_rate: postmuxd is stopping ...") rather than
+ * held for as long as the rate says; from now on a rated delivery goes only
+ * if its token is free at once. Everything else carries on as usual.
+ */
+void pmx_mxroute_drain(pmx_mxroute_t *r);
 void pmx_mxroute_close(pmx_mxroute_t *r, void (*closed)(void *arg), void *arg);
 void pmx_mxroute_abort(pmx_mxroute_t *r);
 /* Messages waiting in site pools for a session (a full or slow site). */

@@ -1055,6 +1055,8 @@ void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
      * stream (pending; given back to the group when the drain ends, so the
      * next reclaim takes them at once). */
     pmx_gate_flush(p->throttle);
+    /* Nor do deliveries waiting for a site's rate (direct delivery): deferred. */
+    if (p->pool) pmx_sender_drain(p->pool);
     pmx_queue_consumer_drain(p->consumer, consumer_drained, p);
 }
 

@@ -97,6 +97,11 @@ void pmx_sender_settings_changed(pmx_sender_t *s, const pmx_settings_t *settings
     s->mx_error = NULL;
 }
 
+void pmx_sender_drain(pmx_sender_t *s)
+{
+    if (s->mx && !s->closing) pmx_mxroute_drain(s->mx);
+}
+
 static void finish(pmx_sender_t *s)
 {
     void (*closed)(void *) = s->closed;

@@ -40,6 +40,8 @@ int  pmx_sender_send(pmx_sender_t *s, const pmx_settings_ws_t *ws, const pmx_smt
                      size_t whylen);
 /* The settings swapped: session pools no workspace uses any more are retired. */
 void pmx_sender_settings_changed(pmx_sender_t *s, const pmx_settings_t *settings);
+/* The worker drains: nothing is held for a site's rate any more (routing/mxroute.h). */
+void pmx_sender_drain(pmx_sender_t *s);
 /* Graceful close (once; closed may be NULL; the sender is freed after it). */
 void pmx_sender_close(pmx_sender_t *s, void (*closed)(void *arg), void *arg);
 /* After close: ends what is left at once (TEMPFAIL). */

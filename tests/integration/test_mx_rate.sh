@@ -148,7 +148,19 @@ t_run "$PMXD" -c "$T_DIR/bad.conf" --check-config
 t_expect_rc 1
 t_expect_match "$T_ERR" 'bad\.ini:3: rate: expected N/s, N/m or N/h' "FILE:LINE"
 
+# A drain does not wait for the rate: what has no token yet is deferred (retried later).
+before=$(grep -c '"ev": "mail", "local": "127.0.0.2"' "$MXLOG")
+for i in $(seq 1 8); do xadd from news@acme.test to "s$i@rated.test" subject "s$i" text t id "stop$i"; done
+t_wait_for 60 "(( \$(grep -c '\"ev\": \"mail\", \"local\": \"127.0.0.2\"' '$MXLOG') > $before ))"
 t_stop_postmuxd "$DPID"
+t_case "stopping: deliveries still waiting for the site's rate are deferred, not waited for"
+st=$(t_psql "select r.status || ' ' || left(coalesce(r.last_response, ''), 60) from recipients r
+             where r.address like 's%@rated.test' order by r.address")
+echo "$st" | sed 's/^/# /'
+t_expect_match "$st" 'deferred 451 4\.3\.0 site_rate: postmuxd is stopping before this deli' "deferred with the reason"
+t_expect_eq "$(grep -vcE '^(sent|deferred) ' <<<"$st")" 0 "every one sent or deferred"
+t_expect_eq "$(grep -c '"ev": "mail", "local": "127.0.0.2"' "$MXLOG")" \
+    "$((before + $(grep -c '^sent ' <<<"$st")))" "the MX saw exactly the sent ones"
 kill "$MX_PID" 2>/dev/null
 wait "$MX_PID" 2>/dev/null
 t_done
