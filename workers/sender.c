@@ -24,7 +24,7 @@ struct pmx_sender {
     char               *mx_error;   /* it could not be made (logged once): tried again
                                        after the next settings load */
     int                 open;       /* parts not closed yet (+1 while close asks them) */
-    bool                closing, routes_done, mx_done, in_abort;
+    bool                closing, routes_done, mx_done, in_abort, draining;
     void              (*closed)(void *arg);
     void               *closed_arg;
 };
@@ -79,6 +79,8 @@ int pmx_sender_send(pmx_sender_t *s, const pmx_settings_ws_t *ws, const pmx_smtp
                 s->mx_error = pmx_xstrdup(err);
                 pmx_log_error("mx: direct delivery cannot start, deferring the mail of workspaces "
                               "with route mx: %s", err);
+            } else if (s->draining) {
+                pmx_mxroute_drain(s->mx);
             }
         }
         if (s->mx_error) {
@@ -99,6 +101,7 @@ void pmx_sender_settings_changed(pmx_sender_t *s, const pmx_settings_t *settings
 
 void pmx_sender_drain(pmx_sender_t *s)
 {
+    s->draining = true;
     if (s->mx && !s->closing) pmx_mxroute_drain(s->mx);
 }
 

@@ -119,6 +119,9 @@ t_expect_eq "$(t_psql "select count(*) from recipients where address like 'l%@de
     "the next settings load tries again: sent on their retries"
 
 t_stop_postmuxd "$DPID"
+# A sanitizer report, if any, in full for whoever reads the test log.
+grep -h -A60 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$T_DIR"/postmuxd*.log 2>/dev/null |
+    head -80 | sed 's/^/# /'
 kill "$MX_PID" 2>/dev/null
 wait "$MX_PID" 2>/dev/null
 t_done
