@@ -75,6 +75,9 @@ static int print_json(const pmx_mx_route_t *r, const rule_t *ru)
         json_array_append_new(onr, o2);
     }
     json_object_set_new(rule, "on_reply", onr);
+    bool rated = ru->rule && ru->rule->rate_per_second > 0;
+    json_object_set_new(rule, "rate", rated ? json_string(ru->rule->rate_text) : json_null());
+    json_object_set_new(rule, "burst", rated ? json_integer(ru->rule->burst) : json_null());
     json_object_set_new(o, "rule", rule);
     json_t *hosts = json_array();
     for (size_t i = 0; i < r->nhosts; i++) {
@@ -107,6 +110,9 @@ static void print_text(const pmx_mx_route_t *r, const rule_t *ru)
     for (size_t i = 0; ru->rule && i < ru->rule->non_reply; i++)
         printf("        on_reply %s => suspend %llus\n", ru->rule->on_reply[i].text,
                (unsigned long long)(ru->rule->on_reply[i].suspend_ms / 1000));
+    if (ru->rule && ru->rule->rate_per_second > 0)
+        printf("        rate %s, burst %d (transactions, all hosts)\n", ru->rule->rate_text,
+               ru->rule->burst);
     for (size_t i = 0; i < r->nhosts; i++) {
         const pmx_mx_host_t *h = &r->hosts[i];
         printf("%s %5d %s%s", i ? "       " : "mx     ", h->pref, h->name,

@@ -26,6 +26,11 @@ char *pmx_queue_key_new(pmx_queue_key_t which, const char *prefix, const char *w
     return pmx_buf_detach(&b);
 }
 
+void pmx_queue_key_site_rate(pmx_buf_t *out, const char *prefix, const char *site)
+{
+    pmx_buf_appendf(out, "%s:site:{%s}:rate", prefix, site);
+}
+
 void pmx_queue_key_idem(pmx_buf_t *out, const char *prefix, const char *ws, const char *id)
 {
     pmx_buf_appendf(out, "%s:{%s}:idem:%s", prefix, ws, id);

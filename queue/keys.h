@@ -9,6 +9,7 @@
  *   {prefix}:{ws}:idem:<id>    string: the duplicate check of a job's `id` field
  *   {prefix}:{ws}:rate         hash: the rate limiter (queue/ratelimit.h)
  *   {prefix}:{ws}:quota:       + YYYYMMDD, appended by the quota script
+ *   {prefix}:site:{site}:rate  hash: a shaping rule's rate (routing/shaping.h), same limiter
  *
  * The braces around the workspace id are a Redis Cluster hash tag: every key
  * of one workspace lives on one shard, so the scripts that touch several of
@@ -37,6 +38,8 @@ typedef enum {
 void pmx_queue_key(pmx_buf_t *out, pmx_queue_key_t which, const char *prefix, const char *ws);
 /* The same as a string the caller frees. */
 char *pmx_queue_key_new(pmx_queue_key_t which, const char *prefix, const char *ws);
+/* Appends {prefix}:site:{site}:rate to out (site: a shaping rule's name). */
+void pmx_queue_key_site_rate(pmx_buf_t *out, const char *prefix, const char *site);
 /* Appends {prefix}:{ws}:idem:<id> to out. */
 void pmx_queue_key_idem(pmx_buf_t *out, const char *prefix, const char *ws, const char *id);
 /* Appends the SCAN MATCH pattern of every job stream, {prefix}:{*}:jobs, with

@@ -135,7 +135,8 @@ struct req {
     pmx_ratelimit_cb cb;
     void            *arg;
     uint64_t         seq;       /* ready list: delivery turn */
-    char             ws[WS_MAX + 1];
+    char             ws[WS_MAX + 1];   /* the workspace, or the site */
+    bool             site;
     pmx_ratelimit_result_t res;
 };
 
@@ -268,10 +269,12 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
     pmx__ratelimit_parse_reply(r, &q->res);
     if (q->res.status == -EPROTO) {
         if (r->type == REDIS_REPLY_ERROR)
-            pmx_log_warn("ratelimit: redis refused the script ws=%s error=\"%.*s\"", q->ws,
+            pmx_log_warn("ratelimit: redis refused the script %s=%s error=\"%.*s\"",
+                         q->site ? "site" : "ws", q->ws,
                          (int)(r->len > 200 ? 200 : r->len), r->str ? r->str : "");
         else
-            pmx_log_warn("ratelimit: unexpected reply to the script ws=%s type=%d", q->ws,
+            pmx_log_warn("ratelimit: unexpected reply to the script %s=%s type=%d",
+                         q->site ? "site" : "ws", q->ws,
                          r->type);
     }
     q->cb(&q->res, q->arg);
@@ -301,13 +304,15 @@ static void deliver_soon(pmx_ratelimit_t *rl, req_t *q)
     if (!uv_is_active((uv_handle_t *)&rl->timer)) uv_timer_start(&rl->timer, timer_cb, 0, 0);
 }
 
-int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_second, int burst,
-                       int64_t daily_quota, unsigned n, pmx_ratelimit_cb cb, void *arg)
+/* One request: a workspace's (quota_key set) or a site's (rate only). */
+static int take(pmx_ratelimit_t *rl, const char *what, const char *name, bool site,
+                double rate_per_second, int burst, int64_t daily_quota, unsigned n,
+                pmx_ratelimit_cb cb, void *arg)
 {
     const char *why = NULL;
     if (rl->closing) why = "limiter is closing";
     else if (!cb) why = "no callback";
-    else if (!ws || !name_ok(ws, WS_MAX)) why = "bad workspace id";
+    else if (!name || !name_ok(name, WS_MAX)) why = site ? "bad site name" : "bad workspace id";
     else if (!isfinite(rate_per_second) || rate_per_second < 0 ||
              (rate_per_second > 0 && (rate_per_second < PMX_RATELIMIT_RATE_MIN ||
                                       rate_per_second > PMX_RATELIMIT_RATE_MAX)))
@@ -317,8 +322,8 @@ int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_seco
     else if (daily_quota < 0 || daily_quota > PMX_RATELIMIT_QUOTA_MAX) why = "quota out of range";
     else if (n < 1 || n > PMX_RATELIMIT_N_MAX) why = "recipient count out of range";
     if (why) {
-        pmx_log_error("ratelimit: request refused ws=%s reason=\"%s\"", ws && name_ok(ws, WS_MAX) ? ws : "?",
-                      why);
+        pmx_log_error("ratelimit: request refused %s=%s reason=\"%s\"", what,
+                      name && name_ok(name, WS_MAX) ? name : "?", why);
         return -EINVAL;
     }
 
@@ -326,7 +331,8 @@ int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_seco
     q->rl = rl;
     q->cb = cb;
     q->arg = arg;
-    snprintf(q->ws, sizeof q->ws, "%s", ws);
+    snprintf(q->ws, sizeof q->ws, "%s", name);
+    q->site = site;
     q->res.quota_used = -1;
 
     if (rate_per_second == 0 && daily_quota == 0) {   /* nothing to check */
@@ -335,9 +341,16 @@ int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_seco
         return 0;
     }
 
+    /* A site's request has no quota: its second key (never read) is the
+     * rate key again, so both keys live in one Redis Cluster slot. */
     pmx_buf_t rate_key = PMX_BUF_INIT, quota_key = PMX_BUF_INIT;
-    pmx_queue_key(&rate_key, PMX_QUEUE_KEY_RATE, rl->prefix, ws);
-    pmx_queue_key(&quota_key, PMX_QUEUE_KEY_QUOTA, rl->prefix, ws);
+    if (site) {
+        pmx_queue_key_site_rate(&rate_key, rl->prefix, name);
+        pmx_queue_key_site_rate(&quota_key, rl->prefix, name);
+    } else {
+        pmx_queue_key(&rate_key, PMX_QUEUE_KEY_RATE, rl->prefix, name);
+        pmx_queue_key(&quota_key, PMX_QUEUE_KEY_QUOTA, rl->prefix, name);
+    }
     char n_s[16], iv_s[40], burst_s[16], quota_s[24], ttl_s[8];
     snprintf(n_s, sizeof n_s, "%u", n);
     snprintf(iv_s, sizeof iv_s, "%.17g", rate_per_second > 0 ? 1e6 / rate_per_second : 0.0);
@@ -357,6 +370,23 @@ int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_seco
     list_push(&rl->sent, q);
     rl->npending++;
     return 0;
+}
+
+int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_second, int burst,
+                       int64_t daily_quota, unsigned n, pmx_ratelimit_cb cb, void *arg)
+{
+    return take(rl, "ws", ws, false, rate_per_second, burst, daily_quota, n, cb, arg);
+}
+
+int pmx_ratelimit_take_site(pmx_ratelimit_t *rl, const char *site, double rate_per_second,
+                            int burst, unsigned n, pmx_ratelimit_cb cb, void *arg)
+{
+    if (!(rate_per_second > 0)) {
+        pmx_log_error("ratelimit: request refused site=%s reason=\"no rate\"",
+                      site && name_ok(site, WS_MAX) ? site : "?");
+        return -EINVAL;
+    }
+    return take(rl, "site", site, true, rate_per_second, burst, 0, n, cb, arg);
 }
 
 size_t pmx_ratelimit_cancel(pmx_ratelimit_t *rl, void *arg)

@@ -1,5 +1,6 @@
 /*
- * Per-workspace rate limit and daily quota (docs/delivery.md "Rate limits"), shared by
+ * Per-workspace rate limit and daily quota (docs/delivery.md "Rate limits"), and the
+ * per-site rate of direct delivery (pmx_ratelimit_take_site; "Shaping"), shared by
  * every worker and every host on the same Redis: one Lua script decides, on
  * Redis's own clock (TIME), so workers with skewed clocks agree and two
  * workers never both take the last token.
@@ -108,6 +109,14 @@ pmx_ratelimit_t *pmx_ratelimit_new(uv_loop_t *loop, pmx_redis_conn_t *rc, const 
  */
 int pmx_ratelimit_take(pmx_ratelimit_t *rl, const char *ws, double rate_per_second, int burst,
                        int64_t daily_quota, unsigned n, pmx_ratelimit_cb cb, void *arg);
+
+/*
+ * The same rate (no quota) for a shaping rule's site (routing/shaping.h):
+ * n units under {prefix}:site:{site}:rate, with the same script, clock and
+ * answers. site: 1-128 printable characters without braces. 0, or -EINVAL.
+ */
+int pmx_ratelimit_take_site(pmx_ratelimit_t *rl, const char *site, double rate_per_second,
+                            int burst, unsigned n, pmx_ratelimit_cb cb, void *arg);
 
 /*
  * Forgets every pending request made with this arg: their callbacks will not

@@ -17,6 +17,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "queue/ratelimit.h"
 #include "routing/mx.h"
 #include "routing/resolver.h"
 #include "routing/shaping.h"
@@ -26,9 +27,16 @@
 /* Addresses a session tries before it gives up, as Postfix's smtp_mx_address_limit
  * (5): a site whose hosts black-hole connections costs at most 5 connect timeouts. */
 #define SITE_ADDRS    5
+/* The site's limiter did not answer (Redis): what its waiting deliveries are deferred with. */
+#define RATE_DOWN_REPLY "451 4.3.0 site_rate: the rate limiter of site %.100s is unavailable " \
+                        "(Redis), not sent over its rate"
+/* A drain: what a delivery whose turn at its site's rate has not come is deferred with. */
+#define RATE_DRAIN_REPLY "451 4.3.0 site_rate: postmuxd is stopping before this delivery's " \
+                         "turn at the rate of site %.100s"
 
 typedef struct site site_t;
 typedef struct msg msg_t;
+typedef struct group group_t;
 
 struct site {
     site_t          *next;
@@ -43,10 +51,17 @@ struct site {
     const pmx_shaping_rule_t *rule; /* its shaping rule, or NULL */
     int              limit;         /* sessions per host, all workers */
     bool             suspend_due;   /* a reply suspended it: fail its queue on the next turn */
+    /* A rule with a rate: deliveries wait here, in order, for a token of the
+     * rule's limiter before they go to the pool (see "Rate" below). */
+    group_t         *wait_head, *wait_tail;
+    size_t           nwait;
+    bool             asking;        /* a limiter request is out */
+    uint64_t         rate_at;       /* loop ms: ask again then (0 = now) */
 };
 
-typedef struct {
+struct group {
     msg_t           *m;
+    group_t         *wait_next;     /* in its site's rate queue */
     char            *domain;
     size_t          *idx;           /* envelope positions of its recipients */
     const char     **rcpts;
@@ -54,7 +69,7 @@ typedef struct {
     pmx_mx_waiter_t *waiter;
     site_t          *site;
     bool             done;
-} group_t;
+};
 
 typedef struct {
     pmx_smtp_status_t status;
@@ -84,6 +99,7 @@ struct pmx_mxroute {
     uint64_t          connect_timeout_ms;
     pmx_tls_mode_t    tls;
     char             *helo;
+    char             *prefix;           /* [redis] prefix, for the limiter */
     pmx_resolver_t   *res;
     pmx_mx_t         *mx;
     pmx_shaping_t     shaping;
@@ -93,8 +109,12 @@ struct pmx_mxroute {
     uv_idle_t         idle;
     bool              idle_on;
     uv_timer_t        sweep;
-    int               handles;          /* idle + sweep, until closed */
+    pmx_redis_conn_t *redis;            /* for the limiter of rules with a rate, or NULL */
+    pmx_ratelimit_t  *rl;               /* made on the first site with a rate */
+    uv_timer_t        rate_timer;       /* the next site whose limiter said "wait" */
+    int               handles;          /* idle + sweep + rate_timer, until closed */
     bool              closing, aborting, finished;
+    bool              draining;         /* rated deliveries go only if their token is free now */
     void            (*closed)(void *);
     void             *closed_arg;
     pmx_smtp_pool_stats_t retired;      /* counters of site pools already closed */
@@ -102,6 +122,8 @@ struct pmx_mxroute {
 
 static void schedule(pmx_mxroute_t *r);
 static void maybe_finish(pmx_mxroute_t *r);
+static void rate_kick(site_t *s);
+static void rate_fail_all(site_t *s, const char *reply, const char *after);
 
 /* ---- outcomes ---- */
 
@@ -232,6 +254,9 @@ static void site_close(site_t *s)
 {
     if (s->closing) return;
     s->closing = true;
+    if (s->r->rl && s->asking) pmx_ratelimit_cancel(s->r->rl, s);
+    s->asking = false;
+    rate_fail_all(s, "451 4.3.0 direct delivery shutting down", "connect");
     pmx_smtp_pool_stats_t st;
     pmx_smtp_pool_stats(s->pool, &st);
     st.sessions = st.busy = 0;
@@ -331,7 +356,10 @@ static void on_group_sent(void *arg, const pmx_smtp_result_t *res)
     }
     pmx_sites_count_sent(s->name, sent);
     group_done(g);
+    rate_kick(s);      /* the pool's queue may have room for the next token now */
 }
+
+static void group_send(group_t *g, site_t *s);
 
 /* The route of g's domain is known: decide or send. */
 static void group_route(group_t *g, pmx_mx_route_t *route)
@@ -367,11 +395,27 @@ static void group_route(group_t *g, pmx_mx_route_t *route)
         group_fail(g, PMX_SMTP_TEMPFAIL, reply, "connect");
         return;
     }
+    g->site = s;
+    s->used_ms = uv_now(r->loop);
+    if (s->rule && s->rule->rate_per_second > 0) {
+        g->wait_next = NULL;
+        if (s->wait_tail) s->wait_tail->wait_next = g;
+        else s->wait_head = g;
+        s->wait_tail = g;
+        s->nwait++;
+        rate_kick(s);
+        return;
+    }
+    group_send(g, s);
+}
+
+/* Hands g to its site's pool. */
+static void group_send(group_t *g, site_t *s)
+{
     pmx_smtp_envelope_t env = g->m->env;
     env.rcpts = g->rcpts;
     env.nrcpts = g->n;
-    g->site = s;
-    s->used_ms = uv_now(r->loop);
+    s->used_ms = uv_now(s->r->loop);
     int rc = pmx_smtp_pool_send(s->pool, &env, g->m->data, g->m->len, on_group_sent, g);
     if (rc == 0) {
         s->inflight++;
@@ -385,6 +429,148 @@ static void group_route(group_t *g, pmx_mx_route_t *route)
 static void on_route(void *arg, pmx_mx_route_t *route)
 {
     group_route(arg, route);
+}
+
+/* ---- rate (a shaping rule's `rate`; docs/delivery.md "Shaping") ----
+ *
+ * A site whose rule has a rate keeps its deliveries in a FIFO; the head asks
+ * the rule's limiter (queue/ratelimit.h, on Redis's clock, shared by every
+ * worker and host) for one token, i.e. one SMTP transaction. Allowed: it goes
+ * to the pool and the next one asks. "Wait N ms": the site is parked on
+ * rate_timer until then; no polling, and nothing else waits for it (other
+ * sites have their own queues, every workspace's other mail goes on).
+ * A token is asked only while the pool has nothing queued, so a delivery
+ * holding a token starts its transaction before the next token is taken:
+ * transactions cannot bunch up behind a busy session and then go faster
+ * than the rate. When the limiter cannot answer (Redis down, or its answer
+ * lost) the site's waiting deliveries are deferred: never sent over the
+ * limit, and retried by the queue like any deferral. */
+
+static void rate_arm(pmx_mxroute_t *r);
+
+static void rate_fail_all(site_t *s, const char *reply, const char *after)
+{
+    while (s->wait_head) {
+        group_t *g = s->wait_head;
+        s->wait_head = g->wait_next;
+        if (!s->wait_head) s->wait_tail = NULL;
+        s->nwait--;
+        group_fail(g, PMX_SMTP_TEMPFAIL, reply, after);
+    }
+}
+
+static void on_rate(const pmx_ratelimit_result_t *res, void *arg)
+{
+    site_t *s = arg;
+    pmx_mxroute_t *r = s->r;
+    s->asking = false;
+    if (s->closing || !s->wait_head) return;
+    if (res->status < 0) {
+        char reply[300];
+        snprintf(reply, sizeof reply, RATE_DOWN_REPLY, s->rule->name);
+        pmx_log_warn("mx site rate limiter unavailable, deferring site=%s rule=%s waiting=%zu "
+                     "status=%d", s->name, s->rule->name, s->nwait, res->status);
+        rate_fail_all(s, reply, "connect");
+        return;
+    }
+    if (!res->allowed) {
+        if (r->draining) {
+            char reply[300];
+            snprintf(reply, sizeof reply, RATE_DRAIN_REPLY, s->rule->name);
+            rate_fail_all(s, reply, "connect");
+            return;
+        }
+        s->rate_at = uv_now(r->loop) + (res->wait_ms ? res->wait_ms : 1);
+        rate_arm(r);
+        return;
+    }
+    group_t *g = s->wait_head;
+    s->wait_head = g->wait_next;
+    if (!s->wait_head) s->wait_tail = NULL;
+    s->nwait--;
+    uint64_t left = pmx_sites_suspended_ms(s->name);
+    if (left) {   /* another worker's reply suspended the site while it waited */
+        char reply[300];
+        snprintf(reply, sizeof reply, "451 4.7.0 site_suspended: new sessions to %.200s wait "
+                 "%llu s more (shaping on_reply)", s->name, (unsigned long long)(left + 999) / 1000);
+        group_fail(g, PMX_SMTP_TEMPFAIL, reply, "connect");
+    } else {
+        group_send(g, s);
+    }
+    rate_kick(s);
+}
+
+/* Asks the limiter for the head of s's queue, if it may now. */
+static void rate_kick(site_t *s)
+{
+    pmx_mxroute_t *r = s->r;
+    if (!s->wait_head || s->asking || s->closing) return;
+    if (s->rate_at > uv_now(r->loop)) return;     /* rate_timer comes back for it */
+    s->rate_at = 0;
+    pmx_smtp_pool_stats_t st;
+    pmx_smtp_pool_stats(s->pool, &st);
+    if (st.queued > 0) return;                    /* on_group_sent comes back for it */
+    if (!r->rl) {
+        char err[300];
+        r->rl = r->redis ? pmx_ratelimit_new(r->loop, r->redis, r->prefix, err, sizeof err) : NULL;
+        if (!r->rl) {
+            char reply[300];
+            snprintf(reply, sizeof reply, RATE_DOWN_REPLY, s->rule->name);
+            pmx_log_error("mx site rate limiter cannot start site=%s: %s", s->name,
+                          r->redis ? err : "no Redis connection");
+            rate_fail_all(s, reply, "connect");
+            return;
+        }
+    }
+    s->asking = true;
+    if (pmx_ratelimit_take_site(r->rl, s->rule->name, s->rule->rate_per_second, s->rule->burst, 1,
+                                on_rate, s) < 0) {
+        s->asking = false;
+        char reply[300];
+        snprintf(reply, sizeof reply, RATE_DOWN_REPLY, s->rule->name);
+        rate_fail_all(s, reply, "connect");
+    }
+}
+
+static void on_rate_timer(uv_timer_t *t)
+{
+    pmx_mxroute_t *r = t->data;
+    uint64_t now = uv_now(r->loop);
+    for (site_t *s = r->sites; s; s = s->next)
+        if (s->rate_at && s->rate_at <= now) {
+            s->rate_at = 0;
+            rate_kick(s);
+        }
+    rate_arm(r);
+}
+
+/* rate_timer for the earliest site told to wait. */
+static void rate_arm(pmx_mxroute_t *r)
+{
+    if (r->finished) return;
+    uint64_t due = 0;
+    for (site_t *s = r->sites; s; s = s->next)
+        if (s->rate_at && s->wait_head && !s->closing && (!due || s->rate_at < due)) due = s->rate_at;
+    if (!due) {
+        uv_timer_stop(&r->rate_timer);
+        return;
+    }
+    uint64_t now = uv_now(r->loop);
+    uv_timer_start(&r->rate_timer, on_rate_timer, due > now ? due - now : 0, 0);
+}
+
+void pmx_mxroute_drain(pmx_mxroute_t *r)
+{
+    if (r->draining) return;
+    r->draining = true;
+    char reply[300];
+    for (site_t *s = r->sites; s; s = s->next) {
+        if (!s->rate_at || !s->wait_head || s->closing) continue;
+        s->rate_at = 0;                 /* parked on the timer: its turn is not now */
+        snprintf(reply, sizeof reply, RATE_DRAIN_REPLY, s->rule->name);
+        rate_fail_all(s, reply, "connect");
+    }
+    rate_arm(r);
 }
 
 /* ---- the dispatcher ---- */
@@ -401,6 +587,7 @@ static void on_idle(uv_idle_t *h)
         snprintf(reply, sizeof reply, "451 4.7.0 site_suspended: new sessions to %.200s suspended "
                  "(shaping on_reply)", s->name);
         pmx_smtp_pool_fail_queued(s->pool, PMX_SMTP_TEMPFAIL, "connect", reply);
+        rate_fail_all(s, reply, "connect");
     }
     finish_ready(r);
     maybe_finish(r);
@@ -419,7 +606,7 @@ static void on_sweep(uv_timer_t *t)
     uint64_t now = uv_now(r->loop);
     for (site_t *s = r->sites, *next; s; s = next) {
         next = s->next;
-        if (s->closing || s->inflight) continue;
+        if (s->closing || s->inflight || s->wait_head || s->asking) continue;
         pmx_smtp_pool_stats_t st;
         pmx_smtp_pool_stats(s->pool, &st);
         if (st.sessions == 0 && st.queued == 0 && now - s->used_ms >= PMX_MXROUTE_SITE_IDLE_MS)
@@ -435,6 +622,7 @@ static void handle_closed(uv_handle_t *h)
     void *arg = r->closed_arg;
     pmx_shaping_free(&r->shaping);
     free(r->helo);
+    free(r->prefix);
     free(r);
     if (closed) closed(arg);
 }
@@ -448,14 +636,18 @@ static void maybe_finish(pmx_mxroute_t *r)
     pmx_resolver_free(r->res);
     uv_idle_stop(&r->idle);
     uv_timer_stop(&r->sweep);
+    uv_timer_stop(&r->rate_timer);
+    if (r->rl) pmx_ratelimit_free(r->rl);
+    r->rl = NULL;
     uv_close((uv_handle_t *)&r->idle, handle_closed);
     uv_close((uv_handle_t *)&r->sweep, handle_closed);
+    uv_close((uv_handle_t *)&r->rate_timer, handle_closed);
 }
 
 /* ---- public ---- */
 
-int pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **out, char *err,
-                    size_t errlen)
+int pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t *redis,
+                    pmx_mxroute_t **out, char *err, size_t errlen)
 {
     pmx_mx_net_t *nets;
     size_t nnets;
@@ -483,6 +675,8 @@ int pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **ou
     r->connect_timeout_ms = cfg->mx_connect_timeout_ms;
     r->tls = cfg->mx_tls;
     r->helo = pmx_xstrdup(cfg->mx_helo_name);
+    r->redis = redis;
+    r->prefix = pmx_xstrdup(cfg->redis_prefix);
     r->mx = pmx_mx_new(loop, r->res, r->port, nets, nnets);
     free(nets);
     uv_idle_init(loop, &r->idle);
@@ -491,7 +685,9 @@ int pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **ou
     r->sweep.data = r;
     uv_timer_start(&r->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     uv_unref((uv_handle_t *)&r->sweep);
-    r->handles = 2;
+    uv_timer_init(loop, &r->rate_timer);
+    r->rate_timer.data = r;
+    r->handles = 3;
     *out = r;
     return 0;
 }
@@ -618,7 +814,7 @@ size_t pmx_mxroute_queued(const pmx_mxroute_t *r)
     for (const site_t *s = r->sites; s; s = s->next) {
         pmx_smtp_pool_stats_t st;
         pmx_smtp_pool_stats(s->pool, &st);
-        n += st.queued;
+        n += st.queued + s->nwait;
     }
     return n;
 }
@@ -630,6 +826,7 @@ void pmx_mxroute_stats(const pmx_mxroute_t *r, pmx_smtp_pool_stats_t *out)
         pmx_smtp_pool_stats_t st;
         pmx_smtp_pool_stats(s->pool, &st);
         if (s->closing) st.connections = st.sent = st.tempfail = st.permfail = 0;
+        st.queued += s->nwait;
         add_stats(out, &st);
     }
 }

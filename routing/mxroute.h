@@ -11,7 +11,9 @@
  *   smtp/pool.h pool per site, holding the route's addresses in MX order,
  *   with at most [mx] connections_per_site sessions per host (routing/sites.h
  *   admits each new session), [mx] messages_per_connection, [mx] tls, port,
- *   helo_name and connect_timeout;
+ *   helo_name and connect_timeout; a site whose shaping rule has a rate
+ *   holds its deliveries in order until the rule's limiter (in Redis, shared
+ *   by every worker and host) gives each one its token;
  *   when every domain has answered, the callback gets one result with every
  *   recipient's outcome in envelope order.
  *
@@ -32,6 +34,7 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "queue/redis_conn.h"
 #include "routing/egress.h"
 #include "smtp/pool.h"
 
@@ -39,13 +42,22 @@
 
 typedef struct pmx_mxroute pmx_mxroute_t;
 
-int  pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_mxroute_t **out, char *err,
-                     size_t errlen);
+/* redis: the worker's connection, for the limiter of shaping rules with a rate
+ * (borrowed; NULL: such a site's deliveries are deferred, never sent unpaced). */
+int  pmx_mxroute_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t *redis,
+                     pmx_mxroute_t **out, char *err, size_t errlen);
 /* egress: the workspace's egress pool (routing/egress.h), or NULL for none.
  * Site pools are kept per (site, egress pool): two egress pools never share a
  * session, and [mx] connections_per_site counts per site and pool. */
 int  pmx_mxroute_send(pmx_mxroute_t *r, pmx_egress_t *egress, const pmx_smtp_envelope_t *env,
                       const char *data, size_t len, pmx_smtp_send_cb cb, void *arg);
+/*
+ * The worker is draining: deliveries waiting for their turn at a site's rate
+ * are deferred now (with "site_rate: postmuxd is stopping ...") rather than
+ * held for as long as the rate says; from now on a rated delivery goes only
+ * if its token is free at once. Everything else carries on as usual.
+ */
+void pmx_mxroute_drain(pmx_mxroute_t *r);
 void pmx_mxroute_close(pmx_mxroute_t *r, void (*closed)(void *arg), void *arg);
 void pmx_mxroute_abort(pmx_mxroute_t *r);
 /* Messages waiting in site pools for a session (a full or slow site). */

@@ -15,6 +15,8 @@
 
 #include "config/config.h"
 #include "lib/mem.h"
+#include "lib/rate.h"
+#include "queue/ratelimit.h"
 
 typedef struct {
     pmx_shaping_t *s;
@@ -40,6 +42,33 @@ static int set_count(const char *v, int *out, load_t *l, const char *key)
         return 0;
     }
     *out = (int)n;
+    return 1;
+}
+
+/* "N/s", "N/m" or "N/h" (lib/rate.h); the rule's name becomes a Redis key. */
+static int set_rate(pmx_shaping_rule_t *r, const char *v, load_t *l)
+{
+    size_t n = strlen(r->name);
+    bool name_ok = n >= 1 && n <= PMX_SHAPING_RATE_NAME_MAX;
+    for (size_t i = 0; name_ok && i < n; i++) {
+        unsigned char c = (unsigned char)r->name[i];
+        name_ok = isalnum(c) || c == '.' || c == '-' || c == '_';
+    }
+    if (!name_ok) {
+        snprintf(l->why, sizeof l->why, "rate: [site %.60s]: a site with a rate is named with "
+                 "1-%d letters, digits, '.', '-' or '_' (it names a Redis key)", r->name,
+                 PMX_SHAPING_RATE_NAME_MAX);
+        return 0;
+    }
+    pmx_rate_spec_t sp;
+    if (pmx_rate_spec_parse_ex(v, &sp) < 0 || sp.unlimited || sp.per_second < PMX_RATELIMIT_RATE_MIN
+        || strlen(v) >= sizeof r->rate_text) {
+        snprintf(l->why, sizeof l->why, "rate: expected N/s, N/m or N/h (N a positive number, "
+                 "at least 1/d), got '%.40s'", v);
+        return 0;
+    }
+    r->rate_per_second = sp.per_second;
+    snprintf(r->rate_text, sizeof r->rate_text, "%s", v);
     return 1;
 }
 
@@ -118,8 +147,10 @@ static int handler(void *user, const char *section, const char *name, const char
     if (strcmp(name, "messages_per_connection") == 0)
         return set_count(value, &r->messages_per_connection, l, name);
     if (strcmp(name, "on_reply") == 0) return add_on_reply(r, value, l);
+    if (strcmp(name, "rate") == 0) return set_rate(r, value, l);
+    if (strcmp(name, "burst") == 0) return set_count(value, &r->burst, l, name);
     snprintf(l->why, sizeof l->why, "unknown key '%.40s' (match, connections, "
-             "messages_per_connection, on_reply)", name);
+             "messages_per_connection, on_reply, rate, burst)", name);
     return 0;
 }
 
@@ -134,12 +165,18 @@ int pmx_shaping_load(const char *path, pmx_shaping_t *out, char *err, size_t err
     } else if (rc > 0) {
         snprintf(err, errlen, "%s:%d: %s", path, rc, l.why[0] ? l.why : "syntax error");
     } else {
-        for (size_t i = 0; i < out->n; i++)
-            if (out->rules[i].nmatch == 0) {
-                snprintf(err, errlen, "%s: [site %s] has no match", path, out->rules[i].name);
+        for (size_t i = 0; i < out->n && rc == 0; i++) {
+            pmx_shaping_rule_t *r = &out->rules[i];
+            if (r->nmatch == 0) {
+                snprintf(err, errlen, "%s: [site %s] has no match", path, r->name);
                 rc = 1;
-                break;
+            } else if (r->burst && !r->rate_per_second) {
+                snprintf(err, errlen, "%s: [site %s] has a burst but no rate", path, r->name);
+                rc = 1;
+            } else if (r->rate_per_second && !r->burst) {
+                r->burst = 1;
             }
+        }
         if (rc == 0) return 0;
     }
     pmx_shaping_free(out);

@@ -7,16 +7,24 @@
  *   connections = 10                           ; sessions per host, all workers
  *   messages_per_connection = 50
  *   on_reply = TSS04 => suspend 1h             ; POSIX extended regex, any case; repeatable
+ *   rate = 100/m                               ; transactions to the site, all hosts (N/s|N/m|N/h)
+ *   burst = 5                                  ; with rate: how many may go at once (default 1)
  *
  * A route's site takes the first rule (in file order) one of whose patterns
  * matches one of its MX host names; a site without one keeps [mx]'s
  * connections_per_site and messages_per_connection. A failed reply (4xx/5xx)
  * matching an on_reply regex suspends the site for that long: no new session
  * is opened, its queued and new deliveries are deferred with "site_suspended".
+ * A rule's rate (lib/rate.h syntax, as `workspace set --rate`) is a GCRA in
+ * Redis keyed by the rule's NAME ({prefix}:site:{NAME}:rate, queue/keys.h),
+ * shared by every worker, pool and host; it counts SMTP transactions (one
+ * message to one recipient domain), see routing/mxroute.c. A NAME with a
+ * rate is letters, digits, '.', '-' and '_' (1-64), since it names a key.
  *
  * Loading refuses the whole file on any error with "FILE:LINE: reason" (an
- * unknown key, a bad number or duration, a regex that does not compile, a
- * section that is not [site NAME], a rule without match); nothing is
+ * unknown key, a bad number, rate or duration, a regex that does not compile, a
+ * section that is not [site NAME], a rule without match, a burst without a
+ * rate); nothing is
  * half-applied. Rules are read-only once loaded.
  */
 #ifndef PMX_ROUTING_SHAPING_H
@@ -25,6 +33,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define PMX_SHAPING_RATE_NAME_MAX 64
 
 typedef struct {
     regex_t  re;
@@ -40,6 +50,9 @@ typedef struct {
     int                  messages_per_connection;  /* 0 = [mx] messages_per_connection */
     pmx_shaping_reply_t *on_reply;
     size_t               non_reply;
+    double               rate_per_second;          /* 0 = no rate */
+    char                 rate_text[32];            /* as written ("2/s"), for people */
+    int                  burst;                    /* with a rate: 1.. (default 1); 0 = not given */
 } pmx_shaping_rule_t;
 
 typedef struct {

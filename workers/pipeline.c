@@ -945,7 +945,7 @@ pmx_pipeline_t *pmx_pipeline_start(pmx_worker_t *w, pmx_settings_t *settings,
     p->signer = pmx_dkim_signer_new();
     if (!p->signer) goto fail;
 
-    if (pmx_sender_new(p->loop, cfg, &p->pool, err, sizeof err) < 0) {
+    if (pmx_sender_new(p->loop, cfg, pmx_worker_redis(w), &p->pool, err, sizeof err) < 0) {
         pmx_log_error("%s: %s", cfg->delivery_route == PMX_ROUTE_MX ? "mx" : "relay", err);
         goto fail;
     }
@@ -1056,6 +1056,8 @@ void pmx_pipeline_drain(pmx_pipeline_t *p, void (*done)(void *arg), void *arg)
      * stream (pending; given back to the group when the drain ends, so the
      * next reclaim takes them at once). */
     pmx_gate_flush(p->throttle);
+    /* Nor do deliveries waiting for a site's rate (direct delivery): deferred. */
+    if (p->pool) pmx_sender_drain(p->pool);
     pmx_queue_consumer_drain(p->consumer, consumer_drained, p);
 }
 

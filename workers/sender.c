@@ -18,25 +18,30 @@ struct pmx_sender {
     uv_loop_t          *loop;
     const pmx_config_t *cfg;
     pmx_routes_t       *routes;     /* the [relay] and workspaces' own providers */
+    pmx_redis_conn_t   *redis;      /* borrowed: direct delivery's site rate limiter */
     pmx_mxroute_t      *mx;         /* direct delivery: made at start with route = mx,
                                        else on the first workspace whose route is mx */
+    char               *mx_error;   /* it could not be made (logged once): tried again
+                                       after the next settings load */
     int                 open;       /* parts not closed yet (+1 while close asks them) */
-    bool                closing, routes_done, mx_done, in_abort;
+    bool                closing, routes_done, mx_done, in_abort, draining;
     void              (*closed)(void *arg);
     void               *closed_arg;
 };
 
-int pmx_sender_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_sender_t **out, char *err,
-                   size_t errlen)
+int pmx_sender_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t *redis,
+                   pmx_sender_t **out, char *err, size_t errlen)
 {
     pmx_sender_t *s = pmx_xcalloc(1, sizeof *s);
     s->loop = loop;
     s->cfg = cfg;
+    s->redis = redis;
     if (!(s->routes = pmx_routes_new(loop, cfg, err, errlen))) {
         free(s);
         return -1;
     }
-    if (cfg->delivery_route == PMX_ROUTE_MX && pmx_mxroute_new(loop, cfg, &s->mx, err, errlen) < 0) {
+    if (cfg->delivery_route == PMX_ROUTE_MX
+        && pmx_mxroute_new(loop, cfg, redis, &s->mx, err, errlen) < 0) {
         pmx_routes_close(s->routes, NULL, NULL);
         pmx_routes_abort(s->routes);
         free(s);
@@ -64,10 +69,22 @@ int pmx_sender_send(pmx_sender_t *s, const pmx_settings_ws_t *ws, const pmx_smtp
     pmx_egress_t *egress;
     if (pmx_routes_mx_egress(s->routes, ws, &egress, why, whylen) < 0) return UV_EAGAIN;
     if (!s->mx) {
-        char err[400];
-        if (pmx_mxroute_new(s->loop, s->cfg, &s->mx, err, sizeof err) < 0) {
-            snprintf(why, whylen, "451 4.3.5 direct delivery cannot start: %s", err);
-            pmx_log_error("mx: %s", err);
+        /* Made lazily (a workspace with --route mx under [delivery] route = relay).
+         * If it cannot start, every message defers with the reason, which is
+         * logged once per settings load (as workers/routes.c does), not per
+         * message; the next load tries again. */
+        if (!s->mx_error) {
+            char err[400];
+            if (pmx_mxroute_new(s->loop, s->cfg, s->redis, &s->mx, err, sizeof err) < 0) {
+                s->mx_error = pmx_xstrdup(err);
+                pmx_log_error("mx: direct delivery cannot start, deferring the mail of workspaces "
+                              "with route mx: %s", err);
+            } else if (s->draining) {
+                pmx_mxroute_drain(s->mx);
+            }
+        }
+        if (s->mx_error) {
+            snprintf(why, whylen, "451 4.3.5 direct delivery cannot start: %s", s->mx_error);
             return UV_EAGAIN;
         }
     }
@@ -76,13 +93,23 @@ int pmx_sender_send(pmx_sender_t *s, const pmx_settings_ws_t *ws, const pmx_smtp
 
 void pmx_sender_settings_changed(pmx_sender_t *s, const pmx_settings_t *settings)
 {
-    if (!s->closing) pmx_routes_settings_changed(s->routes, settings);
+    if (s->closing) return;
+    pmx_routes_settings_changed(s->routes, settings);
+    free(s->mx_error);
+    s->mx_error = NULL;
+}
+
+void pmx_sender_drain(pmx_sender_t *s)
+{
+    s->draining = true;
+    if (s->mx && !s->closing) pmx_mxroute_drain(s->mx);
 }
 
 static void finish(pmx_sender_t *s)
 {
     void (*closed)(void *) = s->closed;
     void *carg = s->closed_arg;
+    free(s->mx_error);
     free(s);
     if (closed) closed(carg);
 }

@@ -18,15 +18,17 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "queue/redis_conn.h"
 #include "smtp/pool.h"
 #include "workers/settings.h"
 
 typedef struct pmx_sender pmx_sender_t;
 
 /* Builds the sender for cfg (the [relay] pool; direct delivery when [delivery]
- * route = mx). 0, or -1 with a reason in err. */
-int  pmx_sender_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_sender_t **out, char *err,
-                    size_t errlen);
+ * route = mx). redis (borrowed) serves the per-site rates of direct delivery.
+ * 0, or -1 with a reason in err. */
+int  pmx_sender_new(uv_loop_t *loop, const pmx_config_t *cfg, pmx_redis_conn_t *redis,
+                    pmx_sender_t **out, char *err, size_t errlen);
 /*
  * Sends one message of workspace ws. As pmx_smtp_pool_send: 0, UV_EINVAL (bad
  * envelope), UV_ESHUTDOWN; or UV_EAGAIN with a "451 ..." reply in why when the
@@ -38,6 +40,8 @@ int  pmx_sender_send(pmx_sender_t *s, const pmx_settings_ws_t *ws, const pmx_smt
                      size_t whylen);
 /* The settings swapped: session pools no workspace uses any more are retired. */
 void pmx_sender_settings_changed(pmx_sender_t *s, const pmx_settings_t *settings);
+/* The worker drains: nothing is held for a site's rate any more (routing/mxroute.h). */
+void pmx_sender_drain(pmx_sender_t *s);
 /* Graceful close (once; closed may be NULL; the sender is freed after it). */
 void pmx_sender_close(pmx_sender_t *s, void (*closed)(void *arg), void *arg);
 /* After close: ends what is left at once (TEMPFAIL). */

@@ -6,12 +6,14 @@ JSON line per event to --log:
 
   {"ev": "connect", "local": "127.0.0.2", "peer": "127.0.0.1", "conn": 7, "conc": 2}
   {"ev": "ehlo", "local": ..., "conn": 7, "name": "mta.example"}
+  {"ev": "mail", "local": ..., "conn": 7, "from": "news@acme.test"}
   {"ev": "rcpt", "local": ..., "conn": 7, "rcpt": "a@x.test", "code": 250}
   {"ev": "message", "local": ..., "conn": 7, "n": 1, "rcpts": [...], "size": 1234}
   {"ev": "close", "local": ..., "conn": 7}
 
 "conc" is the number of sessions open on that address after this one connected;
-"n" is the message's number on its connection. Behaviour per address:
+"n" is the message's number on its connection; every line has "t", the time it was
+written (seconds since the epoch, float). Behaviour per address:
   --greet ADDR=REPLY       greeting instead of 220 (e.g. "421 4.3.2 busy"), then close
   --starttls-broken ADDR   offers STARTTLS, answers 220, then sends junk and closes
                            (a client must not carry on in clear text)
@@ -28,6 +30,7 @@ import json
 import os
 import ssl
 import sys
+import time
 
 
 def main():
@@ -55,6 +58,7 @@ def main():
     counter = [0]
 
     def log(**kw):
+        kw["t"] = time.time()
         logf.write(json.dumps(kw) + "\n")
 
     async def handle(reader, writer):
@@ -112,6 +116,8 @@ def main():
                     continue
                 elif verb == "MAIL":
                     mail, rcpts = True, []
+                    log_s(ev="mail", local=local, conn=conn,
+                          **{"from": line[line.find("<") + 1:line.rfind(">")]})
                     send("250 2.1.0 ok")
                 elif verb == "RCPT":
                     addr = line[line.find("<") + 1:line.rfind(">")]

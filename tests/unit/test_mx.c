@@ -217,6 +217,21 @@ static void test_shaping(void **state)
     assert_string_equal(pmx_shaping_match(&sh, o, 1)->name, "other");
     const char *none[] = { "mail.example.org" };
     assert_null(pmx_shaping_match(&sh, none, 1));
+    assert_true(r->rate_per_second == 0);
+    pmx_shaping_free(&sh);
+
+    /* rate: lib/rate.h's syntax; burst defaults to 1 */
+    p = write_tmp("[site fast]\nmatch = a\nrate = 2/s\nburst = 4\n[site slow]\nmatch = b\n"
+                  "rate = 90/m\n[site hourly.x-1_y]\nmatch = c\nrate = 0.5/h\n");
+    assert_int_equal(pmx_shaping_load(p, &sh, err, sizeof err), 0);
+    assert_int_equal(sh.n, 3);
+    assert_true(sh.rules[0].rate_per_second == 2.0);
+    assert_int_equal(sh.rules[0].burst, 4);
+    assert_string_equal(sh.rules[0].rate_text, "2/s");
+    assert_true(sh.rules[1].rate_per_second == 1.5);
+    assert_int_equal(sh.rules[1].burst, 1);
+    assert_true(sh.rules[2].rate_per_second > 0.5 / 3600 - 1e-12
+                && sh.rules[2].rate_per_second < 0.5 / 3600 + 1e-12);
     pmx_shaping_free(&sh);
 
     assert_int_equal(pmx_shaping_load("", &sh, err, sizeof err), 0);
@@ -230,6 +245,17 @@ static void test_shaping(void **state)
         { "[site a]\nmatch = x\non_reply = just text\n", ":3: on_reply: expected 'REGEX => suspend" },
         { "[site a]\nconnections = 3\n", "[site a] has no match" },
         { "[site a]\nmatch = x\n[site b]\nmatch = y\n[site a]\nmatch = z\n", ":6: [site a] is there twice" },
+        { "[site a]\nmatch = x\nrate = 5\n", ":3: rate: expected N/s, N/m or N/h" },
+        { "[site a]\nmatch = x\nrate = 0/s\n", ":3: rate: expected N/s" },
+        { "[site a]\nmatch = x\nrate = -1/s\n", ":3: rate: expected N/s" },
+        { "[site a]\nmatch = x\nrate = 5/d\n", ":3: rate: expected N/s" },
+        { "[site a]\nmatch = x\nrate = unlimited\n", ":3: rate: expected N/s" },
+        { "[site a]\nmatch = x\nrate = 1e3/s\n", ":3: rate: expected N/s" },
+        { "[site a]\nmatch = x\nrate = 0.00001/h\n", ":3: rate: expected N/s" },
+        { "[site a]\nmatch = x\nrate = 2/s\nburst = 0\n", ":4: burst: expected a number" },
+        { "[site a]\nmatch = x\nburst = 3\n", "[site a] has a burst but no rate" },
+        { "[site a b]\nmatch = x\nrate = 2/s\n", ":3: rate: [site a b]: a site with a rate is named" },
+        { "[site ok]\nmatch = x\nrate = 1/s\n[site a{b}]\nmatch = y\nrate = 1/s\n", ":6: rate: [site a{b}]" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = write_tmp(bad[i].text);

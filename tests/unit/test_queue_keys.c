@@ -42,6 +42,11 @@ static void test_shapes(void **state)
     pmx_buf_t b = PMX_BUF_INIT;
     pmx_queue_key_idem(&b, "acme", "ws_c", "order-17");
     assert_string_equal(pmx_buf_cstr(&b), "acme:{ws_c}:idem:order-17");
+    pmx_buf_reset(&b);
+    pmx_queue_key_site_rate(&b, "pmx", "google");
+    assert_string_equal(pmx_buf_cstr(&b), "pmx:site:{google}:rate");
+    size_t n;
+    assert_null(pmx_queue_key_jobs_ws("pmx", pmx_buf_cstr(&b), b.len, &n));   /* not a stream */
     pmx_buf_free(&b);
     assert_string_equal(PMX_QUEUE_GROUP, "postmux");
 }

@@ -132,6 +132,29 @@ static void test_take_refuses_bad_arguments(void **state)
     assert_int_equal(pmx_ratelimit_pending(fx->rl), 0);
 }
 
+/* A shaping rule's site (pmx_ratelimit_take_site): a rate is required; Redis
+ * not up answers -EAGAIN from the loop, never inside the call. */
+static void test_take_site(void **state)
+{
+    fx_t *fx = *state;
+    tag_t t = { fx, 1, 0 };
+    assert_int_equal(pmx_ratelimit_take_site(fx->rl, "google", 0, 1, 1, cb, &t), -EINVAL);
+    assert_int_equal(pmx_ratelimit_take_site(fx->rl, "google", 2, 0, 1, cb, &t), -EINVAL);
+    assert_int_equal(pmx_ratelimit_take_site(fx->rl, "go{og}le", 2, 1, 1, cb, &t), -EINVAL);
+    assert_int_equal(pmx_ratelimit_take_site(fx->rl, "", 2, 1, 1, cb, &t), -EINVAL);
+    assert_int_equal(pmx_ratelimit_take_site(fx->rl, "google", 2, 1, 0, cb, &t), -EINVAL);
+    assert_int_equal(fx->calls, 0);
+    fx->in_take++;
+    assert_int_equal(pmx_ratelimit_take_site(fx->rl, "google", 2, 1, 1, cb, &t), 0);
+    fx->in_take--;
+    assert_int_equal(fx->calls, 0);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->calls, 1);
+    assert_int_equal(fx->reentrant, 0);
+    assert_int_equal(fx->last.status, -EAGAIN);
+    assert_false(fx->last.allowed);
+}
+
 /* Nothing to check: allowed without Redis, on the loop's next turn. */
 static void test_unlimited_allowed_from_the_loop(void **state)
 {
@@ -341,6 +364,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_new_refuses_bad_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_site, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_refuses_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unlimited_allowed_from_the_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_up_reports_eagain, setup, teardown),
