@@ -26,6 +26,11 @@
 /* Addresses a session tries before it gives up, as Postfix's smtp_mx_address_limit
  * (5): a site whose hosts black-hole connections costs at most 5 connect timeouts. */
 #define SITE_ADDRS    5
+/* An idle session to a site is QUIT after this long (Postfix's
+ * smtp_connection_cache_time_limit, 2 s), not the relay's 30 s: an idle session holds
+ * one of the site's connections_per_site slots, which another worker with mail for
+ * the site may be waiting for (docs/delivery.md "Sites and their limits"). */
+#define SITE_IDLE_MS  2000u
 
 typedef struct site site_t;
 typedef struct msg msg_t;
@@ -277,6 +282,7 @@ static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, pmx_egres
         .source = egress ? pmx_egress_source : NULL, .source_arg = egress,
         .max_sessions = limit, .connect_timeout_ms = r->connect_timeout_ms,
         .addrs = addrs, .naddrs = (int)naddrs, .next_on_greeting = true,
+        .idle_timeout_ms = SITE_IDLE_MS,
         .messages_per_connection = rule && rule->messages_per_connection
                                        ? rule->messages_per_connection : r->per_conn,
     };
