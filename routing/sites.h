@@ -43,7 +43,9 @@ void pmx_sites_shm_set_slot(int slot);           /* the worker's scoreboard slot
 /* Supervisor: the worker of slot is gone; its sessions are taken off every site. */
 void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot);
 
-/* One more session to site if fewer than limit are open on this host. */
+/* One more session to site if fewer than limit are open on this host, and, while
+ * another worker was refused one within the last second, if this worker holds
+ * fewer than its share (limit / workers holding or waiting, rounded up). */
 bool pmx_sites_acquire(const char *site, int limit);
 void pmx_sites_release(const char *site);
 void pmx_sites_count_sent(const char *site, uint64_t n);
