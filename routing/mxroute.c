@@ -22,7 +22,9 @@
 #include "routing/shaping.h"
 #include "routing/sites.h"
 
-#define SWEEP_MS      10000u
+/* The sweep: retires unused site pools, and gives idle sessions back to a site that
+ * another worker waits for; every 250 ms, the pool's own admission retry period. */
+#define SWEEP_MS      250u
 /* Addresses a session tries before it gives up, as Postfix's smtp_mx_address_limit
  * (5): a site whose hosts black-hole connections costs at most 5 connect timeouts. */
 #define SITE_ADDRS    5
@@ -423,6 +425,18 @@ static void on_sweep(uv_timer_t *t)
 {
     pmx_mxroute_t *r = t->data;
     uint64_t now = uv_now(r->loop);
+    /* Sessions idle here for a sweep while another worker waits for their site
+     * (refused for the limit, routing/sites.h): QUIT them now rather than after
+     * SITE_IDLE_MS. Without this the other worker's mail for the site waited for them
+     * to idle out (seen in `make bench`, docs/bench.md "Direct delivery"); a site
+     * whose mail merely paused between two messages keeps its sessions. */
+    for (site_t *s = r->sites; s; s = s->next) {
+        if (s->closing || s->inflight || now - s->used_ms < SWEEP_MS) continue;
+        pmx_smtp_pool_stats_t st;
+        pmx_smtp_pool_stats(s->pool, &st);
+        if (st.sessions > st.busy && st.queued == 0 && pmx_sites_wanted(s->key))
+            pmx_smtp_pool_quit_idle(s->pool);
+    }
     for (site_t *s = r->sites, *next; s; s = next) {
         next = s->next;
         if (s->closing || s->inflight) continue;

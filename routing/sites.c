@@ -186,6 +186,17 @@ void pmx_sites_release(const char *site)
     pthread_mutex_unlock(&t->lock);
 }
 
+bool pmx_sites_wanted(const char *site)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return false;
+    cell_t *c = find(t, site, false);
+    bool w = c && c->want_slot >= 0 && c->want_slot != my_slot
+             && pmx_shm_now_ms() - c->want_ms <= WANT_MS;
+    pthread_mutex_unlock(&t->lock);
+    return w;
+}
+
 void pmx_sites_count_sent(const char *site, uint64_t n)
 {
     pmx_sites_shm_t *t = attached;

@@ -48,6 +48,9 @@ void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot);
  * fewer than its share (limit / workers holding or waiting, rounded up). */
 bool pmx_sites_acquire(const char *site, int limit);
 void pmx_sites_release(const char *site);
+/* True while another worker waits for site: it was refused a session for the limit
+ * within the last second and has not had one since. */
+bool pmx_sites_wanted(const char *site);
 void pmx_sites_count_sent(const char *site, uint64_t n);
 /* Stops new sessions to site for ms (routing/shaping.h on_reply); all workers. */
 void pmx_sites_suspend(const char *site, uint64_t ms);

@@ -196,12 +196,16 @@ static void test_sites_share(void **state)
     assert_true(pmx_sites_acquire("mx.share", 4));        /* nobody waits: taken back */
     pmx_sites_shm_set_slot(5);
     assert_false(pmx_sites_acquire("mx.share", 4));       /* full: slot 5 waits */
+    assert_false(pmx_sites_wanted("mx.share"));           /* not by itself */
     pmx_sites_shm_set_slot(3);
+    assert_true(pmx_sites_wanted("mx.share"));            /* slot 3 should give idle ones back */
+    assert_false(pmx_sites_wanted("mx.b"));
     pmx_sites_release("mx.share");
     assert_false(pmx_sites_acquire("mx.share", 4));       /* 3 of 4 held, share 2: for slot 5 */
     pmx_sites_shm_set_slot(5);
     assert_true(pmx_sites_acquire("mx.share", 4));
     pmx_sites_shm_set_slot(3);
+    assert_false(pmx_sites_wanted("mx.share"));           /* served */
     pmx_sites_release("mx.share");
     assert_true(pmx_sites_acquire("mx.share", 4));        /* slot 5 was served: nobody waits */
 
