@@ -23,7 +23,9 @@
 #include "routing/shaping.h"
 #include "routing/sites.h"
 
-#define SWEEP_MS      10000u
+/* The sweep: retires unused site pools, and gives idle sessions back to a site that
+ * another worker waits for; every 250 ms, the pool's own admission retry period. */
+#define SWEEP_MS      250u
 /* Addresses a session tries before it gives up, as Postfix's smtp_mx_address_limit
  * (5): a site whose hosts black-hole connections costs at most 5 connect timeouts. */
 #define SITE_ADDRS    5
@@ -33,6 +35,11 @@
 /* A drain: what a delivery whose turn at its site's rate has not come is deferred with. */
 #define RATE_DRAIN_REPLY "451 4.3.0 site_rate: postmuxd is stopping before this delivery's " \
                          "turn at the rate of site %.100s"
+/* An idle session to a site is QUIT after this long (Postfix's
+ * smtp_connection_cache_time_limit, 2 s), not the relay's 30 s: an idle session holds
+ * one of the site's connections_per_site slots, which another worker with mail for
+ * the site may be waiting for (docs/delivery.md "Sites and their limits"). */
+#define SITE_IDLE_MS  2000u
 
 typedef struct site site_t;
 typedef struct msg msg_t;
@@ -302,6 +309,7 @@ static site_t *site_for(pmx_mxroute_t *r, const pmx_mx_route_t *route, pmx_egres
         .source = egress ? pmx_egress_source : NULL, .source_arg = egress,
         .max_sessions = limit, .connect_timeout_ms = r->connect_timeout_ms,
         .addrs = addrs, .naddrs = (int)naddrs, .next_on_greeting = true,
+        .idle_timeout_ms = SITE_IDLE_MS,
         .messages_per_connection = rule && rule->messages_per_connection
                                        ? rule->messages_per_connection : r->per_conn,
     };
@@ -604,6 +612,18 @@ static void on_sweep(uv_timer_t *t)
 {
     pmx_mxroute_t *r = t->data;
     uint64_t now = uv_now(r->loop);
+    /* Sessions idle here for a sweep while another worker waits for their site
+     * (refused for the limit, routing/sites.h): QUIT them now rather than after
+     * SITE_IDLE_MS. Without this the other worker's mail for the site waited for them
+     * to idle out (seen in `make bench`, docs/bench.md "Direct delivery"); a site
+     * whose mail merely paused between two messages keeps its sessions. */
+    for (site_t *s = r->sites; s; s = s->next) {
+        if (s->closing || s->inflight || now - s->used_ms < SWEEP_MS) continue;
+        pmx_smtp_pool_stats_t st;
+        pmx_smtp_pool_stats(s->pool, &st);
+        if (st.sessions > st.busy && st.queued == 0 && pmx_sites_wanted(s->key))
+            pmx_smtp_pool_quit_idle(s->pool);
+    }
     for (site_t *s = r->sites, *next; s; s = next) {
         next = s->next;
         if (s->closing || s->inflight || s->wait_head || s->asking) continue;

@@ -18,7 +18,13 @@ typedef struct {
     uint64_t sent;
     uint64_t used_ms;                         /* last acquire, for reuse of idle cells */
     uint64_t suspended_until_ms;
+    uint64_t want_ms;                         /* when want_slot was last refused for the limit */
+    int16_t  want_slot;                       /* -1: nobody */
 } cell_t;
+
+/* A refusal counts as a worker waiting for this long (its pool asks again every
+ * 250 ms while it has mail for the site, smtp/pool.c). */
+#define WANT_MS 1000u
 
 struct pmx_sites_shm {
     pthread_mutex_t lock;
@@ -95,6 +101,7 @@ static cell_t *find(pmx_sites_shm_t *t, const char *site, bool claim)
     if (!c) return NULL;
     memset(c, 0, sizeof *c);
     memcpy(c->name, key, n + 1);
+    c->want_slot = -1;
     return c;
 }
 
@@ -110,6 +117,23 @@ void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot)
     pthread_mutex_unlock(&t->lock);
 }
 
+/* While another worker waits for the site (refused for the limit within WANT_MS),
+ * this one may hold at most its share: the limit over the workers holding sessions
+ * there, the waiting one included, rounded up. Without it, a worker that took every
+ * session first would take each freed one back before the waiting worker's next ask,
+ * and the other's mail for the site would wait until the first ran dry (seen in
+ * `make bench`, docs/bench.md "Direct delivery"). Under the lock. */
+static bool over_share(const cell_t *c, int limit, uint64_t now)
+{
+    if (my_slot < 0 || c->want_slot < 0 || c->want_slot == my_slot || now - c->want_ms > WANT_MS)
+        return false;
+    int holders = c->per_slot[c->want_slot] == 0;
+    for (int i = 0; i < PMX_SHM_SLOTS; i++) holders += c->per_slot[i] > 0;
+    if (c->per_slot[my_slot] == 0) holders++;
+    int share = (limit + holders - 1) / holders;
+    return c->per_slot[my_slot] >= share;
+}
+
 bool pmx_sites_acquire(const char *site, int limit)
 {
     pmx_sites_shm_t *t = attached;
@@ -117,11 +141,16 @@ bool pmx_sites_acquire(const char *site, int limit)
     bool ok = true;
     cell_t *c = find(t, site, true);
     if (c) {
-        ok = c->total < limit && c->suspended_until_ms <= pmx_shm_now_ms();
+        uint64_t now = pmx_shm_now_ms();
+        ok = c->total < limit && c->suspended_until_ms <= now && !over_share(c, limit, now);
         if (ok) {
             c->total++;
             if (my_slot >= 0) c->per_slot[my_slot]++;
-            c->used_ms = pmx_shm_now_ms();
+            c->used_ms = now;
+            if (c->want_slot == my_slot) c->want_slot = -1;
+        } else if (c->total >= limit && my_slot >= 0) {
+            c->want_slot = (int16_t)my_slot;   /* the last one refused; a fairness refusal is not */
+            c->want_ms = now;
         }
     }
     pthread_mutex_unlock(&t->lock);
@@ -138,6 +167,17 @@ void pmx_sites_release(const char *site)
         if (my_slot >= 0) c->per_slot[my_slot]--;
     }
     pthread_mutex_unlock(&t->lock);
+}
+
+bool pmx_sites_wanted(const char *site)
+{
+    pmx_sites_shm_t *t = attached;
+    if (!t || !lock(t)) return false;
+    cell_t *c = find(t, site, false);
+    bool w = c && c->want_slot >= 0 && c->want_slot != my_slot
+             && pmx_shm_now_ms() - c->want_ms <= WANT_MS;
+    pthread_mutex_unlock(&t->lock);
+    return w;
 }
 
 void pmx_sites_count_sent(const char *site, uint64_t n)

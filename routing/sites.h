@@ -43,9 +43,14 @@ void pmx_sites_shm_set_slot(int slot);           /* the worker's scoreboard slot
 /* Supervisor: the worker of slot is gone; its sessions are taken off every site. */
 void pmx_sites_shm_slot_reset(pmx_sites_shm_t *t, int slot);
 
-/* One more session to site if fewer than limit are open on this host. */
+/* One more session to site if fewer than limit are open on this host, and, while
+ * another worker was refused one within the last second, if this worker holds
+ * fewer than its share (limit / workers holding or waiting, rounded up). */
 bool pmx_sites_acquire(const char *site, int limit);
 void pmx_sites_release(const char *site);
+/* True while another worker waits for site: it was refused a session for the limit
+ * within the last second and has not had one since. */
+bool pmx_sites_wanted(const char *site);
 void pmx_sites_count_sent(const char *site, uint64_t n);
 /* Stops new sessions to site for ms (routing/shaping.h on_reply); all workers. */
 void pmx_sites_suspend(const char *site, uint64_t ms);

@@ -407,6 +407,19 @@ void pmx_smtp_pool_fail_queued(pmx_smtp_pool_t *p, pmx_smtp_status_t status, con
     }
 }
 
+void pmx_smtp_pool_quit_idle(pmx_smtp_pool_t *p)
+{
+    if (p->qhead || p->closing) return;
+    /* Copied first: a session that fails to send its QUIT may close at once and take
+     * itself out of p->sess. */
+    pmx_smtp_session_t **idle = pmx_xcalloc(p->nsess ? p->nsess : 1, sizeof *idle);
+    unsigned n = 0;
+    for (unsigned i = 0; i < p->nsess; i++)
+        if (pmx_smtp_session_is_ready(p->sess[i])) idle[n++] = p->sess[i];
+    for (unsigned i = 0; i < n; i++) pmx_smtp_session_quit(idle[i]);
+    free(idle);
+}
+
 void pmx_smtp_pool_set_admission(pmx_smtp_pool_t *p, bool (*admit)(void *arg),
                                  void (*release)(void *arg), void *arg)
 {

@@ -97,6 +97,11 @@ void pmx_smtp_pool_set_admission(pmx_smtp_pool_t *p, bool (*admit)(void *arg),
 void pmx_smtp_pool_fail_queued(pmx_smtp_pool_t *p, pmx_smtp_status_t status, const char *after,
                                const char *reason);
 
+/* QUITs the sessions that wait for a message, when none is queued; the pool stays
+ * open and makes new sessions for later messages (a site another worker waits for,
+ * routing/mxroute.c). */
+void pmx_smtp_pool_quit_idle(pmx_smtp_pool_t *p);
+
 typedef struct {
     uint64_t connections;    /* sessions started since the pool was made */
     uint64_t sent;           /* messages whose result was SENT */

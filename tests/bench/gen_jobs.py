@@ -12,12 +12,26 @@ KIND news:  a ~100 KB marketing newsletter as a composed job with both `html` an
             as real newsletters do), ~85 KB of HTML and ~15 KB of text. The greeting,
             the links and the preheader are personalised per recipient, so no two
             jobs are alike.
+
+Recipients are user<k>@example.net (job k), or with GEN_TO_DOMAINS=D in the
+environment user<k>@d<NNN>.bench with NNN = k % D in three digits (d000.bench ...):
+the `mx` scenario's domains, served by its dnsmasq.
 """
+import os
 import sys
 
 n, out, kind, dom, wss = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 if kind not in ("small", "news") or not wss:
     sys.exit("usage: gen_jobs.py COUNT OUT small|news DOMPREFIX WS...")
+
+
+ndom = int(os.environ.get("GEN_TO_DOMAINS") or 0)
+if not 0 <= ndom <= 1000:
+    sys.exit("gen_jobs.py: GEN_TO_DOMAINS must be 0..1000")
+
+
+def rcpt(k):
+    return "user%d@d%03d.bench" % (k, k % ndom) if ndom else "user%d@example.net" % k
 
 
 def cmd(*a):
@@ -123,7 +137,7 @@ with open(out, "wb") as f:
             w = k % len(wss)
             f.write(cmd("XADD", "pmx:{%s}:jobs" % wss[w], "*",
                         "from", "Bench %d <news@%s%d.bench.example>" % (w, dom, w),
-                        "to", "user%d@example.net" % k,
+                        "to", rcpt(k),
                         "subject", "Bench message %d of %d" % (k + 1, n),
                         "text", "Hello user%d,\n\n%s\n-- \nbench\n" % (k, body)))
     else:
@@ -134,7 +148,7 @@ with open(out, "wb") as f:
             u, kk = str(k), str(k)
             f.write(cmd("XADD", "pmx:{%s}:jobs" % wss[w], "*",
                         "from", "Shop Example <news@%s%d.bench.example>" % (dom, w),
-                        "to", "user%d@example.net" % k,
+                        "to", rcpt(k),
                         "subject", "Spring collection – up to 30%% off (%d)" % k,
                         "text", text.replace("{u}", u).replace("{k}", kk),
                         "html", html.replace("{u}", u).replace("{k}", kk)))

@@ -26,6 +26,19 @@
 #               side-by-side table at the end, with each scenario's CPU per message
 #               outside the signature (all four processes minus one signature's CPU
 #               as `openssl speed` measured it in the same run).
+#   mx          direct delivery ([delivery] route = mx, docs/delivery.md "Direct
+#               delivery"): BENCH_MX_MESSAGES (default BENCH_MESSAGES) of the delivery
+#               scenario's 2 KB RSA jobs to recipients spread over 100 domains
+#               d000..d099.bench, whose MX hosts (dnsmasq) form 10 sites mx.s0..s9.bench
+#               on 127.0.1.1..10, all played by tests/tools/mx_sink on one port, with
+#               [mx] connections_per_site = 10. Prints the delivery lines ("[2 KB RSA,
+#               MX] ..."), the most sessions any site had open at once as the sink saw
+#               them (and postmux_site_sessions, polled) against the limit, and
+#               postmuxd's CPU per message against the relay burst of the same run
+#               (the `delivery` scenario's, or one of the same size first); the goal is
+#               at most 15 % more. postmuxd is switched to the MX route and back by
+#               SIGHUP. Fails when a site had more than 10 sessions open or a recipient
+#               was not sent.
 #   http        tests/bench/http.sh: BENCH_HTTP_REQUESTS (20,000) POST /v1/emails from
 #               BENCH_HTTP_CLIENTS (8) keep-alive clients (ab -k) against the public
 #               listener, delivery running: requests/s, p50/p99, CPU per request, RSS,
@@ -85,7 +98,9 @@ LIM_SECS=${BENCH_LIMIT_SECONDS:-20}
 SUPP_N=${BENCH_SUPPRESSIONS:-1000000}
 ED_N=${BENCH_ED25519_MESSAGES:-$N}
 NEWS_N=${BENCH_NEWSLETTER_MESSAGES:-5000}
-SCENARIOS=${BENCH_SCENARIOS:-delivery ed25519 newsletter http latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
+MX_N=${BENCH_MX_MESSAGES:-$N}
+MX_SITES=10 MX_DOMAINS=100 MX_LIMIT=10
+SCENARIOS=${BENCH_SCENARIOS:-delivery ed25519 newsletter mx http latency fairness openssl profile limits suppression ratelimit submission submission_memory feedback}
 PY=/usr/bin/python3
 build=$root/build/release
 
@@ -134,10 +149,12 @@ tree_ticks() {
 svc_pid() { awk -v k="$1" '$3 == k { p = $1 } END { print p }' "$PMX_SVC_DIR/pids"; }
 workers() { cat "/proc/$DPID/task/"*/children 2>/dev/null; }
 # "postmuxd redis postgres sink machine" CPU ticks (machine: every CPU's busy time,
-# from /proc/stat, to show what else ran during a measurement).
+# from /proc/stat, to show what else ran during a measurement). The sink is the
+# registered service SINK_KIND: smtp-sink (the relay), or mx-sink in the mx scenario.
+SINK_KIND=smtp-sink
 cpu_snapshot() {
     echo "$(tree_ticks "$DPID") $(ticks "$(svc_pid redis)") $(tree_ticks "$(svc_pid pg)")" \
-        "$(tree_ticks "$(svc_pid smtp-sink)") $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
+        "$(tree_ticks "$(svc_pid "$SINK_KIND")") $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
 }
 
 # cpu_us SNAP0 SNAP1 N [I]: µs of CPU per message between two cpu_snapshot lines, of
@@ -158,7 +175,7 @@ redis_calls() {
 setup() {
     say "packages (scripts/deps.sh) and the build (make -j2 bins, release)"
     bash "$root/scripts/deps.sh" || die "scripts/deps.sh failed"
-    make -s -C "$root" -j2 bins || die "the build failed"
+    make -s -C "$root" -j2 bins build/release/tools/mx_sink || die "the build failed"
     PMX=$build/bin/postmux
     PMXD=$build/bin/postmuxd
     pmx_svc_init || die "cannot create a temp dir"
@@ -321,7 +338,8 @@ run_burst() {
 }
 
 # report_burst P TITLE: the summary lines of the last run_burst, keys prefixed P_ (d:
-# delivery, e: ed25519, n: newsletter), plus one row of the side-by-side table (SIDE).
+# delivery, e: ed25519, n: newsletter, m: mx, r: mx's own relay burst), plus one row
+# of the side-by-side table (SIDE).
 declare -a SIDE=()
 report_burst() {
     local P=$1 title=$2
@@ -397,6 +415,124 @@ bench_newsletter() {
     say "scenario newsletter: $NEWS_N messages (~100 KB HTML + text, RSA-2048) over $NWS workspaces"
     run_burst "$NEWS_N" news b "${WS[@]}" || return 1
     report_burst n "100 KB RSA"
+}
+
+# ---- direct delivery (the mx scenario) -------------------------------------------
+# mx_start: once per run, dnsmasq serving MX_DOMAINS domains d000..d099.bench whose MX
+# hosts form MX_SITES sites (domain i's MX is mx.s<i * MX_SITES / MX_DOMAINS>.bench, on
+# 127.0.1.<site + 1>; local-ttl so postmux caches the routes as it would real ones),
+# and tests/tools/mx_sink on those addresses and one port; the [mx] keys point there.
+mx_start() {
+    [[ -n ${MXPID-} ]] && return 0
+    local zone=$dir/mx-zone.conf i k addrs=()
+    for ((k = 0; k < MX_SITES; k++)); do addrs+=(--listen "127.0.1.$((k + 1))"); done
+    {
+        echo "local=/bench/"
+        echo "local-ttl=3600"
+        for ((k = 0; k < MX_SITES; k++)); do echo "host-record=mx.s$k.bench,127.0.1.$((k + 1))"; done
+        for ((i = 0; i < MX_DOMAINS; i++)); do
+            printf 'mx-host=d%03d.bench,mx.s%d.bench,10\n' "$i" $((i * MX_SITES / MX_DOMAINS))
+        done
+    } >"$zone"
+    pmx_svc_dns_start "$zone" >/dev/null || { echo "bench: dnsmasq did not start" >&2; return 1; }
+    pmx_svc_run mx-sink "$build/tools/mx_sink" "${addrs[@]}" --port-file "$dir/mx-sink.port" \
+        --stats "$dir/mx-sink.stats" || { echo "bench: mx_sink did not start" >&2; return 1; }
+    MXPID=$PMX_RUN_PID
+    for ((i = 0; i < 100; i++)); do [[ -s $dir/mx-sink.port ]] && break; sleep 0.1; done
+    [[ -s $dir/mx-sink.port ]] || { echo "bench: mx_sink did not listen:" >&2; cat "$PMX_RUN_LOG" >&2; return 1; }
+    pmx_svc_conf_set "$POSTMUX_CONFIG" mx port "$(<"$dir/mx-sink.port")"
+    pmx_svc_conf_set "$POSTMUX_CONFIG" mx resolver "127.0.0.1:$PMX_DNS_PORT"
+    pmx_svc_conf_set "$POSTMUX_CONFIG" mx allow_networks 127.0.0.0/8
+    pmx_svc_conf_set "$POSTMUX_CONFIG" mx connections_per_site "$MX_LIMIT"
+}
+
+# mx_route relay|mx: [delivery] route in the config, checked, then new workers (SIGHUP).
+mx_route() {
+    pmx_svc_conf_set "$POSTMUX_CONFIG" delivery route "$1"
+    "$PMXD" -c "$POSTMUX_CONFIG" --check-config >"$dir/check.out" 2>&1 ||
+        { echo "bench: postmuxd --check-config:" >&2; cat "$dir/check.out" >&2; return 1; }
+    say "mx: route = $1, new workers (SIGHUP)"
+    new_workers
+}
+
+# mx_sink's counters: "max_open sessions messages rcpts errors per-site-max-list".
+mx_sink_stats() {
+    local f=$dir/mx-sink.stats i
+    rm -f "$f"
+    kill -USR1 "$MXPID" || return 1
+    for ((i = 0; i < 50; i++)); do [[ -s $f ]] && break; sleep 0.1; done
+    [[ -s $f ]] || { echo "bench: mx_sink wrote no counters" >&2; return 1; }
+    awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+           if (v["max_open"] > m) m = v["max_open"]
+           s += v["sessions"]; n += v["messages"]; r += v["rcpts"]; e += v["errors"]
+           split($1, a, "."); per = per (per == "" ? "" : " ") "s" (a[4] - 1) ":" v["max_open"] }
+         END { printf "%d %d %d %d %d %s\n", m, s, n, r, e, per }' "$f"
+}
+
+bench_mx() {
+    say "scenario mx: $MX_N messages (2 KB, RSA-2048) to $MX_DOMAINS domains on $MX_SITES sites," \
+        "at most $MX_LIMIT sessions per site"
+    # The relay figure to compare with: the delivery scenario's, else a burst of the
+    # same size now (same workers, same machine, same run).
+    MX_RELAY_CPU=${R[d_cpu_postmuxd]-}
+    if [[ -z $MX_RELAY_CPU ]]; then
+        say "mx: no relay burst in this run yet: $MX_N messages over the relay first"
+        run_burst "$MX_N" small b "${WS[@]}" || return 1
+        report_burst r "relay for MX" || return 1
+        MX_RELAY_CPU=${R[r_cpu_postmuxd]}
+    fi
+    mx_start || return 1
+    mx_route mx || return 1
+    local rc=0
+    mx_burst || rc=1
+    mx_route relay || rc=1
+    return "$rc"
+}
+
+mx_burst() {
+    local poll=$dir/mx-sessions.txt pp rc=0
+    kill -USR2 "$MXPID"   # counters from zero (a first burst warmed nothing up, but still)
+    : >"$poll"
+    # postmux's own view: the postmux_site_sessions gauges, every 250 ms.
+    ( while :; do
+          curl -s --max-time 1 "http://127.0.0.1:$MPORT/metrics" | grep '^postmux_site_sessions{' >>"$poll"
+          sleep 0.25
+      done ) &
+    pp=$!
+    SINK_KIND=mx-sink
+    GEN_TO_DOMAINS=$MX_DOMAINS run_burst "$MX_N" small b "${WS[@]}" || rc=1
+    SINK_KIND=smtp-sink
+    kill "$pp" 2>/dev/null
+    wait "$pp" 2>/dev/null
+    ((rc == 0)) || return 1
+    local T="2 KB RSA, MX"
+    report_burst m "$T" || rc=1
+    local st maxo sess msgs rcpts errs per
+    st=$(mx_sink_stats) || return 1
+    read -r maxo sess msgs rcpts errs per <<<"$st"
+    local gmax gper
+    gmax=$(awk '{ v = $2 + 0; if (v > m) m = v } END { print m + 0 }' "$poll")
+    gper=$(awk '{ n = $1; sub(/.*site="/, "", n); sub(/".*/, "", n); sub(/^mx\./, "", n); sub(/\.bench$/, "", n)
+                  if ($2 + 0 > m[n]) m[n] = $2 + 0 }
+                END { for (k in m) printf "%s:%d\n", k, m[k] }' "$poll" | sort -V | paste -sd' ')
+    put "[$T] domains / sites / limit per site" m_setup \
+        "$MX_DOMAINS / $MX_SITES / $MX_LIMIT sessions ([mx] connections_per_site)"
+    put "[$T] most sessions open at once at one site (sink)" m_maxopen "$maxo of $MX_LIMIT (per site: $per)"
+    put "[$T] ... postmux_site_sessions (polled, 250 ms)" m_gauge "$gmax of $MX_LIMIT (per site: ${gper:-none seen})"
+    put "[$T] at the sink: sessions / messages / recipients" m_sink \
+        "$sess / $msgs / $rcpts ($(awk -v m="$msgs" -v s="$sess" 'BEGIN { printf "%.1f", s ? m / s : 0 }') messages per session; $errs errors)"
+    local a=${R[m_cpu_postmuxd]} b=$MX_RELAY_CPU
+    put "postmuxd CPU per message, MX / relay (goal: ≤ 1.15)" m_ratio "$(awk -v a="$a" -v b="$b" 'BEGIN {
+        r = b ? a / b : 0; printf "%d / %d µs = %.2f (%s)", a, b, r, (r <= 1.15 ? "reached" : "not reached") }')"
+    if ((maxo > MX_LIMIT || gmax > MX_LIMIT)); then
+        echo "bench: a site had more than $MX_LIMIT sessions open (sink: $maxo, postmux_site_sessions: $gmax)" >&2
+        rc=1
+    fi
+    if ((rcpts < MX_N)); then
+        echo "bench: the sink got $rcpts recipients of $MX_N" >&2
+        rc=1
+    fi
+    return "$rc"
 }
 
 bench_latency() {

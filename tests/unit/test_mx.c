@@ -182,6 +182,56 @@ static void test_sites(void **state)
     assert_null(pmx_sites_shm_get());
 }
 
+/* A worker that holds every session of a site gives a freed one to a worker that
+ * is waiting, down to its share; with nobody waiting it takes it back. */
+static void test_sites_share(void **state)
+{
+    (void)state;
+    pmx_sites_shm_t *t = pmx_sites_shm_create();
+    assert_non_null(t);
+    pmx_sites_shm_attach(t);
+    pmx_sites_shm_set_slot(3);
+    for (int i = 0; i < 4; i++) assert_true(pmx_sites_acquire("mx.share", 4));
+    pmx_sites_release("mx.share");
+    assert_true(pmx_sites_acquire("mx.share", 4));        /* nobody waits: taken back */
+    pmx_sites_shm_set_slot(5);
+    assert_false(pmx_sites_acquire("mx.share", 4));       /* full: slot 5 waits */
+    assert_false(pmx_sites_wanted("mx.share"));           /* not by itself */
+    pmx_sites_shm_set_slot(3);
+    assert_true(pmx_sites_wanted("mx.share"));            /* slot 3 should give idle ones back */
+    assert_false(pmx_sites_wanted("mx.b"));
+    pmx_sites_release("mx.share");
+    assert_false(pmx_sites_acquire("mx.share", 4));       /* 3 of 4 held, share 2: for slot 5 */
+    pmx_sites_shm_set_slot(5);
+    assert_true(pmx_sites_acquire("mx.share", 4));
+    pmx_sites_shm_set_slot(3);
+    assert_false(pmx_sites_wanted("mx.share"));           /* served */
+    pmx_sites_release("mx.share");
+    assert_true(pmx_sites_acquire("mx.share", 4));        /* slot 5 was served: nobody waits */
+
+    /* Below its share a worker is not held back by a waiting one. */
+    pmx_sites_shm_set_slot(5);
+    for (int i = 0; i < 3; i++) assert_true(pmx_sites_acquire("mx.b", 6));
+    pmx_sites_shm_set_slot(3);
+    for (int i = 0; i < 3; i++) assert_true(pmx_sites_acquire("mx.b", 6));
+    assert_false(pmx_sites_acquire("mx.b", 6));           /* full: slot 3 waits */
+    pmx_sites_shm_set_slot(5);
+    pmx_sites_release("mx.b");
+    pmx_sites_release("mx.b");
+    assert_true(pmx_sites_acquire("mx.b", 6));            /* 1 of share 3 */
+    pmx_sites_shm_set_slot(7);
+    assert_true(pmx_sites_acquire("mx.b", 6));            /* a third worker: share 2, holds 0 */
+
+    pmx_sites_row_t *rows;
+    size_t n = pmx_sites_rows(&rows);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].sessions, 6);                /* mx.b: never above the limit */
+    assert_int_equal(rows[1].sessions, 4);                /* mx.share */
+    free(rows);
+    pmx_sites_shm_destroy(t);
+    pmx_sites_shm_set_slot(-1);
+}
+
 static const char *write_tmp(const char *text)
 {
     static char path[64];
@@ -278,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_rdata),
         cmocka_unit_test(test_resolver_spec),
         cmocka_unit_test(test_sites),
+        cmocka_unit_test(test_sites_share),
         cmocka_unit_test(test_shaping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
