@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
 #include <openssl/evp.h>
 
 #include "lib/buf.h"
@@ -201,10 +203,23 @@ static void tempfail_now(pmx_worker_apikeys_fn fn, void *arg)
     fn(arg, &k);
 }
 
+/* SHA-256 fetched once per process: EVP_sha256() makes OpenSSL 3 look the
+ * algorithm up again on every call, most of the cost of a 50-byte digest
+ * (docs/bench.md "The HTTP API"). Never freed: it lives as long as the process. */
+static EVP_MD        *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int pmx_worker_apikeys_digest(const char *key, size_t n, uint8_t out[PMX_APIKEYS_DIGEST_LEN])
 {
     unsigned int dlen = 0;
-    if (EVP_Digest(key, n, out, &dlen, EVP_sha256(), NULL) != 1 || dlen != DIGEST_LEN) return -1;
+    pthread_once(&sha256_once, sha256_fetch);
+    const EVP_MD *md = sha256 ? sha256 : EVP_sha256();
+    if (EVP_Digest(key, n, out, &dlen, md, NULL) != 1 || dlen != DIGEST_LEN) return -1;
     return 0;
 }
 
