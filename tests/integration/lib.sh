@@ -363,6 +363,29 @@ t_dns_start() {
     printf '%s\n' "$PMX_DNS_PORT"
 }
 
+# t_mx_start ZONEFILE [mx_server.py options...]: dnsmasq serving ZONEFILE and
+# tests/tools/mx_server.py (--listen ADDR ... among the options: the MX hosts on one
+# port) logging every session to $MXLOG; sets DNS_PORT, MX_PORT, MX_PID and MXLOG and
+# points the config at them: [delivery] route = mx, [mx] port, resolver and
+# allow_networks = 127.0.0.0/8 (docs/delivery.md "Direct delivery", its Tests). Kill
+# $MX_PID when done.
+t_mx_start() {
+    local zone=${1:?t_mx_start ZONEFILE [OPTIONS]} i
+    shift
+    DNS_PORT=$(t_dns_start "$zone") || t__setup_fail "dnsmasq did not start"
+    MXLOG=$T_DIR/mx.log
+    "$PMX_SVC_PYTHON" "$PMX_ROOT/tests/tools/mx_server.py" --port-file "$T_DIR/mx.port" \
+        --log "$MXLOG" "$@" 2>"$T_DIR/mx.err" &
+    MX_PID=$!
+    for ((i = 0; i < 100; i++)); do [[ -s $T_DIR/mx.port ]] && break; sleep 0.1; done
+    MX_PORT=$(<"$T_DIR/mx.port") ||
+        t__setup_fail "mx_server.py did not start: $(head -c 300 "$T_DIR/mx.err")"
+    t_conf_set delivery route mx
+    t_conf_set mx port "$MX_PORT"
+    t_conf_set mx resolver "127.0.0.1:$DNS_PORT"
+    t_conf_set mx allow_networks 127.0.0.0/8
+}
+
 # Stops what the file started besides the services (a forgotten `postmuxd &`),
 # drops its database and reports a file that ended without t_done.
 t__cleanup() {

@@ -42,28 +42,16 @@ host-record=mx.private.test,10.1.2.3
 address=/nx.test/
 server=/servfail.test/127.0.0.1#1
 EOF
-DNS_PORT=$(t_dns_start "$ZONE") || t__setup_fail "dnsmasq did not start"
-
-MXLOG=$T_DIR/mx.log
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=mx.tlsok.test" -keyout "$T_DIR/mx.key" -out "$T_DIR/mx.crt" 2>/dev/null ||
     t__setup_fail "openssl could not make a certificate"
-"$PMX_SVC_PYTHON" "$PMX_ROOT/tests/tools/mx_server.py" --port-file "$T_DIR/mx.port" --log "$MXLOG" \
+t_mx_start "$ZONE" \
     --listen 127.0.0.2 --listen 127.0.0.3 --listen 127.0.0.5 --listen 127.0.0.6 \
     --listen 127.0.0.7 --listen 127.0.0.8 --listen 127.0.0.4 \
     --starttls 127.0.0.4 --cert "$T_DIR/mx.crt" --key "$T_DIR/mx.key" \
     --greet '127.0.0.7=421 4.3.2 too busy, try another MX' --starttls-broken 127.0.0.8 \
     --rcpt-fail 'nouser=550 5.1.1 no such user here' --data-delay 0.2 \
-    --rcpt-fail 'tss=421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred' \
-    2>"$T_DIR/mx.err" &
-MX_PID=$!
-for ((i = 0; i < 100; i++)); do [[ -s $T_DIR/mx.port ]] && break; sleep 0.1; done
-MX_PORT=$(<"$T_DIR/mx.port") || t__setup_fail "mx_server.py did not start: $(head -c 300 "$T_DIR/mx.err")"
-
-t_conf_set delivery route mx
-t_conf_set mx port "$MX_PORT"
-t_conf_set mx resolver "127.0.0.1:$DNS_PORT"
-t_conf_set mx allow_networks 127.0.0.0/8
+    --rcpt-fail 'tss=421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred'
 t_conf_set mx connections_per_site 2
 t_conf_set mx messages_per_connection 3
 t_conf_set mx connect_timeout 5s

@@ -18,19 +18,8 @@ local=/test/
 mx-host=dest.test,mx.dest.test,10
 host-record=mx.dest.test,127.0.0.2
 EOF
-DNS_PORT=$(t_dns_start "$ZONE") || t__setup_fail "dnsmasq did not start"
+t_mx_start "$ZONE" --listen 127.0.0.2
 
-MXLOG=$T_DIR/mx.log
-"$PMX_SVC_PYTHON" "$PMX_ROOT/tests/tools/mx_server.py" --port-file "$T_DIR/mx.port" --log "$MXLOG" \
-    --listen 127.0.0.2 2>"$T_DIR/mx.err" &
-MX_PID=$!
-for ((i = 0; i < 100; i++)); do [[ -s $T_DIR/mx.port ]] && break; sleep 0.1; done
-MX_PORT=$(<"$T_DIR/mx.port") || t__setup_fail "mx_server.py did not start: $(head -c 300 "$T_DIR/mx.err")"
-
-t_conf_set delivery route mx
-t_conf_set mx port "$MX_PORT"
-t_conf_set mx resolver "127.0.0.1:$DNS_PORT"
-t_conf_set mx allow_networks 127.0.0.0/8
 t_conf_set mx connections_per_site 4
 t_conf_set mx messages_per_connection 2
 t_conf_set mx helo_name mta.postmux.test
