@@ -634,12 +634,18 @@ static void maybe_read(pmx__queue_c_t *c)
      * count does. No read while the held jobs' entries reach it; otherwise
      * the room is also what the bytes left hold at the mean entry size seen
      * so far (64 KiB until an entry was seen). An entry bigger than the
-     * budget still goes through, alone. */
+     * budget still goes through, alone. The budget grows with the capacity
+     * beyond the one given at creation: the pipeline raises it for jobs parked
+     * behind a gate or a slow site, so that they never stop other mail; the
+     * bytes of those jobs must not stop it either. */
     if (c->o.max_held_bytes) {
+        size_t budget = c->o.max_held_bytes;
+        if (c->base_capacity && cap > c->base_capacity)
+            budget = budget / c->base_capacity * cap;
         size_t hb = pmx__queue_held_bytes(c);
-        if (held > 0 && hb >= c->o.max_held_bytes) return;
+        if (held > 0 && hb >= budget) return;
         size_t avg = c->entry_avg ? c->entry_avg : 64u << 10;
-        size_t fit = hb < c->o.max_held_bytes ? (c->o.max_held_bytes - hb) / avg : 0;
+        size_t fit = hb < budget ? (budget - hb) / avg : 0;
         if (fit < room) room = fit ? (unsigned)fit : 1;
     }
     uint64_t now = pmx__queue_now(c);
@@ -942,6 +948,7 @@ pmx_queue_consumer_t *pmx_queue_consumer_new(uv_loop_t *loop, pmx_redis_conn_t *
     c->loop = loop;
     c->rc = rc;
     c->o = *o;
+    c->base_capacity = o->capacity;
     c->prefix = pmx_xstrdup(o->prefix);
     c->group = pmx_xstrdup(o->group);
     if (o->name) {

@@ -111,7 +111,9 @@ typedef struct {
     size_t      read_pwlen;
     unsigned    capacity;            /* jobs held at most (64) */
     size_t      max_held_bytes;      /* no read while the jobs held have this many entry
-                                        bytes (8 MiB); one read may pass it (below) */
+                                        bytes (8 MiB; scaled by capacity / the capacity
+                                        given here when set_capacity raises it); one
+                                        read may pass it */
     unsigned    block_ms;            /* XREADGROUP BLOCK (1000) */
     unsigned    reclaim_idle_ms;     /* reclaim entries idle this long (30000) */
     unsigned    reclaim_interval_ms; /* look for them this often (5000) */

@@ -147,6 +147,7 @@ struct pmx_queue_consumer {
     uint64_t          read_seq;     /* reads sent so far: names the one outstanding */
     size_t            active_est;   /* streams that had data in the last read */
     size_t            entry_avg;    /* running mean of an entry's bytes (for COUNT) */
+    unsigned          base_capacity;/* the capacity given at creation (the byte budget's) */
     uint64_t          read_retry_at;/* no read before (loop ms), after an error reply */
     long long         rd_id;        /* CLIENT ID of the read connection (0 = unknown) */
     bool              unblock_sent; /* CLIENT UNBLOCK sent for read read_seq */

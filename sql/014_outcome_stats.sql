@@ -1,14 +1,14 @@
 -- 014: a cheaper outcome batch (docs/data.md "Recording outcomes cheaply";
--- docs/bench.md). The delivery path's statement (sql/outcomes.c) writes its own
--- stats_counts deltas, the same the triggers of 002 would, and says so with a
--- transaction-local setting, postmux.stats = 'inline': the triggers below skip
--- such a statement. Every other writer (the CLI, inbound reports, the
--- unsubscribe page, the guard) leaves the setting alone and is counted by the
--- triggers as before. A statement trigger's WHEN cannot see rows, only the
+-- docs/bench.md). The delivery path's statement (sql/outcomes.c) writes the
+-- stats_counts deltas of the events and recipients it inserts, the same the insert
+-- triggers of 002 would, and says so with a transaction-local setting,
+-- postmux.stats = 'inline': the two triggers below skip such a statement. The
+-- update trigger stays as it was: only it sees the row version an update replaced.
+-- Every other writer (the CLI, inbound reports, the unsubscribe page, the guard)
+-- leaves the setting alone and is counted by the triggers as before. A statement trigger's WHEN cannot see rows, only the
 -- setting; the transition tables are still captured.
 DROP TRIGGER events_stats ON events;
 DROP TRIGGER recipients_stats_insert ON recipients;
-DROP TRIGGER recipients_stats_update ON recipients;
 CREATE TRIGGER events_stats AFTER INSERT ON events
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT
@@ -19,11 +19,6 @@ CREATE TRIGGER recipients_stats_insert AFTER INSERT ON recipients
     FOR EACH STATEMENT
     WHEN (current_setting('postmux.stats', true) IS DISTINCT FROM 'inline')
     EXECUTE FUNCTION pmx_stats_recipients_insert();
-CREATE TRIGGER recipients_stats_update AFTER UPDATE ON recipients
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    WHEN (current_setting('postmux.stats', true) IS DISTINCT FROM 'inline')
-    EXECUTE FUNCTION pmx_stats_recipients_update();
 
 -- Two indexes no query reads (docs/data.md lists what each index serves): every
 -- message paid an entry in each. postmux stats reads stats_counts; GET /v1/events

@@ -39,20 +39,21 @@
 /* The statement is three parts: the rows, the feedback loop, the answer.
  *
  * The rows. `stats_counts` (sql/002_stats.sql) is kept by statement triggers
- * on events and recipients for every other writer; this statement, the one
- * on the delivery path, writes its own deltas (st) instead and tells the
- * triggers so with a transaction-local setting (migration 014), because three
- * plpgsql triggers per batch cost more than the rows themselves. `it` sets it
- * before any row is written: every sub-statement that writes an event or a
- * recipient reads its rows through res, i.e. through it, and a trigger's
- * WHEN is looked at when its sub-statement ends. The deltas are the
- * triggers': events per (workspace, hour, type); recipients per (workspace,
- * hour of the message's created_at, status), +1 for the new status of every
- * row written and -1 for the old status of a row updated (`old`, read under
- * the statement's snapshot, so before the update; only for messages that
- * existed before: a fresh message has no recipients yet). A LATERAL that
- * looks up one row by key has LIMIT 1: without it the planner may flatten it
- * into a hash join over all of messages or recipients. */
+ * on events and recipients for every other writer. This statement, the one
+ * on the delivery path, writes the deltas of what it INSERTS itself (st):
+ * events per (workspace, hour, type), new recipients per (workspace, hour of
+ * the message's created_at, status) - rows whose xmax is 0, i.e. not updated
+ * by ON CONFLICT. It tells the two insert triggers so with a
+ * transaction-local setting (migration 014), because plpgsql triggers per
+ * batch cost more than the rows themselves. `it` sets it before any row is
+ * written: every sub-statement that writes an event or a recipient reads its
+ * rows through res, i.e. through it, and a trigger's WHEN is looked at when
+ * its sub-statement ends. Updated recipients (retries, redeliveries) are
+ * still counted by the update trigger: only it sees the version of the row
+ * the update replaced when another transaction changed it meanwhile (an
+ * inbound bounce, a second worker), which this statement's snapshot does
+ * not. A LATERAL that looks up one row by key has LIMIT 1: without it the
+ * planner may flatten it into a hash join over all of messages. */
 #define WRITE_ROWS_SQL \
     "WITH it AS (" \
     "  SELECT t.*, set_config('postmux.stats', 'inline', true) AS stats" \
@@ -68,29 +69,21 @@
     "         metadata, source, category" \
     "    FROM it WHERE ins ORDER BY ws, job, i" \
     "  ON CONFLICT (workspace_id, job_id) DO UPDATE SET job_id = EXCLUDED.job_id" \
-    "  RETURNING m.id, m.workspace_id, m.job_id, m.created_at, (m.xmax = 0) AS fresh" \
+    "  RETURNING m.id, m.workspace_id, m.job_id, m.created_at" \
     "), res AS (" \
     "  SELECT it.i, it.ws," \
     "         CASE WHEN it.ins THEN COALESCE(ins.id, it.id)" \
     "              WHEN ex.workspace_id = it.ws THEN ex.id END AS mid," \
-    "         ins.fresh IS TRUE AS fresh, COALESCE(ins.created_at, ex.created_at) AS created_at," \
+    "         COALESCE(ins.created_at, ex.created_at) AS created_at," \
     "         it.stats" \
     "    FROM it LEFT JOIN ins ON it.ins AND ins.workspace_id = it.ws AND ins.job_id = it.job" \
     "    LEFT JOIN LATERAL (SELECT id, workspace_id, created_at FROM messages" \
     "                        WHERE NOT it.ins AND id = it.id LIMIT 1) ex ON true" \
     "), mh AS (" \
-    "  SELECT DISTINCT ON (mid) mid, ws, fresh," \
+    "  SELECT DISTINCT ON (mid) mid, ws," \
     "         date_trunc('hour', COALESCE(created_at, now()), 'UTC') AS hour" \
     "    FROM res WHERE mid IS NOT NULL" \
-    "   ORDER BY mid, fresh DESC" \
-    "), old AS (" \
-    "  SELECT o.message_id, o.address, o.status" \
-    "    FROM (SELECT DISTINCT mh.mid, x.address" \
-    "            FROM unnest($12::int[], $13::text[]) AS x(i, address)" \
-    "            JOIN res ON res.i = x.i JOIN mh ON mh.mid = res.mid" \
-    "           WHERE NOT mh.fresh) k" \
-    "   CROSS JOIN LATERAL (SELECT r.message_id, r.address, r.status FROM recipients r" \
-    "                        WHERE r.message_id = k.mid AND r.address = k.address LIMIT 1) o" \
+    "   ORDER BY mid, created_at NULLS LAST" \
     "), rc AS (" \
     "  INSERT INTO recipients AS r (message_id, address, status, attempts, last_response," \
     "                               next_attempt_at, updated_at, bounce_class, idx)" \
@@ -110,7 +103,7 @@
     "         bounce_class = COALESCE(EXCLUDED.bounce_class, r.bounce_class)," \
     "         idx = COALESCE(EXCLUDED.idx, r.idx)" \
     "   WHERE r.status <> 'sent'" \
-    "  RETURNING r.message_id, r.address, r.status" \
+    "  RETURNING r.message_id, r.status, (r.xmax = 0) AS inserted" \
     "), ev AS (" \
     "  INSERT INTO events (workspace_id, message_id, recipient, type, detail)" \
     "  SELECT res.ws, res.mid, e.recipient, e.type, e.detail" \
@@ -126,11 +119,7 @@
     "             'event' AS kind, ev.type AS name, 1 AS n FROM ev" \
     "      UNION ALL" \
     "      SELECT mh.ws, mh.hour, 'status', rc.status, 1" \
-    "        FROM rc JOIN mh ON mh.mid = rc.message_id" \
-    "      UNION ALL" \
-    "      SELECT mh.ws, mh.hour, 'status', old.status, -1" \
-    "        FROM rc JOIN old ON old.message_id = rc.message_id AND old.address = rc.address" \
-    "        JOIN mh ON mh.mid = rc.message_id) d" \
+    "        FROM rc JOIN mh ON mh.mid = rc.message_id WHERE rc.inserted) d" \
     "   GROUP BY ws, hour, kind, name HAVING sum(n) <> 0" \
     ")"
 

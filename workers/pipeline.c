@@ -46,7 +46,7 @@
 #define RESUBMIT_MS      1000
 #define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker
-                                   (and the consumer's byte budget, docs/queue.md) */
+                                   (the consumer also bounds their bytes, docs/queue.md) */
 #define DETAIL_MAX       512
 
 typedef struct job job_t;
