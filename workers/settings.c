@@ -29,6 +29,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/verp.h"
+#include "sql/db.h"
 #include "sql/q_settings.h"
 #include "workers/settings_keys.h"
 
@@ -116,7 +117,9 @@ struct pmx_settings {
     pmx__skeys_t            keys;        /* decrypted keys, shared by the snapshots */
     uint64_t                load_seq;
 
-    pmx_db_async_req_t     *req;         /* the load in flight */
+    pmx_db_async_req_t     *req;         /* the load (or the schema check) in flight */
+    bool                    schema_ok;   /* the schema was found new enough */
+    bool                    schema_logged;
     bool                    want_reload; /* one more load queued */
     uint64_t                load_started;
     uint64_t                refresh_ms;
@@ -679,6 +682,44 @@ static void load_done(pmx_db_async_t *db, const PGresult *res, void *arg)
     leave(s);
 }
 
+/* Before the first load: the database's schema must be this postmuxd's (README,
+ * "Upgrading": `postmux migrate` before a newer postmuxd). Against an older one the
+ * worker would write rows the schema does not expect, or (migration 014) count
+ * stats twice; it loads no settings, so it reads no jobs, and asks again. */
+static void schema_done(pmx_db_async_t *db, const PGresult *res, void *arg)
+{
+    (void)db;
+    pmx_settings_t *s = arg;
+    s->req = NULL;
+    s->depth++;
+    int latest = pmx_db_schema_latest();
+    if (!res) {
+        pmx_log_info("settings: schema check interrupted: postgres connection lost");
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        s->stats.load_failures++;
+        char why[200];
+        snprintf(why, sizeof why, "%s", PQresultErrorMessage(res));
+        why[strcspn(why, "\r\n")] = '\0';
+        pmx_log_error("settings: cannot read schema_migrations err=\"%s\" (run postmux migrate; "
+                      "no jobs are read until then)", why);
+        if (!s->closing) uv_timer_start(&s->retry, retry_cb, PMX_SETTINGS_RETRY_MS, 0);
+    } else if (atoi(PQgetvalue(res, 0, 0)) < latest) {
+        s->stats.load_failures++;
+        if (!s->schema_logged)
+            pmx_log_error("settings: the database schema is at version %s, this postmuxd needs %d: "
+                          "run postmux migrate (no jobs are read until then; asking again every "
+                          "%u s)", PQgetvalue(res, 0, 0), latest, PMX_SETTINGS_RETRY_MS / 1000);
+        s->schema_logged = true;
+        if (!s->closing) uv_timer_start(&s->retry, retry_cb, PMX_SETTINGS_RETRY_MS, 0);
+    } else {
+        if (s->schema_logged) pmx_log_info("settings: the database schema is at version %d now", latest);
+        s->schema_ok = true;
+        s->want_reload = false;
+        load_start(s);
+    }
+    leave(s);
+}
+
 static void load_start(pmx_settings_t *s)
 {
     if (s->closing || !s->db) return;
@@ -688,6 +729,12 @@ static void load_start(pmx_settings_t *s)
     }
     s->want_reload = false;
     if (!pmx_db_async_is_up(s->db)) return;   /* the reconnect reloads */
+    if (!s->schema_ok) {
+        s->req = pmx_db_async_query(s->db, "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+                                    schema_done, s);
+        if (s->req) uv_timer_stop(&s->retry);
+        return;
+    }
     pmx_buf_t ids = PMX_BUF_INIT, us = PMX_BUF_INIT;
     pmx__skeys_params(&s->keys, &ids, &us);
     s->req = pmx_db_settings_load(s->db, pmx_buf_cstr(&ids), pmx_buf_cstr(&us), load_done, s);
