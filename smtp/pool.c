@@ -93,19 +93,6 @@ static pmx_smtp_msg_t *q_pop(pmx_smtp_pool_t *p)
     return m;
 }
 
-/* Ends every queued message with TEMPFAIL; sends made from those callbacks queue anew. */
-static void q_fail_all(pmx_smtp_pool_t *p, const char *after, const char *reason)
-{
-    pmx_smtp_msg_t *m = p->qhead;
-    p->qhead = p->qtail = NULL;
-    p->qlen = 0;
-    while (m) {
-        pmx_smtp_msg_t *next = m->next;
-        pmx__smtp_msg_fail(m, PMX_SMTP_TEMPFAIL, after, reason);
-        m = next;
-    }
-}
-
 /* Every message ends here: count it, then hand the result to the caller. */
 static void on_msg_done(void *arg, const pmx_smtp_result_t *res)
 {
@@ -162,7 +149,7 @@ static void on_closed(void *owner, pmx_smtp_session_t *s, bool was_ready, const 
         if (!alive && p->qhead) {
             char why[600];
             snprintf(why, sizeof why, "%s", reason);
-            q_fail_all(p, where, why);
+            pmx_smtp_pool_fail_queued(p, PMX_SMTP_TEMPFAIL, where, why);
         }
     }
     schedule(p);
@@ -220,10 +207,11 @@ static void dispatch(uv_idle_t *h)
     p->idle_on = false;
 
     if (p->aborting) {
-        q_fail_all(p, "shutdown", "relay client shut down");
+        pmx_smtp_pool_fail_queued(p, PMX_SMTP_TEMPFAIL, "shutdown", "relay client shut down");
         for (unsigned i = 0; i < p->nsess; i++)
             pmx_smtp_session_abort(p->sess[i], "relay client shut down");
-        q_fail_all(p, "shutdown", "relay client shut down");   /* sent from those callbacks */
+        /* and what those callbacks sent meanwhile */
+        pmx_smtp_pool_fail_queued(p, PMX_SMTP_TEMPFAIL, "shutdown", "relay client shut down");
     }
 
     for (unsigned i = 0; i < p->nsess && p->qhead; i++) feed(p, p->sess[i]);
