@@ -33,6 +33,7 @@
 
 #include "config/config.h"
 #include "config/config_int.h"
+#include "lib/addr.h"
 #include "lib/mem.h"
 #include "queue/endpoint.h"
 #include "routing/mx.h"
@@ -141,20 +142,8 @@ static bool cfg_valid_host(const char *s)
 {
     unsigned char in6[16];
     if (strchr(s, ':')) return inet_pton(AF_INET6, s, in6) == 1;
-    size_t n = strlen(s), label = 0;
-    if (n == 0 || n > 253) return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '.') {
-            if (label == 0) return false;     /* empty label: leading dot or ".." */
-            label = 0;
-        } else if (isalnum((unsigned char)ch) || ch == '-' || ch == '_') {
-            if (++label > 63) return false;
-        } else {
-            return false;
-        }
-    }
-    return true;
+    size_t n = strlen(s);
+    return n <= 253 && pmx_host_labels_ok(s, n);
 }
 
 static char **cfg_str_field(pmx_config_t *c, size_t off) { return (char **)((char *)c + off); }

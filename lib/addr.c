@@ -31,6 +31,7 @@
  * Parsing goes in two steps: one scan that splits the list at top-level commas
  * while checking quotes and brackets, then one mailbox at a time.
  */
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,24 @@ static bool dot_atom(const char *s, size_t n, bool (*is_at)(unsigned char))
         if (s[i] == '.') {
             if (s[i + 1] == '.') return false;
         } else if (!is_at((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool pmx_host_labels_ok(const char *s, size_t n)
+{
+    size_t label = 0;
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '.') {
+            if (label == 0) return false;     /* empty label: leading dot or ".." */
+            label = 0;
+        } else if (isalnum((unsigned char)ch) || ch == '-' || ch == '_') {
+            if (++label > 63) return false;
+        } else {
             return false;
         }
     }

@@ -46,6 +46,10 @@ bool pmx_addr_is_atext(unsigned char c);
 /* RFC 5322 §3.2.3 dot-atom-text over s[0..n) (ASCII only): atext runs
  * separated by single dots, no dot first or last. Also RFC 5321 Dot-string. */
 bool pmx_addr_is_dot_atom(const char *s, size_t n);
+/* Whether s[0..n) is a host name: dot-separated labels of 1-63 letters, digits, '-'
+ * or '_' (no empty label; a final dot is allowed). Callers add their own length
+ * limit and whether a final dot may stand. */
+bool pmx_host_labels_ok(const char *s, size_t n);
 
 /* RFC 5322: parses exactly one mailbox. 0, or -1 with a reason in err (*out untouched). */
 int  pmx_addr_parse(const char *s, size_t n, pmx_addr_t *out, char *err, size_t errlen);

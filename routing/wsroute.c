@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/addr.h"
+
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -61,20 +63,7 @@ static int decode_user(const char *s, size_t n, char *out, size_t cap, char *err
 /* A host name (letters, digits, '-', '_', dot-separated labels of 1-63), lowercased. */
 static bool host_name_ok(const char *s, size_t n)
 {
-    size_t label = 0;
-    if (n == 0 || n > PMX_WSROUTE_HOST_MAX || s[0] == '.' || s[n - 1] == '.') return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '.') {
-            if (label == 0) return false;
-            label = 0;
-        } else if (isalnum((unsigned char)ch) || ch == '-' || ch == '_') {
-            if (++label > 63) return false;
-        } else {
-            return false;
-        }
-    }
-    return true;
+    return n <= PMX_WSROUTE_HOST_MAX && n > 0 && s[n - 1] != '.' && pmx_host_labels_ok(s, n);
 }
 
 /* The user as written into the canonical URL: unreserved characters as they are. */
