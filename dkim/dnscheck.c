@@ -20,19 +20,27 @@ static void init(pmx_dns_check_t *out)
     pmx_buf_init(&out->why);
 }
 
+/* The TXT records at out->name into *txt (free with pmx_cli_dns_txt_free), or -1
+ * with the lookup's error as out->why. */
+static int fetch(const pmx_cli_nameserver_t *ns, pmx_dns_check_t *out, pmx_cli_txt_list_t *txt)
+{
+    char err[512];
+    if (pmx_cli_dns_txt(ns, out->name.data, txt, err, sizeof err) < 0) {
+        out->bare = true;
+        pmx_buf_append_str(&out->why, err);
+        return -1;
+    }
+    out->ntxt = txt->n;
+    return 0;
+}
+
 int pmx_dns_check_token(const pmx_cli_nameserver_t *ns, const char *domain, const char *token,
                         pmx_dns_check_t *out)
 {
     init(out);
     pmx_dkim_token_record(&out->name, &out->want, domain, token);
     pmx_cli_txt_list_t txt;
-    char err[512];
-    if (pmx_cli_dns_txt(ns, out->name.data, &txt, err, sizeof err) < 0) {
-        out->bare = true;
-        pmx_buf_append_str(&out->why, err);
-        return -1;
-    }
-    out->ntxt = txt.n;
+    if (fetch(ns, out, &txt) < 0) return -1;
     for (size_t i = 0; i < txt.n && !out->ok; i++) {
         const char *s = txt.txt[i].data ? txt.txt[i].data : "";
         size_t n = txt.txt[i].len;
@@ -61,13 +69,8 @@ int pmx_dns_check_key(const pmx_cli_nameserver_t *ns, const char *domain, const 
     }
     pmx_dkim_dns_value(&out->want, alg, pub);
     pmx_cli_txt_list_t txt;
+    if (fetch(ns, out, &txt) < 0) return -1;
     char err[512];
-    if (pmx_cli_dns_txt(ns, out->name.data, &txt, err, sizeof err) < 0) {
-        out->bare = true;
-        pmx_buf_append_str(&out->why, err);
-        return -1;
-    }
-    out->ntxt = txt.n;
     /* The first record that is the key wins; otherwise report the last reason. */
     for (size_t i = 0; i < txt.n && !out->ok; i++) {
         pmx_dkim_record_t rec;
