@@ -104,6 +104,15 @@ void pmx_api_call_json(pmx_api_call_t *c, int status, json_t *doc)
     call_end(c);
 }
 
+void pmx_api_call_secret_created(pmx_api_call_t *c, const PGresult *res, const char *name)
+{
+    json_t *doc = json_incref(json_object_get(c->body, "_answer"));
+    json_object_set_new(doc, name, json_string(c->text));
+    json_object_set_new(doc, "created_at", json_string(PQgetvalue(res, 0, 0)));
+    pmx_wipe(c->text, sizeof c->text);
+    pmx_api_call_json(c, 201, doc);
+}
+
 void pmx_api_call_problem(pmx_api_call_t *c, int status, const char *detail, const char *field)
 {
     if (status == 401) pmx_http_req_add_header(c->req, "WWW-Authenticate", "Bearer");

@@ -78,6 +78,10 @@ void pmx_api_call_start(pmx_http_api_t *api, pmx_http_req_t *req);
 
 /* Answers with doc (reference stolen) and ends the call. */
 void pmx_api_call_json(pmx_api_call_t *c, int status, json_t *doc);
+/* Answers 201 with the document kept in c->body's "_answer", plus the secret in
+ * c->text under name (shown this once, then wiped) and created_at from column 0
+ * of res's first row; ends the call. For API keys and webhook secrets. */
+void pmx_api_call_secret_created(pmx_api_call_t *c, const PGresult *res, const char *name);
 /* Answers with an RFC 9457 problem document and ends the call. */
 void pmx_api_call_problem(pmx_api_call_t *c, int status, const char *detail, const char *field);
 /*

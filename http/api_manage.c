@@ -212,11 +212,7 @@ void pmx_api_list_keys(pmx_api_call_t *c)
 
 static void key_created(pmx_api_call_t *c, const PGresult *res)
 {
-    json_t *doc = json_incref(json_object_get(c->body, "_answer"));
-    json_object_set_new(doc, "key", json_string(c->text));
-    json_object_set_new(doc, "created_at", json_string(PQgetvalue(res, 0, 0)));
-    pmx_wipe(c->text, sizeof c->text);
-    pmx_api_call_json(c, 201, doc);
+    pmx_api_call_secret_created(c, res, "key");
 }
 
 void pmx_api_create_key(pmx_api_call_t *c)

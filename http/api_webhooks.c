@@ -36,11 +36,7 @@ static void hook_added(pmx_api_call_t *c, const PGresult *res)
         pmx_api_call_problem(c, 409, "a webhook for that URL exists already here", "url");
         return;
     }
-    json_t *doc = json_incref(json_object_get(c->body, "_answer"));
-    json_object_set_new(doc, "secret", json_string(c->text));
-    json_object_set_new(doc, "created_at", json_string(PQgetvalue(res, 0, 0)));
-    pmx_wipe(c->text, sizeof c->text);
-    pmx_api_call_json(c, 201, doc);
+    pmx_api_call_secret_created(c, res, "secret");
 }
 
 void pmx_api_add_webhook(pmx_api_call_t *c)
