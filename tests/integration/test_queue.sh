@@ -235,7 +235,9 @@ echo "# $S"
 t_expect_eq "$(val acked_distinct "$S")" 101 "every job handed over and acked, the 60 KB one too"
 mh=$(val max_held "$S") mb=$(val max_held_bytes "$S")
 ((mh >= 2 && mh <= 8)) || t_fail "max_held=$mh: the byte budget should hold ~5 of 10 KB, not up to 64"
-((mb <= 50000 + 2 * 10100 || mh == 1)) || t_fail "max_held_bytes=$mb: over the budget by more than a read's worth"
+# One read may pass the budget: near it, a read asks for one entry, and that
+# entry may be the 60 KB one (its size is not known before it is read).
+((mb <= 50000 + 6 * 10100 || mh == 1)) || t_fail "max_held_bytes=$mb: over the budget by more than a read's worth"
 
 t_case "idle with 50 workspaces: one blocking read a second, ~0 CPU"
 t_redis FLUSHALL >/dev/null
