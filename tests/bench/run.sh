@@ -76,6 +76,9 @@
 #               streaming 24 MB of DATA each (unterminated, then terminated) against 2
 #               workers; each worker's peak RSS and whether other clients were served.
 #
+# BENCH_SET="section key value; ..." sets more keys of postmuxd's config before it
+# starts (experiments, e.g. "relay connections_per_worker 32"; printed in the summary).
+#
 #   make bench                         (50,000 messages, 10 workspaces)
 #   BENCH_MESSAGES=5000 make bench     a quick run
 #   BENCH_SCENARIOS=newsletter make bench   one scenario alone
@@ -157,6 +160,33 @@ cpu_snapshot() {
         "$(tree_ticks "$(svc_pid "$SINK_KIND")") $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
 }
 
+# Postgres's processes, one "PID TICKS CLASS" line each: CLASS is "backend" for a
+# client connection, else the title's role (walwriter, checkpointer, "autovacuum
+# worker", ...). Splits Postgres's CPU per message by what spent it (pg_by_proc).
+pg_procs() {
+    local p t
+    for p in $(tree "$(svc_pid pg)"); do
+        t=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+        case $t in
+        "postgres: "*"("[0-9]*")"*|"postgres: "*"[local]"*) t=backend ;;
+        "postgres: "*) read -ra t <<<"${t#postgres: }"; t=${t[*]}; t=${t%% process*} ;;
+        *) t=postmaster ;;
+        esac
+        echo "$p $(ticks "$p") ${t// /_}"
+    done
+}
+# pg_by_proc SNAP0 SNAP1 N: "backend 61, walwriter 4, autovacuum_worker 9 µs" (a process
+# started during the burst counts from zero; one that ended is missed).
+pg_by_proc() {
+    awk -v hz="$(getconf CLK_TCK)" -v n="$3" -v a="$1" -v b="$2" 'BEGIN {
+        k = split(a, x, "\n"); for (i = 1; i <= k; i++) { split(x[i], f, " "); t0[f[1]] = f[2] }
+        k = split(b, y, "\n")
+        for (i = 1; i <= k; i++) { split(y[i], f, " "); d[f[3]] += f[2] - t0[f[1]] }
+        out = ""
+        for (c in d) if (d[c] > 0) out = out sprintf("%s%s %.0f", out == "" ? "" : ", ", c, d[c] * 1e6 / hz / n)
+        print (out == "" ? "none" : out) " µs" }'
+}
+
 # cpu_us SNAP0 SNAP1 N [I]: µs of CPU per message between two cpu_snapshot lines, of
 # process I (1 postmuxd, 2 redis, 3 postgres, 4 smtp-sink) or of all four.
 cpu_us() {
@@ -191,6 +221,14 @@ setup() {
     pmx_svc_conf_set "$POSTMUX_CONFIG" daemon workers auto
     pmx_svc_conf_set "$POSTMUX_CONFIG" daemon metrics_listen "127.0.0.1:$MPORT"
     pmx_svc_conf_set "$POSTMUX_CONFIG" daemon log_level warn
+    local set_one sec key val
+    IFS=';' read -ra set_one <<<"${BENCH_SET:-}"
+    for set_one in "${set_one[@]}"; do
+        read -r sec key val <<<"$set_one"
+        [[ -n $sec ]] || continue
+        [[ -n $key && -n $val ]] || die "BENCH_SET: '$set_one' is not 'section key value'"
+        pmx_svc_conf_set "$POSTMUX_CONFIG" "$sec" "$key" "$val"
+    done
     HPORT=
     if [[ " $SCENARIOS " == *" http "* ]]; then
         HPORT=$(pmx_svc_free_port) || die "no free port"
@@ -320,6 +358,7 @@ run_burst() {
     xact0=$(q "select xact_commit from pg_stat_database where datname = 'postmux'")
     BURST_DKIM0=$(dkim_metrics)
     BURST_CPU0=$(cpu_snapshot)
+    BURST_PG0=$(pg_procs)
     BURST_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     local t0 t1
     say "enqueueing with redis-cli --pipe, postmuxd running"
@@ -330,6 +369,7 @@ run_burst() {
     BURST_ENQ_MS=$((t1 - t0))
     wait_sent "$n" || return 1
     BURST_CPU1=$(cpu_snapshot)
+    BURST_PG1=$(pg_procs)
     BURST_MS=$(($(now_ms) - t0))
     BURST_DKIM1=$(dkim_metrics)
     BURST_XACT=$(($(q "select xact_commit from pg_stat_database where datname = 'postmux'") - xact0))
@@ -360,6 +400,7 @@ report_burst() {
         put "[$title] CPU per message: ${names[i]}" "${P}_cpu_${names[i]}" \
             "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt" $((i + 1)))" "µs"
     done
+    put "[$title] Postgres CPU per message by process" "${P}_pgproc" "$(pg_by_proc "$BURST_PG0" "$BURST_PG1" "$cnt")"
     put "[$title] CPU per message: all four" "${P}_cpu_all" "$(cpu_us "$BURST_CPU0" "$BURST_CPU1" "$cnt")" "µs"
     # The whole machine's busy time over the burst, against the four above: what else
     # ran (the bench's own polling, other work on the machine) skews the numbers.
@@ -915,6 +956,7 @@ for s in $SCENARIOS; do
 done
 if ((needs_services)); then
     setup
+    [[ -z ${BENCH_SET:-} ]] || put "config set by BENCH_SET" b_set "$BENCH_SET"
     for s in $SCENARIOS; do
         [[ $own == *" $s "* ]] && continue
         if ! "bench_$s"; then
