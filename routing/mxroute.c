@@ -26,9 +26,12 @@
 /* The sweep: retires unused site pools, and gives idle sessions back to a site that
  * another worker waits for; every 250 ms, the pool's own admission retry period. */
 #define SWEEP_MS      250u
-/* Addresses a session tries before it gives up, as Postfix's smtp_mx_address_limit
- * (5): a site whose hosts black-hole connections costs at most 5 connect timeouts. */
-#define SITE_ADDRS    5
+/* Addresses a session tries, in MX order, before it gives up: every address of every
+ * MX host up to this many. 16 is more than the big providers publish (Gmail's five MX
+ * hosts have ten, an IPv4 and an IPv6 each), so their last MX is reached; the bound
+ * keeps a site whose hosts black-hole connections to 16 connect timeouts (Postfix
+ * stops at 5, smtp_mx_address_limit; docs/delivery.md "Sites and their limits"). */
+#define SITE_ADDRS    16
 /* The site's limiter did not answer (Redis): what its waiting deliveries are deferred with. */
 #define RATE_DOWN_REPLY "451 4.3.0 site_rate: the rate limiter of site %.100s is unavailable " \
                         "(Redis), not sent over its rate"

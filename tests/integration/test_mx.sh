@@ -5,6 +5,7 @@
 # address, EHLO name, sessions open at once, messages per connection).
 #   a.test -> 127.0.0.2, b.test -> 127.0.0.3, c.test (no MX: its A) -> 127.0.0.5
 #   down.test: MX 10 -> 127.0.0.9 (nothing listens), MX 20 -> 127.0.0.3
+#   far.test: MX 10-50 -> 127.0.0.20-24 (nothing listens), MX 60 -> 127.0.0.3
 #   greet.test: MX 10 -> 127.0.0.7 (421 greeting), MX 20 -> 127.0.0.2
 #   tls.test -> 127.0.0.8 (offers STARTTLS, then breaks the handshake)
 #   tlsok.test -> 127.0.0.4 (STARTTLS with a self-signed certificate)
@@ -26,6 +27,18 @@ mx-host=down.test,mx1.down.test,10
 mx-host=down.test,mx2.down.test,20
 host-record=mx1.down.test,127.0.0.9
 host-record=mx2.down.test,127.0.0.3
+mx-host=far.test,mx1.far.test,10
+mx-host=far.test,mx2.far.test,20
+mx-host=far.test,mx3.far.test,30
+mx-host=far.test,mx4.far.test,40
+mx-host=far.test,mx5.far.test,50
+mx-host=far.test,mx6.far.test,60
+host-record=mx1.far.test,127.0.0.20
+host-record=mx2.far.test,127.0.0.21
+host-record=mx3.far.test,127.0.0.22
+host-record=mx4.far.test,127.0.0.23
+host-record=mx5.far.test,127.0.0.24
+host-record=mx6.far.test,127.0.0.3
 mx-host=greet.test,mx1.greet.test,10
 mx-host=greet.test,mx2.greet.test,20
 host-record=mx1.greet.test,127.0.0.7
@@ -129,6 +142,12 @@ xadd from news@acme.test to u@down.test subject s text t id down >/dev/null
 t_wait_for 60 "[[ -n \$(row down u@down.test) ]]"
 t_expect_eq "$(row down u@down.test)" "sent -" "sent"
 t_expect_match "$(delivered)" '127\.0\.0\.3 u@down\.test' "at the second MX"
+
+t_case "five MX hosts down: the sixth, the domain's last, takes it (every address is tried)"
+xadd from news@acme.test to w@far.test subject s text t id far >/dev/null
+t_wait_for 60 "[[ -n \$(row far w@far.test) ]]"
+t_expect_eq "$(row far w@far.test)" "sent -" "sent"
+t_expect_match "$(delivered)" '127\.0\.0\.3 w@far\.test' "at the sixth MX"
 
 t_case "a 4xx greeting moves on to the next MX"
 xadd from news@acme.test to v@greet.test subject s text t id greet >/dev/null
