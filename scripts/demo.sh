@@ -29,6 +29,9 @@
 #   make demo                  (or: bash scripts/demo.sh)
 #   DEMO_KEEP=1 make demo      keep everything running (logs follow) until Ctrl-C
 #   DEMO_BIN_DIR=DIR           use the postmux/postmuxd in DIR (no deps.sh, no build)
+#   DEMO_RESPONSES=DIR         also save every API answer in DIR (N.req: method, path,
+#                              status, content type; N.body), for tests/integration/test_demo.sh
+#                              to check them against the OpenAPI document
 #
 # Every service lives in one temp dir (scripts/services.sh) and is stopped on exit,
 # Ctrl-C or kill; no port is fixed.
@@ -158,13 +161,14 @@ show_log
 # req KEYVAR METHOD PATH [JSON]: one API request with curl, shown as one would type it
 # (KEYVAR names the variable holding the key: ORG_KEY or APP_KEY). With WSH=1 it sends
 # X-Workspace-Id: $WS (an organization key names its workspace), with IDEM=K an
-# Idempotency-Key. The status goes to $code, the body to resp.json.
+# Idempotency-Key. The status goes to $code, the body to resp.json (and, with
+# DEMO_RESPONSES set, both to that directory).
 req() {
     local kv=$1 m=$2 p=$3 body=${4-} show args
     show="curl"
     [[ $m != GET ]] && show+=" -X $m"
     show+=" \"\$API$p\" -H \"Authorization: Bearer \$$kv\""
-    args=(-sS -m 30 -o "$dir/resp.json" -w '%{http_code}' -X "$m" "$API$p"
+    args=(-sS -m 30 -o "$dir/resp.json" -w '%{http_code} %{content_type}' -X "$m" "$API$p"
           -H "Authorization: Bearer ${!kv}")
     if [[ ${WSH-} == 1 ]]; then
         show+=" -H \"X-Workspace-Id: \$WS\""
@@ -176,7 +180,15 @@ req() {
     fi
     [[ -n $body ]] && { show+=" --json '$body'"; args+=(--json "$body"); }
     printf '%s$ %s%s\n' "$D" "$show" "$N"
-    code=$(curl "${args[@]}") || die "curl: $m $p failed"
+    local out
+    out=$(curl "${args[@]}") || die "curl: $m $p failed"
+    code=${out%% *}
+    if [[ -n ${DEMO_RESPONSES-} ]]; then
+        local n
+        n=$(find "$DEMO_RESPONSES" -name '*.req' | wc -l)
+        printf '%s %s %s %s\n' "$m" "$p" "$code" "${out#* }" >"$DEMO_RESPONSES/$n.req"
+        cp "$dir/resp.json" "$DEMO_RESPONSES/$n.body"
+    fi
 }
 # jget EXPR: a Python expression over the last answer's JSON body `d`, printed.
 jget() { "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \

@@ -22,10 +22,19 @@ block() {
 }
 
 t_case "the demo runs end to end and exits 0"
-T_RUN_TIMEOUT=120 t_run env -u DEMO_KEEP DEMO_BIN_DIR="$PMX_BIN_DIR" bash "$PMX_ROOT/scripts/demo.sh"
+mkdir -p "$T_DIR/answers"
+T_RUN_TIMEOUT=120 t_run env -u DEMO_KEEP DEMO_BIN_DIR="$PMX_BIN_DIR" DEMO_RESPONSES="$T_DIR/answers" \
+    bash "$PMX_ROOT/scripts/demo.sh"
 t_expect_rc 0
 demo_out=$T_OUT
 t_expect_match "$T_OUT" 'postmuxd \| postmuxd\[[0-9]+\] info: stopped exit=0' "postmuxd stopped cleanly"
+
+t_case "every API answer the demo got is what the OpenAPI document says"
+t_run /usr/bin/python3 "$PMX_ROOT/tests/tools/api_check.py" --saved "$PMX_ROOT/http/openapi.json" "$T_DIR/answers"
+t_expect_rc 0
+t_expect_match "$T_OUT" '^[0-9]+ answers valid$' "checked"
+t_expect_eq "$(find "$T_DIR/answers" -name '*.req' | wc -l)" "$(grep -c '^\$ curl .*"\$API/v1/' <<<"$demo_out")" \
+    "one saved answer per API request shown"
 
 t_case "the CLI only migrates and makes the organization key; the config has [http] and [mx] resolver"
 t_expect_eq "$(grep -E '^\$ (.*\$\()?postmux ' <<<"$demo_out")" \

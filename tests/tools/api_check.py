@@ -3,6 +3,7 @@
 
 usage: api_check.py PORT SPEC METHOD PATH [key=K] [ws=WS] [idem=I] [body=JSON]
                     [bodyfile=F] [header=Name:Value ...]
+       api_check.py --saved SPEC DIR
 
 Prints the status on the first line and the JSON body on the second. Exits
 non-zero with "SCHEMA: ..." when the answer is not what the document says for
@@ -10,6 +11,11 @@ that operation: the status is not documented, the content type differs, or
 the body does not validate (python3-jsonschema, Draft 2020-12, $refs resolved
 in the document). PATH may hold a query string; the operation is found by
 matching PATH against the document's path templates ({id} = one segment).
+
+--saved checks answers another client already got: DIR holds N.req ("METHOD
+PATH STATUS CONTENT-TYPE", as scripts/demo.sh writes them with DEMO_RESPONSES)
+and N.body. Prints "N answers valid", or exits non-zero naming the first that
+is not.
 """
 import json
 import sys
@@ -57,7 +63,26 @@ def check(doc, method, path, status, ctype, body):
     return inst
 
 
+def check_saved(spec_path, d):
+    import os
+    doc = json.load(open(spec_path))
+    reqs = sorted((f for f in os.listdir(d) if f.endswith(".req")), key=lambda f: int(f[:-4]))
+    if not reqs:
+        sys.exit("SCHEMA: no saved answers in %s" % d)
+    for f in reqs:
+        method, path, status, ctype = open(os.path.join(d, f)).read().rstrip("\n").split(" ", 3)
+        body = open(os.path.join(d, f[:-4] + ".body"), "rb").read()
+        try:
+            check(doc, method, path, int(status), ctype, body)
+        except SystemExit as e:
+            sys.exit("%s (%s %s -> %s)" % (e.code, method, path, status))
+    print("%d answers valid" % len(reqs))
+
+
 def main():
+    if sys.argv[1:2] == ["--saved"]:
+        check_saved(sys.argv[2], sys.argv[3])
+        return
     port, spec_path, method, path = sys.argv[1:5]
     headers = {}
     data = None
