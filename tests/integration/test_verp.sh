@@ -230,15 +230,10 @@ t_expect_match "$T_OUT" ' 550 5\.6\.0 X-Postmux-Unsubscribe must be yes or no' "
 
 t_case "HTTP API: \"unsubscribe\": true"
 K_API=$($PMX apikey create --workspace Acme --name api 2>/dev/null)
-t_run "$PY" - "$HPORT" "$K_API" <<'PYEOF'
-import json, sys, urllib.request
-body = json.dumps({"from": "news@acme.test", "to": ["h8@cust.test"], "subject": "api8",
-                   "text": "hello", "unsubscribe": True}).encode()
-req = urllib.request.Request("http://127.0.0.1:%s/v1/emails" % sys.argv[1], data=body, method="POST",
-                             headers={"Authorization": "Bearer " + sys.argv[2],
-                                      "Content-Type": "application/json"})
-print(urllib.request.urlopen(req, timeout=20).status)
-PYEOF
+t_run "$PY" "$PMX_ROOT/tests/tools/api_check.py" "$HPORT" "$PMX_ROOT/http/openapi.json" POST /v1/emails \
+    "key=$K_API" 'body={"from": "news@acme.test", "to": ["h8@cust.test"], "subject": "api8", "text": "hello", "unsubscribe": true}'
+t_expect_rc 0
+T_OUT=$(head -n 1 <<<"$T_OUT")
 t_expect_eq "$T_OUT" 202 "accepted"
 t_wait_for 40 "(( \$(nfiles api8) == 1 ))"
 check_unsub "$(files_of api8)" h8@cust.test
