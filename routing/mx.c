@@ -65,7 +65,15 @@ struct pmx_mx {
     lookup_t       *lookups;
     entry_t        *buckets[BUCKETS];
     size_t          cached;
+    uint64_t      (*now)(void *arg);   /* the cache's clock; NULL = uv_now(loop) */
+    void           *now_arg;
 };
+
+/* The cache's clock, in ms: the loop's time, unless a test set another. */
+static uint64_t now_ms(pmx_mx_t *m)
+{
+    return m->now ? m->now(m->now_arg) : uv_now(m->loop);
+}
 
 /* ---- networks ---- */
 
@@ -271,7 +279,7 @@ static void cache_put(pmx_mx_t *m, pmx_mx_route_t *r)
 
 static pmx_mx_route_t *cache_get(pmx_mx_t *m, const char *domain)
 {
-    uint64_t now = uv_now(m->loop);
+    uint64_t now = now_ms(m);
     for (entry_t **pp = &m->buckets[hash_of(domain)]; *pp;) {
         pmx_mx_route_t *r = (*pp)->route;
         if (r->expires_ms <= now) {
@@ -296,7 +304,7 @@ static void lookup_finish(lookup_t *lk)
         }
     pmx_mx_route_t *r = lk->route;
     uint32_t ttl = lk->ttl > PMX_MX_TTL_MAX_S ? PMX_MX_TTL_MAX_S : lk->ttl;
-    r->expires_ms = r->status == PMX_MX_DEFER || ttl == 0 ? 0 : uv_now(m->loop) + ttl * 1000ull;
+    r->expires_ms = r->status == PMX_MX_DEFER || ttl == 0 ? 0 : now_ms(m) + ttl * 1000ull;
     cache_put(m, r);
     pmx_mx_waiter_t *w = lk->waiters;
     lk->waiters = NULL;
@@ -582,6 +590,12 @@ pmx_mx_route_t *pmx_mx_lookup(pmx_mx_t *m, const char *domain, pmx_mx_cb cb, voi
         return r;
     }
     return NULL;
+}
+
+void pmx__mx_set_clock(pmx_mx_t *m, uint64_t (*now)(void *arg), void *arg)
+{
+    m->now = now;
+    m->now_arg = arg;
 }
 
 void pmx_mx_cancel(pmx_mx_t *m, pmx_mx_waiter_t *w)

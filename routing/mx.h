@@ -101,6 +101,10 @@ void pmx_mx_free(pmx_mx_t *m);
  * "" for "."): 0, or -1 when malformed. For the fuzz target. */
 int pmx__mx_rdata(const unsigned char *p, size_t len, int *pref, char *name, size_t namelen);
 
+/* For tests: the clock of the cache (ms, like uv_now), instead of the loop's time.
+ * now = NULL goes back to the loop's. */
+void pmx__mx_set_clock(pmx_mx_t *m, uint64_t (*now)(void *arg), void *arg);
+
 /* Formats an address without the port ("192.0.2.1", "2001:db8::1"). */
 void pmx_mx_addr_str(const struct sockaddr_storage *sa, char *out, size_t outlen);
 

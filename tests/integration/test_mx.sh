@@ -12,6 +12,8 @@
 #   busy.test -> 127.0.0.6 (slow end of data), for the per-site session limit
 #   nullmx.test (RFC 7505), nx.test (NXDOMAIN), private.test -> 10.1.2.3 (refused range),
 #   servfail.test (dnsmasq forwards it to a dead port: SERVFAIL or a timeout)
+#   v6.test: MX 10 -> mx.v6.test, which has only an AAAA record, ::1 (mx_server.py
+#   listens there too; [mx] allow_networks lets ::1/128 through)
 source "$(dirname "$0")/lib.sh"
 t_setup
 
@@ -54,6 +56,8 @@ mx-host=private.test,mx.private.test,10
 host-record=mx.private.test,10.1.2.3
 address=/nx.test/
 server=/servfail.test/127.0.0.1#1
+mx-host=v6.test,mx.v6.test,10
+host-record=mx.v6.test,::1
 EOF
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=mx.tlsok.test" -keyout "$T_DIR/mx.key" -out "$T_DIR/mx.crt" 2>/dev/null ||
@@ -64,7 +68,9 @@ t_mx_start "$ZONE" \
     --starttls 127.0.0.4 --cert "$T_DIR/mx.crt" --key "$T_DIR/mx.key" \
     --greet '127.0.0.7=421 4.3.2 too busy, try another MX' --starttls-broken 127.0.0.8 \
     --rcpt-fail 'nouser=550 5.1.1 no such user here' --data-delay 0.2 \
-    --rcpt-fail 'tss=421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred'
+    --rcpt-fail 'tss=421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred' \
+    --listen ::1
+t_conf_set mx allow_networks '127.0.0.0/8, ::1/128'
 t_conf_set mx connections_per_site 2
 t_conf_set mx messages_per_connection 3
 t_conf_set mx connect_timeout 5s
@@ -155,6 +161,16 @@ t_wait_for 60 "[[ -n \$(row greet v@greet.test) ]]"
 t_expect_eq "$(row greet v@greet.test)" "sent -" "sent"
 t_expect_match "$(grep '"ev": "connect"' "$MXLOG")" '"local": "127.0.0.7"' "the first MX was tried"
 t_expect_match "$(delivered)" '127\.0\.0\.2 v@greet\.test' "at the second MX"
+
+t_case "an MX host with only an AAAA record: delivered over IPv6 (::1)"
+t_run "$PMX" mx v6.test
+t_expect_rc 0
+t_expect_match "$T_OUT" '10 mx\.v6\.test +::1' "its one address is the AAAA"
+xadd from news@acme.test to s6@v6.test subject s text t id v6 >/dev/null
+t_wait_for 60 "[[ -n \$(row v6 s6@v6.test) ]]"
+t_expect_eq "$(row v6 s6@v6.test)" "sent -" "sent"
+t_expect_match "$(delivered)" '::1 s6@v6\.test' "at ::1"
+t_expect_match "$(grep '"ev": "connect"' "$MXLOG" | grep '"local": "::1"')" '"peer": "::1"' "over IPv6"
 
 t_case "null MX and NXDOMAIN bounce at once (domain_unknown); a refused range defers"
 xadd from news@acme.test to 'n@nullmx.test, m@nx.test, p@private.test' subject s text t id dns >/dev/null

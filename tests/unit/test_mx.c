@@ -2,7 +2,8 @@
  * routing/mx.c and routing/resolver.c without DNS: [mx] allow_networks parsing,
  * the refused address ranges and what allow_networks lets through, site names,
  * MX RDATA, and the [mx] resolver syntax; routing/sites.c: the session limit per
- * site, a dead worker's sessions taken off, and the site metrics. (Lookups against a real DNS server are
+ * site, a dead worker's sessions taken off, and the site metrics; the shaping parser and the
+ * shipped routing/shaping.ini. (Lookups against a real DNS server are
  * tests/integration/test_mx.sh.)
  */
 #include <setjmp.h>
@@ -319,6 +320,84 @@ static void test_shaping(void **state)
     unlink(p);
 }
 
+/* The shipped routing/shaping.ini ($PMX_ROOT or the current directory, as tests/run.sh
+ * runs): each provider's MX hosts find its rule, and the replies its postmaster pages
+ * publish as "slow down" suspend that site for the time the file gives; ordinary
+ * replies suspend nothing. */
+static void test_shaping_shipped(void **state)
+{
+    (void)state;
+    const char *root = getenv("PMX_ROOT");
+    char path[512], err[400];
+    snprintf(path, sizeof path, "%s/routing/shaping.ini", root && *root ? root : ".");
+    pmx_shaping_t sh;
+    if (pmx_shaping_load(path, &sh, err, sizeof err) != 0) fail_msg("%s", err);
+
+    const char *ms[] = { "hotmail-com.olc.protection.outlook.com" };
+    const char *exo[] = { "example-com.mail.protection.outlook.com" };
+    const char *yh[] = { "mta5.am0.yahoodns.net", "mta6.am0.yahoodns.net" };
+    const char *gg[] = { "aspmx.l.google.com", "alt1.aspmx.l.google.com" };
+    const pmx_shaping_rule_t *m = pmx_shaping_match(&sh, ms, 1);
+    const pmx_shaping_rule_t *y = pmx_shaping_match(&sh, yh, 2);
+    const pmx_shaping_rule_t *g = pmx_shaping_match(&sh, gg, 2);
+    assert_non_null(m);
+    assert_non_null(y);
+    assert_non_null(g);
+    assert_string_equal(m->name, "microsoft");
+    assert_ptr_equal(pmx_shaping_match(&sh, exo, 1), m);
+    assert_string_equal(y->name, "yahoo");
+    assert_string_equal(g->name, "google");
+
+    static const struct { char site; const char *reply; uint64_t ms; } c[] = {
+        /* Outlook.com's block list, as its MX says it (S3150, S3140, AS3150) */
+        { 'm', "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact "
+               "your Internet service provider since part of their network is on our block list "
+               "(S3150). You can also refer your provider to "
+               "http://mail.live.com/mail/troubleshooting.aspx#errors. "
+               "[DB3EUR04FT007.eop-eur04.prod.protection.outlook.com]", 2 * 3600000ull },
+        { 'm', "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. ... on our block "
+               "list (S3140).", 2 * 3600000ull },
+        { 'm', "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. ... on our block "
+               "list (AS3150).", 2 * 3600000ull },
+        { 'm', "451 4.7.500 Server busy. Please try again later from [192.0.2.1]. (S3150) "
+               "[AM6EUR05FT012.eop-eur05.prod.protection.outlook.com]", 2 * 3600000ull },
+        { 'm', "451 4.7.500 Server busy. Please try again later from [192.0.2.1]. (S77719) "
+               "[FR2DEU01FT008.eop-deu01.prod.protection.outlook.com]", 30 * 60000ull },
+        { 'm', "451 4.7.650 The mail server [192.0.2.1] has been temporarily rate limited due to "
+               "IP reputation. (S775)", 3600000ull },
+        { 'm', "550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302).", 0 },
+        { 'm', "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent (S31500).", 0 },
+        { 'm', "250 2.6.0 <x@example.com> [InternalId=1] Queued mail for delivery", 0 },
+        /* Yahoo */
+        { 'y', "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected "
+               "volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+          3600000ull },
+        { 'y', "421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred due to user "
+               "complaints", 2 * 3600000ull },
+        { 'y', "554 5.7.9 Message not accepted for policy reasons.", 0 },
+        { 'y', "250 ok dirdel", 0 },
+        /* Google */
+        { 'g', "421-4.7.28 [192.0.2.1 15] Our system has detected an unusual rate of unsolicited "
+               "mail originating from your IP address. To protect our users from spam, mail sent "
+               "from your IP address has been temporarily rate limited.", 3600000ull },
+        { 'g', "421-4.7.0 [192.0.2.1 15] Our system has detected an unusual rate of unsolicited "
+               "mail originating from your IP address.", 30 * 60000ull },
+        { 'g', "550-5.1.1 The email account that you tried to reach does not exist.", 0 },
+        { 'g', "250 2.0.0 OK  1700000000 a1-20020a170902e80100b001b3e0b1b2d5si12345plh.123 - gsmtp",
+          0 },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        const pmx_shaping_rule_t *r = c[i].site == 'm' ? m : c[i].site == 'y' ? y : g;
+        uint64_t got = pmx_shaping_on_reply(r, c[i].reply);
+        if (got != c[i].ms)
+            fail_msg("case %zu ([site %s] \"%.60s...\"): suspends %llu ms, want %llu", i, r->name,
+                     c[i].reply, (unsigned long long)got, (unsigned long long)c[i].ms);
+    }
+    /* A rule applies to its own site only: Yahoo's code says nothing to Microsoft. */
+    assert_int_equal(pmx_shaping_on_reply(m, "421 4.7.0 [TSS04] Messages temporarily deferred"), 0);
+    pmx_shaping_free(&sh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_sites),
         cmocka_unit_test(test_sites_share),
         cmocka_unit_test(test_shaping),
+        cmocka_unit_test(test_shaping_shipped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
