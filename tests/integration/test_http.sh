@@ -225,11 +225,41 @@ print("after %d of %d bytes, %.0fs" % (sent, len(req), time.time() - t0), file=s
 t_expect_eq "$T_OUT" cut "the server closed the connection before the request was whole"
 
 # ---- revocation -----------------------------------------------------------------------------------------
-t_case "a revoked key is refused (401) within the cache's revocation window"
+t_case "a revoked key is refused (401) within 5 s of its revocation (+1 s slack, no more)"
+# The one deadline this test asserts: docs/http.md promises a revoked key refused within
+# 5 s (the key cache's PMX_APIKEYS_TTL_MS, submission/apikeys.h). Measured from the end of
+# `apikey revoke` (the row is committed) to the first 401; 1 s of slack for a loaded
+# machine and the probes' own latency, and no longer wait: a cache keeping keys past the
+# promise must fail here. Probes with curl (lighter than api_check.py, so the first 401 is
+# seen within ~0.1 s of happening); the 401 is checked against the document after.
 api POST /v1/emails "key=$K_LATE" 'body={"from":"a@acme.test","to":"r@example.net","subject":"before revoke","text":"t"}'
 expect_api 202
 $PMX apikey revoke "$LATE_ID" >/dev/null
-t_wait_for 15 "[[ \$(\"$PY\" \"$API\" $HPORT \"$SPEC\" POST /v1/emails key=$K_LATE 'body={}' | head -n 1) == 401 ]]"
+T0=$(date +%s%N)
+REVOKED_MS=""
+while :; do
+    code=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $K_LATE" \
+        -H 'Content-Type: application/json' -d '{}' "http://127.0.0.1:$HPORT/v1/emails")
+    ms=$((($(date +%s%N) - T0) / 1000000))
+    if [[ $code == 401 ]]; then
+        REVOKED_MS=$ms
+        break
+    fi
+    ((ms > 6000)) && break
+    if [[ $code != 422 ]]; then
+        t_fail "a probe got $code (expected 422 while the key is cached, then 401)"
+        break
+    fi
+    sleep 0.1
+done
+echo "# first 401 ${REVOKED_MS:-never} ms after the revocation (last probe at $ms ms)" >&2
+if [[ -z $REVOKED_MS && $code == 422 ]]; then
+    t_fail "the revoked key was still accepted ${ms} ms after the revocation (promised: 5 s)"
+elif [[ -n $REVOKED_MS ]]; then
+    t_expect_eq "$((REVOKED_MS <= 6000))" 1 "refused within 6000 ms (took $REVOKED_MS ms)"
+fi
+api POST /v1/emails "key=$K_LATE" 'body={}'
+expect_api 401
 
 # ---- Redis down -------------------------------------------------------------------------------------------
 t_case "Redis stopped: 503, never 202"
