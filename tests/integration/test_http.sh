@@ -177,6 +177,32 @@ expect_api 422
 api POST /v1/emails/batch "key=$K_ACME" "body=$EMAIL"
 expect_api 400
 
+t_case "batch of 501: 422 and nothing queued; exactly 500: 200 with 500 results, all queued"
+# The stream's length is no measure (the workers XDEL what they delivered); XINFO's
+# entries-added counts every XADD ever made to it.
+added() { t_redis XINFO STREAM "pmx:{$ACME}:jobs" | awk 'prev == "entries-added" { print; exit } { prev = $0 }'; }
+"$PY" -c '
+import json, sys
+for n in (500, 501):
+    items = [{"from": "a@acme.test", "to": "big%d@example.net" % i, "subject": "big %d" % i,
+              "text": "t"} for i in range(n)]
+    open("%s/batch%d.json" % (sys.argv[1], n), "w").write(json.dumps(items))' "$T_DIR"
+BEFORE=$(added)
+t_expect_match "$BEFORE" '^[0-9]+$' "entries-added read"
+api POST /v1/emails/batch "key=$K_ACME" idem=over "bodyfile=$T_DIR/batch501.json"
+expect_api 422
+t_expect_match "$(jget 'd["detail"]')" '1 to 500' "detail"
+t_expect_eq "$(added)" "$BEFORE" "nothing queued"
+api POST /v1/emails/batch "key=$K_ACME" idem=big "bodyfile=$T_DIR/batch500.json"
+expect_api 200
+t_expect_eq "$(jget 'len(d["results"]), sorted(set(r["status"] for r in d["results"]))')" \
+    "(500, [202])" "500 results, each 202"
+t_expect_eq "$(added)" "$((BEFORE + 500))" "500 queued"
+# Delivered before the cases that stop Redis and postmuxd.
+t_wait_for 180 "[[ \$(t_psql \"select count(*) from messages m join recipients r on r.message_id = m.id
+                                 where m.client_id like 'big:%' and r.status = 'sent'\") == 500 ]]"
+t_expect_eq "$(t_psql "select count(*) from messages where client_id like 'over:%'")" 0 "no message of the refused batch"
+
 # ---- connection limits -----------------------------------------------------------------------------------
 t_case "max_connections_per_address: the 5th connection from one address is closed unanswered"
 t_run "$PY" -c '
