@@ -8,11 +8,8 @@
 #include <string.h>
 
 #include "dkim/keycrypt.h"
-#include "lib/encode.h"
 #include "lib/mem.h"
 #include "routing/wsroute.h"
-
-#define PASSWORD_MAX 1024
 
 /* Reads the password file: one line of printable text (one trailing newline dropped). */
 static int read_password(const char *path, char **out, size_t *len)
@@ -22,15 +19,11 @@ static int read_password(const char *path, char **out, size_t *len)
         pmx_cli_error("--route-password-file %s", err);
         return -1;
     }
-    bool bad = *len > PASSWORD_MAX;
-    for (size_t i = 0; i < *len && !bad; i++)
-        bad = (unsigned char)(*out)[i] < 0x20 || (*out)[i] == 0x7f;
-    if (bad) {
+    if (pmx_wsroute_password_text_check(*out, *len, err, sizeof err) < 0) {
         pmx_wipe(*out, *len);
         free(*out);
         *out = NULL;
-        pmx_cli_error("--route-password-file %s: the password must be one line of at most %d "
-                      "bytes without control characters", path, PASSWORD_MAX);
+        pmx_cli_error("--route-password-file %s: %s", path, err);
         return -1;
     }
     return 0;
@@ -46,19 +39,13 @@ static int seal(pmx_cli_t *c, const char *ws_id, const pmx_wsroute_t *rt, const 
         pmx_cli_error("%s", err);
         return -1;
     }
-    pmx_buf_t blob = PMX_BUF_INIT, hex = PMX_BUF_INIT;
-    int rc = pmx_wsroute_seal(master, ws_id, rt, password, len, &blob);
+    int rc = pmx_wsroute_seal_bytea(master, ws_id, rt, password, len, &out->password_hex);
     pmx_wipe(master, sizeof master);
     if (rc < 0) {
-        pmx_buf_free(&blob);
         pmx_cli_error("cannot encrypt the route password");
         return -1;
     }
-    pmx_buf_append_str(&hex, "\\x");
-    pmx_hex_encode(&hex, (const uint8_t *)blob.data, blob.len);
-    pmx_buf_free(&blob);
     out->password_set = true;
-    out->password_hex = pmx_buf_detach(&hex);
     return 0;
 }
 

@@ -3,7 +3,11 @@
  * a workspace key lists only its own and cannot create), show and change one
  * (a workspace key only its own: another is 404). PATCH takes the settings of
  * `postmux workspace set` as JSON members and checks and writes them with the
- * same code (sql/q_workspace.h): all of them or none, with one audit_log row.
+ * same code (sql/q_workspace.h; pool and route: routing/wsroute.h, against
+ * the config this worker runs with): all of them or none, with one audit_log
+ * row. A route_password is sealed with the master key for the route given
+ * with it, as the CLI's --route-password-file is; it is never answered nor
+ * logged.
  */
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +17,7 @@
 #include "http/api_call.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
+#include "routing/wsroute.h"
 #include "sql/q_workspace.h"
 
 static void ws_rows(pmx_api_call_t *c, const PGresult *res)
@@ -123,9 +128,24 @@ void pmx_api_create_workspace(pmx_api_call_t *c)
 
 /* ---- PATCH ---- */
 
+/* The known members; a body has each at most once (a duplicate member is a 400). */
+#define PATCH_MEMBERS 12
+
+/* The routing members: pool is checked as it is read; route and route_password
+ * together once the whole body is read (the password is sealed for the route). */
+typedef struct {
+    const pmx_config_t *cfg;
+    bool                pool_set;
+    const char         *pool;         /* NULL = default */
+    json_t             *route;        /* the members as given; NULL = absent */
+    json_t             *password;
+    char                canonical[PMX_WSROUTE_MAX + 1];
+    char               *password_hex; /* sealed, bytea input */
+} patch_routing_t;
+
 /* One member of the PATCH body, turned into the CLI's text form and checked. */
-static int patch_member(pmx_ws_changes_t *ch, const char *k, json_t *v, char *tmp, size_t tmplen,
-                        char *err, size_t n)
+static int patch_member(pmx_ws_changes_t *ch, patch_routing_t *rt, const char *k, json_t *v,
+                        char *tmp, size_t tmplen, char *err, size_t n)
 {
     if (strcmp(k, "name") == 0) {
         if (!json_is_string(v)) goto type_string;
@@ -177,13 +197,100 @@ static int patch_member(pmx_ws_changes_t *ch, const char *k, json_t *v, char *tm
         if (!json_is_string(v)) goto type_string;
         return pmx_ws_set_limit(ch, bounce, k, json_string_value(v), err, n);
     }
+    if (strcmp(k, "pool") == 0) {
+        if (json_is_null(v)) {
+            rt->pool_set = true;   /* default */
+            return 0;
+        }
+        if (!json_is_string(v)) goto type_string;
+        const char *name = json_string_value(v);
+        if (pmx_wsroute_pool_check(rt->cfg, name, &rt->pool, err, n) < 0) {
+            /* The check names the config file: the server's business, not the caller's. */
+            if (pmx_config_pool_name_ok(name))
+                snprintf(err, n, "pool: no [pool %s] in the daemon's configuration (expected "
+                         "a configured pool or default)", name);
+            return -1;
+        }
+        rt->pool_set = true;
+        return 0;
+    }
+    if (strcmp(k, "route") == 0) {
+        if (!json_is_null(v) && !json_is_string(v)) goto type_string;
+        rt->route = v;
+        return 0;
+    }
+    if (strcmp(k, "route_password") == 0) {
+        if (!json_is_string(v)) {
+            snprintf(err, n, "route_password must be a string");
+            return -1;
+        }
+        rt->password = v;
+        return 0;
+    }
     snprintf(err, n, "unknown member (known: name, rate, burst, daily_quota, test_mode, "
-             "catch_all, suspended, max_bounce_rate, max_complaint_rate)");
+             "catch_all, suspended, max_bounce_rate, max_complaint_rate, pool, route, "
+             "route_password)");
     return -1;
 type_string:
     snprintf(err, n, "%s must be a string%s", k,
              strcmp(k, "name") == 0 ? "" : " or null");
     return -1;
+}
+
+/*
+ * route and route_password, checked together as `workspace set --route R
+ * --route-password-file F` checks them, the password sealed for workspace id's
+ * new route. The API takes a password only with its route (the CLI can also
+ * re-seal one for the stored route; the API needs no second statement so).
+ * 0; -1 with the reason in err and the member in *field (*field NULL: the
+ * sealing failed, a 500).
+ */
+static int patch_route(patch_routing_t *rt, const uint8_t *master, const char *id, char *err,
+                       size_t n, const char **field)
+{
+    *field = "route_password";
+    if (!rt->route) {
+        if (!rt->password) return 0;
+        snprintf(err, n, "route_password goes with route in the same request (it is sealed "
+                 "for that route)");
+        return -1;
+    }
+    *field = "route";
+    pmx_wsroute_t parsed;
+    const char *text = json_is_null(rt->route) ? "default" : json_string_value(rt->route);
+    if (pmx_wsroute_parse(text, &parsed, err, n) < 0) {
+        if (strstr(err, "no password in the URL"))
+            snprintf(err, n, "route: no password in the URL (user:password); give it as "
+                     "route_password");
+        return -1;
+    }
+    if (pmx_wsroute_password_check(&parsed, rt->password != NULL, err, n) < 0) {
+        if (rt->password) {
+            *field = "route_password";
+            snprintf(err, n, "route_password goes only with an smtp:// or smtps:// route that "
+                     "names a user");
+        } else {
+            snprintf(err, n, "route: a route with a user needs its password (route_password)");
+        }
+        return -1;
+    }
+    if (parsed.kind != PMX_WSROUTE_DEFAULT)
+        snprintf(rt->canonical, sizeof rt->canonical, "%s", parsed.canonical);
+    if (!rt->password) return 0;
+    *field = "route_password";
+    const char *pw = json_string_value(rt->password);
+    size_t len = json_string_length(rt->password);
+    char why[200];
+    if (pmx_wsroute_password_text_check(pw, len, why, sizeof why) < 0) {
+        snprintf(err, n, "route_password: %s", why);
+        return -1;
+    }
+    if (pmx_wsroute_seal_bytea(master, id, &parsed, pw, len, &rt->password_hex) < 0) {
+        *field = NULL;
+        snprintf(err, n, "cannot encrypt the route password");
+        return -1;
+    }
+    return 0;
 }
 
 static void ws_patched(pmx_api_call_t *c, const PGresult *res)
@@ -200,19 +307,36 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
     if (!visible(c)) return;
     pmx_ws_changes_t ch;
     memset(&ch, 0, sizeof ch);
+    patch_routing_t rt;
+    memset(&rt, 0, sizeof rt);
+    rt.cfg = pmx__http_api_config(c->api);
     /* Numbers turned into text live here until the statement is sent. */
-    char tmp[8][32], err[400];
+    char tmp[PATCH_MEMBERS][32], err[400];
     int ntmp = 0;
     const char *k;
     json_t *v;
     json_object_foreach(c->body, k, v) {
-        if (ntmp == 8 || patch_member(&ch, k, v, tmp[ntmp++], sizeof tmp[0], err, sizeof err) < 0) {
+        bool full = ntmp == PATCH_MEMBERS;
+        if (full || patch_member(&ch, &rt, k, v, tmp[ntmp++], sizeof tmp[0], err, sizeof err) < 0) {
             pmx_ws_changes_free(&ch);
-            pmx_api_call_problem(c, 422, ntmp == 8 ? "too many members" : err, k);
+            pmx_api_call_problem(c, 422, full ? "too many members" : err, k);
             return;
         }
     }
+    const char *field;
+    if (patch_route(&rt, pmx__http_api_master(c->api), c->param, err, sizeof err, &field) < 0) {
+        pmx_ws_changes_free(&ch);
+        free(rt.password_hex);
+        pmx_api_call_problem(c, field ? 422 : 500, err, field);
+        return;
+    }
+    if (rt.pool_set || rt.route)
+        /* A new route never keeps the old password (as the CLI). */
+        pmx_ws_set_routing(&ch, rt.pool_set, rt.pool, rt.route != NULL,
+                           rt.canonical[0] ? rt.canonical : NULL, rt.route != NULL,
+                           rt.password_hex, NULL);
     if (pmx_ws_changes_empty(&ch)) {
+        free(rt.password_hex);
         pmx_api_call_problem(c, 422, "nothing to change", NULL);
         return;
     }
@@ -222,4 +346,5 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
     pmx_api_call_query(c, pmx_buf_cstr(&sql), np, params, ws_patched);
     pmx_buf_free(&sql);
     pmx_ws_changes_free(&ch);
+    free(rt.password_hex);
 }

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "lib/addr.h"
+#include "lib/encode.h"
 
 static int hexval(int c)
 {
@@ -250,6 +251,19 @@ int pmx_wsroute_password_check(const pmx_wsroute_t *route, bool have_password, c
     return 0;
 }
 
+int pmx_wsroute_password_text_check(const char *password, size_t n, char *err, size_t errlen)
+{
+    bool bad = n == 0 || n > PMX_WSROUTE_PASSWORD_MAX;
+    for (size_t i = 0; i < n && !bad; i++)
+        bad = (unsigned char)password[i] < 0x20 || password[i] == 0x7f;
+    if (bad) {
+        snprintf(err, errlen, "the password must be one line of 1 to %d bytes without control "
+                 "characters", PMX_WSROUTE_PASSWORD_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 void pmx_wsroute_aad(pmx_buf_t *out, const char *ws_id, const pmx_wsroute_t *route)
 {
     pmx_buf_appendf(out, "postmux-route-v1:%s:%s", ws_id, route->canonical);
@@ -264,6 +278,24 @@ int pmx_wsroute_seal(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const char *
     int rc = pmx_dkim_key_seal(master, pmx_buf_cstr(&aad), (const uint8_t *)password, n, blob_out);
     pmx_buf_free(&aad);
     return rc;
+}
+
+int pmx_wsroute_seal_bytea(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const char *ws_id,
+                           const pmx_wsroute_t *route, const char *password, size_t n,
+                           char **out)
+{
+    *out = NULL;
+    pmx_buf_t blob = PMX_BUF_INIT, hex = PMX_BUF_INIT;
+    int rc = pmx_wsroute_seal(master, ws_id, route, password, n, &blob);
+    if (rc < 0) {
+        pmx_buf_free(&blob);
+        return rc;
+    }
+    pmx_buf_append_str(&hex, "\\x");
+    pmx_hex_encode(&hex, (const uint8_t *)blob.data, blob.len);
+    pmx_buf_free(&blob);
+    *out = pmx_buf_detach(&hex);
+    return 0;
 }
 
 int pmx_wsroute_open(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const char *ws_id,

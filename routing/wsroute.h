@@ -34,6 +34,7 @@
 #define PMX_WSROUTE_MAX       1024     /* the route text as given */
 #define PMX_WSROUTE_USER_MAX  255
 #define PMX_WSROUTE_HOST_MAX  253
+#define PMX_WSROUTE_PASSWORD_MAX 1024  /* bytes */
 
 typedef enum {
     PMX_WSROUTE_DEFAULT = 0,   /* the daemon's own route ([relay]) */
@@ -68,6 +69,14 @@ int pmx_wsroute_pool_check(const pmx_config_t *cfg, const char *name, const char
 int pmx_wsroute_password_check(const pmx_wsroute_t *route, bool have_password, char *err,
                                size_t errlen);
 
+/*
+ * Whether a password (n bytes; from --route-password-file or the API's
+ * route_password) is one line: 1 to PMX_WSROUTE_PASSWORD_MAX bytes without
+ * control characters. 0, or -1 with a reason in err (which does not name the
+ * input and never holds the password).
+ */
+int pmx_wsroute_password_text_check(const char *password, size_t n, char *err, size_t errlen);
+
 /* Appends "postmux-route-v1:<ws_id>:<canonical>" to out. */
 void pmx_wsroute_aad(pmx_buf_t *out, const char *ws_id, const pmx_wsroute_t *route);
 
@@ -75,6 +84,11 @@ void pmx_wsroute_aad(pmx_buf_t *out, const char *ws_id, const pmx_wsroute_t *rou
 int pmx_wsroute_seal(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const char *ws_id,
                      const pmx_wsroute_t *route, const char *password, size_t n,
                      pmx_buf_t *blob_out);
+/* As pmx_wsroute_seal, the blob as bytea input text "\\x<hex>" (malloc'd) in
+ * *out, for workspaces.route_password_enc. 0 or -EIO (*out NULL). */
+int pmx_wsroute_seal_bytea(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const char *ws_id,
+                           const pmx_wsroute_t *route, const char *password, size_t n,
+                           char **out);
 /* Opens it (a secret: free with pmx_buf_free_secret); as pmx_dkim_key_open. */
 int pmx_wsroute_open(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const char *ws_id,
                      const pmx_wsroute_t *route, const uint8_t *blob, size_t n,

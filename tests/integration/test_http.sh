@@ -177,6 +177,32 @@ expect_api 422
 api POST /v1/emails/batch "key=$K_ACME" "body=$EMAIL"
 expect_api 400
 
+t_case "batch of 501: 422 and nothing queued; exactly 500: 200 with 500 results, all queued"
+# The stream's length is no measure (the workers XDEL what they delivered); XINFO's
+# entries-added counts every XADD ever made to it.
+added() { t_redis XINFO STREAM "pmx:{$ACME}:jobs" | awk 'prev == "entries-added" { print; exit } { prev = $0 }'; }
+"$PY" -c '
+import json, sys
+for n in (500, 501):
+    items = [{"from": "a@acme.test", "to": "big%d@example.net" % i, "subject": "big %d" % i,
+              "text": "t"} for i in range(n)]
+    open("%s/batch%d.json" % (sys.argv[1], n), "w").write(json.dumps(items))' "$T_DIR"
+BEFORE=$(added)
+t_expect_match "$BEFORE" '^[0-9]+$' "entries-added read"
+api POST /v1/emails/batch "key=$K_ACME" idem=over "bodyfile=$T_DIR/batch501.json"
+expect_api 422
+t_expect_match "$(jget 'd["detail"]')" '1 to 500' "detail"
+t_expect_eq "$(added)" "$BEFORE" "nothing queued"
+api POST /v1/emails/batch "key=$K_ACME" idem=big "bodyfile=$T_DIR/batch500.json"
+expect_api 200
+t_expect_eq "$(jget 'len(d["results"]), sorted(set(r["status"] for r in d["results"]))')" \
+    "(500, [202])" "500 results, each 202"
+t_expect_eq "$(added)" "$((BEFORE + 500))" "500 queued"
+# Delivered before the cases that stop Redis and postmuxd.
+t_wait_for 180 "[[ \$(t_psql \"select count(*) from messages m join recipients r on r.message_id = m.id
+                                 where m.client_id like 'big:%' and r.status = 'sent'\") == 500 ]]"
+t_expect_eq "$(t_psql "select count(*) from messages where client_id like 'over:%'")" 0 "no message of the refused batch"
+
 # ---- connection limits -----------------------------------------------------------------------------------
 t_case "max_connections_per_address: the 5th connection from one address is closed unanswered"
 t_run "$PY" -c '
@@ -225,11 +251,41 @@ print("after %d of %d bytes, %.0fs" % (sent, len(req), time.time() - t0), file=s
 t_expect_eq "$T_OUT" cut "the server closed the connection before the request was whole"
 
 # ---- revocation -----------------------------------------------------------------------------------------
-t_case "a revoked key is refused (401) within the cache's revocation window"
+t_case "a revoked key is refused (401) within 5 s of its revocation (+1 s slack, no more)"
+# The one deadline this test asserts: docs/http.md promises a revoked key refused within
+# 5 s (the key cache's PMX_APIKEYS_TTL_MS, submission/apikeys.h). Measured from the end of
+# `apikey revoke` (the row is committed) to the first 401; 1 s of slack for a loaded
+# machine and the probes' own latency, and no longer wait: a cache keeping keys past the
+# promise must fail here. Probes with curl (lighter than api_check.py, so the first 401 is
+# seen within ~0.1 s of happening); the 401 is checked against the document after.
 api POST /v1/emails "key=$K_LATE" 'body={"from":"a@acme.test","to":"r@example.net","subject":"before revoke","text":"t"}'
 expect_api 202
 $PMX apikey revoke "$LATE_ID" >/dev/null
-t_wait_for 15 "[[ \$(\"$PY\" \"$API\" $HPORT \"$SPEC\" POST /v1/emails key=$K_LATE 'body={}' | head -n 1) == 401 ]]"
+T0=$(date +%s%N)
+REVOKED_MS=""
+while :; do
+    code=$(curl -s -m 2 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $K_LATE" \
+        -H 'Content-Type: application/json' -d '{}' "http://127.0.0.1:$HPORT/v1/emails")
+    ms=$((($(date +%s%N) - T0) / 1000000))
+    if [[ $code == 401 ]]; then
+        REVOKED_MS=$ms
+        break
+    fi
+    ((ms > 6000)) && break
+    if [[ $code != 422 ]]; then
+        t_fail "a probe got $code (expected 422 while the key is cached, then 401)"
+        break
+    fi
+    sleep 0.1
+done
+echo "# first 401 ${REVOKED_MS:-never} ms after the revocation (last probe at $ms ms)" >&2
+if [[ -z $REVOKED_MS && $code == 422 ]]; then
+    t_fail "the revoked key was still accepted ${ms} ms after the revocation (promised: 5 s)"
+elif [[ -n $REVOKED_MS ]]; then
+    t_expect_eq "$((REVOKED_MS <= 6000))" 1 "refused within 6000 ms (took $REVOKED_MS ms)"
+fi
+api POST /v1/emails "key=$K_LATE" 'body={}'
+expect_api 401
 
 # ---- Redis down -------------------------------------------------------------------------------------------
 t_case "Redis stopped: 503, never 202"

@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 t_setup
 source "$PMX_ROOT/tests/integration/api_lib.sh"
 api_listener_conf
+t_conf_set "pool blue" addresses 127.0.0.2
 
 ACME=$($PMX workspace create Acme)
 BETA=$($PMX workspace create Beta)
@@ -326,6 +327,91 @@ t_expect_eq "$(jget 'd["rate"], d["daily_quota"], d["catch_all"], d["max_bounce_
     "('unlimited', None, None, 'default')" "null clears"
 api PATCH "/v1/workspaces/$ACME" "key=$K_READ" 'body={"burst":3}'
 expect_api 403
+
+# Opens workspaces.route_password_enc of workspace $1 as the worker does (routing/wsroute.h):
+# 0x01 | nonce 12 | ciphertext | tag 16, AES-256-GCM under the master key with additional
+# data 0x01 + "postmux-route-v1:<workspace id>:<route>"; $2 = the route to bind.
+open_route_password() {
+    local hex
+    hex=$(t_psql "select encode(route_password_enc, 'hex') from workspaces where id = '$1'")
+    HEX="$hex" KEYFILE="$T_MASTER_KEY" BIND="postmux-route-v1:$1:$2" "$PY" - <<'EOF2'
+import base64, os, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+blob = bytes.fromhex(os.environ["HEX"])
+assert blob[0] == 1, blob[:1]
+key = base64.b64decode(open(os.environ["KEYFILE"]).read().strip())
+try:
+    print(AESGCM(key).decrypt(blob[1:13], blob[13:], b"\x01" + os.environ["BIND"].encode()).decode())
+except Exception as e:
+    print("cannot open: %s" % type(e).__name__)
+EOF2
+}
+
+t_case "workspaces: PATCH pool, route and route_password (sealed, never answered)"
+RPORT=$(pmx_svc_free_port)
+ROUTE="smtp://alice@127.0.0.1:$RPORT"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"pool":"blue"}'
+expect_api 200
+t_expect_eq "$(jget 'd["pool"]')" blue "answered"
+api GET "/v1/workspaces/$BETA" "key=$K_BETA"
+expect_api 200
+t_expect_eq "$(jget 'd["pool"], d["route"], d["route_password"]')" "('blue', 'default', False)" "GET shows the pool"
+t_expect_eq "$(t_psql "select pool from workspaces where id = '$BETA'")" blue "stored"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"burst":9,"pool":"nosuch"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" pool "unknown pool: field"
+t_expect_match "$(jget 'd["detail"]')" 'no \[pool nosuch\]' "detail names it"
+t_expect_nomatch "$(jget 'd["detail"]')" "$T_CONF" "the config's path is not answered"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"pool":"bad name"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" pool "malformed pool: field"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" "body={\"route\":\"$ROUTE\",\"route_password\":\"pw-Secr3t-api\"}"
+expect_api 200
+t_expect_eq "$(jget 'd["route"], d["route_password"]')" "('$ROUTE', True)" "answered without the password"
+t_expect_nomatch "$T_OUT" 'Secr3t' "the password in the PATCH answer"
+api GET "/v1/workspaces/$BETA" "key=$K_BETA"
+expect_api 200
+t_expect_eq "$(jget 'd["pool"], d["route"], d["route_password"]')" "('blue', '$ROUTE', True)" "GET shows the route"
+t_expect_nomatch "$T_OUT" 'Secr3t' "the password in the GET answer"
+t_run "$PMX" workspace show Beta
+t_expect_match "$T_OUT" "^route: +$ROUTE\$" "the CLI sees the route"
+t_expect_match "$T_OUT" '^route_password: set$' "... and the password as set"
+t_expect_eq "$(t_psql "select position(convert_to('pw-Secr3t-api', 'UTF8') in route_password_enc)
+                       from workspaces where id = '$BETA'")" 0 "plaintext in route_password_enc"
+t_expect_eq "$(open_route_password "$BETA" "$ROUTE")" pw-Secr3t-api "sealed as the worker opens it"
+t_expect_match "$(open_route_password "$BETA" "smtp://alice@127.0.0.2:$RPORT")" '^cannot open' \
+    "bound to the route"
+t_expect_eq "$(t_psql "select target from audit_log where action = 'workspace.set' and workspace_id = '$BETA' order by id desc limit 1")" \
+    "route,route_password" "audit names the settings, not the password"
+t_expect_eq "$(t_psql "select count(*) from audit_log where position('Secr3t' in target) > 0")" \
+    0 "the password in audit_log"
+t_expect_nomatch "$(cat "$DLOG")" 'Secr3t' "the password in postmuxd's log"
+BEFORE=$(t_psql "select route || ' ' || encode(route_password_enc, 'hex') from workspaces where id = '$BETA'")
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":"smtp://alice@127.0.0.1:99999","route_password":"x"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" route "bad route: field"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":"ftp://relay.example"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" route "bad scheme: field"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" "body={\"route\":\"$ROUTE\"}"
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" route "a user without route_password: field"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route_password":"x"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" route_password "a password without route: field"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":"mx","route_password":"x"}'
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" route_password "a password for a route without a user: field"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" "body={\"route\":\"$ROUTE\",\"route_password\":\"a\\nb\"}"
+expect_api 422
+t_expect_eq "$(jget 'd["field"]')" route_password "a password of two lines: field"
+t_expect_eq "$(t_psql "select route || ' ' || encode(route_password_enc, 'hex') from workspaces where id = '$BETA'")" \
+    "$BEFORE" "nothing written by the refused ones"
+api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":null,"pool":null}'
+expect_api 200
+t_expect_eq "$(jget 'd["pool"], d["route"], d["route_password"]')" "('default', 'default', False)" "null: back to default"
+t_expect_eq "$(t_psql "select coalesce(pool, '-') || coalesce(route, '-') || (route_password_enc is null) from workspaces where id = '$BETA'")" \
+    "--true" "stored as default, the password dropped"
 
 # ---- webhooks -------------------------------------------------------------------------------------
 t_case "webhooks: add through the API; the endpoint gets events signed with the secret shown once"

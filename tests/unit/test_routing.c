@@ -220,6 +220,34 @@ static void test_password_seal(void **state)
     assert_int_equal(out.len, 0);
     pmx_buf_free(&blob);
     pmx_buf_free(&out);
+
+    /* The bytea form opens the same; the text check of a password. */
+    m[0] ^= 1;
+    char *hex = NULL;
+    assert_int_equal(pmx_wsroute_seal_bytea(m, "ws_aaaaaaaaaaaaaaaa", &r, "hunter2", 7, &hex), 0);
+    assert_int_equal(strncmp(hex, "\\x01", 4), 0);
+    size_t hn = strlen(hex + 2) / 2;
+    assert_int_equal(hn, 1 + 12 + 7 + 16);
+    uint8_t raw[64];
+    for (size_t i = 0; i < hn; i++) {
+        unsigned v;
+        assert_int_equal(sscanf(hex + 2 + 2 * i, "%2x", &v), 1);
+        raw[i] = (uint8_t)v;
+    }
+    free(hex);
+    assert_int_equal(pmx_wsroute_open(m, "ws_aaaaaaaaaaaaaaaa", &r, raw, hn, &out), 0);
+    assert_memory_equal(out.data, "hunter2", 7);
+    pmx_buf_free_secret(&out);
+    assert_int_equal(pmx_wsroute_password_text_check("hunter2", 7, err, sizeof err), 0);
+    assert_int_equal(pmx_wsroute_password_text_check("p\xc3\xa4ss", 5, err, sizeof err), 0);
+    assert_int_equal(pmx_wsroute_password_text_check("", 0, err, sizeof err), -1);
+    assert_int_equal(pmx_wsroute_password_text_check("a\nb", 3, err, sizeof err), -1);
+    assert_int_equal(pmx_wsroute_password_text_check("a\x7f", 2, err, sizeof err), -1);
+    assert_null(strstr(err, "a\x7f"));
+    char big[PMX_WSROUTE_PASSWORD_MAX + 1];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(pmx_wsroute_password_text_check(big, sizeof big - 1, err, sizeof err), 0);
+    assert_int_equal(pmx_wsroute_password_text_check(big, sizeof big, err, sizeof err), -1);
 }
 
 static const char *addr_of(const struct sockaddr_storage *ss, char *buf, size_t n)
