@@ -500,8 +500,8 @@ static void handler(void *arg, pmx_http_req_t *req)
     }
     /* The callback may run before this returns (a cached answer): op stays. */
     op->checking = true;
-    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check(api->keys, key, klen, "send",
-                                                           auth_done, op);
+    pmx_worker_apikeys_req_t *r = pmx_worker_apikeys_check(pmx__http_api_keys(api), key, klen,
+                                                           "send", auth_done, op);
     op->checking = false;
     op->auth = r;
     op_release(op);
@@ -509,7 +509,14 @@ static void handler(void *arg, pmx_http_req_t *req)
 
 /* ---- for the call module (http/api_call.h) ------------------------------------------ */
 
-pmx_worker_apikeys_t *pmx__http_api_keys(pmx_http_api_t *api) { return api->keys; }
+/* The key cache follows the settings' generation, as submission's does
+ * (submission/apikeys.h): a revoked key's NOTIFY swaps the settings, and the
+ * next check asks Postgres again instead of waiting out the 5 s entry. */
+pmx_worker_apikeys_t *pmx__http_api_keys(pmx_http_api_t *api)
+{
+    pmx_worker_apikeys_set_generation(api->keys, pmx_settings_generation(api->settings));
+    return api->keys;
+}
 pmx_db_async_t *pmx__http_api_db(pmx_http_api_t *api) { return pmx_worker_db(api->w); }
 const pmx_config_t *pmx__http_api_config(pmx_http_api_t *api) { return api->cfg; }
 pmx_worker_t *pmx__http_api_worker(pmx_http_api_t *api) { return api->w; }
