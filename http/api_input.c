@@ -319,22 +319,21 @@ type_string:
     return -1;
 }
 
-int pmx_api_ws_patch_body(json_t *body, pmx_api_ws_patch_t *p, pmx_api_bad_t *bad)
+int pmx_api_ws_patch_body(json_t *body, pmx_ws_changes_t *ch, pmx_api_bad_t *bad)
 {
-    memset(&p->ch, 0, sizeof p->ch);
-    char err[400];
-    int ntmp = 0;
+    memset(ch, 0, sizeof *ch);
+    /* A number as text; the pmx_ws_set_* checks copy what they keep. */
+    char tmp[32], err[400];
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v) {
-        if (ntmp == 8 ||
-            patch_member(&p->ch, k, v, p->tmp[ntmp++], sizeof p->tmp[0], err, sizeof err) < 0) {
-            pmx_ws_changes_free(&p->ch);
-            return refuse(bad, 422, k, "%s", ntmp == 8 ? "too many members" : err);
+        if (patch_member(ch, k, v, tmp, sizeof tmp, err, sizeof err) < 0) {
+            pmx_ws_changes_free(ch);
+            return refuse(bad, 422, k, "%s", err);
         }
     }
-    if (pmx_ws_changes_empty(&p->ch)) {
-        pmx_ws_changes_free(&p->ch);
+    if (pmx_ws_changes_empty(ch)) {
+        pmx_ws_changes_free(ch);
         return refuse(bad, 422, NULL, "nothing to change");
     }
     return 0;

@@ -78,14 +78,10 @@ typedef struct {
 } pmx_api_ws_new_t;
 int pmx_api_ws_create_body(json_t *body, pmx_api_ws_new_t *w, pmx_api_bad_t *bad);
 
-/* PATCH /v1/workspaces/{id}: the changes (sql/q_workspace.h) in p->ch, freed
- * after -1, else by the caller (pmx_ws_changes_free); numbers turned into
- * text live in p->tmp until the statement is built. */
-typedef struct {
-    pmx_ws_changes_t ch;
-    char             tmp[8][32];
-} pmx_api_ws_patch_t;
-int pmx_api_ws_patch_body(json_t *body, pmx_api_ws_patch_t *p, pmx_api_bad_t *bad);
+/* PATCH /v1/workspaces/{id}: the changes (sql/q_workspace.h) in *ch, freed
+ * after -1, else by the caller (pmx_ws_changes_free). Any of the nine members,
+ * up to all of them; the refusal names the first bad one. */
+int pmx_api_ws_patch_body(json_t *body, pmx_ws_changes_t *ch, pmx_api_bad_t *bad);
 
 /* POST /v1/domains: the domain and return path ("" = none) normalised, and
  * which keys to make. */

@@ -113,17 +113,16 @@ static void ws_patched(pmx_api_call_t *c, const PGresult *res)
 void pmx_api_patch_workspace(pmx_api_call_t *c)
 {
     if (!visible(c)) return;
-    /* Numbers turned into text live in p.tmp until the statement is sent. */
-    pmx_api_ws_patch_t p;
+    pmx_ws_changes_t ch;
     pmx_api_bad_t bad;
-    if (pmx_api_ws_patch_body(c->body, &p, &bad) < 0) {
+    if (pmx_api_ws_patch_body(c->body, &ch, &bad) < 0) {
         pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
         return;
     }
     const char *params[PMX_WS_MAX_PARAMS];
     pmx_buf_t sql = PMX_BUF_INIT;
-    int np = pmx_ws_update_sql(&p.ch, pmx_api_call_actor(c), c->param, &sql, params);
+    int np = pmx_ws_update_sql(&ch, pmx_api_call_actor(c), c->param, &sql, params);
     pmx_api_call_query(c, pmx_buf_cstr(&sql), np, params, ws_patched);
     pmx_buf_free(&sql);
-    pmx_ws_changes_free(&p.ch);
+    pmx_ws_changes_free(&ch);
 }
