@@ -8,6 +8,7 @@
 #include "http/api_input.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -99,7 +100,9 @@ static bool parse_num(const char *s, long long lo, long long hi, long long *out)
     long long v = 0;
     for (const char *p = s; *p; p++) {
         if (*p < '0' || *p > '9') return false;
-        v = v * 10 + (*p - '0');
+        int d = *p - '0';
+        if (v > (LLONG_MAX - d) / 10) return false;   /* 19 digits may not fit */
+        v = v * 10 + d;
     }
     if (v < lo || v > hi) return false;
     *out = v;
