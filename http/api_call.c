@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http/email.h"
+#include "http/api_input.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "workers/worker.h"
@@ -245,21 +245,6 @@ const char *pmx_api_call_actor(const pmx_api_call_t *c)
     return c->key_id;
 }
 
-const char *pmx_api_call_str(pmx_api_call_t *c, const char *name, bool required, bool *bad)
-{
-    json_t *v = json_object_get(c->body, name);
-    *bad = false;
-    if (!v && !required) return NULL;
-    if (!json_is_string(v)) {
-        char detail[120];
-        snprintf(detail, sizeof detail, "%s must be a string", name);
-        *bad = true;
-        pmx_api_call_problem(c, 422, detail, name);
-        return NULL;
-    }
-    return json_string_value(v);
-}
-
 json_t *pmx_api_split_list(const char *s)
 {
     json_t *a = json_array();
@@ -285,17 +270,13 @@ static void run_route(pmx_api_call_t *c)
     if (strcmp(m, "POST") == 0 || strcmp(m, "PATCH") == 0) {
         size_t len;
         const char *body = pmx_http_req_body(c->req, &len);
-        char err[300];
+        pmx_api_bad_t bad;
         /* A verify takes no body: an empty one is {}. */
         c->body = len == 0 && r->fn == pmx_api_verify_domain
                       ? json_object()
-                                         : pmx_http_json_parse(body, len, err, sizeof err);
+                      : pmx_api_body_object(body, len, &bad);
         if (!c->body) {
-            pmx_api_call_problem(c, 400, err, NULL);
-            return;
-        }
-        if (!json_is_object(c->body)) {
-            pmx_api_call_problem(c, 400, "the body must be a JSON object", NULL);
+            pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
             return;
         }
     }

@@ -7,9 +7,10 @@
  * organization key's X-Workspace-Id: 400 malformed, 404 unknown) and runs the
  * route's function (http/api_read.c, http/api_manage.c).
  *
- * A route function answers at once or runs Postgres statements on the
- * worker's asynchronous connection (pmx_api_call_query) and answers from their
- * continuation; the connection is suspended meanwhile. Every answer
+ * A route function checks its input (http/api_input.h: pure, fuzzed), then
+ * answers at once or runs Postgres statements on the worker's asynchronous
+ * connection (pmx_api_call_query) and answers from their continuation; the
+ * connection is suspended meanwhile. Every answer
  * (pmx_api_call_json, pmx_api_call_problem) ends the call and frees it: a
  * route function must not touch c after answering.
  *
@@ -116,9 +117,6 @@ int pmx_api_call_work(pmx_api_call_t *c, void *arg, pmx_api_work_fn work,
 const char *pmx_api_call_arg(pmx_api_call_t *c, const char *name);
 /* The actor written to audit_log: the key's id. */
 const char *pmx_api_call_actor(const pmx_api_call_t *c);
-/* A body member that must be a string: NULL when absent (*bad false) or not
- * a string (*bad true, and the call answered 422 naming it). */
-const char *pmx_api_call_str(pmx_api_call_t *c, const char *name, bool required, bool *bad);
 
 /* "a,b" (array_to_string's form) as a JSON array of strings. */
 json_t *pmx_api_split_list(const char *s);

@@ -18,10 +18,10 @@
 
 #include "dkim/newkey.h"
 #include "http/api_call.h"
+#include "http/api_input.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "lib/verp.h"
 #include "sql/q_domain.h"
 #include "sql/q_domain_add.h"
 
@@ -114,35 +114,17 @@ static void job_done(pmx_api_call_t *c, void *arg)
 /* The job the body asks for; NULL after answering 422 for a bad member. */
 static add_job_t *job_from_body(pmx_api_call_t *c)
 {
-    bool bad;
-    const char *domain = pmx_api_call_str(c, "domain", true, &bad);
-    if (bad) return NULL;
-    const char *alg = pmx_api_call_str(c, "algorithm", false, &bad);
-    if (bad) return NULL;
-    const char *rp = pmx_api_call_str(c, "return_path", false, &bad);
-    if (bad) return NULL;
-
-    add_job_t *j = pmx_xcalloc(1, sizeof *j);
-    char why[300], detail[400] = "";
-    const char *field = NULL;
-    j->want_rsa = !alg || strcmp(alg, "rsa") == 0 || strcmp(alg, "both") == 0;
-    j->want_ed = alg && (strcmp(alg, "ed25519") == 0 || strcmp(alg, "both") == 0);
-    if (pmx_domain_normalize(domain, j->domain, why, sizeof why) < 0) {
-        snprintf(detail, sizeof detail, "domain: %s", why);
-        field = "domain";
-    } else if (!j->want_rsa && !j->want_ed) {
-        snprintf(detail, sizeof detail, "algorithm must be rsa, ed25519 or both");
-        field = "algorithm";
-    } else if (rp && (pmx_domain_normalize(rp, j->rp, why, sizeof why) < 0 ||
-                      pmx_verp_return_path_check(j->domain, j->rp, why, sizeof why) < 0)) {
-        snprintf(detail, sizeof detail, "return_path: %s", why);
-        field = "return_path";
-    }
-    if (field) {
-        job_free(j);
-        pmx_api_call_problem(c, 422, detail, field);
+    pmx_api_domain_new_t d;
+    pmx_api_bad_t bad;
+    if (pmx_api_domain_body(c->body, &d, &bad) < 0) {
+        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
         return NULL;
     }
+    add_job_t *j = pmx_xcalloc(1, sizeof *j);
+    memcpy(j->domain, d.domain, sizeof j->domain);
+    memcpy(j->rp, d.rp, sizeof j->rp);
+    j->want_rsa = d.want_rsa;
+    j->want_ed = d.want_ed;
     if (j->want_rsa) snprintf(j->keys[j->nkeys++].selector, sizeof j->keys[0].selector, SELECTOR);
     if (j->want_ed)
         snprintf(j->keys[j->nkeys++].selector, sizeof j->keys[0].selector, "%s%s", SELECTOR,

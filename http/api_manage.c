@@ -2,9 +2,10 @@
  * API v1's manage endpoints (docs/http.md): testers, suppressions and API
  * keys of the call's workspace (API keys also of the organization, with an
  * organization key and no X-Workspace-Id). Lists need scope `read`, changes
- * `manage`. Input is checked by the same code as the CLI's (lib/addr.h,
- * lib/job.h, inbound/suppress.h, lib/apikey.h) and written by the same
- * statements (sql/q_admin.h), each with its audit_log row naming the key.
+ * `manage`. Input is checked by the same code as the CLI's (through
+ * http/api_input.h: lib/addr.h, lib/job.h, inbound/suppress.h, lib/apikey.h)
+ * and written by the same statements (sql/q_admin.h), each with its
+ * audit_log row naming the key.
  * Bad input: 422 with `field`; another workspace's object or a missing one:
  * 404.
  */
@@ -13,30 +14,17 @@
 #include <string.h>
 
 #include "http/api_call.h"
+#include "http/api_input.h"
 #include "inbound/suppress.h"
-#include "lib/addr.h"
 #include "lib/apikey.h"
-#include "lib/job.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "sql/q_admin.h"
 
-#define DETAIL_MAX 1000    /* as `postmux suppression add --detail` */
-
-/* An address from the body or the path, parsed as the CLI parses it: the
- * canonical form in out, or -1 after a 422 naming field. */
-static int address_in(pmx_api_call_t *c, const char *s, const char *field, char *out, size_t n)
+/* Answers the refusal of an api_input.h check. */
+static void refused(pmx_api_call_t *c, const pmx_api_bad_t *bad)
 {
-    pmx_addr_t a;
-    char err[256], detail[320];
-    if (pmx_addr_parse(s, strlen(s), &a, err, sizeof err) < 0) {
-        snprintf(detail, sizeof detail, "%s: %s", field, err);
-        pmx_api_call_problem(c, 422, detail, field);
-        return -1;
-    }
-    snprintf(out, n, "%s", a.addr);
-    pmx_addr_free(&a);
-    return 0;
+    pmx_api_call_problem(c, bad->status, bad->detail, bad->field);
 }
 
 /* ---- testers ---- */
@@ -65,10 +53,11 @@ static void tester_added(pmx_api_call_t *c, const PGresult *res)
 
 void pmx_api_add_tester(pmx_api_call_t *c)
 {
-    bool bad;
-    const char *s = pmx_api_call_str(c, "address", true, &bad);
-    if (bad) return;
-    if (address_in(c, s, "address", c->text, sizeof c->text) < 0) return;
+    pmx_api_bad_t bad;
+    if (pmx_api_tester_body(c->body, c->text, sizeof c->text, &bad) < 0) {
+        refused(c, &bad);
+        return;
+    }
     const char *vals[3] = { pmx_api_call_actor(c), c->ws, c->text };
     pmx_api_call_query(c, pmx_sql_tester_add, 3, vals, tester_added);
 }
@@ -85,17 +74,16 @@ static void tester_removed(pmx_api_call_t *c, const PGresult *res)
 
 void pmx_api_remove_tester(pmx_api_call_t *c)
 {
-    if (address_in(c, c->param, "address", c->text, sizeof c->text) < 0) return;
+    pmx_api_bad_t bad;
+    if (pmx_api_address(c->param, "address", c->text, sizeof c->text, &bad) < 0) {
+        refused(c, &bad);
+        return;
+    }
     const char *vals[3] = { pmx_api_call_actor(c), c->ws, c->text };
     pmx_api_call_query(c, pmx_sql_tester_remove, 3, vals, tester_removed);
 }
 
 /* ---- suppressions ---- */
-
-static bool scope_ok(const char *s)
-{
-    return strcmp(s, "*") == 0 || pmx_job_category_valid(s, strlen(s));
-}
 
 static void suppression_rows(pmx_api_call_t *c, const PGresult *res)
 {
@@ -132,35 +120,14 @@ static void suppression_added(pmx_api_call_t *c, const PGresult *res)
 
 void pmx_api_add_suppression(pmx_api_call_t *c)
 {
-    bool bad;
-    const char *addr = pmx_api_call_str(c, "address", true, &bad);
-    if (bad) return;
-    const char *scope = pmx_api_call_str(c, "scope", false, &bad);
-    if (bad) return;
-    const char *reason = pmx_api_call_str(c, "reason", false, &bad);
-    if (bad) return;
-    const char *detail = pmx_api_call_str(c, "detail", false, &bad);
-    if (bad) return;
-    /* The defaults of `postmux suppression add`, echoed in the answer. */
-    if (!scope) json_object_set_new(c->body, "scope", json_string(scope = "*"));
-    if (!reason) json_object_set_new(c->body, "reason", json_string(reason = "manual"));
-    if (!detail) json_object_set_new(c->body, "detail", json_null());
-    if (!scope_ok(scope)) {
-        pmx_api_call_problem(c, 422, "scope must be * or a category (1 to 64 of a-z 0-9 _ . -)",
-                             "scope");
+    pmx_api_supp_t sp;
+    pmx_api_bad_t bad;
+    if (pmx_api_suppression_body(c->body, c->text, sizeof c->text, &sp, &bad) < 0) {
+        refused(c, &bad);
         return;
     }
-    if (pmx_supp_reason_parse(reason) == PMX_SUPP_NONE) {
-        pmx_api_call_problem(c, 422, "reason must be hard_bounce, soft_bounce, complaint, "
-                             "unsubscribe or manual", "reason");
-        return;
-    }
-    if (detail && (strlen(detail) > DETAIL_MAX || strpbrk(detail, "\r\n"))) {
-        pmx_api_call_problem(c, 422, "detail must be one line of at most 1000 bytes", "detail");
-        return;
-    }
-    if (address_in(c, addr, "address", c->text, sizeof c->text) < 0) return;
-    const char *vals[6] = { pmx_api_call_actor(c), c->ws, c->text, scope, reason, detail };
+    const char *vals[6] = { pmx_api_call_actor(c), c->ws, c->text, sp.scope, sp.reason,
+                            sp.detail };
     pmx_api_call_query(c, pmx_sql_suppression_add, 6, vals, suppression_added);
 }
 
@@ -179,12 +146,16 @@ void pmx_api_remove_suppression(pmx_api_call_t *c)
 {
     const char *scope = pmx_api_call_arg(c, "scope");
     if (!scope) scope = "*";
-    if (!scope_ok(scope)) {
+    if (!pmx_api_supp_scope_valid(scope)) {
         pmx_api_call_problem(c, 400, "scope must be * or a category (1 to 64 of a-z 0-9 _ . -)",
                              "scope");
         return;
     }
-    if (address_in(c, c->param, "address", c->text, sizeof c->text) < 0) return;
+    pmx_api_bad_t bad;
+    if (pmx_api_address(c->param, "address", c->text, sizeof c->text, &bad) < 0) {
+        refused(c, &bad);
+        return;
+    }
     const char *vals[4] = { pmx_api_call_actor(c), c->ws, c->text, scope };
     pmx_api_call_query(c, pmx_sql_suppression_remove, 4, vals, suppression_removed);
 }
@@ -217,45 +188,15 @@ static void key_created(pmx_api_call_t *c, const PGresult *res)
 
 void pmx_api_create_key(pmx_api_call_t *c)
 {
-    bool bad;
-    const char *name = pmx_api_call_str(c, "name", true, &bad);
-    if (bad) return;
-    char err[200], detail[240];
-    if (pmx_apikey_name_check(name, err, sizeof err) < 0) {
-        snprintf(detail, sizeof detail, "name %s", err);
-        pmx_api_call_problem(c, 422, detail, "name");
-        return;
-    }
-    /* scopes: an array of scope names, joined for the one parser. */
-    json_t *sc = json_object_get(c->body, "scopes");
-    pmx_buf_t joined = PMX_BUF_INIT, array = PMX_BUF_INIT;
-    if (!sc) {
-        pmx_buf_append_str(&joined, "send");
-    } else if (!json_is_array(sc) || json_array_size(sc) == 0) {
-        pmx_api_call_problem(c, 422, "scopes must be a non-empty array of send, read, manage",
-                             "scopes");
-        return;
-    }
-    size_t i;
-    json_t *v;
-    json_array_foreach(sc, i, v) {
-        const char *s = json_string_value(v);
-        if (!s || !*s || strchr(s, ',')) {
-            pmx_buf_free(&joined);
-            pmx_api_call_problem(c, 422, "scopes must be a non-empty array of send, read, manage",
-                                 "scopes");
-            return;
-        }
-        if (i) pmx_buf_append_char(&joined, ',');
-        pmx_buf_append_str(&joined, s);
-    }
-    int r = pmx_apikey_scopes_parse("scopes", pmx_buf_cstr(&joined), &array, err, sizeof err);
-    pmx_buf_free(&joined);
-    if (r < 0) {
+    const char *name;
+    pmx_buf_t array = PMX_BUF_INIT;
+    pmx_api_bad_t bad;
+    if (pmx_api_key_body(c->body, &name, &array, &bad) < 0) {
         pmx_buf_free(&array);
-        pmx_api_call_problem(c, 422, err, "scopes");
+        refused(c, &bad);
         return;
     }
+    json_t *sc = json_object_get(c->body, "scopes");
     pmx_apikey_new_t k;
     if (pmx_apikey_make(&k) < 0) {
         pmx_buf_free(&array);

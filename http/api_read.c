@@ -6,20 +6,16 @@
  *   time; `next` is the cursor of the following page (null at the end);
  * - GET /v1/stats?since=24h: what `postmux stats` shows for the workspace,
  *   from the hourly rollup.
- * The statements are in sql/q_api_read.c.
+ * The arguments are checked by http/api_input.h, the statements are in
+ * sql/q_api_read.c.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/config.h"
 #include "http/api_call.h"
+#include "http/api_input.h"
 #include "sql/q_api_read.h"
-
-#define EVENTS_LIMIT_DEFAULT 100
-#define EVENTS_LIMIT_MAX     1000
-#define SINCE_MAX_MS         (36500ULL * 24 * 3600 * 1000)   /* 100 years */
 
 /* ---- GET /v1/messages/{id} ---- */
 
@@ -61,26 +57,6 @@ void pmx_api_get_message(pmx_api_call_t *c)
     pmx_api_call_query(c, pmx_sql_api_message, 2, vals, message_rows);
 }
 
-/* ---- ?since= ---- */
-
-/* since: a duration (30m, 24h, 7d: postmux.conf(5)'s form) or "all" (out
- * ""). Writes milliseconds into out; -1 after a 400. */
-static int since_arg(pmx_api_call_t *c, const char *dflt, char out[24])
-{
-    const char *s = pmx_api_call_arg(c, "since");
-    if (!s) s = dflt;
-    out[0] = '\0';
-    if (!s || strcmp(s, "all") == 0) return 0;
-    uint64_t ms;
-    if (pmx_config_parse_duration(s, &ms) < 0 || ms == 0 || ms > SINCE_MAX_MS) {
-        pmx_api_call_problem(c, 400, "since must be a duration such as 30m, 24h or 7d, or all",
-                             "since");
-        return -1;
-    }
-    snprintf(out, 24, "%" PRIu64, ms);
-    return 0;
-}
-
 /* ---- GET /v1/events ---- */
 
 static void event_rows(pmx_api_call_t *c, const PGresult *res)
@@ -108,52 +84,21 @@ static void event_rows(pmx_api_call_t *c, const PGresult *res)
     pmx_api_call_json(c, 200, json_pack("{s:o,s:o}", "events", items, "next", next));
 }
 
-/* A whole decimal number in [lo, hi]. */
-static bool parse_num(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !*s || strlen(s) > 19) return false;
-    long long v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9') return false;
-        v = v * 10 + (*p - '0');
-    }
-    if (v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 void pmx_api_get_events(pmx_api_call_t *c)
 {
-    const char *type = pmx_api_call_arg(c, "type");
-    if (type) {
-        size_t n = strlen(type), dot = strcspn(type, ".");
-        bool ok = n > 0 && n <= 64 && dot > 0 && dot < n - 1;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = (type[i] >= 'a' && type[i] <= 'z') || type[i] == '_' || (type[i] == '.' && i == dot);
-        if (!ok) {
-            pmx_api_call_problem(c, 400, "type must be an event type such as message.sent", "type");
-            return;
-        }
-    }
-    char since[24];
-    if (since_arg(c, NULL, since) < 0) return;
-    long long limit = EVENTS_LIMIT_DEFAULT, after = 0;
-    const char *l = pmx_api_call_arg(c, "limit");
-    if (l && !parse_num(l, 1, EVENTS_LIMIT_MAX, &limit)) {
-        pmx_api_call_problem(c, 400, "limit must be a whole number from 1 to 1000", "limit");
-        return;
-    }
-    const char *a = pmx_api_call_arg(c, "after");
-    if (a && !parse_num(strncmp(a, "evt_", 4) == 0 ? a + 4 : a, 0, INT64_MAX, &after)) {
-        pmx_api_call_problem(c, 400, "after must be the next cursor of a previous page (evt_...)",
-                             "after");
+    pmx_api_events_q_t q;
+    pmx_api_bad_t bad;
+    if (pmx_api_events_query(pmx_api_call_arg(c, "type"), pmx_api_call_arg(c, "since"),
+                             pmx_api_call_arg(c, "limit"), pmx_api_call_arg(c, "after"), &q,
+                             &bad) < 0) {
+        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
         return;
     }
     char after_s[24], limit_s[24];
-    snprintf(after_s, sizeof after_s, "%lld", after);
-    snprintf(limit_s, sizeof limit_s, "%lld", limit);
-    snprintf(c->text, sizeof c->text, "%lld", limit);
-    const char *vals[5] = { c->ws, type, since[0] ? since : NULL, after_s, limit_s };
+    snprintf(after_s, sizeof after_s, "%lld", q.after);
+    snprintf(limit_s, sizeof limit_s, "%lld", q.limit);
+    snprintf(c->text, sizeof c->text, "%lld", q.limit);
+    const char *vals[5] = { c->ws, q.type, q.since[0] ? q.since : NULL, after_s, limit_s };
     pmx_api_call_query(c, pmx_sql_api_events, 5, vals, event_rows);
 }
 
@@ -185,7 +130,11 @@ static void stats_rows(pmx_api_call_t *c, const PGresult *res)
 void pmx_api_get_stats(pmx_api_call_t *c)
 {
     char since[24];
-    if (since_arg(c, "24h", since) < 0) return;
+    pmx_api_bad_t bad;
+    if (pmx_api_since(pmx_api_call_arg(c, "since"), "24h", since, &bad) < 0) {
+        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        return;
+    }
     const char *vals[2] = { c->ws, since[0] ? since : NULL };
     pmx_api_call_query(c, pmx_sql_api_stats, 2, vals, stats_rows);
 }

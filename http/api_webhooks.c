@@ -1,14 +1,16 @@
 /*
  * API v1's /v1/webhooks (docs/http.md, docs/webhooks.md): a workspace's
  * webhooks, or with an organization key and no X-Workspace-Id the
- * organization-wide ones. Checked, sealed and written by the same code as
- * `postmux webhook add|list|remove` (webhooks/hookadmin.h), each change with
- * its audit_log row. The secret is in the answer to POST once, never again.
+ * organization-wide ones. Checked (through http/api_input.h), sealed and
+ * written by the same code as `postmux webhook add|list|remove`
+ * (webhooks/hookadmin.h), each change with its audit_log row. The secret is
+ * in the answer to POST once, never again.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "http/api_call.h"
+#include "http/api_input.h"
 #include "lib/mem.h"
 #include "webhooks/hookadmin.h"
 
@@ -41,44 +43,17 @@ static void hook_added(pmx_api_call_t *c, const PGresult *res)
 
 void pmx_api_add_webhook(pmx_api_call_t *c)
 {
-    bool bad;
-    const char *url = pmx_api_call_str(c, "url", true, &bad);
-    if (bad) return;
-    char err[600];
-    pmx_buf_t norm = PMX_BUF_INIT, events = PMX_BUF_INIT, joined = PMX_BUF_INIT;
-    if (pmx_hook_check_url("url", url, &norm, err, sizeof err) < 0) {
+    pmx_buf_t norm = PMX_BUF_INIT, events = PMX_BUF_INIT;
+    pmx_api_bad_t bad;
+    if (pmx_api_webhook_body(c->body, &norm, &events, &bad) < 0) {
         pmx_buf_free(&norm);
-        pmx_api_call_problem(c, 422, err, "url");
+        pmx_buf_free(&events);
+        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
         return;
     }
-    /* events: an array of event types (none or empty = every event). */
     json_t *ev = json_object_get(c->body, "events");
     size_t i;
     json_t *v;
-    bool ok = !ev || json_is_array(ev);
-    json_array_foreach(ev, i, v) {
-        const char *s = json_string_value(v);
-        if (!s || !*s || strchr(s, ',')) ok = false;
-        else {
-            if (i) pmx_buf_append_char(&joined, ',');
-            pmx_buf_append_str(&joined, s);
-        }
-    }
-    if (ok && joined.len && pmx_hook_parse_events("events", pmx_buf_cstr(&joined), &events, err,
-                                                  sizeof err) < 0) {
-        ok = false;
-    } else if (!ok) {
-        snprintf(err, sizeof err, "events must be an array of event types");
-    }
-    pmx_buf_free(&joined);
-    if (!ok) {
-        pmx_buf_free(&norm);
-        pmx_buf_free(&events);
-        pmx_api_call_problem(c, 422, err, "events");
-        return;
-    }
-    if (!events.len) pmx_buf_append_str(&events, "{}");
-
     char id[24];
     pmx_buf_t secret = PMX_BUF_INIT, stored = PMX_BUF_INIT;
     if (pmx_hook_make_secret(pmx__http_api_master(c->api), id, &secret, &stored) < 0) {

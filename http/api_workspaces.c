@@ -2,19 +2,19 @@
  * API v1's /v1/workspaces (docs/http.md): list and create (organization key;
  * a workspace key lists only its own and cannot create), show and change one
  * (a workspace key only its own: another is 404). PATCH takes the settings of
- * `postmux workspace set` as JSON members and checks and writes them with the
- * same code (sql/q_workspace.h; pool and route: routing/wsroute.h, against
- * the config this worker runs with): all of them or none, with one audit_log
- * row. A route_password is sealed with the master key for the route given
- * with it, as the CLI's --route-password-file is; it is never answered nor
- * logged.
+ * `postmux workspace set` as JSON members and checks (http/api_input.h) and
+ * writes them with the same code (sql/q_workspace.h; pool and route:
+ * routing/wsroute.h, against the config this worker runs with): all of them or
+ * none, with one audit_log row. A route_password is sealed with the master
+ * key for the route given with it, as the CLI's --route-password-file is; it
+ * is never answered nor logged.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http/api_call.h"
+#include "http/api_input.h"
 #include "lib/encode.h"
 #include "lib/mem.h"
 #include "routing/wsroute.h"
@@ -88,33 +88,10 @@ void pmx_api_create_workspace(pmx_api_call_t *c)
         pmx_api_call_problem(c, 403, "creating a workspace needs an organization key", NULL);
         return;
     }
-    bool bad;
-    const char *name = pmx_api_call_str(c, "name", true, &bad);
-    if (bad) return;
-    const char *industry = pmx_api_call_str(c, "industry", false, &bad);
-    if (bad) return;
-    const char *website = pmx_api_call_str(c, "website", false, &bad);
-    if (bad) return;
-    const char *k;
-    json_t *v;
-    json_object_foreach(c->body, k, v) {
-        if (strcmp(k, "name") && strcmp(k, "industry") && strcmp(k, "website")) {
-            pmx_api_call_problem(c, 422, "unknown member (known: name, industry, website)", k);
-            return;
-        }
-    }
-    char err[400];
-    if (pmx_ws_check_name(name, err, sizeof err) < 0) {
-        pmx_api_call_problem(c, 422, err, "name");
-        return;
-    }
-    if (industry && pmx_ws_check_text("industry", industry, PMX_WS_INDUSTRY_MAX_CHARS, err,
-                                      sizeof err) < 0) {
-        pmx_api_call_problem(c, 422, err, "industry");
-        return;
-    }
-    if (website && pmx_ws_check_website("website", website, err, sizeof err) < 0) {
-        pmx_api_call_problem(c, 422, err, "website");
+    pmx_api_ws_new_t w;
+    pmx_api_bad_t bad;
+    if (pmx_api_ws_create_body(c->body, &w, &bad) < 0) {
+        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
         return;
     }
     char id[32];
@@ -122,19 +99,16 @@ void pmx_api_create_workspace(pmx_api_call_t *c)
         pmx_api_call_problem(c, 500, "no random bytes from OpenSSL", NULL);
         return;
     }
-    const char *vals[5] = { pmx_api_call_actor(c), id, name, industry, website };
+    const char *vals[5] = { pmx_api_call_actor(c), id, w.name, w.industry, w.website };
     pmx_api_call_query(c, pmx_sql_ws_create, 5, vals, ws_created);
 }
 
 /* ---- PATCH ---- */
 
-/* The known members; a body has each at most once (a duplicate member is a 400). */
-#define PATCH_MEMBERS 12
-
-/* The routing members: pool is checked as it is read; route and route_password
- * together once the whole body is read (the password is sealed for the route). */
+/* The routing members once checked: pool against the config; route and
+ * route_password together once the whole body is read (the password is sealed
+ * for the route). */
 typedef struct {
-    const pmx_config_t *cfg;
     bool                pool_set;
     const char         *pool;         /* NULL = default */
     json_t             *route;        /* the members as given; NULL = absent */
@@ -143,98 +117,20 @@ typedef struct {
     char               *password_hex; /* sealed, bytea input */
 } patch_routing_t;
 
-/* One member of the PATCH body, turned into the CLI's text form and checked. */
-static int patch_member(pmx_ws_changes_t *ch, patch_routing_t *rt, const char *k, json_t *v,
-                        char *tmp, size_t tmplen, char *err, size_t n)
+/* pool: a configured [pool NAME], "default" or null. */
+static int patch_pool(patch_routing_t *rt, const pmx_config_t *cfg, json_t *v, char *err, size_t n)
 {
-    if (strcmp(k, "name") == 0) {
-        if (!json_is_string(v)) goto type_string;
-        return pmx_ws_set_name(ch, json_string_value(v), err, n);
+    rt->pool_set = true;
+    if (json_is_null(v)) return 0;   /* default */
+    const char *name = json_string_value(v);
+    if (pmx_wsroute_pool_check(cfg, name, &rt->pool, err, n) < 0) {
+        /* The check names the config file: the server's business, not the caller's. */
+        if (pmx_config_pool_name_ok(name))
+            snprintf(err, n, "pool: no [pool %s] in the daemon's configuration (expected "
+                     "a configured pool or default)", name);
+        return -1;
     }
-    if (strcmp(k, "rate") == 0) {
-        if (json_is_null(v)) return pmx_ws_set_rate(ch, k, "unlimited", err, n);
-        if (!json_is_string(v)) goto type_string;
-        return pmx_ws_set_rate(ch, k, json_string_value(v), err, n);
-    }
-    if (strcmp(k, "burst") == 0 || strcmp(k, "daily_quota") == 0) {
-        bool quota = k[0] == 'd';
-        if (quota && json_is_null(v)) return pmx_ws_set_quota(ch, k, "none", err, n);
-        if (!json_is_integer(v)) {
-            snprintf(err, n, "%s must be a whole number%s", k, quota ? " or null" : "");
-            return -1;
-        }
-        snprintf(tmp, tmplen, "%lld", (long long)json_integer_value(v));
-        return quota ? pmx_ws_set_quota(ch, k, tmp, err, n) : pmx_ws_set_burst(ch, k, tmp, err, n);
-    }
-    if (strcmp(k, "test_mode") == 0 || strcmp(k, "suspended") == 0) {
-        if (!json_is_boolean(v)) {
-            snprintf(err, n, "%s must be true or false", k);
-            return -1;
-        }
-        if (k[0] == 's') {
-            pmx_ws_set_suspended(ch, json_is_true(v));
-            return 0;
-        }
-        return pmx_ws_set_test_mode(ch, k, json_is_true(v) ? "on" : "off", err, n);
-    }
-    if (strcmp(k, "catch_all") == 0) {
-        if (json_is_null(v)) return pmx_ws_set_catch_all(ch, k, "none", err, n);
-        if (!json_is_string(v) || strcmp(json_string_value(v), "none") == 0) goto type_string;
-        return pmx_ws_set_catch_all(ch, k, json_string_value(v), err, n);
-    }
-    if (strcmp(k, "max_bounce_rate") == 0 || strcmp(k, "max_complaint_rate") == 0) {
-        bool bounce = k[4] == 'b';
-        if (json_is_null(v)) return pmx_ws_set_limit(ch, bounce, k, "default", err, n);
-        if (json_is_number(v)) {
-            double x = json_number_value(v);
-            if (!isfinite(x) || x < 0 || x > 100) {
-                snprintf(err, n, "%s must be a percentage from 0 to 100", k);
-                return -1;
-            }
-            snprintf(tmp, tmplen, "%.6g%%", x);
-            return pmx_ws_set_limit(ch, bounce, k, tmp, err, n);
-        }
-        if (!json_is_string(v)) goto type_string;
-        return pmx_ws_set_limit(ch, bounce, k, json_string_value(v), err, n);
-    }
-    if (strcmp(k, "pool") == 0) {
-        if (json_is_null(v)) {
-            rt->pool_set = true;   /* default */
-            return 0;
-        }
-        if (!json_is_string(v)) goto type_string;
-        const char *name = json_string_value(v);
-        if (pmx_wsroute_pool_check(rt->cfg, name, &rt->pool, err, n) < 0) {
-            /* The check names the config file: the server's business, not the caller's. */
-            if (pmx_config_pool_name_ok(name))
-                snprintf(err, n, "pool: no [pool %s] in the daemon's configuration (expected "
-                         "a configured pool or default)", name);
-            return -1;
-        }
-        rt->pool_set = true;
-        return 0;
-    }
-    if (strcmp(k, "route") == 0) {
-        if (!json_is_null(v) && !json_is_string(v)) goto type_string;
-        rt->route = v;
-        return 0;
-    }
-    if (strcmp(k, "route_password") == 0) {
-        if (!json_is_string(v)) {
-            snprintf(err, n, "route_password must be a string");
-            return -1;
-        }
-        rt->password = v;
-        return 0;
-    }
-    snprintf(err, n, "unknown member (known: name, rate, burst, daily_quota, test_mode, "
-             "catch_all, suspended, max_bounce_rate, max_complaint_rate, pool, route, "
-             "route_password)");
-    return -1;
-type_string:
-    snprintf(err, n, "%s must be a string%s", k,
-             strcmp(k, "name") == 0 ? "" : " or null");
-    return -1;
+    return 0;
 }
 
 /*
@@ -306,22 +202,21 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
 {
     if (!visible(c)) return;
     pmx_ws_changes_t ch;
-    memset(&ch, 0, sizeof ch);
+    pmx_api_ws_routing_t in;
+    pmx_api_bad_t bad;
+    if (pmx_api_ws_patch_body(c->body, &ch, &in, &bad) < 0) {
+        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        return;
+    }
     patch_routing_t rt;
     memset(&rt, 0, sizeof rt);
-    rt.cfg = pmx__http_api_config(c->api);
-    /* Numbers turned into text live here until the statement is sent. */
-    char tmp[PATCH_MEMBERS][32], err[400];
-    int ntmp = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(c->body, k, v) {
-        bool full = ntmp == PATCH_MEMBERS;
-        if (full || patch_member(&ch, &rt, k, v, tmp[ntmp++], sizeof tmp[0], err, sizeof err) < 0) {
-            pmx_ws_changes_free(&ch);
-            pmx_api_call_problem(c, 422, full ? "too many members" : err, k);
-            return;
-        }
+    rt.route = in.route;
+    rt.password = in.password;
+    char err[400];
+    if (in.pool && patch_pool(&rt, pmx__http_api_config(c->api), in.pool, err, sizeof err) < 0) {
+        pmx_ws_changes_free(&ch);
+        pmx_api_call_problem(c, 422, err, "pool");
+        return;
     }
     const char *field;
     if (patch_route(&rt, pmx__http_api_master(c->api), c->param, err, sizeof err, &field) < 0) {
@@ -335,11 +230,6 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
         pmx_ws_set_routing(&ch, rt.pool_set, rt.pool, rt.route != NULL,
                            rt.canonical[0] ? rt.canonical : NULL, rt.route != NULL,
                            rt.password_hex, NULL);
-    if (pmx_ws_changes_empty(&ch)) {
-        free(rt.password_hex);
-        pmx_api_call_problem(c, 422, "nothing to change", NULL);
-        return;
-    }
     const char *params[PMX_WS_MAX_PARAMS];
     pmx_buf_t sql = PMX_BUF_INIT;
     int np = pmx_ws_update_sql(&ch, pmx_api_call_actor(c), c->param, &sql, params);

@@ -36,6 +36,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "lib/utf8.h"
 
 #define SWEEP_MS 1000
 
@@ -117,29 +118,48 @@ const char *pmx_http_status_title(int status)
     }
 }
 
+/* s as a JSON string. A detail may quote input cut at a byte count (mid-character)
+ * or a path's %XX bytes: what is not UTF-8 becomes U+FFFD, so the document is JSON. */
 static void json_str(pmx_buf_t *b, const char *s)
 {
     pmx_buf_append_char(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') pmx_buf_appendf(b, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f) pmx_buf_appendf(b, "\\u%04x", *p);
-        else pmx_buf_append_char(b, (char)*p);
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k;
+        if (c == '"' || c == '\\') {
+            pmx_buf_appendf(b, "\\%c", c);
+        } else if (c < 0x20 || c == 0x7f) {
+            pmx_buf_appendf(b, "\\u%04x", c);
+        } else if (c < 0x80) {
+            pmx_buf_append_char(b, (char)c);
+        } else if ((k = pmx_utf8_seq(s + i, n - i, NULL)) > 0) {
+            pmx_buf_append(b, s + i, k);
+            i += k - 1;
+        } else {
+            pmx_buf_append_str(b, "\\ufffd");
+        }
     }
     pmx_buf_append_char(b, '"');
+}
+
+void pmx_http_problem_json(pmx_buf_t *b, int status, const char *detail, const char *field)
+{
+    pmx_buf_append_str(b, "{\"type\":\"about:blank\",\"title\":");
+    json_str(b, pmx_http_status_title(status));
+    pmx_buf_appendf(b, ",\"status\":%d,\"detail\":", status);
+    json_str(b, detail);
+    if (field) {
+        pmx_buf_append_str(b, ",\"field\":");
+        json_str(b, field);
+    }
+    pmx_buf_append_str(b, "}\n");
 }
 
 void pmx_http_problem(pmx_http_req_t *req, int status, const char *detail, const char *field)
 {
     pmx_buf_t b = PMX_BUF_INIT;
-    pmx_buf_append_str(&b, "{\"type\":\"about:blank\",\"title\":");
-    json_str(&b, pmx_http_status_title(status));
-    pmx_buf_appendf(&b, ",\"status\":%d,\"detail\":", status);
-    json_str(&b, detail);
-    if (field) {
-        pmx_buf_append_str(&b, ",\"field\":");
-        json_str(&b, field);
-    }
-    pmx_buf_append_str(&b, "}\n");
+    pmx_http_problem_json(&b, status, detail, field);
     pmx_http_respond(req, status, "application/problem+json", b.data, b.len);
     pmx_buf_free(&b);
 }

@@ -31,6 +31,8 @@
 
 #include <uv.h>
 
+#include "lib/buf.h"
+
 typedef struct pmx_http_server pmx_http_server_t;
 typedef struct pmx_http_req    pmx_http_req_t;
 
@@ -80,6 +82,9 @@ void pmx_http_respond(pmx_http_req_t *req, int status, const char *content_type,
 
 /* An RFC 9457 problem document: {"type","title","status","detail"[,"field"]}. */
 void pmx_http_problem(pmx_http_req_t *req, int status, const char *detail, const char *field);
+/* The document pmx_http_problem answers, appended to b: JSON whatever detail and
+ * field hold (bytes that are not UTF-8 become U+FFFD). */
+void pmx_http_problem_json(pmx_buf_t *b, int status, const char *detail, const char *field);
 const char *pmx_http_status_title(int status);
 
 #endif

@@ -54,6 +54,10 @@ int pmx_domain_normalize(const char *in, char *out, char *why, size_t whylen)
         }
     }
     out[n] = '\0';
+    if (label == 0) {   /* "example.com..": one trailing dot was dropped, not two */
+        snprintf(why, whylen, "empty label");
+        return -1;
+    }
     if (out[n - 1] == '-') {
         snprintf(why, whylen, "a label ends with '-'");
         return -1;

@@ -325,6 +325,10 @@ api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"rate":null,"daily_quota":n
 expect_api 200
 t_expect_eq "$(jget 'd["rate"], d["daily_quota"], d["catch_all"], d["max_bounce_rate"]')" \
     "('unlimited', None, None, 'default')" "null clears"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"name":"Acme","rate":null,"burst":20,"daily_quota":null,"test_mode":false,"catch_all":null,"suspended":false,"max_bounce_rate":null,"max_complaint_rate":null}'
+expect_api 200
+t_expect_eq "$(jget 'd["name"], d["burst"], d["max_complaint_rate"]')" "('Acme', 20, 'default')" \
+    "all nine members in one PATCH"
 api PATCH "/v1/workspaces/$ACME" "key=$K_READ" 'body={"burst":3}'
 expect_api 403
 
