@@ -207,7 +207,9 @@ static void resubmit_cb(uv_timer_t *t)
         pmx_smtp_pool_stats_t ps;
         pmx_sender_stats(p->pool, &ps);
         pmx_metrics_sessions_set(PMX_METRICS_OUTBOUND, ps.sessions);
-        if (p->cfg->delivery_route == PMX_ROUTE_MX && !p->draining) update_capacity(p);
+        /* Every route: direct delivery also serves workspaces with `--route mx`
+         * under a relay default (workers/sender.h). */
+        if (!p->draining) update_capacity(p);
     }
     for (job_t *j = p->head, *next; j; j = next) {
         next = j->next;

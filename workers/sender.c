@@ -159,7 +159,10 @@ void pmx_sender_abort(pmx_sender_t *s)
 void pmx_sender_stats(const pmx_sender_t *s, pmx_smtp_pool_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (s->mx) pmx_mxroute_stats(s->mx, out);
+    /* While closing, a part that has called back is freed already; the other may
+     * still be closing, and the pipeline's timer still asks. */
+    if (s->mx && !s->mx_done) pmx_mxroute_stats(s->mx, out);
+    if (s->routes_done) return;
     unsigned sessions;
     size_t queued;
     pmx_routes_stats(s->routes, &sessions, &queued);
@@ -169,7 +172,7 @@ void pmx_sender_stats(const pmx_sender_t *s, pmx_smtp_pool_stats_t *out)
 
 size_t pmx_sender_parked(const pmx_sender_t *s, size_t cap)
 {
-    if (!s->mx) return 0;
+    if (!s->mx || s->mx_done) return 0;
     size_t n = pmx_mxroute_queued(s->mx);
     return n < cap ? n : cap;
 }
