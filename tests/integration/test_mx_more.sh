@@ -13,12 +13,12 @@
 #   - an smtps:// route: TLS from the first byte, with AUTH inside it; under [delivery]
 #     route = relay, a workspace with --route mx delivers to the MX while a default one
 #     still goes to [relay].
-# tests/tools/mx_server.py plays the well-behaved MX hosts; a small server written below
-# (odd_mx.py) plays the two it cannot: one that never answers, one that refuses STARTTLS.
+# tests/tools/mx_server.py plays the MX hosts; a second one of it the two odd ones: one
+# that never answers (--silent), one that refuses STARTTLS (--starttls-refused).
 #   plain.test -> 127.0.0.2 (no STARTTLS)    other.test  -> 127.0.0.3 (no STARTTLS)
 #   tlsok.test -> 127.0.0.4 (STARTTLS, self-signed)
-#   hang.test  -> 127.0.0.6 (odd_mx: accepts, never says a word)
-#   refuse.test -> 127.0.0.9 (odd_mx: offers STARTTLS, answers it 454)
+#   hang.test  -> 127.0.0.6 (accepts, never says a word)
+#   refuse.test -> 127.0.0.9 (offers STARTTLS, answers it 454)
 source "$(dirname "$0")/lib.sh"
 t_setup
 source "$(dirname "$0")/relay_lib.sh"
@@ -41,75 +41,18 @@ EOF
 t_mx_start "$ZONE" --listen 127.0.0.2 --listen 127.0.0.3 --listen 127.0.0.4 \
     --starttls 127.0.0.4 --cert "$CERTS/other.crt" --key "$CERTS/other.key"
 
-# odd_mx.py: on --hang ADDR, accept and say nothing (the connection stays open until the
-# client closes it); on --refuse ADDR, greet, offer STARTTLS in EHLO and answer it 454,
-# carry on in clear text if the client does. One JSON line per event in --log.
+# A second mx_server.py on the same port plays the two odd MX hosts, so that the silent
+# one can go away without the others: 127.0.0.6 accepts and never says a word, 127.0.0.9
+# offers STARTTLS and answers it 454.
 ODD_LOG=$T_DIR/odd.log
-cat >"$T_DIR/odd_mx.py" <<'EOF'
-import argparse, asyncio, json, os, signal, sys, time
-ap = argparse.ArgumentParser()
-ap.add_argument("--port", type=int, required=True)
-ap.add_argument("--hang", required=True)
-ap.add_argument("--refuse", required=True)
-ap.add_argument("--log", required=True)
-ap.add_argument("--ready", required=True)
-a = ap.parse_args()
-logf = open(a.log, "a", buffering=1)
-def log(**kw):
-    kw["t"] = time.time()
-    logf.write(json.dumps(kw) + "\n")
-async def hang(reader, writer):
-    log(ev="connect", local=a.hang)
-    try:
-        while await reader.read(4096):
-            pass
-    except ConnectionError:
-        pass
-    log(ev="close", local=a.hang)
-    writer.close()
-async def refuse(reader, writer):
-    log(ev="connect", local=a.refuse)
-    send = lambda s: writer.write((s + "\r\n").encode())
-    send("220 refuse ESMTP odd_mx")
-    try:
-        while True:
-            raw = await asyncio.wait_for(reader.readline(), 60)
-            if not raw:
-                break
-            verb = raw[:4].decode("ascii", "replace").upper()
-            log(ev="cmd", local=a.refuse, verb=verb)
-            if verb in ("EHLO", "HELO"):
-                send("250-refuse\r\n250-PIPELINING\r\n250 STARTTLS")
-            elif verb == "STAR":
-                send("454 4.7.0 TLS not available due to local problem")
-            elif verb == "QUIT":
-                send("221 2.0.0 bye")
-                await writer.drain()
-                break
-            elif verb == "DATA":
-                send("354 go ahead")
-            else:
-                send("250 2.0.0 ok")
-            await writer.drain()
-    except (asyncio.TimeoutError, ConnectionError):
-        pass
-    writer.close()
-async def main():
-    s1 = await asyncio.start_server(hang, a.hang, a.port)
-    s2 = await asyncio.start_server(refuse, a.refuse, a.port)
-    open(a.ready, "w").close()
-    stop = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
-    await stop
-asyncio.run(main())
-EOF
 start_odd() {
-    rm -f "$T_DIR/odd.ready"
-    "$PMX_SVC_PYTHON" "$T_DIR/odd_mx.py" --port "$MX_PORT" --hang 127.0.0.6 --refuse 127.0.0.9 \
-        --log "$ODD_LOG" --ready "$T_DIR/odd.ready" 2>"$T_DIR/odd.err" &
+    rm -f "$T_DIR/odd.port"
+    "$PMX_SVC_PYTHON" "$PMX_ROOT/tests/tools/mx_server.py" --port "$MX_PORT" \
+        --port-file "$T_DIR/odd.port" --log "$ODD_LOG" --listen 127.0.0.6 --listen 127.0.0.9 \
+        --silent 127.0.0.6 --starttls-refused 127.0.0.9 2>"$T_DIR/odd.err" &
     ODD_PID=$!
-    for ((i = 0; i < 100; i++)); do [[ -e $T_DIR/odd.ready ]] && break; sleep 0.1; done
-    [[ -e $T_DIR/odd.ready ]] || t__setup_fail "odd_mx.py did not start: $(head -c 300 "$T_DIR/odd.err")"
+    for ((i = 0; i < 100; i++)); do [[ -s $T_DIR/odd.port ]] && break; sleep 0.1; done
+    [[ -s $T_DIR/odd.port ]] || t__setup_fail "the odd mx_server.py did not start: $(head -c 300 "$T_DIR/odd.err")"
 }
 start_odd
 
@@ -210,8 +153,8 @@ xadd "$WS" from news@acme.example to r1@refuse.test subject s text t id refused
 t_wait_for 60 "[[ -n \$(row refused r1@refuse.test) ]]"
 t_expect_eq "$(row refused r1@refuse.test)" deferred "status"
 t_expect_match "$(resp refused r1@refuse.test)" 'STARTTLS' "last_response"
-t_expect_match "$(grep -c '"verb": "STAR"' "$ODD_LOG")" '^[1-9]' "STARTTLS was asked for"
-t_expect_eq "$(grep -cE '"verb": "(MAIL|RCPT|DATA)"' "$ODD_LOG")" 0 "MAIL/RCPT/DATA in clear text"
+t_expect_match "$(grep -c '"ev": "starttls_refused"' "$ODD_LOG")" '^[1-9]' "STARTTLS was asked for"
+t_expect_eq "$(grep -cE '"ev": "(mail|rcpt|message)"' "$ODD_LOG")" 0 "MAIL/RCPT/DATA in clear text"
 
 t_case "a site that never answers holds up neither another site nor another workspace"
 # Under [delivery] route = mx; the last part does it again for a workspace with --route mx

@@ -21,6 +21,10 @@ written (seconds since the epoch, float). Behaviour per address:
                            event of the session carries "tls": the protocol version
   --rcpt-fail PREFIX=REPLY a recipient whose local part starts with PREFIX gets REPLY
   --data-delay SECONDS     wait before answering the end of data (holds sessions open)
+  --silent ADDR            accepts and never says a word (a black-holing MX); the
+                           connection stays open until the client closes it
+  --starttls-refused ADDR  offers STARTTLS and answers it 454 (logged as
+                           "starttls_refused"), then carries on in clear text
 Port 0 picks a free port for the first address and uses it for the others;
 --port-file gets the port once every address listens.
 """
@@ -46,6 +50,8 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--rcpt-fail", action="append", default=[])
     ap.add_argument("--data-delay", type=float, default=0.0)
+    ap.add_argument("--silent", action="append", default=[])
+    ap.add_argument("--starttls-refused", action="append", default=[])
     a = ap.parse_args()
     greet = dict(g.split("=", 1) for g in a.greet)
     rcpt_fail = [tuple(r.split("=", 1)) for r in a.rcpt_fail]
@@ -80,6 +86,10 @@ def main():
             log(**kw)
 
         try:
+            if local in a.silent:
+                while await reader.read(4096):
+                    pass
+                return
             if local in greet:
                 send(greet[local])
                 await writer.drain()
@@ -95,7 +105,8 @@ def main():
                 if verb in ("EHLO", "HELO"):
                     log(ev="ehlo", local=local, conn=conn, name=line[5:].strip())
                     ext = ["PIPELINING", "8BITMIME", "SIZE 52428800"]
-                    if (local in a.starttls_broken or local in a.starttls) and not tls[0]:
+                    offers = a.starttls_broken + a.starttls + a.starttls_refused
+                    if local in offers and not tls[0]:
                         ext.append("STARTTLS")
                     lines = ["250-" + local] + ["250-" + e for e in ext[:-1]] + ["250 " + ext[-1]]
                     send("\r\n".join(lines))
@@ -106,6 +117,9 @@ def main():
                     await writer.drain()
                     log(ev="starttls_broken", local=local, conn=conn)
                     return
+                elif verb == "STAR" and local in a.starttls_refused:
+                    log(ev="starttls_refused", local=local, conn=conn)
+                    send("454 4.7.0 TLS not available due to local problem")
                 elif verb == "STAR" and local in a.starttls and not tls[0]:
                     send("220 2.0.0 ready to start TLS")
                     await writer.drain()
