@@ -181,7 +181,11 @@ static int patch_route(patch_routing_t *rt, const uint8_t *master, const char *i
         snprintf(err, n, "route_password: %s", why);
         return -1;
     }
-    if (pmx_wsroute_seal_bytea(master, id, &parsed, pw, len, &rt->password_hex) < 0) {
+    int sealed = pmx_wsroute_seal_bytea(master, id, &parsed, pw, len, &rt->password_hex);
+    /* The clear text is not needed past here: not left in the freed body (as the CLI
+     * wipes its copy). */
+    pmx_wipe((char *)pw, len);
+    if (sealed < 0) {
         *field = NULL;
         snprintf(err, n, "cannot encrypt the route password");
         return -1;
@@ -198,9 +202,42 @@ static void ws_patched(pmx_api_call_t *c, const PGresult *res)
     show(c, c->param);
 }
 
+/*
+ * A workspace key (the client's) may change its workspace's name and its test
+ * mode; the limits, the reputation guard's thresholds and pause, the pool and
+ * the route are the organization's (the agency's) to set: a client must not
+ * lift its own quota or pause, send from another client's addresses, or point
+ * its mail at a host of its choosing (docs/http.md "Managing"). 0, or -1 with
+ * the 403 answered.
+ */
+static int patch_allowed(pmx_api_call_t *c)
+{
+    static const char *const org_only[] = {
+        "rate", "burst", "daily_quota", "suspended", "max_bounce_rate", "max_complaint_rate",
+        "pool", "route", "route_password",
+    };
+    if (!c->key_ws[0]) return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->body, k, v) {
+        (void)v;
+        bool org = false;
+        for (size_t i = 0; i < sizeof org_only / sizeof org_only[0]; i++)
+            org = org || strcmp(k, org_only[i]) == 0;
+        if (org) {   /* an unknown member is the body check's 422 */
+            char detail[160];
+            snprintf(detail, sizeof detail, "%.40s is the organization's to set: use an "
+                     "organization key (a workspace key may set name, test_mode and catch_all)", k);
+            pmx_api_call_problem(c, 403, detail, k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void pmx_api_patch_workspace(pmx_api_call_t *c)
 {
-    if (!visible(c)) return;
+    if (!visible(c) || patch_allowed(c) < 0) return;
     pmx_ws_changes_t ch;
     pmx_api_ws_routing_t in;
     pmx_api_bad_t bad;
@@ -213,6 +250,9 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
     rt.route = in.route;
     rt.password = in.password;
     char err[400];
+    /* The routing members are checked after the others (the pool against the
+     * config, the password sealed for its route): a bad one is named only when
+     * every other member is good. */
     if (in.pool && patch_pool(&rt, pmx__http_api_config(c->api), in.pool, err, sizeof err) < 0) {
         pmx_ws_changes_free(&ch);
         pmx_api_call_problem(c, 422, err, "pool");

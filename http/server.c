@@ -288,7 +288,8 @@ static void req_free(pmx_http_req_t *r)
     pending_remove(r);
     free(r->path);
     free(r->ctype);
-    pmx_buf_free(&r->body);
+    /* A body may carry a secret (PATCH's route_password): not left in freed memory. */
+    pmx_buf_free_secret(&r->body);
     pmx_buf_free(&r->resp);
     pmx_buf_free(&r->headers);
     free(r);

@@ -295,42 +295,61 @@ api GET "/v1/workspaces/$BETA" "key=$K_READ"
 expect_api 404
 api PATCH "/v1/workspaces/$BETA" "key=$K_ALL" 'body={"burst":5}'
 expect_api 404
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"rate":"3000/m","burst":20,"daily_quota":1000,"test_mode":true,"catch_all":"sink@example.net","max_bounce_rate":"5%"}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"rate":"3000/m","burst":20,"daily_quota":1000,"test_mode":true,"catch_all":"sink@example.net","max_bounce_rate":"5%"}'
 expect_api 200
 t_expect_eq "$(jget 'd["rate"], d["burst"], d["daily_quota"], d["test_mode"], d["catch_all"], d["max_bounce_rate"]')" \
     "('50/s', 20, 1000, True, 'sink@example.net', '5%')" "applied"
 t_run "$PMX" workspace show Acme
 t_expect_match "$T_OUT" 'rate: +50/s' "the CLI sees it"
-t_expect_eq "$(t_psql "select target from audit_log where action = 'workspace.set' and api_key_id = '$ALL_ID'")" \
+t_expect_eq "$(t_psql "select target from audit_log where action = 'workspace.set' and api_key_id = '$ORG_ID'")" \
     "rate,burst,daily_quota,test_mode,catch_all,max_bounce_rate" "audit names the settings"
 BEFORE=$(t_psql "select rate_per_second || ' ' || burst from workspaces where id = '$ACME'")
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"burst":7,"rate":"5/fortnight"}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"burst":7,"rate":"5/fortnight"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" rate "field"
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"burst":7,"color":"red"}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"burst":7,"color":"red"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" color "unknown member"
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"burst":0}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"burst":0}'
 expect_api 422
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"test_mode":"on"}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"test_mode":"on"}'
 expect_api 422
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"catch_all":"a@example.net\r\nBcc: evil@example.net"}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"catch_all":"a@example.net\r\nBcc: evil@example.net"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" catch_all "header injection: field"
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={}'
 expect_api 422
 t_expect_eq "$(t_psql "select rate_per_second || ' ' || burst from workspaces where id = '$ACME'")" \
     "$BEFORE" "nothing half-applied"
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"rate":null,"daily_quota":null,"test_mode":false,"catch_all":null,"max_bounce_rate":null}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"rate":null,"daily_quota":null,"test_mode":false,"catch_all":null,"max_bounce_rate":null}'
 expect_api 200
 t_expect_eq "$(jget 'd["rate"], d["daily_quota"], d["catch_all"], d["max_bounce_rate"]')" \
     "('unlimited', None, None, 'default')" "null clears"
-api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"name":"Acme","rate":null,"burst":20,"daily_quota":null,"test_mode":false,"catch_all":null,"suspended":false,"max_bounce_rate":null,"max_complaint_rate":null}'
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"name":"Acme","rate":null,"burst":20,"daily_quota":null,"test_mode":false,"catch_all":null,"suspended":false,"max_bounce_rate":null,"max_complaint_rate":null}'
 expect_api 200
 t_expect_eq "$(jget 'd["name"], d["burst"], d["max_complaint_rate"]')" "('Acme', 20, 'default')" \
     "all nine members in one PATCH"
 api PATCH "/v1/workspaces/$ACME" "key=$K_READ" 'body={"burst":3}'
 expect_api 403
+
+t_case "workspaces: a workspace key may PATCH its name, test mode and catch-all; the limits, pool and route are the organization's (403)"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" 'body={"name":"Acme","test_mode":true,"catch_all":"dev@example.net"}'
+expect_api 200
+t_expect_eq "$(jget 'd["test_mode"], d["catch_all"]')" "(True, 'dev@example.net')" "applied"
+BEFORE=$(t_psql "select rate_per_second || ' ' || burst || ' ' || coalesce(daily_quota, -1) || ' ' || (suspended_at is null) || ' ' || coalesce(pool, '-') || coalesce(route, '-') from workspaces where id = '$ACME'")
+for m in '"rate":"1000/s"' '"burst":999' '"daily_quota":null' '"suspended":false' '"max_bounce_rate":"none"' \
+         '"max_complaint_rate":null' '"pool":"blue"' '"route":"smtp://127.0.0.1:25?tls=none"' '"route_password":"x"'; do
+    api PATCH "/v1/workspaces/$ACME" "key=$K_ALL" "body={\"test_mode\":false,$m}"
+    expect_api 403
+    t_expect_eq "$(jget 'd["field"]')" "$(sed -E 's/^"([a-z_]+)".*/\1/' <<<"$m")" "$m: field"
+done
+t_expect_eq "$(t_psql "select rate_per_second || ' ' || burst || ' ' || coalesce(daily_quota, -1) || ' ' || (suspended_at is null) || ' ' || coalesce(pool, '-') || coalesce(route, '-') from workspaces where id = '$ACME'")" \
+    "$BEFORE" "nothing changed by the refused ones"
+api GET "/v1/workspaces/$ACME" "key=$K_ALL"
+expect_api 200
+t_expect_eq "$(jget 'd["test_mode"]')" True "test_mode not half-applied"
+api PATCH "/v1/workspaces/$ACME" "key=$K_ORG" 'body={"test_mode":false,"catch_all":null}'
+expect_api 200
 
 # Opens workspaces.route_password_enc of workspace $1 as the worker does (routing/wsroute.h):
 # 0x01 | nonce 12 | ciphertext | tag 16, AES-256-GCM under the master key with additional
@@ -354,22 +373,22 @@ EOF2
 t_case "workspaces: PATCH pool, route and route_password (sealed, never answered)"
 RPORT=$(pmx_svc_free_port)
 ROUTE="smtp://alice@127.0.0.1:$RPORT"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"pool":"blue"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"pool":"blue"}'
 expect_api 200
 t_expect_eq "$(jget 'd["pool"]')" blue "answered"
 api GET "/v1/workspaces/$BETA" "key=$K_BETA"
 expect_api 200
 t_expect_eq "$(jget 'd["pool"], d["route"], d["route_password"]')" "('blue', 'default', False)" "GET shows the pool"
 t_expect_eq "$(t_psql "select pool from workspaces where id = '$BETA'")" blue "stored"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"burst":9,"pool":"nosuch"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"burst":9,"pool":"nosuch"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" pool "unknown pool: field"
 t_expect_match "$(jget 'd["detail"]')" 'no \[pool nosuch\]' "detail names it"
 t_expect_nomatch "$(jget 'd["detail"]')" "$T_CONF" "the config's path is not answered"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"pool":"bad name"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"pool":"bad name"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" pool "malformed pool: field"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" "body={\"route\":\"$ROUTE\",\"route_password\":\"pw-Secr3t-api\"}"
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" "body={\"route\":\"$ROUTE\",\"route_password\":\"pw-Secr3t-api\"}"
 expect_api 200
 t_expect_eq "$(jget 'd["route"], d["route_password"]')" "('$ROUTE', True)" "answered without the password"
 t_expect_nomatch "$T_OUT" 'Secr3t' "the password in the PATCH answer"
@@ -391,27 +410,27 @@ t_expect_eq "$(t_psql "select count(*) from audit_log where position('Secr3t' in
     0 "the password in audit_log"
 t_expect_nomatch "$(cat "$DLOG")" 'Secr3t' "the password in postmuxd's log"
 BEFORE=$(t_psql "select route || ' ' || encode(route_password_enc, 'hex') from workspaces where id = '$BETA'")
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":"smtp://alice@127.0.0.1:99999","route_password":"x"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"route":"smtp://alice@127.0.0.1:99999","route_password":"x"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" route "bad route: field"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":"ftp://relay.example"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"route":"ftp://relay.example"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" route "bad scheme: field"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" "body={\"route\":\"$ROUTE\"}"
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" "body={\"route\":\"$ROUTE\"}"
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" route "a user without route_password: field"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route_password":"x"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"route_password":"x"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" route_password "a password without route: field"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":"mx","route_password":"x"}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"route":"mx","route_password":"x"}'
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" route_password "a password for a route without a user: field"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" "body={\"route\":\"$ROUTE\",\"route_password\":\"a\\nb\"}"
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" "body={\"route\":\"$ROUTE\",\"route_password\":\"a\\nb\"}"
 expect_api 422
 t_expect_eq "$(jget 'd["field"]')" route_password "a password of two lines: field"
 t_expect_eq "$(t_psql "select route || ' ' || encode(route_password_enc, 'hex') from workspaces where id = '$BETA'")" \
     "$BEFORE" "nothing written by the refused ones"
-api PATCH "/v1/workspaces/$BETA" "key=$K_BETA" 'body={"route":null,"pool":null}'
+api PATCH "/v1/workspaces/$BETA" "key=$K_ORG" 'body={"route":null,"pool":null}'
 expect_api 200
 t_expect_eq "$(jget 'd["pool"], d["route"], d["route_password"]')" "('default', 'default', False)" "null: back to default"
 t_expect_eq "$(t_psql "select coalesce(pool, '-') || coalesce(route, '-') || (route_password_enc is null) from workspaces where id = '$BETA'")" \
