@@ -270,7 +270,8 @@ static void run_route(pmx_api_call_t *c)
     if (strcmp(m, "POST") == 0 || strcmp(m, "PATCH") == 0) {
         size_t len;
         const char *body = pmx_http_req_body(c->req, &len);
-        pmx_api_bad_t bad;
+        /* What is answered if json_object() itself fails (out of memory). */
+        pmx_api_bad_t bad = { .status = 500, .detail = "out of memory", .field = NULL };
         /* A verify takes no body: an empty one is {}. */
         c->body = len == 0 && r->fn == pmx_api_verify_domain
                       ? json_object()
