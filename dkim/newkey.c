@@ -23,8 +23,7 @@ int pmx_dkim_newkey_seal(pmx_dkim_newkey_t *k, const uint8_t master[PMX_DKIM_MAS
                               &blob);
     if (s == 0) {
         pmx_buf_reset(&k->blob_hex);
-        pmx_buf_append_str(&k->blob_hex, "\\x");
-        pmx_hex_encode(&k->blob_hex, (const uint8_t *)blob.data, blob.len);
+        pmx_bytea_hex_encode(&k->blob_hex, (const uint8_t *)blob.data, blob.len);
     } else {
         snprintf(err, errlen, "cannot encrypt the DKIM key for %s/%s", domain, k->selector);
     }

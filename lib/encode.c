@@ -115,6 +115,12 @@ void pmx_hex_encode(pmx_buf_t *out, const uint8_t *in, size_t n)
     }
 }
 
+void pmx_bytea_hex_encode(pmx_buf_t *out, const uint8_t *in, size_t n)
+{
+    pmx_buf_append_str(out, "\\x");
+    pmx_hex_encode(out, in, n);
+}
+
 static int hexval(char ch)
 {
     if (ch >= '0' && ch <= '9') return ch - '0';

@@ -23,6 +23,8 @@ int  pmx_base64_decode(pmx_buf_t *out, const char *in, size_t n);
 
 /* Lowercase hex. */
 void pmx_hex_encode(pmx_buf_t *out, const uint8_t *in, size_t n);
+/* Postgres bytea input in hex form: "\\x" and lowercase hex (a sealed key's column). */
+void pmx_bytea_hex_encode(pmx_buf_t *out, const uint8_t *in, size_t n);
 /* Appends the bytes of hex s[0..n) (either case) to out; -1 for an odd length or a non-hex digit. */
 int  pmx_hex_decode(pmx_buf_t *out, const char *s, size_t n);
 

@@ -291,8 +291,7 @@ int pmx_wsroute_seal_bytea(const uint8_t master[PMX_DKIM_MASTER_KEY_LEN], const 
         pmx_buf_free(&blob);
         return rc;
     }
-    pmx_buf_append_str(&hex, "\\x");
-    pmx_hex_encode(&hex, (const uint8_t *)blob.data, blob.len);
+    pmx_bytea_hex_encode(&hex, (const uint8_t *)blob.data, blob.len);
     pmx_buf_free(&blob);
     *out = pmx_buf_detach(&hex);
     return 0;
