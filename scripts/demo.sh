@@ -184,10 +184,9 @@ req() {
     out=$(curl "${args[@]}") || die "curl: $m $p failed"
     code=${out%% *}
     if [[ -n ${DEMO_RESPONSES-} ]]; then
-        local n
-        n=$(find "$DEMO_RESPONSES" -name '*.req' | wc -l)
-        printf '%s %s %s %s\n' "$m" "$p" "$code" "${out#* }" >"$DEMO_RESPONSES/$n.req"
-        cp "$dir/resp.json" "$DEMO_RESPONSES/$n.body"
+        printf '%s %s %s %s\n' "$m" "$p" "$code" "${out#* }" >"$DEMO_RESPONSES/$nsaved.req"
+        cp "$dir/resp.json" "$DEMO_RESPONSES/$nsaved.body"
+        nsaved=$((nsaved + 1))
     fi
 }
 # jget EXPR: a Python expression over the last answer's JSON body `d`, printed.
@@ -222,7 +221,7 @@ wait_msg() {
     [[ $(jget '",".join(sorted({r["status"] for r in d["recipients"]}))') == "$2" ]] ||
         die "message $1 is not $2 after 15 s"
 }
-WSH=0 IDEM=""
+WSH=0 IDEM="" nsaved=0
 # The lines of a GET /v1/suppressions answer.
 SUPP='"\n".join("%-22s scope %-11s %-12s %s" % (s["address"], s["scope"], s["reason"], s["detail"])
                 for s in d["suppressions"]) or "(none)"'
