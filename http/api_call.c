@@ -120,6 +120,11 @@ void pmx_api_call_problem(pmx_api_call_t *c, int status, const char *detail, con
     call_end(c);
 }
 
+void pmx_api_call_refused(pmx_api_call_t *c, const pmx_api_bad_t *bad)
+{
+    pmx_api_call_problem(c, bad->status, bad->detail, bad->field);
+}
+
 static void call_aborted(void *arg)
 {
     pmx_api_call_t *c = arg;
@@ -277,7 +282,7 @@ static void run_route(pmx_api_call_t *c)
                       ? json_object()
                       : pmx_api_body_object(body, len, &bad);
         if (!c->body) {
-            pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+            pmx_api_call_refused(c, &bad);
             return;
         }
     }

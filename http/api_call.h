@@ -27,6 +27,7 @@
 #include <libpq-fe.h>
 
 #include "http/api.h"
+#include "http/api_input.h"
 #include "http/server.h"
 #include "sql/db_async.h"
 #include "submission/apikeys.h"
@@ -85,6 +86,8 @@ void pmx_api_call_json(pmx_api_call_t *c, int status, json_t *doc);
 void pmx_api_call_secret_created(pmx_api_call_t *c, const PGresult *res, const char *name);
 /* Answers with an RFC 9457 problem document and ends the call. */
 void pmx_api_call_problem(pmx_api_call_t *c, int status, const char *detail, const char *field);
+/* The refusal of an http/api_input.h check, answered (pmx_api_call_problem). */
+void pmx_api_call_refused(pmx_api_call_t *c, const pmx_api_bad_t *bad);
 /*
  * Runs sql with text parameters; cont gets its result. Postgres down or the
  * connection lost: 503; a unique violation: 409; a foreign key or check

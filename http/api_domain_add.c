@@ -117,7 +117,7 @@ static add_job_t *job_from_body(pmx_api_call_t *c)
     pmx_api_domain_new_t d;
     pmx_api_bad_t bad;
     if (pmx_api_domain_body(c->body, &d, &bad) < 0) {
-        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        pmx_api_call_refused(c, &bad);
         return NULL;
     }
     add_job_t *j = pmx_xcalloc(1, sizeof *j);

@@ -132,6 +132,22 @@ int pmx_api_events_query(const char *type, const char *since, const char *limit,
     return 0;
 }
 
+/* A JSON array of names joined with ',' in out, for the CLI's parsers of a
+ * comma list (scopes, event types): false when an item is not a non-empty
+ * string without ','. */
+static bool join_names(json_t *a, pmx_buf_t *out)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        const char *s = json_string_value(v);
+        if (!s || !*s || strchr(s, ',')) return false;
+        if (i) pmx_buf_append_char(out, ',');
+        pmx_buf_append_str(out, s);
+    }
+    return true;
+}
+
 /* ---- testers, suppressions, API keys ---- */
 
 int pmx_api_tester_body(json_t *body, char *addr, size_t n, pmx_api_bad_t *bad)
@@ -180,19 +196,9 @@ int pmx_api_key_body(json_t *body, const char **name, pmx_buf_t *scopes, pmx_api
     pmx_buf_t joined = PMX_BUF_INIT;
     if (!sc)
         pmx_buf_append_str(&joined, "send");
-    else if (!json_is_array(sc) || json_array_size(sc) == 0)
+    else if (!json_is_array(sc) || json_array_size(sc) == 0 || !join_names(sc, &joined)) {
+        pmx_buf_free(&joined);
         return refuse(bad, 422, "scopes", "scopes must be a non-empty array of send, read, manage");
-    size_t i;
-    json_t *v;
-    json_array_foreach(sc, i, v) {
-        const char *s = json_string_value(v);
-        if (!s || !*s || strchr(s, ',')) {
-            pmx_buf_free(&joined);
-            return refuse(bad, 422, "scopes",
-                          "scopes must be a non-empty array of send, read, manage");
-        }
-        if (i) pmx_buf_append_char(&joined, ',');
-        pmx_buf_append_str(&joined, s);
     }
     int r = pmx_apikey_scopes_parse("scopes", pmx_buf_cstr(&joined), scopes, err, sizeof err);
     pmx_buf_free(&joined);
@@ -212,17 +218,7 @@ int pmx_api_webhook_body(json_t *body, pmx_buf_t *url, pmx_buf_t *events, pmx_ap
     /* events: an array of event types (none or empty = every event). */
     json_t *ev = json_object_get(body, "events");
     pmx_buf_t joined = PMX_BUF_INIT;
-    size_t i;
-    json_t *v;
-    bool ok = !ev || json_is_array(ev);
-    json_array_foreach(ev, i, v) {
-        const char *e = json_string_value(v);
-        if (!e || !*e || strchr(e, ',')) ok = false;
-        else {
-            if (i) pmx_buf_append_char(&joined, ',');
-            pmx_buf_append_str(&joined, e);
-        }
-    }
+    bool ok = !ev || (json_is_array(ev) && join_names(ev, &joined));
     if (ok && joined.len &&
         pmx_hook_parse_events("events", pmx_buf_cstr(&joined), events, err, sizeof err) < 0) {
         ok = false;
@@ -334,6 +330,17 @@ type_string:
     snprintf(err, n, "%s must be a string%s", k,
              strcmp(k, "name") == 0 ? "" : " or null");
     return -1;
+}
+
+bool pmx_api_ws_member_org_only(const char *member)
+{
+    static const char *const org_only[] = {
+        "rate", "burst", "daily_quota", "suspended", "max_bounce_rate", "max_complaint_rate",
+        "pool", "route", "route_password",
+    };
+    for (size_t i = 0; i < sizeof org_only / sizeof org_only[0]; i++)
+        if (strcmp(member, org_only[i]) == 0) return true;
+    return false;
 }
 
 int pmx_api_ws_patch_body(json_t *body, pmx_ws_changes_t *ch, pmx_api_ws_routing_t *rt,

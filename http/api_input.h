@@ -92,6 +92,9 @@ typedef struct {
  * first bad one. */
 int pmx_api_ws_patch_body(json_t *body, pmx_ws_changes_t *ch, pmx_api_ws_routing_t *rt,
                           pmx_api_bad_t *bad);
+/* Whether a PATCH member is the organization's to set (the limits, the reputation
+ * guard, pool and route); a workspace key sets only name, test_mode and catch_all. */
+bool pmx_api_ws_member_org_only(const char *member);
 
 /* POST /v1/domains: the domain and return path ("" = none) normalised, and
  * which keys to make. */

@@ -21,12 +21,6 @@
 #include "lib/mem.h"
 #include "sql/q_admin.h"
 
-/* Answers the refusal of an api_input.h check. */
-static void refused(pmx_api_call_t *c, const pmx_api_bad_t *bad)
-{
-    pmx_api_call_problem(c, bad->status, bad->detail, bad->field);
-}
-
 /* ---- testers ---- */
 
 static void tester_rows(pmx_api_call_t *c, const PGresult *res)
@@ -55,7 +49,7 @@ void pmx_api_add_tester(pmx_api_call_t *c)
 {
     pmx_api_bad_t bad;
     if (pmx_api_tester_body(c->body, c->text, sizeof c->text, &bad) < 0) {
-        refused(c, &bad);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     const char *vals[3] = { pmx_api_call_actor(c), c->ws, c->text };
@@ -76,7 +70,7 @@ void pmx_api_remove_tester(pmx_api_call_t *c)
 {
     pmx_api_bad_t bad;
     if (pmx_api_address(c->param, "address", c->text, sizeof c->text, &bad) < 0) {
-        refused(c, &bad);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     const char *vals[3] = { pmx_api_call_actor(c), c->ws, c->text };
@@ -123,7 +117,7 @@ void pmx_api_add_suppression(pmx_api_call_t *c)
     pmx_api_supp_t sp;
     pmx_api_bad_t bad;
     if (pmx_api_suppression_body(c->body, c->text, sizeof c->text, &sp, &bad) < 0) {
-        refused(c, &bad);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     const char *vals[6] = { pmx_api_call_actor(c), c->ws, c->text, sp.scope, sp.reason,
@@ -153,7 +147,7 @@ void pmx_api_remove_suppression(pmx_api_call_t *c)
     }
     pmx_api_bad_t bad;
     if (pmx_api_address(c->param, "address", c->text, sizeof c->text, &bad) < 0) {
-        refused(c, &bad);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     const char *vals[4] = { pmx_api_call_actor(c), c->ws, c->text, scope };
@@ -193,7 +187,7 @@ void pmx_api_create_key(pmx_api_call_t *c)
     pmx_api_bad_t bad;
     if (pmx_api_key_body(c->body, &name, &array, &bad) < 0) {
         pmx_buf_free(&array);
-        refused(c, &bad);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     json_t *sc = json_object_get(c->body, "scopes");

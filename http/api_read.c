@@ -91,7 +91,7 @@ void pmx_api_get_events(pmx_api_call_t *c)
     if (pmx_api_events_query(pmx_api_call_arg(c, "type"), pmx_api_call_arg(c, "since"),
                              pmx_api_call_arg(c, "limit"), pmx_api_call_arg(c, "after"), &q,
                              &bad) < 0) {
-        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     char after_s[24], limit_s[24];
@@ -132,7 +132,7 @@ void pmx_api_get_stats(pmx_api_call_t *c)
     char since[24];
     pmx_api_bad_t bad;
     if (pmx_api_since(pmx_api_call_arg(c, "since"), "24h", since, &bad) < 0) {
-        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     const char *vals[2] = { c->ws, since[0] ? since : NULL };

@@ -48,7 +48,7 @@ void pmx_api_add_webhook(pmx_api_call_t *c)
     if (pmx_api_webhook_body(c->body, &norm, &events, &bad) < 0) {
         pmx_buf_free(&norm);
         pmx_buf_free(&events);
-        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     json_t *ev = json_object_get(c->body, "events");

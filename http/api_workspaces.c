@@ -91,7 +91,7 @@ void pmx_api_create_workspace(pmx_api_call_t *c)
     pmx_api_ws_new_t w;
     pmx_api_bad_t bad;
     if (pmx_api_ws_create_body(c->body, &w, &bad) < 0) {
-        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
+        pmx_api_call_refused(c, &bad);
         return;
     }
     char id[32];
@@ -105,24 +105,21 @@ void pmx_api_create_workspace(pmx_api_call_t *c)
 
 /* ---- PATCH ---- */
 
-/* The routing members once checked: pool against the config; route and
- * route_password together once the whole body is read (the password is sealed
- * for the route). */
+/* The routing members (as given, http/api_input.h) and what their checks
+ * make of them: the pool against the config; route and route_password
+ * together once the whole body is read (the password is sealed for the route). */
 typedef struct {
-    bool                pool_set;
-    const char         *pool;         /* NULL = default */
-    json_t             *route;        /* the members as given; NULL = absent */
-    json_t             *password;
+    pmx_api_ws_routing_t in;
+    const char         *pool;         /* in.pool checked; NULL = default */
     char                canonical[PMX_WSROUTE_MAX + 1];
     char               *password_hex; /* sealed, bytea input */
 } patch_routing_t;
 
-/* pool: a configured [pool NAME], "default" or null. */
-static int patch_pool(patch_routing_t *rt, const pmx_config_t *cfg, json_t *v, char *err, size_t n)
+/* pool (given): a configured [pool NAME], "default" or null. */
+static int patch_pool(patch_routing_t *rt, const pmx_config_t *cfg, char *err, size_t n)
 {
-    rt->pool_set = true;
-    if (json_is_null(v)) return 0;   /* default */
-    const char *name = json_string_value(v);
+    if (json_is_null(rt->in.pool)) return 0;   /* default */
+    const char *name = json_string_value(rt->in.pool);
     if (pmx_wsroute_pool_check(cfg, name, &rt->pool, err, n) < 0) {
         /* The check names the config file: the server's business, not the caller's. */
         if (pmx_config_pool_name_ok(name))
@@ -145,23 +142,23 @@ static int patch_route(patch_routing_t *rt, const uint8_t *master, const char *i
                        size_t n, const char **field)
 {
     *field = "route_password";
-    if (!rt->route) {
-        if (!rt->password) return 0;
+    if (!rt->in.route) {
+        if (!rt->in.password) return 0;
         snprintf(err, n, "route_password goes with route in the same request (it is sealed "
                  "for that route)");
         return -1;
     }
     *field = "route";
     pmx_wsroute_t parsed;
-    const char *text = json_is_null(rt->route) ? "default" : json_string_value(rt->route);
+    const char *text = json_is_null(rt->in.route) ? "default" : json_string_value(rt->in.route);
     if (pmx_wsroute_parse(text, &parsed, err, n) < 0) {
         if (strstr(err, "no password in the URL"))
             snprintf(err, n, "route: no password in the URL (user:password); give it as "
                      "route_password");
         return -1;
     }
-    if (pmx_wsroute_password_check(&parsed, rt->password != NULL, err, n) < 0) {
-        if (rt->password) {
+    if (pmx_wsroute_password_check(&parsed, rt->in.password != NULL, err, n) < 0) {
+        if (rt->in.password) {
             *field = "route_password";
             snprintf(err, n, "route_password goes only with an smtp:// or smtps:// route that "
                      "names a user");
@@ -172,10 +169,10 @@ static int patch_route(patch_routing_t *rt, const uint8_t *master, const char *i
     }
     if (parsed.kind != PMX_WSROUTE_DEFAULT)
         snprintf(rt->canonical, sizeof rt->canonical, "%s", parsed.canonical);
-    if (!rt->password) return 0;
+    if (!rt->in.password) return 0;
     *field = "route_password";
-    const char *pw = json_string_value(rt->password);
-    size_t len = json_string_length(rt->password);
+    const char *pw = json_string_value(rt->in.password);
+    size_t len = json_string_length(rt->in.password);
     char why[200];
     if (pmx_wsroute_password_text_check(pw, len, why, sizeof why) < 0) {
         snprintf(err, n, "route_password: %s", why);
@@ -212,19 +209,12 @@ static void ws_patched(pmx_api_call_t *c, const PGresult *res)
  */
 static int patch_allowed(pmx_api_call_t *c)
 {
-    static const char *const org_only[] = {
-        "rate", "burst", "daily_quota", "suspended", "max_bounce_rate", "max_complaint_rate",
-        "pool", "route", "route_password",
-    };
     if (!c->key_ws[0]) return 0;
     const char *k;
     json_t *v;
     json_object_foreach(c->body, k, v) {
         (void)v;
-        bool org = false;
-        for (size_t i = 0; i < sizeof org_only / sizeof org_only[0]; i++)
-            org = org || strcmp(k, org_only[i]) == 0;
-        if (org) {   /* an unknown member is the body check's 422 */
+        if (pmx_api_ws_member_org_only(k)) {   /* an unknown member is the body check's 422 */
             char detail[160];
             snprintf(detail, sizeof detail, "%.40s is the organization's to set: use an "
                      "organization key (a workspace key may set name, test_mode and catch_all)", k);
@@ -239,21 +229,18 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
 {
     if (!visible(c) || patch_allowed(c) < 0) return;
     pmx_ws_changes_t ch;
-    pmx_api_ws_routing_t in;
-    pmx_api_bad_t bad;
-    if (pmx_api_ws_patch_body(c->body, &ch, &in, &bad) < 0) {
-        pmx_api_call_problem(c, bad.status, bad.detail, bad.field);
-        return;
-    }
     patch_routing_t rt;
     memset(&rt, 0, sizeof rt);
-    rt.route = in.route;
-    rt.password = in.password;
+    pmx_api_bad_t bad;
+    if (pmx_api_ws_patch_body(c->body, &ch, &rt.in, &bad) < 0) {
+        pmx_api_call_refused(c, &bad);
+        return;
+    }
     char err[400];
     /* The routing members are checked after the others (the pool against the
      * config, the password sealed for its route): a bad one is named only when
      * every other member is good. */
-    if (in.pool && patch_pool(&rt, pmx__http_api_config(c->api), in.pool, err, sizeof err) < 0) {
+    if (rt.in.pool && patch_pool(&rt, pmx__http_api_config(c->api), err, sizeof err) < 0) {
         pmx_ws_changes_free(&ch);
         pmx_api_call_problem(c, 422, err, "pool");
         return;
@@ -265,10 +252,10 @@ void pmx_api_patch_workspace(pmx_api_call_t *c)
         pmx_api_call_problem(c, field ? 422 : 500, err, field);
         return;
     }
-    if (rt.pool_set || rt.route)
+    if (rt.in.pool || rt.in.route)
         /* A new route never keeps the old password (as the CLI). */
-        pmx_ws_set_routing(&ch, rt.pool_set, rt.pool, rt.route != NULL,
-                           rt.canonical[0] ? rt.canonical : NULL, rt.route != NULL,
+        pmx_ws_set_routing(&ch, rt.in.pool != NULL, rt.pool, rt.in.route != NULL,
+                           rt.canonical[0] ? rt.canonical : NULL, rt.in.route != NULL,
                            rt.password_hex, NULL);
     const char *params[PMX_WS_MAX_PARAMS];
     pmx_buf_t sql = PMX_BUF_INIT;
