@@ -10,9 +10,12 @@
  *
  * With PIPELINING, [RSET] MAIL FROM, every RCPT TO and DATA go out in one write
  * and the replies are read in order (RFC 2920); without it, one command per
- * reply. A reused session starts each transaction with RSET (pipelined with
- * the rest when it can be), so a transaction that ended early never leaks
- * into the next.
+ * reply. Any reply to the final "." ends a transaction (RFC 5321 4.1.1.4), so
+ * the next one starts with MAIL FROM; one that ended any other way (MAIL FROM
+ * or every RCPT TO refused, DATA refused) may leave the relay holding its
+ * sender, so the next one starts with RSET (pipelined with the rest when it
+ * can be) and nothing of it leaks into the next. Without PIPELINING an RSET
+ * per message would cost a round trip each.
  *
  * One recipient never fails its siblings: a recipient this client cannot
  * send (not an RFC 5321 Mailbox by lib/addr's grammar, or a non-ASCII address
@@ -116,6 +119,7 @@ struct pmx_smtp_session {
     pmx_smtp_ehlo_t         ehlo;
     bool                    tls_up, ever_ready, quit_after, drop_input;
     unsigned long           ntxn;           /* transactions started on this connection */
+    bool                    txn_open;       /* an earlier MAIL FROM may still hold: RSET first */
 
     /* The current transaction. */
     pmx_smtp_msg_t         *msg;
@@ -688,7 +692,8 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
     s->body8 = body8;
     s->utf8 = utf8;
 
-    bool rset = s->ntxn > 1;
+    bool rset = s->txn_open;
+    s->txn_open = true;                /* until the relay answers the final "." */
     pmx_buf_reset(&s->cmd);
     if (rset) pmx_buf_append_str(&s->cmd, "RSET\r\n");
     if (s->pipelined || !rset) append_mail(s, &s->cmd, body8, utf8);
@@ -858,6 +863,7 @@ static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r)
         break;
 
     case S_DOT:
+        s->txn_open = false;              /* any reply to "." ends the transaction */
         save_reply(&s->final_r, r);
         s->final_after = "end of data";
         if (s->accepted == 0) s->final_r.set = false;   /* the empty message decides nobody */
