@@ -95,6 +95,16 @@ typedef struct {
     pmx_buf_t text;
 } saved_reply_t;
 
+/* What of a message goes out: the k-th RCPT TO is for envelope recipient
+ * sendidx[k]; an envelope recipient not sent has its local outcome in
+ * local[i]; BODY=8BITMIME and SMTPUTF8 on MAIL FROM. */
+typedef struct {
+    size_t                     nsend, cap;
+    size_t                    *sendidx;
+    const pmx_smtp_outcome_t **local;     /* one per envelope recipient; NULL = sent */
+    bool                       body8, utf8;
+} plan_t;
+
 /* Outlives the session if the lookup is still running when the session closes. */
 typedef struct {
     uv_getaddrinfo_t    req;
@@ -123,16 +133,11 @@ struct pmx_smtp_session {
 
     /* The current transaction. */
     pmx_smtp_msg_t         *msg;
+    plan_t                  plan;
     bool                    pipelined, got_reply;
-    bool                    body8, utf8;    /* BODY=8BITMIME, SMTPUTF8 on MAIL FROM */
     size_t                  rcpt_replied, accepted;
     saved_reply_t           mail_r, final_r;
     const char             *final_after;
-    /* Recipients: the k-th RCPT TO is for envelope recipient sendidx[k]; an
-     * envelope recipient not sent has its local outcome in local[i]. */
-    size_t                  nsend;
-    size_t                 *sendidx;        /* nsend used, rr_cap allocated */
-    const pmx_smtp_outcome_t **local;       /* one per envelope recipient; NULL = sent */
     saved_reply_t          *rr;             /* one per RCPT TO sent */
     size_t                  rr_cap;
     pmx_smtp_outcome_t     *outs;
@@ -146,6 +151,11 @@ struct pmx_smtp_session {
     char                   *close_reason;
     const char             *close_where;    /* state_after[] of the state it closed in */
     pmx_smtp_msg_t         *unsent;
+
+    /* The next transaction, whose MAIL FROM, RCPT TO and DATA went out right
+     * after the current one's final "." (RFC 2920 3.1), before its reply. */
+    pmx_smtp_msg_t         *next;
+    plan_t                  next_plan;
 };
 
 static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r);
@@ -279,14 +289,14 @@ static void complete_msg(pmx_smtp_session_t *s, const pmx_smtp_outcome_t *rest)
     bool any_sent = false, any_temp = false;
     /* Recipients given no RCPT TO keep their local outcome. */
     for (size_t i = 0; i < n; i++)
-        if (s->local[i]) s->outs[i] = *s->local[i];
-    for (size_t k = 0; k < s->nsend; k++) {
+        if (s->plan.local[i]) s->outs[i] = *s->plan.local[i];
+    for (size_t k = 0; k < s->plan.nsend; k++) {
         pmx_smtp_outcome_t o;
         if (mail_failed) o = outcome_of(&s->mail_r, "MAIL FROM");
         else if (k < s->rcpt_replied && s->rr[k].code / 100 != 2) o = outcome_of(&s->rr[k], "RCPT TO");
         else if (s->final_r.set) o = outcome_of(&s->final_r, s->final_after);
         else o = rest ? *rest : no_reply;
-        s->outs[s->sendidx[k]] = o;
+        s->outs[s->plan.sendidx[k]] = o;
     }
     for (size_t i = 0; i < n; i++) {
         any_sent |= s->outs[i].status == PMX_SMTP_SENT;
@@ -297,7 +307,7 @@ static void complete_msg(pmx_smtp_session_t *s, const pmx_smtp_outcome_t *rest)
     if (rest) res.message = *rest;
     else if (s->final_r.set) res.message = outcome_of(&s->final_r, s->final_after);
     else if (mail_failed) res.message = outcome_of(&s->mail_r, "MAIL FROM");
-    else if (s->rcpt_replied) res.message = s->outs[s->sendidx[s->rcpt_replied - 1]];
+    else if (s->rcpt_replied) res.message = s->outs[s->plan.sendidx[s->rcpt_replied - 1]];
     else res.message = no_reply;
     res.rcpts = s->outs;
     res.nrcpts = n;
@@ -331,8 +341,10 @@ static void session_free(pmx_smtp_session_t *s)
     pmx_buf_free(&s->final_r.text);
     for (size_t i = 0; i < s->rr_cap; i++) pmx_buf_free(&s->rr[i].text);
     free(s->rr);
-    free(s->sendidx);
-    free(s->local);
+    free(s->plan.sendidx);
+    free(s->plan.local);
+    free(s->next_plan.sendidx);
+    free(s->next_plan.local);
     free(s->outs);
     free(s->close_reason);
     free(s);
@@ -350,9 +362,12 @@ static void on_timer_closed(uv_handle_t *h)
     handle_closed(h->data);
 }
 
+static void drop_next(pmx_smtp_session_t *s, const char *reason);
+
 static void close_session(pmx_smtp_session_t *s, const char *reason)
 {
     if (s->state == S_CLOSING) return;
+    drop_next(s, reason);
     s->close_where = state_after[s->state];
     s->state = S_CLOSING;
     if (reason) s->close_reason = pmx_xstrdup(reason);
@@ -396,6 +411,20 @@ static void session_fail(pmx_smtp_session_t *s, const char *fmt, ...)
         }
     }
     close_session(s, reason);
+}
+
+/*
+ * Closing with a next transaction whose group went out but whose replies are
+ * not in: the relay never had its body, so it is handed back like an unsent
+ * message (once; a message handed back before fails instead).
+ */
+static void drop_next(pmx_smtp_session_t *s, const char *reason)
+{
+    pmx_smtp_msg_t *m = s->next;
+    if (!m) return;
+    s->next = NULL;
+    if (!s->unsent && !m->retried) s->unsent = m;
+    else pmx__smtp_msg_fail(m, PMX_SMTP_TEMPFAIL, "MAIL FROM", reason ? reason : "relay session closed");
 }
 
 /* A reply that ends the session (greeting refused, STARTTLS refused, ...). */
@@ -589,27 +618,37 @@ static void append_path(pmx_buf_t *b, const char *verb, const char *addr)
     pmx_buf_append_char(b, '>');
 }
 
-static void append_mail(pmx_smtp_session_t *s, pmx_buf_t *b, bool body8, bool utf8)
+static void append_mail(const pmx_smtp_session_t *s, const pmx_smtp_msg_t *m, const plan_t *pl,
+                        pmx_buf_t *b)
 {
-    append_path(b, "MAIL FROM:", s->msg->env.mail_from);
+    append_path(b, "MAIL FROM:", m->env.mail_from);
     if (s->ehlo.ext & PMX_SMTP_EXT_SIZE)
-        pmx_buf_appendf(b, " SIZE=%zu", s->msg->env.head_len + s->msg->len);
-    if (body8 && (s->ehlo.ext & PMX_SMTP_EXT_8BITMIME)) pmx_buf_append_str(b, " BODY=8BITMIME");
-    if (utf8) pmx_buf_append_str(b, " SMTPUTF8");
+        pmx_buf_appendf(b, " SIZE=%zu", m->env.head_len + m->len);
+    if (pl->body8 && (s->ehlo.ext & PMX_SMTP_EXT_8BITMIME)) pmx_buf_append_str(b, " BODY=8BITMIME");
+    if (pl->utf8) pmx_buf_append_str(b, " SMTPUTF8");
     pmx_buf_append(b, "\r\n", 2);
 }
 
 /* The k-th RCPT TO of the transaction. */
-static void append_rcpt(pmx_smtp_session_t *s, pmx_buf_t *b, size_t k)
+static void append_rcpt(const pmx_smtp_msg_t *m, const plan_t *pl, pmx_buf_t *b, size_t k)
 {
-    append_path(b, "RCPT TO:", s->msg->env.rcpts[s->sendidx[k]]);
+    append_path(b, "RCPT TO:", m->env.rcpts[pl->sendidx[k]]);
     pmx_buf_append(b, "\r\n", 2);
+}
+
+/* MAIL FROM, every RCPT TO and DATA: one pipelined group. */
+static void append_group(const pmx_smtp_session_t *s, const pmx_smtp_msg_t *m, const plan_t *pl,
+                         pmx_buf_t *b)
+{
+    append_mail(s, m, pl, b);
+    for (size_t k = 0; k < pl->nsend; k++) append_rcpt(m, pl, b, k);
+    pmx_buf_append_str(b, "DATA\r\n");
 }
 
 static void send_rcpt(pmx_smtp_session_t *s, size_t k)
 {
     pmx_buf_reset(&s->cmd);
-    append_rcpt(s, &s->cmd, k);
+    append_rcpt(s->msg, &s->plan, &s->cmd, k);
     s->state = S_RCPT;
     if (send_buf(s, &s->cmd) == 0) arm(s, s->cfg->command_timeout_ms);
 }
@@ -617,20 +656,20 @@ static void send_rcpt(pmx_smtp_session_t *s, size_t k)
 static void send_mail(pmx_smtp_session_t *s)
 {
     pmx_buf_reset(&s->cmd);
-    append_mail(s, &s->cmd, s->body8, s->utf8);
+    append_mail(s, s->msg, &s->plan, &s->cmd);
     s->state = S_MAIL;
     if (send_buf(s, &s->cmd) == 0) arm(s, s->cfg->command_timeout_ms);
 }
 
-int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
+/*
+ * Decides what of msg goes out on this session, into pl. -1: nothing can (its
+ * callback ran): what the whole message shares (its size, SMTPUTF8 when the
+ * sender or a header needs it, RFC 6531) decides for every recipient, and a
+ * recipient that cannot be sent fails alone.
+ */
+static int plan_msg(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg, plan_t *pl)
 {
     const pmx_smtp_envelope_t *env = &msg->env;
-    if (s->state != S_READY) {            /* a caller bug; the message still gets its one callback */
-        pmx__smtp_msg_fail(msg, PMX_SMTP_TEMPFAIL, "connect", "relay session not ready");
-        return -1;
-    }
-    /* What the whole message shares decides for every recipient: its size,
-     * and SMTPUTF8 when the sender or a header needs it (RFC 6531). */
     bool relay_utf8 = (s->ehlo.ext & PMX_SMTP_EXT_SMTPUTF8) != 0;
     bool utf8 = (env->flags & PMX_SMTP_ENV_SMTPUTF8) || !is_ascii(env->mail_from);
     if (s->ehlo.size_max && msg->env.head_len + msg->len > s->ehlo.size_max) {
@@ -646,64 +685,120 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
                            "and the relay does not offer it");
         return -1;
     }
-
-    /* Each recipient on its own: one that cannot be sent fails alone. */
-    if (s->rr_cap < env->nrcpts) {
-        s->rr = pmx_xrealloc(s->rr, env->nrcpts * sizeof *s->rr);
-        for (size_t i = s->rr_cap; i < env->nrcpts; i++) {
-            pmx_buf_init(&s->rr[i].text);
-            s->rr[i].set = false;
-        }
-        s->sendidx = pmx_xrealloc(s->sendidx, env->nrcpts * sizeof *s->sendidx);
-        s->local = pmx_xrealloc(s->local, env->nrcpts * sizeof *s->local);
-        s->rr_cap = env->nrcpts;
+    if (pl->cap < env->nrcpts) {
+        pl->sendidx = pmx_xrealloc(pl->sendidx, env->nrcpts * sizeof *pl->sendidx);
+        pl->local = pmx_xrealloc(pl->local, env->nrcpts * sizeof *pl->local);
+        pl->cap = env->nrcpts;
     }
     size_t nsend = 0;
     for (size_t i = 0; i < env->nrcpts; i++) {
         const char *r = env->rcpts[i];
         bool ascii = r && is_ascii(r);
-        s->local[i] = !pmx_addr_envelope_ok(r) ? &rcpt_not_mailbox
-                    : !ascii && !relay_utf8    ? &rcpt_needs_smtputf8
-                    : NULL;
-        if (s->local[i]) {
+        pl->local[i] = !pmx_addr_envelope_ok(r) ? &rcpt_not_mailbox
+                     : !ascii && !relay_utf8    ? &rcpt_needs_smtputf8
+                     : NULL;
+        if (pl->local[i]) {
             pmx_log_warn("relay recipient not sent rcpt=#%zu of %zu reason=\"%s\"", i + 1,
-                         env->nrcpts, s->local[i]->response);
+                         env->nrcpts, pl->local[i]->response);
             continue;
         }
-        s->sendidx[nsend++] = i;
+        pl->sendidx[nsend++] = i;
         utf8 |= !ascii;
     }
     if (nsend == 0) {
-        msg_fail_local(msg, s->local);
+        msg_fail_local(msg, pl->local);
         return -1;
     }
-    bool body8 = utf8 || (env->flags & PMX_SMTP_ENV_8BITMIME) || has_8bit(msg->data, msg->len);
+    pl->nsend = nsend;
+    pl->utf8 = utf8;
+    pl->body8 = utf8 || (env->flags & PMX_SMTP_ENV_8BITMIME) || has_8bit(msg->data, msg->len);
+    return 0;
+}
 
-    s->msg = msg;
-    s->nsend = nsend;
+/* The transaction's per-recipient reply slots. */
+static void reserve_replies(pmx_smtp_session_t *s, size_t n)
+{
+    if (s->rr_cap >= n) return;
+    s->rr = pmx_xrealloc(s->rr, n * sizeof *s->rr);
+    for (size_t i = s->rr_cap; i < n; i++) {
+        pmx_buf_init(&s->rr[i].text);
+        s->rr[i].set = false;
+    }
+    s->rr_cap = n;
+}
+
+/* Counts a transaction; the one that reaches messages_per_connection is the last. */
+static void count_txn(pmx_smtp_session_t *s)
+{
     s->ntxn++;
     if (s->cfg->messages_per_connection > 0 && s->ntxn >= (unsigned long)s->cfg->messages_per_connection)
         s->quit_after = true;          /* QUIT after this one: a fresh session takes the next */
+}
+
+/* The current transaction begins: its replies are awaited from MAIL FROM on. */
+static void begin_txn(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
+{
+    s->msg = msg;
+    reserve_replies(s, msg->env.nrcpts);
     s->got_reply = false;
     s->pipelined = (s->ehlo.ext & PMX_SMTP_EXT_PIPELINING) != 0;
     s->rcpt_replied = s->accepted = 0;
     s->mail_r.set = s->final_r.set = false;
     s->final_after = "";
-    s->body8 = body8;
-    s->utf8 = utf8;
+}
 
+/*
+ * While the final "." of a pipelined transaction waits for its reply, the next
+ * transaction's group may already go out (RFC 2920 3.1: "the RSET/MAIL FROM
+ * sequence necessary to initiate a new message transaction can be placed in the
+ * same group as the final transfer of the headers and body of the previous
+ * message"). Any reply to "." ends a transaction, so it needs no RSET.
+ */
+static bool can_take_next(const pmx_smtp_session_t *s)
+{
+    return s->state == S_DOT && s->pipelined && !s->next && !s->quit_after;
+}
+
+int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
+{
+    bool ahead = can_take_next(s);
+    if (s->state != S_READY && !ahead) {  /* a caller bug; the message still gets its one callback */
+        pmx__smtp_msg_fail(msg, PMX_SMTP_TEMPFAIL, "connect", "relay session not ready");
+        return -1;
+    }
+    if (plan_msg(s, msg, ahead ? &s->next_plan : &s->plan) < 0) return -1;
+    count_txn(s);
+    pmx_buf_reset(&s->cmd);
+    if (ahead) {
+        s->next = msg;
+        append_group(s, msg, &s->next_plan, &s->cmd);
+        (void)send_buf(s, &s->cmd);    /* a failure closes the session, which hands msg back */
+        return 0;
+    }
+    begin_txn(s, msg);
     bool rset = s->txn_open;
     s->txn_open = true;                /* until the relay answers the final "." */
-    pmx_buf_reset(&s->cmd);
     if (rset) pmx_buf_append_str(&s->cmd, "RSET\r\n");
-    if (s->pipelined || !rset) append_mail(s, &s->cmd, body8, utf8);
-    if (s->pipelined) {
-        for (size_t k = 0; k < s->nsend; k++) append_rcpt(s, &s->cmd, k);
-        pmx_buf_append_str(&s->cmd, "DATA\r\n");
-    }
+    if (s->pipelined) append_group(s, msg, &s->plan, &s->cmd);
+    else if (!rset) append_mail(s, msg, &s->plan, &s->cmd);
     s->state = rset ? S_RSET : S_MAIL;
     if (send_buf(s, &s->cmd) == 0) arm(s, s->cfg->command_timeout_ms);
     return 0;
+}
+
+/* The relay answered the final "." and the next transaction's group is out:
+ * its replies follow. */
+static void start_next(pmx_smtp_session_t *s)
+{
+    pmx_smtp_msg_t *msg = s->next;
+    plan_t t = s->plan;
+    s->plan = s->next_plan;
+    s->next_plan = t;
+    s->next = NULL;
+    begin_txn(s, msg);
+    s->txn_open = true;
+    s->state = S_MAIL;
+    arm(s, s->cfg->command_timeout_ms);
 }
 
 /* Hands the body to the stream while it drains; then waits for the final reply. */
@@ -732,6 +827,8 @@ static void write_body(pmx_smtp_session_t *s)
     if (s->state == S_BODY && !more) {
         s->state = S_DOT;
         arm(s, s->cfg->data_timeout_ms);
+        /* The owner may hand the next message now (can_take_next). */
+        if (can_take_next(s)) s->env.on_ready(s->env.owner, s);
     }
 }
 
@@ -837,8 +934,8 @@ static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r)
         save_reply(&s->rr[i], r);
         if (c / 100 == 2 && s->mail_r.code / 100 == 2) s->accepted++;
         if (s->pipelined) {
-            if (s->rcpt_replied == s->nsend) s->state = S_DATA;
-        } else if (s->rcpt_replied < s->nsend) {
+            if (s->rcpt_replied == s->plan.nsend) s->state = S_DATA;
+        } else if (s->rcpt_replied < s->plan.nsend) {
             send_rcpt(s, s->rcpt_replied);
         } else if (s->accepted == 0) {
             complete_msg(s, NULL);        /* no DATA; the next transaction starts with RSET */
@@ -868,7 +965,8 @@ static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r)
         s->final_after = "end of data";
         if (s->accepted == 0) s->final_r.set = false;   /* the empty message decides nobody */
         complete_msg(s, NULL);
-        txn_done(s);
+        if (s->next && s->state == S_DOT) start_next(s);
+        else txn_done(s);
         break;
 
     case S_BODY:                          /* the relay answered before the end of data */
@@ -1104,6 +1202,11 @@ pmx_smtp_session_t *pmx_smtp_session_new(const pmx_smtp_session_env_t *env)
 bool pmx_smtp_session_is_ready(const pmx_smtp_session_t *s)
 {
     return s->state == S_READY;
+}
+
+bool pmx_smtp_session_can_take(const pmx_smtp_session_t *s)
+{
+    return s->state == S_READY || can_take_next(s);
 }
 
 bool pmx_smtp_session_is_established(const pmx_smtp_session_t *s)

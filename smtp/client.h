@@ -139,7 +139,9 @@ typedef struct {
     const pmx_smtp_relay_t *relay;    /* defaults filled in, helo_name resolved */
     pmx_smtp_tls_ctx_t     *tls_ctx;  /* NULL when relay->tls is PMX_TLS_NONE */
     void                   *owner;
-    /* The session is idle and can take a message now (pmx_smtp_session_start). */
+    /* The session can take a message now (pmx_smtp_session_start): it is idle,
+     * or (PIPELINING) its current message's final "." is written and the next
+     * one's MAIL FROM, RCPT TO and DATA may follow it before its reply. */
     void (*on_ready)(void *owner, pmx_smtp_session_t *s);
     /*
      * The session is gone: called once, from the loop, after its handles are
@@ -148,8 +150,9 @@ typedef struct {
      * idle close; where: the step it was in ("connect", "TLS handshake",
      * "STARTTLS", "AUTH", "RCPT TO", ...). unsent: a message it had taken but whose transaction never
      * got a single reply on a reused connection (the relay had dropped the
-     * idle connection), handed back untouched so the owner can send it on
-     * another session; its cb was not called. Otherwise NULL.
+     * idle connection), or a next message whose commands followed an end of
+     * data that never got its reply, handed back untouched so the owner can
+     * send it on another session; its cb was not called. Otherwise NULL.
      */
     void (*on_closed)(void *owner, pmx_smtp_session_t *s, bool was_ready, const char *reason,
                       const char *where, pmx_smtp_msg_t *unsent);
@@ -159,12 +162,18 @@ typedef struct {
 pmx_smtp_session_t *pmx_smtp_session_new(const pmx_smtp_session_env_t *env);
 /* True while the session waits for a message (state ready). */
 bool pmx_smtp_session_is_ready(const pmx_smtp_session_t *s);
+/* True while pmx_smtp_session_start would take a message: ready, or the
+ * current message's end of data awaits its reply and no next one is taken. */
+bool pmx_smtp_session_can_take(const pmx_smtp_session_t *s);
 /* True once the session is past connecting/greeting/TLS/AUTH (ready or busy). */
 bool pmx_smtp_session_is_established(const pmx_smtp_session_t *s);
 /* True while the session is alive and not yet established. */
 bool pmx_smtp_session_is_connecting(const pmx_smtp_session_t *s);
 /*
- * Starts msg on a ready session. Returns 0 when the transaction started (the
+ * Starts msg on a session that can take it (pmx_smtp_session_can_take): at
+ * once when ready, else right after the current transaction's end of data, as
+ * one pipelined group, its replies read after the current one's. Returns 0 when
+ * the transaction started (the
  * session owns msg until its cb ran), or -1 when msg cannot be sent on this
  * relay for a local reason (larger than SIZE, the sender or a header needs
  * SMTPUTF8, or no recipient can be sent): then msg's cb has already been

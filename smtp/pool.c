@@ -106,10 +106,11 @@ static void on_msg_done(void *arg, const pmx_smtp_result_t *res)
 
 /* ---- sessions ---- */
 
-/* Gives queued messages to s while it is ready. */
+/* Gives queued messages to s while it can take one: ready, or its next
+ * transaction may follow the current one's end of data (smtp/client.c). */
 static void feed(pmx_smtp_pool_t *p, pmx_smtp_session_t *s)
 {
-    while (p->qhead && !p->aborting && pmx_smtp_session_is_ready(s))
+    while (p->qhead && !p->aborting && pmx_smtp_session_can_take(s))
         (void)pmx_smtp_session_start(s, q_pop(p));    /* -1: the message ended locally */
 }
 

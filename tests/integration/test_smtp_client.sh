@@ -227,6 +227,60 @@ t_run "$PROBE" --port "$RAW_PORT" --count 1
 t_expect_match "$T_OUT" 'status=deferred code=0 .*response="bad reply from relay: reply line too long"' "long line"
 stop_raw
 
+# ---- the next transaction behind the end of data: tests/tools/pipe_relay.py ----
+
+start_pipe() {
+    local pf=$T_DIR/pipe-$1.port
+    PIPE_LOG=$T_DIR/pipe-$1.log
+    shift
+    "$PY" "$PMX_ROOT/tests/tools/pipe_relay.py" --port-file "$pf" --log "$PIPE_LOG" "$@" \
+        2>"$T_DIR/pipe.err" &
+    PIPE_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $pf ]] && break
+        sleep 0.1
+    done
+    PIPE_PORT=$(<"$pf") || PIPE_PORT=""
+    [[ -n $PIPE_PORT ]] || t_fail "pipe_relay.py did not start: $(head -c 300 "$T_DIR/pipe.err")"
+}
+stop_pipe() { kill "$PIPE_PID" 2>/dev/null; wait "$PIPE_PID" 2>/dev/null; }
+pipe_events() { grep -cE -- "$1" "$PIPE_LOG"; }
+
+t_case "PIPELINING: the next transaction's MAIL, RCPT and DATA follow the end of data"
+start_pipe ahead
+t_run "$PROBE" --port "$PIPE_PORT" --tls none --count 5 --sessions 1
+t_expect_rc 0
+t_expect_eq "$(n_lines 'status=sent code=250 .*after="end of data"')" 5 "sent outcomes"
+t_expect_eq "$(summary connections)" 1 "connections"
+# Messages 2-5 went out behind the "." of 1-4; nothing followed the last one's.
+t_expect_eq "$(pipe_events '^AHEAD 1 MAIL$')" 4 "groups behind an end of data"
+t_expect_eq "$(pipe_events '^ALONE 1$')" 1 "ends of data with nothing behind"
+t_expect_eq "$(grep -E '^(RSET|MAIL|DATA|DOT) ' "$PIPE_LOG" | cut -d' ' -f1 | paste -sd' ')" \
+    "MAIL DATA DOT MAIL DATA DOT MAIL DATA DOT MAIL DATA DOT MAIL DATA DOT" "command order"
+stop_pipe
+
+t_case "the connection drops after an end of data with the next group behind it: that one is sent again"
+start_pipe drop --first-dot drop
+t_run "$PROBE" --port "$PIPE_PORT" --tls none --count 2 --sessions 1
+t_expect_rc 0
+t_expect_match "$T_OUT" '^msg=1 rcpt=[^ ]+ status=deferred code=0 .*after="end of data"' "the first: deferred (it may have been delivered)"
+t_expect_match "$T_OUT" '^msg=2 rcpt=[^ ]+ status=sent code=250 ' "the second: sent on a new connection"
+t_expect_eq "$(summary connections)" 2 "connections"
+t_expect_eq "$(pipe_events '^DROP 1$')" 1 "dropped"
+t_expect_eq "$(pipe_events '^MSG 2 ')" 1 "stored on connection 2"
+stop_pipe
+
+t_case "421 to an end of data with the next group behind it: that one is sent again"
+start_pipe close --first-dot 421
+t_run "$PROBE" --port "$PIPE_PORT" --tls none --count 2 --sessions 1
+t_expect_rc 0
+t_expect_match "$T_OUT" '^msg=1 rcpt=[^ ]+ status=deferred code=421 ' "the first: deferred with the 421"
+t_expect_match "$T_OUT" '^msg=2 rcpt=[^ ]+ status=sent code=250 ' "the second: sent on a new connection"
+t_expect_eq "$(summary connections)" 2 "connections"
+t_expect_eq "$(pipe_events '^MSG 2 ')" 1 "stored on connection 2"
+stop_pipe
+
 # ---- TLS, AUTH and extensions: tls_relay.py (aiosmtpd) ----
 
 t_case "test certificates"
