@@ -9,7 +9,9 @@
  * dot-stuffed by lib/text.c; TLS and socket I/O are smtp/tls.c's.
  *
  * With PIPELINING, [RSET] MAIL FROM, every RCPT TO and DATA go out in one write
- * and the replies are read in order (RFC 2920); without it, one command per
+ * and the replies are read in order (RFC 2920), and the next message's group
+ * goes out right behind the current one's final "." (can_take_next), its
+ * replies read after the reply to the "."; without it, one command per
  * reply. Any reply to the final "." ends a transaction (RFC 5321 4.1.1.4), so
  * the next one starts with MAIL FROM; one that ended any other way (MAIL FROM
  * or every RCPT TO refused, DATA refused) may leave the relay holding its
