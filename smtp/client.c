@@ -364,12 +364,13 @@ static void on_timer_closed(uv_handle_t *h)
     handle_closed(h->data);
 }
 
-static void drop_next(pmx_smtp_session_t *s, const char *reason);
+static void drop_next(pmx_smtp_session_t *s, pmx_smtp_msg_t *m, const char *reason);
 
 static void close_session(pmx_smtp_session_t *s, const char *reason)
 {
     if (s->state == S_CLOSING) return;
-    drop_next(s, reason);
+    pmx_smtp_msg_t *next = s->next;
+    s->next = NULL;
     s->close_where = state_after[s->state];
     s->state = S_CLOSING;
     if (reason) s->close_reason = pmx_xstrdup(reason);
@@ -384,6 +385,8 @@ static void close_session(pmx_smtp_session_t *s, const char *reason)
         uv_cancel((uv_req_t *)&s->resolve->req);
         s->resolve = NULL;
     }
+    /* Last: its callback may run, and must find the session closing. */
+    drop_next(s, next, reason);
 }
 
 /*
@@ -420,11 +423,9 @@ static void session_fail(pmx_smtp_session_t *s, const char *fmt, ...)
  * not in: the relay never had its body, so it is handed back like an unsent
  * message (once; a message handed back before fails instead).
  */
-static void drop_next(pmx_smtp_session_t *s, const char *reason)
+static void drop_next(pmx_smtp_session_t *s, pmx_smtp_msg_t *m, const char *reason)
 {
-    pmx_smtp_msg_t *m = s->next;
     if (!m) return;
-    s->next = NULL;
     if (!s->unsent && !m->retried) s->unsent = m;
     else pmx__smtp_msg_fail(m, PMX_SMTP_TEMPFAIL, "MAIL FROM", reason ? reason : "relay session closed");
 }
@@ -758,7 +759,7 @@ static void begin_txn(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
  */
 static bool can_take_next(const pmx_smtp_session_t *s)
 {
-    return s->state == S_DOT && s->pipelined && !s->next && !s->quit_after;
+    return s->state == S_DOT && s->msg && s->pipelined && !s->next && !s->quit_after;
 }
 
 int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
@@ -1010,10 +1011,17 @@ static void process_input(pmx_smtp_session_t *s)
         off += used;
         /* 421 in the middle of a transaction: the relay is closing; replies still due never come. */
         if (s->reply.code == 421 && s->msg && s->state >= S_RSET && s->state <= S_DOT) {
-            s->got_reply = true;
-            pmx_smtp_outcome_t rest = { PMX_SMTP_TEMPFAIL, 421, s->reply.enhanced,
-                                        pmx_buf_cstr(&s->reply.text), state_after[s->state] };
-            complete_msg(s, &rest);
+            if (!s->got_reply && s->ntxn > 1 && !s->msg->retried) {
+                /* Nothing of it was answered (a next transaction right after the
+                 * previous one's reply, or a reused session): handed back. */
+                s->unsent = s->msg;
+                s->msg = NULL;
+            } else {
+                s->got_reply = true;
+                pmx_smtp_outcome_t rest = { PMX_SMTP_TEMPFAIL, 421, s->reply.enhanced,
+                                            pmx_buf_cstr(&s->reply.text), state_after[s->state] };
+                complete_msg(s, &rest);
+            }
             close_session(s, "relay closed the session (421)");
             return;
         }
@@ -1206,9 +1214,9 @@ bool pmx_smtp_session_is_ready(const pmx_smtp_session_t *s)
     return s->state == S_READY;
 }
 
-bool pmx_smtp_session_can_take(const pmx_smtp_session_t *s)
+bool pmx_smtp_session_can_take_next(const pmx_smtp_session_t *s)
 {
-    return s->state == S_READY || can_take_next(s);
+    return can_take_next(s);
 }
 
 bool pmx_smtp_session_is_established(const pmx_smtp_session_t *s)

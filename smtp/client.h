@@ -162,19 +162,19 @@ typedef struct {
 pmx_smtp_session_t *pmx_smtp_session_new(const pmx_smtp_session_env_t *env);
 /* True while the session waits for a message (state ready). */
 bool pmx_smtp_session_is_ready(const pmx_smtp_session_t *s);
-/* True while pmx_smtp_session_start would take a message: ready, or the
- * current message's end of data awaits its reply and no next one is taken. */
-bool pmx_smtp_session_can_take(const pmx_smtp_session_t *s);
+/* True while the current message's end of data awaits its reply and the next
+ * message may follow it (PIPELINING, none taken yet, no QUIT due). */
+bool pmx_smtp_session_can_take_next(const pmx_smtp_session_t *s);
 /* True once the session is past connecting/greeting/TLS/AUTH (ready or busy). */
 bool pmx_smtp_session_is_established(const pmx_smtp_session_t *s);
 /* True while the session is alive and not yet established. */
 bool pmx_smtp_session_is_connecting(const pmx_smtp_session_t *s);
 /*
- * Starts msg on a session that can take it (pmx_smtp_session_can_take): at
- * once when ready, else right after the current transaction's end of data, as
- * one pipelined group, its replies read after the current one's. Returns 0 when
- * the transaction started (the
- * session owns msg until its cb ran), or -1 when msg cannot be sent on this
+ * Starts msg on a ready session, or (pmx_smtp_session_can_take_next) right
+ * behind the current transaction's end of data as one pipelined group, its
+ * replies read after the current one's. Returns 0 when the transaction started
+ * (the session owns msg until its cb ran, or hands it back through on_closed's
+ * unsent if the session closes before msg got a reply), or -1 when msg cannot be sent on this
  * relay for a local reason (larger than SIZE, the sender or a header needs
  * SMTPUTF8, or no recipient can be sent): then msg's cb has already been
  * called with PERMFAIL, msg is freed and the session is still ready. (On a
@@ -183,9 +183,11 @@ bool pmx_smtp_session_is_connecting(const pmx_smtp_session_t *s);
  * "5.1.3" or "5.6.7", after "RCPT TO") and the transaction goes on without it.
  */
 int  pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg);
-/* QUIT now if ready, else once the current message is done. */
+/* QUIT now if ready, else once the current message (and a next one already
+ * taken behind it) is done. */
 void pmx_smtp_session_quit(pmx_smtp_session_t *s);
-/* Closes at once: the current message, if any, gets TEMPFAIL with reason. */
+/* Closes at once: the current message, if any, gets TEMPFAIL with reason; a
+ * next one taken behind it is handed back (on_closed's unsent). */
 void pmx_smtp_session_abort(pmx_smtp_session_t *s, const char *reason);
 
 #endif

@@ -6,7 +6,9 @@
  * closes and aborts requested from inside callbacks are acted on one loop
  * turn later and never re-enter a session. A session that becomes ready takes
  * the next queued message at once (on_ready), which keeps busy sessions busy
- * without a loop turn in between.
+ * without a loop turn in between; so does a session that has just written a
+ * message's end of data while no session is idle: the next message's commands
+ * follow it (smtp/client.c).
  *
  * Connecting: while messages wait and fewer sessions are connecting than
  * messages waiting, new sessions are started up to max_sessions. After a
@@ -106,12 +108,18 @@ static void on_msg_done(void *arg, const pmx_smtp_result_t *res)
 
 /* ---- sessions ---- */
 
-/* Gives queued messages to s while it can take one: ready, or its next
- * transaction may follow the current one's end of data (smtp/client.c). */
+/* Gives queued messages to s while it is ready. */
 static void feed(pmx_smtp_pool_t *p, pmx_smtp_session_t *s)
 {
-    while (p->qhead && !p->aborting && pmx_smtp_session_can_take(s))
+    while (p->qhead && !p->aborting && pmx_smtp_session_is_ready(s))
         (void)pmx_smtp_session_start(s, q_pop(p));    /* -1: the message ended locally */
+}
+
+static bool any_ready(const pmx_smtp_pool_t *p)
+{
+    for (unsigned i = 0; i < p->nsess; i++)
+        if (pmx_smtp_session_is_ready(p->sess[i])) return true;
+    return false;
 }
 
 static void on_ready(void *owner, pmx_smtp_session_t *s)
@@ -120,6 +128,14 @@ static void on_ready(void *owner, pmx_smtp_session_t *s)
     p->failing = false;
     if (p->aborting) {
         schedule(p);
+        return;
+    }
+    if (!pmx_smtp_session_is_ready(s)) {
+        /* s has just written an end of data, and the next message may follow it
+         * (smtp/client.c): only what waits while no session is idle goes there;
+         * an idle session takes it at once, on the next dispatch. */
+        if (p->qhead && pmx_smtp_session_can_take_next(s) && !any_ready(p))
+            (void)pmx_smtp_session_start(s, q_pop(p));   /* -1: it ended locally */
         return;
     }
     feed(p, s);
