@@ -271,6 +271,16 @@ t_expect_eq "$(pipe_events '^DROP 1$')" 1 "dropped"
 t_expect_eq "$(pipe_events '^MSG 2 ')" 1 "stored on connection 2"
 stop_pipe
 
+t_case "250 to an end of data, then 421 before the next group's replies: the next one is sent again"
+start_pipe late421 --first-dot 250-421
+t_run "$PROBE" --port "$PIPE_PORT" --tls none --count 2 --sessions 1
+t_expect_rc 0
+t_expect_match "$T_OUT" '^msg=1 rcpt=[^ ]+ status=sent code=250 ' "the first: sent"
+t_expect_match "$T_OUT" '^msg=2 rcpt=[^ ]+ status=sent code=250 ' "the second: sent on a new connection, not deferred with the 421"
+t_expect_eq "$(summary connections)" 2 "connections"
+t_expect_eq "$(pipe_events '^MSG 2 ')" 1 "stored on connection 2"
+stop_pipe
+
 t_case "421 to an end of data with the next group behind it: that one is sent again"
 start_pipe close --first-dot 421
 t_run "$PROBE" --port "$PIPE_PORT" --tls none --count 2 --sessions 1

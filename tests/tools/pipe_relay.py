@@ -17,7 +17,8 @@ Log lines (one per event, in order):
     MSG n bytes=B             a message stored (250 sent)
 
 --first-dot drop: connection 1 reads its first "." and the group behind it,
-then closes without a reply; 421: it answers the first "." with 421 and closes.
+then closes without a reply; 421: it answers the first "." with 421 and closes;
+250-421: it answers the first "." with 250, then at once 421, and closes.
 Every other end of data gets "250 2.0.0 queued".
 """
 import argparse
@@ -29,7 +30,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--port-file", required=True)
 ap.add_argument("--log", required=True)
 ap.add_argument("--hold-s", type=float, default=1.0)
-ap.add_argument("--first-dot", choices=["hold", "drop", "421"], default="hold")
+ap.add_argument("--first-dot", choices=["hold", "drop", "421", "250-421"], default="hold")
 args = ap.parse_args()
 lock = threading.Lock()
 conns = 0
@@ -63,6 +64,18 @@ class Conn:
     def send(self, text):
         self.sock.sendall(text.encode())
 
+    def close_after(self, text):
+        """Sends text and closes with a FIN, reading what the client still sends
+        (its pipelined group) so that unread input does not turn the close into
+        a reset that could discard text before the client reads it."""
+        self.send(text)
+        self.sock.shutdown(socket.SHUT_WR)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def run(self):
         n = self.n
         self.send("220 pipe_relay ESMTP\r\n")
@@ -80,6 +93,10 @@ class Conn:
                     continue
                 if ln.upper().startswith("MAIL"):
                     event(f"AHEAD {n} MAIL")
+                if n == 1 and dots == 1 and args.first_dot == "250-421":
+                    event(f"421 {n}")
+                    self.close_after("250 2.0.0 queued\r\n421 4.3.2 closing for maintenance\r\n")
+                    return
                 if n == 1 and dots == 1 and args.first_dot == "drop":
                     # Read the rest of the group (up to DATA), then vanish.
                     while not ln.upper().startswith("DATA"):
@@ -116,7 +133,7 @@ class Conn:
                 event(f"DOT {n}")
                 if n == 1 and dots == 1 and args.first_dot == "421":
                     event(f"421 {n}")
-                    self.send("421 4.3.2 closing for maintenance\r\n")
+                    self.close_after("421 4.3.2 closing for maintenance\r\n")
                     return
                 event(f"MSG {n} bytes={size}")
                 held = True
