@@ -390,6 +390,20 @@ static void close_session(pmx_smtp_session_t *s, const char *reason)
 }
 
 /*
+ * The current message got no reply at all on a reused connection (the relay
+ * had dropped the idle connection, or closed right after the previous
+ * transaction's reply): it is handed back untouched through on_closed's
+ * unsent, once; a message handed back before is not. True if it was.
+ */
+static bool hand_back_unanswered(pmx_smtp_session_t *s)
+{
+    if (s->got_reply || s->ntxn <= 1 || s->msg->retried) return false;
+    s->unsent = s->msg;
+    s->msg = NULL;
+    return true;
+}
+
+/*
  * The session cannot go on: the current message, if any, ends with a
  * temporary failure (recipients already decided keep their replies) — or is
  * handed back when the relay never answered anything of it on a reused
@@ -406,14 +420,9 @@ static void session_fail(pmx_smtp_session_t *s, const char *fmt, ...)
     const char *after = state_after[s->state];
     pmx_log_warn("relay session failed relay=%s:%d state=%s reason=\"%s\"",
                  s->cfg->host, s->cfg->port, after, reason);
-    if (s->msg) {
-        if (!s->got_reply && s->ntxn > 1 && !s->msg->retried) {
-            s->unsent = s->msg;
-            s->msg = NULL;
-        } else {
-            pmx_smtp_outcome_t rest = { PMX_SMTP_TEMPFAIL, 0, "", reason, after };
-            complete_msg(s, &rest);
-        }
+    if (s->msg && !hand_back_unanswered(s)) {
+        pmx_smtp_outcome_t rest = { PMX_SMTP_TEMPFAIL, 0, "", reason, after };
+        complete_msg(s, &rest);
     }
     close_session(s, reason);
 }
@@ -738,10 +747,12 @@ static void count_txn(pmx_smtp_session_t *s)
         s->quit_after = true;          /* QUIT after this one: a fresh session takes the next */
 }
 
-/* The current transaction begins: its replies are awaited from MAIL FROM on. */
+/* The current transaction begins: its replies are awaited from MAIL FROM on,
+ * and the relay holds its sender until it answers the final ".". */
 static void begin_txn(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
 {
     s->msg = msg;
+    s->txn_open = true;
     reserve_replies(s, msg->env.nrcpts);
     s->got_reply = false;
     s->pipelined = (s->ehlo.ext & PMX_SMTP_EXT_PIPELINING) != 0;
@@ -778,9 +789,8 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
         (void)send_buf(s, &s->cmd);    /* a failure closes the session, which hands msg back */
         return 0;
     }
-    begin_txn(s, msg);
     bool rset = s->txn_open;
-    s->txn_open = true;                /* until the relay answers the final "." */
+    begin_txn(s, msg);
     if (rset) pmx_buf_append_str(&s->cmd, "RSET\r\n");
     if (s->pipelined) append_group(s, msg, &s->plan, &s->cmd);
     else if (!rset) append_mail(s, msg, &s->plan, &s->cmd);
@@ -799,7 +809,6 @@ static void start_next(pmx_smtp_session_t *s)
     s->next_plan = t;
     s->next = NULL;
     begin_txn(s, msg);
-    s->txn_open = true;
     s->state = S_MAIL;
     arm(s, s->cfg->command_timeout_ms);
 }
@@ -968,7 +977,7 @@ static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r)
         s->final_after = "end of data";
         if (s->accepted == 0) s->final_r.set = false;   /* the empty message decides nobody */
         complete_msg(s, NULL);
-        if (s->next && s->state == S_DOT) start_next(s);
+        if (s->next) start_next(s);        /* NULL if a close meanwhile handed it back */
         else txn_done(s);
         break;
 
@@ -1011,12 +1020,7 @@ static void process_input(pmx_smtp_session_t *s)
         off += used;
         /* 421 in the middle of a transaction: the relay is closing; replies still due never come. */
         if (s->reply.code == 421 && s->msg && s->state >= S_RSET && s->state <= S_DOT) {
-            if (!s->got_reply && s->ntxn > 1 && !s->msg->retried) {
-                /* Nothing of it was answered (a next transaction right after the
-                 * previous one's reply, or a reused session): handed back. */
-                s->unsent = s->msg;
-                s->msg = NULL;
-            } else {
+            if (!hand_back_unanswered(s)) {
                 s->got_reply = true;
                 pmx_smtp_outcome_t rest = { PMX_SMTP_TEMPFAIL, 421, s->reply.enhanced,
                                             pmx_buf_cstr(&s->reply.text), state_after[s->state] };
