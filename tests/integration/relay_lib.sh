@@ -28,6 +28,20 @@ make_certs() {
     CERTS=$d
 }
 
+# await_port VAR PORT_FILE WHAT ERR_FILE: waits up to 10 s for a test server to
+# write its port to PORT_FILE and sets VAR to it; if none comes, VAR is empty and
+# the case fails naming WHAT with the start of ERR_FILE.
+await_port() {
+    local -n port_=$1
+    local pf=$2 what=$3 err=$4 i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $pf ]] && break
+        sleep 0.1
+    done
+    port_=$(<"$pf") || port_=""
+    [[ -n $port_ ]] || t_fail "$what did not start: $(head -c 300 "$err")"
+}
+
 # start_relay NAME CERT [tls_relay.py options]: sets RELAY_PORT, RELAY_PID,
 # RELAY_LOG (its event log) and RELAY_DIR (stored messages). "${RELAY_AUTH[@]}"
 # among the options makes it require AUTH as alice.
@@ -42,13 +56,7 @@ start_relay() {
         --dir "$RELAY_DIR" --log "$RELAY_LOG" "$@" \
         2>"$T_DIR/relay-$name.err" &
     RELAY_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $pf ]] && break
-        sleep 0.1
-    done
-    RELAY_PORT=$(<"$pf") || RELAY_PORT=""
-    [[ -n $RELAY_PORT ]] || t_fail "tls_relay.py $name did not start: $(head -c 300 "$T_DIR/relay-$name.err")"
+    await_port RELAY_PORT "$pf" "tls_relay.py $name" "$T_DIR/relay-$name.err"
 }
 
 stop_relay() {

@@ -199,13 +199,7 @@ start_raw() {
     "$PY" "$PMX_ROOT/tests/tools/raw_smtp.py" --port-file "$pf" --send "$2" --log "$RAW_LOG" \
         2>"$T_DIR/raw-$1.err" &
     RAW_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $pf ]] && break
-        sleep 0.1
-    done
-    RAW_PORT=$(<"$pf") || RAW_PORT=""
-    [[ -n $RAW_PORT ]] || t_fail "raw_smtp.py did not start: $(head -c 300 "$T_DIR/raw-$1.err")"
+    await_port RAW_PORT "$pf" raw_smtp.py "$T_DIR/raw-$1.err"
 }
 
 stop_raw() { kill "$RAW_PID" 2>/dev/null; wait "$RAW_PID" 2>/dev/null; }
@@ -236,13 +230,7 @@ start_pipe() {
     "$PY" "$PMX_ROOT/tests/tools/pipe_relay.py" --port-file "$pf" --log "$PIPE_LOG" "$@" \
         2>"$T_DIR/pipe.err" &
     PIPE_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $pf ]] && break
-        sleep 0.1
-    done
-    PIPE_PORT=$(<"$pf") || PIPE_PORT=""
-    [[ -n $PIPE_PORT ]] || t_fail "pipe_relay.py did not start: $(head -c 300 "$T_DIR/pipe.err")"
+    await_port PIPE_PORT "$pf" pipe_relay.py "$T_DIR/pipe.err"
 }
 stop_pipe() { kill "$PIPE_PID" 2>/dev/null; wait "$PIPE_PID" 2>/dev/null; }
 pipe_events() { grep -cE -- "$1" "$PIPE_LOG"; }
