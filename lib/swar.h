@@ -4,7 +4,8 @@
  * docs/bench.md "Where the time goes"). Every mask here is exact: bit 7 of
  * byte k is set when byte k matches, and no other bit is ever set. Words are
  * loaded with memcpy (no alignment needed) and read little- or big-endian
- * alike: callers only ask "any?" or count, never which byte.
+ * alike: callers ask "any?", count, or which byte comes first (pmx_swar_first,
+ * which knows the byte order).
  */
 #ifndef PMX_LIB_SWAR_H
 #define PMX_LIB_SWAR_H
@@ -48,6 +49,18 @@ static inline uint64_t pmx_swar_gt(uint64_t x, unsigned char c)
 {
     uint64_t gt = (x & PMX_SWAR_LOW7) + PMX_SWAR_ONES * (unsigned char)(0x7f - c);
     return (gt | x) & PMX_SWAR_HIGH;
+}
+
+/* The index (0-7, in memory order) of the first byte a non-zero mask marks.
+ * Masks are exact (one bit per marked byte), so counting from the end that
+ * holds the lowest address gives it: the low end when little-endian. */
+static inline unsigned pmx_swar_first(uint64_t mask)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (unsigned)__builtin_clzll(mask) >> 3;
+#else
+    return (unsigned)__builtin_ctzll(mask) >> 3;
+#endif
 }
 
 /* Bytes with bit 7 set (8-bit octets). */

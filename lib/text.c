@@ -110,12 +110,13 @@ static void octet_class_init(void)
     }
 }
 
-/* Eight octets QP writes as they are, whatever follows: 33..126 but '=', or SP
- * before the last one (a space is only escaped at the end of a line). */
-static inline __attribute__((always_inline)) bool qp_plain8(const char *p)
+/* The octets among the eight at p that QP does not write as they are when
+ * they stand inside a line: all but 33..126 without '=', and SP. (A space is
+ * escaped only at the end of a line, which the octet path sees.) */
+static inline __attribute__((always_inline)) uint64_t qp_special8(const char *p)
 {
     uint64_t x = pmx_swar_load(p);
-    return !(pmx_swar_lt(x, 32) | pmx_swar_gt(x, 126) | pmx_swar_eq(x, '=')) && p[7] != ' ';
+    return pmx_swar_lt(x, 32) | pmx_swar_gt(x, 126) | pmx_swar_eq(x, '=');
 }
 
 pmx_text_cte_t pmx_text_cte_choose(const char *s, size_t n)
@@ -124,11 +125,22 @@ pmx_text_cte_t pmx_text_cte_choose(const char *s, size_t n)
     size_t escapes = 0, line = 0, i = 0;
     bool seven = true;
     while (i < n) {
-        if (i + 8 <= n && qp_plain8(s + i)) {
-            line += 8;
-            i += 8;
-            continue;
+        /* Eight plain octets at a time; the plain ones before a word's first
+         * special octet (HTML has a '=' every few) in one step too, not one
+         * by one; the special one goes to the octet path. */
+        while (i + 8 <= n) {
+            uint64_t m = qp_special8(s + i);
+            if (!m) {
+                line += 8;
+                i += 8;
+                continue;
+            }
+            size_t run = pmx_swar_first(m);
+            line += run;
+            i += run;
+            break;
         }
+        if (i >= n) break;
         unsigned char c = (unsigned char)s[i];
         if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
             if (line > PMX_TEXT_LINE_MAX) seven = false;
@@ -164,12 +176,28 @@ void pmx_text_qp_encode(pmx_buf_t *out, const char *s, size_t n)
     char *w = out->data + out->len;
     size_t col = 0;
     for (size_t i = 0; i < n; i++) {
-        /* Eight plain octets that fit on the line: copied as they are. */
-        while (col + 8 <= 75 && i + 8 <= n && qp_plain8(s + i)) {
+        /* Eight plain octets that fit on the line at a time, and the plain
+         * ones before a word's first special octet in one step (eight are
+         * copied, k kept: the reservation above has room); the special one
+         * goes to the octet path. A space last in a run goes there too: it is
+         * escaped if the line ends after it. */
+        while (i + 8 <= n) {
+            uint64_t m = qp_special8(s + i);
+            if (!m && s[i + 7] != ' ' && col + 8 <= 75) {
+                memcpy(w, s + i, 8);
+                w += 8;
+                col += 8;
+                i += 8;
+                continue;
+            }
+            size_t k = m ? pmx_swar_first(m) : 8;
+            if (k && s[i + k - 1] == ' ') k--;
+            if (k > 75 - col) k = 75 - col;
             memcpy(w, s + i, 8);
-            w += 8;
-            col += 8;
-            i += 8;
+            w += k;
+            col += k;
+            i += k;
+            break;
         }
         if (i >= n) break;
         unsigned char c = (unsigned char)s[i];
