@@ -47,6 +47,10 @@
 #define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker
                                    (the consumer also bounds their bytes, docs/queue.md) */
+/* Jobs whose relaying is over and that wait only for their outcome to commit
+ * give their room to new jobs, up to this many times the capacity (the record
+ * room, docs/delivery.md "The duplicate window"). */
+#define RECORD_ROOM_FACTOR 1
 #define DETAIL_MAX       512
 
 typedef struct job job_t;
@@ -65,6 +69,7 @@ struct pmx_pipeline {
     pmx_ratelimit_t      *rl;
     pmx_gate_t       *throttle;     /* jobs waiting for their workspace's rate limit */
     unsigned              capacity;     /* jobs in flight at most, besides those waiting */
+    unsigned              recording;    /* jobs in the record stage (the record room) */
     uv_timer_t            resubmit;    /* retries lookups/outcomes Postgres did not take */
     job_t                *head;        /* jobs in flight */
     bool                  draining, freeing, pool_closed, pool_closing;
@@ -92,6 +97,7 @@ struct job {
     job_t                   *prev, *next;
     stage_t                  stage;
     bool                     waiting;       /* for the resubmit timer */
+    bool                     recording;     /* counted in p->recording */
     pmx_outcomes_req_t      *req;
 
     pmx_job_t                dj;
@@ -158,6 +164,8 @@ static uint64_t retry_delay(const pmx_config_t *cfg, uint32_t attempt)
 
 /* ---- job lifetime ------------------------------------------------------------------------- */
 
+static void update_capacity(pmx_pipeline_t *p);
+
 static void job_free(job_t *j)
 {
     pmx_pipeline_t *p = j->p;
@@ -165,6 +173,10 @@ static void job_free(job_t *j)
     else p->head = j->next;
     if (j->next) j->next->prev = j->prev;
     p->stats.in_flight--;
+    if (j->recording) {
+        p->recording--;
+        if (!p->draining && !p->freeing) update_capacity(p);
+    }
     if (j->decoded || j->partial) pmx_job_free(&j->dj);
     if (j->ws) pmx_settings_ws_unref(j->ws);
     pmx_buf_free(&j->data);
@@ -191,7 +203,6 @@ static void job_release(job_t *j)
 }
 
 static void record(job_t *j);
-static void update_capacity(pmx_pipeline_t *p);
 static void lookup(job_t *j);
 
 /* Postgres did not answer: hold the job and try again on the next tick. */
@@ -330,6 +341,11 @@ static void record(job_t *j)
     pmx_pipeline_t *p = j->p;
     pmx_queue_job_t *qj = j->qj;
     j->stage = ST_RECORD;
+    if (!j->recording) {
+        j->recording = true;
+        p->recording++;
+        if (!p->draining) update_capacity(p);
+    }
     size_t n = j->planned ? j->plan.nr : 0, nr = 0, ne = 0;
     pmx_outcome_rcpt_t *rc = pmx_xcalloc(n ? n : 1, sizeof *rc);
     pmx_outcome_event_t *ev = pmx_xcalloc(n ? n : 1, sizeof *ev);
@@ -673,6 +689,10 @@ static void update_capacity(pmx_pipeline_t *p)
     /* Direct delivery: jobs queued behind a full or slow site give their room
      * to other sites' jobs, up to 4 × capacity (workers/sender.h). */
     if (p->pool) waiting += pmx_sender_parked(p->pool, 4 * (size_t)p->capacity);
+    /* A job whose relaying is over holds no session and no signed copy: while
+     * its outcome commits, a new job may start (the record room). */
+    size_t room = (size_t)RECORD_ROOM_FACTOR * p->capacity;
+    waiting += p->recording < room ? p->recording : room;
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 

@@ -179,9 +179,10 @@ t_expect_eq "$(t_redis XPENDING "$STREAM" postmux | head -n 1)" 0 "no pending en
 DELIVERED=$(cat "$T_SINK_DIR"/* | grep -c '^X-Rcpt-Args: <k')
 t_expect_eq "$((DELIVERED >= N))" 1 "every job reached the relay ($DELIVERED deliveries)"
 echo "# kill -9 run: $N jobs, $DELIVERED deliveries, $((DELIVERED - N)) duplicates" >&2
-# The duplicate window (docs/delivery.md): only what the killed worker had in flight, at most
-# 4 x connections_per_worker (16 by default) jobs.
-t_expect_eq "$((DELIVERED - N <= 4 * 16))" 1 "duplicates within the window ($((DELIVERED - N)))"
+# The duplicate window (docs/delivery.md): only what the killed worker had relayed and not
+# recorded, at most 4 x connections_per_worker (16 by default) jobs at the relay and as many
+# in the record room.
+t_expect_eq "$((DELIVERED - N <= 8 * 16))" 1 "duplicates within the window ($((DELIVERED - N)))"
 
 t_case "Redis restarted and Postgres connections cut mid-run: nothing lost"
 N2=1000
