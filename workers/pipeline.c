@@ -344,7 +344,7 @@ static void record(job_t *j)
     if (!j->recording) {
         j->recording = true;
         p->recording++;
-        if (!p->draining) update_capacity(p);
+        if (!p->draining && !p->freeing) update_capacity(p);
     }
     size_t n = j->planned ? j->plan.nr : 0, nr = 0, ne = 0;
     pmx_outcome_rcpt_t *rc = pmx_xcalloc(n ? n : 1, sizeof *rc);

@@ -43,7 +43,8 @@ t_expect_eq "$(sent room)" 0 "none recorded yet"
 
 t_case "the lock gone: every job recorded and delivered exactly once"
 t_psql "select pg_cancel_backend(pid) from pg_stat_activity
-         where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+         where datname = current_database() and query like '%pg_sleep(60)%'
+           and pid <> pg_backend_pid()" >/dev/null
 wait "$LOCKER"
 t_wait_for 60 "[[ \$(sent room) == 20 ]]"
 t_expect_eq "$(sent room)" 20 "recorded"

@@ -453,6 +453,15 @@ static void test_swar_exact(void **state)
                         fail_msg("swar: byte %u at %d (fill %u), c=%u", v, pos, fill[f], c);
                 }
             }
+    /* pmx_swar_first: the first marked byte in memory order, whatever is marked after it
+     * (every one of the 255 non-empty sets of marked bytes). */
+    for (unsigned set = 1; set < 256; set++) {
+        unsigned char b[8];
+        for (int i = 0; i < 8; i++) b[i] = (set >> i) & 1 ? '=' : 'a';
+        unsigned want = (unsigned)__builtin_ctz(set);
+        unsigned got = pmx_swar_first(pmx_swar_eq(pmx_swar_load(b), '='));
+        if (got != want) fail_msg("pmx_swar_first: set %02x gave %u, want %u", set, got, want);
+    }
 }
 
 /* ---- the earlier, octet-at-a-time versions, as references for the fast ones ---- */
