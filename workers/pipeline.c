@@ -937,7 +937,8 @@ void pmx_pipeline_settings_changed(pmx_pipeline_t *p)
     pmx_settings_ids(p->settings, true, ids, n);
     pmx_queue_consumer_set_workspaces(p->consumer, ids, n);
     free(ids);
-    pmx_sender_settings_changed(p->pool, p->settings);
+    /* A change can arrive at the end of a drain, after the relay was closed. */
+    if (p->pool) pmx_sender_settings_changed(p->pool, p->settings);
     if (p->throttle) pmx_gate_wake(p->throttle);   /* limits may have changed */
 }
 
