@@ -47,10 +47,6 @@
 #define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker
                                    (the consumer also bounds their bytes, docs/queue.md) */
-/* Jobs whose relaying is over and that wait only for their outcome to commit
- * give their room to new jobs, up to this many times the capacity (the record
- * room, docs/delivery.md "The duplicate window"). */
-#define RECORD_ROOM_FACTOR 1
 #define DETAIL_MAX       512
 
 typedef struct job job_t;
@@ -69,7 +65,7 @@ struct pmx_pipeline {
     pmx_ratelimit_t      *rl;
     pmx_gate_t       *throttle;     /* jobs waiting for their workspace's rate limit */
     unsigned              capacity;     /* jobs in flight at most, besides those waiting */
-    unsigned              recording;    /* jobs in the record stage (the record room) */
+    unsigned              recording;    /* jobs in stage ST_RECORD (the record room) */
     uv_timer_t            resubmit;    /* retries lookups/outcomes Postgres did not take */
     job_t                *head;        /* jobs in flight */
     bool                  draining, freeing, pool_closed, pool_closing;
@@ -97,7 +93,6 @@ struct job {
     job_t                   *prev, *next;
     stage_t                  stage;
     bool                     waiting;       /* for the resubmit timer */
-    bool                     recording;     /* counted in p->recording */
     pmx_outcomes_req_t      *req;
 
     pmx_job_t                dj;
@@ -173,7 +168,7 @@ static void job_free(job_t *j)
     else p->head = j->next;
     if (j->next) j->next->prev = j->prev;
     p->stats.in_flight--;
-    if (j->recording) {
+    if (j->stage == ST_RECORD) {   /* the last stage: entered once, left only here */
         p->recording--;
         if (!p->draining && !p->freeing) update_capacity(p);
     }
@@ -340,9 +335,8 @@ static void record(job_t *j)
 {
     pmx_pipeline_t *p = j->p;
     pmx_queue_job_t *qj = j->qj;
-    j->stage = ST_RECORD;
-    if (!j->recording) {
-        j->recording = true;
+    if (j->stage != ST_RECORD) {   /* not when Postgres is asked again */
+        j->stage = ST_RECORD;
         p->recording++;
         if (!p->draining && !p->freeing) update_capacity(p);
     }
@@ -690,9 +684,9 @@ static void update_capacity(pmx_pipeline_t *p)
      * to other sites' jobs, up to 4 × capacity (workers/sender.h). */
     if (p->pool) waiting += pmx_sender_parked(p->pool, 4 * (size_t)p->capacity);
     /* A job whose relaying is over holds no session and no signed copy: while
-     * its outcome commits, a new job may start (the record room). */
-    size_t room = (size_t)RECORD_ROOM_FACTOR * p->capacity;
-    waiting += p->recording < room ? p->recording : room;
+     * its outcome commits, a new job may start, for as many such jobs as the
+     * capacity again (the record room, docs/delivery.md "The duplicate window"). */
+    waiting += p->recording < p->capacity ? p->recording : p->capacity;
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 

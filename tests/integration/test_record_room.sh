@@ -29,8 +29,7 @@ t_wait_for 30 "[[ \$(sent warm) == 1 ]]"
 t_expect_eq "$(sent warm)" 1 "recorded"
 
 t_case "outcomes held up by a lock: capacity 4 at the relay and 4 in the record room, no more"
-"$PMX_PG_BIN/psql" -XAtq -h "$PMX_PG_HOST" -p "$PMX_PG_PORT" -U "$PMX_PG_USER" -d "$T_DB" \
-    -c "begin; lock table events in access exclusive mode; select pg_sleep(60); commit;" \
+t_psql "begin; lock table events in access exclusive mode; select pg_sleep(60); commit;" \
     >/dev/null 2>&1 &
 LOCKER=$!
 t_wait_for 10 "[[ \$(t_psql \"select count(*) from pg_locks l join pg_class c on c.oid = l.relation
