@@ -499,6 +499,7 @@ t_expect_match "$(cat "$DLOG")" 'auth' "the log does talk about AUTH"
 
 # ---- Redis down ---------------------------------------------------------------------------------
 RDIR=$(dirname "$T_REDIS_SOCK")
+LR=$(wc -l <"$DLOG")
 t_case "Redis stopped -> 451 4.3.0, never 250; after Redis returns the retry is queued"
 N0=$(slen "$STREAM_A")
 t_redis SHUTDOWN NOSAVE >/dev/null 2>&1
@@ -520,6 +521,10 @@ for i in $(seq 1 40); do
 done
 t_expect_eq "$ok" 1 "a retry after Redis came back is queued"
 t_expect_match "$(cat "$(sink_file 'while redis was down')" 2>/dev/null)" '^Subject: while redis was down' "the retried message delivered"
+# The retry above needed one worker back; the drain case below may land on
+# either, and a worker still in its reconnect backoff answers 451.
+t_wait_for 15 "(( \$(tail -n +$((LR + 1)) '$DLOG' | grep -E '^worker\\[[0-9]+\\] info: redis reconnected' |
+                sed -E 's/^worker\\[([0-9]+)\\].*/\\1/' | sort -u | wc -l) >= 2 ))"
 
 # ---- last_used_at, drain -------------------------------------------------------------------------
 t_case "SIGTERM: an idle session gets 421 4.3.2 at once, one in a transaction finishes it"
