@@ -53,6 +53,10 @@
 #               BENCH_PROFILE_KINDS ("rsa ed25519 newsletter"; BENCH_PROFILE_MESSAGES,
 #               a fifth of it for newsletters) under `perf record -g -p` (the stack's
 #               processes only): where the CPU goes, by process and by function.
+#               BENCH_PROFILE_CALLGRAPH=dwarf,16384 records call graphs by DWARF
+#               (perf --call-graph) instead of frame pointers: libc's memmove and
+#               memchr keep no frame, so only DWARF names their callers;
+#               BENCH_PROFILE_KEEP=PATH keeps perf.data as PATH.KIND.
 #   limits      BENCH_LIMIT_WORKSPACES (100) more workspaces, each rate-limited (2 … 20
 #               recipients/s, 1,100/s in all), each with a backlog of 1.5 × what its
 #               limit lets through in BENCH_LIMIT_SECONDS (20): postmuxd sends for that
@@ -688,7 +692,7 @@ profile_one() {
     # Only our processes (the machine may run other work): postmuxd and its workers,
     # redis-server, the postmaster and its backends, smtp-sink.
     pids=$( { tree "$DPID"; svc_pid redis; tree "$(svc_pid pg)"; tree "$(svc_pid smtp-sink)"; } | paste -sd, -)
-    perf record -q -F 1999 -g -p "$pids" -o "$data" >"$dir/perf.log" 2>&1 &
+    perf record -q -F 1999 ${BENCH_PROFILE_CALLGRAPH:+--call-graph "$BENCH_PROFILE_CALLGRAPH"} -g -p "$pids" -o "$data" >"$dir/perf.log" 2>&1 &
     local ppid=$!
     sleep 1
     run_burst "$n" "$@" || { kill -INT "$ppid"; wait "$ppid"; return 1; }
