@@ -19,11 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <hiredis/adapters/libuv.h>
-
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "queue/endpoint.h"
+#include "queue/redis_uv.h"
 
 typedef enum { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_UP } rc_phase_t;
 
@@ -168,7 +167,7 @@ static void start_connect(pmx_redis_conn_t *rc)
         schedule_retry(rc, why);
         return;
     }
-    if (redisLibuvAttach(ac, rc->loop) != REDIS_OK) {
+    if (pmx_redis_uv_attach(ac, rc->loop) != 0) {
         redisAsyncFree(ac);
         schedule_retry(rc, "cannot attach to the event loop");
         return;

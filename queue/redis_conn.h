@@ -1,6 +1,6 @@
 /*
  * One worker's Redis connection: hiredis's async API on the worker's libuv
- * loop (hiredis 0.14 and its libuv adapter), kept up by itself. It connects,
+ * loop (hiredis 0.14, attached by queue/redis_uv.h), kept up by itself. It connects,
  * sends AUTH when a password is configured, counts itself "up" only once
  * Redis answered PING, pings every few seconds while idle to notice a Redis
  * that stopped answering, and reconnects with a growing, jittered delay

@@ -2,8 +2,8 @@
  * queue/redis_conn.c against a fake Redis on a unix socket served by the same
  * libuv loop: the handshake (AUTH, PING) before "up", commands and replies,
  * NULL replies for commands in flight when the connection drops, reconnection
- * by itself, a server that appears late, a refused password, and close with
- * commands pending. Run under ASan, it also checks that none of these paths
+ * by itself, a server that appears late, a refused password, close with
+ * commands pending, and many or big commands in one loop turn. Run under ASan, it also checks that none of these paths
  * leaks.
  */
 #include <setjmp.h>
@@ -316,6 +316,38 @@ static void test_up_after_ping_then_commands(void **state)
     pmx_redis_conn_close(rc);
 }
 
+/* Commands are written once per loop turn (queue/redis_uv.c): many issued in
+ * one turn all arrive, in order; a command larger than the socket takes at
+ * once goes out as the socket drains, and what was issued after it follows. */
+static void test_many_and_big_commands(void **state)
+{
+    ctx_t *c = *state;
+    fake_listen(&c->fake);
+    pmx_redis_conn_t *rc = make_conn(c, NULL);
+    pmx_redis_conn_start(rc);
+    assert_true(run_until(c, &c->ups, 1, 3000));
+
+    reply_t r = { 0 };
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(pmx_redis_conn_command(rc, reply_cb, &r, "ECHO n%d", i), 0);
+    assert_true(run_until(c, &r.calls, 500, 3000));
+    assert_string_equal(r.last, "n499");
+
+    size_t big = 8u << 20;
+    char *arg = malloc(big);
+    assert_non_null(arg);
+    memset(arg, 'x', big);
+    const char *argv[] = { "ECHO", arg };
+    const size_t lens[] = { 4, big };
+    assert_int_equal(pmx_redis_conn_command_argv(rc, reply_cb, &r, 2, argv, lens), 0);
+    free(arg);    /* hiredis formatted its own copy */
+    assert_int_equal(pmx_redis_conn_command(rc, reply_cb, &r, "ECHO %s", "after"), 0);
+    assert_true(run_until(c, &r.calls, 502, 10000));
+    assert_string_equal(r.last, "after");
+    assert_int_equal(r.nulls, 0);
+    pmx_redis_conn_close(rc);
+}
+
 static void test_drop_fails_pending_and_reconnects(void **state)
 {
     ctx_t *c = *state;
@@ -429,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_format_head),
         cmocka_unit_test_setup_teardown(test_bad_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_up_after_ping_then_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_and_big_commands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_fails_pending_and_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_appears_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
