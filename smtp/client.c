@@ -10,9 +10,9 @@
  *
  * With PIPELINING, [RSET] MAIL FROM, every RCPT TO and DATA go out in one write
  * and the replies are read in order (RFC 2920), and the next message's group
- * goes out right behind the current one's final "." (can_take_next), its
- * replies read after the reply to the "."; without it, one command per
- * reply. Any reply to the final "." ends a transaction (RFC 5321 4.1.1.4), so
+ * goes out right behind the current one's final ".", in the same write when
+ * the owner has it ready then (can_take_next), its replies read after the
+ * reply to the "."; without it, one command per reply. Any reply to the final "." ends a transaction (RFC 5321 4.1.1.4), so
  * the next one starts with MAIL FROM; one that ended any other way (MAIL FROM
  * or every RCPT TO refused, DATA refused) may leave the relay holding its
  * sender, so the next one starts with RSET (pipelined with the rest when it
@@ -158,6 +158,9 @@ struct pmx_smtp_session {
      * after the current one's final "." (RFC 2920 3.1), before its reply. */
     pmx_smtp_msg_t         *next;
     plan_t                  next_plan;
+    /* While write_body asks the owner for the next message, its group waits in
+     * cmd and goes out in the same writev as the end of data (held). */
+    bool                    hold_group, group_held;
 };
 
 static void on_reply(pmx_smtp_session_t *s, const pmx_smtp_reply_t *r);
@@ -786,7 +789,8 @@ int pmx_smtp_session_start(pmx_smtp_session_t *s, pmx_smtp_msg_t *msg)
     if (ahead) {
         s->next = msg;
         append_group(s, msg, &s->next_plan, &s->cmd);
-        (void)send_buf(s, &s->cmd);    /* a failure closes the session, which hands msg back */
+        if (s->hold_group) s->group_held = true;   /* write_body sends it */
+        else (void)send_buf(s, &s->cmd);  /* a failure closes the session, which hands msg back */
         return 0;
     }
     bool rset = s->txn_open;
@@ -813,12 +817,32 @@ static void start_next(pmx_smtp_session_t *s)
     arm(s, s->cfg->command_timeout_ms);
 }
 
+/*
+ * The end of data is written: the owner may hand the next message now
+ * (can_take_next). Its group is held and returned in *group, to go out in
+ * the same write as the final "." (one packet, one read for the relay);
+ * false if the session closed meanwhile.
+ */
+static bool end_of_data(pmx_smtp_session_t *s, uv_buf_t *group)
+{
+    s->state = S_DOT;
+    *group = uv_buf_init(NULL, 0);
+    if (!can_take_next(s)) return true;
+    s->hold_group = true;
+    s->env.on_ready(s->env.owner, s);
+    s->hold_group = false;
+    if (s->state != S_DOT) return false;
+    if (s->group_held) *group = uv_buf_init(s->cmd.data, (unsigned)s->cmd.len);
+    s->group_held = false;
+    return true;
+}
+
 /* Hands the body to the stream while it drains; then waits for the final reply. */
 static void write_body(pmx_smtp_session_t *s)
 {
     bool more = true;
     while (s->state == S_BODY && more && pmx_smtp_stream_pending(s->stream) < BODY_HIGH_WATER) {
-        uv_buf_t v[BODY_PIECES];
+        uv_buf_t v[BODY_PIECES + 1];      /* + the next message's group */
         size_t nv = 0, budget = BODY_CHUNK;
         while (nv < BODY_PIECES && budget > 0) {
             if (s->piece_len == 0 && !pmx_text_dot_next(&s->dot, &s->piece, &s->piece_len)) {
@@ -831,16 +855,16 @@ static void write_body(pmx_smtp_session_t *s)
             s->piece_len -= take;
             budget -= take;
         }
+        if (!more) {
+            uv_buf_t group;
+            if (!end_of_data(s, &group)) return;
+            if (group.len) v[nv++] = group;
+        }
         if (nv && pmx_smtp_stream_writev(s->stream, v, nv) < 0) {
             session_fail(s, "write to relay failed: %s", pmx_smtp_stream_reason(s->stream));
             return;
         }
-    }
-    if (s->state == S_BODY && !more) {
-        s->state = S_DOT;
-        arm(s, s->cfg->data_timeout_ms);
-        /* The owner may hand the next message now (can_take_next). */
-        if (can_take_next(s)) s->env.on_ready(s->env.owner, s);
+        if (!more) arm(s, s->cfg->data_timeout_ms);
     }
 }
 
