@@ -1,4 +1,5 @@
 /* base32 / base64 / hex and random ids; see encode.h. */
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/rand.h>
@@ -146,11 +147,46 @@ int pmx_random_bytes(uint8_t *buf, size_t n)
     return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
 }
 
+/*
+ * Random ids draw from a pool of 32 ids' worth of RAND_bytes per thread: one
+ * RAND_bytes call per id cost a getpid(2) each (OpenSSL's fork check), and a
+ * worker makes an id per message. A forked child must never hand out its
+ * parent's pool (two processes, the same ids): the child empties it.
+ */
+#define ID_BYTES 10
+static _Thread_local uint8_t id_pool[32 * ID_BYTES];
+static _Thread_local size_t  id_left;
+static pthread_once_t        id_once = PTHREAD_ONCE_INIT;
+
+static void id_pool_forget(void)
+{
+    memset(id_pool, 0, sizeof id_pool);
+    id_left = 0;
+}
+
+static void id_pool_init(void)
+{
+    (void)pthread_atfork(NULL, NULL, id_pool_forget);
+}
+
+static int id_bytes(uint8_t r[ID_BYTES])
+{
+    pthread_once(&id_once, id_pool_init);
+    if (id_left < ID_BYTES) {
+        if (pmx_random_bytes(id_pool, sizeof id_pool) < 0) return -1;
+        id_left = sizeof id_pool;
+    }
+    id_left -= ID_BYTES;
+    memcpy(r, id_pool + id_left, ID_BYTES);
+    memset(id_pool + id_left, 0, ID_BYTES);   /* handed out once */
+    return 0;
+}
+
 int pmx_random_id(const char *prefix, char *out, size_t outlen)
 {
-    uint8_t r[10];
+    uint8_t r[ID_BYTES];
     size_t plen = strlen(prefix);
-    if (outlen < plen + 17 || pmx_random_bytes(r, sizeof r) < 0) return -1;
+    if (outlen < plen + 17 || id_bytes(r) < 0) return -1;
     pmx_buf_t b = PMX_BUF_INIT;
     pmx_base32_encode(&b, r, sizeof r);
     memcpy(out, prefix, plen);

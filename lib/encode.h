@@ -33,7 +33,9 @@ int  pmx_random_bytes(uint8_t *buf, size_t n);
 /*
  * Writes PREFIX + 16 lowercase base32 characters (80 random bits) into out,
  * e.g. pmx_random_id("ws_", out, sizeof out) -> "ws_k3v7...". out needs
- * strlen(prefix) + 17 bytes. Returns 0 or -1.
+ * strlen(prefix) + 17 bytes. Returns 0 or -1. The bits come from RAND_bytes
+ * in batches of 32 ids per thread; a forked child starts with none of its
+ * parent's.
  */
 int  pmx_random_id(const char *prefix, char *out, size_t outlen);
 

@@ -1,14 +1,18 @@
 /*
  * lib/encode.c: base32 (lowercase, unpadded) and base64 (standard, padded)
  * against the RFC 4648 §10 test vectors, round trips over every length and
- * byte value, refusal of bad input, hex, and random ids.
+ * byte value, refusal of bad input, hex, and random ids (their pool per
+ * thread, and a forked child that must not repeat its parent's).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -191,6 +195,46 @@ static void test_random_id(void **state)
     assert_int_equal(strlen(exact), 19);
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Ids come from a pool per thread (lib/encode.c): 1,000 in a row (pool refills
+ * included) are all different, and a forked child never repeats what its
+ * parent hands out next (without emptying the pool in the child it would give
+ * exactly that id). */
+static void test_random_id_pool(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    char (*ids)[20] = calloc(N, sizeof *ids);
+    assert_non_null(ids);
+    for (int i = 0; i < N; i++) assert_int_equal(pmx_random_id("m_", ids[i], sizeof ids[i]), 0);
+    qsort(ids, N, sizeof *ids, cmp_id);
+    for (int i = 1; i < N; i++) assert_string_not_equal(ids[i - 1], ids[i]);
+    free(ids);
+
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c[20] = "";
+        int ok = pmx_random_id("m_", c, sizeof c) == 0 && write(fd[1], c, sizeof c) == sizeof c;
+        _exit(ok ? 0 : 1);
+    }
+    char child[20] = "", parent[20] = "";
+    assert_int_equal(read(fd[0], child, sizeof child), sizeof child);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(fd[0]);
+    close(fd[1]);
+    assert_int_equal(pmx_random_id("m_", parent, sizeof parent), 0);
+    assert_string_not_equal(child, parent);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_base32_bad_input),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_random_id_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
