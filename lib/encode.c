@@ -1,5 +1,6 @@
 /* base32 / base64 / hex and random ids; see encode.h. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <openssl/rand.h>
@@ -157,6 +158,7 @@ int pmx_random_bytes(uint8_t *buf, size_t n)
 static _Thread_local uint8_t id_pool[32 * ID_BYTES];
 static _Thread_local size_t  id_left;
 static pthread_once_t        id_once = PTHREAD_ONCE_INIT;
+static bool                  id_pool_safe;   /* the child handler is registered */
 
 static void id_pool_forget(void)
 {
@@ -166,12 +168,13 @@ static void id_pool_forget(void)
 
 static void id_pool_init(void)
 {
-    (void)pthread_atfork(NULL, NULL, id_pool_forget);
+    id_pool_safe = pthread_atfork(NULL, NULL, id_pool_forget) == 0;
 }
 
 static int id_bytes(uint8_t r[ID_BYTES])
 {
     pthread_once(&id_once, id_pool_init);
+    if (!id_pool_safe) return pmx_random_bytes(r, ID_BYTES);   /* no pool without it */
     if (id_left < ID_BYTES) {
         if (pmx_random_bytes(id_pool, sizeof id_pool) < 0) return -1;
         id_left = sizeof id_pool;

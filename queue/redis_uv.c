@@ -4,10 +4,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "lib/mem.h"
+
 typedef struct {
     redisAsyncContext *ac;        /* NULL once hiredis let go (cleanup) */
     uv_poll_t          poll;
     uv_prepare_t       flush;     /* writes what this turn queued, before the loop blocks */
+    uv_idle_t          wake;      /* while output is queued: the loop must not block first */
     int                events;    /* what poll watches now */
     bool               queued;    /* output waits for flush */
     bool               flushing;  /* inside flush's redisAsyncHandleWrite */
@@ -27,16 +30,32 @@ static void set_events(redis_uv_t *p, int events)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     redis_uv_t *p = h->data;
-    /* An error on the socket: let hiredis read it and find out. */
-    if (status < 0) events = p->events;
+    int watched = p->events;
+    if (status < 0) {
+        /* An error on the socket; libuv has stopped the watch. hiredis reads
+         * (a reply may still come before the error) and finds out; if it does
+         * not, the watch is restarted and reports the error again. */
+        events = watched;
+        p->events = 0;
+    }
     if (p->ac && (events & UV_READABLE)) redisAsyncHandleRead(p->ac);
     if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
+    if (status < 0) set_events(p, p->events | watched);
+}
+
+/* Only keeps the loop from blocking before the next flush: a command issued
+ * while the loop runs its prepare handles (another connection's flush) would
+ * otherwise wait for the next event. */
+static void on_wake(uv_idle_t *h)
+{
+    (void)h;
 }
 
 static void on_flush(uv_prepare_t *h)
 {
     redis_uv_t *p = h->data;
     uv_prepare_stop(h);
+    uv_idle_stop(&p->wake);
     if (!p->queued || !p->ac) return;
     p->queued = false;
     p->flushing = true;
@@ -67,6 +86,7 @@ static void add_write(void *arg)
         if (p->events & UV_WRITABLE) return;     /* already waiting for room */
         p->queued = true;
         uv_prepare_start(&p->flush, on_flush);
+        uv_idle_start(&p->wake, on_wake);
         return;
     }
     set_events(p, p->events | UV_WRITABLE);
@@ -91,22 +111,24 @@ static void cleanup(void *arg)
     p->ac = NULL;
     uv_close((uv_handle_t *)&p->poll, on_closed);
     uv_close((uv_handle_t *)&p->flush, on_closed);
+    uv_close((uv_handle_t *)&p->wake, on_closed);
 }
 
 int pmx_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
 {
     if (ac->ev.data) return -1;
-    redis_uv_t *p = calloc(1, sizeof *p);
-    if (!p) return -1;
+    redis_uv_t *p = pmx_xcalloc(1, sizeof *p);
     if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
         free(p);
         return -1;
     }
     p->open = 1;
     p->poll.data = p;
-    uv_prepare_init(loop, &p->flush);    /* cannot fail */
-    p->open = 2;
+    uv_prepare_init(loop, &p->flush);    /* these two cannot fail */
+    uv_idle_init(loop, &p->wake);
+    p->open = 3;
     p->flush.data = p;
+    p->wake.data = p;
     p->ac = ac;
     ac->ev.addRead = add_read;
     ac->ev.delRead = del_read;

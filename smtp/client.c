@@ -818,8 +818,8 @@ static void start_next(pmx_smtp_session_t *s)
 }
 
 /*
- * The end of data is written: the owner may hand the next message now
- * (can_take_next). Its group is held and returned in *group, to go out in
+ * The end of data is about to be written: the owner may hand the next message
+ * now (can_take_next). Its group is held and returned in *group, to go out in
  * the same write as the final "." (one packet, one read for the relay);
  * false if the session closed meanwhile.
  */
@@ -861,6 +861,7 @@ static void write_body(pmx_smtp_session_t *s)
             if (group.len) v[nv++] = group;
         }
         if (nv && pmx_smtp_stream_writev(s->stream, v, nv) < 0) {
+            s->state = S_BODY;            /* what failed was the body, "." included */
             session_fail(s, "write to relay failed: %s", pmx_smtp_stream_reason(s->stream));
             return;
         }
