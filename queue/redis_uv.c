@@ -9,8 +9,7 @@
 typedef struct {
     redisAsyncContext *ac;        /* NULL once hiredis let go (cleanup) */
     uv_poll_t          poll;
-    uv_prepare_t       flush;     /* writes what this turn queued, before the loop blocks */
-    uv_idle_t          wake;      /* while output is queued: the loop must not block first */
+    uv_idle_t          flush;     /* writes what the turn queued; while active, the loop does not block */
     int                events;    /* what poll watches now */
     bool               queued;    /* output waits for flush */
     bool               flushing;  /* inside flush's redisAsyncHandleWrite */
@@ -43,19 +42,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
     if (status < 0) set_events(p, p->events | watched);
 }
 
-/* Only keeps the loop from blocking before the next flush: a command issued
- * while the loop runs its prepare handles (another connection's flush) would
- * otherwise wait for the next event. */
-static void on_wake(uv_idle_t *h)
-{
-    (void)h;
-}
-
-static void on_flush(uv_prepare_t *h)
+/* An active idle handle runs once per loop turn, after the timers and before
+ * the loop waits for events, and makes that wait not block: whatever a turn
+ * queued (in a callback of any phase, another connection's flush included)
+ * goes out before the loop sleeps. */
+static void on_flush(uv_idle_t *h)
 {
     redis_uv_t *p = h->data;
-    uv_prepare_stop(h);
-    uv_idle_stop(&p->wake);
+    uv_idle_stop(h);
     if (!p->queued || !p->ac) return;
     p->queued = false;
     p->flushing = true;
@@ -85,8 +79,7 @@ static void add_write(void *arg)
     if ((p->ac->c.flags & REDIS_CONNECTED) && !p->flushing) {
         if (p->events & UV_WRITABLE) return;     /* already waiting for room */
         p->queued = true;
-        uv_prepare_start(&p->flush, on_flush);
-        uv_idle_start(&p->wake, on_wake);
+        uv_idle_start(&p->flush, on_flush);
         return;
     }
     set_events(p, p->events | UV_WRITABLE);
@@ -111,7 +104,6 @@ static void cleanup(void *arg)
     p->ac = NULL;
     uv_close((uv_handle_t *)&p->poll, on_closed);
     uv_close((uv_handle_t *)&p->flush, on_closed);
-    uv_close((uv_handle_t *)&p->wake, on_closed);
 }
 
 int pmx_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
@@ -124,11 +116,9 @@ int pmx_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
     }
     p->open = 1;
     p->poll.data = p;
-    uv_prepare_init(loop, &p->flush);    /* these two cannot fail */
-    uv_idle_init(loop, &p->wake);
-    p->open = 3;
+    uv_idle_init(loop, &p->flush);       /* cannot fail */
+    p->open = 2;
     p->flush.data = p;
-    p->wake.data = p;
     p->ac = ac;
     ac->ev.addRead = add_read;
     ac->ev.delRead = del_read;

@@ -6,9 +6,9 @@
  * every write, and libuv makes each of those an EPOLL_CTL_DEL now and an
  * EPOLL_CTL_ADD at the next poll: four epoll_ctl calls and a loop turn per
  * command batch. Here the socket is watched for reading all the time, and a
- * command only marks the context as having output: a uv_prepare handle, which
- * runs before the loop next blocks, writes everything the turn queued in one
- * write(2). Only output the socket does not take at once (or a connect still
+ * command only marks the context as having output: a uv_idle handle, which
+ * runs before the loop next waits for events (and keeps it from blocking),
+ * writes everything the turn queued in one write(2). Only output the socket does not take at once (or a connect still
  * in progress) is left to a watch for writability.
  *
  *   redisAsyncContext *ac = redisAsyncConnect(host, port);
