@@ -12,8 +12,9 @@
  * and the replies are read in order (RFC 2920), and the next message's group
  * goes out right behind the current one's final ".", in the same write when
  * the owner has it ready then (can_take_next), its replies read after the
- * reply to the "."; without it, one command per reply. Any reply to the final "." ends a transaction (RFC 5321 4.1.1.4), so
- * the next one starts with MAIL FROM; one that ended any other way (MAIL FROM
+ * reply to the "."; without it, one command per reply. Any reply to the
+ * final "." ends a transaction (RFC 5321 4.1.1.4), so the next one starts
+ * with MAIL FROM; one that ended any other way (MAIL FROM
  * or every RCPT TO refused, DATA refused) may leave the relay holding its
  * sender, so the next one starts with RSET (pipelined with the rest when it
  * can be) and nothing of it leaks into the next. Without PIPELINING an RSET
