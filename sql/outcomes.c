@@ -705,7 +705,7 @@ static void writes_done(pmx_db_async_t *db, const PGresult *res, void *arg)
         }
         free(v.v);
     }
-    pump(o, true, true);
+    pump(o, false, true);   /* what waits goes once it is ripe (outcomes.h) */
     leave(o);
 }
 
@@ -861,13 +861,20 @@ static void pump(pmx_outcomes_t *o, bool force, bool in_loop)
         return;
     }
     o->down_logged = false;
-    if (!o->w_req && (o->chunks || (o->wq.n && (force || o->wq.n >= o->max_batch))))
+    /* Ripe: the oldest waiting item has waited the flush window. */
+    uint64_t age = o->wq.head ? uv_now(o->loop) - o->wq.head->t_submit : 0;
+    bool ripe = o->wq.head && age >= o->flush_ms;
+    if (!o->w_req && (o->chunks || (o->wq.n && (force || ripe || o->wq.n >= o->max_batch))))
         send_writes(o);
     if (!o->l_req && o->lq.n && (force || o->lq.n >= o->max_batch)) send_lookups(o);
-    /* Left waiting for the flush window (not behind a batch in flight): time it. */
+    /* Left waiting for the flush window (not behind a batch in flight): time it,
+     * writes from their oldest item on. */
     bool timed = (o->wq.n && !o->w_req) || (o->lq.n && !o->l_req) || (o->chunks && !o->w_req);
+    uint64_t wait = o->flush_ms;
+    if (o->chunks) wait = DOWN_POLL_MS;
+    else if (o->wq.n && !o->w_req && age < o->flush_ms) wait = o->flush_ms - age;
     if (timed && !uv_is_active((uv_handle_t *)&o->timer))
-        uv_timer_start(&o->timer, timer_cb, o->chunks ? DOWN_POLL_MS : o->flush_ms, 0);
+        uv_timer_start(&o->timer, timer_cb, wait, 0);
 }
 
 void pmx_outcomes_flush(pmx_outcomes_t *o)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The outcome writer (sql/outcomes.c), driven by tests/tools/outcomes_probe against a
 # real Postgres: 10,000 items in ~50 statements with every row present; a small
-# batch flushed by the timer; a redelivered job attaching to its existing message
-# (and the lookup the pipeline asks first); a 'sent' recipient never downgraded; a
+# batch flushed by the timer; a steady stream batched by the window; a redelivered
+# job attaching to its existing message (and the lookup the pipeline asks first); a
+# 'sent' recipient never downgraded; a
 # bad item isolated while the rest of its batch commits; the Postgres connection
 # killed (and refused for a while) mid-run: failed items reported, none lost, and
 # re-recorded idempotently; a short outage absorbed by the hold; no leaks (ASan).
@@ -48,6 +49,18 @@ t_expect_eq "$(t_psql "select subject, metadata, source from messages where job_
 t_expect_eq "$(t_psql "select client_id, source, r.status, r.next_attempt_at = '2100-01-01T00:00:00Z' from messages m join recipients r on r.message_id = m.id where job_id = 'small-2'")" "c-2|smtp|deferred|t" "row 2"
 t_expect_eq "$(t_psql "select detail from events where message_id = 'msg_small0000000002'")" '451 "quoted" \ back, {braces}' "quoting survives"
 t_expect_eq "$(t_psql "select type, recipient is null, detail from events where message_id = 'msg_small0000000003'")" "message.rejected|t|from: missing" "message-level event"
+
+t_case "a steady stream: a batch goes when its oldest item has waited the window"
+# 1,500 items/s with a 50 ms window: ~75 items per statement. Sending what waits as
+# soon as the batch in flight returns would make one small statement per round trip.
+probe --generate 1500 --workspace "$WS" --job-prefix steady --rcpts 1 --rate 1500 --flush-ms 50
+t_expect_rc 0
+S=$(summary "$T_OUT")
+echo "# $S"
+t_expect_eq "$(field "$S" ok)" 1500 "ok"
+ST=$(field "$S" statements) EL=$(field "$S" elapsed_ms)
+((ST >= 2 && ST <= EL / 50 + 3)) || t_fail "statements=$ST in ${EL} ms: expected at most one per 50 ms window"
+no_sanitizer
 
 t_case "a redelivered job: lookup finds it, and new records attach to the existing message"
 ORIG=$(t_psql "select id from messages where job_id = 'big-7'")
