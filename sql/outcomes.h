@@ -7,12 +7,14 @@
  *
  * Batching: items accumulate and go out as ONE statement (data-modifying
  * CTEs over unnest() of array parameters: one round trip, atomic) when
- * max_batch items are waiting or the oldest one has waited flush_ms,
+ * max_batch items are waiting or the oldest one has waited the flush window,
  * whichever comes first; at most one batch is in flight, the rest accumulate
  * meanwhile. When it returns, what waits goes out at once only if it is ripe
  * by the same rule; else when its oldest item is: under a steady load a batch
- * then carries flush_ms of outcomes instead of one round trip's worth, and a
- * batch costs Postgres about as much as a dozen rows (docs/data.md).
+ * then carries a window of outcomes instead of one round trip's worth, and a
+ * batch costs Postgres about as much as a dozen rows (docs/data.md). The
+ * window is flush_ms, twice that under load (the last batch carried 16
+ * items or more).
  *
  * Idempotent re-recording (a redelivered job):
  * - messages: ON CONFLICT (workspace_id, job_id) keeps the existing row, and
