@@ -36,12 +36,16 @@
 
 #define DOWN_POLL_MS 50
 
-/* Under load - the last batch carried this many items or more - the flush
- * window is twice as long: a statement costs the backend about as much as a
- * dozen rows (docs/data.md), and a burst's outcomes wait in the queue anyway.
- * At 5 ms that starts at ~3,200 outcomes/s per worker; a steady trickle keeps
- * the short window and its latency. */
+/* Under load the flush window is twice as long: a statement costs the
+ * backend about as much as a dozen rows (docs/data.md), and a burst's
+ * outcomes wait in the queue anyway. Load: the last batch's items arrived at
+ * BUSY_BATCH or more per flush_ms (3,200/s per worker at 5 ms), counted over
+ * the time its oldest item waited, so a longer window or a slow round trip
+ * does not make a trickle look busy. */
 #define BUSY_BATCH 16
+
+/* What pump() sends whether it is ripe or not. */
+enum { FORCE_WRITES = 1, FORCE_LOOKUPS = 2 };
 
 /* The statement is three parts: the rows, the feedback loop, the answer.
  *
@@ -263,7 +267,7 @@ struct pmx_outcomes {
     pmx_db_async_t       *db;
     size_t                max_batch;
     uint64_t              flush_ms;
-    size_t                last_n;      /* items of the last write batch sent (BUSY_BATCH) */
+    bool                  busy;        /* the last write batch says: under load (BUSY_BATCH) */
     int64_t               hold_ms;
     unsigned              soft_bounce_limit;       /* 0 = soft bounces never suppress */
     uint64_t              soft_bounce_suppress_s;
@@ -289,9 +293,10 @@ struct pmx_outcomes {
     bool                  free_requested;
 };
 
-/* force: send what waits now (else wait for max_batch or flush_ms); in_loop:
- * called from a loop callback, where failing held items may call back. */
-static void pump(pmx_outcomes_t *o, bool force, bool in_loop);
+/* Sends what is ripe (max_batch waiting, or the oldest waited its window) and
+ * what force says; arms the timer for the next deadline. in_loop: called from
+ * a loop callback, where failing held items may call back. */
+static void pump(pmx_outcomes_t *o, int force, bool in_loop);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -489,7 +494,7 @@ pmx_outcomes_req_t *pmx_outcomes_submit(pmx_outcomes_t *o, const pmx_outcome_t *
     }
     fifo_push(&o->wq, r);
     o->depth++;
-    pump(o, false, false);
+    pump(o, 0, false);
     leave(o);
     return r;
 }
@@ -508,7 +513,7 @@ static pmx_outcomes_req_t *lookup(pmx_outcomes_t *o, const char *ws, const char 
     r->id = msg_id ? copy_text(msg_id) : NULL;
     fifo_push(&o->lq, r);
     o->depth++;
-    pump(o, false, false);
+    pump(o, 0, false);
     leave(o);
     return r;
 }
@@ -625,7 +630,11 @@ static void send_writes(pmx_outcomes_t *o)
         return;
     }
     o->stats.statements++;
-    if (!is_chunk) o->last_n = v.n;
+    if (!is_chunk) {
+        uint64_t span = uv_now(o->loop) - v.v[0]->t_submit;   /* FIFO: v[0] is the oldest */
+        if (span < o->flush_ms) span = o->flush_ms;
+        o->busy = v.n * o->flush_ms >= BUSY_BATCH * span;
+    }
     o->w_items = v;
     o->w_is_chunk = is_chunk;
 }
@@ -714,7 +723,7 @@ static void writes_done(pmx_db_async_t *db, const PGresult *res, void *arg)
         }
         free(v.v);
     }
-    pump(o, false, true);   /* what waits goes once it is ripe (outcomes.h) */
+    pump(o, 0, true);   /* what waits goes once it is ripe (outcomes.h) */
     leave(o);
 }
 
@@ -801,7 +810,7 @@ static void lookups_done(pmx_db_async_t *db, const PGresult *res, void *arg)
         free(kr);
         free(v.v);
     }
-    pump(o, true, true);
+    pump(o, FORCE_LOOKUPS, true);   /* a redelivered job waits for its lookup to relay */
     leave(o);
 }
 
@@ -854,11 +863,19 @@ static void timer_cb(uv_timer_t *t)
 {
     pmx_outcomes_t *o = t->data;
     o->depth++;
-    pump(o, true, true);
+    pump(o, 0, true);
     leave(o);
 }
 
-static void pump(pmx_outcomes_t *o, bool force, bool in_loop)
+/* ms until the head of a queue, submitted at t, has waited window; a head
+ * already ripe that is still here was not sent (Postgres went away just
+ * now): poll. */
+static uint64_t until_ripe(uint64_t now, uint64_t t, uint64_t window)
+{
+    return now - t < window ? window - (now - t) : DOWN_POLL_MS;
+}
+
+static void pump(pmx_outcomes_t *o, int force, bool in_loop)
 {
     if (o->closing) return;
     bool waiting_w = o->chunks || o->wq.n, waiting_l = o->lq.n > 0;
@@ -870,27 +887,29 @@ static void pump(pmx_outcomes_t *o, bool force, bool in_loop)
         return;
     }
     o->down_logged = false;
-    /* Ripe: the oldest waiting item has waited the flush window. */
-    uint64_t window = o->last_n >= BUSY_BATCH ? 2 * o->flush_ms : o->flush_ms;
-    uint64_t age = o->wq.head ? uv_now(o->loop) - o->wq.head->t_submit : 0;
-    bool ripe = o->wq.head && age >= window;
-    if (!o->w_req && (o->chunks || (o->wq.n && (force || ripe || o->wq.n >= o->max_batch))))
+    uint64_t now = uv_now(o->loop), window = o->busy ? 2 * o->flush_ms : o->flush_ms;
+    if (!o->w_req && (o->chunks || (o->wq.n && ((force & FORCE_WRITES) || o->wq.n >= o->max_batch
+                                                || now - o->wq.head->t_submit >= window))))
         send_writes(o);
-    if (!o->l_req && o->lq.n && (force || o->lq.n >= o->max_batch)) send_lookups(o);
-    /* Left waiting for the flush window (not behind a batch in flight): time it,
-     * writes from their oldest item on. */
-    bool timed = (o->wq.n && !o->w_req) || (o->lq.n && !o->l_req) || (o->chunks && !o->w_req);
-    uint64_t wait = o->flush_ms;
-    if (o->chunks) wait = DOWN_POLL_MS;
-    else if (o->wq.n && !o->w_req && age < window) wait = window - age;
-    if (timed && !uv_is_active((uv_handle_t *)&o->timer))
-        uv_timer_start(&o->timer, timer_cb, wait, 0);
+    if (!o->l_req && o->lq.n && ((force & FORCE_LOOKUPS) || o->lq.n >= o->max_batch
+                                 || now - o->lq.head->t_submit >= o->flush_ms))
+        send_lookups(o);
+    /* The timer: the earliest deadline of what waits and is not behind a
+     * request in flight (writes and lookups share it, so it is set again
+     * every time, not only when idle). */
+    uint64_t wait = UINT64_MAX, w;
+    if (!o->w_req && o->chunks) wait = DOWN_POLL_MS;   /* their send failed just now */
+    if (!o->w_req && o->wq.n && (w = until_ripe(now, o->wq.head->t_submit, window)) < wait)
+        wait = w;
+    if (!o->l_req && o->lq.n && (w = until_ripe(now, o->lq.head->t_submit, o->flush_ms)) < wait)
+        wait = w;
+    if (wait != UINT64_MAX) uv_timer_start(&o->timer, timer_cb, wait, 0);
 }
 
 void pmx_outcomes_flush(pmx_outcomes_t *o)
 {
     o->depth++;
-    pump(o, true, false);
+    pump(o, FORCE_WRITES | FORCE_LOOKUPS, false);
     leave(o);
 }
 

@@ -13,8 +13,9 @@
  * by the same rule; else when its oldest item is: under a steady load a batch
  * then carries a window of outcomes instead of one round trip's worth, and a
  * batch costs Postgres about as much as a dozen rows (docs/data.md). The
- * window is flush_ms, twice that under load (the last batch carried 16
- * items or more).
+ * window is flush_ms, twice that under load (the last batch's items arrived
+ * at 16 or more per flush_ms). Lookups wait flush_ms at most, and go at once
+ * when the lookup in flight returns.
  *
  * Idempotent re-recording (a redelivered job):
  * - messages: ON CONFLICT (workspace_id, job_id) keeps the existing row, and
@@ -172,7 +173,8 @@ pmx_outcomes_req_t *pmx_outcomes_lookup_message(pmx_outcomes_t *o, const char *w
 /* The callback will not be called (the owner of arg went away). Never after
  * the callback ran. */
 void pmx_outcomes_cancel(pmx_outcomes_req_t *req);
-/* Sends what is waiting now instead of after flush_ms (draining). */
+/* Sends what waits now, ripe or not (draining): the next batch of writes and
+ * of lookups; what waits behind a batch in flight goes when it is ripe. */
 void pmx_outcomes_flush(pmx_outcomes_t *o);
 /* Items and lookups whose callbacks have not run yet. */
 size_t pmx_outcomes_pending(const pmx_outcomes_t *o);

@@ -62,15 +62,16 @@ t_expect_eq "$(field "$S" ok)" 200 "ok"
 ST=$(field "$S" statements) EL=$(field "$S" elapsed_ms)
 ((ST >= EL / 50 - 5 && ST <= EL / 50 + 3)) ||
     t_fail "statements=$ST in ${EL} ms: expected one per 50 ms window"
-# Under load (a batch of 16 or more) the window is twice as long: 1,500 items/s make
-# batches of ~150, one per 100 ms.
+no_sanitizer
+# Under load (items arriving at 16 or more per window, here 320/s) the window is twice
+# as long: 1,500 items/s make batches of ~150, one per 100 ms.
 probe --generate 1500 --workspace "$WS" --job-prefix steady --rcpts 1 --rate 1500 --flush-ms 50
 t_expect_rc 0
 S=$(summary "$T_OUT")
 echo "# $S"
 t_expect_eq "$(field "$S" ok)" 1500 "ok"
 ST=$(field "$S" statements) EL=$(field "$S" elapsed_ms)
-((ST >= 2 && ST <= EL / 100 + 3)) ||
+((ST >= 2 && ST <= EL / 100 + 5)) ||
     t_fail "statements=$ST in ${EL} ms: expected one per 100 ms window under load"
 no_sanitizer
 
