@@ -47,6 +47,7 @@
 #define PAUSE_RECHECK_MS 60000  /* a paused workspace's gate asks again this often */
 #define JOBS_PER_SESSION 4      /* consumer capacity = this × connections_per_worker
                                    (the consumer also bounds their bytes, docs/queue.md) */
+#define RECORD_ROOM      2      /* jobs only waiting for their outcome: this × capacity */
 #define DETAIL_MAX       512
 
 typedef struct job job_t;
@@ -684,9 +685,11 @@ static void update_capacity(pmx_pipeline_t *p)
      * to other sites' jobs, up to 4 × capacity (workers/sender.h). */
     if (p->pool) waiting += pmx_sender_parked(p->pool, 4 * (size_t)p->capacity);
     /* A job whose relaying is over holds no session and no signed copy: while
-     * its outcome commits, a new job may start, for as many such jobs as the
-     * capacity again (the record room, docs/delivery.md "The duplicate window"). */
-    waiting += p->recording < p->capacity ? p->recording : p->capacity;
+     * its outcome commits, a new job may start, for up to twice the capacity of
+     * such jobs (the record room: a burst's outcomes wait a flush window of up to
+     * 10 ms and then a statement, docs/delivery.md "The way of one job"). */
+    size_t room = RECORD_ROOM * (size_t)p->capacity;
+    waiting += p->recording < room ? p->recording : room;
     pmx_queue_consumer_set_capacity(p->consumer, p->capacity + (unsigned)waiting);
 }
 
