@@ -25,6 +25,9 @@
 #                                  DB, this Redis, the last sink as relay without TLS,
 #                                  no metrics, no submission) and a new master key in
 #                                  FILE's directory (master.key)
+#   pmx_svc_postgres_conf FILE DB  the same for tools that need only this Postgres
+#                                  (`postmux migrate`, the CLI): Redis is a socket
+#                                  that is not there
 #   pmx_svc_conf_set FILE SEC KEY VALUE  sets KEY in [SEC] of an INI file
 #   pmx_svc_atexit CMD             runs CMD (eval) before the services stop
 #   pmx_svc_stop_all               stops everything; also runs on EXIT, INT, TERM, HUP
@@ -488,6 +491,25 @@ for _ in range(an):
         print("".join(parts))
 if flags & 15:
     print("dns: rcode=%d" % (flags & 15), file=sys.stderr)
+EOF
+}
+
+pmx_svc_postgres_conf() {
+    local file=${1:?pmx_svc_postgres_conf FILE DB} db=${2:?pmx_svc_postgres_conf FILE DB}
+    local key
+    key=$(dirname "$file")/master.key
+    [[ -n ${PMX_PG_HOST-} ]] || {
+        pmx_svc__err "pmx_svc_postgres_conf: start Postgres first"
+        return 1
+    }
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$key") || return 1
+    cat >"$file" <<EOF
+[postgres]
+conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$db
+[redis]
+address = unix:$(dirname "$file")/unused.sock
+[keys]
+master_key_file = $key
 EOF
 }
 

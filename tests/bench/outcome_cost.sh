@@ -49,15 +49,7 @@ db=outcome_cost
     -U "$PMX_PG_USER" -d postgres -c "CREATE DATABASE $db" >/dev/null || exit 1
 conninfo="host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$db"
 
-head -c 32 /dev/urandom | base64 >"$dir/master.key"
-cat >"$dir/postmux.conf" <<EOF
-[postgres]
-conninfo = $conninfo
-[redis]
-address = unix:$dir/unused.sock
-[keys]
-master_key_file = $dir/master.key
-EOF
+pmx_svc_postgres_conf "$dir/postmux.conf" "$db" || exit 1
 export POSTMUX_CONFIG=$dir/postmux.conf
 "$pmx" migrate >/dev/null || { echo "outcome cost: migrate failed" >&2; exit 1; }
 ws=$("$pmx" workspace create "Outcome cost") || { echo "outcome cost: workspace create failed" >&2; exit 1; }

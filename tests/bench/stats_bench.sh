@@ -46,15 +46,7 @@ psql_() { "$PMX_PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$PMX_PG_HOST" -p "$PMX
 q() { psql_ -d "$db" -c "$1"; }
 psql_ -d postgres -c "CREATE DATABASE $db" || exit 1
 
-head -c 32 /dev/urandom | base64 >"$dir/master.key"
-cat >"$dir/postmux.conf" <<EOF
-[postgres]
-conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$db
-[redis]
-address = unix:$dir/unused.sock
-[keys]
-master_key_file = $dir/master.key
-EOF
+pmx_svc_postgres_conf "$dir/postmux.conf" "$db" || exit 1
 export POSTMUX_CONFIG=$dir/postmux.conf
 "$pmx" migrate >/dev/null || { echo "stats bench: migrate failed" >&2; exit 1; }
 

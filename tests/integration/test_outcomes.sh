@@ -51,29 +51,27 @@ t_expect_eq "$(t_psql "select detail from events where message_id = 'msg_small00
 t_expect_eq "$(t_psql "select type, recipient is null, detail from events where message_id = 'msg_small0000000003'")" "message.rejected|t|from: missing" "message-level event"
 
 t_case "a steady stream: a batch goes when its oldest item has waited the window"
-# 200 items/s with a 50 ms window: ~10 items per statement, one statement per window.
-# Sending what waits as soon as the batch in flight returns would make one small
-# statement per round trip.
-probe --generate 200 --workspace "$WS" --job-prefix trickle --rcpts 1 --rate 200 --flush-ms 50
-t_expect_rc 0
-S=$(summary "$T_OUT")
-echo "# $S"
-t_expect_eq "$(field "$S" ok)" 200 "ok"
-ST=$(field "$S" statements) EL=$(field "$S" elapsed_ms)
+# stream N RATE PREFIX: N items at RATE/s with a 50 ms window, all recorded; sets ST
+# (statements) and EL (elapsed ms).
+stream() {
+    probe --generate "$1" --workspace "$WS" --job-prefix "$3" --rcpts 1 --rate "$2" --flush-ms 50
+    t_expect_rc 0
+    S=$(summary "$T_OUT")
+    echo "# $S"
+    t_expect_eq "$(field "$S" ok)" "$1" "ok"
+    ST=$(field "$S" statements) EL=$(field "$S" elapsed_ms)
+    no_sanitizer
+}
+# 200 items/s: ~10 items per statement, one statement per window. Sending what waits
+# as soon as the batch in flight returns would make one small statement per round trip.
+stream 200 200 trickle
 ((ST >= EL / 50 - 5 && ST <= EL / 50 + 3)) ||
     t_fail "statements=$ST in ${EL} ms: expected one per 50 ms window"
-no_sanitizer
 # Under load (items arriving at 16 or more per window, here 320/s) the window is twice
 # as long: 1,500 items/s make batches of ~150, one per 100 ms.
-probe --generate 1500 --workspace "$WS" --job-prefix steady --rcpts 1 --rate 1500 --flush-ms 50
-t_expect_rc 0
-S=$(summary "$T_OUT")
-echo "# $S"
-t_expect_eq "$(field "$S" ok)" 1500 "ok"
-ST=$(field "$S" statements) EL=$(field "$S" elapsed_ms)
+stream 1500 1500 steady
 ((ST >= 2 && ST <= EL / 100 + 5)) ||
     t_fail "statements=$ST in ${EL} ms: expected one per 100 ms window under load"
-no_sanitizer
 
 t_case "a redelivered job: lookup finds it, and new records attach to the existing message"
 ORIG=$(t_psql "select id from messages where job_id = 'big-7'")
