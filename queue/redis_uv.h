@@ -8,8 +8,9 @@
  * command batch. Here the socket is watched for reading all the time, and a
  * command only marks the context as having output: a uv_idle handle, which
  * runs before the loop next waits for events (and keeps it from blocking),
- * writes everything the turn queued in one write(2). Only output the socket does not take at once (or a connect still
- * in progress) is left to a watch for writability.
+ * writes everything the turn queued in one write(2). Only output the socket
+ * does not take at once (or a connect still in progress) is left to a watch
+ * for writability.
  *
  *   redisAsyncContext *ac = redisAsyncConnect(host, port);
  *   if (pmx_redis_uv_attach(ac, loop) != 0) { redisAsyncFree(ac); ... }

@@ -84,9 +84,10 @@ declare -A med
 for b in $batches; do
     vals=()
     for ((r = 0; r < rounds; r++)); do
+        nb=$(((items + b - 1) / b))   # the long run's batches beyond the short run's 10
         short=$(run "$b" 10)
-        long=$(run "$b" $((10 + (items + b - 1) / b)))
-        vals+=("$(awk -v d=$((long - short)) -v hz="$hz" -v n=$(((items + b - 1) / b * b)) \
+        long=$(run "$b" $((10 + nb)))
+        vals+=("$(awk -v d=$((long - short)) -v hz="$hz" -v n=$((nb * b)) \
                     'BEGIN { printf "%.1f", d / hz * 1e6 / n }')")
     done
     line=$(printf '%s\n' "${vals[@]}" | sort -n | awk '{ a[NR] = $1 }
@@ -95,8 +96,8 @@ for b in $batches; do
     med[$b]=$m
     printf 'batch %3d: %6.1f µs of the backend per message (rounds %s–%s)\n' "$b" "$m" "$lo" "$hi"
 done
-set -- $batches
-if (($# >= 2)); then
+# The fit needs two different sizes at least.
+if (($(printf '%s\n' $batches | sort -u | wc -l) >= 2)); then
     awk -v pairs="$(for b in $batches; do printf '%s:%s ' "$b" "${med[$b]}"; done)" 'BEGIN {
         n = split(pairs, p, " ")
         for (i = 1; i <= n; i++) { split(p[i], kv, ":"); x = 1 / kv[1]; y = kv[2]

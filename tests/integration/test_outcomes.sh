@@ -3,10 +3,10 @@
 # real Postgres: 10,000 items in ~50 statements with every row present; a small
 # batch flushed by the timer; a steady stream batched by the window; a redelivered
 # job attaching to its existing message (and the lookup the pipeline asks first); a
-# 'sent' recipient never downgraded; a
-# bad item isolated while the rest of its batch commits; the Postgres connection
-# killed (and refused for a while) mid-run: failed items reported, none lost, and
-# re-recorded idempotently; a short outage absorbed by the hold; no leaks (ASan).
+# 'sent' recipient never downgraded; a bad item isolated while the rest of its batch
+# commits; the Postgres connection killed (and refused for a while) mid-run: failed
+# items reported, none lost, and re-recorded idempotently; a short outage absorbed by
+# the hold; no leaks (ASan).
 source "$(dirname "$0")/lib.sh"
 t_setup
 
