@@ -494,15 +494,23 @@ if flags & 15:
 EOF
 }
 
+# pmx_svc__new_key FILE: a new master key beside FILE (master.key, mode 600); prints
+# its path.
+pmx_svc__new_key() {
+    local key
+    key=$(dirname "$1")/master.key
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$key") || return 1
+    echo "$key"
+}
+
 pmx_svc_postgres_conf() {
     local file=${1:?pmx_svc_postgres_conf FILE DB} db=${2:?pmx_svc_postgres_conf FILE DB}
     local key
-    key=$(dirname "$file")/master.key
     [[ -n ${PMX_PG_HOST-} ]] || {
         pmx_svc__err "pmx_svc_postgres_conf: start Postgres first"
         return 1
     }
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$key") || return 1
+    key=$(pmx_svc__new_key "$file") || return 1
     cat >"$file" <<EOF
 [postgres]
 conninfo = host=$PMX_PG_HOST port=$PMX_PG_PORT user=$PMX_PG_USER dbname=$db
@@ -516,12 +524,11 @@ EOF
 pmx_svc_postmux_conf() {
     local file=${1:?pmx_svc_postmux_conf FILE DB} db=${2:?pmx_svc_postmux_conf FILE DB}
     local key
-    key=$(dirname "$file")/master.key
     [[ -n ${PMX_PG_HOST-} && -n ${PMX_REDIS_SOCK-} && -n ${PMX_SINK_PORT-} ]] || {
         pmx_svc__err "pmx_svc_postmux_conf: start Postgres, Redis and a sink first"
         return 1
     }
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$key") || return 1
+    key=$(pmx_svc__new_key "$file") || return 1
     cat >"$file" <<EOF
 [daemon]
 metrics_listen =
